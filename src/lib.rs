@@ -1,0 +1,12 @@
+//! Huitong (汇通): a FHIR R4 interoperability gateway.
+//!
+//! See `ARCHITECTURE.md` for the bird's-eye view and the code map.
+
+pub mod config;
+pub mod definitions;
+pub mod fhirpath;
+pub mod model;
+pub mod rest;
+pub mod store;
+pub mod telemetry;
+pub mod transaction;

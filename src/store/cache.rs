@@ -1,0 +1,1 @@
+//! A moka cache in front of any [`Store`] for reads by id and by version.

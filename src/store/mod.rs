@@ -1,0 +1,220 @@
+//! Persistence behind one narrow, async interface.
+//!
+//! [`Store`] is what every caller sees: reads by id and version, history, and [`Store::transact`], which
+//! runs a unit of work atomically against a [`TxContext`]. The unit of work decides (it resolves
+//! conditions, assigns versions, stamps `meta`); the store only keeps versions and index rows. This
+//! keeps SQL out of the FHIR logic, so a PostgreSQL store can follow without changing callers.
+//!
+//! Invariants every implementation keeps:
+//! - versions of one resource are 1, 2, 3... with no gaps; a delete is a version with no body (tombstone);
+//! - all writes of one `transact` become visible together or not at all;
+//! - index rows always describe the current version of each resource, written in the same transaction.
+
+pub mod cache;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::any::Any;
+use std::sync::Arc;
+
+pub use cache::CachedStore;
+pub use sqlite::SqliteStore;
+
+/// One stored version of a resource (or a tombstone).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredVersion {
+    pub resource_type: String,
+    pub id: String,
+    pub version: u64,
+    /// Server time of the write, milliseconds since the Unix epoch (UTC).
+    pub last_updated_ms: i64,
+    /// The interaction that produced this version.
+    pub method: WriteMethod,
+    /// The resource JSON exactly as served (with `meta.versionId`/`meta.lastUpdated`); `None` for a delete.
+    pub body: Option<Bytes>,
+    /// Position in the store-wide history (monotonic).
+    pub seq: i64,
+}
+
+impl StoredVersion {
+    /// A delete tombstone.
+    pub fn is_deleted(&self) -> bool {
+        self.body.is_none()
+    }
+}
+
+/// How a version came to be; history entries report it as `request.method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteMethod {
+    Create,
+    Update,
+    Delete,
+}
+
+impl WriteMethod {
+    /// Stable code used in storage.
+    pub fn code(self) -> &'static str {
+        match self {
+            WriteMethod::Create => "POST",
+            WriteMethod::Update => "PUT",
+            WriteMethod::Delete => "DELETE",
+        }
+    }
+    /// Inverse of [`WriteMethod::code`].
+    pub fn from_code(c: &str) -> Option<Self> {
+        match c {
+            "POST" => Some(WriteMethod::Create),
+            "PUT" => Some(WriteMethod::Update),
+            "DELETE" => Some(WriteMethod::Delete),
+            _ => None,
+        }
+    }
+}
+
+/// The current head of a resource as seen inside a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub version: u64,
+    pub deleted: bool,
+}
+
+/// A token index row: `identifier=system|code` and later every token search parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRow {
+    /// Search parameter code, e.g. `identifier`.
+    pub param: String,
+    pub system: Option<String>,
+    pub code: String,
+}
+
+/// A new version to write inside a transaction.
+#[derive(Debug, Clone)]
+pub struct NewVersion {
+    pub resource_type: String,
+    pub id: String,
+    /// Must be the current head's version + 1 (or 1 for a new resource); the store rejects anything else.
+    pub version: u64,
+    pub method: WriteMethod,
+    /// Serialised resource, `None` for a delete.
+    pub body: Option<Bytes>,
+    /// Index rows of this version (ignored for deletes: a tombstone has none).
+    pub tokens: Vec<TokenRow>,
+}
+
+/// Which history to list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HistoryScope {
+    System,
+    Type(String),
+    Instance(String, String),
+}
+
+/// A history query: newest first, `count` entries after skipping `offset`.
+#[derive(Debug, Clone)]
+pub struct HistoryQuery {
+    pub scope: HistoryScope,
+    /// Only versions with `last_updated_ms >= since_ms`.
+    pub since_ms: Option<i64>,
+    /// Only versions with `seq <= at_seq`: pins later pages to the first page's view.
+    pub at_seq: Option<i64>,
+    pub count: usize,
+    pub offset: usize,
+}
+
+/// A page of history.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// Number of versions matching the query (all pages).
+    pub total: u64,
+    /// Highest `seq` the query saw; pass it back as `at_seq` for the next page.
+    pub at_seq: i64,
+    pub entries: Vec<Arc<StoredVersion>>,
+}
+
+/// Counters for `/metrics`.
+#[derive(Debug, Clone, Default)]
+pub struct StoreStats {
+    /// Group commits done.
+    pub write_batches: u64,
+    /// Units of work committed or rolled back.
+    pub write_jobs: u64,
+    /// Histogram of jobs per group commit: (upper bound, cumulative count), Prometheus style; last is +Inf (u64::MAX).
+    pub batch_size_buckets: Vec<(u64, u64)>,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
+}
+
+/// Failure of the storage layer (never the client's fault unless it is a `Conflict`).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("version conflict on {0}: expected version {1}")]
+    Conflict(String, u64),
+    #[error("storage failure: {0}")]
+    Backend(String),
+    #[error("store is shutting down")]
+    Closed,
+}
+
+/// The inside of one atomic unit of work. Everything written through it commits together or not at all.
+pub trait TxContext {
+    /// The transaction's timestamp in ms since the epoch; the same for every write in it.
+    fn now_ms(&self) -> i64;
+    /// The current head of a resource, if it ever existed.
+    fn head(&mut self, resource_type: &str, id: &str) -> Result<Option<Head>, StoreError>;
+    /// Ids of live (not deleted) resources of a type having a token row `param` = (system?, code).
+    /// `system: None` matches any system; `Some("")` matches rows without a system.
+    fn find_by_token(
+        &mut self,
+        resource_type: &str,
+        param: &str,
+        system: Option<&str>,
+        code: &str,
+    ) -> Result<Vec<String>, StoreError>;
+    /// The current body of a live resource (for PATCH and conditional reads inside a transaction).
+    fn current_body(&mut self, resource_type: &str, id: &str) -> Result<Option<Bytes>, StoreError>;
+    /// Writes a version; fails with `Conflict` when `version` is not head + 1.
+    fn put(&mut self, v: NewVersion) -> Result<Arc<StoredVersion>, StoreError>;
+}
+
+/// A unit of work: runs on the store's writer, returns a value or aborts (rolling back its writes).
+pub type TxWork = Box<dyn FnOnce(&mut dyn TxContext) -> Result<Box<dyn Any + Send>, TxAbort> + Send>;
+
+/// Why a unit of work gave up; carried back to the caller untouched.
+pub enum TxAbort {
+    /// A store failure inside the work.
+    Store(StoreError),
+    /// The caller's own error (a FHIR rule, a failed precondition), boxed.
+    Caller(Box<dyn Any + Send>),
+}
+
+impl From<StoreError> for TxAbort {
+    fn from(e: StoreError) -> Self {
+        TxAbort::Store(e)
+    }
+}
+
+/// What a committed unit of work produced.
+pub struct TxOutcome {
+    pub value: Box<dyn Any + Send>,
+    /// Every version written, in write order.
+    pub written: Vec<Arc<StoredVersion>>,
+}
+
+/// The persistence interface.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The latest version of a resource, including a tombstone if the latest is a delete.
+    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Arc<StoredVersion>>, StoreError>;
+    /// One version.
+    async fn vread(&self, resource_type: &str, id: &str, version: u64)
+    -> Result<Option<Arc<StoredVersion>>, StoreError>;
+    /// History, newest first.
+    async fn history(&self, q: HistoryQuery) -> Result<HistoryPage, StoreError>;
+    /// Runs `work` atomically. On `Err(TxAbort)` nothing it wrote is kept.
+    async fn transact(&self, work: TxWork) -> Result<TxOutcome, TxAbort>;
+    /// Counters for `/metrics`.
+    fn stats(&self) -> StoreStats;
+    /// Waits until every accepted write is durable; used on shutdown.
+    async fn flush(&self) -> Result<(), StoreError>;
+}
