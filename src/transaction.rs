@@ -15,7 +15,7 @@ use crate::model::{self, FhirError, ParseLimits};
 use crate::store::{Head, NewVersion, Store, StoredVersion, TokenRow, TxAbort, TxContext, WriteMethod};
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// What an entry asks for.
@@ -120,7 +120,7 @@ pub enum Scope {
 /// Applies entries atomically; returns one effect per entry, in the entries' order.
 pub async fn apply(store: &dyn Store, entries: Vec<Entry>, scope: Scope, limits: ParseLimits) -> Result<Vec<Effect>, FhirError> {
     let work = Box::new(move |tx: &mut dyn TxContext| {
-        let mut run = Run { tx, scope, limits, defs: Definitions::core(), urls: HashMap::new() };
+        let mut run = Run { tx, scope, limits, defs: Definitions::core(), urls: HashMap::new(), written: HashSet::new() };
         run.all(entries)
             .map(|effects| Box::new(effects) as Box<dyn std::any::Any + Send>)
             .map_err(|e| match e {
@@ -180,6 +180,8 @@ struct Run<'t> {
     defs: &'static Definitions,
     /// fullUrl -> `Type/id` of the entries resolved so far.
     urls: HashMap<String, String>,
+    /// Resources written so far: a second write to one of them in the same transaction is a conflict.
+    written: HashSet<(String, String)>,
 }
 
 /// An entry after its identity is known.
@@ -374,7 +376,7 @@ impl Run<'_> {
         if head.deleted {
             return Ok(Effect::Nothing);
         }
-        let v = self.tx.put(NewVersion {
+        let v = self.put(NewVersion {
             resource_type: r.entry.resource_type,
             id,
             version: head.version + 1,
@@ -403,8 +405,21 @@ impl Run<'_> {
         let tokens = identifier_tokens(self.defs, &ty, &resource);
         let body = Bytes::from(serde_json::to_vec(&resource).map_err(|e| FhirError::new(500, "exception", e.to_string()))?);
         let method = if live.is_some() { WriteMethod::Update } else { WriteMethod::Create };
-        let v = self.tx.put(NewVersion { resource_type: ty, id, version, method, body: Some(body), tokens })?;
+        let v = self.put(NewVersion { resource_type: ty, id, version, method, body: Some(body), tokens })?;
         Ok(if live.is_some() { Effect::Updated(v) } else { Effect::Created(v) })
+    }
+
+    /// Writes one version, refusing a second write to the same resource in one transaction.
+    fn put(&mut self, v: NewVersion) -> Result<Arc<StoredVersion>, Failure> {
+        if !self.written.insert((v.resource_type.clone(), v.id.clone())) {
+            return Err(FhirError::new(
+                409,
+                "conflict",
+                format!("{}/{} is written by more than one entry of this transaction", v.resource_type, v.id),
+            )
+            .into());
+        }
+        Ok(self.tx.put(v)?)
     }
 
     fn patched(&mut self, ty: &str, id: &str, head: Option<Head>, patch: Option<&json_patch::Patch>) -> Result<Value, Failure> {

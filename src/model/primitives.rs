@@ -3,25 +3,28 @@
 //! Each function is the R4 regex of that type (from the specification's datatypes page) as a
 //! straight-line scanner: no regex engine on the parse path, no backtracking on hostile input.
 
-/// Strings may not exceed 1 MiB (R4 datatypes: "strings SHALL NOT exceed 1MB").
-pub const MAX_STRING_BYTES: usize = 1024 * 1024;
-
 /// `[A-Za-z0-9\-\.]{1,64}`
 pub fn is_id(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
+/// `\s` of the specification's (Java) regexes: ASCII whitespace only, so a no-break space is content.
+fn is_regex_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
+}
+
 /// `[^\s]+(\s[^\s]+)*`: no leading, trailing or doubled whitespace.
 pub fn is_code(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with(char::is_whitespace)
-        && !s.ends_with(char::is_whitespace)
-        && !s.chars().zip(s.chars().skip(1)).any(|(a, b)| a.is_whitespace() && b.is_whitespace())
+    let b = s.as_bytes();
+    !b.is_empty()
+        && !is_regex_space(b[0])
+        && !is_regex_space(b[b.len() - 1])
+        && !b.windows(2).any(|w| is_regex_space(w[0]) && is_regex_space(w[1]))
 }
 
 /// `\S*` (uri, url, canonical): no whitespace at all.
 pub fn is_uri(s: &str) -> bool {
-    !s.chars().any(char::is_whitespace)
+    !s.bytes().any(is_regex_space)
 }
 
 /// `urn:oid:[0-2](\.(0|[1-9][0-9]*))+`
@@ -224,6 +227,7 @@ mod tests {
         assert!(!is_code(" a"));
         assert!(!is_code("a  b"));
         assert!(!is_code("a "));
+        assert!(is_code("CHEST\u{a0}"), "a no-break space is not \\s in the R4 regexes");
         assert!(is_uri("http://x/y?a=b"));
         assert!(!is_uri("http://x y"));
         assert!(is_oid("urn:oid:2.16.156.10011.1.3"));
