@@ -84,6 +84,8 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     let base = state.settings.base_path.clone();
     Router::new()
+        // `[base]/` is the same endpoint as `[base]`: clients differ on the trailing slash.
+        .route(&format!("{base}/"), get(no_system_search).post(bundle::batch_or_transaction))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
