@@ -238,12 +238,20 @@ impl Definitions {
                     continue;
                 }
                 elements.entry(el.path.clone()).or_insert((si, ei));
-                let Some((parent, last)) = el.path.rsplit_once('.') else { continue };
-                child_list.entry(parent.to_string()).or_default().push((si, ei));
+                let Some((parent, last)) = el.path.rsplit_once('.') else {
+                    continue;
+                };
+                child_list
+                    .entry(parent.to_string())
+                    .or_default()
+                    .push((si, ei));
                 if let Some(stem) = last.strip_suffix("[x]") {
                     for (ti, t) in el.types.iter().enumerate() {
                         let key = format!("{stem}{}", upper_first(&t.code));
-                        children.entry(parent.to_string()).or_default().insert(key, (si, ei, ti));
+                        children
+                            .entry(parent.to_string())
+                            .or_default()
+                            .insert(key, (si, ei, ti));
                     }
                 } else {
                     let ti = if el.types.is_empty() { usize::MAX } else { 0 };
@@ -254,7 +262,13 @@ impl Definitions {
                 }
             }
         }
-        Definitions { artefact, structures, elements, children, child_list }
+        Definitions {
+            artefact,
+            structures,
+            elements,
+            children,
+            child_list,
+        }
     }
 
     /// The whole artefact.
@@ -264,7 +278,9 @@ impl Definitions {
 
     /// A structure by type name (`Patient`, `HumanName`, `string`).
     pub fn structure(&self, name: &str) -> Option<&StructureDef> {
-        self.structures.get(name).map(|&i| &self.artefact.structures[i])
+        self.structures
+            .get(name)
+            .map(|&i| &self.artefact.structures[i])
     }
 
     /// True for a concrete (non-abstract) resource type name.
@@ -284,7 +300,9 @@ impl Definitions {
 
     /// An element by full path (`Patient.name`, `Observation.value[x]`).
     pub fn element(&self, path: &str) -> Option<&ElementDef> {
-        self.elements.get(path).map(|&(s, e)| &self.artefact.structures[s].elements[e])
+        self.elements
+            .get(path)
+            .map(|&(s, e)| &self.artefact.structures[s].elements[e])
     }
 
     /// The child elements of a path, in document order.
@@ -323,7 +341,9 @@ impl Definitions {
     pub fn search_parameters(&self, resource_type: &str) -> impl Iterator<Item = &SearchParamDef> {
         let rt = resource_type.to_string();
         self.artefact.search_parameters.iter().filter(move |p| {
-            p.base.iter().any(|b| b == &rt || b == "Resource" || b == "DomainResource")
+            p.base
+                .iter()
+                .any(|b| b == &rt || b == "Resource" || b == "DomainResource")
         })
     }
 }

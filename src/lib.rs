@@ -7,7 +7,7 @@ pub mod definitions;
 pub mod fhirpath;
 pub mod model;
 pub mod rest;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod transaction;
-pub mod server;

@@ -42,7 +42,12 @@ fn main() -> ExitCode {
         Command::Validate { files } => validate(&files),
         Command::Version => {
             let defs = huitong::definitions::Definitions::core().artefact();
-            println!("huitong {} (FHIR {}, core definitions from {})", env!("CARGO_PKG_VERSION"), defs.fhir_version, defs.source);
+            println!(
+                "huitong {} (FHIR {}, core definitions from {})",
+                env!("CARGO_PKG_VERSION"),
+                defs.fhir_version,
+                defs.source
+            );
             ExitCode::SUCCESS
         }
     }
@@ -64,7 +69,10 @@ fn serve(config: Option<PathBuf>, flags: Overrides) -> ExitCode {
         }
     };
     huitong::telemetry::init_logging(settings.log_format, &settings.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("huitong: cannot start the runtime: {e}");
@@ -84,7 +92,9 @@ fn serve(config: Option<PathBuf>, flags: Overrides) -> ExitCode {
         let stop = server.stop_handle();
         tokio::spawn(async move {
             wait_for_signal().await;
-            tracing::info!("shutdown requested: finishing in-flight requests and flushing the store");
+            tracing::info!(
+                "shutdown requested: finishing in-flight requests and flushing the store"
+            );
             if let Some(s) = stop {
                 let _ = s.send(());
             }
@@ -130,13 +140,26 @@ fn validate(files: &[PathBuf]) -> ExitCode {
             .map_err(|e| model::FhirError::new(400, "exception", format!("cannot read: {e}")))
             .and_then(|bytes| model::parse_resource(&bytes, None, ParseLimits::default()));
         match result {
-            Ok(r) => println!("{}: ok ({})", f.display(), r.get("resourceType").and_then(|t| t.as_str()).unwrap_or("?")),
+            Ok(r) => println!(
+                "{}: ok ({})",
+                f.display(),
+                r.get("resourceType")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("?")
+            ),
             Err(e) => {
                 failed += 1;
                 println!("{}: invalid", f.display());
-                println!("{}", serde_json::to_string_pretty(&e.outcome()).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&e.outcome()).unwrap_or_default()
+                );
             }
         }
     }
-    if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }

@@ -25,14 +25,22 @@ fn without_meta(r: &Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_r4_example_round_trips() {
-    let Some(examples) = common::r4_examples() else { return };
+    let Some(examples) = common::r4_examples() else {
+        return;
+    };
     let s = TestServer::start().await;
     let mut checked = 0;
     let mut failures = Vec::new();
     for (name, bytes) in &examples {
         let original: Value = serde_json::from_slice(bytes).expect("example JSON");
-        let ty = original["resourceType"].as_str().unwrap_or_default().to_string();
-        let id = original.get("id").and_then(Value::as_str).map(str::to_string);
+        let ty = original["resourceType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let id = original
+            .get("id")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         let resp = match &id {
             Some(id) => s.send(Method::PUT, &format!("{ty}/{id}"), &original).await,
             None => s.send(Method::POST, &ty, &original).await,
@@ -49,32 +57,45 @@ async fn every_r4_example_round_trips() {
         if id.is_none() {
             expected["id"] = json!(read_id);
         }
-        if status != 200 || without_meta(&read) != expected || client_meta(&read) != client_meta(&original) {
+        if status != 200
+            || without_meta(&read) != expected
+            || client_meta(&read) != client_meta(&original)
+        {
             failures.push(format!("{name}: read back differs (status {status})"));
             continue;
         }
         checked += 1;
     }
-    println!("r4 examples round trip: {checked} passed, {} failed", failures.len());
+    println!(
+        "r4 examples round trip: {checked} passed, {} failed",
+        failures.len()
+    );
     for f in failures.iter().take(20) {
         println!("  {f}");
     }
     // The one example the parser rejects is listed with its reason in tests/model_examples.rs.
     assert_eq!(failures.len(), 1, "{failures:#?}");
-    assert!(failures[0].contains("QuestionnaireResponse-item-subject"), "{failures:#?}");
+    assert!(
+        failures[0].contains("QuestionnaireResponse-item-subject"),
+        "{failures:#?}"
+    );
     assert!(checked > 5000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_synthea_bundle_loads_with_matching_counts() {
-    let Some(tgz) = common::corpora("synthea/synthea-r4-bundles.tgz") else { return };
+    let Some(tgz) = common::corpora("synthea/synthea-r4-bundles.tgz") else {
+        return;
+    };
     let mut bundles: Vec<(String, Value)> = common::tgz_files(&tgz)
         .into_iter()
         .filter(|(n, _)| n.ends_with(".json"))
         .map(|(n, b)| (n, serde_json::from_slice(&b).expect("bundle JSON")))
         .collect();
     // Hospitals and practitioners first: the patient bundles refer to them conditionally.
-    bundles.sort_by_key(|(n, _)| !(n.contains("hospitalInformation") || n.contains("practitionerInformation")));
+    bundles.sort_by_key(|(n, _)| {
+        !(n.contains("hospitalInformation") || n.contains("practitionerInformation"))
+    });
     let s = TestServer::start().await;
     // Resources per type in the input; the server must hold exactly these.
     let mut expected: BTreeMap<String, u64> = BTreeMap::new();
@@ -86,8 +107,13 @@ async fn every_synthea_bundle_loads_with_matching_counts() {
         assert_eq!(responses.len(), entries.len(), "{name}");
         for (e, r) in entries.iter().zip(responses) {
             let st = r["response"]["status"].as_str().unwrap_or_default();
-            assert!(st.starts_with("201"), "{name}: every entry creates a resource: {r}");
-            *expected.entry(e["resource"]["resourceType"].as_str().unwrap().to_string()).or_default() += 1;
+            assert!(
+                st.starts_with("201"),
+                "{name}: every entry creates a resource: {r}"
+            );
+            *expected
+                .entry(e["resource"]["resourceType"].as_str().unwrap().to_string())
+                .or_default() += 1;
         }
     }
     let mut total = 0;
@@ -96,6 +122,10 @@ async fn every_synthea_bundle_loads_with_matching_counts() {
         assert_eq!(h["total"].as_u64(), Some(*n), "{ty}");
         total += n;
     }
-    println!("synthea: {} bundles, {total} resources in {} types, counts match", bundles.len(), expected.len());
+    println!(
+        "synthea: {} bundles, {total} resources in {} types, counts match",
+        bundles.len(),
+        expected.len()
+    );
     assert!(total > 10_000, "{total}");
 }

@@ -10,7 +10,10 @@ fn patient(family: &str) -> Value {
 }
 
 fn header(resp: &reqwest::Response, name: &str) -> String {
-    resp.headers().get(name).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -29,13 +32,18 @@ async fn crud_lifecycle_with_versions_and_headers() {
 
     let read = s.get(&format!("Patient/{id}")).await;
     assert_eq!(read.status(), 200);
-    assert_eq!(header(&read, "content-type"), "application/fhir+json; charset=utf-8");
+    assert_eq!(
+        header(&read, "content-type"),
+        "application/fhir+json; charset=utf-8"
+    );
     let (_, read_body) = json_of(read).await;
     assert_eq!(read_body, body);
 
     let mut changed = body.clone();
     changed["gender"] = json!("female");
-    let updated = s.send(Method::PUT, &format!("Patient/{id}"), &changed).await;
+    let updated = s
+        .send(Method::PUT, &format!("Patient/{id}"), &changed)
+        .await;
     assert_eq!(updated.status(), 200);
     assert_eq!(header(&updated, "etag"), "W/\"2\"");
     let (_, v2) = json_of(updated).await;
@@ -47,24 +55,44 @@ async fn crud_lifecycle_with_versions_and_headers() {
     expect_outcome(s.get(&format!("Patient/{id}/_history/9")).await, 404).await;
     expect_outcome(s.get(&format!("Patient/{id}/_history/x")).await, 400).await;
 
-    let deleted = s.http.delete(s.url(&format!("Patient/{id}"))).send().await.unwrap();
+    let deleted = s
+        .http
+        .delete(s.url(&format!("Patient/{id}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(deleted.status(), 204);
     assert_eq!(header(&deleted, "etag"), "W/\"3\"");
     let (code, _, _) = expect_outcome(s.get(&format!("Patient/{id}")).await, 410).await;
     assert_eq!(code, "deleted");
     // Deleting again changes nothing.
-    assert_eq!(s.http.delete(s.url(&format!("Patient/{id}"))).send().await.unwrap().status(), 204);
+    assert_eq!(
+        s.http
+            .delete(s.url(&format!("Patient/{id}")))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
 
     let (status, hist) = json_of(s.get(&format!("Patient/{id}/_history")).await).await;
     assert_eq!(status, 200);
     assert_eq!(hist["type"], "history");
     assert_eq!(hist["total"], 3);
-    let methods: Vec<&str> = hist["entry"].as_array().unwrap().iter().map(|e| e["request"]["method"].as_str().unwrap()).collect();
+    let methods: Vec<&str> = hist["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["request"]["method"].as_str().unwrap())
+        .collect();
     assert_eq!(methods, ["DELETE", "PUT", "POST"]);
     assert!(hist["entry"][0].get("resource").is_none());
 
     // Update on a deleted resource brings it back as version 4.
-    let back = s.send(Method::PUT, &format!("Patient/{id}"), &changed).await;
+    let back = s
+        .send(Method::PUT, &format!("Patient/{id}"), &changed)
+        .await;
     assert_eq!(back.status(), 201);
     assert_eq!(header(&back, "etag"), "W/\"4\"");
 }
@@ -74,20 +102,38 @@ async fn update_creates_with_client_id_and_checks_ids() {
     let s = TestServer::start().await;
     let mut p = patient("王");
     p["id"] = json!("hn-001");
-    assert_eq!(s.send(Method::PUT, "Patient/hn-001", &p).await.status(), 201);
-    assert_eq!(s.send(Method::PUT, "Patient/hn-001", &p).await.status(), 200);
+    assert_eq!(
+        s.send(Method::PUT, "Patient/hn-001", &p).await.status(),
+        201
+    );
+    assert_eq!(
+        s.send(Method::PUT, "Patient/hn-001", &p).await.status(),
+        200
+    );
 
     let (_, at, _) = expect_outcome(s.send(Method::PUT, "Patient/other", &p).await, 400).await;
     assert_eq!(at.as_deref(), Some("id"));
-    let (_, at, _) = expect_outcome(s.send(Method::PUT, "Patient/hn-001", &patient("x")).await, 400).await;
+    let (_, at, _) = expect_outcome(
+        s.send(Method::PUT, "Patient/hn-001", &patient("x")).await,
+        400,
+    )
+    .await;
     assert_eq!(at.as_deref(), Some("id"));
     let long = "a".repeat(65);
     let mut q = patient("x");
     q["id"] = json!(long);
-    expect_outcome(s.send(Method::PUT, &format!("Patient/{long}"), &q).await, 400).await;
+    expect_outcome(
+        s.send(Method::PUT, &format!("Patient/{long}"), &q).await,
+        400,
+    )
+    .await;
     let (_, at, _) = expect_outcome(s.send(Method::PUT, "Observation/hn-001", &p).await, 400).await;
     assert_eq!(at.as_deref(), Some("resourceType"));
-    let (_, at, _) = expect_outcome(s.send(Method::POST, "Observation", &patient("x")).await, 400).await;
+    let (_, at, _) = expect_outcome(
+        s.send(Method::POST, "Observation", &patient("x")).await,
+        400,
+    )
+    .await;
     assert_eq!(at.as_deref(), Some("resourceType"));
 }
 
@@ -97,27 +143,80 @@ async fn error_statuses_are_operation_outcomes() {
     expect_outcome(s.get("Patient/nope").await, 404).await;
     expect_outcome(s.get("Patent/1").await, 404).await;
     expect_outcome(s.get("Patient/a_b").await, 400).await;
-    expect_outcome(s.http.get(format!("{}/nowhere", s.root)).send().await.unwrap(), 404).await;
+    expect_outcome(
+        s.http
+            .get(format!("{}/nowhere", s.root))
+            .send()
+            .await
+            .unwrap(),
+        404,
+    )
+    .await;
     // 405: a method the route does not offer.
     expect_outcome(s.send(Method::POST, "Patient/1", &patient("x")).await, 405).await;
     // 406: formats we do not serve.
-    expect_outcome(s.http.get(s.url("metadata")).header("accept", "application/fhir+xml").send().await.unwrap(), 406).await;
+    expect_outcome(
+        s.http
+            .get(s.url("metadata"))
+            .header("accept", "application/fhir+xml")
+            .send()
+            .await
+            .unwrap(),
+        406,
+    )
+    .await;
     expect_outcome(s.get("metadata?_format=xml").await, 406).await;
     // 415: a body that is not FHIR JSON.
-    let r = s.http.post(s.url("Patient")).header("content-type", "application/xml").body("<Patient/>").send().await.unwrap();
+    let r = s
+        .http
+        .post(s.url("Patient"))
+        .header("content-type", "application/xml")
+        .body("<Patient/>")
+        .send()
+        .await
+        .unwrap();
     expect_outcome(r, 415).await;
-    let r = s.http.post(s.url("Patient")).body("{}").send().await.unwrap();
+    let r = s
+        .http
+        .post(s.url("Patient"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     expect_outcome(r, 415).await;
     // 400: malformed JSON, invalid UTF-8, unknown element, deep nesting.
-    let post = |body: Vec<u8>| s.http.post(s.url("Patient")).header("content-type", "application/fhir+json").body(body).send();
-    let (code, _, diag) = expect_outcome(post(b"{\"resourceType\":".to_vec()).await.unwrap(), 400).await;
+    let post = |body: Vec<u8>| {
+        s.http
+            .post(s.url("Patient"))
+            .header("content-type", "application/fhir+json")
+            .body(body)
+            .send()
+    };
+    let (code, _, diag) =
+        expect_outcome(post(b"{\"resourceType\":".to_vec()).await.unwrap(), 400).await;
     assert_eq!(code, "structure");
     assert!(diag.starts_with("invalid JSON"), "{diag}");
-    let (_, _, diag) = expect_outcome(post(b"{\"resourceType\":\"Patient\",\"id\":\"\xc3\x28\"}".to_vec()).await.unwrap(), 400).await;
+    let (_, _, diag) = expect_outcome(
+        post(b"{\"resourceType\":\"Patient\",\"id\":\"\xc3\x28\"}".to_vec())
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
     assert!(diag.contains("UTF-8"), "{diag}");
-    let (_, at, _) = expect_outcome(post(br#"{"resourceType":"Patient","nickname":"x"}"#.to_vec()).await.unwrap(), 400).await;
+    let (_, at, _) = expect_outcome(
+        post(br#"{"resourceType":"Patient","nickname":"x"}"#.to_vec())
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
     assert_eq!(at.as_deref(), Some("Patient.nickname"));
-    let deep = format!("{{\"resourceType\":\"Patient\",\"extension\":{}{}}}", "[{\"extension\":".repeat(100), "[]}]".repeat(100));
+    let deep = format!(
+        "{{\"resourceType\":\"Patient\",\"extension\":{}{}}}",
+        "[{\"extension\":".repeat(100),
+        "[]}]".repeat(100)
+    );
     expect_outcome(post(deep.into_bytes()).await.unwrap(), 400).await;
     // 412/400 on If-Match.
     let (_, created) = json_of(s.send(Method::POST, "Patient", &patient("x")).await).await;
@@ -145,9 +244,17 @@ async fn oversized_bodies_get_413_before_being_read() {
     let (code, _, _) = expect_outcome(s.send(Method::POST, "Patient", &big).await, 413).await;
     assert_eq!(code, "too-costly");
     // Without Content-Length (chunked), the limit applies while streaming.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..20).map(|_| Ok(vec![b' '; 100])).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..20).map(|_| Ok(vec![b' '; 100])).collect();
     let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
-    let r = s.http.post(s.url("Patient")).header("content-type", "application/fhir+json").body(body).send().await.unwrap();
+    let r = s
+        .http
+        .post(s.url("Patient"))
+        .header("content-type", "application/fhir+json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     expect_outcome(r, 413).await;
 }
 
@@ -155,12 +262,16 @@ async fn oversized_bodies_get_413_before_being_read() {
 async fn conditional_create_update_delete() {
     let s = TestServer::start().await;
     let mut p = patient("张");
-    p["identifier"] = json!([{"system": "urn:oid:2.16.156.10011.1.3", "value": "110101199003077777"}]);
+    p["identifier"] =
+        json!([{"system": "urn:oid:2.16.156.10011.1.3", "value": "110101199003077777"}]);
     let create = || {
         s.http
             .post(s.url("Patient"))
             .header("content-type", "application/fhir+json")
-            .header("if-none-exist", "identifier=urn:oid:2.16.156.10011.1.3|110101199003077777")
+            .header(
+                "if-none-exist",
+                "identifier=urn:oid:2.16.156.10011.1.3|110101199003077777",
+            )
             .body(serde_json::to_vec(&p).unwrap())
             .send()
     };
@@ -176,22 +287,57 @@ async fn conditional_create_update_delete() {
     let mut changed = p.clone();
     changed["gender"] = json!("female");
     let (status, c) = json_of(s.send(Method::PUT, cond, &changed).await).await;
-    assert_eq!((status, c["id"].clone(), c["meta"]["versionId"].clone()), (200, a["id"].clone(), json!("2")));
+    assert_eq!(
+        (status, c["id"].clone(), c["meta"]["versionId"].clone()),
+        (200, a["id"].clone(), json!("2"))
+    );
     // No match: a conditional update creates.
     let mut other = patient("赵");
     other["identifier"] = json!([{"system": "urn:oid:2.16.156.10011.1.3", "value": "X2"}]);
-    assert_eq!(s.send(Method::PUT, "Patient?identifier=X2", &other).await.status(), 201);
+    assert_eq!(
+        s.send(Method::PUT, "Patient?identifier=X2", &other)
+            .await
+            .status(),
+        201
+    );
     // Two matches: 412.
     assert_eq!(s.send(Method::POST, "Patient", &other).await.status(), 201);
-    expect_outcome(s.send(Method::PUT, "Patient?identifier=X2", &other).await, 412).await;
-    expect_outcome(s.http.delete(s.url("Patient?identifier=X2")).send().await.unwrap(), 412).await;
+    expect_outcome(
+        s.send(Method::PUT, "Patient?identifier=X2", &other).await,
+        412,
+    )
+    .await;
+    expect_outcome(
+        s.http
+            .delete(s.url("Patient?identifier=X2"))
+            .send()
+            .await
+            .unwrap(),
+        412,
+    )
+    .await;
     // Unsupported criteria are refused, not ignored.
-    let (code, _, _) = expect_outcome(s.http.delete(s.url("Patient?name=x")).send().await.unwrap(), 400).await;
+    let (code, _, _) = expect_outcome(
+        s.http.delete(s.url("Patient?name=x")).send().await.unwrap(),
+        400,
+    )
+    .await;
     assert_eq!(code, "not-supported");
     // Conditional delete of one match.
-    assert_eq!(s.http.delete(s.url(cond)).send().await.unwrap().status(), 204);
-    expect_outcome(s.get(&format!("Patient/{}", a["id"].as_str().unwrap())).await, 410).await;
-    assert_eq!(s.http.delete(s.url(cond)).send().await.unwrap().status(), 204);
+    assert_eq!(
+        s.http.delete(s.url(cond)).send().await.unwrap().status(),
+        204
+    );
+    expect_outcome(
+        s.get(&format!("Patient/{}", a["id"].as_str().unwrap()))
+            .await,
+        410,
+    )
+    .await;
+    assert_eq!(
+        s.http.delete(s.url(cond)).send().await.unwrap().status(),
+        204
+    );
 }
 
 #[tokio::test]
@@ -212,20 +358,63 @@ async fn json_patch_and_prefer() {
     let id = location.split('/').rev().nth(2).unwrap().to_string();
 
     let patch = |body: &str, ct: &str| {
-        s.http.patch(s.url(&format!("Patient/{id}"))).header("content-type", ct.to_string()).body(body.to_string()).send()
+        s.http
+            .patch(s.url(&format!("Patient/{id}")))
+            .header("content-type", ct.to_string())
+            .body(body.to_string())
+            .send()
     };
-    let ok = patch(r#"[{"op":"replace","path":"/birthDate","value":"1991-02-03"}]"#, "application/json-patch+json").await.unwrap();
+    let ok = patch(
+        r#"[{"op":"replace","path":"/birthDate","value":"1991-02-03"}]"#,
+        "application/json-patch+json",
+    )
+    .await
+    .unwrap();
     assert_eq!(ok.status(), 200);
     let (_, v) = json_of(ok).await;
-    assert_eq!((v["birthDate"].clone(), v["meta"]["versionId"].clone()), (json!("1991-02-03"), json!("2")));
-    let (code, _, _) = expect_outcome(patch(r#"[{"op":"test","path":"/gender","value":"female"}]"#, "application/json-patch+json").await.unwrap(), 422).await;
+    assert_eq!(
+        (v["birthDate"].clone(), v["meta"]["versionId"].clone()),
+        (json!("1991-02-03"), json!("2"))
+    );
+    let (code, _, _) = expect_outcome(
+        patch(
+            r#"[{"op":"test","path":"/gender","value":"female"}]"#,
+            "application/json-patch+json",
+        )
+        .await
+        .unwrap(),
+        422,
+    )
+    .await;
     assert_eq!(code, "processing");
     // A patch that produces an invalid resource is refused with the location.
-    let (_, at, _) = expect_outcome(patch(r#"[{"op":"add","path":"/birthDate","value":"soon"}]"#, "application/json-patch+json").await.unwrap(), 422).await;
+    let (_, at, _) = expect_outcome(
+        patch(
+            r#"[{"op":"add","path":"/birthDate","value":"soon"}]"#,
+            "application/json-patch+json",
+        )
+        .await
+        .unwrap(),
+        422,
+    )
+    .await;
     assert_eq!(at.as_deref(), Some("Patient.birthDate"));
-    expect_outcome(patch(r#"{"op":"nope"}"#, "application/json-patch+json").await.unwrap(), 400).await;
+    expect_outcome(
+        patch(r#"{"op":"nope"}"#, "application/json-patch+json")
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
     expect_outcome(patch("[]", "application/json").await.unwrap(), 415).await;
-    let missing = s.http.patch(s.url("Patient/none")).header("content-type", "application/json-patch+json").body("[]").send().await.unwrap();
+    let missing = s
+        .http
+        .patch(s.url("Patient/none"))
+        .header("content-type", "application/json-patch+json")
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
     expect_outcome(missing, 404).await;
 
     let oo = s
@@ -238,7 +427,10 @@ async fn json_patch_and_prefer() {
         .await
         .unwrap();
     let (status, body) = json_of(oo).await;
-    assert_eq!((status, body["resourceType"].clone()), (200, json!("OperationOutcome")));
+    assert_eq!(
+        (status, body["resourceType"].clone()),
+        (200, json!("OperationOutcome"))
+    );
     assert_eq!(body["issue"][0]["severity"], "information");
 }
 
@@ -251,7 +443,10 @@ async fn summary_elements_and_pretty() {
     let (_, c) = json_of(s.send(Method::POST, "Patient", &p).await).await;
     let id = c["id"].as_str().unwrap();
     let (_, summary) = json_of(s.get(&format!("Patient/{id}?_summary=true")).await).await;
-    assert!(summary.get("contact").is_none() && summary.get("text").is_none(), "{summary}");
+    assert!(
+        summary.get("contact").is_none() && summary.get("text").is_none(),
+        "{summary}"
+    );
     assert_eq!(summary["name"], c["name"]);
     assert_eq!(summary["meta"]["tag"][0]["code"], "SUBSETTED");
     let (_, data) = json_of(s.get(&format!("Patient/{id}?_summary=data")).await).await;
@@ -262,9 +457,20 @@ async fn summary_elements_and_pretty() {
     expect_outcome(s.get(&format!("Patient/{id}?_summary=count")).await, 400).await;
     expect_outcome(s.get(&format!("Patient/{id}?_summary=bogus")).await, 400).await;
     expect_outcome(s.get(&format!("Patient/{id}?_foo=1")).await, 400).await;
-    let pretty = s.get(&format!("Patient/{id}?_pretty=true")).await.text().await.unwrap();
+    let pretty = s
+        .get(&format!("Patient/{id}?_pretty=true"))
+        .await
+        .text()
+        .await
+        .unwrap();
     assert!(pretty.contains("\n  \"resourceType\""), "{pretty}");
-    let not_modified = s.http.get(s.url(&format!("Patient/{id}"))).header("if-none-match", "W/\"1\"").send().await.unwrap();
+    let not_modified = s
+        .http
+        .get(s.url(&format!("Patient/{id}")))
+        .header("if-none-match", "W/\"1\"")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(not_modified.status(), 304);
 }
 
@@ -272,21 +478,45 @@ async fn summary_elements_and_pretty() {
 async fn history_paging_and_since() {
     let s = TestServer::start().await;
     for i in 0..7 {
-        s.send(Method::POST, "Patient", &patient(&format!("P{i}"))).await;
+        s.send(Method::POST, "Patient", &patient(&format!("P{i}")))
+            .await;
     }
-    s.send(Method::POST, "Observation", &json!({"resourceType": "Observation", "status": "final", "code": {"text": "hr"}})).await;
+    s.send(
+        Method::POST,
+        "Observation",
+        &json!({"resourceType": "Observation", "status": "final", "code": {"text": "hr"}}),
+    )
+    .await;
     let (_, page1) = json_of(s.get("Patient/_history?_count=3").await).await;
     assert_eq!(page1["total"], 7);
     assert_eq!(page1["entry"].as_array().unwrap().len(), 3);
-    let next = page1["link"].as_array().unwrap().iter().find(|l| l["relation"] == "next").unwrap()["url"].as_str().unwrap().to_string();
+    let next = page1["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .unwrap()["url"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // A write after the first page does not shift later pages.
     s.send(Method::POST, "Patient", &patient("late")).await;
     let (_, page2) = json_of(s.http.get(&next).send().await.unwrap()).await;
     assert_eq!(page2["total"], 7);
-    let ids = |p: &Value| p["entry"].as_array().unwrap().iter().map(|e| e["resource"]["id"].clone()).collect::<Vec<_>>();
+    let ids = |p: &Value| {
+        p["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["resource"]["id"].clone())
+            .collect::<Vec<_>>()
+    };
     assert!(ids(&page1).iter().all(|i| !ids(&page2).contains(i)));
     let (_, system) = json_of(s.get("_history?_summary=count").await).await;
-    assert_eq!((system["total"].clone(), system.get("entry").is_none()), (json!(9), true));
+    assert_eq!(
+        (system["total"].clone(), system.get("entry").is_none()),
+        (json!(9), true)
+    );
     let (_, future) = json_of(s.get("_history?_since=2999-01-01T00:00:00Z").await).await;
     assert_eq!(future["total"], 0);
     let (_, past) = json_of(s.get("_history?_since=2000-01-01").await).await;
@@ -316,13 +546,29 @@ async fn transaction_rewrites_references_and_resolves_conditions() {
     let (status, resp) = json_of(s.send(Method::POST, "", &bundle).await).await;
     assert_eq!(status, 200, "{resp}");
     assert_eq!(resp["type"], "transaction-response");
-    let statuses: Vec<&str> = resp["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = resp["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses, ["201 Created", "201 Created", "200 OK"]);
     let patient_id = resp["entry"][0]["resource"]["id"].as_str().unwrap();
-    assert_eq!(resp["entry"][1]["resource"]["subject"]["reference"], format!("Patient/{patient_id}"));
+    assert_eq!(
+        resp["entry"][1]["resource"]["subject"]["reference"],
+        format!("Patient/{patient_id}")
+    );
     let org_id = resp["entry"][2]["resource"]["id"].as_str().unwrap();
-    assert_eq!(resp["entry"][0]["resource"]["managingOrganization"]["reference"], format!("Organization/{org_id}"));
+    assert_eq!(
+        resp["entry"][0]["resource"]["managingOrganization"]["reference"],
+        format!("Organization/{org_id}")
+    );
     assert_eq!(resp["entry"][2]["resource"]["name"], "协和医院");
+
+    // Outside a Bundle, references are stored exactly as sent.
+    let single = json!({"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"}});
+    let (status, stored) = json_of(s.send(Method::POST, "Observation", &single).await).await;
+    assert_eq!((status, &stored["subject"]), (201, &single["subject"]));
 }
 
 #[tokio::test]
@@ -346,7 +592,10 @@ async fn failed_transaction_leaves_nothing_behind() {
     let dangling = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:11111111-1111-4111-8111-111111111111", "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "subject": {"reference": "urn:uuid:99999999-9999-4999-8999-999999999999"}}, "request": {"method": "POST", "url": "Observation"}}]});
     let (_, at, _) = expect_outcome(s.send(Method::POST, "", &dangling).await, 400).await;
-    assert_eq!(at.as_deref(), Some("Bundle.entry[0].resource.subject.reference"));
+    assert_eq!(
+        at.as_deref(),
+        Some("Bundle.entry[0].resource.subject.reference")
+    );
     let circular = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"fullUrl": "urn:uuid:22222222-2222-4222-8222-222222222222", "resource": patient("a"), "request": {"method": "PUT", "url": "Patient?identifier=urn:uuid:33333333-3333-4333-8333-333333333333"}},
         {"fullUrl": "urn:uuid:33333333-3333-4333-8333-333333333333", "resource": patient("b"), "request": {"method": "PUT", "url": "Patient?identifier=urn:uuid:22222222-2222-4222-8222-222222222222"}}]});
@@ -368,10 +617,22 @@ async fn failed_transaction_leaves_nothing_behind() {
         {"resource": d, "request": {"method": "PUT", "url": "Patient/dup"}},
         {"resource": d, "request": {"method": "PUT", "url": "Patient/dup"}}]});
     let (code, at, _) = expect_outcome(s.send(Method::POST, "", &twice).await, 409).await;
-    assert_eq!((code.as_str(), at.as_deref()), ("conflict", Some("Bundle.entry[1]")));
+    assert_eq!(
+        (code.as_str(), at.as_deref()),
+        ("conflict", Some("Bundle.entry[1]"))
+    );
     let (_, hist) = json_of(s.get("_history").await).await;
     assert_eq!(hist["total"], 0);
-    expect_outcome(s.send(Method::POST, "", &json!({"resourceType": "Bundle", "type": "collection"})).await, 400).await;
+    expect_outcome(
+        s.send(
+            Method::POST,
+            "",
+            &json!({"resourceType": "Bundle", "type": "collection"}),
+        )
+        .await,
+        400,
+    )
+    .await;
     expect_outcome(s.send(Method::POST, "", &patient("x")).await, 400).await;
 }
 
@@ -391,12 +652,20 @@ async fn batch_entries_succeed_or_fail_alone() {
     let (status, resp) = json_of(s.send(Method::POST, "", &bundle).await).await;
     assert_eq!(status, 200, "{resp}");
     assert_eq!(resp["type"], "batch-response");
-    let statuses: Vec<&str> = resp["entry"].as_array().unwrap().iter().map(|e| e["response"]["status"].as_str().unwrap()).collect();
+    let statuses: Vec<&str> = resp["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["response"]["status"].as_str().unwrap())
+        .collect();
     assert_eq!(statuses[1], "201 Created");
     assert_eq!(statuses[2], "404 Not Found");
     assert_eq!(statuses[3], "400 Bad Request", "{resp}");
     assert_eq!(statuses[5], "400 Bad Request");
-    assert_eq!(resp["entry"][2]["response"]["outcome"]["resourceType"], "OperationOutcome");
+    assert_eq!(
+        resp["entry"][2]["response"]["outcome"]["resourceType"],
+        "OperationOutcome"
+    );
 }
 
 #[tokio::test]
@@ -427,8 +696,16 @@ async fn concurrent_conflicting_updates_with_if_match() {
     for t in tasks {
         statuses.push(t.await.unwrap());
     }
-    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
-    assert_eq!(statuses.iter().filter(|s| **s == 412).count(), 15, "{statuses:?}");
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 412).count(),
+        15,
+        "{statuses:?}"
+    );
     let (_, hist) = json_of(s.get("Patient/race/_history").await).await;
     assert_eq!(hist["total"], 2);
 }
@@ -438,7 +715,11 @@ async fn restart_keeps_all_data() {
     let s = TestServer::start().await;
     let mut ids = Vec::new();
     for i in 0..20 {
-        let (_, v) = json_of(s.send(Method::POST, "Patient", &patient(&format!("R{i}"))).await).await;
+        let (_, v) = json_of(
+            s.send(Method::POST, "Patient", &patient(&format!("R{i}")))
+                .await,
+        )
+        .await;
         ids.push(v["id"].as_str().unwrap().to_string());
     }
     let (_, before) = json_of(s.get(&format!("Patient/{}", ids[3])).await).await;
@@ -450,7 +731,9 @@ async fn restart_keeps_all_data() {
     assert_eq!(hist["total"], 20);
     let mut next = after.clone();
     next["gender"] = json!("other");
-    let r = s.send(Method::PUT, &format!("Patient/{}", ids[3]), &next).await;
+    let r = s
+        .send(Method::PUT, &format!("Patient/{}", ids[3]), &next)
+        .await;
     assert_eq!(header(&r, "etag"), "W/\"2\"");
 }
 
@@ -461,22 +744,60 @@ async fn operations_endpoints() {
     assert_eq!(status, 200);
     assert_eq!(cap["fhirVersion"], "4.0.1");
     assert_eq!(cap["rest"][0]["resource"].as_array().unwrap().len(), 146);
-    let h = s.http.get(format!("{}/healthz", s.root)).send().await.unwrap();
+    let h = s
+        .http
+        .get(format!("{}/healthz", s.root))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(h.status(), 200);
-    let r = s.http.get(format!("{}/readyz", s.root)).send().await.unwrap();
+    let r = s
+        .http
+        .get(format!("{}/readyz", s.root))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let with_id = s.http.get(s.url("metadata")).header("x-request-id", "abc-123").send().await.unwrap();
+    let with_id = s
+        .http
+        .get(s.url("metadata"))
+        .header("x-request-id", "abc-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(header(&with_id, "x-request-id"), "abc-123");
     let generated = s.get("metadata").await;
     assert_eq!(header(&generated, "x-request-id").len(), 36);
     let (_, p) = json_of(s.send(Method::POST, "Patient", &patient("m")).await).await;
-    s.get(&format!("Patient/{}", p["id"].as_str().unwrap())).await;
-    s.get(&format!("Patient/{}", p["id"].as_str().unwrap())).await;
-    let metrics = s.http.get(format!("{}/metrics", s.root)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("huitong_requests_total{interaction=\"read\",status=\"200\"} 2"), "{metrics}");
-    assert!(metrics.contains("huitong_requests_total{interaction=\"create\",status=\"201\"} 1"), "{metrics}");
+    s.get(&format!("Patient/{}", p["id"].as_str().unwrap()))
+        .await;
+    s.get(&format!("Patient/{}", p["id"].as_str().unwrap()))
+        .await;
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.root))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("huitong_requests_total{interaction=\"read\",status=\"200\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("huitong_requests_total{interaction=\"create\",status=\"201\"} 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("huitong_cache_hits_total 2"), "{metrics}");
-    assert!(metrics.contains("huitong_store_write_batch_size_bucket{le=\"1\"}"), "{metrics}");
-    assert!(metrics.contains("huitong_request_duration_seconds_count"), "{metrics}");
+    assert!(
+        metrics.contains("huitong_store_write_batch_size_bucket{le=\"1\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("huitong_request_duration_seconds_count"),
+        "{metrics}"
+    );
     expect_outcome(s.get("Patient").await, 501).await;
 }

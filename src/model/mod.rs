@@ -33,10 +33,16 @@ impl Default for ParseLimits {
 
 /// Parses bytes into a resource and checks its structure. `expected_type`, when given, must equal
 /// the body's `resourceType` (the type named in the URL).
-pub fn parse_resource(bytes: &[u8], expected_type: Option<&str>, limits: ParseLimits) -> Result<Value, FhirError> {
+pub fn parse_resource(
+    bytes: &[u8],
+    expected_type: Option<&str>,
+    limits: ParseLimits,
+) -> Result<Value, FhirError> {
     let value = parse_json(bytes)?;
-    if let (Some(expected), Some(actual)) = (expected_type, value.get("resourceType").and_then(Value::as_str))
-        && expected != actual
+    if let (Some(expected), Some(actual)) = (
+        expected_type,
+        value.get("resourceType").and_then(Value::as_str),
+    ) && expected != actual
     {
         return Err(FhirError::new(
             400,
@@ -46,7 +52,11 @@ pub fn parse_resource(bytes: &[u8], expected_type: Option<&str>, limits: ParseLi
         .at("resourceType"));
     }
     let issues = check_resource(&value, Definitions::core(), limits);
-    if issues.is_empty() { Ok(value) } else { Err(FhirError::invalid(issues)) }
+    if issues.is_empty() {
+        Ok(value)
+    } else {
+        Err(FhirError::invalid(issues))
+    }
 }
 
 /// Parses bytes as JSON, with UTF-8 and syntax errors located by byte offset or line and column.
@@ -55,7 +65,10 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, FhirError> {
         return Err(FhirError::new(
             400,
             "structure",
-            format!("body is not valid UTF-8 (invalid byte sequence at offset {})", e.valid_up_to()),
+            format!(
+                "body is not valid UTF-8 (invalid byte sequence at offset {})",
+                e.valid_up_to()
+            ),
         ));
     }
     serde_json::from_slice(bytes).map_err(|e| {
@@ -70,7 +83,11 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, FhirError> {
 
 /// Checks a resource already parsed as JSON; returns every issue found (empty when it conforms).
 pub fn check_resource(value: &Value, defs: &Definitions, limits: ParseLimits) -> Vec<Issue> {
-    let mut walk = Walk { defs, limits, issues: Vec::new() };
+    let mut walk = Walk {
+        defs,
+        limits,
+        issues: Vec::new(),
+    };
     walk.resource(value, "", 0);
     walk.issues
 }
@@ -83,7 +100,11 @@ struct Walk<'d> {
 
 /// `prefix.name`, or `name` at the top.
 fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() { name.to_string() } else { format!("{prefix}.{name}") }
+    if prefix.is_empty() {
+        name.to_string()
+    } else {
+        format!("{prefix}.{name}")
+    }
 }
 
 impl Walk<'_> {
@@ -94,52 +115,96 @@ impl Walk<'_> {
     /// A resource at `location` (empty at the top; `Bundle.entry[0].resource` when nested).
     fn resource(&mut self, value: &Value, location: &str, depth: usize) {
         let Some(obj) = value.as_object() else {
-            let at = if location.is_empty() { "$this" } else { location };
-            self.issue("structure", at, format!("a resource must be a JSON object, found {}", json_kind(value)));
+            let at = if location.is_empty() {
+                "$this"
+            } else {
+                location
+            };
+            self.issue(
+                "structure",
+                at,
+                format!(
+                    "a resource must be a JSON object, found {}",
+                    json_kind(value)
+                ),
+            );
             return;
         };
         let rt = match obj.get("resourceType") {
             Some(Value::String(s)) => s.as_str(),
             Some(_) => {
-                self.issue("structure", &join(location, "resourceType"), "resourceType must be a string".into());
+                self.issue(
+                    "structure",
+                    &join(location, "resourceType"),
+                    "resourceType must be a string".into(),
+                );
                 return;
             }
             None => {
-                let at = if location.is_empty() { "$this" } else { location };
+                let at = if location.is_empty() {
+                    "$this"
+                } else {
+                    location
+                };
                 self.issue("required", at, "resource has no resourceType".into());
                 return;
             }
         };
         if !self.defs.is_resource_type(rt) {
-            self.issue("not-supported", &join(location, "resourceType"), format!("unknown resourceType '{rt}'"));
+            self.issue(
+                "not-supported",
+                &join(location, "resourceType"),
+                format!("unknown resourceType '{rt}'"),
+            );
             return;
         }
         // Locations inside a resource start with its type at the top, and continue the path when nested.
-        let here = if location.is_empty() { rt.to_string() } else { location.to_string() };
+        let here = if location.is_empty() {
+            rt.to_string()
+        } else {
+            location.to_string()
+        };
         if let Some(Value::String(id)) = obj.get("id")
             && !primitives::is_id(id)
         {
             self.issue(
                 "value",
                 &join(&here, "id"),
-                format!("id '{}' is not a valid id (1-64 of A-Z a-z 0-9 - .)", truncate(id)),
+                format!(
+                    "id '{}' is not a valid id (1-64 of A-Z a-z 0-9 - .)",
+                    truncate(id)
+                ),
             );
         }
         self.object(obj, rt, &here, depth, true);
     }
 
     /// An object whose elements are defined under `def_path` (a type name or a backbone path).
-    fn object(&mut self, obj: &Map<String, Value>, def_path: &str, location: &str, depth: usize, is_resource: bool) {
+    fn object(
+        &mut self,
+        obj: &Map<String, Value>,
+        def_path: &str,
+        location: &str,
+        depth: usize,
+        is_resource: bool,
+    ) {
         if depth > self.limits.max_depth {
             self.issue(
                 "too-costly",
                 location,
-                format!("nesting deeper than {} levels is not accepted", self.limits.max_depth),
+                format!(
+                    "nesting deeper than {} levels is not accepted",
+                    self.limits.max_depth
+                ),
             );
             return;
         }
         if obj.is_empty() {
-            self.issue("structure", location, "empty objects are not allowed".into());
+            self.issue(
+                "structure",
+                location,
+                "empty objects are not allowed".into(),
+            );
             return;
         }
         for (key, value) in obj {
@@ -152,7 +217,11 @@ impl Walk<'_> {
             }
             let at = join(location, key);
             let Some(m) = self.defs.child(def_path, key) else {
-                self.issue("structure", &at, format!("unknown element '{key}' in {def_path}"));
+                self.issue(
+                    "structure",
+                    &at,
+                    format!("unknown element '{key}' in {def_path}"),
+                );
                 continue;
             };
             self.element(m, key, value, obj.get(&format!("_{key}")), &at, depth);
@@ -160,19 +229,31 @@ impl Walk<'_> {
     }
 
     /// The value(s) of one element.
-    fn element(&mut self, m: ChildMatch<'_>, key: &str, value: &Value, ext: Option<&Value>, at: &str, depth: usize) {
+    fn element(
+        &mut self,
+        m: ChildMatch<'_>,
+        key: &str,
+        value: &Value,
+        ext: Option<&Value>,
+        at: &str,
+        depth: usize,
+    ) {
         let repeats = m.element.max != "1";
         match (value, repeats) {
             (Value::Array(items), true) => {
                 if items.is_empty() {
-                    self.issue("structure", at, format!("'{key}' is an empty array; omit the element instead"));
+                    self.issue(
+                        "structure",
+                        at,
+                        format!("'{key}' is an empty array; omit the element instead"),
+                    );
                 }
                 let ext_items = ext.and_then(Value::as_array);
                 for (i, item) in items.iter().enumerate() {
                     let loc = format!("{at}[{i}]");
                     if item.is_null() {
                         // A null is a placeholder only where the `_key` array carries this item's id/extensions.
-                        if !ext_items.and_then(|e| e.get(i)).is_some_and(|e| !e.is_null()) {
+                        if ext_items.and_then(|e| e.get(i)).is_none_or(Value::is_null) {
                             self.issue("structure", &loc, "null values are not allowed".into());
                         }
                         continue;
@@ -181,12 +262,22 @@ impl Walk<'_> {
                 }
             }
             (Value::Array(_), false) => {
-                self.issue("structure", at, format!("'{key}' has at most one value and must not be an array"));
+                self.issue(
+                    "structure",
+                    at,
+                    format!("'{key}' has at most one value and must not be an array"),
+                );
             }
             (_, true) => {
-                self.issue("structure", at, format!("'{key}' repeats and must be an array"));
+                self.issue(
+                    "structure",
+                    at,
+                    format!("'{key}' repeats and must be an array"),
+                );
             }
-            (Value::Null, false) => self.issue("structure", at, "null values are not allowed".into()),
+            (Value::Null, false) => {
+                self.issue("structure", at, "null values are not allowed".into())
+            }
             (_, false) => self.value(m, value, at, depth),
         }
     }
@@ -211,7 +302,11 @@ impl Walk<'_> {
             other => self.issue(
                 "structure",
                 at,
-                format!("expected an object ({}) but found {}", type_label(m.type_code), json_kind(other)),
+                format!(
+                    "expected an object ({}) but found {}",
+                    type_label(m.type_code),
+                    json_kind(other)
+                ),
             ),
         }
     }
@@ -228,29 +323,52 @@ impl Walk<'_> {
     ) {
         let at = join(location, base);
         let Some(m) = self.defs.child(def_path, base) else {
-            self.issue("structure", &join(location, &format!("_{base}")), format!("unknown element '_{base}'"));
+            self.issue(
+                "structure",
+                &join(location, &format!("_{base}")),
+                format!("unknown element '_{base}'"),
+            );
             return;
         };
         let is_primitive = primitive_of_system_type(m.type_code).is_some()
-            || self.defs.structure(m.type_code).is_some_and(|s| s.kind == StructureKind::PrimitiveType);
+            || self
+                .defs
+                .structure(m.type_code)
+                .is_some_and(|s| s.kind == StructureKind::PrimitiveType);
         if !is_primitive {
-            self.issue("structure", &at, format!("'_{base}' is only allowed on primitive elements"));
+            self.issue(
+                "structure",
+                &at,
+                format!("'_{base}' is only allowed on primitive elements"),
+            );
             return;
         }
         let check = |w: &mut Self, v: &Value, loc: &str| match v {
             Value::Object(o) => w.object(o, "Element", loc, depth + 1, false),
-            other => w.issue("structure", loc, format!("'_{base}' must hold objects, found {}", json_kind(other))),
+            other => w.issue(
+                "structure",
+                loc,
+                format!("'_{base}' must hold objects, found {}", json_kind(other)),
+            ),
         };
         match value {
             Value::Array(items) => {
                 let values = obj.get(base).and_then(Value::as_array);
                 if values.is_some_and(|v| v.len() != items.len()) {
-                    self.issue("structure", &at, format!("'{base}' and '_{base}' arrays differ in length"));
+                    self.issue(
+                        "structure",
+                        &at,
+                        format!("'{base}' and '_{base}' arrays differ in length"),
+                    );
                 }
                 for (i, item) in items.iter().enumerate() {
                     if item.is_null() {
                         if values.and_then(|v| v.get(i)).is_none_or(Value::is_null) {
-                            self.issue("structure", &format!("{at}[{i}]"), "null values are not allowed".into());
+                            self.issue(
+                                "structure",
+                                &format!("{at}[{i}]"),
+                                "null values are not allowed".into(),
+                            );
                         }
                         continue;
                     }
@@ -270,8 +388,16 @@ impl Walk<'_> {
                 let text = n.to_string();
                 match text.parse::<i64>() {
                     Ok(i) if type_code == "integer" && i32::try_from(i).is_ok() => None,
-                    Ok(i) if type_code == "positiveInt" && (1..=i64::from(i32::MAX)).contains(&i) => None,
-                    Ok(i) if type_code == "unsignedInt" && (0..=i64::from(i32::MAX)).contains(&i) => None,
+                    Ok(i)
+                        if type_code == "positiveInt" && (1..=i64::from(i32::MAX)).contains(&i) =>
+                    {
+                        None
+                    }
+                    Ok(i)
+                        if type_code == "unsignedInt" && (0..=i64::from(i32::MAX)).contains(&i) =>
+                    {
+                        None
+                    }
                     _ => Some(format!("{text} is not a valid {type_code}")),
                 }
             }
@@ -280,10 +406,17 @@ impl Walk<'_> {
                 (!p::is_decimal(&text)).then(|| format!("{text} is not a valid decimal"))
             }
             ("boolean" | "integer" | "positiveInt" | "unsignedInt" | "decimal", other) => {
-                Some(format!("{type_code} must be a JSON {}, found {}", json_type_of(type_code), json_kind(other)))
+                Some(format!(
+                    "{type_code} must be a JSON {}, found {}",
+                    json_type_of(type_code),
+                    json_kind(other)
+                ))
             }
             (_, Value::String(s)) => self.string_problem(type_code, s),
-            (_, other) => Some(format!("{type_code} must be a JSON string, found {}", json_kind(other))),
+            (_, other) => Some(format!(
+                "{type_code} must be a JSON string, found {}",
+                json_kind(other)
+            )),
         };
         if let Some(msg) = problem {
             self.issue("value", at, msg);
@@ -315,19 +448,25 @@ impl Walk<'_> {
 
 /// For `.id`/`Extension.url`-style elements typed with a FHIRPath System type, the FHIR primitive to check against.
 fn primitive_of_system_type(code: &str) -> Option<&'static str> {
-    Some(match code.strip_prefix("http://hl7.org/fhirpath/System.")? {
-        "Boolean" => "boolean",
-        "Integer" => "integer",
-        "Decimal" => "decimal",
-        "Date" => "date",
-        "DateTime" => "dateTime",
-        "Time" => "time",
-        _ => "string",
-    })
+    Some(
+        match code.strip_prefix("http://hl7.org/fhirpath/System.")? {
+            "Boolean" => "boolean",
+            "Integer" => "integer",
+            "Decimal" => "decimal",
+            "Date" => "date",
+            "DateTime" => "dateTime",
+            "Time" => "time",
+            _ => "string",
+        },
+    )
 }
 
 fn json_type_of(type_code: &str) -> &'static str {
-    if type_code == "boolean" { "boolean" } else { "number" }
+    if type_code == "boolean" {
+        "boolean"
+    } else {
+        "number"
+    }
 }
 
 fn type_label(code: &str) -> &str {
@@ -348,7 +487,11 @@ fn json_kind(v: &Value) -> &'static str {
 /// Echoes of input in messages are cut short so an error cannot amplify a huge value.
 fn truncate(s: &str) -> String {
     const MAX: usize = 64;
-    if s.chars().count() <= MAX { s.to_string() } else { format!("{}...", s.chars().take(MAX).collect::<String>()) }
+    if s.chars().count() <= MAX {
+        s.to_string()
+    } else {
+        format!("{}...", s.chars().take(MAX).collect::<String>())
+    }
 }
 
 /// Formats milliseconds since the epoch as a FHIR `instant` in UTC with millisecond precision.
@@ -393,7 +536,11 @@ mod tests {
     fn problems(body: &str) -> Vec<(String, &'static str)> {
         match parse_resource(body.as_bytes(), None, ParseLimits::default()) {
             Ok(_) => vec![],
-            Err(e) => e.issues.into_iter().map(|i| (i.expression.unwrap_or_default(), i.code)).collect(),
+            Err(e) => e
+                .issues
+                .into_iter()
+                .map(|i| (i.expression.unwrap_or_default(), i.code))
+                .collect(),
         }
     }
 
@@ -413,7 +560,10 @@ mod tests {
     #[test]
     fn rejects_non_resources() {
         assert_eq!(problems("[1]"), vec![("$this".to_string(), "structure")]);
-        assert_eq!(problems("{\"id\":\"x\"}"), vec![("$this".to_string(), "required")]);
+        assert_eq!(
+            problems("{\"id\":\"x\"}"),
+            vec![("$this".to_string(), "required")]
+        );
         assert_eq!(one(r#"{"resourceType":"Patent"}"#), "resourceType");
         assert_eq!(one(r#"{"resourceType":"DomainResource"}"#), "resourceType");
         assert_eq!(one(r#"{"resourceType":7}"#), "resourceType");
@@ -422,21 +572,70 @@ mod tests {
     #[test]
     fn locates_each_structural_error() {
         assert_eq!(one(r#"{"resourceType":"Patient","foo":1}"#), "Patient.foo");
-        assert_eq!(one(r#"{"resourceType":"Patient","name":[{"famly":"x"}]}"#), "Patient.name[0].famly");
-        assert_eq!(one(r#"{"resourceType":"Patient","active":"true"}"#), "Patient.active");
-        assert_eq!(one(r#"{"resourceType":"Patient","birthDate":"1990-13-01"}"#), "Patient.birthDate");
-        assert_eq!(one(r#"{"resourceType":"Patient","name":{"family":"x"}}"#), "Patient.name");
-        assert_eq!(one(r#"{"resourceType":"Patient","gender":["male"]}"#), "Patient.gender");
-        assert_eq!(one(r#"{"resourceType":"Patient","gender":null}"#), "Patient.gender");
-        assert_eq!(one(r#"{"resourceType":"Patient","name":[]}"#), "Patient.name");
-        assert_eq!(one(r#"{"resourceType":"Patient","name":[{}]}"#), "Patient.name[0]");
-        assert_eq!(one(r#"{"resourceType":"Patient","gender":""}"#), "Patient.gender");
-        assert_eq!(one(r#"{"resourceType":"Patient","name":[{"given":["a",null]}]}"#), "Patient.name[0].given[1]");
-        assert_eq!(one(r#"{"resourceType":"Patient","id":"a_b"}"#), "Patient.id");
-        assert_eq!(one(r#"{"resourceType":"Patient","multipleBirthInteger":1.5}"#), "Patient.multipleBirthInteger");
-        assert_eq!(one(r#"{"resourceType":"Patient","_name":{"id":"x"}}"#), "Patient.name");
-        assert_eq!(one(r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":"1"}}"#), "Observation.valueQuantity.value");
-        assert_eq!(one(r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueFoo":1}"#), "Observation.valueFoo");
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","name":[{"famly":"x"}]}"#),
+            "Patient.name[0].famly"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","active":"true"}"#),
+            "Patient.active"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","birthDate":"1990-13-01"}"#),
+            "Patient.birthDate"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","name":{"family":"x"}}"#),
+            "Patient.name"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","gender":["male"]}"#),
+            "Patient.gender"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","gender":null}"#),
+            "Patient.gender"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","name":[]}"#),
+            "Patient.name"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","name":[{}]}"#),
+            "Patient.name[0]"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","gender":""}"#),
+            "Patient.gender"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","name":[{"given":["a",null]}]}"#),
+            "Patient.name[0].given[1]"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","id":"a_b"}"#),
+            "Patient.id"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","multipleBirthInteger":1.5}"#),
+            "Patient.multipleBirthInteger"
+        );
+        assert_eq!(
+            one(r#"{"resourceType":"Patient","_name":{"id":"x"}}"#),
+            "Patient.name"
+        );
+        assert_eq!(
+            one(
+                r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":"1"}}"#
+            ),
+            "Observation.valueQuantity.value"
+        );
+        assert_eq!(
+            one(
+                r#"{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueFoo":1}"#
+            ),
+            "Observation.valueFoo"
+        );
     }
 
     #[test]
@@ -449,8 +648,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_bytes_and_depth() {
-        let e = parse_resource(b"{\"resourceType\":\"Patient\",\"id\":\"\xff\"}", None, ParseLimits::default()).unwrap_err();
-        assert!(e.issues[0].diagnostics.contains("not valid UTF-8 (invalid byte sequence at offset 32)"), "{e}");
+        let e = parse_resource(
+            b"{\"resourceType\":\"Patient\",\"id\":\"\xff\"}",
+            None,
+            ParseLimits::default(),
+        )
+        .unwrap_err();
+        assert!(
+            e.issues[0]
+                .diagnostics
+                .contains("not valid UTF-8 (invalid byte sequence at offset 32)"),
+            "{e}"
+        );
         let e = parse_resource(b"{\"resourceType\":", None, ParseLimits::default()).unwrap_err();
         assert!(e.issues[0].diagnostics.starts_with("invalid JSON"), "{e}");
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
@@ -469,16 +678,30 @@ mod tests {
 
     #[test]
     fn url_type_must_match_body() {
-        let e = parse_resource(br#"{"resourceType":"Patient"}"#, Some("Observation"), ParseLimits::default()).unwrap_err();
+        let e = parse_resource(
+            br#"{"resourceType":"Patient"}"#,
+            Some("Observation"),
+            ParseLimits::default(),
+        )
+        .unwrap_err();
         assert_eq!(e.issues[0].expression.as_deref(), Some("resourceType"));
     }
 
     #[test]
     fn instants_format_and_parse() {
         assert_eq!(format_instant(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_instant(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(parse_instant_ms("2023-11-14T22:13:20.123Z"), Some(1_700_000_000_123));
-        assert_eq!(parse_instant_ms("2023-11-15T06:13:20.123+08:00"), Some(1_700_000_000_123));
+        assert_eq!(
+            format_instant(1_700_000_000_123),
+            "2023-11-14T22:13:20.123Z"
+        );
+        assert_eq!(
+            parse_instant_ms("2023-11-14T22:13:20.123Z"),
+            Some(1_700_000_000_123)
+        );
+        assert_eq!(
+            parse_instant_ms("2023-11-15T06:13:20.123+08:00"),
+            Some(1_700_000_000_123)
+        );
         assert_eq!(parse_instant_ms("1970-01-02"), Some(86_400_000));
         assert_eq!(parse_instant_ms("yesterday"), None);
     }

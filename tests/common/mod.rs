@@ -15,7 +15,10 @@ pub fn corpora(what: &str) -> Option<PathBuf> {
         return Some(path);
     }
     if std::env::var("HUITONG_REQUIRE_CORPORA").as_deref() == Ok("1") {
-        panic!("corpus {} is required (HUITONG_REQUIRE_CORPORA=1) but missing", path.display());
+        panic!(
+            "corpus {} is required (HUITONG_REQUIRE_CORPORA=1) but missing",
+            path.display()
+        );
     }
     println!("skipped: corpus not found at {}", path.display());
     None
@@ -31,7 +34,11 @@ pub fn tgz_files(path: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         if !entry.header().entry_type().is_file() {
             continue;
         }
-        let name = entry.path().expect("entry path").to_string_lossy().into_owned();
+        let name = entry
+            .path()
+            .expect("entry path")
+            .to_string_lossy()
+            .into_owned();
         let mut bytes = Vec::new();
         entry.read_to_end(&mut bytes).expect("read tar entry");
         out.push((name, bytes));
@@ -45,7 +52,9 @@ pub fn r4_examples() -> Option<Vec<(String, Vec<u8>)>> {
     Some(
         tgz_files(&tgz)
             .into_iter()
-            .filter(|(n, _)| n.ends_with(".json") && !n.ends_with("package.json") && !n.contains(".index."))
+            .filter(|(n, _)| {
+                n.ends_with(".json") && !n.ends_with("package.json") && !n.contains(".index.")
+            })
             .collect(),
     )
 }
@@ -66,16 +75,27 @@ impl TestServer {
     }
 
     /// Starts on an existing data directory, with settings adjusted by `tweak`.
-    pub async fn start_in(dir: tempfile::TempDir, tweak: impl FnOnce(&mut huitong::config::Settings)) -> TestServer {
+    pub async fn start_in(
+        dir: tempfile::TempDir,
+        tweak: impl FnOnce(&mut huitong::config::Settings),
+    ) -> TestServer {
         let mut settings = huitong::config::Settings {
             addr: "127.0.0.1:0".parse().unwrap(),
             data_dir: dir.path().to_path_buf(),
             ..Default::default()
         };
         tweak(&mut settings);
-        let server = huitong::server::RunningServer::start(settings).await.expect("server starts");
+        let server = huitong::server::RunningServer::start(settings)
+            .await
+            .expect("server starts");
         let root = format!("http://{}", server.addr);
-        TestServer { base: format!("{root}/fhir"), root, dir, server: Some(server), http: reqwest::Client::new() }
+        TestServer {
+            base: format!("{root}/fhir"),
+            root,
+            dir,
+            server: Some(server),
+            http: reqwest::Client::new(),
+        }
     }
 
     /// Graceful shutdown; returns the data directory for a restart.
@@ -91,7 +111,12 @@ impl TestServer {
     }
 
     /// POST/PUT a FHIR JSON body.
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: &serde_json::Value) -> reqwest::Response {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> reqwest::Response {
         self.http
             .request(method, self.url(path))
             .header("content-type", "application/fhir+json")
@@ -102,7 +127,11 @@ impl TestServer {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.http.get(self.url(path)).send().await.expect("request sent")
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("request sent")
     }
 }
 
@@ -110,13 +139,24 @@ impl TestServer {
 pub async fn json_of(resp: reqwest::Response) -> (u16, serde_json::Value) {
     let status = resp.status().as_u16();
     let bytes = resp.bytes().await.expect("body");
-    let v = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).expect("JSON body") };
+    let v = if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(&bytes).expect("JSON body")
+    };
     (status, v)
 }
 
 /// Asserts an OperationOutcome with the status, and returns its first issue's (code, expression, diagnostics).
-pub async fn expect_outcome(resp: reqwest::Response, status: u16) -> (String, Option<String>, String) {
-    let ct = resp.headers().get("content-type").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+pub async fn expect_outcome(
+    resp: reqwest::Response,
+    status: u16,
+) -> (String, Option<String>, String) {
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     let (s, v) = json_of(resp).await;
     assert_eq!(s, status, "status; body {v}");
     assert!(ct.starts_with("application/fhir+json"), "content type {ct}");
@@ -126,6 +166,9 @@ pub async fn expect_outcome(resp: reqwest::Response, status: u16) -> (String, Op
     (
         issue["code"].as_str().unwrap_or_default().to_string(),
         issue["expression"][0].as_str().map(str::to_string),
-        issue["diagnostics"].as_str().unwrap_or_default().to_string(),
+        issue["diagnostics"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
     )
 }
