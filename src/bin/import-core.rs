@@ -335,9 +335,8 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
     std::fs::write(&target, &text).map_err(|e| format!("{}: {e}", target.display()))?;
     let missing_list: Vec<String> = missing.into_iter().collect();
     Ok(format!(
-        "wrote {}: {} bytes, {} structures, {} elements, {} search parameters, {} compartments, {} value sets, {} code systems; \
+        "r4-core.json: {} bytes, {} structures, {} elements, {} search parameters, {} compartments, {} value sets, {} code systems; \
          {} corrections applied; not in the package (external terminology): {}",
-        target.display(),
         text.len(),
         artefact.structures.len(),
         artefact
@@ -474,6 +473,14 @@ fn compact_element(el: &Value) -> ElementDef {
                     code: s(t, "code").unwrap_or_default().to_string(),
                     profile: strings(t, "profile"),
                     target_profile: strings(t, "targetProfile"),
+                    regex: t
+                        .get("extension")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                        .find(|x| s(x, "url") == Some("http://hl7.org/fhir/StructureDefinition/regex"))
+                        .and_then(|x| s(x, "valueString"))
+                        .map(String::from),
                 })
                 .collect()
         })
