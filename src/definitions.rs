@@ -384,10 +384,15 @@ mod tests {
     #[test]
     fn choice_property_resolves_to_the_choice_element_and_its_type() {
         let d = Definitions::core();
-        let m = d.child("Observation", "valueQuantity").expect("valueQuantity");
+        let m = d
+            .child("Observation", "valueQuantity")
+            .expect("valueQuantity");
         assert_eq!(m.element.path, "Observation.value[x]");
         assert_eq!(m.type_code, "Quantity");
-        assert_eq!(d.child("Observation", "valueString").map(|m| m.type_code), Some("string"));
+        assert_eq!(
+            d.child("Observation", "valueString").map(|m| m.type_code),
+            Some("string")
+        );
         assert!(d.child("Observation", "valueFoo").is_none());
         assert!(d.child("Observation", "value").is_none());
     }
@@ -398,18 +403,35 @@ mod tests {
         // An inline backbone element defines its children under its own path.
         let contact = d.child("Patient", "contact").expect("Patient.contact");
         assert_eq!(contact.type_code, "BackboneElement");
-        assert_eq!(d.children_path(contact.element, contact.type_code), "Patient.contact");
-        assert!(d.children("Patient.contact").any(|e| e.path == "Patient.contact.relationship"));
+        assert_eq!(
+            d.children_path(contact.element, contact.type_code),
+            "Patient.contact"
+        );
+        assert!(
+            d.children("Patient.contact")
+                .any(|e| e.path == "Patient.contact.relationship")
+        );
         // A contentReference repeats another element's structure.
-        let item = d.child("Questionnaire.item", "item").expect("Questionnaire.item.item");
+        let item = d
+            .child("Questionnaire.item", "item")
+            .expect("Questionnaire.item.item");
         assert_eq!(item.element.path, "Questionnaire.item.item");
-        assert_eq!(item.element.content_reference.as_deref(), Some("#Questionnaire.item"));
+        assert_eq!(
+            item.element.content_reference.as_deref(),
+            Some("#Questionnaire.item")
+        );
         assert_eq!(item.type_code, "");
-        assert_eq!(d.children_path(item.element, item.type_code), "Questionnaire.item");
+        assert_eq!(
+            d.children_path(item.element, item.type_code),
+            "Questionnaire.item"
+        );
         // A complex type's children are defined by the type.
         let name = d.child("Patient", "name").expect("Patient.name");
         assert_eq!(d.children_path(name.element, name.type_code), "HumanName");
-        assert_eq!(d.child("HumanName", "family").map(|m| m.type_code), Some("string"));
+        assert_eq!(
+            d.child("HumanName", "family").map(|m| m.type_code),
+            Some("string")
+        );
     }
 
     #[test]
@@ -428,9 +450,15 @@ mod tests {
     #[test]
     fn search_parameters_include_own_and_inherited_ones() {
         let d = Definitions::core();
-        let birthdate = d.search_parameters("Patient").find(|p| p.code == "birthdate").expect("birthdate");
+        let birthdate = d
+            .search_parameters("Patient")
+            .find(|p| p.code == "birthdate")
+            .expect("birthdate");
         assert_eq!(birthdate.kind, "date");
-        assert_eq!(birthdate.expression.as_deref(), Some("Patient.birthDate | Person.birthDate | RelatedPerson.birthDate"));
+        assert_eq!(
+            birthdate.expression.as_deref(),
+            Some("Patient.birthDate | Person.birthDate | RelatedPerson.birthDate")
+        );
         assert!(d.search_parameters("Patient").any(|p| p.code == "_id"));
         assert!(!d.search_parameters("Patient").any(|p| p.code == "code"));
     }
@@ -439,7 +467,10 @@ mod tests {
     fn primitive_regexes_come_from_the_definitions() {
         let d = Definitions::core();
         assert_eq!(d.primitive_regex("id"), Some("[A-Za-z0-9\\-\\.]{1,64}"));
-        assert!(d.primitive_regex("date").is_some_and(|r| r.starts_with("([0-9]")));
+        assert!(
+            d.primitive_regex("date")
+                .is_some_and(|r| r.starts_with("([0-9]"))
+        );
         assert_eq!(d.primitive_regex("xhtml"), None);
         assert_eq!(d.primitive_regex("HumanName"), None);
     }
@@ -450,9 +481,20 @@ mod tests {
         let gender = d.element("Patient.gender").expect("Patient.gender");
         let binding = gender.binding.as_ref().expect("binding");
         assert_eq!(binding.strength, "required");
-        let url = binding.value_set.as_deref().expect("value set").split('|').next().unwrap_or_default();
+        let url = binding
+            .value_set
+            .as_deref()
+            .expect("value set")
+            .split('|')
+            .next()
+            .unwrap_or_default();
         assert!(d.artefact().value_sets.iter().any(|vs| vs["url"] == url));
-        assert!(d.artefact().code_systems.iter().any(|cs| cs["url"] == "http://hl7.org/fhir/administrative-gender"));
+        assert!(
+            d.artefact()
+                .code_systems
+                .iter()
+                .any(|cs| cs["url"] == "http://hl7.org/fhir/administrative-gender")
+        );
     }
 
     #[test]

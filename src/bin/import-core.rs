@@ -478,7 +478,9 @@ fn compact_element(el: &Value) -> ElementDef {
                         .and_then(Value::as_array)
                         .into_iter()
                         .flatten()
-                        .find(|x| s(x, "url") == Some("http://hl7.org/fhir/StructureDefinition/regex"))
+                        .find(|x| {
+                            s(x, "url") == Some("http://hl7.org/fhir/StructureDefinition/regex")
+                        })
                         .and_then(|x| s(x, "valueString"))
                         .map(String::from),
                 })
