@@ -11,3 +11,4 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod transaction;
+pub mod fuzzing;
