@@ -87,42 +87,66 @@ pub fn check_resource(value: &Value, defs: &Definitions, limits: ParseLimits) ->
         defs,
         limits,
         issues: Vec::new(),
+        path: Vec::new(),
     };
-    walk.resource(value, "", 0);
+    walk.resource(value, 0);
     walk.issues
 }
 
-struct Walk<'d> {
+struct Walk<'d, 'v> {
     defs: &'d Definitions,
     limits: ParseLimits,
     issues: Vec<Issue>,
+    /// Where the walk is, as borrowed segments; rendered into a FHIRPath only when an issue is raised,
+    /// so a valid resource costs no location strings at all.
+    path: Vec<Seg<'v>>,
 }
 
-/// `prefix.name`, or `name` at the top.
-fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() {
-        name.to_string()
-    } else {
-        format!("{prefix}.{name}")
-    }
+/// One step of a location.
+#[derive(Clone, Copy)]
+enum Seg<'v> {
+    Key(&'v str),
+    Index(usize),
 }
 
-impl Walk<'_> {
-    fn issue(&mut self, code: &'static str, location: &str, msg: String) {
-        self.issues.push(Issue::error(code, msg).at(location));
+impl<'v> Walk<'_, 'v> {
+    /// The FHIRPath of the current node (`$this` at the very top).
+    fn here(&self) -> String {
+        let mut out = String::new();
+        for seg in &self.path {
+            match seg {
+                Seg::Key(k) if out.is_empty() => out.push_str(k),
+                Seg::Key(k) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                Seg::Index(i) => {
+                    out.push('[');
+                    out.push_str(&i.to_string());
+                    out.push(']');
+                }
+            }
+        }
+        if out.is_empty() { "$this".into() } else { out }
     }
 
-    /// A resource at `location` (empty at the top; `Bundle.entry[0].resource` when nested).
-    fn resource(&mut self, value: &Value, location: &str, depth: usize) {
+    fn issue(&mut self, code: &'static str, msg: String) {
+        let at = self.here();
+        self.issues.push(Issue::error(code, msg).at(at));
+    }
+
+    /// An issue one step below the current node.
+    fn issue_below(&mut self, seg: Seg<'v>, code: &'static str, msg: String) {
+        self.path.push(seg);
+        self.issue(code, msg);
+        self.path.pop();
+    }
+
+    /// A resource at the current node (the top, or `Bundle.entry[0].resource` when nested).
+    fn resource(&mut self, value: &'v Value, depth: usize) {
         let Some(obj) = value.as_object() else {
-            let at = if location.is_empty() {
-                "$this"
-            } else {
-                location
-            };
             self.issue(
                 "structure",
-                at,
                 format!(
                     "a resource must be a JSON object, found {}",
                     json_kind(value)
@@ -133,109 +157,89 @@ impl Walk<'_> {
         let rt = match obj.get("resourceType") {
             Some(Value::String(s)) => s.as_str(),
             Some(_) => {
-                self.issue(
+                return self.issue_below(
+                    Seg::Key("resourceType"),
                     "structure",
-                    &join(location, "resourceType"),
                     "resourceType must be a string".into(),
                 );
-                return;
             }
-            None => {
-                let at = if location.is_empty() {
-                    "$this"
-                } else {
-                    location
-                };
-                self.issue("required", at, "resource has no resourceType".into());
-                return;
-            }
+            None => return self.issue("required", "resource has no resourceType".into()),
         };
         if !self.defs.is_resource_type(rt) {
-            self.issue(
+            return self.issue_below(
+                Seg::Key("resourceType"),
                 "not-supported",
-                &join(location, "resourceType"),
                 format!("unknown resourceType '{rt}'"),
             );
-            return;
         }
         // Locations inside a resource start with its type at the top, and continue the path when nested.
-        let here = if location.is_empty() {
-            rt.to_string()
-        } else {
-            location.to_string()
-        };
+        let top = self.path.is_empty();
+        if top {
+            self.path.push(Seg::Key(rt));
+        }
         if let Some(Value::String(id)) = obj.get("id")
             && !primitives::is_id(id)
         {
-            self.issue(
+            self.issue_below(
+                Seg::Key("id"),
                 "value",
-                &join(&here, "id"),
                 format!(
                     "id '{}' is not a valid id (1-64 of A-Z a-z 0-9 - .)",
                     truncate(id)
                 ),
             );
         }
-        self.object(obj, rt, &here, depth, true);
+        self.object(obj, rt, depth, true);
+        if top {
+            self.path.pop();
+        }
     }
 
     /// An object whose elements are defined under `def_path` (a type name or a backbone path).
     fn object(
         &mut self,
-        obj: &Map<String, Value>,
+        obj: &'v Map<String, Value>,
         def_path: &str,
-        location: &str,
         depth: usize,
         is_resource: bool,
     ) {
         if depth > self.limits.max_depth {
-            self.issue(
+            let max = self.limits.max_depth;
+            return self.issue(
                 "too-costly",
-                location,
-                format!(
-                    "nesting deeper than {} levels is not accepted",
-                    self.limits.max_depth
-                ),
+                format!("nesting deeper than {max} levels is not accepted"),
             );
-            return;
         }
         if obj.is_empty() {
-            self.issue(
-                "structure",
-                location,
-                "empty objects are not allowed".into(),
-            );
-            return;
+            return self.issue("structure", "empty objects are not allowed".into());
         }
         for (key, value) in obj {
             if is_resource && key == "resourceType" {
                 continue;
             }
             if let Some(base) = key.strip_prefix('_') {
-                self.primitive_extension(obj, def_path, base, value, location, depth);
+                self.primitive_extension(obj, def_path, key, base, value, depth);
                 continue;
             }
-            let at = join(location, key);
-            let Some(m) = self.defs.child(def_path, key) else {
-                self.issue(
+            self.path.push(Seg::Key(key));
+            match self.defs.child(def_path, key) {
+                Some(m) => self.element(m, obj, key, value, depth),
+                None => self.issue(
                     "structure",
-                    &at,
                     format!("unknown element '{key}' in {def_path}"),
-                );
-                continue;
-            };
-            self.element(m, key, value, obj.get(&format!("_{key}")), &at, depth);
+                ),
+            }
+            self.path.pop();
         }
     }
 
-    /// The value(s) of one element.
+    /// The value(s) of one element (the current node is the element).
     fn element(
         &mut self,
         m: ChildMatch<'_>,
+        obj: &'v Map<String, Value>,
         key: &str,
-        value: &Value,
-        ext: Option<&Value>,
-        at: &str,
+        value: &'v Value,
         depth: usize,
     ) {
         let repeats = m.element.max != "1";
@@ -244,64 +248,55 @@ impl Walk<'_> {
                 if items.is_empty() {
                     self.issue(
                         "structure",
-                        at,
                         format!("'{key}' is an empty array; omit the element instead"),
                     );
                 }
-                let ext_items = ext.and_then(Value::as_array);
                 for (i, item) in items.iter().enumerate() {
-                    let loc = format!("{at}[{i}]");
+                    self.path.push(Seg::Index(i));
                     if item.is_null() {
                         // A null is a placeholder only where the `_key` array carries this item's id/extensions.
-                        if ext_items.and_then(|e| e.get(i)).is_none_or(Value::is_null) {
-                            self.issue("structure", &loc, "null values are not allowed".into());
+                        let ext = obj
+                            .get(&format!("_{key}"))
+                            .and_then(Value::as_array)
+                            .and_then(|e| e.get(i));
+                        if ext.is_none_or(Value::is_null) {
+                            self.issue("structure", "null values are not allowed".into());
                         }
-                        continue;
+                    } else {
+                        self.value(m, item, depth);
                     }
-                    self.value(m, item, &loc, depth);
+                    self.path.pop();
                 }
             }
             (Value::Array(_), false) => {
                 self.issue(
                     "structure",
-                    at,
                     format!("'{key}' has at most one value and must not be an array"),
                 );
             }
-            (_, true) => {
-                self.issue(
-                    "structure",
-                    at,
-                    format!("'{key}' repeats and must be an array"),
-                );
-            }
-            (Value::Null, false) => {
-                self.issue("structure", at, "null values are not allowed".into())
-            }
-            (_, false) => self.value(m, value, at, depth),
+            (_, true) => self.issue("structure", format!("'{key}' repeats and must be an array")),
+            (Value::Null, false) => self.issue("structure", "null values are not allowed".into()),
+            (_, false) => self.value(m, value, depth),
         }
     }
 
     /// One value of an element, dispatched on its type.
-    fn value(&mut self, m: ChildMatch<'_>, value: &Value, at: &str, depth: usize) {
+    fn value(&mut self, m: ChildMatch<'_>, value: &'v Value, depth: usize) {
         let type_code = primitive_of_system_type(m.type_code).unwrap_or(m.type_code);
         if type_code == "Resource" {
-            self.resource(value, at, depth + 1);
-            return;
+            return self.resource(value, depth + 1);
         }
         let kind = self.defs.structure(type_code).map(|s| s.kind);
         if kind == Some(StructureKind::PrimitiveType) {
-            self.primitive(type_code, value, at);
-            return;
+            return self.primitive(type_code, value);
         }
         match value {
             Value::Object(obj) => {
                 let path = self.defs.children_path(m.element, m.type_code);
-                self.object(obj, path, at, depth + 1, false);
+                self.object(obj, path, depth + 1, false);
             }
             other => self.issue(
                 "structure",
-                at,
                 format!(
                     "expected an object ({}) but found {}",
                     type_label(m.type_code),
@@ -314,22 +309,21 @@ impl Walk<'_> {
     /// `_key`: the id/extensions of a primitive element (an object, or an array parallel to the values).
     fn primitive_extension(
         &mut self,
-        obj: &Map<String, Value>,
+        obj: &'v Map<String, Value>,
         def_path: &str,
-        base: &str,
-        value: &Value,
-        location: &str,
+        key: &'v str,
+        base: &'v str,
+        value: &'v Value,
         depth: usize,
     ) {
-        let at = join(location, base);
         let Some(m) = self.defs.child(def_path, base) else {
-            self.issue(
+            return self.issue_below(
+                Seg::Key(key),
                 "structure",
-                &join(location, &format!("_{base}")),
-                format!("unknown element '_{base}'"),
+                format!("unknown element '{key}'"),
             );
-            return;
         };
+        self.path.push(Seg::Key(base));
         let is_primitive = primitive_of_system_type(m.type_code).is_some()
             || self
                 .defs
@@ -338,49 +332,44 @@ impl Walk<'_> {
         if !is_primitive {
             self.issue(
                 "structure",
-                &at,
-                format!("'_{base}' is only allowed on primitive elements"),
+                format!("'{key}' is only allowed on primitive elements"),
             );
-            return;
-        }
-        let check = |w: &mut Self, v: &Value, loc: &str| match v {
-            Value::Object(o) => w.object(o, "Element", loc, depth + 1, false),
-            other => w.issue(
-                "structure",
-                loc,
-                format!("'_{base}' must hold objects, found {}", json_kind(other)),
-            ),
-        };
-        match value {
-            Value::Array(items) => {
-                let values = obj.get(base).and_then(Value::as_array);
-                if values.is_some_and(|v| v.len() != items.len()) {
-                    self.issue(
-                        "structure",
-                        &at,
-                        format!("'{base}' and '_{base}' arrays differ in length"),
-                    );
-                }
-                for (i, item) in items.iter().enumerate() {
-                    if item.is_null() {
-                        if values.and_then(|v| v.get(i)).is_none_or(Value::is_null) {
-                            self.issue(
-                                "structure",
-                                &format!("{at}[{i}]"),
-                                "null values are not allowed".into(),
-                            );
-                        }
-                        continue;
-                    }
-                    check(self, item, &format!("{at}[{i}]"));
-                }
+        } else if let Value::Array(items) = value {
+            let values = obj.get(base).and_then(Value::as_array);
+            if values.is_some_and(|v| v.len() != items.len()) {
+                self.issue(
+                    "structure",
+                    format!("'{base}' and '{key}' arrays differ in length"),
+                );
             }
-            other => check(self, other, &at),
+            for (i, item) in items.iter().enumerate() {
+                self.path.push(Seg::Index(i));
+                if !item.is_null() {
+                    self.primitive_element(key, item, depth);
+                } else if values.and_then(|v| v.get(i)).is_none_or(Value::is_null) {
+                    self.issue("structure", "null values are not allowed".into());
+                }
+                self.path.pop();
+            }
+        } else {
+            self.primitive_element(key, value, depth);
+        }
+        self.path.pop();
+    }
+
+    /// One `_key` object: an `Element` (id and extensions).
+    fn primitive_element(&mut self, key: &str, value: &'v Value, depth: usize) {
+        match value {
+            Value::Object(o) => self.object(o, "Element", depth + 1, false),
+            other => self.issue(
+                "structure",
+                format!("'{key}' must hold objects, found {}", json_kind(other)),
+            ),
         }
     }
 
     /// A primitive value against its type's JSON type and lexical rule.
-    fn primitive(&mut self, type_code: &str, value: &Value, at: &str) {
+    fn primitive(&mut self, type_code: &str, value: &Value) {
         use primitives as p;
         let problem = match (type_code, value) {
             ("boolean", Value::Bool(_)) => None,
@@ -412,38 +401,39 @@ impl Walk<'_> {
                     json_kind(other)
                 ))
             }
-            (_, Value::String(s)) => self.string_problem(type_code, s),
+            (_, Value::String(s)) => string_problem(type_code, s),
             (_, other) => Some(format!(
                 "{type_code} must be a JSON string, found {}",
                 json_kind(other)
             )),
         };
         if let Some(msg) = problem {
-            self.issue("value", at, msg);
+            self.issue("value", msg);
         }
     }
+}
 
-    fn string_problem(&self, type_code: &str, s: &str) -> Option<String> {
-        use primitives as p;
-        if s.is_empty() {
-            return Some("empty strings are not allowed; omit the element instead".into());
-        }
-        let ok = match type_code {
-            "id" => p::is_id(s),
-            "code" => p::is_code(s),
-            "uri" | "url" | "canonical" => p::is_uri(s),
-            "oid" => p::is_oid(s),
-            "uuid" => p::is_uuid(s),
-            "base64Binary" => p::is_base64(s),
-            "date" => p::is_date(s),
-            "dateTime" => p::is_date_time(s),
-            "instant" => p::is_instant(s),
-            "time" => p::is_time(s),
-            // string, markdown, xhtml: any non-empty text (R4: `[ \r\n\t\S]+`).
-            _ => true,
-        };
-        (!ok).then(|| format!("'{}' is not a valid {type_code}", truncate(s)))
+/// What is wrong with a string-typed primitive value, if anything.
+fn string_problem(type_code: &str, s: &str) -> Option<String> {
+    use primitives as p;
+    if s.is_empty() {
+        return Some("empty strings are not allowed; omit the element instead".into());
     }
+    let ok = match type_code {
+        "id" => p::is_id(s),
+        "code" => p::is_code(s),
+        "uri" | "url" | "canonical" => p::is_uri(s),
+        "oid" => p::is_oid(s),
+        "uuid" => p::is_uuid(s),
+        "base64Binary" => p::is_base64(s),
+        "date" => p::is_date(s),
+        "dateTime" => p::is_date_time(s),
+        "instant" => p::is_instant(s),
+        "time" => p::is_time(s),
+        // string, markdown, xhtml: any non-empty text (R4: `[ \r\n\t\S]+`).
+        _ => true,
+    };
+    (!ok).then(|| format!("'{}' is not a valid {type_code}", truncate(s)))
 }
 
 /// For `.id`/`Extension.url`-style elements typed with a FHIRPath System type, the FHIR primitive to check against.
