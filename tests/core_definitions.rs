@@ -26,13 +26,18 @@ struct Official {
 fn corpora() -> Option<PathBuf> {
     let dir = std::env::var_os("HUITONG_CORPORA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora"))
+        });
     let tgz = dir.join("fhir-r4-core/hl7.fhir.r4.core-4.0.1.tgz");
     if tgz.is_file() {
         return Some(tgz);
     }
     if std::env::var("HUITONG_REQUIRE_CORPORA").as_deref() == Ok("1") {
-        panic!("corpora required (HUITONG_REQUIRE_CORPORA=1) but not found at {}", tgz.display());
+        panic!(
+            "corpora required (HUITONG_REQUIRE_CORPORA=1) but not found at {}",
+            tgz.display()
+        );
     }
     println!("skipped: corpora not found at {}", tgz.display());
     None
@@ -44,9 +49,21 @@ fn load_official(tgz: &PathBuf) -> Official {
     let mut official = Official::default();
     for entry in archive.entries().expect("read tar") {
         let mut entry = entry.expect("tar entry");
-        let path = entry.path().expect("entry path").to_string_lossy().into_owned();
-        let Some(name) = path.strip_prefix("package/") else { continue };
-        let wanted = ["StructureDefinition-", "SearchParameter-", "CompartmentDefinition-", "ValueSet-", "CodeSystem-"];
+        let path = entry
+            .path()
+            .expect("entry path")
+            .to_string_lossy()
+            .into_owned();
+        let Some(name) = path.strip_prefix("package/") else {
+            continue;
+        };
+        let wanted = [
+            "StructureDefinition-",
+            "SearchParameter-",
+            "CompartmentDefinition-",
+            "ValueSet-",
+            "CodeSystem-",
+        ];
         if !wanted.iter().any(|w| name.starts_with(w)) || !name.ends_with(".json") {
             continue;
         }
@@ -69,8 +86,10 @@ fn load_official(tgz: &PathBuf) -> Official {
 
 /// Core types: specialisations and the roots, of kind primitive-type, complex-type or resource.
 fn is_core_structure(sd: &Value) -> bool {
-    matches!(sd["kind"].as_str(), Some("primitive-type" | "complex-type" | "resource"))
-        && (sd.get("baseDefinition").is_none() || sd["derivation"] == "specialization")
+    matches!(
+        sd["kind"].as_str(),
+        Some("primitive-type" | "complex-type" | "resource")
+    ) && (sd.get("baseDefinition").is_none() || sd["derivation"] == "specialization")
 }
 
 fn copy_strings(from: &Value, key: &str, to: &mut Map<String, Value>, as_key: &str) {
@@ -143,7 +162,8 @@ fn compact_element(e: &Value) -> Value {
     }
     for (prefix, key) in [("fixed", "fixed"), ("pattern", "pattern")] {
         let found = e.as_object().into_iter().flatten().find(|(k, _)| {
-            k.strip_prefix(prefix).is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+            k.strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
         });
         if let Some((_, v)) = found {
             o.insert(key.into(), v.clone());
@@ -201,14 +221,22 @@ fn core_definitions_equal_the_official_package() {
     let mut failures: Vec<String> = Vec::new();
 
     // Structures: the same core set, no extras, and equal snapshots element by element.
-    let core: Vec<&Value> = official.structures.iter().filter(|sd| is_core_structure(sd)).collect();
+    let core: Vec<&Value> = official
+        .structures
+        .iter()
+        .filter(|sd| is_core_structure(sd))
+        .collect();
     let official_resources: BTreeSet<&str> = core
         .iter()
         .filter(|sd| sd["kind"] == "resource" && sd["abstract"] != true)
         .filter_map(|sd| sd["type"].as_str())
         .collect();
     let ours_resources: BTreeSet<&str> = defs.resource_types().collect();
-    assert_eq!(official_resources.len(), 146, "the official package defines 146 concrete resource types");
+    assert_eq!(
+        official_resources.len(),
+        146,
+        "the official package defines 146 concrete resource types"
+    );
     for missing in official_resources.difference(&ours_resources) {
         failures.push(format!("resource type {missing} missing"));
     }
@@ -221,7 +249,8 @@ fn core_definitions_equal_the_official_package() {
             failures.push(format!("structure {} is not in the official core", sd.name));
         }
     }
-    let (mut elements_compared, mut bindings_compared, mut constraints_compared) = (0usize, 0usize, 0usize);
+    let (mut elements_compared, mut bindings_compared, mut constraints_compared) =
+        (0usize, 0usize, 0usize);
     for sd in &core {
         let name = sd["type"].as_str().unwrap_or_default();
         let Some(ours) = defs.structure(name) else {
@@ -233,7 +262,9 @@ fn core_definitions_equal_the_official_package() {
             Some("complex-type") => StructureKind::ComplexType,
             _ => StructureKind::Resource,
         };
-        let base = sd["baseDefinition"].as_str().and_then(|b| b.rsplit('/').next());
+        let base = sd["baseDefinition"]
+            .as_str()
+            .and_then(|b| b.rsplit('/').next());
         if ours.url != sd["url"].as_str().unwrap_or_default()
             || ours.kind != kind
             || ours.is_abstract != (sd["abstract"] == true)
@@ -241,10 +272,18 @@ fn core_definitions_equal_the_official_package() {
         {
             failures.push(format!("{name}: url, kind, abstract or base differ"));
         }
-        let theirs: Vec<Value> =
-            sd["snapshot"]["element"].as_array().into_iter().flatten().map(compact_element).collect();
+        let theirs: Vec<Value> = sd["snapshot"]["element"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(compact_element)
+            .collect();
         if theirs.len() != ours.elements.len() {
-            failures.push(format!("{name}: {} elements, official {}", ours.elements.len(), theirs.len()));
+            failures.push(format!(
+                "{name}: {} elements, official {}",
+                ours.elements.len(),
+                theirs.len()
+            ));
         }
         for (i, (t, o)) in theirs.iter().zip(&ours.elements).enumerate() {
             let o = serde_json::to_value(o).expect("serialise element");
@@ -283,31 +322,47 @@ fn core_definitions_equal_the_official_package() {
         .search_parameters
         .iter()
         .filter(|p| p["experimental"] != true)
-        .map(|p| (p["url"].as_str().unwrap_or_default(), compact_search_param(p)))
+        .map(|p| {
+            (
+                p["url"].as_str().unwrap_or_default(),
+                compact_search_param(p),
+            )
+        })
         .collect();
     let ours_params: BTreeMap<&str, Value> = defs
         .artefact()
         .search_parameters
         .iter()
-        .map(|p| (p.url.as_str(), serde_json::to_value(p).expect("serialise search parameter")))
+        .map(|p| {
+            (
+                p.url.as_str(),
+                serde_json::to_value(p).expect("serialise search parameter"),
+            )
+        })
         .collect();
     type ParamKey = (String, String, String, String);
     let per_type = |params: &BTreeMap<&str, Value>| -> BTreeMap<String, BTreeSet<ParamKey>> {
         let mut m: BTreeMap<String, BTreeSet<ParamKey>> = BTreeMap::new();
         for p in params.values() {
             for base in p["base"].as_array().into_iter().flatten() {
-                m.entry(base.as_str().unwrap_or_default().to_string()).or_default().insert((
-                    p["code"].as_str().unwrap_or_default().to_string(),
-                    p["type"].as_str().unwrap_or_default().to_string(),
-                    p["expression"].as_str().unwrap_or_default().to_string(),
-                    p["url"].as_str().unwrap_or_default().to_string(),
-                ));
+                m.entry(base.as_str().unwrap_or_default().to_string())
+                    .or_default()
+                    .insert((
+                        p["code"].as_str().unwrap_or_default().to_string(),
+                        p["type"].as_str().unwrap_or_default().to_string(),
+                        p["expression"].as_str().unwrap_or_default().to_string(),
+                        p["url"].as_str().unwrap_or_default().to_string(),
+                    ));
             }
         }
         m
     };
     let (theirs_by_type, ours_by_type) = (per_type(&official_params), per_type(&ours_params));
-    for rt in theirs_by_type.keys().chain(ours_by_type.keys()).collect::<BTreeSet<_>>() {
+    for rt in theirs_by_type
+        .keys()
+        .chain(ours_by_type.keys())
+        .collect::<BTreeSet<_>>()
+    {
         let (t, o) = (theirs_by_type.get(rt), ours_by_type.get(rt));
         if t != o {
             let empty = BTreeSet::new();
@@ -329,8 +384,15 @@ fn core_definitions_equal_the_official_package() {
 
     // Compartments (the package also holds an example Device compartment; compare the canonical ones).
     for c in &defs.artefact().compartments {
-        let url = format!("http://hl7.org/fhir/CompartmentDefinition/{}", lower_first(&c.code));
-        let Some(t) = official.compartments.iter().find(|t| t["url"] == url.as_str()) else {
+        let url = format!(
+            "http://hl7.org/fhir/CompartmentDefinition/{}",
+            lower_first(&c.code)
+        );
+        let Some(t) = official
+            .compartments
+            .iter()
+            .find(|t| t["url"] == url.as_str())
+        else {
             failures.push(format!("compartment {url} not in the official package"));
             continue;
         };
@@ -342,7 +404,9 @@ fn core_definitions_equal_the_official_package() {
                 let params = r["param"].as_array().into_iter().flatten();
                 (
                     r["code"].as_str().unwrap_or_default().to_string(),
-                    params.filter_map(|p| p.as_str().map(String::from)).collect(),
+                    params
+                        .filter_map(|p| p.as_str().map(String::from))
+                        .collect(),
                 )
             })
             .collect();
@@ -351,32 +415,58 @@ fn core_definitions_equal_the_official_package() {
         }
     }
     if defs.artefact().compartments.len() != 5 {
-        failures.push(format!("{} compartments, expected 5", defs.artefact().compartments.len()));
+        failures.push(format!(
+            "{} compartments, expected 5",
+            defs.artefact().compartments.len()
+        ));
     }
 
     // Terminology: every kept ValueSet and CodeSystem exists in the official package with the same
     // version and the same concept tree (codes and displays).
     let mut concepts_compared = 0usize;
-    for r in defs.artefact().value_sets.iter().chain(&defs.artefact().code_systems) {
-        let key = (r["resourceType"].as_str().unwrap_or_default().to_string(), r["url"].as_str().unwrap_or_default().to_string());
+    for r in defs
+        .artefact()
+        .value_sets
+        .iter()
+        .chain(&defs.artefact().code_systems)
+    {
+        let key = (
+            r["resourceType"].as_str().unwrap_or_default().to_string(),
+            r["url"].as_str().unwrap_or_default().to_string(),
+        );
         let Some(t) = official.terminology.get(&key) else {
-            failures.push(format!("{} {} is not in the official package", key.0, key.1));
+            failures.push(format!(
+                "{} {} is not in the official package",
+                key.0, key.1
+            ));
             continue;
         };
         if r["version"] != t["version"] {
-            failures.push(format!("{} {}: version {} differs from official {}", key.0, key.1, r["version"], t["version"]));
+            failures.push(format!(
+                "{} {}: version {} differs from official {}",
+                key.0, key.1, r["version"], t["version"]
+            ));
         }
         let (mut ours_c, mut theirs_c) = (Vec::new(), Vec::new());
         concepts(&r["concept"], "", &mut ours_c);
         concepts(&t["concept"], "", &mut theirs_c);
         for (inc_o, inc_t) in [(&r["compose"]["include"], &t["compose"]["include"])] {
             let systems = |v: &Value| -> Vec<Value> {
-                v.as_array().into_iter().flatten().map(|i| json!([i["system"], i["valueSet"], i["filter"]])).collect()
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|i| json!([i["system"], i["valueSet"], i["filter"]]))
+                    .collect()
             };
             if systems(inc_o) != systems(inc_t) {
                 failures.push(format!("{} {}: compose.include differs", key.0, key.1));
             }
-            for (a, b) in inc_o.as_array().into_iter().flatten().zip(inc_t.as_array().into_iter().flatten()) {
+            for (a, b) in inc_o
+                .as_array()
+                .into_iter()
+                .flatten()
+                .zip(inc_t.as_array().into_iter().flatten())
+            {
                 concepts(&a["concept"], "include", &mut ours_c);
                 concepts(&b["concept"], "include", &mut theirs_c);
             }
@@ -399,7 +489,12 @@ fn core_definitions_equal_the_official_package() {
         defs.artefact().code_systems.len(),
         failures.len()
     );
-    assert!(failures.is_empty(), "{} differences from the official package:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} differences from the official package:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 fn lower_first(s: &str) -> String {
