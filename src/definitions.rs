@@ -110,6 +110,10 @@ pub struct TypeRef {
     pub profile: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_profile: Vec<String>,
+    /// The FHIR type name when `code` is a FHIRPath System type (the `structuredefinition-fhir-type`
+    /// extension): `string` for element ids, `uri` for `Extension.url`, the primitive for its `.value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_type: Option<String>,
     /// The lexical rule of a primitive's `.value` (the `regex` type extension), e.g. `[A-Za-z0-9\-\.]{1,64}` for `id`.
     /// It must match the whole string.
     #[serde(default, skip_serializing_if = "Option::is_none")]

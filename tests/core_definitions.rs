@@ -118,6 +118,12 @@ fn compact_element(e: &Value) -> Value {
             x.insert("code".into(), t.get("code").cloned().unwrap_or(json!("")));
             copy_strings(t, "profile", &mut x, "profile");
             copy_strings(t, "targetProfile", &mut x, "targetProfile");
+            let fhir_type = t["extension"].as_array().into_iter().flatten().find(|x| {
+                x["url"] == "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
+            });
+            if let Some(f) = fhir_type {
+                x.insert("fhirType".into(), f["valueUrl"].clone());
+            }
             let regex = t["extension"]
                 .as_array()
                 .into_iter()

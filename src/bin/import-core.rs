@@ -463,6 +463,17 @@ fn compact_structure(sd: &Value, kind: StructureKind) -> Res<StructureDef> {
     })
 }
 
+/// The string value of an extension on an `ElementDefinition.type`.
+fn type_extension(t: &Value, url: &str, value_key: &str) -> Option<String> {
+    t.get("extension")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|x| s(x, "url") == Some(url))
+        .and_then(|x| s(x, value_key))
+        .map(String::from)
+}
+
 fn compact_element(el: &Value) -> ElementDef {
     let types = el
         .get("type")
@@ -473,16 +484,16 @@ fn compact_element(el: &Value) -> ElementDef {
                     code: s(t, "code").unwrap_or_default().to_string(),
                     profile: strings(t, "profile"),
                     target_profile: strings(t, "targetProfile"),
-                    regex: t
-                        .get("extension")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                        .find(|x| {
-                            s(x, "url") == Some("http://hl7.org/fhir/StructureDefinition/regex")
-                        })
-                        .and_then(|x| s(x, "valueString"))
-                        .map(String::from),
+                    fhir_type: type_extension(
+                        t,
+                        "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type",
+                        "valueUrl",
+                    ),
+                    regex: type_extension(
+                        t,
+                        "http://hl7.org/fhir/StructureDefinition/regex",
+                        "valueString",
+                    ),
                 })
                 .collect()
         })
