@@ -282,7 +282,7 @@ impl<'v> Walk<'_, 'v> {
 
     /// One value of an element, dispatched on its type.
     fn value(&mut self, m: ChildMatch<'_>, value: &'v Value, depth: usize) {
-        let type_code = primitive_of_system_type(m.type_code).unwrap_or(m.type_code);
+        let type_code = fhir_type_of(m);
         if type_code == "Resource" {
             return self.resource(value, depth + 1);
         }
@@ -436,7 +436,17 @@ fn string_problem(type_code: &str, s: &str) -> Option<String> {
     (!ok).then(|| format!("'{}' is not a valid {type_code}", truncate(s)))
 }
 
-/// For `.id`/`Extension.url`-style elements typed with a FHIRPath System type, the FHIR primitive to check against.
+/// The FHIR type to check a value against: for elements typed with a FHIRPath System type
+/// (`Element.id`, `Extension.url`), the FHIR type the definitions record for them (`string`, `uri`).
+fn fhir_type_of<'a>(m: ChildMatch<'a>) -> &'a str {
+    if m.type_code.starts_with("http://hl7.org/fhirpath/System.") {
+        let recorded = m.element.types.first().and_then(|t| t.fhir_type.as_deref());
+        return recorded.or_else(|| primitive_of_system_type(m.type_code)).unwrap_or("string");
+    }
+    m.type_code
+}
+
+/// For elements typed with a FHIRPath System type and no recorded FHIR type, the closest FHIR primitive.
 fn primitive_of_system_type(code: &str) -> Option<&'static str> {
     Some(
         match code.strip_prefix("http://hl7.org/fhirpath/System.")? {
