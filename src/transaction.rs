@@ -484,7 +484,8 @@ impl Run<'_> {
         // Only a Bundle's entries name each other by fullUrl; a single interaction stores references
         // as sent, and a Bundle stored as a resource (a document) keeps its own internal references.
         if self.scope == Scope::Bundle && ty != "Bundle" {
-            self.rewrite_references(&mut resource, "resource")?;
+            self.rewrite_references(&mut resource)
+                .map_err(|e| under(e, "resource"))?;
         }
         let live = r.head.filter(|h| !h.deleted);
         let version = r.head.map_or(1, |h| h.version + 1);
@@ -575,25 +576,28 @@ impl Run<'_> {
     }
 
     /// Rewrites every `reference` naming a fullUrl or a conditional URL to the resolved `Type/id`.
-    fn rewrite_references(&mut self, value: &mut Value, path: &str) -> Result<(), Failure> {
+    /// Locations are built only on failure, while the error travels back up the tree.
+    fn rewrite_references(&mut self, value: &mut Value) -> Result<(), Failure> {
         match value {
             Value::Object(map) => {
                 for (k, v) in map.iter_mut() {
-                    let here = format!("{path}.{k}");
-                    if k == "reference"
-                        && let Value::String(s) = v
-                    {
-                        if let Some(new) = self.resolve_reference(s, &here)? {
-                            *s = new;
+                    let result = match v {
+                        Value::String(s) if k == "reference" => {
+                            self.resolve_reference(s, "").map(|new| {
+                                if let Some(new) = new {
+                                    *s = new;
+                                }
+                            })
                         }
-                        continue;
-                    }
-                    self.rewrite_references(v, &here)?;
+                        _ => self.rewrite_references(v),
+                    };
+                    result.map_err(|e| under(e, k))?;
                 }
             }
             Value::Array(items) => {
                 for (i, v) in items.iter_mut().enumerate() {
-                    self.rewrite_references(v, &format!("{path}[{i}]"))?;
+                    self.rewrite_references(v)
+                        .map_err(|e| under(e, &format!("[{i}]")))?;
                 }
             }
             _ => {}
@@ -636,6 +640,20 @@ impl Run<'_> {
             many => Err(multiple_matches(ty, query, many.len()).at(location).into()),
         }
     }
+}
+
+/// Places a failure's locations under `segment` (a key, or `[i]`).
+fn under(f: Failure, segment: &str) -> Failure {
+    let Failure::Fhir(mut e) = f else { return f };
+    for issue in &mut e.issues {
+        issue.expression = Some(match issue.expression.take() {
+            None => segment.to_string(),
+            Some(x) if x.is_empty() => segment.to_string(),
+            Some(x) if x.starts_with('[') => format!("{segment}{x}"),
+            Some(x) => format!("{segment}.{x}"),
+        });
+    }
+    Failure::Fhir(e)
 }
 
 fn multiple_matches(ty: &str, q: &str, n: usize) -> FhirError {

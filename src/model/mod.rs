@@ -441,7 +441,9 @@ fn string_problem(type_code: &str, s: &str) -> Option<String> {
 fn fhir_type_of<'a>(m: ChildMatch<'a>) -> &'a str {
     if m.type_code.starts_with("http://hl7.org/fhirpath/System.") {
         let recorded = m.element.types.first().and_then(|t| t.fhir_type.as_deref());
-        return recorded.or_else(|| primitive_of_system_type(m.type_code)).unwrap_or("string");
+        return recorded
+            .or_else(|| primitive_of_system_type(m.type_code))
+            .unwrap_or("string");
     }
     m.type_code
 }
