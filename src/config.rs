@@ -1,1 +1,199 @@
-//! TODO
+//! Configuration: defaults, then `huitong.toml`, then `HUITONG_*` environment variables, then flags.
+//!
+//! [`Settings`] is the complete, resolved configuration. [`Overrides`] is one layer (every field
+//! optional); the CLI parses flags and environment variables into one layer (clap reads both, flags
+//! win), the config file is another, and [`Settings::resolve`] folds them over the defaults.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The resolved configuration of a running gateway.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address the HTTP server listens on.
+    pub addr: SocketAddr,
+    /// Directory of the embedded store.
+    pub data_dir: PathBuf,
+    /// Path prefix of the FHIR REST API.
+    pub base_path: String,
+    /// Absolute base URL used in `Location` headers and Bundle links; derived from `Host` when unset.
+    pub public_base_url: Option<String>,
+    /// Largest request body accepted, in bytes (413 beyond).
+    pub max_body_bytes: usize,
+    /// Deepest JSON object nesting accepted.
+    pub max_depth: usize,
+    /// Entries of the read cache.
+    pub cache_entries: u64,
+    /// Reader connections of the embedded store.
+    pub store_readers: usize,
+    /// Most units of work in one group commit.
+    pub store_max_batch: usize,
+    /// Default and largest `_count` of history pages.
+    pub default_page_size: usize,
+    pub max_page_size: usize,
+    /// Most entries in one batch or transaction Bundle.
+    pub max_bundle_entries: usize,
+    pub log_format: LogFormat,
+    /// tracing filter directive, e.g. `info` or `huitong=debug`.
+    pub log_level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("huitong-data"),
+            base_path: "/fhir".into(),
+            public_base_url: None,
+            max_body_bytes: 64 * 1024 * 1024,
+            max_depth: 64,
+            cache_entries: 100_000,
+            store_readers: 4,
+            store_max_batch: 256,
+            default_page_size: 50,
+            max_page_size: 1000,
+            max_bundle_entries: 10_000,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+        }
+    }
+}
+
+/// One configuration layer; `None` leaves the value below in place. Field names are the TOML keys.
+#[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Overrides {
+    /// Listen address [default: 127.0.0.1:8080]
+    #[arg(long, env = "HUITONG_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Data directory of the embedded store [default: ./huitong-data]
+    #[arg(long = "data", env = "HUITONG_DATA")]
+    #[serde(alias = "data")]
+    pub data_dir: Option<PathBuf>,
+    /// Path prefix of the FHIR API [default: /fhir]
+    #[arg(long, env = "HUITONG_BASE_PATH")]
+    pub base_path: Option<String>,
+    /// Public base URL for Location headers and links [default: from the Host header]
+    #[arg(long, env = "HUITONG_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<String>,
+    /// Largest request body in bytes [default: 67108864]
+    #[arg(long, env = "HUITONG_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Deepest JSON object nesting accepted [default: 64]
+    #[arg(long, env = "HUITONG_MAX_DEPTH")]
+    pub max_depth: Option<usize>,
+    /// Entries in the read cache [default: 100000]
+    #[arg(long, env = "HUITONG_CACHE_ENTRIES")]
+    pub cache_entries: Option<u64>,
+    /// Reader connections of the embedded store [default: 4]
+    #[arg(long, env = "HUITONG_STORE_READERS")]
+    pub store_readers: Option<usize>,
+    /// Most units of work in one group commit [default: 256]
+    #[arg(long, env = "HUITONG_STORE_MAX_BATCH")]
+    pub store_max_batch: Option<usize>,
+    /// Default _count of history pages [default: 50]
+    #[arg(long, env = "HUITONG_DEFAULT_PAGE_SIZE")]
+    pub default_page_size: Option<usize>,
+    /// Largest _count of history pages [default: 1000]
+    #[arg(long, env = "HUITONG_MAX_PAGE_SIZE")]
+    pub max_page_size: Option<usize>,
+    /// Most entries in a batch or transaction [default: 10000]
+    #[arg(long, env = "HUITONG_MAX_BUNDLE_ENTRIES")]
+    pub max_bundle_entries: Option<usize>,
+    /// Log format [default: text]
+    #[arg(long, env = "HUITONG_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. info or huitong=debug [default: info]
+    #[arg(long, env = "HUITONG_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {0}: {1}")]
+    Read(PathBuf, std::io::Error),
+    #[error("config file {0}: {1}")]
+    Parse(PathBuf, toml::de::Error),
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl Overrides {
+    /// Reads a TOML config file layer.
+    pub fn from_file(path: &Path) -> Result<Overrides, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))
+    }
+}
+
+impl Settings {
+    /// Folds layers over the defaults, lowest first.
+    pub fn resolve(layers: &[&Overrides]) -> Result<Settings, ConfigError> {
+        let mut s = Settings::default();
+        for l in layers {
+            macro_rules! take {
+                ($($f:ident),*) => { $( if let Some(v) = l.$f.clone() { s.$f = v; } )* };
+            }
+            take!(addr, data_dir, base_path, max_body_bytes, max_depth, cache_entries, store_readers, store_max_batch);
+            take!(default_page_size, max_page_size, max_bundle_entries, log_format, log_level);
+            if l.public_base_url.is_some() {
+                s.public_base_url = l.public_base_url.clone();
+            }
+        }
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        let b = self.base_path.trim_end_matches('/');
+        if !b.starts_with('/') || b.contains(['?', '#', '{', '}']) {
+            return Err(ConfigError::Invalid(format!("base-path '{}' must start with '/'", self.base_path)));
+        }
+        self.base_path = b.to_string();
+        if let Some(u) = &self.public_base_url {
+            self.public_base_url = Some(u.trim_end_matches('/').to_string());
+        }
+        if self.default_page_size == 0 || self.default_page_size > self.max_page_size {
+            return Err(ConfigError::Invalid("default-page-size must be between 1 and max-page-size".into()));
+        }
+        if self.store_readers == 0 || self.store_max_batch == 0 {
+            return Err(ConfigError::Invalid("store-readers and store-max-batch must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layers_apply_in_order() {
+        let file: Overrides = toml::from_str("addr = \"127.0.0.1:9000\"\nbase-path = \"/api/fhir/\"\nmax-depth = 10").unwrap();
+        let flags = Overrides { max_depth: Some(20), ..Default::default() };
+        let s = Settings::resolve(&[&file, &flags]).unwrap();
+        assert_eq!(s.addr.port(), 9000);
+        assert_eq!(s.base_path, "/api/fhir");
+        assert_eq!(s.max_depth, 20);
+        assert_eq!(s.default_page_size, 50);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_rejected() {
+        assert!(toml::from_str::<Overrides>("adr = \"x\"").is_err());
+        let bad = Overrides { base_path: Some("fhir".into()), ..Default::default() };
+        assert!(Settings::resolve(&[&bad]).is_err());
+    }
+}

@@ -10,3 +10,4 @@ pub mod rest;
 pub mod store;
 pub mod telemetry;
 pub mod transaction;
+pub mod server;

@@ -1,0 +1,67 @@
+//! `GET /metadata`: the CapabilityStatement, generated from what the server really implements.
+
+use super::AppState;
+use super::http::{self, Params, finish, json_response};
+use crate::config::Settings;
+use crate::definitions::Definitions;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// Instance and type interactions every resource type supports today.
+const INTERACTIONS: [&str; 8] = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create"];
+
+/// Renders the statement once at start.
+pub fn render(settings: &Settings) -> Bytes {
+    let resources: Vec<Value> = Definitions::core()
+        .resource_types()
+        .map(|t| {
+            json!({
+                "type": t,
+                "interaction": INTERACTIONS.iter().map(|c| json!({"code": c})).collect::<Vec<_>>(),
+                "versioning": "versioned-update",
+                "readHistory": true,
+                "updateCreate": true,
+                "conditionalCreate": true,
+                "conditionalRead": "not-supported",
+                "conditionalUpdate": true,
+                "conditionalDelete": "single",
+                "referencePolicy": ["literal", "logical"],
+            })
+        })
+        .collect();
+    let statement = json!({
+        "resourceType": "CapabilityStatement",
+        "status": "active",
+        "date": "2026-11-23",
+        "kind": "instance",
+        "software": {"name": "Huitong", "version": env!("CARGO_PKG_VERSION")},
+        "implementation": {"description": "Huitong FHIR R4 gateway", "url": settings.public_base_url.clone().unwrap_or_else(|| settings.base_path.clone())},
+        "fhirVersion": "4.0.1",
+        "format": ["json", "application/fhir+json"],
+        "patchFormat": ["application/json-patch+json"],
+        "rest": [{
+            "mode": "server",
+            "documentation": "Search is limited to conditional operations on identifier and _id in this release.",
+            "resource": resources,
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+        }],
+    });
+    Bytes::from(serde_json::to_vec(&statement).unwrap_or_default())
+}
+
+pub async fn metadata(State(st): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+    let result = (|| {
+        let params = Params::parse(q.as_deref());
+        let format = http::negotiate(&headers, &params)?;
+        params.only(&["mode"])?;
+        if format.pretty {
+            let v: Value = serde_json::from_slice(&st.capability).unwrap_or(Value::Null);
+            return Ok(json_response(StatusCode::OK, http::body_bytes(&v, format)));
+        }
+        Ok(json_response(StatusCode::OK, st.capability.clone()))
+    })();
+    finish(result, "capabilities")
+}

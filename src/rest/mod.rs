@@ -1,0 +1,197 @@
+//! The FHIR REST API (one module per group of interactions) and the operational endpoints.
+//!
+//! Handlers stay thin: they negotiate, parse, and hand writes to [`crate::transaction::apply`] and
+//! reads to the [`Store`]. Cross-cutting behaviour (request ids, tracing spans, metrics, panic
+//! containment) is a layer around the router, not code inside handlers.
+
+mod bundle;
+mod capability;
+pub mod http;
+mod read;
+mod write;
+
+use crate::config::Settings;
+use crate::definitions::Definitions;
+use crate::model::{FhirError, ParseLimits};
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use http::{ApiError, Interaction, tagged};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tracing::Instrument;
+
+/// Everything a handler needs, cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    /// The CapabilityStatement, rendered once at start.
+    pub capability: Bytes,
+    /// False once shutdown has begun (`/readyz` then answers 503).
+    pub ready: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// Builds the state over a store.
+    pub fn new(store: Arc<dyn Store>, settings: Settings) -> AppState {
+        let capability = capability::render(&settings);
+        AppState {
+            store,
+            settings: Arc::new(settings),
+            metrics: Arc::new(Metrics::default()),
+            capability,
+            ready: Arc::new(AtomicBool::new(true)),
+        }
+    }
+
+    fn limits(&self) -> ParseLimits {
+        ParseLimits { max_depth: self.settings.max_depth }
+    }
+
+    /// The absolute base URL of the FHIR API, from configuration or the request's `Host`.
+    fn base_url(&self, headers: &HeaderMap) -> String {
+        if let Some(u) = &self.settings.public_base_url {
+            return u.clone();
+        }
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        format!("http://{host}{}", self.settings.base_path)
+    }
+}
+
+/// The whole HTTP application.
+pub fn router(state: AppState) -> Router {
+    let fhir = Router::new()
+        .route("/metadata", get(capability::metadata))
+        .route("/", get(no_system_search).post(bundle::batch_or_transaction))
+        .route("/_history", get(read::history_system))
+        .route(
+            "/{type}",
+            get(no_type_search).post(write::create).put(write::conditional_update).patch(write::conditional_patch).delete(write::conditional_delete),
+        )
+        .route("/{type}/_history", get(read::history_type))
+        .route("/{type}/{id}", get(read::read).put(write::update).patch(write::patch).delete(write::delete))
+        .route("/{type}/{id}/_history", get(read::history_instance))
+        .route("/{type}/{id}/_history/{vid}", get(read::vread))
+        .method_not_allowed_fallback(method_not_allowed);
+    let base = state.settings.base_path.clone();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .nest(&base, fhir)
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .with_state(state)
+}
+
+/// Request id, tracing span, metrics: once per request around everything else.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    let interaction = resp.extensions().get::<Interaction>().map_or("other", |i| i.0);
+    let elapsed = start.elapsed();
+    state.metrics.record(interaction, status, elapsed);
+    if status >= 500 {
+        tracing::error!(parent: &span, status, interaction, elapsed_us = elapsed.as_micros() as u64, "request failed");
+    } else {
+        tracing::debug!(parent: &span, status, interaction, elapsed_us = elapsed.as_micros() as u64, "request done");
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("handler panicked");
+    tagged(
+        ApiError(FhirError::new(500, "exception", "internal error; the request was not applied")).into_response(),
+        "panic",
+    )
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let msg = format!("{} is not allowed on {}", req.method(), req.uri().path());
+    tagged(ApiError(FhirError::new(405, "not-supported", msg)).into_response(), "other")
+}
+
+async fn not_found(req: Request) -> Response {
+    let msg = format!("no such endpoint: {}", req.uri().path());
+    tagged(ApiError(FhirError::new(404, "not-found", msg)).into_response(), "other")
+}
+
+async fn no_type_search(axum::extract::Path(ty): axum::extract::Path<String>) -> Response {
+    let e = match check_type(&ty) {
+        Err(e) => e,
+        Ok(()) => FhirError::new(
+            501,
+            "not-supported",
+            format!("search on {ty} is not implemented yet; read by id, history and conditional operations on identifier are"),
+        ),
+    };
+    tagged(ApiError(e).into_response(), "search-type")
+}
+
+async fn no_system_search() -> Response {
+    tagged(
+        ApiError(FhirError::new(501, "not-supported", "system-wide search is not implemented yet")).into_response(),
+        "search-system",
+    )
+}
+
+async fn healthz() -> Response {
+    tagged((StatusCode::OK, "ok\n").into_response(), "health")
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let r = if state.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    };
+    tagged(r, "health")
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let text = state.metrics.render(&state.store.stats());
+    let mut r = text.into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    tagged(r, "metrics")
+}
+
+/// 404 for a type that is not a concrete R4 resource type.
+pub(crate) fn check_type(ty: &str) -> Result<(), FhirError> {
+    if Definitions::core().is_resource_type(ty) {
+        Ok(())
+    } else {
+        Err(FhirError::new(404, "not-supported", format!("'{ty}' is not a resource type of FHIR R4")))
+    }
+}
+
+/// 400 for an id that breaks the R4 id rule.
+pub(crate) fn check_id(id: &str) -> Result<(), FhirError> {
+    if crate::model::primitives::is_id(id) {
+        Ok(())
+    } else {
+        Err(FhirError::new(400, "value", "id must be 1-64 characters of A-Z a-z 0-9 - ."))
+    }
+}

@@ -1,0 +1,83 @@
+//! Starting and stopping the gateway: store, HTTP listener, graceful shutdown.
+
+use crate::config::Settings;
+use crate::rest::{AppState, router};
+use crate::store::{CachedStore, SqliteStore, Store, StoreError, sqlite::SqliteOptions};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A gateway that is up and listening.
+pub struct RunningServer {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+/// Why the gateway could not start or stopped badly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("HTTP server: {0}")]
+    Serve(std::io::Error),
+}
+
+/// Opens the embedded store under `settings.data_dir` with the read cache in front.
+pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
+    let opts = SqliteOptions { readers: settings.store_readers, max_batch: settings.store_max_batch };
+    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.data_dir, opts)?);
+    Ok(Arc::new(CachedStore::new(sqlite, settings.cache_entries)))
+}
+
+impl RunningServer {
+    /// Opens the store, binds and serves in the background.
+    pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
+        let store = open_store(&settings)?;
+        let listener = TcpListener::bind(settings.addr).await.map_err(|e| ServerError::Bind(settings.addr, e))?;
+        let addr = listener.local_addr().map_err(ServerError::Serve)?;
+        let state = AppState::new(store.clone(), settings);
+        let ready = state.ready.clone();
+        let app = router(state);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.await;
+                ready.store(false, Ordering::Relaxed);
+            };
+            // In-flight requests finish before serve returns; then the writer drains its queue.
+            axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve)?;
+            store.flush().await?;
+            Ok(())
+        });
+        tracing::info!(%addr, "huitong listening");
+        Ok(RunningServer { addr, stop: Some(stop), task })
+    }
+
+    /// Stops accepting, finishes in-flight requests, flushes the store.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.wait().await
+    }
+
+    /// Waits until the server stops (after [`RunningServer::shutdown`] or a failure).
+    pub async fn wait(&mut self) -> Result<(), ServerError> {
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => Err(ServerError::Serve(std::io::Error::other(e.to_string()))),
+        }
+    }
+
+    /// Takes the stop handle, to trigger shutdown from a signal handler.
+    pub fn stop_handle(&mut self) -> Option<oneshot::Sender<()>> {
+        self.stop.take()
+    }
+}
