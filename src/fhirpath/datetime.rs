@@ -248,9 +248,9 @@ impl Temporal {
     fn normalised(&self) -> Temporal {
         match self.tz {
             Some(tz) if tz != 0 && self.precision >= Precision::Hour => {
-                let mut t = self.from_epoch_ms(self.epoch_ms());
-                t.tz = Some(0);
-                t
+                let mut utc = *self;
+                utc.tz = Some(0);
+                utc.from_epoch_ms(self.epoch_ms())
             }
             _ => *self,
         }
@@ -284,6 +284,11 @@ impl Temporal {
         let time_a = self.kind == TemporalKind::Time;
         let time_b = other.kind == TemporalKind::Time;
         if time_a != time_b {
+            return None;
+        }
+        // With a time of day, a value without a timezone cannot be placed against one with it.
+        let timed = self.precision >= Precision::Hour && other.precision >= Precision::Hour;
+        if timed && self.tz.is_some() != other.tz.is_some() {
             return None;
         }
         let (a, b) = (self.normalised(), other.normalised());
@@ -339,7 +344,8 @@ impl Temporal {
             "second" => 1000,
             _ => 1,
         };
-        let total = value.checked_mul(Decimal::from(unit_ms))?;
+        // Fractions of a time-valued quantity are ignored: 7.7 days adds 7 days.
+        let total = value.trunc().checked_mul(Decimal::from(unit_ms))?;
         let grain: i64 = match self.precision {
             Precision::Year => 365 * MS_PER_DAY,
             Precision::Month => 30 * MS_PER_DAY,

@@ -119,6 +119,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 match v.system() {
                     Value::Integer(i) => Ok(vec![Value::Integer(-i)]),
                     Value::Long(i) => Ok(vec![Value::Long(-i)]),
+                    Value::Decimal(d) if d.is_zero() => Ok(vec![Value::Decimal(d)]),
                     Value::Decimal(d) => Ok(vec![Value::Decimal(-d)]),
                     Value::Quantity(q) => Ok(vec![Value::Quantity(Quantity { value: -q.value, unit: q.unit })]),
                     x => Err(EvalError::new(op, format!("cannot negate {}", x.type_name()))),
@@ -135,7 +136,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             Expr::As(t, spec) => {
                 let input = self.eval(t, frame)?;
                 match singleton(&input, "as")? {
-                    Some(v) if self.is_type(v, spec)? => Ok(vec![v.clone()]),
+                    Some(v) if self.is_type_exact(v, spec)? => Ok(vec![v.clone()]),
                     _ => Ok(vec![]),
                 }
             }
@@ -151,6 +152,18 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
         }
         Ok(model::is_type(v, spec, self.env.definitions))
+    }
+
+    /// The test `as` and `ofType` apply: like `is`, except that a FHIR primitive must be exactly
+    /// the named type (`code` is not taken as `string`).
+    pub(crate) fn is_type_exact(&self, v: &Value<'a>, spec: &TypeSpec) -> Result<bool, EvalError> {
+        if !self.is_type(v, spec)? {
+            return Ok(false);
+        }
+        Ok(match v {
+            Value::Node(Node { ty: Some(ty), .. }) if ty.starts_with(|c: char| c.is_ascii_lowercase()) => *ty == spec.name,
+            _ => true,
+        })
     }
 
     fn external(&self, name: &str) -> R<'a> {
@@ -211,6 +224,10 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     /// `input.name` over every item.
     pub(crate) fn members(&self, input: &Collection<'a>, name: &str) -> R<'a> {
         let mut out = Vec::new();
+        // A name unknown to one type may be known to another in a mixed collection (after
+        // `descendants()`), so only a collection of one type can be judged.
+        let first_ty = input.first().and_then(|v| if let Value::Node(n) = v { n.ty } else { None });
+        let homogeneous = input.iter().all(|v| matches!(v, Value::Node(n) if n.ty == first_ty));
         for v in input {
             if let Value::TypeInfo { namespace, name: tn } = v {
                 match name {
@@ -222,7 +239,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             if let Value::Node(n) = v {
                 if let model::Lookup::Unknown = model::child(n, name, self.env.definitions, &mut out) {
-                    if self.env.strict {
+                    if self.env.strict && homogeneous {
                         return Err(EvalError::new(
                             format!(".{name}"),
                             format!("'{name}' is not an element of {}", n.ty.unwrap_or("this type")),
@@ -447,9 +464,4 @@ fn temporal_add(t: &Temporal, q: &Quantity, subtract: bool) -> Result<Temporal, 
         Some(r) if kind_ok => Ok(r),
         _ => Err(EvalError::new(sym, format!("cannot add '{}' to a {}", q.unit, t.type_name()))),
     }
-}
-
-/// Wraps a node as a one-item collection.
-pub(crate) fn node<'a>(n: Node<'a>) -> Value<'a> {
-    Value::Node(n)
 }

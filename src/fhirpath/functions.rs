@@ -211,7 +211,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let spec = self.type_arg(f, args)?;
                 let mut out = Vec::new();
                 for v in input {
-                    if self.is_type(&v, &spec)? {
+                    if self.is_type_exact(&v, &spec)? {
                         out.push(v);
                     }
                 }
@@ -220,11 +220,25 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             "is" | "as" => {
                 arity(f, args, 1, 1)?;
                 let spec = self.type_arg(f, args)?;
+                // R4's own invariants (dom-3) apply `as()` to whole collections; outside strict mode
+                // it filters them like `ofType()`.
+                if f == "as" && !self.env.strict && input.len() > 1 {
+                    let mut out = Vec::new();
+                    for v in input {
+                        if self.is_type_exact(&v, &spec)? {
+                            out.push(v);
+                        }
+                    }
+                    return Ok(out);
+                }
                 match singleton(&input, &format!("{f}()"))? {
                     None => Ok(vec![]),
                     Some(v) => {
-                        let ok = self.is_type(v, &spec)?;
-                        if f == "is" { Ok(boolean(ok)) } else { Ok(if ok { vec![v.clone()] } else { vec![] }) }
+                        if f == "is" {
+                            Ok(boolean(self.is_type(v, &spec)?))
+                        } else {
+                            Ok(if self.is_type_exact(v, &spec)? { vec![v.clone()] } else { vec![] })
+                        }
                     }
                 }
             }
@@ -679,13 +693,16 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 return cmp_items(va, vb, &mut failure);
             }
             for (i, (a, b)) in ka.iter().zip(kb).enumerate() {
+                // Empty keys sort first in either direction.
                 let o = match (a.first(), b.first()) {
                     (None, None) => Ordering::Equal,
                     (None, Some(_)) => Ordering::Less,
                     (Some(_), None) => Ordering::Greater,
-                    (Some(x), Some(y)) => cmp_items(x, y, &mut failure),
+                    (Some(x), Some(y)) => {
+                        let o = cmp_items(x, y, &mut failure);
+                        if desc[i] { o.reverse() } else { o }
+                    }
                 };
-                let o = if desc[i] { o.reverse() } else { o };
                 if o != Ordering::Equal {
                     return o;
                 }
@@ -1131,9 +1148,35 @@ fn codec(f: &str, s: &str, fmt: &str) -> Result<Option<String>, EvalError> {
             let j = Json::String(s.to_string()).to_string();
             Some(j[1..j.len() - 1].to_string())
         }
-        ("unescape", "json") => serde_json::from_str::<String>(&format!("\"{s}\"")).ok(),
+        ("unescape", "json") => Some(json_unescape(s)),
         _ => return Err(err(f, format!("unknown format '{fmt}'"))),
     })
+}
+
+/// Resolves JSON string escapes, leaving other text as it is.
+fn json_unescape(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('b') => out.push('\u{8}'),
+            Some('f') => out.push('\u{c}'),
+            Some('u') => {
+                let hex: String = chars.by_ref().take(4).collect();
+                out.push(u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32).unwrap_or('\u{fffd}'));
+            }
+            Some(o) => out.push(o),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

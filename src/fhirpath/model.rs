@@ -3,7 +3,7 @@
 //! for `is`/`as`/`ofType`. Uses the core definitions when given, else structural fallbacks.
 
 use super::ast::TypeSpec;
-use super::value::{Node, Value, system_type_of_fhir_primitive};
+use super::value::{Node, Value};
 use crate::definitions::Definitions;
 use serde_json::Value as Json;
 
@@ -275,9 +275,4 @@ pub fn is_type(v: &Value, spec: &TypeSpec, defs: Option<&'static Definitions>) -
             t == spec.name || (spec.name == "Decimal" && false)
         }
     }
-}
-
-/// The System type a FHIR primitive type maps to, for `type()` and conversions.
-pub fn system_of(ty: &str) -> Option<&'static str> {
-    system_type_of_fhir_primitive(ty)
 }

@@ -91,8 +91,15 @@ impl<'a> Node<'a> {
                 }
             }
             Json::String(s) => match sys {
-                Some("Date") | Some("DateTime") => Temporal::parse_date_time(s)
+                Some("Date") => Temporal::parse_date_time(s)
                     .map(Value::Temporal)
+                    .or_else(|| Some(Value::String(Cow::Borrowed(s)))),
+                // A FHIR dateTime stays a DateTime even when only its date is known.
+                Some("DateTime") => Temporal::parse_date_time(s)
+                    .map(|mut t| {
+                        t.kind = TemporalKind::DateTime;
+                        Value::Temporal(t)
+                    })
                     .or_else(|| Some(Value::String(Cow::Borrowed(s)))),
                 Some("Time") => Temporal::parse_time(s)
                     .map(Value::Temporal)
