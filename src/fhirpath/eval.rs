@@ -23,6 +23,8 @@ pub struct Frame<'a> {
 /// One evaluation run over one context.
 pub struct Evaluator<'e, 'a> {
     pub env: &'e Environment<'a>,
+    /// Current nesting of function calls.
+    pub depth: std::cell::Cell<usize>,
 }
 
 pub(crate) type R<'a> = Result<Collection<'a>, EvalError>;
@@ -401,7 +403,7 @@ fn arithmetic<'a>(op: BinOp, a: &Value<'a>, b: &Value<'a>) -> R<'a> {
                 BinOp::Add => some(x.checked_add(*y).map(wrap)),
                 BinOp::Sub => some(x.checked_sub(*y).map(wrap)),
                 BinOp::Mul => some(x.checked_mul(*y).map(wrap)),
-                BinOp::Div => some(Decimal::from(*x).checked_div(Decimal::from(*y)).map(Value::Decimal)),
+                BinOp::Div => some(Decimal::from(*x).checked_div(Decimal::from(*y)).map(|d| Value::Decimal(d.normalize()))),
                 BinOp::IntDiv => some(x.checked_div(*y).map(wrap)),
                 BinOp::Mod => some(x.checked_rem(*y).map(wrap)),
                 _ => bad(),

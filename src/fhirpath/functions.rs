@@ -13,9 +13,16 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::collections::HashSet;
 
 /// Most items `repeat()`/`descendants()` may produce: a bound on work for hostile input.
-const MAX_ITEMS: usize = 1_000_000;
+/// How deeply function calls may nest during one evaluation (bounds the stack).
+const MAX_CALL_DEPTH: usize = 64;
+
+const MAX_ITEMS: usize = 200_000;
+
+/// Most System values `repeat()` may see (each is compared with all before it).
+const MAX_REPEATED_VALUES: usize = 2_000;
 
 fn arity(name: &str, args: &[Expr], min: usize, max: usize) -> Result<(), EvalError> {
     if args.len() < min || args.len() > max {
@@ -91,10 +98,35 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         }
     }
 
-    pub(crate) fn call(&self, name: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
-        let f = name;
+    /// Calls function `name` on `input`. Each family of functions has its own (non-inlined)
+    /// method, so the stack frame a nested call costs stays small.
+    pub(crate) fn call(&self, name: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, has_target: bool) -> R<'a> {
+        let depth = self.depth.get();
+        if depth >= MAX_CALL_DEPTH {
+            return Err(err(name, format!("calls nested deeper than {MAX_CALL_DEPTH}")));
+        }
+        self.depth.set(depth + 1);
+        let r = match name {
+            "empty" | "exists" | "all" | "allTrue" | "anyTrue" | "allFalse" | "anyFalse" | "subsetOf" | "supersetOf" | "count" | "distinct" | "isDistinct" => self.call_existence(name, input, args, frame, has_target),
+            "where" | "select" | "repeat" | "ofType" | "is" | "as" => self.call_filtering_and_projection(name, input, args, frame, has_target),
+            "single" | "first" | "last" | "tail" | "skip" | "take" | "intersect" | "exclude" => self.call_subsetting(name, input, args, frame, has_target),
+            "union" | "combine" => self.call_combining(name, input, args, frame, has_target),
+            "iif" | "toBoolean" | "convertsToBoolean" | "toInteger" | "convertsToInteger" | "toLong" | "convertsToLong" | "toDecimal" | "convertsToDecimal" | "toString" | "convertsToString" | "toDate" | "convertsToDate" | "toDateTime" | "convertsToDateTime" | "toTime" | "convertsToTime" | "toQuantity" | "convertsToQuantity" => self.call_conversion(name, input, args, frame, has_target),
+            "indexOf" | "substring" | "startsWith" | "endsWith" | "contains" | "upper" | "lower" | "trim" | "length" | "toChars" | "replace" | "matches" | "matchesFull" | "replaceMatches" | "split" | "join" | "encode" | "decode" | "escape" | "unescape" => self.call_strings(name, input, args, frame, has_target),
+            "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" | "round" | "log" | "power" => self.call_math(name, input, args, frame, has_target),
+            "children" | "descendants" => self.call_tree_navigation(name, input, args, frame, has_target),
+            "trace" | "now" | "today" | "timeOfDay" | "aggregate" | "not" | "type" | "sort" | "lowBoundary" | "highBoundary" | "precision" | "comparable" => self.call_utility(name, input, args, frame, has_target),
+            "extension" | "hasValue" | "getValue" | "resolve" | "memberOf" | "conformsTo" | "htmlChecks" | "htmlchecks" | "elementDefinition" | "slice" | "checkModifiers" | "subsumes" | "subsumedBy" | "defineVariable" => self.call_fhir_additions(name, input, args, frame, has_target),
+            _ => Err(err(name, "unknown function")),
+        };
+        self.depth.set(depth);
+        r
+    }
+
+    /// Existence functions.
+    #[inline(never)]
+    fn call_existence(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
         match f {
-            // Existence
             "empty" => {
                 arity(f, args, 0, 0)?;
                 Ok(boolean(input.is_empty()))
@@ -165,7 +197,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 Ok(boolean(out.len() == n))
             }
-            // Filtering and projection
+            _ => Err(err(f, "unknown function")),
+        }
+    }
+    /// Filtering and projection functions.
+    #[inline(never)]
+    fn call_filtering_and_projection(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+        match f {
             "where" => {
                 arity(f, args, 1, 1)?;
                 let mut out = Vec::new();
@@ -187,18 +225,29 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             "repeat" => {
                 arity(f, args, 1, 1)?;
                 let mut out: Collection<'a> = Vec::new();
+                // Nodes are told apart by identity (cheap); System values by equality, with a tighter
+                // bound since that test is linear.
+                let mut seen_nodes: HashSet<*const Json> = HashSet::new();
+                let mut system_values = 0usize;
                 let mut queue = input;
                 while !queue.is_empty() {
                     let mut next = Vec::new();
                     for (i, v) in queue.iter().enumerate() {
                         for r in self.lambda(&args[0], v, i, None)? {
-                            let seen = out.iter().any(|o| same_item(o, &r));
-                            if !seen {
+                            let fresh = match &r {
+                                Value::Node(Node { json: Some(j), .. }) => seen_nodes.insert(*j as *const Json),
+                                Value::Node(_) => true,
+                                other => {
+                                    system_values += 1;
+                                    !out.iter().any(|o| same_item(o, other))
+                                }
+                            };
+                            if fresh {
                                 out.push(r.clone());
                                 next.push(r);
                             }
                         }
-                        if out.len() > MAX_ITEMS {
+                        if out.len() > MAX_ITEMS || system_values > MAX_REPEATED_VALUES {
                             return Err(err(f, "produced too many items"));
                         }
                     }
@@ -242,7 +291,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     }
                 }
             }
-            // Subsetting
+            _ => Err(err(f, "unknown function")),
+        }
+    }
+    /// Subsetting functions.
+    #[inline(never)]
+    fn call_subsetting(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+        match f {
             "single" => {
                 arity(f, args, 0, 0)?;
                 if input.len() > 1 {
@@ -284,7 +339,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let other = self.arg(f, args, 0, frame)?;
                 Ok(input.into_iter().filter(|v| !other.iter().any(|o| value::equals(o, v) == Some(true))).collect())
             }
-            // Combining
+            _ => Err(err(f, "unknown function")),
+        }
+    }
+    /// Combining functions.
+    #[inline(never)]
+    fn call_combining(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+        match f {
             "union" => {
                 arity(f, args, 1, 1)?;
                 let other = self.arg(f, args, 0, frame)?;
@@ -296,7 +357,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 out.extend(self.arg(f, args, 0, frame)?);
                 Ok(out)
             }
-            // Conversion
+            _ => Err(err(f, "unknown function")),
+        }
+    }
+    /// Conversion functions.
+    #[inline(never)]
+    fn call_conversion(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+        match f {
             "iif" => {
                 arity(f, args, 2, 3)?;
                 if input.len() > 1 {
@@ -337,7 +404,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let converted = convert(v, target, unit.as_deref());
                 if test { Ok(boolean(converted.is_some())) } else { Ok(converted.into_iter().collect()) }
             }
-            // Strings
+            _ => Err(err(f, "unknown function")),
+        }
+    }
+    /// Strings functions.
+    #[inline(never)]
+    fn call_strings(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+        match f {
             "indexOf" => {
                 arity(f, args, 1, 1)?;
                 let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
@@ -447,7 +520,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let Some(fmt) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
                 Ok(codec(f, &s, &fmt)?.map(string).into_iter().collect())
             }
-            // Math
+            _ => Err(err(f, "unknown function")),
+        }
+    }
+    /// Math functions.
+    #[inline(never)]
+    fn call_math(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+        match f {
             "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" => {
                 arity(f, args, 0, 0)?;
                 let Some(v) = singleton(&input, &format!("{f}()"))? else { return Ok(vec![]) };
@@ -463,7 +542,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 math2(f, &v, arg.as_ref())
             }
-            // Tree navigation
+            _ => Err(err(f, "unknown function")),
+        }
+    }
+    /// Tree navigation functions.
+    #[inline(never)]
+    fn call_tree_navigation(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+        match f {
             "children" => {
                 arity(f, args, 0, 0)?;
                 let mut out = Vec::new();
@@ -497,7 +582,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 Ok(out)
             }
-            // Utility
+            _ => Err(err(f, "unknown function")),
+        }
+    }
+    /// Utility functions.
+    #[inline(never)]
+    fn call_utility(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+        match f {
             "trace" => {
                 arity(f, args, 1, 2)?;
                 let label = self.arg_string(f, args, 0, frame)?.unwrap_or_default();
@@ -566,7 +657,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     _ => Err(err(f, "input and argument must be Quantities")),
                 }
             }
-            // FHIR additions
+            _ => Err(err(f, "unknown function")),
+        }
+    }
+    /// FHIR additions functions.
+    #[inline(never)]
+    fn call_fhir_additions(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+        match f {
             "extension" => {
                 arity(f, args, 1, 1)?;
                 let Some(url) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
@@ -921,9 +1018,9 @@ fn math1<'a>(f: &str, v: &Value<'a>) -> R<'a> {
 fn math_dec(f: &str, d: Decimal) -> Option<Decimal> {
     match f {
         "abs" => Some(d.abs()),
-        "exp" => d.checked_exp(),
-        "ln" => (d > Decimal::ZERO).then(|| d.checked_ln()).flatten(),
-        "sqrt" => d.sqrt(),
+        "exp" => d.checked_exp().map(|r| r.round_dp(20).normalize()),
+        "ln" => (d > Decimal::ZERO).then(|| d.checked_ln()).flatten().map(|r| r.round_dp(20).normalize()),
+        "sqrt" => d.sqrt().map(|r| r.round_dp(20).normalize()),
         _ => None,
     }
 }

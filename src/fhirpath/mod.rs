@@ -128,7 +128,7 @@ impl Expression {
 
     /// Evaluates over the environment's `%context`.
     pub fn evaluate<'a>(&self, env: &Environment<'a>) -> Result<Collection<'a>, EvalError> {
-        let ev = eval::Evaluator { env };
+        let ev = eval::Evaluator { env, depth: std::cell::Cell::new(0) };
         let frame = eval::Frame { this: env.context.clone(), index: None, total: None };
         ev.eval(&self.ast, &frame)
     }
@@ -181,3 +181,6 @@ pub fn run_cli(expr: &str, file: &Path) -> Result<String, FhirPathError> {
     let result = expression.evaluate(&env)?;
     serde_json::to_string_pretty(&collection_to_typed_json(&result)).map_err(|e| FhirPathError::Input(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests;

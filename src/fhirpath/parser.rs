@@ -10,7 +10,7 @@ use super::quantity::{Quantity, is_calendar_unit, singular_calendar};
 use super::value::parse_decimal;
 
 /// How deeply expressions may nest before the parser refuses (protects the stack).
-pub const MAX_DEPTH: usize = 256;
+pub const MAX_DEPTH: usize = 64;
 
 /// Parses a whole expression.
 pub fn parse(src: &str) -> Result<Expr, SyntaxError> {

@@ -254,7 +254,7 @@ impl Quantity {
             return None;
         }
         let v = self.value.checked_mul(a.factor)?.checked_div(b.factor)?;
-        Some(Quantity { value: v, unit: unit.to_string() })
+        Some(Quantity { value: v.normalize(), unit: unit.to_string() })
     }
 
     /// Whether the two units can be compared at all (calendar years and months do not compare with
@@ -302,6 +302,22 @@ impl Quantity {
 
     /// Multiplies or divides two quantities, combining their units.
     pub fn mul_div(&self, other: &Quantity, divide: bool) -> Option<Quantity> {
+        // Keep the units as written where UCUM allows a plain combination.
+        let simple = |u: &str| !u.is_empty() && !u.contains(['.', '/', '(', '{']);
+        let (a, b) = (self.unit.as_str(), other.unit.as_str());
+        let symbolic = match (divide, a, b) {
+            (_, a, "1") => Some(a.to_string()),
+            (false, "1", b) => Some(b.to_string()),
+            (true, a, b) if a == b => Some("1".to_string()),
+            (false, a, b) if a == b && simple(a) && !a.ends_with(|c: char| c.is_ascii_digit()) => Some(format!("{a}2")),
+            (false, a, b) if simple(a) && simple(b) => Some(format!("{a}.{b}")),
+            (true, a, b) if simple(b) && !a.contains('/') => Some(format!("{a}/{b}")),
+            _ => None,
+        };
+        if let (Some(unit), false) = (symbolic, is_calendar_unit(a) || is_calendar_unit(b)) {
+            let value = if divide { self.value.checked_div(other.value)?.normalize() } else { self.value.checked_mul(other.value)? };
+            return Some(Quantity { value, unit });
+        }
         let a = reduce(&self.unit)?;
         let b = reduce(&other.unit)?;
         let mut dims = a.dims.clone();
@@ -364,6 +380,9 @@ mod tests {
         assert_eq!(q("100", "Cel").convert_to("[degF]").map(|x| x.value), Some(dec("212")));
         assert_eq!(q("1", "mm[Hg]").convert_to("Pa").map(|x| x.value.round_dp(3)), Some(dec("133.322")));
         assert_eq!(q("1", "year").compare(&q("1", "a")), None);
-        assert_eq!(q("2", "cm").mul_div(&q("2", "m"), false).map(|x| x.unit), Some("m2".to_string()));
+        let area = q("2", "cm").mul_div(&q("2", "m"), false).unwrap();
+        assert_eq!(area.unit, "cm.m");
+        assert_eq!(area.compare(&q("0.04", "m2")), Some(Ordering::Equal));
+        assert_eq!(q("6", "g").mul_div(&q("2", "g"), true).map(|x| (x.value, x.unit)), Some((dec("3"), "1".to_string())));
     }
 }
