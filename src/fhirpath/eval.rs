@@ -1,0 +1,469 @@
+//! The evaluator: walks the syntax tree over collections, with FHIRPath's empty propagation,
+//! singleton evaluation and three-valued logic. Functions live in `functions.rs`.
+
+use super::ast::{BinOp, Expr, Literal, TypeSpec};
+use super::datetime::{Temporal, TemporalKind};
+use super::error::EvalError;
+use super::model;
+use super::quantity::Quantity;
+use super::value::{self, Collection, Node, Value};
+use super::Environment;
+use rust_decimal::Decimal;
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+/// The iteration variables of the innermost lambda (`where`, `select`, ...), or the context at top level.
+#[derive(Clone)]
+pub struct Frame<'a> {
+    pub this: Collection<'a>,
+    pub index: Option<usize>,
+    pub total: Option<Collection<'a>>,
+}
+
+/// One evaluation run over one context.
+pub struct Evaluator<'e, 'a> {
+    pub env: &'e Environment<'a>,
+    /// Current nesting of function calls.
+    pub depth: std::cell::Cell<usize>,
+}
+
+pub(crate) type R<'a> = Result<Collection<'a>, EvalError>;
+
+pub(crate) fn boolean<'a>(b: bool) -> Collection<'a> {
+    vec![Value::Boolean(b)]
+}
+
+/// Singleton evaluation of a collection as a Boolean: empty is `None`; one Boolean is itself; one
+/// other item is `true`; more is an error.
+pub(crate) fn to_bool(c: &Collection, what: &str) -> Result<Option<bool>, EvalError> {
+    match c.as_slice() {
+        [] => Ok(None),
+        [v] => match v.system() {
+            Value::Boolean(b) => Ok(Some(b)),
+            _ => Ok(Some(true)),
+        },
+        _ => Err(EvalError::new(what, format!("expected a single Boolean, got {} items", c.len()))),
+    }
+}
+
+/// The single item of a collection, `None` when empty, an error when several.
+pub(crate) fn singleton<'c, 'a>(c: &'c Collection<'a>, what: &str) -> Result<Option<&'c Value<'a>>, EvalError> {
+    match c.as_slice() {
+        [] => Ok(None),
+        [v] => Ok(Some(v)),
+        _ => Err(EvalError::new(what, format!("expected a single item, got {}", c.len()))),
+    }
+}
+
+pub(crate) fn literal<'a>(l: &Literal) -> Collection<'a> {
+    match l {
+        Literal::Empty => vec![],
+        Literal::Boolean(b) => vec![Value::Boolean(*b)],
+        Literal::String(s) => vec![Value::String(Cow::Owned(s.clone()))],
+        Literal::Integer(i) => vec![Value::Integer(*i)],
+        Literal::Long(i) => vec![Value::Long(*i)],
+        Literal::Decimal(d) => vec![Value::Decimal(*d)],
+        Literal::Temporal(t) => vec![Value::Temporal(*t)],
+        Literal::Quantity(q) => vec![Value::Quantity(q.clone())],
+    }
+}
+
+/// Appends `v` unless an equal item is already there (for `|`, `distinct`, `union`).
+pub(crate) fn push_distinct<'a>(out: &mut Collection<'a>, v: Value<'a>) {
+    if !out.iter().any(|o| value::equals(o, &v) == Some(true)) {
+        out.push(v);
+    }
+}
+
+impl<'e, 'a> Evaluator<'e, 'a> {
+    pub fn eval(&self, e: &Expr, frame: &Frame<'a>) -> R<'a> {
+        match e {
+            Expr::Literal(l) => Ok(literal(l)),
+            Expr::This => Ok(frame.this.clone()),
+            Expr::Index => Ok(frame.index.map(|i| vec![Value::Integer(i as i64)]).unwrap_or_default()),
+            Expr::Total => Ok(frame.total.clone().unwrap_or_default()),
+            Expr::External(name) => self.external(name),
+            Expr::Member { target, name, .. } => match target {
+                Some(t) => {
+                    let input = self.eval(t, frame)?;
+                    self.members(&input, name)
+                }
+                None => self.root_member(&frame.this, name),
+            },
+            Expr::Call { target, name, args, .. } => {
+                let input = match target {
+                    Some(t) => self.eval(t, frame)?,
+                    None => frame.this.clone(),
+                };
+                self.call(name, input, args, frame, target.is_some())
+            }
+            Expr::Indexer(t, i) => {
+                let input = self.eval(t, frame)?;
+                let idx = self.eval(i, frame)?;
+                match singleton(&idx, "[]")?.map(Value::system) {
+                    None => Ok(vec![]),
+                    Some(Value::Integer(i)) => {
+                        Ok(usize::try_from(i).ok().and_then(|i| input.get(i).cloned()).into_iter().collect())
+                    }
+                    Some(v) => Err(EvalError::new("[]", format!("index must be an Integer, got {}", v.type_name()))),
+                }
+            }
+            Expr::Unary { negate, operand } => {
+                let v = self.eval(operand, frame)?;
+                let op = if *negate { "unary -" } else { "unary +" };
+                let Some(v) = singleton(&v, op)? else { return Ok(vec![]) };
+                if !*negate {
+                    return match v.system() {
+                        x @ (Value::Integer(_) | Value::Long(_) | Value::Decimal(_) | Value::Quantity(_)) => Ok(vec![x]),
+                        x => Err(EvalError::new(op, format!("cannot apply to {}", x.type_name()))),
+                    };
+                }
+                match v.system() {
+                    Value::Integer(i) => Ok(vec![Value::Integer(-i)]),
+                    Value::Long(i) => Ok(vec![Value::Long(-i)]),
+                    Value::Decimal(d) if d.is_zero() => Ok(vec![Value::Decimal(d)]),
+                    Value::Decimal(d) => Ok(vec![Value::Decimal(-d)]),
+                    Value::Quantity(q) => Ok(vec![Value::Quantity(Quantity { value: -q.value, unit: q.unit })]),
+                    x => Err(EvalError::new(op, format!("cannot negate {}", x.type_name()))),
+                }
+            }
+            Expr::Binary { op, left, right } => self.binary(*op, left, right, frame),
+            Expr::Is(t, spec) => {
+                let input = self.eval(t, frame)?;
+                match singleton(&input, "is")? {
+                    None => Ok(vec![]),
+                    Some(v) => Ok(boolean(self.is_type(v, spec)?)),
+                }
+            }
+            Expr::As(t, spec) => {
+                let input = self.eval(t, frame)?;
+                match singleton(&input, "as")? {
+                    Some(v) if self.is_type_exact(v, spec)? => Ok(vec![v.clone()]),
+                    _ => Ok(vec![]),
+                }
+            }
+        }
+    }
+
+    pub(crate) fn is_type(&self, v: &Value<'a>, spec: &TypeSpec) -> Result<bool, EvalError> {
+        if self.env.strict && spec.namespace.is_none() {
+            let known = model::is_system_type(&spec.name)
+                || self.env.definitions.is_none_or(|d| d.structure(&spec.name).is_some());
+            if !known {
+                return Err(EvalError::new("is", format!("unknown type '{}'", spec.name)));
+            }
+        }
+        Ok(model::is_type(v, spec, self.env.definitions))
+    }
+
+    /// The test `as` and `ofType` apply: like `is`, except that a FHIR primitive must be exactly
+    /// the named type (`code` is not taken as `string`).
+    pub(crate) fn is_type_exact(&self, v: &Value<'a>, spec: &TypeSpec) -> Result<bool, EvalError> {
+        if !self.is_type(v, spec)? {
+            return Ok(false);
+        }
+        Ok(match v {
+            Value::Node(Node { ty: Some(ty), .. }) if ty.starts_with(|c: char| c.is_ascii_lowercase()) => *ty == spec.name,
+            _ => true,
+        })
+    }
+
+    fn external(&self, name: &str) -> R<'a> {
+        if let Some(v) = self.env.variables.get(name) {
+            return Ok(v.clone());
+        }
+        let s = |s: String| Ok(vec![Value::String(Cow::Owned(s))]);
+        match name {
+            "context" => Ok(self.env.context.clone()),
+            "resource" => Ok(self.env.resource.clone().into_iter().collect()),
+            "rootResource" => Ok(self.env.root_resource.clone().or_else(|| self.env.resource.clone()).into_iter().collect()),
+            "ucum" => s("http://unitsofmeasure.org".into()),
+            "sct" => s("http://snomed.info/sct".into()),
+            "loinc" => s("http://loinc.org".into()),
+            _ => {
+                if let Some(vs) = name.strip_prefix("vs-") {
+                    return s(format!("http://hl7.org/fhir/ValueSet/{vs}"));
+                }
+                if let Some(ext) = name.strip_prefix("ext-") {
+                    return s(format!("http://hl7.org/fhir/StructureDefinition/{ext}"));
+                }
+                Err(EvalError::new(format!("%{name}"), "undefined environment variable"))
+            }
+        }
+    }
+
+    /// A name at the start of a path: the resource type of the focus, else a child of the focus.
+    fn root_member(&self, focus: &Collection<'a>, name: &str) -> R<'a> {
+        if name.starts_with(|c: char| c.is_ascii_uppercase()) {
+            let mut matched = Vec::new();
+            let mut any_resource = false;
+            for v in focus {
+                if let Value::Node(n) = v {
+                    if let Some(ty) = n.ty {
+                        if n.json.and_then(|j| j.get("resourceType")).is_some() {
+                            any_resource = true;
+                        }
+                        if model::fhir_subtype(ty, name, self.env.definitions) {
+                            matched.push(v.clone());
+                        }
+                    }
+                }
+            }
+            if !matched.is_empty() {
+                return Ok(matched);
+            }
+            let is_type_name = self.env.definitions.is_some_and(|d| d.structure(name).is_some());
+            if is_type_name && any_resource {
+                if self.env.strict {
+                    return Err(EvalError::new(name, "the context is not of this type"));
+                }
+                return Ok(vec![]);
+            }
+        }
+        self.members(focus, name)
+    }
+
+    /// `input.name` over every item.
+    pub(crate) fn members(&self, input: &Collection<'a>, name: &str) -> R<'a> {
+        let mut out = Vec::new();
+        // A name unknown to one type may be known to another in a mixed collection (after
+        // `descendants()`), so only a collection of one type can be judged.
+        let first_ty = input.first().and_then(|v| if let Value::Node(n) = v { n.ty } else { None });
+        let homogeneous = input.iter().all(|v| matches!(v, Value::Node(n) if n.ty == first_ty));
+        for v in input {
+            if let Value::TypeInfo { namespace, name: tn } = v {
+                match name {
+                    "namespace" => out.push(Value::String(Cow::Borrowed(namespace))),
+                    "name" => out.push(Value::String(tn.clone())),
+                    _ => {}
+                }
+                continue;
+            }
+            if let Value::Node(n) = v {
+                if let model::Lookup::Unknown = model::child(n, name, self.env.definitions, &mut out) {
+                    if self.env.strict && homogeneous {
+                        return Err(EvalError::new(
+                            format!(".{name}"),
+                            format!("'{name}' is not an element of {}", n.ty.unwrap_or("this type")),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn binary(&self, op: BinOp, left: &Expr, right: &Expr, frame: &Frame<'a>) -> R<'a> {
+        // Boolean operators short-circuit where three-valued logic allows.
+        match op {
+            BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Implies => {
+                let l = to_bool(&self.eval(left, frame)?, op.symbol())?;
+                match (op, l) {
+                    (BinOp::And, Some(false)) => return Ok(boolean(false)),
+                    (BinOp::Or, Some(true)) => return Ok(boolean(true)),
+                    (BinOp::Implies, Some(false)) => return Ok(boolean(true)),
+                    _ => {}
+                }
+                let r = to_bool(&self.eval(right, frame)?, op.symbol())?;
+                let res = match op {
+                    BinOp::And => match (l, r) {
+                        (_, Some(false)) => Some(false),
+                        (Some(true), Some(true)) => Some(true),
+                        _ => None,
+                    },
+                    BinOp::Or => match (l, r) {
+                        (_, Some(true)) => Some(true),
+                        (Some(false), Some(false)) => Some(false),
+                        _ => None,
+                    },
+                    BinOp::Xor => match (l, r) {
+                        (Some(a), Some(b)) => Some(a != b),
+                        _ => None,
+                    },
+                    _ => match (l, r) {
+                        (Some(true), r) => r,
+                        (None, Some(true)) => Some(true),
+                        _ => None,
+                    },
+                };
+                return Ok(res.map(boolean).unwrap_or_default());
+            }
+            _ => {}
+        }
+        let l = self.eval(left, frame)?;
+        let r = self.eval(right, frame)?;
+        self.apply_binary(op, l, r)
+    }
+
+    pub(crate) fn apply_binary(&self, op: BinOp, l: Collection<'a>, r: Collection<'a>) -> R<'a> {
+        let sym = op.symbol();
+        match op {
+            BinOp::Union => {
+                let mut out = Vec::with_capacity(l.len() + r.len());
+                for v in l.into_iter().chain(r) {
+                    push_distinct(&mut out, v);
+                }
+                Ok(out)
+            }
+            BinOp::Eq | BinOp::Ne => {
+                if l.is_empty() || r.is_empty() {
+                    return Ok(vec![]);
+                }
+                let eq = if l.len() != r.len() {
+                    Some(false)
+                } else {
+                    let mut acc = Some(true);
+                    for (a, b) in l.iter().zip(&r) {
+                        match value::equals(a, b) {
+                            Some(true) => {}
+                            Some(false) => {
+                                acc = Some(false);
+                                break;
+                            }
+                            None => acc = None,
+                        }
+                    }
+                    acc
+                };
+                Ok(eq.map(|e| boolean(if op == BinOp::Eq { e } else { !e })).unwrap_or_default())
+            }
+            BinOp::Equiv | BinOp::NotEquiv => {
+                let eq = collections_equivalent(&l, &r);
+                Ok(boolean(if op == BinOp::Equiv { eq } else { !eq }))
+            }
+            BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => {
+                let (Some(a), Some(b)) = (singleton(&l, sym)?, singleton(&r, sym)?) else { return Ok(vec![]) };
+                let ord = value::compare(a, b).map_err(|m| EvalError::new(sym, m))?;
+                Ok(ord
+                    .map(|o| {
+                        boolean(match op {
+                            BinOp::Lt => o == Ordering::Less,
+                            BinOp::Gt => o == Ordering::Greater,
+                            BinOp::Le => o != Ordering::Greater,
+                            _ => o != Ordering::Less,
+                        })
+                    })
+                    .unwrap_or_default())
+            }
+            BinOp::In | BinOp::Contains => {
+                let (item, coll) = if op == BinOp::In { (&l, &r) } else { (&r, &l) };
+                let Some(item) = singleton(item, sym)? else { return Ok(vec![]) };
+                Ok(boolean(coll.iter().any(|c| value::equals(c, item) == Some(true))))
+            }
+            BinOp::Concat => {
+                let a = singleton(&l, sym)?.map(|v| v.as_str().map(|s| s.into_owned())).unwrap_or(Some(String::new()));
+                let b = singleton(&r, sym)?.map(|v| v.as_str().map(|s| s.into_owned())).unwrap_or(Some(String::new()));
+                match (a, b) {
+                    (Some(a), Some(b)) => Ok(vec![Value::String(Cow::Owned(a + &b))]),
+                    _ => Err(EvalError::new(sym, "operands must be strings")),
+                }
+            }
+            _ => {
+                let (Some(a), Some(b)) = (singleton(&l, sym)?, singleton(&r, sym)?) else { return Ok(vec![]) };
+                arithmetic(op, &a.system(), &b.system())
+            }
+        }
+    }
+}
+
+fn collections_equivalent(l: &Collection, r: &Collection) -> bool {
+    if l.len() != r.len() {
+        return false;
+    }
+    let mut used = vec![false; r.len()];
+    'outer: for a in l {
+        for (i, b) in r.iter().enumerate() {
+            if !used[i] && value::equivalent(a, b) {
+                used[i] = true;
+                continue 'outer;
+            }
+        }
+        return false;
+    }
+    true
+}
+
+fn num(v: &Value) -> Option<Decimal> {
+    match v {
+        Value::Integer(i) | Value::Long(i) => Some(Decimal::from(*i)),
+        Value::Decimal(d) => Some(*d),
+        _ => None,
+    }
+}
+
+fn arithmetic<'a>(op: BinOp, a: &Value<'a>, b: &Value<'a>) -> R<'a> {
+    let sym = op.symbol();
+    let bad = || Err(EvalError::new(sym, format!("cannot apply to {} and {}", a.type_name(), b.type_name())));
+    let some = |v: Option<Value<'a>>| Ok(v.into_iter().collect());
+    match (a, b) {
+        (Value::Integer(x), Value::Integer(y)) | (Value::Long(x), Value::Long(y)) => {
+            let long = matches!(a, Value::Long(_));
+            let wrap = |i: i64| if long { Value::Long(i) } else { Value::Integer(i) };
+            match op {
+                BinOp::Add => some(x.checked_add(*y).map(wrap)),
+                BinOp::Sub => some(x.checked_sub(*y).map(wrap)),
+                BinOp::Mul => some(x.checked_mul(*y).map(wrap)),
+                BinOp::Div => some(Decimal::from(*x).checked_div(Decimal::from(*y)).map(|d| Value::Decimal(d.normalize()))),
+                BinOp::IntDiv => some(x.checked_div(*y).map(wrap)),
+                BinOp::Mod => some(x.checked_rem(*y).map(wrap)),
+                _ => bad(),
+            }
+        }
+        (Value::String(x), Value::String(y)) if op == BinOp::Add => {
+            Ok(vec![Value::String(Cow::Owned(format!("{x}{y}")))])
+        }
+        (Value::Temporal(t), Value::Quantity(q)) if matches!(op, BinOp::Add | BinOp::Sub) => {
+            temporal_add(t, q, op == BinOp::Sub).map(|t| vec![Value::Temporal(t)])
+        }
+        (Value::Quantity(_) | Value::Node(_), _) | (_, Value::Quantity(_) | Value::Node(_)) => {
+            let to_q = |v: &Value| match v {
+                Value::Integer(_) | Value::Long(_) | Value::Decimal(_) => {
+                    num(v).map(|d| Quantity { value: d, unit: "1".into() })
+                }
+                other => value::as_quantity(other),
+            };
+            let (Some(x), Some(y)) = (to_q(a), to_q(b)) else { return bad() };
+            match op {
+                BinOp::Add => some(x.add(&y, false).map(Value::Quantity)),
+                BinOp::Sub => some(x.add(&y, true).map(Value::Quantity)),
+                BinOp::Mul => some(x.mul_div(&y, false).map(Value::Quantity)),
+                BinOp::Div => {
+                    if y.value.is_zero() {
+                        return Ok(vec![]);
+                    }
+                    some(x.mul_div(&y, true).map(Value::Quantity))
+                }
+                _ => bad(),
+            }
+        }
+        _ => {
+            let (Some(x), Some(y)) = (num(a), num(b)) else { return bad() };
+            match op {
+                BinOp::Add => some(x.checked_add(y).map(Value::Decimal)),
+                BinOp::Sub => some(x.checked_sub(y).map(Value::Decimal)),
+                BinOp::Mul => some(x.checked_mul(y).map(Value::Decimal)),
+                BinOp::Div => some(x.checked_div(y).map(Value::Decimal)),
+                BinOp::IntDiv => some(
+                    x.checked_div(y)
+                        .and_then(|d| rust_decimal::prelude::ToPrimitive::to_i64(&d.trunc()))
+                        .map(Value::Integer),
+                ),
+                BinOp::Mod => some(x.checked_rem(y).map(Value::Decimal)),
+                _ => bad(),
+            }
+        }
+    }
+}
+
+fn temporal_add(t: &Temporal, q: &Quantity, subtract: bool) -> Result<Temporal, EvalError> {
+    let sym = if subtract { "-" } else { "+" };
+    if matches!(q.unit.as_str(), "a" | "mo") {
+        return Err(EvalError::new(sym, format!("'{}' is not a calendar duration; use year or month", q.unit)));
+    }
+    let v = if subtract { -q.value } else { q.value };
+    let kind_ok = !(t.kind == TemporalKind::Time && matches!(q.unit.as_str(), "year" | "month" | "week" | "day" | "wk" | "d"));
+    match t.add(v, &q.unit) {
+        Some(r) if kind_ok => Ok(r),
+        _ => Err(EvalError::new(sym, format!("cannot add '{}' to a {}", q.unit, t.type_name()))),
+    }
+}

@@ -1,0 +1,278 @@
+//! FHIR type awareness over the JSON tree: which property a path step selects (choice types,
+//! `_name` siblings of primitives, array alignment), the type each child carries, and subtype tests
+//! for `is`/`as`/`ofType`. Uses the core definitions when given, else structural fallbacks.
+
+use super::ast::TypeSpec;
+use super::value::{Node, Value};
+use crate::definitions::Definitions;
+use serde_json::Value as Json;
+
+/// The type code `ElementDefinition.type` uses for the `value` of primitives, mapped to a FHIR name.
+fn normalise_type_code(code: &str) -> &str {
+    match code.strip_prefix("http://hl7.org/fhirpath/System.") {
+        Some("String") => "string",
+        Some("Boolean") => "boolean",
+        Some("Integer") => "integer",
+        Some("Decimal") => "decimal",
+        Some("Date") => "date",
+        Some("DateTime") => "dateTime",
+        Some("Time") => "time",
+        Some(_) => "string",
+        None => code,
+    }
+}
+
+/// A resource's root node, typed from its `resourceType`.
+pub fn resource_node<'a>(json: &'a Json, defs: Option<&'static Definitions>) -> Node<'a> {
+    let rt = json.get("resourceType").and_then(Json::as_str);
+    let ty: Option<&'a str> = match (rt, defs) {
+        (Some(rt), Some(d)) => d.structure(rt).map(|s| s.name.as_str()).or(Some(rt)),
+        (rt, _) => rt,
+    };
+    Node { json: Some(json), ext: None, ty, path: ty }
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+/// The FHIR type of a choice suffix without definitions (`Quantity`, `dateTime`).
+fn fallback_choice_type(suffix: &str) -> Option<&'static str> {
+    const PRIMS: [&str; 20] = [
+        "boolean", "integer", "positiveInt", "unsignedInt", "decimal", "date", "dateTime", "instant", "time",
+        "string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown", "base64Binary", "integer64",
+    ];
+    let l = lower_first(suffix);
+    PRIMS.iter().find(|p| **p == l).copied()
+}
+
+/// Pushes the nodes of property `key` (its value and `_key` sibling, aligned when arrays).
+fn push_property<'a>(
+    out: &mut Vec<Value<'a>>,
+    obj: &'a serde_json::Map<String, Json>,
+    key: &str,
+    ty: Option<&'a str>,
+    path: Option<&'a str>,
+    defs: Option<&'static Definitions>,
+) {
+    let value = obj.get(key);
+    let ext = obj.get(&format!("_{key}"));
+    let make = |json: Option<&'a Json>, ext: Option<&'a Json>| -> Option<Value<'a>> {
+        let json = json.filter(|j| !j.is_null());
+        let ext = ext.filter(|j| !j.is_null());
+        if json.is_none() && ext.is_none() {
+            return None;
+        }
+        // Resources nested in `contained`, `Bundle.entry.resource`, `Parameters...resource`.
+        if let Some(j) = json {
+            if j.get("resourceType").and_then(Json::as_str).is_some()
+                && (ty.is_none() || matches!(ty, Some("Resource" | "DomainResource")))
+            {
+                return Some(Value::Node(resource_node(j, defs)));
+            }
+        }
+        Some(Value::Node(Node { json, ext, ty, path }))
+    };
+    match (value, ext) {
+        (Some(Json::Array(vs)), e) => {
+            let es = e.and_then(Json::as_array);
+            for (i, v) in vs.iter().enumerate() {
+                out.extend(make(Some(v), es.and_then(|es| es.get(i))));
+            }
+        }
+        (None, Some(Json::Array(es))) => {
+            for e in es {
+                out.extend(make(None, Some(e)));
+            }
+        }
+        (v, e) => out.extend(make(v, e)),
+    }
+}
+
+/// Result of looking a name up on a node.
+pub enum Lookup {
+    Found,
+    /// The node's type is known and has no such element.
+    Unknown,
+}
+
+/// Appends the children of `node` named `name` to `out`.
+pub fn child<'a>(node: &Node<'a>, name: &str, defs: Option<&'static Definitions>, out: &mut Vec<Value<'a>>) -> Lookup {
+    // Primitives keep `id` and `extension` in their `_name` sibling.
+    let obj = match (node.json, node.ext) {
+        (Some(Json::Object(o)), _) => o,
+        (_, Some(Json::Object(o))) => {
+            if name == "id" || name == "extension" {
+                let ty = if name == "id" { Some("string") } else { Some("Extension") };
+                push_property(out, o, name, ty, ty, defs);
+                return Lookup::Found;
+            }
+            return Lookup::Found;
+        }
+        _ => return Lookup::Found,
+    };
+    if let (Some(d), Some(path)) = (defs, node.path) {
+        if let Some(m) = d.child(path, name) {
+            if !m.element.path.ends_with("[x]") {
+                let (ty, cpath) = typed(d, m.element, m.type_code);
+                push_property(out, obj, name, ty, cpath, defs);
+                return Lookup::Found;
+            }
+        }
+        let choice = format!("{path}.{name}[x]");
+        if let Some(el) = d.element(&choice) {
+            for t in &el.types {
+                let key = format!("{name}{}", crate::definitions::upper_first(&t.code));
+                if obj.contains_key(&key) || obj.contains_key(&format!("_{key}")) {
+                    let (ty, cpath) = typed(d, el, t.code.as_str());
+                    push_property(out, obj, &key, ty, cpath, defs);
+                }
+            }
+            return Lookup::Found;
+        }
+        if d.structure(path).is_some() || d.element(path).is_some() {
+            return Lookup::Unknown;
+        }
+    }
+    // No definitions for this node: match the property or a choice-type rename structurally.
+    if obj.contains_key(name) || obj.contains_key(&format!("_{name}")) {
+        push_property(out, obj, name, None, None, defs);
+        return Lookup::Found;
+    }
+    for key in obj.keys() {
+        let k = key.strip_prefix('_').unwrap_or(key);
+        if let Some(suffix) = k.strip_prefix(name) {
+            if suffix.starts_with(|c: char| c.is_ascii_uppercase()) && !key.starts_with('_') {
+                let ty = fallback_choice_type(suffix).or_else(|| {
+                    matches!(suffix, "Quantity" | "CodeableConcept" | "Coding" | "Period" | "Range" | "Ratio" | "Reference" | "Identifier" | "Attachment" | "HumanName" | "Address" | "SampledData" | "Age" | "Duration" | "Money")
+                        .then(|| static_name(suffix))
+                        .flatten()
+                });
+                push_property(out, obj, key, ty, ty, defs);
+            }
+        }
+    }
+    Lookup::Found
+}
+
+fn static_name(s: &str) -> Option<&'static str> {
+    const NAMES: [&str; 15] = [
+        "Quantity", "CodeableConcept", "Coding", "Period", "Range", "Ratio", "Reference", "Identifier", "Attachment",
+        "HumanName", "Address", "SampledData", "Age", "Duration", "Money",
+    ];
+    NAMES.iter().find(|n| **n == s).copied()
+}
+
+/// The type and children path of a child element carrying `type_code`.
+fn typed(
+    d: &'static Definitions,
+    el: &'static crate::definitions::ElementDef,
+    type_code: &'static str,
+) -> (Option<&'static str>, Option<&'static str>) {
+    let code = normalise_type_code(type_code);
+    if code.is_empty() {
+        return (Some("BackboneElement"), Some(d.children_path(el, type_code)));
+    }
+    (Some(code), Some(d.children_path(el, type_code)))
+}
+
+/// All children of a node, in document order (for `children()` and `descendants()`).
+pub fn all_children<'a>(node: &Node<'a>, defs: Option<&'static Definitions>, out: &mut Vec<Value<'a>>) {
+    let Some(Json::Object(obj)) = node.json else {
+        if let Some(Json::Object(o)) = node.ext {
+            push_property(out, o, "extension", Some("Extension"), Some("Extension"), defs);
+        }
+        return;
+    };
+    for key in obj.keys() {
+        if key == "resourceType" {
+            continue;
+        }
+        let k = key.strip_prefix('_').unwrap_or(key);
+        if key.starts_with('_') && obj.contains_key(k) {
+            continue;
+        }
+        let (ty, path) = match (defs, node.path) {
+            (Some(d), Some(p)) => match d.child(p, k) {
+                Some(m) => typed(d, m.element, m.type_code),
+                None => (None, None),
+            },
+            _ => (None, None),
+        };
+        push_property(out, obj, k, ty, path, defs);
+    }
+}
+
+fn fallback_base(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "code" | "id" | "markdown" => "string",
+        "url" | "canonical" | "oid" | "uuid" => "uri",
+        "positiveInt" | "unsignedInt" => "integer",
+        "Age" | "Distance" | "Duration" | "Count" | "SimpleQuantity" | "MoneyQuantity" => "Quantity",
+        "DomainResource" | "Bundle" | "Binary" | "Parameters" => "Resource",
+        "Resource" | "Element" => return None,
+        n if n.starts_with(|c: char| c.is_ascii_uppercase()) => "Element",
+        _ => "Element",
+    })
+}
+
+/// True when FHIR type `ty` is `target` or derives from it.
+pub fn fhir_subtype(ty: &str, target: &str, defs: Option<&'static Definitions>) -> bool {
+    let mut cur = ty.to_string();
+    for _ in 0..16 {
+        if cur == target {
+            return true;
+        }
+        let next = match defs.and_then(|d| d.structure(&cur)) {
+            Some(s) => match &s.base {
+                Some(b) => b.clone(),
+                None => return false,
+            },
+            None => match fallback_base(&cur) {
+                Some(b) => b.to_string(),
+                None => return false,
+            },
+        };
+        cur = next;
+    }
+    false
+}
+
+/// System types by name.
+pub fn is_system_type(name: &str) -> bool {
+    matches!(name, "Boolean" | "Integer" | "Long" | "Decimal" | "String" | "Date" | "DateTime" | "Time" | "Quantity")
+}
+
+/// `value is spec`.
+pub fn is_type(v: &Value, spec: &TypeSpec, defs: Option<&'static Definitions>) -> bool {
+    let ns = spec.namespace.as_deref();
+    match v {
+        Value::Node(n) => {
+            if ns == Some("System") {
+                return false;
+            }
+            match n.ty {
+                Some(ty) => fhir_subtype(ty, &spec.name, defs),
+                None => {
+                    // Untyped JSON: judge by shape.
+                    let sys = n.to_system().map(|s| s.type_name().to_string());
+                    match sys {
+                        Some(s) => lower_first(&s) == spec.name || s == spec.name,
+                        None => spec.name == "Element" || spec.name == "BackboneElement",
+                    }
+                }
+            }
+        }
+        other => {
+            if ns == Some("FHIR") {
+                return false;
+            }
+            let t = other.type_name();
+            t == spec.name || (spec.name == "Decimal" && false)
+        }
+    }
+}
