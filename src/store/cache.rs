@@ -69,7 +69,11 @@ impl CachedStore {
 
     fn lookup(&self, key: &Key) -> Option<Arc<StoredVersion>> {
         let hit = self.cache.get(key);
-        let counter = if hit.is_some() { &self.hits } else { &self.misses };
+        let counter = if hit.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         hit
     }
@@ -100,10 +104,12 @@ impl CachedStore {
         // the new epoch and back off, even if our entry below gets evicted before it runs.
         self.epoch(&p).fetch_add(1, Ordering::SeqCst);
         self.cache.insert((p.clone(), v.version), v.clone());
-        self.cache.entry((p, LATEST)).and_compute_with(|cur| match cur {
-            Some(e) if e.value().seq >= v.seq => Op::Nop,
-            _ => Op::Put(v.clone()),
-        });
+        self.cache
+            .entry((p, LATEST))
+            .and_compute_with(|cur| match cur {
+                Some(e) if e.value().seq >= v.seq => Op::Nop,
+                _ => Op::Put(v.clone()),
+            });
     }
 
     #[cfg(test)]
@@ -114,7 +120,11 @@ impl CachedStore {
 
 #[async_trait]
 impl Store for CachedStore {
-    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Arc<StoredVersion>>, StoreError> {
+    async fn read(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<Arc<StoredVersion>>, StoreError> {
         let key = (path(resource_type, id), LATEST);
         if let Some(v) = self.lookup(&key) {
             return Ok(Some(v));
@@ -214,13 +224,29 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (inner, store) = open(dir.path());
         // Written through the inner store directly: the cache does not know it.
-        commit(inner.as_ref(), version("a", 1, WriteMethod::Create, Some("{}"))).await;
+        commit(
+            inner.as_ref(),
+            version("a", 1, WriteMethod::Create, Some("{}")),
+        )
+        .await;
         assert!(store.read("Patient", "a").await.expect("read").is_some()); // miss, fills
         assert!(store.read("Patient", "a").await.expect("read").is_some()); // hit
-        assert!(store.vread("Patient", "a", 1).await.expect("vread").is_some()); // hit: filled by the read
+        assert!(
+            store
+                .vread("Patient", "a", 1)
+                .await
+                .expect("vread")
+                .is_some()
+        ); // hit: filled by the read
         assert!(store.read("Patient", "nope").await.expect("read").is_none()); // miss, not cached
         assert!(store.read("Patient", "nope").await.expect("read").is_none()); // miss again
-        assert!(store.vread("Patient", "a", 2).await.expect("vread").is_none()); // miss
+        assert!(
+            store
+                .vread("Patient", "a", 2)
+                .await
+                .expect("vread")
+                .is_none()
+        ); // miss
         let s = store.stats();
         assert_eq!((s.cache_hits, s.cache_misses), (2, 4));
         assert_eq!(s.write_batches, 1);
@@ -231,16 +257,49 @@ mod tests {
     async fn writes_go_through_and_reads_never_see_an_older_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_inner, store) = open(dir.path());
-        commit(&store, version("a", 1, WriteMethod::Create, Some("{\"v\":1}"))).await;
-        assert_eq!(store.read("Patient", "a").await.expect("read").expect("a").version, 1);
+        commit(
+            &store,
+            version("a", 1, WriteMethod::Create, Some("{\"v\":1}")),
+        )
+        .await;
+        assert_eq!(
+            store
+                .read("Patient", "a")
+                .await
+                .expect("read")
+                .expect("a")
+                .version,
+            1
+        );
         for v in 2..=5 {
             commit(&store, version("a", v, WriteMethod::Update, Some("{}"))).await;
-            assert_eq!(store.read("Patient", "a").await.expect("read").expect("a").version, v);
+            assert_eq!(
+                store
+                    .read("Patient", "a")
+                    .await
+                    .expect("read")
+                    .expect("a")
+                    .version,
+                v
+            );
         }
         commit(&store, version("a", 6, WriteMethod::Delete, None)).await;
-        assert!(store.read("Patient", "a").await.expect("read").expect("a").is_deleted());
+        assert!(
+            store
+                .read("Patient", "a")
+                .await
+                .expect("read")
+                .expect("a")
+                .is_deleted()
+        );
         assert_eq!(
-            store.vread("Patient", "a", 1).await.expect("vread").expect("v1").body.as_deref(),
+            store
+                .vread("Patient", "a", 1)
+                .await
+                .expect("vread")
+                .expect("v1")
+                .body
+                .as_deref(),
             Some(&b"{\"v\":1}"[..])
         );
         // Every read above was served from the write-through entries.
@@ -260,8 +319,22 @@ mod tests {
             }))
             .await;
         assert!(r.is_err());
-        assert_eq!(store.read("Patient", "a").await.expect("read").expect("a").version, 1);
-        assert!(store.vread("Patient", "a", 2).await.expect("vread").is_none());
+        assert_eq!(
+            store
+                .read("Patient", "a")
+                .await
+                .expect("read")
+                .expect("a")
+                .version,
+            1
+        );
+        assert!(
+            store
+                .vread("Patient", "a", 2)
+                .await
+                .expect("vread")
+                .is_none()
+        );
     }
 
     #[tokio::test]
@@ -274,19 +347,33 @@ mod tests {
         let v2 = commit(&store, version("a", 2, WriteMethod::Update, Some("{}"))).await;
         // ...after v2 was written through: lower seq, refused.
         store.fill(&v1, epoch_before, true);
-        assert_eq!(store.cached_latest("Patient", "a").expect("cached").version, 2);
+        assert_eq!(
+            store.cached_latest("Patient", "a").expect("cached").version,
+            2
+        );
 
         // Same race, but the newer entry was evicted before the late fill: the epoch guard refuses it.
         store.cache.invalidate(&("Patient/a".to_string(), LATEST));
         store.fill(&v1, epoch_before, true);
         assert!(store.cached_latest("Patient", "a").is_none());
-        assert_eq!(store.read("Patient", "a").await.expect("read").expect("a").version, 2);
+        assert_eq!(
+            store
+                .read("Patient", "a")
+                .await
+                .expect("read")
+                .expect("a")
+                .version,
+            2
+        );
 
         // A fill with no write in between is kept.
         store.cache.invalidate(&("Patient/a".to_string(), LATEST));
         let epoch_now = store.epoch("Patient/a").load(Ordering::SeqCst);
         store.fill(&v2, epoch_now, true);
-        assert_eq!(store.cached_latest("Patient", "a").expect("cached").seq, v2.seq);
+        assert_eq!(
+            store.cached_latest("Patient", "a").expect("cached").seq,
+            v2.seq
+        );
         drop(inner);
     }
 
@@ -295,14 +382,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (_inner, store) = open(dir.path());
         let store = Arc::new(store);
-        commit(store.as_ref(), version("a", 1, WriteMethod::Create, Some("{}"))).await;
+        commit(
+            store.as_ref(),
+            version("a", 1, WriteMethod::Create, Some("{}")),
+        )
+        .await;
         let readers: Vec<_> = (0..4)
             .map(|_| {
                 let s = store.clone();
                 tokio::spawn(async move {
                     let mut last = 0;
                     for _ in 0..200 {
-                        let v = s.read("Patient", "a").await.expect("read").expect("a").version;
+                        let v = s
+                            .read("Patient", "a")
+                            .await
+                            .expect("read")
+                            .expect("a")
+                            .version;
                         assert!(v >= last, "went back from {last} to {v}");
                         last = v;
                     }
@@ -310,11 +406,23 @@ mod tests {
             })
             .collect();
         for v in 2..=50 {
-            commit(store.as_ref(), version("a", v, WriteMethod::Update, Some("{}"))).await;
+            commit(
+                store.as_ref(),
+                version("a", v, WriteMethod::Update, Some("{}")),
+            )
+            .await;
         }
         for r in readers {
             r.await.expect("reader");
         }
-        assert_eq!(store.read("Patient", "a").await.expect("read").expect("a").version, 50);
+        assert_eq!(
+            store
+                .read("Patient", "a")
+                .await
+                .expect("read")
+                .expect("a")
+                .version,
+            50
+        );
     }
 }

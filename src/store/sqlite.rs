@@ -18,7 +18,7 @@
 //!   an error can never commit half a write.
 
 use super::*;
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, types::Value};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -39,7 +39,10 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { readers: 4, max_batch: 256 }
+        SqliteOptions {
+            readers: 4,
+            max_batch: 256,
+        }
     }
 }
 
@@ -114,14 +117,22 @@ impl WriterStats {
         let n = batch_size as u64;
         self.batches.fetch_add(1, Ordering::Relaxed);
         self.jobs.fetch_add(n, Ordering::Relaxed);
-        let idx = BATCH_BUCKETS.iter().position(|&b| n <= b).unwrap_or(BATCH_BUCKETS.len());
+        let idx = BATCH_BUCKETS
+            .iter()
+            .position(|&b| n <= b)
+            .unwrap_or(BATCH_BUCKETS.len());
         self.buckets[idx].fetch_add(1, Ordering::Relaxed);
     }
 
     fn snapshot(&self) -> StoreStats {
         let mut cumulative = 0;
         let mut batch_size_buckets = Vec::with_capacity(BATCH_BUCKETS.len() + 1);
-        for (i, bound) in BATCH_BUCKETS.iter().copied().chain(std::iter::once(u64::MAX)).enumerate() {
+        for (i, bound) in BATCH_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(u64::MAX))
+            .enumerate()
+        {
             cumulative += self.buckets[i].load(Ordering::Relaxed);
             batch_size_buckets.push((bound, cumulative));
         }
@@ -206,16 +217,21 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     for (i, ddl) in MIGRATIONS.iter().enumerate().skip(current) {
         let tx = conn.transaction().map_err(db_err)?;
         tx.execute_batch(ddl).map_err(db_err)?;
-        tx.execute("DELETE FROM schema_version", []).map_err(db_err)?;
-        tx.execute("INSERT INTO schema_version (version) VALUES (?)", params![to_i64(i as u64 + 1, "schema version")?])
+        tx.execute("DELETE FROM schema_version", [])
             .map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?)",
+            params![to_i64(i as u64 + 1, "schema version")?],
+        )
+        .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
     }
     Ok(())
 }
 
 /// Columns selected by [`row_to_version`], in order.
-const VERSION_COLUMNS: &str = "v.seq, v.resource_type, v.id, v.version, v.last_updated_ms, v.method, v.body";
+const VERSION_COLUMNS: &str =
+    "v.seq, v.resource_type, v.id, v.version, v.last_updated_ms, v.method, v.body";
 
 fn row_to_version(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredVersion, StoreError>> {
     let seq: i64 = r.get(0)?;
@@ -227,42 +243,67 @@ fn row_to_version(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredVersio
     let body: Option<Vec<u8>> = r.get(6)?;
     // Corrupt rows become an error for this query, not a panic.
     Ok((|| {
-        let method = WriteMethod::from_code(&method)
-            .ok_or_else(|| StoreError::Backend(format!("unknown method code {method:?} at seq {seq}")))?;
-        let version =
-            u64::try_from(version).map_err(|_| StoreError::Backend(format!("negative version at seq {seq}")))?;
-        Ok(StoredVersion { resource_type, id, version, last_updated_ms, method, body: body.map(Bytes::from), seq })
+        let method = WriteMethod::from_code(&method).ok_or_else(|| {
+            StoreError::Backend(format!("unknown method code {method:?} at seq {seq}"))
+        })?;
+        let version = u64::try_from(version)
+            .map_err(|_| StoreError::Backend(format!("negative version at seq {seq}")))?;
+        Ok(StoredVersion {
+            resource_type,
+            id,
+            version,
+            last_updated_ms,
+            method,
+            body: body.map(Bytes::from),
+            seq,
+        })
     })())
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file `huitong.db` in `dir`.
     pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StoreError::Backend(format!("cannot create data directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
         let path = dir.join(DB_FILE);
 
         let mut writer = Connection::open_with_flags(
             &path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(db_err)?;
         configure_common(&writer)?;
-        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)).map_err(db_err)?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(db_err)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Backend(format!("cannot enable WAL (journal_mode is {mode})")));
+            return Err(StoreError::Backend(format!(
+                "cannot enable WAL (journal_mode is {mode})"
+            )));
         }
         // FULL, not NORMAL: with WAL, NORMAL skips the fsync at COMMIT, so a power loss or OS crash can drop
         // transactions that were already committed and acknowledged (the database stays consistent, but the
         // last writes vanish). Huitong acknowledges HL7 messages only after commit ("nothing lost"), so a
         // commit must be durable. Group commit pays that fsync once per batch, which keeps it affordable.
-        writer.pragma_update(None, "synchronous", "FULL").map_err(db_err)?;
+        writer
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
         migrate(&mut writer)?;
 
         // The writer keeps `now_ms` non-decreasing from here, even if the wall clock went back since the
         // last run: history `_since` and `seq` order must agree.
         let last_ms: i64 = writer
-            .query_row("SELECT COALESCE(MAX(last_updated_ms), 0) FROM resource_version", [], |r| r.get(0))
+            .query_row(
+                "SELECT COALESCE(MAX(last_updated_ms), 0) FROM resource_version",
+                [],
+                |r| r.get(0),
+            )
             .map_err(db_err)?;
 
         // Readers open after the writer so the WAL and shared-memory files exist (read-only connections
@@ -293,7 +334,10 @@ impl SqliteStore {
         Ok(SqliteStore {
             jobs: tx,
             writer: Some(handle),
-            readers: ReaderPool { permits: Arc::new(Semaphore::new(n_readers)), conns: Arc::new(Mutex::new(conns)) },
+            readers: ReaderPool {
+                permits: Arc::new(Semaphore::new(n_readers)),
+                conns: Arc::new(Mutex::new(conns)),
+            },
             stats,
         })
     }
@@ -317,12 +361,21 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let permit = self.readers.permits.clone().acquire_owned().await.map_err(|_| StoreError::Closed)?;
+        let permit = self
+            .readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let pool = self.readers.conns.clone();
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let conn = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
-            let guard = PooledReader { conn, pool: pool.clone() };
+            let guard = PooledReader {
+                conn,
+                pool: pool.clone(),
+            };
             match &guard.conn {
                 Some(c) => f(c),
                 // Only reachable if a reader connection was lost to a panic inside `f`.
@@ -346,7 +399,11 @@ impl Drop for SqliteStore {
         let (tx, _rx) = oneshot::channel();
         let _ = self.jobs.send(WriterMsg::Shutdown(tx));
         if let Some(h) = self.writer.take() {
-            let _ = h.join();
+            // If the last handle is dropped by a unit of work on the writer itself, joining would wait for
+            // this very thread; it stops on its own once the Shutdown above is reached.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
     }
 }
@@ -357,10 +414,18 @@ fn read_latest(conn: &Connection, rt: &str, id: &str) -> Result<Option<StoredVer
          WHERE h.resource_type = ? AND h.id = ?"
     );
     let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
-    st.query_row(params![rt, id], row_to_version).optional().map_err(db_err)?.transpose()
+    st.query_row(params![rt, id], row_to_version)
+        .optional()
+        .map_err(db_err)?
+        .transpose()
 }
 
-fn read_version(conn: &Connection, rt: &str, id: &str, version: u64) -> Result<Option<StoredVersion>, StoreError> {
+fn read_version(
+    conn: &Connection,
+    rt: &str,
+    id: &str,
+    version: u64,
+) -> Result<Option<StoredVersion>, StoreError> {
     let sql = format!(
         "SELECT {VERSION_COLUMNS} FROM resource_version v
          WHERE v.resource_type = ? AND v.id = ? AND v.version = ?"
@@ -369,7 +434,10 @@ fn read_version(conn: &Connection, rt: &str, id: &str, version: u64) -> Result<O
         return Ok(None);
     };
     let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
-    st.query_row(params![rt, id, version], row_to_version).optional().map_err(db_err)?.transpose()
+    st.query_row(params![rt, id, version], row_to_version)
+        .optional()
+        .map_err(db_err)?
+        .transpose()
 }
 
 fn read_history(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
@@ -402,29 +470,46 @@ fn read_history(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage, Stor
 
     // Rows with seq <= at never change, so the count and the page agree without a read transaction.
     let total: i64 = conn
-        .prepare_cached(&format!("SELECT COUNT(*) FROM resource_version v WHERE {filter}"))
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM resource_version v WHERE {filter}"
+        ))
         .and_then(|mut st| st.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0)))
         .map_err(db_err)?;
 
     let mut entries = Vec::new();
     if q.count > 0 {
-        let sql = format!("SELECT {VERSION_COLUMNS} FROM resource_version v WHERE {filter} ORDER BY v.seq DESC LIMIT ? OFFSET ?");
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_version v WHERE {filter} ORDER BY v.seq DESC LIMIT ? OFFSET ?"
+        );
         args.push(Value::Integer(i64::try_from(q.count).unwrap_or(i64::MAX)));
         args.push(Value::Integer(i64::try_from(q.offset).unwrap_or(i64::MAX)));
         let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
-        let rows = st.query_map(rusqlite::params_from_iter(args.iter()), row_to_version).map_err(db_err)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args.iter()), row_to_version)
+            .map_err(db_err)?;
         for row in rows {
             entries.push(Arc::new(row.map_err(db_err)??));
         }
     }
-    Ok(HistoryPage { total: u64::try_from(total).unwrap_or(0), at_seq: at, entries })
+    Ok(HistoryPage {
+        total: u64::try_from(total).unwrap_or(0),
+        at_seq: at,
+        entries,
+    })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Arc<StoredVersion>>, StoreError> {
+    async fn read(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<Arc<StoredVersion>>, StoreError> {
         let (rt, id) = (resource_type.to_owned(), id.to_owned());
-        Ok(self.with_reader(move |c| read_latest(c, &rt, &id)).await?.map(Arc::new))
+        Ok(self
+            .with_reader(move |c| read_latest(c, &rt, &id))
+            .await?
+            .map(Arc::new))
     }
 
     async fn vread(
@@ -434,7 +519,10 @@ impl Store for SqliteStore {
         version: u64,
     ) -> Result<Option<Arc<StoredVersion>>, StoreError> {
         let (rt, id) = (resource_type.to_owned(), id.to_owned());
-        Ok(self.with_reader(move |c| read_version(c, &rt, &id, version)).await?.map(Arc::new))
+        Ok(self
+            .with_reader(move |c| read_version(c, &rt, &id, version))
+            .await?
+            .map(Arc::new))
     }
 
     async fn history(&self, q: HistoryQuery) -> Result<HistoryPage, StoreError> {
@@ -443,7 +531,9 @@ impl Store for SqliteStore {
 
     async fn transact(&self, work: TxWork) -> Result<TxOutcome, TxAbort> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(WriterMsg::Work(work, tx)).map_err(|_| TxAbort::Store(StoreError::Closed))?;
+        self.jobs
+            .send(WriterMsg::Work(work, tx))
+            .map_err(|_| TxAbort::Store(StoreError::Closed))?;
         // A dropped reply means the writer stopped before reaching this job (shutdown): nothing was written.
         rx.await.map_err(|_| TxAbort::Store(StoreError::Closed))?
     }
@@ -454,7 +544,9 @@ impl Store for SqliteStore {
 
     async fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.jobs.send(WriterMsg::Flush(tx)).map_err(|_| StoreError::Closed)?;
+        self.jobs
+            .send(WriterMsg::Flush(tx))
+            .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)
     }
 }
@@ -464,7 +556,13 @@ impl Store for SqliteStore {
 // ---------------------------------------------------------------------------------------------------
 
 /// The writer's loop: one batch per iteration until shutdown or until every sender is gone.
-fn run_writer(conn: Connection, rx: Receiver<WriterMsg>, max_batch: usize, stats: Arc<WriterStats>, mut last_ms: i64) {
+fn run_writer(
+    conn: Connection,
+    rx: Receiver<WriterMsg>,
+    max_batch: usize,
+    stats: Arc<WriterStats>,
+    mut last_ms: i64,
+) {
     let mut shutdown_reply = None;
     loop {
         // Block for the first message only; the rest of the batch is whatever is already queued, so an
@@ -483,10 +581,8 @@ fn run_writer(conn: Connection, rx: Receiver<WriterMsg>, max_batch: usize, stats
                 }
             }
             if work.len() < max_batch {
-                pending = match rx.try_recv() {
-                    Ok(m) => Some(m),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-                };
+                // Empty or disconnected both end the batch; a disconnect is seen by the next `recv`.
+                pending = rx.try_recv().ok();
             }
         }
         if !work.is_empty() {
@@ -535,11 +631,20 @@ fn run_batch(conn: &Connection, jobs: Vec<(TxWork, Reply)>, now_ms: i64, stats: 
         }
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             broken = Some(format!("cannot open savepoint: {e}"));
-            results.push((reply, Err(TxAbort::Store(StoreError::Backend(format!("cannot open savepoint: {e}"))))));
+            results.push((
+                reply,
+                Err(TxAbort::Store(StoreError::Backend(format!(
+                    "cannot open savepoint: {e}"
+                )))),
+            ));
             continue;
         }
         let result = run_job(conn, work, now_ms);
-        let end = if result.is_ok() { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+        let end = if result.is_ok() {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
         if let Err(e) = conn.execute_batch(end) {
             broken = Some(format!("cannot close savepoint: {e}"));
         }
@@ -548,7 +653,10 @@ fn run_batch(conn: &Connection, jobs: Vec<(TxWork, Reply)>, now_ms: i64, stats: 
 
     let failure = match broken {
         Some(msg) => Some(msg),
-        None => conn.execute_batch("COMMIT").err().map(|e| format!("commit failed: {e}")),
+        None => conn
+            .execute_batch("COMMIT")
+            .err()
+            .map(|e| format!("commit failed: {e}")),
     };
     if let Some(msg) = failure {
         // Whatever happened, leave the connection outside any transaction for the next batch. An error
@@ -574,19 +682,29 @@ fn run_batch(conn: &Connection, jobs: Vec<(TxWork, Reply)>, now_ms: i64, stats: 
 
 /// Runs one unit of work; a panic or a storage error inside it becomes an abort (rolled back by the caller).
 fn run_job(conn: &Connection, work: TxWork, now_ms: i64) -> Result<TxOutcome, TxAbort> {
-    let mut ctx = WriterTx { conn, now_ms, written: Vec::new(), failed: None };
+    let mut ctx = WriterTx {
+        conn,
+        now_ms,
+        written: Vec::new(),
+        failed: None,
+    };
     // The writer thread must survive a buggy unit of work; the savepoint discards whatever it wrote.
     let outcome = catch_unwind(AssertUnwindSafe(|| work(&mut ctx)));
     match outcome {
         Err(_) => {
             tracing::error!("unit of work panicked; rolled back");
-            Err(TxAbort::Store(StoreError::Backend("unit of work panicked".into())))
+            Err(TxAbort::Store(StoreError::Backend(
+                "unit of work panicked".into(),
+            )))
         }
         Ok(Err(abort)) => Err(abort),
         Ok(Ok(value)) => match ctx.failed {
             // The work swallowed a storage error: its writes may be partial, so they must not commit.
             Some(msg) => Err(TxAbort::Store(StoreError::Backend(msg))),
-            None => Ok(TxOutcome { value, written: ctx.written }),
+            None => Ok(TxOutcome {
+                value,
+                written: ctx.written,
+            }),
         },
     }
 }
@@ -612,7 +730,14 @@ impl WriterTx<'_> {
             .map_err(db_err)?;
         let seq: i64 = st
             .query_row(
-                params![v.resource_type, v.id, version, self.now_ms, v.method.code(), v.body.as_deref()],
+                params![
+                    v.resource_type,
+                    v.id,
+                    version,
+                    self.now_ms,
+                    v.method.code(),
+                    v.body.as_deref()
+                ],
                 |r| r.get(0),
             )
             .map_err(db_err)?;
@@ -638,8 +763,14 @@ impl WriterTx<'_> {
                 )
                 .map_err(db_err)?;
             for t in &v.tokens {
-                st.execute(params![v.resource_type, v.id, t.param, t.system.as_deref().unwrap_or(""), t.code])
-                    .map_err(db_err)?;
+                st.execute(params![
+                    v.resource_type,
+                    v.id,
+                    t.param,
+                    t.system.as_deref().unwrap_or(""),
+                    t.code
+                ])
+                .map_err(db_err)?;
             }
         }
         Ok(Arc::new(StoredVersion {
@@ -662,13 +793,18 @@ impl TxContext for WriterTx<'_> {
     fn head(&mut self, resource_type: &str, id: &str) -> Result<Option<Head>, StoreError> {
         let mut st = self
             .conn
-            .prepare_cached("SELECT version, deleted FROM resource_head WHERE resource_type = ? AND id = ?")
+            .prepare_cached(
+                "SELECT version, deleted FROM resource_head WHERE resource_type = ? AND id = ?",
+            )
             .map_err(db_err)?;
-        let row: Option<(i64, bool)> =
-            st.query_row(params![resource_type, id], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(db_err)?;
+        let row: Option<(i64, bool)> = st
+            .query_row(params![resource_type, id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db_err)?;
         row.map(|(v, deleted)| {
-            let version = u64::try_from(v)
-                .map_err(|_| StoreError::Backend(format!("negative head version for {resource_type}/{id}")))?;
+            let version = u64::try_from(v).map_err(|_| {
+                StoreError::Backend(format!("negative head version for {resource_type}/{id}"))
+            })?;
             Ok(Head { version, deleted })
         })
         .transpose()
@@ -695,7 +831,9 @@ impl TxContext for WriterTx<'_> {
             ),
         };
         let mut st = self.conn.prepare_cached(sql).map_err(db_err)?;
-        let rows = st.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0)).map_err(db_err)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
     }
 
@@ -707,8 +845,10 @@ impl TxContext for WriterTx<'_> {
                  WHERE h.resource_type = ? AND h.id = ? AND h.deleted = 0",
             )
             .map_err(db_err)?;
-        let body: Option<Option<Vec<u8>>> =
-            st.query_row(params![resource_type, id], |r| r.get(0)).optional().map_err(db_err)?;
+        let body: Option<Option<Vec<u8>>> = st
+            .query_row(params![resource_type, id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
         Ok(body.flatten().map(Bytes::from))
     }
 
@@ -721,9 +861,14 @@ impl TxContext for WriterTx<'_> {
         }
         // Checked before anything is written, so a conflict leaves the job's state untouched and the job
         // may recover from it.
-        let expected = self.head(&v.resource_type, &v.id)?.map_or(1, |h| h.version + 1);
+        let expected = self
+            .head(&v.resource_type, &v.id)?
+            .map_or(1, |h| h.version + 1);
         if v.version != expected {
-            return Err(StoreError::Conflict(format!("{}/{}", v.resource_type, v.id), expected));
+            return Err(StoreError::Conflict(
+                format!("{}/{}", v.resource_type, v.id),
+                expected,
+            ));
         }
         match self.write_version(v) {
             Ok(stored) => {
@@ -750,8 +895,21 @@ mod tests {
         Some(Bytes::from(s.to_owned()))
     }
 
-    fn new_version(rt: &str, id: &str, version: u64, method: WriteMethod, b: Option<Bytes>) -> NewVersion {
-        NewVersion { resource_type: rt.into(), id: id.into(), version, method, body: b, tokens: vec![] }
+    fn new_version(
+        rt: &str,
+        id: &str,
+        version: u64,
+        method: WriteMethod,
+        b: Option<Bytes>,
+    ) -> NewVersion {
+        NewVersion {
+            resource_type: rt.into(),
+            id: id.into(),
+            version,
+            method,
+            body: b,
+            tokens: vec![],
+        }
     }
 
     /// A job that writes one version and returns nothing.
@@ -766,14 +924,25 @@ mod tests {
     fn next_version_job(rt: &'static str, id: String, b: &'static str) -> TxWork {
         Box::new(move |tx: &mut dyn TxContext| {
             let next = tx.head(rt, &id)?.map_or(1, |h| h.version + 1);
-            let m = if next == 1 { WriteMethod::Create } else { WriteMethod::Update };
+            let m = if next == 1 {
+                WriteMethod::Create
+            } else {
+                WriteMethod::Update
+            };
             let v = tx.put(new_version(rt, &id, next, m, body(b)))?;
             Ok(Box::new(v.version) as Box<dyn Any + Send>)
         })
     }
 
     fn open(dir: &Path) -> SqliteStore {
-        SqliteStore::open(dir, SqliteOptions { readers: 2, max_batch: 64 }).expect("open store")
+        SqliteStore::open(
+            dir,
+            SqliteOptions {
+                readers: 2,
+                max_batch: 64,
+            },
+        )
+        .expect("open store")
     }
 
     async fn commit(store: &SqliteStore, v: NewVersion) -> Arc<StoredVersion> {
@@ -788,12 +957,27 @@ mod tests {
         match r {
             Ok(_) => "committed".into(),
             Err(TxAbort::Store(e)) => format!("store: {e}"),
-            Err(TxAbort::Caller(b)) => format!("caller: {}", b.downcast_ref::<&str>().copied().unwrap_or("?")),
+            Err(TxAbort::Caller(b)) => format!(
+                "caller: {}",
+                b.downcast_ref::<&str>().copied().unwrap_or("?")
+            ),
+        }
+    }
+
+    /// Waits (at most 10 s, so a broken test fails instead of hanging) until `n` messages are queued.
+    async fn wait_queued(store: &SqliteStore, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.queued() < n {
+            assert!(Instant::now() < deadline, "never saw {n} queued messages");
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
     /// Blocks the writer inside a job until `n` more messages are queued, so they form one batch.
-    async fn hold_writer_until_queued(store: &Arc<SqliteStore>, n: usize) -> tokio::task::JoinHandle<()> {
+    async fn hold_writer_until_queued(
+        store: &Arc<SqliteStore>,
+        n: usize,
+    ) -> tokio::task::JoinHandle<()> {
         let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
         let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
         let s = store.clone();
@@ -824,27 +1008,63 @@ mod tests {
     async fn create_update_delete_are_gapless_versions() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
-        let v1 = commit(&store, new_version("Patient", "p1", 1, WriteMethod::Create, body("{\"a\":1}"))).await;
-        let v2 = commit(&store, new_version("Patient", "p1", 2, WriteMethod::Update, body("{\"a\":2}"))).await;
-        let v3 = commit(&store, new_version("Patient", "p1", 3, WriteMethod::Delete, None)).await;
+        let v1 = commit(
+            &store,
+            new_version("Patient", "p1", 1, WriteMethod::Create, body("{\"a\":1}")),
+        )
+        .await;
+        let v2 = commit(
+            &store,
+            new_version("Patient", "p1", 2, WriteMethod::Update, body("{\"a\":2}")),
+        )
+        .await;
+        let v3 = commit(
+            &store,
+            new_version("Patient", "p1", 3, WriteMethod::Delete, None),
+        )
+        .await;
         assert!(v1.seq < v2.seq && v2.seq < v3.seq);
         assert!(v3.is_deleted());
 
-        let latest = store.read("Patient", "p1").await.expect("read").expect("exists");
+        let latest = store
+            .read("Patient", "p1")
+            .await
+            .expect("read")
+            .expect("exists");
         assert_eq!(latest.version, 3);
         assert!(latest.is_deleted());
         assert_eq!(latest.method, WriteMethod::Delete);
         for (n, want) in [(1, Some("{\"a\":1}")), (2, Some("{\"a\":2}")), (3, None)] {
-            let v = store.vread("Patient", "p1", n).await.expect("vread").expect("version exists");
+            let v = store
+                .vread("Patient", "p1", n)
+                .await
+                .expect("vread")
+                .expect("version exists");
             assert_eq!(v.version, n);
             assert_eq!(v.body.as_deref(), want.map(str::as_bytes));
         }
-        assert!(store.vread("Patient", "p1", 4).await.expect("vread").is_none());
-        assert!(store.vread("Patient", "p1", u64::MAX).await.expect("vread").is_none());
+        assert!(
+            store
+                .vread("Patient", "p1", 4)
+                .await
+                .expect("vread")
+                .is_none()
+        );
+        assert!(
+            store
+                .vread("Patient", "p1", u64::MAX)
+                .await
+                .expect("vread")
+                .is_none()
+        );
         assert!(store.read("Patient", "nope").await.expect("read").is_none());
 
         // Re-create after delete continues the version sequence.
-        let v4 = commit(&store, new_version("Patient", "p1", 4, WriteMethod::Update, body("{\"a\":4}"))).await;
+        let v4 = commit(
+            &store,
+            new_version("Patient", "p1", 4, WriteMethod::Update, body("{\"a\":4}")),
+        )
+        .await;
         assert_eq!(v4.version, 4);
         let h = store
             .history(HistoryQuery {
@@ -856,7 +1076,10 @@ mod tests {
             })
             .await
             .expect("history");
-        assert_eq!(h.entries.iter().map(|e| e.version).collect::<Vec<_>>(), vec![4, 3, 2, 1]);
+        assert_eq!(
+            h.entries.iter().map(|e| e.version).collect::<Vec<_>>(),
+            vec![4, 3, 2, 1]
+        );
     }
 
     #[tokio::test]
@@ -864,20 +1087,58 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
         // A new resource must start at 1.
-        let r = store.transact(put_job(new_version("Patient", "p", 2, WriteMethod::Create, body("{}")))).await;
-        assert!(matches!(r, Err(TxAbort::Store(StoreError::Conflict(ref k, 1))) if k == "Patient/p"));
-        commit(&store, new_version("Patient", "p", 1, WriteMethod::Create, body("{}"))).await;
+        let r = store
+            .transact(put_job(new_version(
+                "Patient",
+                "p",
+                2,
+                WriteMethod::Create,
+                body("{}"),
+            )))
+            .await;
+        assert!(
+            matches!(r, Err(TxAbort::Store(StoreError::Conflict(ref k, 1))) if k == "Patient/p")
+        );
+        commit(
+            &store,
+            new_version("Patient", "p", 1, WriteMethod::Create, body("{}")),
+        )
+        .await;
         for wrong in [1, 3] {
-            let r =
-                store.transact(put_job(new_version("Patient", "p", wrong, WriteMethod::Update, body("{}")))).await;
-            assert!(matches!(r, Err(TxAbort::Store(StoreError::Conflict(_, 2)))), "version {wrong}");
+            let r = store
+                .transact(put_job(new_version(
+                    "Patient",
+                    "p",
+                    wrong,
+                    WriteMethod::Update,
+                    body("{}"),
+                )))
+                .await;
+            assert!(
+                matches!(r, Err(TxAbort::Store(StoreError::Conflict(_, 2)))),
+                "version {wrong}"
+            );
         }
         // A delete with a body is a caller bug, refused.
         let r = store
-            .transact(put_job(new_version("Patient", "p", 2, WriteMethod::Delete, body("{}"))))
+            .transact(put_job(new_version(
+                "Patient",
+                "p",
+                2,
+                WriteMethod::Delete,
+                body("{}"),
+            )))
             .await;
         assert!(matches!(r, Err(TxAbort::Store(StoreError::Backend(_)))));
-        assert_eq!(store.read("Patient", "p").await.expect("read").expect("exists").version, 1);
+        assert_eq!(
+            store
+                .read("Patient", "p")
+                .await
+                .expect("read")
+                .expect("exists")
+                .version,
+            1
+        );
     }
 
     #[tokio::test]
@@ -887,10 +1148,31 @@ mod tests {
         // Writes two resources then aborts: neither survives.
         let r = store
             .transact(Box::new(|tx: &mut dyn TxContext| {
-                tx.put(new_version("Patient", "a", 1, WriteMethod::Create, body("{\"n\":\"a\"}")))?;
-                assert_eq!(tx.head("Patient", "a")?, Some(Head { version: 1, deleted: false }));
-                assert_eq!(tx.current_body("Patient", "a")?.as_deref(), Some(&b"{\"n\":\"a\"}"[..]));
-                tx.put(new_version("Patient", "b", 1, WriteMethod::Create, body("{}")))?;
+                tx.put(new_version(
+                    "Patient",
+                    "a",
+                    1,
+                    WriteMethod::Create,
+                    body("{\"n\":\"a\"}"),
+                ))?;
+                assert_eq!(
+                    tx.head("Patient", "a")?,
+                    Some(Head {
+                        version: 1,
+                        deleted: false
+                    })
+                );
+                assert_eq!(
+                    tx.current_body("Patient", "a")?.as_deref(),
+                    Some(&b"{\"n\":\"a\"}"[..])
+                );
+                tx.put(new_version(
+                    "Patient",
+                    "b",
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                ))?;
                 Err(TxAbort::Caller(Box::new("rule failed")))
             }))
             .await;
@@ -901,11 +1183,29 @@ mod tests {
         // Same writes, committed: one timestamp for the whole unit of work, `written` in order.
         let out = store
             .transact(Box::new(|tx: &mut dyn TxContext| {
-                tx.put(new_version("Patient", "a", 1, WriteMethod::Create, body("{}")))?;
+                tx.put(new_version(
+                    "Patient",
+                    "a",
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                ))?;
                 tx.put(new_version("Patient", "a", 2, WriteMethod::Delete, None))?;
-                assert_eq!(tx.head("Patient", "a")?, Some(Head { version: 2, deleted: true }));
+                assert_eq!(
+                    tx.head("Patient", "a")?,
+                    Some(Head {
+                        version: 2,
+                        deleted: true
+                    })
+                );
                 assert_eq!(tx.current_body("Patient", "a")?, None);
-                tx.put(new_version("Patient", "b", 1, WriteMethod::Create, body("{}")))?;
+                tx.put(new_version(
+                    "Patient",
+                    "b",
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                ))?;
                 Ok(Box::new(tx.now_ms()) as Box<dyn Any + Send>)
             }))
             .await
@@ -914,7 +1214,10 @@ mod tests {
         assert_eq!(out.written.len(), 3);
         assert!(out.written.iter().all(|w| w.last_updated_ms == now));
         assert_eq!(
-            out.written.iter().map(|w| (w.id.as_str(), w.version)).collect::<Vec<_>>(),
+            out.written
+                .iter()
+                .map(|w| (w.id.as_str(), w.version))
+                .collect::<Vec<_>>(),
             vec![("a", 1), ("a", 2), ("b", 1)]
         );
     }
@@ -931,14 +1234,32 @@ mod tests {
             tasks.push(tokio::spawn(async move {
                 let work: TxWork = if i == 7 {
                     Box::new(|tx: &mut dyn TxContext| {
-                        tx.put(new_version("Patient", "bad", 1, WriteMethod::Create, body("{}")))?;
+                        tx.put(new_version(
+                            "Patient",
+                            "bad",
+                            1,
+                            WriteMethod::Create,
+                            body("{}"),
+                        ))?;
                         Err(TxAbort::Caller(Box::new("no")))
                     })
                 } else if i == 11 {
                     // Conflicts with nothing it wrote itself: version 5 of a new resource.
-                    put_job(new_version("Patient", "conflict", 5, WriteMethod::Create, body("{}")))
+                    put_job(new_version(
+                        "Patient",
+                        "conflict",
+                        5,
+                        WriteMethod::Create,
+                        body("{}"),
+                    ))
                 } else {
-                    put_job(new_version("Patient", &format!("ok{i}"), 1, WriteMethod::Create, body("{}")))
+                    put_job(new_version(
+                        "Patient",
+                        &format!("ok{i}"),
+                        1,
+                        WriteMethod::Create,
+                        body("{}"),
+                    ))
                 };
                 (i, s.transact(work).await)
             }));
@@ -953,19 +1274,49 @@ mod tests {
             }
         }
         assert!(store.read("Patient", "bad").await.expect("read").is_none());
-        assert!(store.read("Patient", "conflict").await.expect("read").is_none());
+        assert!(
+            store
+                .read("Patient", "conflict")
+                .await
+                .expect("read")
+                .is_none()
+        );
         for i in (0..N).filter(|i| *i != 7 && *i != 11) {
-            assert!(store.read("Patient", &format!("ok{i}")).await.expect("read").is_some(), "ok{i}");
+            assert!(
+                store
+                    .read("Patient", &format!("ok{i}"))
+                    .await
+                    .expect("read")
+                    .is_some(),
+                "ok{i}"
+            );
         }
         let stats = store.stats();
         // The N queued jobs shared one batch: not every batch had size 1.
         let le_1 = stats.batch_size_buckets[0].1;
         assert!(stats.write_batches > le_1, "no batch > 1: {stats:?}");
-        let le_32 = stats.batch_size_buckets.iter().find(|b| b.0 == 32).expect("bucket").1;
-        let le_16 = stats.batch_size_buckets.iter().find(|b| b.0 == 16).expect("bucket").1;
-        assert_eq!(le_32 - le_16, 1, "exactly one batch of 17..=32 jobs: {stats:?}");
+        let le_32 = stats
+            .batch_size_buckets
+            .iter()
+            .find(|b| b.0 == 32)
+            .expect("bucket")
+            .1;
+        let le_16 = stats
+            .batch_size_buckets
+            .iter()
+            .find(|b| b.0 == 16)
+            .expect("bucket")
+            .1;
+        assert_eq!(
+            le_32 - le_16,
+            1,
+            "exactly one batch of 17..=32 jobs: {stats:?}"
+        );
         assert_eq!(stats.write_jobs, N as u64 + 1);
-        assert_eq!(stats.batch_size_buckets.last().expect("inf").1, stats.write_batches);
+        assert_eq!(
+            stats.batch_size_buckets.last().expect("inf").1,
+            stats.write_batches
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -976,13 +1327,19 @@ mod tests {
         let tasks: Vec<_> = (0..10)
             .map(|_| {
                 let s = store.clone();
-                tokio::spawn(async move { s.transact(next_version_job("Counter", "c".into(), "{}")).await })
+                tokio::spawn(async move {
+                    s.transact(next_version_job("Counter", "c".into(), "{}"))
+                        .await
+                })
             })
             .collect();
         release.await.expect("release");
         let mut versions = Vec::new();
         for t in tasks {
-            let out = t.await.expect("task").unwrap_or_else(|r| panic!("{}", abort_reason(Err(r))));
+            let out = t
+                .await
+                .expect("task")
+                .unwrap_or_else(|r| panic!("{}", abort_reason(Err(r))));
             versions.push(*out.value.downcast::<u64>().expect("u64"));
         }
         versions.sort_unstable();
@@ -999,7 +1356,11 @@ mod tests {
                 let s = store.clone();
                 tokio::spawn(async move {
                     // Half write distinct resources, half contend on one, serialised by the writer.
-                    let id = if i % 2 == 0 { format!("p{i}") } else { "shared".into() };
+                    let id = if i % 2 == 0 {
+                        format!("p{i}")
+                    } else {
+                        "shared".into()
+                    };
                     s.transact(next_version_job("Patient", id, "{}")).await
                 })
             })
@@ -1009,9 +1370,23 @@ mod tests {
             assert!(r.is_ok(), "{}", abort_reason(r));
         }
         store.flush().await.expect("flush");
-        assert_eq!(store.read("Patient", "shared").await.expect("read").expect("exists").version, 100);
+        assert_eq!(
+            store
+                .read("Patient", "shared")
+                .await
+                .expect("read")
+                .expect("exists")
+                .version,
+            100
+        );
         let h = store
-            .history(HistoryQuery { scope: HistoryScope::System, since_ms: None, at_seq: None, count: 0, offset: 0 })
+            .history(HistoryQuery {
+                scope: HistoryScope::System,
+                since_ms: None,
+                at_seq: None,
+                count: 0,
+                offset: 0,
+            })
             .await
             .expect("history");
         assert_eq!(h.total, 200);
@@ -1026,57 +1401,137 @@ mod tests {
         let store = open(dir.path());
         // Three batches separated in time so `since` can split them.
         let mut seqs = Vec::new();
-        for (rt, id, v) in [("Patient", "a", 1), ("Patient", "a", 2), ("Observation", "o", 1)] {
-            let m = if v == 1 { WriteMethod::Create } else { WriteMethod::Update };
+        for (rt, id, v) in [
+            ("Patient", "a", 1),
+            ("Patient", "a", 2),
+            ("Observation", "o", 1),
+        ] {
+            let m = if v == 1 {
+                WriteMethod::Create
+            } else {
+                WriteMethod::Update
+            };
             seqs.push(commit(&store, new_version(rt, id, v, m, body("{}"))).await);
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        commit(&store, new_version("Patient", "b", 1, WriteMethod::Create, body("{}"))).await;
+        commit(
+            &store,
+            new_version("Patient", "b", 1, WriteMethod::Create, body("{}")),
+        )
+        .await;
 
-        let q = |scope, since_ms, at_seq, count, offset| HistoryQuery { scope, since_ms, at_seq, count, offset };
-        let ids = |p: &HistoryPage| p.entries.iter().map(|e| format!("{}/{}", e.id, e.version)).collect::<Vec<_>>();
+        let q = |scope, since_ms, at_seq, count, offset| HistoryQuery {
+            scope,
+            since_ms,
+            at_seq,
+            count,
+            offset,
+        };
+        let ids = |p: &HistoryPage| {
+            p.entries
+                .iter()
+                .map(|e| format!("{}/{}", e.id, e.version))
+                .collect::<Vec<_>>()
+        };
 
-        let all = store.history(q(HistoryScope::System, None, None, 10, 0)).await.expect("h");
+        let all = store
+            .history(q(HistoryScope::System, None, None, 10, 0))
+            .await
+            .expect("h");
         assert_eq!(all.total, 4);
         assert_eq!(ids(&all), vec!["b/1", "o/1", "a/2", "a/1"]);
-        let pt = store.history(q(HistoryScope::Type("Patient".into()), None, None, 10, 0)).await.expect("h");
-        assert_eq!((pt.total, ids(&pt)), (3, vec!["b/1".to_string(), "a/2".into(), "a/1".into()]));
+        let pt = store
+            .history(q(HistoryScope::Type("Patient".into()), None, None, 10, 0))
+            .await
+            .expect("h");
+        assert_eq!(
+            (pt.total, ids(&pt)),
+            (3, vec!["b/1".to_string(), "a/2".into(), "a/1".into()])
+        );
         let inst = store
-            .history(q(HistoryScope::Instance("Patient".into(), "a".into()), None, None, 10, 0))
+            .history(q(
+                HistoryScope::Instance("Patient".into(), "a".into()),
+                None,
+                None,
+                10,
+                0,
+            ))
             .await
             .expect("h");
         assert_eq!(ids(&inst), vec!["a/2", "a/1"]);
         let since = store
-            .history(q(HistoryScope::System, Some(seqs[1].last_updated_ms), None, 10, 0))
+            .history(q(
+                HistoryScope::System,
+                Some(seqs[1].last_updated_ms),
+                None,
+                10,
+                0,
+            ))
             .await
             .expect("h");
         assert_eq!(ids(&since), vec!["b/1", "o/1", "a/2"]);
-        let none = store.history(q(HistoryScope::Type("Encounter".into()), None, None, 10, 0)).await.expect("h");
+        let none = store
+            .history(q(HistoryScope::Type("Encounter".into()), None, None, 10, 0))
+            .await
+            .expect("h");
         assert_eq!((none.total, none.entries.len()), (0, 0));
 
         // Paging: page 1, then a write, then page 2 pinned to page 1's view.
-        let p1 = store.history(q(HistoryScope::System, None, None, 2, 0)).await.expect("h");
-        assert_eq!((p1.total, ids(&p1)), (4, vec!["b/1".to_string(), "o/1".into()]));
-        commit(&store, new_version("Patient", "c", 1, WriteMethod::Create, body("{}"))).await;
-        let p2 = store.history(q(HistoryScope::System, None, Some(p1.at_seq), 2, 2)).await.expect("h");
-        assert_eq!((p2.total, ids(&p2)), (4, vec!["a/2".to_string(), "a/1".into()]));
+        let p1 = store
+            .history(q(HistoryScope::System, None, None, 2, 0))
+            .await
+            .expect("h");
+        assert_eq!(
+            (p1.total, ids(&p1)),
+            (4, vec!["b/1".to_string(), "o/1".into()])
+        );
+        commit(
+            &store,
+            new_version("Patient", "c", 1, WriteMethod::Create, body("{}")),
+        )
+        .await;
+        let p2 = store
+            .history(q(HistoryScope::System, None, Some(p1.at_seq), 2, 2))
+            .await
+            .expect("h");
+        assert_eq!(
+            (p2.total, ids(&p2)),
+            (4, vec!["a/2".to_string(), "a/1".into()])
+        );
         assert_eq!(p2.at_seq, p1.at_seq);
         // A pin beyond the end is clamped, and an unpinned query sees the new write.
-        let fresh = store.history(q(HistoryScope::System, None, Some(i64::MAX), 1, 0)).await.expect("h");
+        let fresh = store
+            .history(q(HistoryScope::System, None, Some(i64::MAX), 1, 0))
+            .await
+            .expect("h");
         assert_eq!((fresh.total, ids(&fresh)), (5, vec!["c/1".to_string()]));
         assert!(fresh.at_seq > p1.at_seq);
-        let count_only = store.history(q(HistoryScope::System, None, None, 0, 0)).await.expect("h");
+        let count_only = store
+            .history(q(HistoryScope::System, None, None, 0, 0))
+            .await
+            .expect("h");
         assert_eq!((count_only.total, count_only.entries.len()), (5, 0));
     }
 
     fn token(param: &str, system: Option<&str>, code: &str) -> TokenRow {
-        TokenRow { param: param.into(), system: system.map(Into::into), code: code.into() }
+        TokenRow {
+            param: param.into(),
+            system: system.map(Into::into),
+            code: code.into(),
+        }
     }
 
-    async fn find(store: &SqliteStore, system: Option<&'static str>, code: &'static str) -> Vec<String> {
+    async fn find(
+        store: &SqliteStore,
+        system: Option<&'static str>,
+        code: &'static str,
+    ) -> Vec<String> {
         let out = store
             .transact(Box::new(move |tx: &mut dyn TxContext| {
-                Ok(Box::new(tx.find_by_token("Patient", "identifier", system, code)?) as Box<dyn Any + Send>)
+                Ok(
+                    Box::new(tx.find_by_token("Patient", "identifier", system, code)?)
+                        as Box<dyn Any + Send>,
+                )
             }))
             .await
             .unwrap_or_else(|r| panic!("{}", abort_reason(Err(r))));
@@ -1129,29 +1584,84 @@ mod tests {
         {
             let store = open(dir.path());
             for i in 0..5 {
-                let mut v = new_version("Patient", &format!("p{i}"), 1, WriteMethod::Create, body("{\"x\":1}"));
+                let mut v = new_version(
+                    "Patient",
+                    &format!("p{i}"),
+                    1,
+                    WriteMethod::Create,
+                    body("{\"x\":1}"),
+                );
                 v.tokens = vec![token("identifier", Some("urn:mrn"), "123")];
                 commit(&store, v).await;
             }
-            last_ms = commit(&store, new_version("Patient", "p0", 2, WriteMethod::Delete, None)).await.last_updated_ms;
+            last_ms = commit(
+                &store,
+                new_version("Patient", "p0", 2, WriteMethod::Delete, None),
+            )
+            .await
+            .last_updated_ms;
             store.close().await.expect("close");
-            let r = store.transact(put_job(new_version("Patient", "late", 1, WriteMethod::Create, body("{}")))).await;
+            let r = store
+                .transact(put_job(new_version(
+                    "Patient",
+                    "late",
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                )))
+                .await;
             assert!(matches!(r, Err(TxAbort::Store(StoreError::Closed))));
             assert!(matches!(store.flush().await, Err(StoreError::Closed)));
         }
         let store = open(dir.path());
-        assert!(store.read("Patient", "p0").await.expect("read").expect("exists").is_deleted());
-        assert_eq!(store.vread("Patient", "p0", 1).await.expect("vread").expect("v1").body, body("{\"x\":1}"));
-        assert_eq!(store.read("Patient", "p4").await.expect("read").expect("exists").version, 1);
+        assert!(
+            store
+                .read("Patient", "p0")
+                .await
+                .expect("read")
+                .expect("exists")
+                .is_deleted()
+        );
+        assert_eq!(
+            store
+                .vread("Patient", "p0", 1)
+                .await
+                .expect("vread")
+                .expect("v1")
+                .body,
+            body("{\"x\":1}")
+        );
+        assert_eq!(
+            store
+                .read("Patient", "p4")
+                .await
+                .expect("read")
+                .expect("exists")
+                .version,
+            1
+        );
         assert!(store.read("Patient", "late").await.expect("read").is_none());
-        assert_eq!(find(&store, Some("urn:mrn"), "123").await, vec!["p1", "p2", "p3", "p4"]);
+        assert_eq!(
+            find(&store, Some("urn:mrn"), "123").await,
+            vec!["p1", "p2", "p3", "p4"]
+        );
         let h = store
-            .history(HistoryQuery { scope: HistoryScope::System, since_ms: None, at_seq: None, count: 100, offset: 0 })
+            .history(HistoryQuery {
+                scope: HistoryScope::System,
+                since_ms: None,
+                at_seq: None,
+                count: 100,
+                offset: 0,
+            })
             .await
             .expect("history");
         assert_eq!(h.total, 6);
         // Time never goes back across a restart.
-        let v = commit(&store, new_version("Patient", "p9", 1, WriteMethod::Create, body("{}"))).await;
+        let v = commit(
+            &store,
+            new_version("Patient", "p9", 1, WriteMethod::Create, body("{}")),
+        )
+        .await;
         assert!(v.last_updated_ms >= last_ms);
         assert!(v.seq > h.at_seq);
     }
@@ -1162,13 +1672,26 @@ mod tests {
         let store = open(dir.path());
         let r = store
             .transact(Box::new(|tx: &mut dyn TxContext| {
-                tx.put(new_version("Patient", "x", 1, WriteMethod::Create, body("{}")))?;
+                tx.put(new_version(
+                    "Patient",
+                    "x",
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                ))?;
                 panic!("bug in a unit of work");
             }))
             .await;
-        assert_eq!(abort_reason(r), "store: storage failure: unit of work panicked");
+        assert_eq!(
+            abort_reason(r),
+            "store: storage failure: unit of work panicked"
+        );
         assert!(store.read("Patient", "x").await.expect("read").is_none());
-        let v = commit(&store, new_version("Patient", "x", 1, WriteMethod::Create, body("{}"))).await;
+        let v = commit(
+            &store,
+            new_version("Patient", "x", 1, WriteMethod::Create, body("{}")),
+        )
+        .await;
         assert_eq!(v.version, 1);
     }
 
@@ -1178,10 +1701,135 @@ mod tests {
         let store = open(dir.path());
         let mut last = (0, 0);
         for i in 0..20 {
-            let v = commit(&store, new_version("Patient", &format!("p{i}"), 1, WriteMethod::Create, body("{}"))).await;
+            let v = commit(
+                &store,
+                new_version(
+                    "Patient",
+                    &format!("p{i}"),
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                ),
+            )
+            .await;
             assert!(v.last_updated_ms >= last.0 && v.seq > last.1);
             last = (v.last_updated_ms, v.seq);
         }
+    }
+
+    /// Queues `n` single-put jobs behind a held writer; returns their tasks.
+    fn spawn_creates(
+        store: &Arc<SqliteStore>,
+        n: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<TxOutcome, TxAbort>>> {
+        (0..n)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.transact(put_job(new_version(
+                        "Patient",
+                        &format!("q{i}"),
+                        1,
+                        WriteMethod::Create,
+                        body("{}"),
+                    )))
+                    .await
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn max_batch_bounds_each_group_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            SqliteStore::open(
+                dir.path(),
+                SqliteOptions {
+                    readers: 1,
+                    max_batch: 4,
+                },
+            )
+            .expect("open"),
+        );
+        let release = hold_writer_until_queued(&store, 10).await;
+        let tasks = spawn_creates(&store, 10);
+        release.await.expect("release");
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+        let s = store.stats();
+        // 1 (the holder) + 4 + 4 + 2.
+        assert_eq!(s.write_batches, 4, "{s:?}");
+        let le_4 = s
+            .batch_size_buckets
+            .iter()
+            .find(|b| b.0 == 4)
+            .expect("bucket")
+            .1;
+        assert_eq!(le_4, s.write_batches);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_waits_for_everything_queued_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        let release = hold_writer_until_queued(&store, 11).await;
+        let tasks = spawn_creates(&store, 10);
+        let s = store.clone();
+        let flush = tokio::spawn(async move {
+            // Queued behind the ten jobs.
+            wait_queued(&s, 10).await;
+            s.flush().await
+        });
+        release.await.expect("release");
+        flush.await.expect("task").expect("flush");
+        // Every job was committed before flush answered, whatever order the tasks are observed in.
+        assert_eq!(store.stats().write_jobs, 11);
+        for i in 0..10 {
+            assert!(
+                store
+                    .read("Patient", &format!("q{i}"))
+                    .await
+                    .expect("read")
+                    .is_some()
+            );
+        }
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_finishes_the_queue_then_refuses_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        let release = hold_writer_until_queued(&store, 11).await;
+        let tasks = spawn_creates(&store, 10);
+        let s = store.clone();
+        let closing = tokio::spawn(async move {
+            // Wait until the ten jobs are queued so the close lands behind them.
+            wait_queued(&s, 10).await;
+            s.close().await
+        });
+        release.await.expect("release");
+        closing.await.expect("task").expect("close");
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+        let r = store
+            .transact(put_job(new_version(
+                "Patient",
+                "late",
+                1,
+                WriteMethod::Create,
+                body("{}"),
+            )))
+            .await;
+        assert!(matches!(r, Err(TxAbort::Store(StoreError::Closed))));
+        // Closing twice is harmless; reads still work on the reader pool.
+        store.close().await.expect("close again");
+        assert!(store.read("Patient", "q3").await.expect("read").is_some());
     }
 
     #[tokio::test]
@@ -1190,7 +1838,8 @@ mod tests {
         drop(open(dir.path()));
         {
             let c = Connection::open(dir.path().join(DB_FILE)).expect("open");
-            c.execute("UPDATE schema_version SET version = 999", []).expect("bump");
+            c.execute("UPDATE schema_version SET version = 999", [])
+                .expect("bump");
         }
         let r = SqliteStore::open(dir.path(), SqliteOptions::default());
         assert!(matches!(r, Err(StoreError::Backend(ref m)) if m.contains("newer")));
