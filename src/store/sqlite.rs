@@ -18,7 +18,7 @@
 //!   an error can never commit half a write.
 
 use super::*;
-use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, types::Value};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
@@ -399,7 +399,11 @@ impl Drop for SqliteStore {
         let (tx, _rx) = oneshot::channel();
         let _ = self.jobs.send(WriterMsg::Shutdown(tx));
         if let Some(h) = self.writer.take() {
-            let _ = h.join();
+            // If the last handle is dropped by a unit of work on the writer itself, joining would wait for
+            // this very thread; it stops on its own once the Shutdown above is reached.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
     }
 }
@@ -577,10 +581,8 @@ fn run_writer(
                 }
             }
             if work.len() < max_batch {
-                pending = match rx.try_recv() {
-                    Ok(m) => Some(m),
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-                };
+                // Empty or disconnected both end the batch; a disconnect is seen by the next `recv`.
+                pending = rx.try_recv().ok();
             }
         }
         if !work.is_empty() {
@@ -959,6 +961,15 @@ mod tests {
                 "caller: {}",
                 b.downcast_ref::<&str>().copied().unwrap_or("?")
             ),
+        }
+    }
+
+    /// Waits (at most 10 s, so a broken test fails instead of hanging) until `n` messages are queued.
+    async fn wait_queued(store: &SqliteStore, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.queued() < n {
+            assert!(Instant::now() < deadline, "never saw {n} queued messages");
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
@@ -1704,6 +1715,121 @@ mod tests {
             assert!(v.last_updated_ms >= last.0 && v.seq > last.1);
             last = (v.last_updated_ms, v.seq);
         }
+    }
+
+    /// Queues `n` single-put jobs behind a held writer; returns their tasks.
+    fn spawn_creates(
+        store: &Arc<SqliteStore>,
+        n: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<TxOutcome, TxAbort>>> {
+        (0..n)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.transact(put_job(new_version(
+                        "Patient",
+                        &format!("q{i}"),
+                        1,
+                        WriteMethod::Create,
+                        body("{}"),
+                    )))
+                    .await
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn max_batch_bounds_each_group_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            SqliteStore::open(
+                dir.path(),
+                SqliteOptions {
+                    readers: 1,
+                    max_batch: 4,
+                },
+            )
+            .expect("open"),
+        );
+        let release = hold_writer_until_queued(&store, 10).await;
+        let tasks = spawn_creates(&store, 10);
+        release.await.expect("release");
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+        let s = store.stats();
+        // 1 (the holder) + 4 + 4 + 2.
+        assert_eq!(s.write_batches, 4, "{s:?}");
+        let le_4 = s
+            .batch_size_buckets
+            .iter()
+            .find(|b| b.0 == 4)
+            .expect("bucket")
+            .1;
+        assert_eq!(le_4, s.write_batches);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_waits_for_everything_queued_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        let release = hold_writer_until_queued(&store, 11).await;
+        let tasks = spawn_creates(&store, 10);
+        let s = store.clone();
+        let flush = tokio::spawn(async move {
+            // Queued behind the ten jobs.
+            wait_queued(&s, 10).await;
+            s.flush().await
+        });
+        release.await.expect("release");
+        flush.await.expect("task").expect("flush");
+        // Every job was committed before flush answered, whatever order the tasks are observed in.
+        assert_eq!(store.stats().write_jobs, 11);
+        for i in 0..10 {
+            assert!(
+                store
+                    .read("Patient", &format!("q{i}"))
+                    .await
+                    .expect("read")
+                    .is_some()
+            );
+        }
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_finishes_the_queue_then_refuses_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        let release = hold_writer_until_queued(&store, 11).await;
+        let tasks = spawn_creates(&store, 10);
+        let s = store.clone();
+        let closing = tokio::spawn(async move {
+            // Wait until the ten jobs are queued so the close lands behind them.
+            wait_queued(&s, 10).await;
+            s.close().await
+        });
+        release.await.expect("release");
+        closing.await.expect("task").expect("close");
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+        let r = store
+            .transact(put_job(new_version(
+                "Patient",
+                "late",
+                1,
+                WriteMethod::Create,
+                body("{}"),
+            )))
+            .await;
+        assert!(matches!(r, Err(TxAbort::Store(StoreError::Closed))));
+        // Closing twice is harmless; reads still work on the reader pool.
+        store.close().await.expect("close again");
+        assert!(store.read("Patient", "q3").await.expect("read").is_some());
     }
 
     #[tokio::test]
