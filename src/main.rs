@@ -31,6 +31,13 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Evaluate a FHIRPath expression over a resource; prints the result collection as JSON with types.
+    Fhirpath {
+        /// The expression, e.g. `Patient.name.given.first()`.
+        expression: String,
+        /// A FHIR JSON file.
+        file: PathBuf,
+    },
     /// Print the version and the embedded definitions' provenance.
     Version,
 }
@@ -40,6 +47,16 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, overrides } => serve(config, overrides),
         Command::Validate { files } => validate(&files),
+        Command::Fhirpath { expression, file } => match huitong::fhirpath::run_cli(&expression, &file) {
+            Ok(out) => {
+                println!("{out}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("huitong fhirpath: {e}");
+                ExitCode::from(1)
+            }
+        },
         Command::Version => {
             let defs = huitong::definitions::Definitions::core().artefact();
             println!(
