@@ -47,16 +47,18 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve { config, overrides } => serve(config, overrides),
         Command::Validate { files } => validate(&files),
-        Command::Fhirpath { expression, file } => match huitong::fhirpath::run_cli(&expression, &file) {
-            Ok(out) => {
-                println!("{out}");
-                ExitCode::SUCCESS
+        Command::Fhirpath { expression, file } => {
+            match huitong::fhirpath::run_cli(&expression, &file) {
+                Ok(out) => {
+                    println!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("huitong fhirpath: {e}");
+                    ExitCode::from(1)
+                }
             }
-            Err(e) => {
-                eprintln!("huitong fhirpath: {e}");
-                ExitCode::from(1)
-            }
-        },
+        }
         Command::Version => {
             let defs = huitong::definitions::Definitions::core().artefact();
             println!(

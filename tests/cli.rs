@@ -190,13 +190,33 @@ fn serve_layers_config_logs_json_and_stops_gracefully() {
 fn fhirpath_prints_typed_results_and_located_errors() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("p.json");
-    std::fs::write(&file, r#"{"resourceType":"Patient","name":[{"given":["小明","Ming"]}],"birthDate":"1990-03-07"}"#).unwrap();
-    let out = huitong().args(["fhirpath", "Patient.name.given.first()"]).arg(&file).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        &file,
+        r#"{"resourceType":"Patient","name":[{"given":["小明","Ming"]}],"birthDate":"1990-03-07"}"#,
+    )
+    .unwrap();
+    let out = huitong()
+        .args(["fhirpath", "Patient.name.given.first()"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v[0]["value"], "小明");
     assert_eq!(v[0]["type"], "string");
-    let bad = huitong().args(["fhirpath", "Patient.name.where("]).arg(&file).output().unwrap();
+    let bad = huitong()
+        .args(["fhirpath", "Patient.name.where("])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("column"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("column"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
 }

@@ -143,6 +143,8 @@ async fn error_statuses_are_operation_outcomes() {
     expect_outcome(s.get("Patient/nope").await, 404).await;
     expect_outcome(s.get("Patent/1").await, 404).await;
     expect_outcome(s.get("Patient/a_b").await, 400).await;
+    // A path that is not valid percent-encoded UTF-8 is rejected below the handlers, still as an OperationOutcome.
+    expect_outcome(s.get("Patient/%FF%FE").await, 400).await;
     expect_outcome(
         s.http
             .get(format!("{}/nowhere", s.root))

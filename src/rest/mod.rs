@@ -130,7 +130,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = as_outcome(next.run(req).instrument(span.clone()).await).await;
     let status = resp.status().as_u16();
     let interaction = resp
         .extensions()
@@ -147,6 +147,34 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// Errors produced below the handlers (axum's extractor rejections, e.g. a path that is not valid
+/// percent-encoded UTF-8) come as plain text; every error leaves as an OperationOutcome.
+async fn as_outcome(resp: Response) -> Response {
+    let is_fhir = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/fhir+json"));
+    if resp.status().as_u16() < 400 || is_fhir {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, 64 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
+    let reason = parts.status.canonical_reason().unwrap_or("error");
+    let msg = if text.trim().is_empty() {
+        reason.to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError(FhirError::new(parts.status.as_u16(), "invalid", msg)).into_response();
+    if let Some(i) = parts.extensions.get::<Interaction>() {
+        out.extensions_mut().insert(*i);
+    }
+    out
 }
 
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
