@@ -6,7 +6,7 @@
 
 use super::AppState;
 use super::http::{self, ApiResult, Params, Return, finish, json_response};
-use super::read::{fetch, parse_stored};
+use super::read::fetch;
 use crate::definitions::Definitions;
 use crate::model::{self, FhirError};
 use crate::store::StoredVersion;
@@ -82,11 +82,11 @@ async fn handle(
     } else {
         "batch"
     };
-    let entries = bundle
-        .get("entry")
-        .and_then(Value::as_array)
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let mut bundle = bundle;
+    let entries = match bundle.get_mut("entry").map(Value::take) {
+        Some(Value::Array(entries)) => entries,
+        _ => Vec::new(),
+    };
     if entries.len() > st.settings.max_bundle_entries {
         return Err(FhirError::new(
             413,
@@ -103,7 +103,7 @@ async fn handle(
     let base = st.base_url(headers);
     let prefer = http::prefer_return(headers);
     let parsed: Vec<Result<Request, FhirError>> = entries
-        .iter()
+        .into_iter()
         .enumerate()
         .map(|(i, e)| parse_entry(e, &base, &st.settings.base_path).map_err(|err| locate(err, i)))
         .collect();
@@ -112,16 +112,64 @@ async fn handle(
     } else {
         batch(st, parsed, &base, prefer).await
     };
-    let out = json!({
-        "resourceType": "Bundle",
-        "id": transaction::new_id(),
-        "type": if is_transaction { "transaction-response" } else { "batch-response" },
-        "entry": responses,
-    });
-    Ok(json_response(
-        StatusCode::OK,
-        http::body_bytes(&out, format),
-    ))
+    let kind = if is_transaction {
+        "transaction-response"
+    } else {
+        "batch-response"
+    };
+    let bytes = render(kind, &responses);
+    let body = if format.pretty {
+        let v: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| FhirError::new(500, "exception", e.to_string()))?;
+        http::body_bytes(&v, format)
+    } else {
+        bytes.into()
+    };
+    Ok(json_response(StatusCode::OK, body))
+}
+
+/// One entry of a response Bundle. The resource stays the stored bytes and is spliced into the
+/// output unparsed: echoing thousands of resources must not parse each one again.
+struct EntryOut {
+    full_url: Option<String>,
+    resource: Option<bytes::Bytes>,
+    response: Value,
+}
+
+/// Serialises a response Bundle.
+fn render(kind: &str, entries: &[EntryOut]) -> Vec<u8> {
+    let size: usize = entries
+        .iter()
+        .map(|e| e.resource.as_ref().map_or(0, |r| r.len()) + 200)
+        .sum();
+    let mut buf = Vec::with_capacity(size + 100);
+    let id = Value::String(transaction::new_id());
+    buf.extend_from_slice(b"{\"resourceType\":\"Bundle\",\"id\":");
+    buf.extend_from_slice(id.to_string().as_bytes());
+    buf.extend_from_slice(b",\"type\":\"");
+    buf.extend_from_slice(kind.as_bytes());
+    buf.extend_from_slice(b"\",\"entry\":[");
+    for (i, e) in entries.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.push(b'{');
+        if let Some(u) = &e.full_url {
+            buf.extend_from_slice(b"\"fullUrl\":");
+            buf.extend_from_slice(Value::String(u.clone()).to_string().as_bytes());
+            buf.push(b',');
+        }
+        if let Some(r) = &e.resource {
+            buf.extend_from_slice(b"\"resource\":");
+            buf.extend_from_slice(r);
+            buf.push(b',');
+        }
+        buf.extend_from_slice(b"\"response\":");
+        buf.extend_from_slice(e.response.to_string().as_bytes());
+        buf.push(b'}');
+    }
+    buf.extend_from_slice(b"]}");
+    buf
 }
 
 fn locate(e: FhirError, i: usize) -> FhirError {
@@ -140,7 +188,7 @@ async fn transaction(
     parsed: Vec<Result<Request, FhirError>>,
     base: &str,
     prefer: Return,
-) -> Result<Vec<Value>, FhirError> {
+) -> Result<Vec<EntryOut>, FhirError> {
     let mut writes = Vec::new();
     let mut slots = Vec::new();
     let mut reads = Vec::new();
@@ -178,17 +226,17 @@ async fn batch(
     parsed: Vec<Result<Request, FhirError>>,
     base: &str,
     prefer: Return,
-) -> Vec<Value> {
+) -> Vec<EntryOut> {
     let mut tasks = tokio::task::JoinSet::new();
-    let mut out: Vec<Value> = vec![Value::Null; parsed.len()];
+    let mut out: Vec<Option<EntryOut>> = (0..parsed.len()).map(|_| None).collect();
     for (i, p) in parsed.into_iter().enumerate() {
         match p {
-            Err(e) => out[i] = error_entry(&e),
+            Err(e) => out[i] = Some(error_entry(&e)),
             Ok(Request::Read {
                 resource_type,
                 id,
                 version,
-            }) => out[i] = read_entry(st, &resource_type, &id, version, base).await,
+            }) => out[i] = Some(read_entry(st, &resource_type, &id, version, base).await),
             Ok(Request::Write(entry)) => {
                 let store = st.store.clone();
                 let limits = st.limits();
@@ -206,20 +254,25 @@ async fn batch(
         match done {
             Ok((i, Ok(mut effects))) => {
                 let effect = effects.pop().unwrap_or(Effect::Nothing);
-                out[i] = effect_entry(st, &effect, base, prefer).await;
+                out[i] = Some(effect_entry(st, &effect, base, prefer).await);
             }
-            Ok((i, Err(e))) => out[i] = error_entry(&locate(e, i)),
+            Ok((i, Err(e))) => out[i] = Some(error_entry(&locate(e, i))),
             Err(join) => tracing::error!(error = %join, "batch entry task failed"),
         }
     }
-    for slot in out.iter_mut().filter(|s| s.is_null()) {
-        *slot = error_entry(&FhirError::new(500, "exception", "entry was not processed"));
-    }
-    out
+    // A task that died (a panic inside `apply`) leaves its slot empty: report it, never drop the entry.
+    out.into_iter()
+        .map(|slot| {
+            slot.unwrap_or_else(|| {
+                error_entry(&FhirError::new(500, "exception", "entry was not processed"))
+            })
+        })
+        .collect()
 }
 
 /// Parses `entry.request` (and `resource`, `fullUrl`) into a request.
-fn parse_entry(e: &Value, base: &str, base_path: &str) -> Result<Request, FhirError> {
+fn parse_entry(mut e: Value, base: &str, base_path: &str) -> Result<Request, FhirError> {
+    let resource = e.get_mut("resource").map(Value::take);
     let req = e.get("request").ok_or_else(|| {
         FhirError::new(
             400,
@@ -262,7 +315,6 @@ fn parse_entry(e: &Value, base: &str, base_path: &str) -> Result<Request, FhirEr
             Err(bad_url())
         }
     };
-    let resource = e.get("resource").cloned();
     if let Some(r) = &resource
         && r.get("resourceType").and_then(Value::as_str) != Some(ty.as_str())
         && method != "GET"
@@ -432,7 +484,7 @@ fn status_line(code: u16) -> String {
     format!("{code} {reason}")
 }
 
-async fn effect_entry(st: &AppState, effect: &Effect, base: &str, prefer: Return) -> Value {
+async fn effect_entry(st: &AppState, effect: &Effect, base: &str, prefer: Return) -> EntryOut {
     let version: Option<Arc<StoredVersion>> = match effect {
         Effect::Created(v) | Effect::Updated(v) | Effect::Deleted(v) => Some(v.clone()),
         Effect::Existing { resource_type, id } => {
@@ -447,7 +499,11 @@ async fn effect_entry(st: &AppState, effect: &Effect, base: &str, prefer: Return
     };
     let mut response = Map::new();
     response.insert("status".into(), json!(status_line(code)));
-    let mut entry = Map::new();
+    let mut out = EntryOut {
+        full_url: None,
+        resource: None,
+        response: Value::Null,
+    };
     if let Some(v) = &version {
         if !v.is_deleted() {
             response.insert(
@@ -457,50 +513,47 @@ async fn effect_entry(st: &AppState, effect: &Effect, base: &str, prefer: Return
                     v.resource_type, v.id, v.version
                 )),
             );
-            entry.insert(
-                "fullUrl".into(),
-                json!(format!("{base}/{}/{}", v.resource_type, v.id)),
-            );
+            out.full_url = Some(format!("{base}/{}/{}", v.resource_type, v.id));
         }
         response.insert("etag".into(), json!(http::etag(v.version)));
         response.insert(
             "lastModified".into(),
             json!(model::format_instant(v.last_updated_ms)),
         );
-        if !v.is_deleted() && prefer == Return::Representation {
-            match parse_stored(v) {
-                Ok(r) => {
-                    entry.insert("resource".into(), r);
-                }
-                Err(e) => {
-                    response.insert("outcome".into(), e.outcome());
-                }
-            }
+        if prefer == Return::Representation {
+            out.resource = v.body.clone();
         }
     }
     if prefer == Return::OperationOutcome {
         response.insert("outcome".into(), http::info_outcome(status_line(code)));
     }
-    entry.insert("response".into(), Value::Object(response));
-    Value::Object(entry)
+    out.response = Value::Object(response);
+    out
 }
 
-async fn read_entry(st: &AppState, ty: &str, id: &str, version: Option<u64>, base: &str) -> Value {
+async fn read_entry(
+    st: &AppState,
+    ty: &str,
+    id: &str,
+    version: Option<u64>,
+    base: &str,
+) -> EntryOut {
     match fetch(st, ty, id, version).await {
-        Ok(v) => {
-            let resource = parse_stored(&v).unwrap_or(Value::Null);
-            json!({
-                "fullUrl": format!("{base}/{ty}/{id}"),
-                "resource": resource,
-                "response": {"status": "200 OK", "etag": http::etag(v.version), "lastModified": model::format_instant(v.last_updated_ms)}
-            })
-        }
+        Ok(v) => EntryOut {
+            full_url: Some(format!("{base}/{ty}/{id}")),
+            resource: v.body.clone(),
+            response: json!({"status": "200 OK", "etag": http::etag(v.version), "lastModified": model::format_instant(v.last_updated_ms)}),
+        },
         Err(e) => error_entry(&e),
     }
 }
 
-fn error_entry(e: &FhirError) -> Value {
-    json!({"response": {"status": status_line(e.status), "outcome": e.outcome()}})
+fn error_entry(e: &FhirError) -> EntryOut {
+    EntryOut {
+        full_url: None,
+        resource: None,
+        response: json!({"status": status_line(e.status), "outcome": e.outcome()}),
+    }
 }
 
 #[cfg(test)]

@@ -128,7 +128,7 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        .unwrap_or_else(next_request_id);
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let mut resp = as_outcome(next.run(req).instrument(span.clone()).await).await;
     let status = resp.status().as_u16();
@@ -147,6 +147,15 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         resp.headers_mut().insert("x-request-id", v);
     }
     resp
+}
+
+/// A request id unique across the process's life and its restarts: a random prefix drawn once, then
+/// a counter (no system call per request on the hot path).
+fn next_request_id() -> String {
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| uuid::Uuid::new_v4().simple().to_string()[..16].to_string());
+    format!("{prefix}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 /// Errors produced below the handlers (axum's extractor rejections, e.g. a path that is not valid
