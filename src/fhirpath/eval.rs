@@ -75,8 +75,29 @@ pub(crate) fn push_distinct<'a>(out: &mut Collection<'a>, v: Value<'a>) {
     }
 }
 
+/// Most items one collection may hold, and most characters one computed string may hold: bounds
+/// the memory a hostile expression can claim (`x.combine(x)` nested doubles each time).
+pub(crate) const MAX_COLLECTION: usize = 1_000_000;
+pub(crate) const MAX_STRING: usize = 1 << 20;
+
+/// Rejects oversized computed strings.
+pub(crate) fn checked_string<'a>(what: &str, s: String) -> Result<Value<'a>, EvalError> {
+    if s.len() > MAX_STRING {
+        return Err(EvalError::new(what, format!("result longer than {MAX_STRING} bytes")));
+    }
+    Ok(Value::String(Cow::Owned(s)))
+}
+
 impl<'e, 'a> Evaluator<'e, 'a> {
     pub fn eval(&self, e: &Expr, frame: &Frame<'a>) -> R<'a> {
+        let r = self.eval_node(e, frame)?;
+        if r.len() > MAX_COLLECTION {
+            return Err(EvalError::new("evaluation", format!("a collection grew beyond {MAX_COLLECTION} items")));
+        }
+        Ok(r)
+    }
+
+    fn eval_node(&self, e: &Expr, frame: &Frame<'a>) -> R<'a> {
         match e {
             Expr::Literal(l) => Ok(literal(l)),
             Expr::This => Ok(frame.this.clone()),
@@ -354,7 +375,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let a = singleton(&l, sym)?.map(|v| v.as_str().map(|s| s.into_owned())).unwrap_or(Some(String::new()));
                 let b = singleton(&r, sym)?.map(|v| v.as_str().map(|s| s.into_owned())).unwrap_or(Some(String::new()));
                 match (a, b) {
-                    (Some(a), Some(b)) => Ok(vec![Value::String(Cow::Owned(a + &b))]),
+                    (Some(a), Some(b)) => Ok(vec![checked_string(sym, a + &b)?]),
                     _ => Err(EvalError::new(sym, "operands must be strings")),
                 }
             }
@@ -409,9 +430,7 @@ fn arithmetic<'a>(op: BinOp, a: &Value<'a>, b: &Value<'a>) -> R<'a> {
                 _ => bad(),
             }
         }
-        (Value::String(x), Value::String(y)) if op == BinOp::Add => {
-            Ok(vec![Value::String(Cow::Owned(format!("{x}{y}")))])
-        }
+        (Value::String(x), Value::String(y)) if op == BinOp::Add => Ok(vec![checked_string(sym, format!("{x}{y}"))?]),
         (Value::Temporal(t), Value::Quantity(q)) if matches!(op, BinOp::Add | BinOp::Sub) => {
             temporal_add(t, q, op == BinOp::Sub).map(|t| vec![Value::Temporal(t)])
         }

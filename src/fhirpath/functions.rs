@@ -4,7 +4,7 @@
 use super::ast::{BinOp, Expr, TypeSpec};
 use super::datetime::{self, Precision, Temporal, TemporalKind};
 use super::error::EvalError;
-use super::eval::{Evaluator, Frame, R, boolean, push_distinct, singleton, to_bool};
+use super::eval::{Evaluator, Frame, MAX_STRING, R, boolean, checked_string, push_distinct, singleton, to_bool};
 use super::model;
 use super::quantity::{Quantity, is_calendar_unit, singular_calendar};
 use super::value::{self, Collection, Node, Value, parse_decimal, to_string_value};
@@ -464,14 +464,20 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     return Ok(vec![]);
                 };
                 if pat.is_empty() {
+                    if s.len().saturating_mul(rep.len() + 1) > MAX_STRING {
+                        return Err(err(f, "result would be too long"));
+                    }
                     let mut out = rep.clone();
                     for c in s.chars() {
                         out.push(c);
                         out.push_str(&rep);
                     }
-                    return Ok(vec![string(out)]);
+                    return Ok(vec![checked_string("replace()", out)?]);
                 }
-                Ok(vec![string(s.replace(&pat, &rep))])
+                if s.len().saturating_mul(rep.len().max(1)) > MAX_STRING * 4 && rep.len() > pat.len() {
+                    return Err(err(f, "result would be too long"));
+                }
+                Ok(vec![checked_string("replace()", s.replace(&pat, &rep))?])
             }
             "matches" | "matchesFull" => {
                 arity(f, args, 1, 1)?;
@@ -491,7 +497,10 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     return Ok(vec![string(s)]);
                 }
                 let re = regex(f, &pat)?;
-                Ok(vec![string(re.replace_all(&s, rep.as_str()).into_owned())])
+                if s.len().saturating_mul(rep.len() + 1) > MAX_STRING * 4 {
+                    return Err(err(f, "result would be too long"));
+                }
+                Ok(vec![checked_string("replaceMatches()", re.replace_all(&s, rep.as_str()).into_owned())?])
             }
             "split" => {
                 arity(f, args, 1, 1)?;
@@ -512,13 +521,16 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                         None => return Err(err(f, format!("items must be Strings, got {}", v.type_name()))),
                     }
                 }
-                Ok(vec![string(parts.join(&sep))])
+                Ok(vec![checked_string("join()", parts.join(&sep))?])
             }
             "encode" | "decode" | "escape" | "unescape" => {
                 arity(f, args, 1, 1)?;
                 let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
                 let Some(fmt) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
-                Ok(codec(f, &s, &fmt)?.map(string).into_iter().collect())
+                match codec(f, &s, &fmt)? {
+                    Some(r) => Ok(vec![checked_string(f, r)?]),
+                    None => Ok(vec![]),
+                }
             }
             _ => Err(err(f, "unknown function")),
         }

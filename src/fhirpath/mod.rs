@@ -15,6 +15,8 @@ mod datetime;
 mod error;
 mod eval;
 mod functions;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lexer;
 mod model;
 mod parser;
