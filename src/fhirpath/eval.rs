@@ -68,10 +68,50 @@ pub(crate) fn literal<'a>(l: &Literal) -> Collection<'a> {
     }
 }
 
-/// Appends `v` unless an equal item is already there (for `|`, `distinct`, `union`).
-pub(crate) fn push_distinct<'a>(out: &mut Collection<'a>, v: Value<'a>) {
-    if !out.iter().any(|o| value::equals(o, &v) == Some(true)) {
-        out.push(v);
+/// Below this many items `Distinct` compares directly instead of hashing.
+const SCAN_LIMIT: usize = 16;
+
+/// Collects items, dropping those equal to one already kept (for `|`, `distinct`, `union`,
+/// `intersect`), in expected linear time.
+#[derive(Default)]
+pub(crate) struct Distinct<'a> {
+    pub items: Collection<'a>,
+    buckets: std::collections::HashMap<u64, Vec<usize>>,
+}
+
+impl<'a> Distinct<'a> {
+    /// Adds `v` unless an equal item is there; true when added. Small collections are scanned
+    /// (hashing a node hashes its whole subtree); larger ones are hashed.
+    pub fn push(&mut self, v: Value<'a>) -> bool {
+        if self.items.len() < SCAN_LIMIT {
+            if self.items.iter().any(|o| value::equals(o, &v) == Some(true)) {
+                return false;
+            }
+            self.items.push(v);
+            if self.items.len() == SCAN_LIMIT {
+                for (i, item) in self.items.iter().enumerate() {
+                    self.buckets.entry(value::equality_hash(item)).or_default().push(i);
+                }
+            }
+            return true;
+        }
+        let bucket = self.buckets.entry(value::equality_hash(&v)).or_default();
+        if bucket.iter().any(|&i| value::equals(&self.items[i], &v) == Some(true)) {
+            return false;
+        }
+        bucket.push(self.items.len());
+        self.items.push(v);
+        true
+    }
+
+    /// True when an item equal to `v` is there.
+    pub fn contains(&self, v: &Value<'a>) -> bool {
+        if self.items.len() < SCAN_LIMIT {
+            return self.items.iter().any(|o| value::equals(o, v) == Some(true));
+        }
+        self.buckets
+            .get(&value::equality_hash(v))
+            .is_some_and(|b| b.iter().any(|&i| value::equals(&self.items[i], v) == Some(true)))
     }
 }
 
@@ -261,7 +301,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 continue;
             }
             if let Value::Node(n) = v {
-                if let model::Lookup::Unknown = model::child(n, name, self.env.definitions, &mut out) {
+                if let model::Lookup::Unknown = model::child(n, name, self.env.definitions, self.env.strict, &mut out) {
                     if self.env.strict && homogeneous {
                         return Err(EvalError::new(
                             format!(".{name}"),
@@ -320,11 +360,11 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         let sym = op.symbol();
         match op {
             BinOp::Union => {
-                let mut out = Vec::with_capacity(l.len() + r.len());
+                let mut out = Distinct::default();
                 for v in l.into_iter().chain(r) {
-                    push_distinct(&mut out, v);
+                    out.push(v);
                 }
-                Ok(out)
+                Ok(out.items)
             }
             BinOp::Eq | BinOp::Ne => {
                 if l.is_empty() || r.is_empty() {

@@ -2,18 +2,18 @@
 //! tree navigation, utility and the FHIR additions (`extension`, `resolve`, `memberOf`, ...).
 
 use super::ast::{BinOp, Expr, TypeSpec};
-use super::datetime::{self, Precision, Temporal, TemporalKind};
+use super::datetime::{Precision, Temporal, TemporalKind};
 use super::error::EvalError;
-use super::eval::{Evaluator, Frame, MAX_STRING, R, boolean, checked_string, push_distinct, singleton, to_bool};
+use super::eval::{Distinct, Evaluator, Frame, MAX_STRING, R, boolean, checked_string, singleton, to_bool};
 use super::model;
 use super::quantity::{Quantity, is_calendar_unit, singular_calendar};
 use super::value::{self, Collection, Node, Value, parse_decimal, to_string_value};
-use rust_decimal::prelude::{FromPrimitive, MathematicalOps, ToPrimitive};
+use rust_decimal::prelude::{MathematicalOps, ToPrimitive};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Most items `repeat()`/`descendants()` may produce: a bound on work for hostile input.
 /// How deeply function calls may nest during one evaluation (bounds the stack).
@@ -107,16 +107,16 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         }
         self.depth.set(depth + 1);
         let r = match name {
-            "empty" | "exists" | "all" | "allTrue" | "anyTrue" | "allFalse" | "anyFalse" | "subsetOf" | "supersetOf" | "count" | "distinct" | "isDistinct" => self.call_existence(name, input, args, frame, has_target),
-            "where" | "select" | "repeat" | "ofType" | "is" | "as" => self.call_filtering_and_projection(name, input, args, frame, has_target),
-            "single" | "first" | "last" | "tail" | "skip" | "take" | "intersect" | "exclude" => self.call_subsetting(name, input, args, frame, has_target),
-            "union" | "combine" => self.call_combining(name, input, args, frame, has_target),
+            "empty" | "exists" | "all" | "allTrue" | "anyTrue" | "allFalse" | "anyFalse" | "subsetOf" | "supersetOf" | "count" | "distinct" | "isDistinct" => self.call_existence(name, input, args, frame),
+            "where" | "select" | "repeat" | "ofType" | "is" | "as" => self.call_filtering_and_projection(name, input, args, frame),
+            "single" | "first" | "last" | "tail" | "skip" | "take" | "intersect" | "exclude" => self.call_subsetting(name, input, args, frame),
+            "union" | "combine" => self.call_combining(name, input, args, frame),
             "iif" | "toBoolean" | "convertsToBoolean" | "toInteger" | "convertsToInteger" | "toLong" | "convertsToLong" | "toDecimal" | "convertsToDecimal" | "toString" | "convertsToString" | "toDate" | "convertsToDate" | "toDateTime" | "convertsToDateTime" | "toTime" | "convertsToTime" | "toQuantity" | "convertsToQuantity" => self.call_conversion(name, input, args, frame, has_target),
-            "indexOf" | "substring" | "startsWith" | "endsWith" | "contains" | "upper" | "lower" | "trim" | "length" | "toChars" | "replace" | "matches" | "matchesFull" | "replaceMatches" | "split" | "join" | "encode" | "decode" | "escape" | "unescape" => self.call_strings(name, input, args, frame, has_target),
-            "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" | "round" | "log" | "power" => self.call_math(name, input, args, frame, has_target),
-            "children" | "descendants" => self.call_tree_navigation(name, input, args, frame, has_target),
-            "trace" | "now" | "today" | "timeOfDay" | "aggregate" | "not" | "type" | "sort" | "lowBoundary" | "highBoundary" | "precision" | "comparable" => self.call_utility(name, input, args, frame, has_target),
-            "extension" | "hasValue" | "getValue" | "resolve" | "memberOf" | "conformsTo" | "htmlChecks" | "htmlchecks" | "elementDefinition" | "slice" | "checkModifiers" | "subsumes" | "subsumedBy" | "defineVariable" => self.call_fhir_additions(name, input, args, frame, has_target),
+            "indexOf" | "substring" | "startsWith" | "endsWith" | "contains" | "upper" | "lower" | "trim" | "length" | "toChars" | "replace" | "matches" | "matchesFull" | "replaceMatches" | "split" | "join" | "encode" | "decode" | "escape" | "unescape" => self.call_strings(name, input, args, frame),
+            "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" | "round" | "log" | "power" => self.call_math(name, input, args, frame),
+            "children" | "descendants" => self.call_tree_navigation(name, input, args, frame),
+            "trace" | "now" | "today" | "timeOfDay" | "aggregate" | "not" | "type" | "sort" | "lowBoundary" | "highBoundary" | "precision" | "comparable" => self.call_utility(name, input, args, frame),
+            "extension" | "hasValue" | "getValue" | "resolve" | "memberOf" | "conformsTo" | "htmlChecks" | "htmlchecks" | "elementDefinition" | "slice" | "checkModifiers" | "subsumes" | "subsumedBy" | "defineVariable" => self.call_fhir_additions(name, input, args, frame),
             _ => Err(err(name, "unknown function")),
         };
         self.depth.set(depth);
@@ -125,7 +125,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
 
     /// Existence functions.
     #[inline(never)]
-    fn call_existence(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+    fn call_existence(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
         match f {
             "empty" => {
                 arity(f, args, 0, 0)?;
@@ -182,27 +182,28 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "distinct" => {
                 arity(f, args, 0, 0)?;
-                let mut out = Vec::new();
+                let mut out = Distinct::default();
                 for v in input {
-                    push_distinct(&mut out, v);
+                    out.push(v);
                 }
-                Ok(out)
+                Ok(out.items)
             }
             "isDistinct" => {
                 arity(f, args, 0, 0)?;
-                let n = input.len();
-                let mut out = Vec::new();
+                let mut out = Distinct::default();
                 for v in input {
-                    push_distinct(&mut out, v);
+                    if !out.push(v) {
+                        return Ok(boolean(false));
+                    }
                 }
-                Ok(boolean(out.len() == n))
+                Ok(boolean(true))
             }
             _ => Err(err(f, "unknown function")),
         }
     }
     /// Filtering and projection functions.
     #[inline(never)]
-    fn call_filtering_and_projection(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+    fn call_filtering_and_projection(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
         match f {
             "where" => {
                 arity(f, args, 1, 1)?;
@@ -296,7 +297,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Subsetting functions.
     #[inline(never)]
-    fn call_subsetting(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+    fn call_subsetting(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
         match f {
             "single" => {
                 arity(f, args, 0, 0)?;
@@ -325,26 +326,32 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "intersect" => {
                 arity(f, args, 1, 1)?;
-                let other = self.arg(f, args, 0, frame)?;
-                let mut out = Vec::new();
+                let mut other = Distinct::default();
+                for v in self.arg(f, args, 0, frame)? {
+                    other.push(v);
+                }
+                let mut out = Distinct::default();
                 for v in input {
-                    if other.iter().any(|o| value::equals(o, &v) == Some(true)) {
-                        push_distinct(&mut out, v);
+                    if other.contains(&v) {
+                        out.push(v);
                     }
                 }
-                Ok(out)
+                Ok(out.items)
             }
             "exclude" => {
                 arity(f, args, 1, 1)?;
-                let other = self.arg(f, args, 0, frame)?;
-                Ok(input.into_iter().filter(|v| !other.iter().any(|o| value::equals(o, v) == Some(true))).collect())
+                let mut other = Distinct::default();
+                for v in self.arg(f, args, 0, frame)? {
+                    other.push(v);
+                }
+                Ok(input.into_iter().filter(|v| !other.contains(v)).collect())
             }
             _ => Err(err(f, "unknown function")),
         }
     }
     /// Combining functions.
     #[inline(never)]
-    fn call_combining(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+    fn call_combining(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
         match f {
             "union" => {
                 arity(f, args, 1, 1)?;
@@ -362,14 +369,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Conversion functions.
     #[inline(never)]
-    fn call_conversion(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+    fn call_conversion(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, has_target: bool) -> R<'a> {
         match f {
             "iif" => {
                 arity(f, args, 2, 3)?;
                 if input.len() > 1 {
                     return Err(err(f, "input must be at most one item"));
                 }
-                let iframe = if _has_target {
+                let iframe = if has_target {
                     Frame { this: input.clone(), index: Some(0), total: None }
                 } else {
                     frame.clone()
@@ -409,7 +416,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Strings functions.
     #[inline(never)]
-    fn call_strings(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+    fn call_strings(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
         match f {
             "indexOf" => {
                 arity(f, args, 1, 1)?;
@@ -537,7 +544,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Math functions.
     #[inline(never)]
-    fn call_math(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+    fn call_math(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
         match f {
             "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" => {
                 arity(f, args, 0, 0)?;
@@ -559,7 +566,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Tree navigation functions.
     #[inline(never)]
-    fn call_tree_navigation(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+    fn call_tree_navigation(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
         match f {
             "children" => {
                 arity(f, args, 0, 0)?;
@@ -599,7 +606,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Utility functions.
     #[inline(never)]
-    fn call_utility(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+    fn call_utility(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
         match f {
             "trace" => {
                 arity(f, args, 1, 2)?;
@@ -674,7 +681,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// FHIR additions functions.
     #[inline(never)]
-    fn call_fhir_additions(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, _has_target: bool) -> R<'a> {
+    fn call_fhir_additions(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
         match f {
             "extension" => {
                 arity(f, args, 1, 1)?;
@@ -873,12 +880,28 @@ fn same_item(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Compiles a pattern, reusing this thread's recent compilations (invariants use a handful of
+/// patterns over and over; compiling dominates matching).
 fn regex(f: &str, pat: &str) -> Result<regex::Regex, EvalError> {
-    regex::RegexBuilder::new(pat)
+    thread_local! {
+        static CACHE: std::cell::RefCell<HashMap<String, regex::Regex>> = std::cell::RefCell::new(HashMap::new());
+    }
+    if let Some(re) = CACHE.with(|c| c.borrow().get(pat).cloned()) {
+        return Ok(re);
+    }
+    let re = regex::RegexBuilder::new(pat)
         .dot_matches_new_line(true)
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| err(f, format!("invalid regular expression: {e}")))
+        .map_err(|e| err(f, format!("invalid regular expression: {e}")))?;
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= 256 {
+            c.clear();
+        }
+        c.insert(pat.to_string(), re.clone());
+    });
+    Ok(re)
 }
 
 fn convert<'a>(v: &Value<'a>, target: &str, unit: Option<&str>) -> Option<Value<'a>> {
@@ -1142,21 +1165,9 @@ fn decimal_boundary(d: Decimal, high: bool, p: Option<i64>) -> Option<Decimal> {
         }
         return Some(z);
     }
-    let mut r = if high {
-        widened.round_dp_with_strategy(p, RoundingStrategy::ToPositiveInfinity)
-    } else {
-        widened.round_dp_with_strategy(p, RoundingStrategy::ToNegativeInfinity)
-    };
-    // When the stated precision is at least the requested one, truncating keeps the value's side.
-    if p <= scale && p < scale {
-        r = if high {
-            widened.round_dp_with_strategy(p, RoundingStrategy::ToPositiveInfinity)
-        } else {
-            widened.round_dp_with_strategy(p, RoundingStrategy::ToNegativeInfinity)
-        };
-    }
+    let strategy = if high { RoundingStrategy::ToPositiveInfinity } else { RoundingStrategy::ToNegativeInfinity };
+    let mut r = widened.round_dp_with_strategy(p, strategy);
     r.rescale(p);
-    let _ = f64::from_u8(0);
     Some(r)
 }
 
@@ -1359,9 +1370,4 @@ fn html_checks(s: &str) -> bool {
         }
     }
     lower.trim_start().starts_with("<div")
-}
-
-#[allow(dead_code)]
-fn now() -> Temporal {
-    datetime::now()
 }

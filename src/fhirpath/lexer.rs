@@ -34,15 +34,14 @@ const SYMBOLS: [&str; 22] = [
     "<", ">", "=", "~",
 ];
 
-struct Cursor<'s> {
+struct Cursor {
     chars: Vec<char>,
     i: usize,
     line: u32,
     col: u32,
-    _src: &'s str,
 }
 
-impl Cursor<'_> {
+impl Cursor {
     fn peek(&self) -> Option<char> {
         self.chars.get(self.i).copied()
     }
@@ -67,7 +66,7 @@ impl Cursor<'_> {
 
 /// Splits `src` into tokens, ending with [`Tok::Eof`].
 pub fn tokenize(src: &str) -> Result<Vec<Token>, SyntaxError> {
-    let mut c = Cursor { chars: src.chars().collect(), i: 0, line: 1, col: 1, _src: src };
+    let mut c = Cursor { chars: src.chars().collect(), i: 0, line: 1, col: 1 };
     let mut out = Vec::new();
     loop {
         skip_trivia(&mut c)?;
