@@ -71,8 +71,21 @@ fn push_property<'a>(
     path: Option<&'a str>,
     defs: Option<&'static Definitions>,
 ) {
-    let value = obj.get(key);
-    let ext = get_underscored(obj, key);
+    push_property_value(out, obj, key, obj.get(key), ty, path, defs);
+}
+
+/// [`push_property`] when the caller already holds the property's value.
+fn push_property_value<'a>(
+    out: &mut Vec<Value<'a>>,
+    obj: &'a serde_json::Map<String, Json>,
+    key: &str,
+    value: Option<&'a Json>,
+    ty: Option<&'a str>,
+    path: Option<&'a str>,
+    defs: Option<&'static Definitions>,
+) {
+    // Most objects have no `_name` keys: a scan of first bytes is cheaper than a hashed lookup.
+    let ext = if obj.keys().any(|k| k.starts_with('_')) { get_underscored(obj, key) } else { None };
     let make = |json: Option<&'a Json>, ext: Option<&'a Json>| -> Option<Value<'a>> {
         let json = json.filter(|j| !j.is_null());
         let ext = ext.filter(|j| !j.is_null());
@@ -219,7 +232,7 @@ pub fn all_children<'a>(node: &Node<'a>, defs: Option<&'static Definitions>, out
         }
         return;
     };
-    for key in obj.keys() {
+    for (key, value) in obj {
         if key == "resourceType" {
             continue;
         }
@@ -227,6 +240,7 @@ pub fn all_children<'a>(node: &Node<'a>, defs: Option<&'static Definitions>, out
         if key.starts_with('_') && obj.contains_key(k) {
             continue;
         }
+        let value = if key.starts_with('_') { None } else { Some(value) };
         let (ty, path) = match (defs, node.path) {
             (Some(d), Some(p)) => match d.child(p, k) {
                 Some(m) => typed(d, m.element, m.type_code),
@@ -234,7 +248,7 @@ pub fn all_children<'a>(node: &Node<'a>, defs: Option<&'static Definitions>, out
             },
             _ => (None, None),
         };
-        push_property(out, obj, k, ty, path, defs);
+        push_property_value(out, obj, k, value, ty, path, defs);
     }
 }
 
