@@ -5,8 +5,13 @@ fn main() {
     let src = "profiles/core/r4-core.json";
     println!("cargo:rerun-if-changed={src}");
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR set by cargo"));
-    let json = std::fs::read(src).unwrap_or_else(|e| panic!("{src}: {e}; run scripts/import-core.sh"));
+    let json =
+        std::fs::read(src).unwrap_or_else(|e| panic!("{src}: {e}; run scripts/import-core.sh"));
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
     enc.write_all(&json).expect("compress core definitions");
-    std::fs::write(out.join("r4-core.json.gz"), enc.finish().expect("finish gzip")).expect("write OUT_DIR artefact");
+    std::fs::write(
+        out.join("r4-core.json.gz"),
+        enc.finish().expect("finish gzip"),
+    )
+    .expect("write OUT_DIR artefact");
 }

@@ -133,7 +133,8 @@ pub enum ConfigError {
 impl Overrides {
     /// Reads a TOML config file layer.
     pub fn from_file(path: &Path) -> Result<Overrides, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ConfigError::Read(path.to_path_buf(), e))?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse(path.to_path_buf(), e))
     }
 }
@@ -146,8 +147,23 @@ impl Settings {
             macro_rules! take {
                 ($($f:ident),*) => { $( if let Some(v) = l.$f.clone() { s.$f = v; } )* };
             }
-            take!(addr, data_dir, base_path, max_body_bytes, max_depth, cache_entries, store_readers, store_max_batch);
-            take!(default_page_size, max_page_size, max_bundle_entries, log_format, log_level);
+            take!(
+                addr,
+                data_dir,
+                base_path,
+                max_body_bytes,
+                max_depth,
+                cache_entries,
+                store_readers,
+                store_max_batch
+            );
+            take!(
+                default_page_size,
+                max_page_size,
+                max_bundle_entries,
+                log_format,
+                log_level
+            );
             if l.public_base_url.is_some() {
                 s.public_base_url = l.public_base_url.clone();
             }
@@ -159,17 +175,24 @@ impl Settings {
     fn validate(&mut self) -> Result<(), ConfigError> {
         let b = self.base_path.trim_end_matches('/');
         if !b.starts_with('/') || b.contains(['?', '#', '{', '}']) {
-            return Err(ConfigError::Invalid(format!("base-path '{}' must start with '/'", self.base_path)));
+            return Err(ConfigError::Invalid(format!(
+                "base-path '{}' must start with '/'",
+                self.base_path
+            )));
         }
         self.base_path = b.to_string();
         if let Some(u) = &self.public_base_url {
             self.public_base_url = Some(u.trim_end_matches('/').to_string());
         }
         if self.default_page_size == 0 || self.default_page_size > self.max_page_size {
-            return Err(ConfigError::Invalid("default-page-size must be between 1 and max-page-size".into()));
+            return Err(ConfigError::Invalid(
+                "default-page-size must be between 1 and max-page-size".into(),
+            ));
         }
         if self.store_readers == 0 || self.store_max_batch == 0 {
-            return Err(ConfigError::Invalid("store-readers and store-max-batch must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "store-readers and store-max-batch must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -181,8 +204,13 @@ mod tests {
 
     #[test]
     fn layers_apply_in_order() {
-        let file: Overrides = toml::from_str("addr = \"127.0.0.1:9000\"\nbase-path = \"/api/fhir/\"\nmax-depth = 10").unwrap();
-        let flags = Overrides { max_depth: Some(20), ..Default::default() };
+        let file: Overrides =
+            toml::from_str("addr = \"127.0.0.1:9000\"\nbase-path = \"/api/fhir/\"\nmax-depth = 10")
+                .unwrap();
+        let flags = Overrides {
+            max_depth: Some(20),
+            ..Default::default()
+        };
         let s = Settings::resolve(&[&file, &flags]).unwrap();
         assert_eq!(s.addr.port(), 9000);
         assert_eq!(s.base_path, "/api/fhir");
@@ -193,7 +221,10 @@ mod tests {
     #[test]
     fn unknown_keys_and_bad_values_are_rejected() {
         assert!(toml::from_str::<Overrides>("adr = \"x\"").is_err());
-        let bad = Overrides { base_path: Some("fhir".into()), ..Default::default() };
+        let bad = Overrides {
+            base_path: Some("fhir".into()),
+            ..Default::default()
+        };
         assert!(Settings::resolve(&[&bad]).is_err());
     }
 }

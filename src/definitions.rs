@@ -110,6 +110,14 @@ pub struct TypeRef {
     pub profile: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub target_profile: Vec<String>,
+    /// The FHIR type name when `code` is a FHIRPath System type (the `structuredefinition-fhir-type`
+    /// extension): `string` for element ids, `uri` for `Extension.url`, the primitive for its `.value`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fhir_type: Option<String>,
+    /// The lexical rule of a primitive's `.value` (the `regex` type extension), e.g. `[A-Za-z0-9\-\.]{1,64}` for `id`.
+    /// It must match the whole string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
 }
 
 /// A terminology binding.
@@ -238,12 +246,20 @@ impl Definitions {
                     continue;
                 }
                 elements.entry(el.path.clone()).or_insert((si, ei));
-                let Some((parent, last)) = el.path.rsplit_once('.') else { continue };
-                child_list.entry(parent.to_string()).or_default().push((si, ei));
+                let Some((parent, last)) = el.path.rsplit_once('.') else {
+                    continue;
+                };
+                child_list
+                    .entry(parent.to_string())
+                    .or_default()
+                    .push((si, ei));
                 if let Some(stem) = last.strip_suffix("[x]") {
                     for (ti, t) in el.types.iter().enumerate() {
                         let key = format!("{stem}{}", upper_first(&t.code));
-                        children.entry(parent.to_string()).or_default().insert(key, (si, ei, ti));
+                        children
+                            .entry(parent.to_string())
+                            .or_default()
+                            .insert(key, (si, ei, ti));
                     }
                 } else {
                     let ti = if el.types.is_empty() { usize::MAX } else { 0 };
@@ -254,7 +270,13 @@ impl Definitions {
                 }
             }
         }
-        Definitions { artefact, structures, elements, children, child_list }
+        Definitions {
+            artefact,
+            structures,
+            elements,
+            children,
+            child_list,
+        }
     }
 
     /// The whole artefact.
@@ -264,7 +286,9 @@ impl Definitions {
 
     /// A structure by type name (`Patient`, `HumanName`, `string`).
     pub fn structure(&self, name: &str) -> Option<&StructureDef> {
-        self.structures.get(name).map(|&i| &self.artefact.structures[i])
+        self.structures
+            .get(name)
+            .map(|&i| &self.artefact.structures[i])
     }
 
     /// True for a concrete (non-abstract) resource type name.
@@ -284,7 +308,9 @@ impl Definitions {
 
     /// An element by full path (`Patient.name`, `Observation.value[x]`).
     pub fn element(&self, path: &str) -> Option<&ElementDef> {
-        self.elements.get(path).map(|&(s, e)| &self.artefact.structures[s].elements[e])
+        self.elements
+            .get(path)
+            .map(|&(s, e)| &self.artefact.structures[s].elements[e])
     }
 
     /// The child elements of a path, in document order.
@@ -319,11 +345,29 @@ impl Definitions {
         type_code
     }
 
+    /// The regex a primitive type's value must match in full (`date`, `id`, ...); `None` for non-primitives
+    /// and for `xhtml`, which has none.
+    pub fn primitive_regex(&self, type_name: &str) -> Option<&str> {
+        let sd = self.structure(type_name)?;
+        if sd.kind != StructureKind::PrimitiveType {
+            return None;
+        }
+        sd.elements
+            .iter()
+            .find(|e| e.path.strip_prefix(type_name) == Some(".value"))?
+            .types
+            .first()?
+            .regex
+            .as_deref()
+    }
+
     /// Search parameters that apply to a resource type (including those on `Resource`/`DomainResource`).
     pub fn search_parameters(&self, resource_type: &str) -> impl Iterator<Item = &SearchParamDef> {
         let rt = resource_type.to_string();
         self.artefact.search_parameters.iter().filter(move |p| {
-            p.base.iter().any(|b| b == &rt || b == "Resource" || b == "DomainResource")
+            p.base
+                .iter()
+                .any(|b| b == &rt || b == "Resource" || b == "DomainResource")
         })
     }
 }
@@ -334,5 +378,141 @@ pub fn upper_first(s: &str) -> String {
     match c.next() {
         Some(f) => f.to_uppercase().chain(c).collect(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choice_property_resolves_to_the_choice_element_and_its_type() {
+        let d = Definitions::core();
+        let m = d
+            .child("Observation", "valueQuantity")
+            .expect("valueQuantity");
+        assert_eq!(m.element.path, "Observation.value[x]");
+        assert_eq!(m.type_code, "Quantity");
+        assert_eq!(
+            d.child("Observation", "valueString").map(|m| m.type_code),
+            Some("string")
+        );
+        assert!(d.child("Observation", "valueFoo").is_none());
+        assert!(d.child("Observation", "value").is_none());
+    }
+
+    #[test]
+    fn children_path_follows_backbone_elements_content_references_and_types() {
+        let d = Definitions::core();
+        // An inline backbone element defines its children under its own path.
+        let contact = d.child("Patient", "contact").expect("Patient.contact");
+        assert_eq!(contact.type_code, "BackboneElement");
+        assert_eq!(
+            d.children_path(contact.element, contact.type_code),
+            "Patient.contact"
+        );
+        assert!(
+            d.children("Patient.contact")
+                .any(|e| e.path == "Patient.contact.relationship")
+        );
+        // A contentReference repeats another element's structure.
+        let item = d
+            .child("Questionnaire.item", "item")
+            .expect("Questionnaire.item.item");
+        assert_eq!(item.element.path, "Questionnaire.item.item");
+        assert_eq!(
+            item.element.content_reference.as_deref(),
+            Some("#Questionnaire.item")
+        );
+        assert_eq!(item.type_code, "");
+        assert_eq!(
+            d.children_path(item.element, item.type_code),
+            "Questionnaire.item"
+        );
+        // A complex type's children are defined by the type.
+        let name = d.child("Patient", "name").expect("Patient.name");
+        assert_eq!(d.children_path(name.element, name.type_code), "HumanName");
+        assert_eq!(
+            d.child("HumanName", "family").map(|m| m.type_code),
+            Some("string")
+        );
+    }
+
+    #[test]
+    fn resource_types_are_the_146_concrete_ones() {
+        let d = Definitions::core();
+        assert!(d.is_resource_type("Patient"));
+        assert!(d.is_resource_type("Bundle"));
+        assert!(!d.is_resource_type("DomainResource"), "abstract");
+        assert!(!d.is_resource_type("Resource"), "abstract");
+        assert!(!d.is_resource_type("HumanName"), "a data type");
+        assert!(!d.is_resource_type("SubscriptionStatus"), "R4B, not R4");
+        assert!(!d.is_resource_type("patient"));
+        assert_eq!(d.resource_types().count(), 146);
+    }
+
+    #[test]
+    fn search_parameters_include_own_and_inherited_ones() {
+        let d = Definitions::core();
+        let birthdate = d
+            .search_parameters("Patient")
+            .find(|p| p.code == "birthdate")
+            .expect("birthdate");
+        assert_eq!(birthdate.kind, "date");
+        assert_eq!(
+            birthdate.expression.as_deref(),
+            Some("Patient.birthDate | Person.birthDate | RelatedPerson.birthDate")
+        );
+        assert!(d.search_parameters("Patient").any(|p| p.code == "_id"));
+        assert!(!d.search_parameters("Patient").any(|p| p.code == "code"));
+    }
+
+    #[test]
+    fn primitive_regexes_come_from_the_definitions() {
+        let d = Definitions::core();
+        assert_eq!(d.primitive_regex("id"), Some("[A-Za-z0-9\\-\\.]{1,64}"));
+        assert!(
+            d.primitive_regex("date")
+                .is_some_and(|r| r.starts_with("([0-9]"))
+        );
+        assert_eq!(d.primitive_regex("xhtml"), None);
+        assert_eq!(d.primitive_regex("HumanName"), None);
+    }
+
+    #[test]
+    fn required_bindings_have_their_value_sets() {
+        let d = Definitions::core();
+        let gender = d.element("Patient.gender").expect("Patient.gender");
+        let binding = gender.binding.as_ref().expect("binding");
+        assert_eq!(binding.strength, "required");
+        let url = binding
+            .value_set
+            .as_deref()
+            .expect("value set")
+            .split('|')
+            .next()
+            .unwrap_or_default();
+        assert!(d.artefact().value_sets.iter().any(|vs| vs["url"] == url));
+        assert!(
+            d.artefact()
+                .code_systems
+                .iter()
+                .any(|cs| cs["url"] == "http://hl7.org/fhir/administrative-gender")
+        );
+    }
+
+    #[test]
+    fn embedded_artefact_decodes() {
+        // Decodes afresh (not through the OnceLock other tests may have filled) and prints the time it
+        // takes; the figure is informative, not asserted.
+        let started = std::time::Instant::now();
+        let d = Definitions::from_gzip(EMBEDDED).expect("embedded artefact decodes");
+        println!(
+            "decoded and indexed the embedded core definitions ({} bytes gzipped, {} structures) in {:?}",
+            EMBEDDED.len(),
+            d.artefact().structures.len(),
+            started.elapsed()
+        );
+        assert_eq!(d.artefact().fhir_version, "4.0.1");
     }
 }

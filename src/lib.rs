@@ -5,9 +5,10 @@
 pub mod config;
 pub mod definitions;
 pub mod fhirpath;
+pub mod fuzzing;
 pub mod model;
 pub mod rest;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod transaction;
-pub mod server;

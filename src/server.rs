@@ -31,7 +31,10 @@ pub enum ServerError {
 
 /// Opens the embedded store under `settings.data_dir` with the read cache in front.
 pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
-    let opts = SqliteOptions { readers: settings.store_readers, max_batch: settings.store_max_batch };
+    let opts = SqliteOptions {
+        readers: settings.store_readers,
+        max_batch: settings.store_max_batch,
+    };
     let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.data_dir, opts)?);
     Ok(Arc::new(CachedStore::new(sqlite, settings.cache_entries)))
 }
@@ -40,7 +43,9 @@ impl RunningServer {
     /// Opens the store, binds and serves in the background.
     pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         let store = open_store(&settings)?;
-        let listener = TcpListener::bind(settings.addr).await.map_err(|e| ServerError::Bind(settings.addr, e))?;
+        let listener = TcpListener::bind(settings.addr)
+            .await
+            .map_err(|e| ServerError::Bind(settings.addr, e))?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let state = AppState::new(store.clone(), settings);
         let ready = state.ready.clone();
@@ -52,12 +57,19 @@ impl RunningServer {
                 ready.store(false, Ordering::Relaxed);
             };
             // In-flight requests finish before serve returns; then the writer drains its queue.
-            axum::serve(listener, app).with_graceful_shutdown(shutdown).await.map_err(ServerError::Serve)?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(ServerError::Serve)?;
             store.flush().await?;
             Ok(())
         });
         tracing::info!(%addr, "huitong listening");
-        Ok(RunningServer { addr, stop: Some(stop), task })
+        Ok(RunningServer {
+            addr,
+            stop: Some(stop),
+            task,
+        })
     }
 
     /// Stops accepting, finishes in-flight requests, flushes the store.

@@ -6,16 +6,19 @@
 //! against exactly the state the writes land on, and a failure anywhere leaves nothing behind.
 //!
 //! Processing order follows the R4 transaction rules: DELETE, then POST, then PUT/PATCH (GETs are
-//! answered by the caller after the commit). `urn:uuid:` and other `fullUrl`s are rewritten to the
-//! assigned `Type/id` in every `reference`; conditional references (`Patient?identifier=s|v`) are
-//! resolved to exactly one match.
+//! answered by the caller after the commit). In a Bundle, `urn:uuid:` and other `fullUrl`s are
+//! rewritten to the assigned `Type/id` in every `reference`, and conditional references
+//! (`Patient?identifier=s|v`) are resolved to exactly one match; single interactions store
+//! references as sent.
 
 use crate::definitions::Definitions;
 use crate::model::{self, FhirError, ParseLimits};
-use crate::store::{Head, NewVersion, Store, StoredVersion, TokenRow, TxAbort, TxContext, WriteMethod};
+use crate::store::{
+    Head, NewVersion, Store, StoredVersion, TokenRow, TxAbort, TxContext, WriteMethod,
+};
 use bytes::Bytes;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// What an entry asks for.
@@ -69,7 +72,12 @@ pub struct Entry {
 
 impl Entry {
     /// A plain entry with no conditions.
-    pub fn new(method: Method, resource_type: &str, target: Target, resource: Option<Value>) -> Entry {
+    pub fn new(
+        method: Method,
+        resource_type: &str,
+        target: Target,
+        resource: Option<Value>,
+    ) -> Entry {
         Entry {
             method,
             resource_type: resource_type.to_string(),
@@ -118,9 +126,21 @@ pub enum Scope {
 }
 
 /// Applies entries atomically; returns one effect per entry, in the entries' order.
-pub async fn apply(store: &dyn Store, entries: Vec<Entry>, scope: Scope, limits: ParseLimits) -> Result<Vec<Effect>, FhirError> {
+pub async fn apply(
+    store: &dyn Store,
+    entries: Vec<Entry>,
+    scope: Scope,
+    limits: ParseLimits,
+) -> Result<Vec<Effect>, FhirError> {
     let work = Box::new(move |tx: &mut dyn TxContext| {
-        let mut run = Run { tx, scope, limits, defs: Definitions::core(), urls: HashMap::new() };
+        let mut run = Run {
+            tx,
+            scope,
+            limits,
+            defs: Definitions::core(),
+            urls: HashMap::new(),
+            written: HashSet::new(),
+        };
         run.all(entries)
             .map(|effects| Box::new(effects) as Box<dyn std::any::Any + Send>)
             .map_err(|e| match e {
@@ -133,7 +153,9 @@ pub async fn apply(store: &dyn Store, entries: Vec<Entry>, scope: Scope, limits:
             .value
             .downcast::<Vec<Effect>>()
             .map(|b| *b)
-            .map_err(|_| FhirError::new(500, "exception", "transaction returned an unexpected value")),
+            .map_err(|_| {
+                FhirError::new(500, "exception", "transaction returned an unexpected value")
+            }),
         Err(TxAbort::Caller(b)) => Err(b
             .downcast::<FhirError>()
             .map(|b| *b)
@@ -146,13 +168,19 @@ pub async fn apply(store: &dyn Store, entries: Vec<Entry>, scope: Scope, limits:
 pub fn store_error(e: crate::store::StoreError) -> FhirError {
     use crate::store::StoreError;
     match e {
-        StoreError::Conflict(what, v) => {
-            FhirError::new(409, "conflict", format!("{what} was changed concurrently (expected version {v}); retry"))
-        }
+        StoreError::Conflict(what, v) => FhirError::new(
+            409,
+            "conflict",
+            format!("{what} was changed concurrently (expected version {v}); retry"),
+        ),
         StoreError::Closed => FhirError::new(503, "transient", "the server is shutting down"),
         StoreError::Backend(msg) => {
             tracing::error!(error = %msg, "storage failure");
-            FhirError::new(500, "exception", "storage failure; the request was not applied")
+            FhirError::new(
+                500,
+                "exception",
+                "storage failure; the request was not applied",
+            )
         }
     }
 }
@@ -180,6 +208,8 @@ struct Run<'t> {
     defs: &'static Definitions,
     /// fullUrl -> `Type/id` of the entries resolved so far.
     urls: HashMap<String, String>,
+    /// Resources written so far: a second write to one of them in the same transaction is a conflict.
+    written: HashSet<(String, String)>,
 }
 
 /// An entry after its identity is known.
@@ -198,7 +228,11 @@ impl Run<'_> {
             Scope::Single => e,
             Scope::Bundle => FhirError {
                 status: e.status,
-                issues: e.issues.into_iter().map(|i| i.within(&format!("Bundle.entry[{index}]"))).collect(),
+                issues: e
+                    .issues
+                    .into_iter()
+                    .map(|i| i.within(&format!("Bundle.entry[{index}]")))
+                    .collect(),
             },
         }
     }
@@ -211,8 +245,12 @@ impl Run<'_> {
             {
                 return Err(self
                     .locate(
-                        FhirError::new(400, "invariant", format!("fullUrl '{u}' is also used by entry {first}"))
-                            .at("fullUrl"),
+                        FhirError::new(
+                            400,
+                            "invariant",
+                            format!("fullUrl '{u}' is also used by entry {first}"),
+                        )
+                        .at("fullUrl"),
                         i,
                     )
                     .into());
@@ -226,18 +264,29 @@ impl Run<'_> {
         // Identities first (deletes are applied here, so later conditions see them), then writes,
         // so every reference can be rewritten before anything is serialised.
         for &i in &order {
-            let Some(entry) = slots[i].take() else { continue };
+            let Some(entry) = slots[i].take() else {
+                continue;
+            };
             let resolved = self.resolve(entry).map_err(|e| self.locate_failure(e, i))?;
             if resolved.entry.method == Method::Delete {
-                effects[i] = Some(self.delete(resolved).map_err(|e| self.locate_failure(e, i))?);
+                effects[i] = Some(
+                    self.delete(resolved)
+                        .map_err(|e| self.locate_failure(e, i))?,
+                );
             } else {
                 pending.push((i, resolved));
             }
         }
         for (i, resolved) in pending {
-            effects[i] = Some(self.write(resolved).map_err(|e| self.locate_failure(e, i))?);
+            effects[i] = Some(
+                self.write(resolved)
+                    .map_err(|e| self.locate_failure(e, i))?,
+            );
         }
-        Ok(effects.into_iter().map(|e| e.unwrap_or(Effect::Nothing)).collect())
+        Ok(effects
+            .into_iter()
+            .map(|e| e.unwrap_or(Effect::Nothing))
+            .collect())
     }
 
     fn locate_failure(&self, f: Failure, i: usize) -> Failure {
@@ -262,15 +311,28 @@ impl Run<'_> {
             (Target::Id(id), _) => (Some(id.clone()), false),
             (Target::Condition(q), method) => match self.find(&ty, q, "request.url")?.as_slice() {
                 [] if method == Method::Put => {
-                    let body_id = entry.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str);
-                    (Some(body_id.map(str::to_string).unwrap_or_else(new_id)), false)
+                    let body_id = entry
+                        .resource
+                        .as_ref()
+                        .and_then(|r| r.get("id"))
+                        .and_then(Value::as_str);
+                    (
+                        Some(body_id.map(str::to_string).unwrap_or_else(new_id)),
+                        false,
+                    )
                 }
                 [] if method == Method::Patch => {
-                    return Err(FhirError::new(404, "not-found", format!("no {ty} matches '{q}'")).into());
+                    return Err(
+                        FhirError::new(404, "not-found", format!("no {ty} matches '{q}'")).into(),
+                    );
                 }
                 [] => (None, false),
                 [one] => {
-                    let body_id = entry.resource.as_ref().and_then(|r| r.get("id")).and_then(Value::as_str);
+                    let body_id = entry
+                        .resource
+                        .as_ref()
+                        .and_then(|r| r.get("id"))
+                        .and_then(Value::as_str);
                     if let Some(b) = body_id.filter(|b| *b != one) {
                         return Err(FhirError::new(
                             400,
@@ -292,11 +354,15 @@ impl Run<'_> {
         if let Some(expected) = entry.if_match {
             let actual = head.filter(|h| !h.deleted).map(|h| h.version);
             if actual != Some(expected) {
-                let found = actual.map_or("no current version".to_string(), |v| format!("version {v}"));
+                let found =
+                    actual.map_or("no current version".to_string(), |v| format!("version {v}"));
                 return Err(FhirError::new(
                     412,
                     "conflict",
-                    format!("If-Match expects version {expected} of {ty}/{} but found {found}", id.as_deref().unwrap_or("?")),
+                    format!(
+                        "If-Match expects version {expected} of {ty}/{} but found {found}",
+                        id.as_deref().unwrap_or("?")
+                    ),
                 )
                 .into());
             }
@@ -304,7 +370,12 @@ impl Run<'_> {
         if let (Some(url), Some(id)) = (&entry.full_url, &id) {
             self.urls.insert(url.clone(), format!("{ty}/{id}"));
         }
-        Ok(Resolved { entry, id, head, existing })
+        Ok(Resolved {
+            entry,
+            id,
+            head,
+            existing,
+        })
     }
 
     /// Ids of live resources matching a conditional query (`identifier` and `_id`, ANDed).
@@ -325,9 +396,13 @@ impl Run<'_> {
                         None => (None, value.as_str()),
                     };
                     if code.is_empty() {
-                        return Err(FhirError::new(400, "invalid", format!("identifier criterion '{value}' has no value"))
-                            .at(location)
-                            .into());
+                        return Err(FhirError::new(
+                            400,
+                            "invalid",
+                            format!("identifier criterion '{value}' has no value"),
+                        )
+                        .at(location)
+                        .into());
                     }
                     self.tx.find_by_token(ty, "identifier", system, code)?
                 }
@@ -347,7 +422,11 @@ impl Run<'_> {
             });
         }
         if !any {
-            return Err(FhirError::new(400, "invalid", "conditional operation without criteria").at(location).into());
+            return Err(
+                FhirError::new(400, "invalid", "conditional operation without criteria")
+                    .at(location)
+                    .into(),
+            );
         }
         Ok(result.unwrap_or_default())
     }
@@ -370,11 +449,13 @@ impl Run<'_> {
     }
 
     fn delete(&mut self, r: Resolved) -> Result<Effect, Failure> {
-        let (Some(id), Some(head)) = (r.id, r.head) else { return Ok(Effect::Nothing) };
+        let (Some(id), Some(head)) = (r.id, r.head) else {
+            return Ok(Effect::Nothing);
+        };
         if head.deleted {
             return Ok(Effect::Nothing);
         }
-        let v = self.tx.put(NewVersion {
+        let v = self.put(NewVersion {
             resource_type: r.entry.resource_type,
             id,
             version: head.version + 1,
@@ -389,62 +470,134 @@ impl Run<'_> {
         let ty = r.entry.resource_type.clone();
         let id = r.id.unwrap_or_else(new_id);
         if r.existing {
-            return Ok(Effect::Existing { resource_type: ty, id });
+            return Ok(Effect::Existing {
+                resource_type: ty,
+                id,
+            });
         }
         let mut resource = match r.entry.method {
             Method::Patch => self.patched(&ty, &id, r.head, r.entry.patch.as_ref())?,
-            _ => r.entry.resource.ok_or_else(|| FhirError::new(400, "required", "entry has no resource").at("resource"))?,
+            _ => r.entry.resource.ok_or_else(|| {
+                FhirError::new(400, "required", "entry has no resource").at("resource")
+            })?,
         };
-        self.rewrite_references(&mut resource, "resource")?;
+        // Only a Bundle's entries name each other by fullUrl; a single interaction stores references
+        // as sent, and a Bundle stored as a resource (a document) keeps its own internal references.
+        if self.scope == Scope::Bundle && ty != "Bundle" {
+            self.rewrite_references(&mut resource)
+                .map_err(|e| under(e, "resource"))?;
+        }
         let live = r.head.filter(|h| !h.deleted);
         let version = r.head.map_or(1, |h| h.version + 1);
         let last_updated = model::format_instant(self.tx.now_ms());
         stamp(&mut resource, &id, version, &last_updated);
         let tokens = identifier_tokens(self.defs, &ty, &resource);
-        let body = Bytes::from(serde_json::to_vec(&resource).map_err(|e| FhirError::new(500, "exception", e.to_string()))?);
-        let method = if live.is_some() { WriteMethod::Update } else { WriteMethod::Create };
-        let v = self.tx.put(NewVersion { resource_type: ty, id, version, method, body: Some(body), tokens })?;
-        Ok(if live.is_some() { Effect::Updated(v) } else { Effect::Created(v) })
+        let body = Bytes::from(
+            serde_json::to_vec(&resource)
+                .map_err(|e| FhirError::new(500, "exception", e.to_string()))?,
+        );
+        let method = if live.is_some() {
+            WriteMethod::Update
+        } else {
+            WriteMethod::Create
+        };
+        let v = self.put(NewVersion {
+            resource_type: ty,
+            id,
+            version,
+            method,
+            body: Some(body),
+            tokens,
+        })?;
+        Ok(if live.is_some() {
+            Effect::Updated(v)
+        } else {
+            Effect::Created(v)
+        })
     }
 
-    fn patched(&mut self, ty: &str, id: &str, head: Option<Head>, patch: Option<&json_patch::Patch>) -> Result<Value, Failure> {
-        if head.is_none_or(|h| h.deleted) {
-            return Err(FhirError::new(404, "not-found", format!("{ty}/{id} does not exist")).into());
+    /// Writes one version, refusing a second write to the same resource in one transaction.
+    fn put(&mut self, v: NewVersion) -> Result<Arc<StoredVersion>, Failure> {
+        if !self.written.insert((v.resource_type.clone(), v.id.clone())) {
+            return Err(FhirError::new(
+                409,
+                "conflict",
+                format!(
+                    "{}/{} is written by more than one entry of this transaction",
+                    v.resource_type, v.id
+                ),
+            )
+            .into());
         }
-        let body = self.tx.current_body(ty, id)?.ok_or_else(|| FhirError::new(404, "not-found", format!("{ty}/{id} does not exist")))?;
-        let mut doc: Value = serde_json::from_slice(&body).map_err(|e| FhirError::new(500, "exception", e.to_string()))?;
-        let patch = patch.ok_or_else(|| FhirError::new(400, "required", "PATCH without a patch document"))?;
-        json_patch::patch(&mut doc, patch).map_err(|e| FhirError::new(422, "processing", format!("JSON Patch failed: {e}")))?;
-        if doc.get("resourceType").and_then(Value::as_str) != Some(ty) || doc.get("id").and_then(Value::as_str) != Some(id) {
-            return Err(FhirError::new(422, "processing", "a patch may not change resourceType or id").into());
+        Ok(self.tx.put(v)?)
+    }
+
+    fn patched(
+        &mut self,
+        ty: &str,
+        id: &str,
+        head: Option<Head>,
+        patch: Option<&json_patch::Patch>,
+    ) -> Result<Value, Failure> {
+        if head.is_none_or(|h| h.deleted) {
+            return Err(
+                FhirError::new(404, "not-found", format!("{ty}/{id} does not exist")).into(),
+            );
+        }
+        let body = self
+            .tx
+            .current_body(ty, id)?
+            .ok_or_else(|| FhirError::new(404, "not-found", format!("{ty}/{id} does not exist")))?;
+        let mut doc: Value = serde_json::from_slice(&body)
+            .map_err(|e| FhirError::new(500, "exception", e.to_string()))?;
+        let patch = patch
+            .ok_or_else(|| FhirError::new(400, "required", "PATCH without a patch document"))?;
+        json_patch::patch(&mut doc, patch)
+            .map_err(|e| FhirError::new(422, "processing", format!("JSON Patch failed: {e}")))?;
+        if doc.get("resourceType").and_then(Value::as_str) != Some(ty)
+            || doc.get("id").and_then(Value::as_str) != Some(id)
+        {
+            return Err(FhirError::new(
+                422,
+                "processing",
+                "a patch may not change resourceType or id",
+            )
+            .into());
         }
         let issues = model::check_resource(&doc, self.defs, self.limits);
         if !issues.is_empty() {
-            return Err(FhirError { status: 422, issues }.into());
+            return Err(FhirError {
+                status: 422,
+                issues,
+            }
+            .into());
         }
         Ok(doc)
     }
 
     /// Rewrites every `reference` naming a fullUrl or a conditional URL to the resolved `Type/id`.
-    fn rewrite_references(&mut self, value: &mut Value, path: &str) -> Result<(), Failure> {
+    /// Locations are built only on failure, while the error travels back up the tree.
+    fn rewrite_references(&mut self, value: &mut Value) -> Result<(), Failure> {
         match value {
             Value::Object(map) => {
                 for (k, v) in map.iter_mut() {
-                    let here = format!("{path}.{k}");
-                    if k == "reference"
-                        && let Value::String(s) = v
-                    {
-                        if let Some(new) = self.resolve_reference(s, &here)? {
-                            *s = new;
+                    let result = match v {
+                        Value::String(s) if k == "reference" => {
+                            self.resolve_reference(s, "").map(|new| {
+                                if let Some(new) = new {
+                                    *s = new;
+                                }
+                            })
                         }
-                        continue;
-                    }
-                    self.rewrite_references(v, &here)?;
+                        _ => self.rewrite_references(v),
+                    };
+                    result.map_err(|e| under(e, k))?;
                 }
             }
             Value::Array(items) => {
                 for (i, v) in items.iter_mut().enumerate() {
-                    self.rewrite_references(v, &format!("{path}[{i}]"))?;
+                    self.rewrite_references(v)
+                        .map_err(|e| under(e, &format!("[{i}]")))?;
                 }
             }
             _ => {}
@@ -452,7 +605,11 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn resolve_reference(&mut self, reference: &str, location: &str) -> Result<Option<String>, Failure> {
+    fn resolve_reference(
+        &mut self,
+        reference: &str,
+        location: &str,
+    ) -> Result<Option<String>, Failure> {
         if let Some(target) = self.urls.get(reference) {
             return Ok(Some(target.clone()));
         }
@@ -465,22 +622,46 @@ impl Run<'_> {
             .at(location)
             .into());
         }
-        let Some((ty, query)) = reference.split_once('?') else { return Ok(None) };
+        let Some((ty, query)) = reference.split_once('?') else {
+            return Ok(None);
+        };
         if !self.defs.is_resource_type(ty) {
             return Ok(None);
         }
         match self.find(ty, query, location)?.as_slice() {
             [one] => Ok(Some(format!("{ty}/{one}"))),
-            [] => Err(FhirError::new(400, "not-found", format!("conditional reference '{reference}' matches nothing"))
-                .at(location)
-                .into()),
+            [] => Err(FhirError::new(
+                400,
+                "not-found",
+                format!("conditional reference '{reference}' matches nothing"),
+            )
+            .at(location)
+            .into()),
             many => Err(multiple_matches(ty, query, many.len()).at(location).into()),
         }
     }
 }
 
+/// Places a failure's locations under `segment` (a key, or `[i]`).
+fn under(f: Failure, segment: &str) -> Failure {
+    let Failure::Fhir(mut e) = f else { return f };
+    for issue in &mut e.issues {
+        issue.expression = Some(match issue.expression.take() {
+            None => segment.to_string(),
+            Some(x) if x.is_empty() => segment.to_string(),
+            Some(x) if x.starts_with('[') => format!("{segment}{x}"),
+            Some(x) => format!("{segment}.{x}"),
+        });
+    }
+    Failure::Fhir(e)
+}
+
 fn multiple_matches(ty: &str, q: &str, n: usize) -> FhirError {
-    FhirError::new(412, "multiple-matches", format!("{n} {ty} resources match '{q}'; the condition must select one"))
+    FhirError::new(
+        412,
+        "multiple-matches",
+        format!("{n} {ty} resources match '{q}'; the condition must select one"),
+    )
 }
 
 /// A new server-assigned id.
@@ -490,7 +671,9 @@ pub fn new_id() -> String {
 
 /// Sets `id` and `meta.versionId`/`meta.lastUpdated`, ordering `resourceType, id, meta` first.
 fn stamp(resource: &mut Value, id: &str, version: u64, last_updated: &str) {
-    let Value::Object(old) = std::mem::take(resource) else { return };
+    let Value::Object(old) = std::mem::take(resource) else {
+        return;
+    };
     let mut out = Map::with_capacity(old.len() + 2);
     let mut rest = old;
     if let Some(rt) = rest.shift_remove("resourceType") {
@@ -500,7 +683,10 @@ fn stamp(resource: &mut Value, id: &str, version: u64, last_updated: &str) {
     out.insert("id".into(), Value::String(id.to_string()));
     let mut meta = Map::new();
     meta.insert("versionId".into(), Value::String(version.to_string()));
-    meta.insert("lastUpdated".into(), Value::String(last_updated.to_string()));
+    meta.insert(
+        "lastUpdated".into(),
+        Value::String(last_updated.to_string()),
+    );
     if let Some(Value::Object(m)) = rest.shift_remove("meta") {
         for (k, v) in m {
             if k != "versionId" && k != "lastUpdated" {
@@ -527,7 +713,11 @@ fn identifier_tokens(defs: &Definitions, ty: &str, resource: &Value) -> Vec<Toke
         .filter_map(|i| {
             let code = i.get("value")?.as_str()?.to_string();
             let system = i.get("system").and_then(Value::as_str).map(str::to_string);
-            Some(TokenRow { param: "identifier".into(), system, code })
+            Some(TokenRow {
+                param: "identifier".into(),
+                system,
+                code,
+            })
         })
         .collect()
 }
@@ -541,8 +731,14 @@ mod tests {
     fn stamp_orders_and_keeps_meta() {
         let mut r = json!({"name": [{"family": "Li"}], "resourceType": "Patient", "meta": {"profile": ["p"], "versionId": "9"}});
         stamp(&mut r, "a1", 3, "2026-01-01T00:00:00.000Z");
-        let keys: Vec<&String> = r.as_object().map(|o| o.keys().collect()).unwrap_or_default();
+        let keys: Vec<&String> = r
+            .as_object()
+            .map(|o| o.keys().collect())
+            .unwrap_or_default();
         assert_eq!(keys, ["resourceType", "id", "meta", "name"]);
-        assert_eq!(r["meta"], json!({"versionId": "3", "lastUpdated": "2026-01-01T00:00:00.000Z", "profile": ["p"]}));
+        assert_eq!(
+            r["meta"],
+            json!({"versionId": "3", "lastUpdated": "2026-01-01T00:00:00.000Z", "profile": ["p"]})
+        );
     }
 }

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 fn examples_package() -> Option<PathBuf> {
     let dir = std::env::var_os("HUITONG_CORPORA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora"))
+        });
     let tgz = dir.join("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz");
     if tgz.exists() {
         return Some(tgz);
@@ -23,7 +25,13 @@ fn examples_package() -> Option<PathBuf> {
 }
 
 /// Every constraint of the core definitions, parsed, by element path.
-fn parsed_constraints(defs: &Definitions) -> (HashMap<String, Vec<(String, Expression)>>, usize, Vec<String>) {
+fn parsed_constraints(
+    defs: &Definitions,
+) -> (
+    HashMap<String, Vec<(String, Expression)>>,
+    usize,
+    Vec<String>,
+) {
     let mut by_path: HashMap<String, Vec<(String, Expression)>> = HashMap::new();
     let mut count = 0;
     let mut errors = Vec::new();
@@ -33,7 +41,10 @@ fn parsed_constraints(defs: &Definitions) -> (HashMap<String, Vec<(String, Expre
                 let Some(expr) = &c.expression else { continue };
                 count += 1;
                 match fhirpath::parse(expr) {
-                    Ok(e) => by_path.entry(el.path.clone()).or_default().push((c.key.clone(), e)),
+                    Ok(e) => by_path
+                        .entry(el.path.clone())
+                        .or_default()
+                        .push((c.key.clone(), e)),
                     Err(e) => errors.push(format!("{} {} `{expr}`: {e}", el.path, c.key)),
                 }
             }
@@ -45,9 +56,19 @@ fn parsed_constraints(defs: &Definitions) -> (HashMap<String, Vec<(String, Expre
 #[test]
 fn every_core_constraint_parses() {
     let (_, count, errors) = parsed_constraints(Definitions::core());
-    println!("{count} constraint expressions, {} syntax errors", errors.len());
-    assert!(count > 500, "expected the core's constraints, found {count}");
-    assert!(errors.is_empty(), "constraints that do not parse:\n{}", errors.join("\n"));
+    println!(
+        "{count} constraint expressions, {} syntax errors",
+        errors.len()
+    );
+    assert!(
+        count > 500,
+        "expected the core's constraints, found {count}"
+    );
+    assert!(
+        errors.is_empty(),
+        "constraints that do not parse:\n{}",
+        errors.join("\n")
+    );
 }
 
 struct Run<'d> {
@@ -63,7 +84,9 @@ impl Run<'_> {
     fn resource(&mut self, file: &str, resource: &Json, root: &Json) {
         let mut env = Environment::with_definitions(resource, Some(self.defs));
         env.root_resource = Environment::with_definitions(root, Some(self.defs)).resource;
-        let Some(start) = env.resource.clone() else { return };
+        let Some(start) = env.resource.clone() else {
+            return;
+        };
         let mut stack = vec![start];
         let mut nested: Vec<&Json> = Vec::new();
         while let Some(node) = stack.pop() {
@@ -73,7 +96,8 @@ impl Run<'_> {
                     env.context = vec![node.clone()];
                     self.evaluations += 1;
                     if let Err(e) = expr.evaluate(&env) {
-                        self.errors.push(format!("{file} {path} {key} `{}`: {e}", expr.source()));
+                        self.errors
+                            .push(format!("{file} {path} {key} `{}`: {e}", expr.source()));
                     }
                 }
             }
@@ -115,7 +139,10 @@ fn core_constraints_evaluate_on_every_example() {
     let mut resources = 0;
     for entry in archive.entries().expect("read examples package") {
         let Ok(mut entry) = entry else { continue };
-        let name = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !name.ends_with(".json") || name.ends_with("package.json") || name.contains(".index.") {
             continue;
         }
@@ -123,17 +150,30 @@ fn core_constraints_evaluate_on_every_example() {
         if entry.read_to_string(&mut text).is_err() {
             continue;
         }
-        let Ok(json) = serde_json::from_str::<Json>(&text) else { continue };
+        let Ok(json) = serde_json::from_str::<Json>(&text) else {
+            continue;
+        };
         if json.get("resourceType").is_none() {
             continue;
         }
         resources += 1;
         run.resource(&name, &json, &json);
     }
-    println!("{resources} resources, {} constraint evaluations, {} errors", run.evaluations, run.errors.len());
+    println!(
+        "{resources} resources, {} constraint evaluations, {} errors",
+        run.evaluations,
+        run.errors.len()
+    );
     for e in run.errors.iter().take(50) {
         println!("  {e}");
     }
-    assert!(resources > 2000, "expected the whole examples package, read {resources}");
-    assert!(run.errors.is_empty(), "{} constraint evaluations failed", run.errors.len());
+    assert!(
+        resources > 2000,
+        "expected the whole examples package, read {resources}"
+    );
+    assert!(
+        run.errors.is_empty(),
+        "{} constraint evaluations failed",
+        run.errors.len()
+    );
 }

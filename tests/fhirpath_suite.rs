@@ -8,9 +8,9 @@
 use huitong::definitions::Definitions;
 use huitong::fhirpath::{self, Collection, Environment, TemporalKind, Value};
 use serde_json::Value as Json;
+use std::collections::HashSet;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 /// The pass count last measured; raise it when the engine improves, never lower it silently.
@@ -19,14 +19,19 @@ const PASS_FLOOR: usize = 924;
 fn corpora() -> Option<PathBuf> {
     let dir = std::env::var_os("HUITONG_CORPORA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora"))
+        });
     let suite = dir.join("fhir-test-cases/r4/fhirpath/tests-fhir-r4.xml");
     let examples = dir.join("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz");
     if suite.exists() && examples.exists() {
         return Some(dir);
     }
     if std::env::var("HUITONG_REQUIRE_CORPORA").as_deref() == Ok("1") {
-        panic!("corpora missing under {} and HUITONG_REQUIRE_CORPORA=1", dir.display());
+        panic!(
+            "corpora missing under {} and HUITONG_REQUIRE_CORPORA=1",
+            dir.display()
+        );
     }
     None
 }
@@ -52,8 +57,12 @@ fn source_of(dir: &Path, input: &str, package: &HashSet<String>) -> Source {
             None => Source::Missing,
         };
     }
-    let Ok(text) = std::fs::read_to_string(&xml_path) else { return Source::Missing };
-    let Ok(doc) = roxmltree::Document::parse(&text) else { return Source::Missing };
+    let Ok(text) = std::fs::read_to_string(&xml_path) else {
+        return Source::Missing;
+    };
+    let Ok(doc) = roxmltree::Document::parse(&text) else {
+        return Source::Missing;
+    };
     let root = doc.root_element();
     let ty = root.tag_name().name().to_string();
     let id = root
@@ -88,7 +97,10 @@ fn load_examples(tgz: &Path, wanted: &[String]) -> HashMap<String, Json> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     for entry in archive.entries().expect("read examples package") {
         let Ok(mut entry) = entry else { continue };
-        let name = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if wanted.contains(&name) {
             let mut text = String::new();
             if entry.read_to_string(&mut text).is_ok() {
@@ -117,7 +129,13 @@ fn resource_to_json(defs: &Definitions, node: roxmltree::Node, text: &str) -> Js
     Json::Object(obj)
 }
 
-fn fill_object(defs: &Definitions, path: &str, node: roxmltree::Node, text: &str, obj: &mut serde_json::Map<String, Json>) {
+fn fill_object(
+    defs: &Definitions,
+    path: &str,
+    node: roxmltree::Node,
+    text: &str,
+    obj: &mut serde_json::Map<String, Json>,
+) {
     if let Some(id) = node.attribute("id") {
         obj.insert("id".into(), Json::String(id.into()));
     }
@@ -130,7 +148,9 @@ fn fill_object(defs: &Definitions, path: &str, node: roxmltree::Node, text: &str
             obj.insert("div".into(), Json::String(text[child.range()].to_string()));
             continue;
         }
-        let Some(m) = defs.child(path, name) else { continue };
+        let Some(m) = defs.child(path, name) else {
+            continue;
+        };
         let repeats = m.element.max != "1";
         let ty = m.type_code;
         let (value, ext) = if matches!(ty, "Resource") {
@@ -155,7 +175,10 @@ fn fill_object(defs: &Definitions, path: &str, node: roxmltree::Node, text: &str
 
 fn push(obj: &mut serde_json::Map<String, Json>, key: &str, v: Json, repeats: bool) {
     if repeats {
-        match obj.entry(key.to_string()).or_insert_with(|| Json::Array(vec![])) {
+        match obj
+            .entry(key.to_string())
+            .or_insert_with(|| Json::Array(vec![]))
+        {
             Json::Array(a) => a.push(v),
             _ => {}
         }
@@ -189,11 +212,20 @@ fn read_cases(xml: &str) -> Vec<Case> {
     let mut cases = Vec::new();
     for group in doc.descendants().filter(|n| n.has_tag_name("group")) {
         let gname = group.attribute("name").unwrap_or("?").to_string();
-        for (i, test) in group.children().filter(|n| n.has_tag_name("test")).enumerate() {
-            let Some(expr) = test.children().find(|n| n.has_tag_name("expression")) else { continue };
+        for (i, test) in group
+            .children()
+            .filter(|n| n.has_tag_name("test"))
+            .enumerate()
+        {
+            let Some(expr) = test.children().find(|n| n.has_tag_name("expression")) else {
+                continue;
+            };
             cases.push(Case {
                 group: gname.clone(),
-                name: test.attribute("name").map(str::to_string).unwrap_or_else(|| format!("{gname}#{i}")),
+                name: test
+                    .attribute("name")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("{gname}#{i}")),
                 input: test.attribute("inputfile").map(str::to_string),
                 expression: expr.text().unwrap_or("").to_string(),
                 invalid: expr.attribute("invalid").is_some(),
@@ -201,7 +233,12 @@ fn read_cases(xml: &str) -> Vec<Case> {
                 outputs: test
                     .children()
                     .filter(|n| n.has_tag_name("output"))
-                    .map(|o| (o.attribute("type").map(str::to_string), o.text().unwrap_or("").to_string()))
+                    .map(|o| {
+                        (
+                            o.attribute("type").map(str::to_string),
+                            o.text().unwrap_or("").to_string(),
+                        )
+                    })
                     .collect(),
             });
         }
@@ -212,11 +249,26 @@ fn read_cases(xml: &str) -> Vec<Case> {
 /// Cases whose expected output depends on content the XML input has and the packaged JSON of the
 /// same example lacks (the suite's copies were edited for the tests).
 const DATA_DIFFERENCES: &[(&str, &str)] = &[
-    ("testFHIRPathIsFunction8", "the suite's observation-example.xml carries a patient-age extension that Observation-example.json lacks"),
-    ("testFHIRPathIsFunction9", "the suite's observation-example.xml carries a patient-age extension that Observation-example.json lacks"),
-    ("testFHIRPathIsFunction10", "the suite's observation-example.xml carries a patient-age extension that Observation-example.json lacks"),
-    ("testFHIRPathAsFunction14", "the suite's valueset-example-expansion.xml has version 20150622, ValueSet-example-expansion.json has 4.0.1"),
-    ("testFHIRPathAsFunction19", "the suite's valueset-example-expansion.xml has version 20150622, ValueSet-example-expansion.json has 4.0.1"),
+    (
+        "testFHIRPathIsFunction8",
+        "the suite's observation-example.xml carries a patient-age extension that Observation-example.json lacks",
+    ),
+    (
+        "testFHIRPathIsFunction9",
+        "the suite's observation-example.xml carries a patient-age extension that Observation-example.json lacks",
+    ),
+    (
+        "testFHIRPathIsFunction10",
+        "the suite's observation-example.xml carries a patient-age extension that Observation-example.json lacks",
+    ),
+    (
+        "testFHIRPathAsFunction14",
+        "the suite's valueset-example-expansion.xml has version 20150622, ValueSet-example-expansion.json has 4.0.1",
+    ),
+    (
+        "testFHIRPathAsFunction19",
+        "the suite's valueset-example-expansion.xml has version 20150622, ValueSet-example-expansion.json has 4.0.1",
+    ),
 ];
 
 /// Why a case cannot run here, if it cannot.
@@ -230,7 +282,9 @@ fn skip_reason(case: &Case, inputs: &HashMap<String, Json>) -> Option<String> {
     }
     // explanationofbenefit-example.json, patient-container-example.json and
     // patient-name-extensions.json are named as JSON files but ship with neither corpus.
-    Some(format!("input {input} is in neither the examples package nor the test cases"))
+    Some(format!(
+        "input {input} is in neither the examples package nor the test cases"
+    ))
 }
 
 fn render(v: &Value) -> (String, String) {
@@ -262,9 +316,17 @@ fn type_matches(expected: &str, actual: &str) -> bool {
         || (expected == "dateTime" && actual == "instant")
 }
 
-fn run_case(case: &Case, inputs: &HashMap<String, Json>, defs: &'static Definitions) -> Result<(), String> {
+fn run_case(
+    case: &Case,
+    inputs: &HashMap<String, Json>,
+    defs: &'static Definitions,
+) -> Result<(), String> {
     let empty = Json::Object(Default::default());
-    let resource = case.input.as_deref().and_then(|i| inputs.get(i)).unwrap_or(&empty);
+    let resource = case
+        .input
+        .as_deref()
+        .and_then(|i| inputs.get(i))
+        .unwrap_or(&empty);
     let parsed = fhirpath::parse(&case.expression);
     let expr = match parsed {
         Ok(e) => e,
@@ -286,9 +348,12 @@ fn run_case(case: &Case, inputs: &HashMap<String, Json>, defs: &'static Definiti
         result.iter().map(render).collect()
     };
     let ok = rendered.len() == case.outputs.len()
-        && rendered.iter().zip(&case.outputs).all(|((at, av), (et, ev))| {
-            av == ev && et.as_deref().is_none_or(|et| type_matches(et, at))
-        });
+        && rendered
+            .iter()
+            .zip(&case.outputs)
+            .all(|((at, av), (et, ev))| {
+                av == ev && et.as_deref().is_none_or(|et| type_matches(et, at))
+            });
     if ok {
         Ok(())
     } else {
@@ -302,7 +367,8 @@ fn official_fhirpath_suite() {
         println!("skipped: corpora not found (set HUITONG_CORPORA)");
         return;
     };
-    let xml = std::fs::read_to_string(dir.join("fhir-test-cases/r4/fhirpath/tests-fhir-r4.xml")).expect("read suite");
+    let xml = std::fs::read_to_string(dir.join("fhir-test-cases/r4/fhirpath/tests-fhir-r4.xml"))
+        .expect("read suite");
     let cases = read_cases(&xml);
     let defs = Definitions::core();
     let tgz = dir.join("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz");
@@ -310,16 +376,29 @@ fn official_fhirpath_suite() {
     let mut names: Vec<&str> = cases.iter().filter_map(|c| c.input.as_deref()).collect();
     names.sort();
     names.dedup();
-    let sources: Vec<(&str, Source)> = names.iter().map(|n| (*n, source_of(&dir, n, &package))).collect();
-    let wanted: Vec<String> =
-        sources.iter().filter_map(|(_, s)| if let Source::Package(k) = s { Some(k.clone()) } else { None }).collect();
+    let sources: Vec<(&str, Source)> = names
+        .iter()
+        .map(|n| (*n, source_of(&dir, n, &package)))
+        .collect();
+    let wanted: Vec<String> = sources
+        .iter()
+        .filter_map(|(_, s)| {
+            if let Source::Package(k) = s {
+                Some(k.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
     let packaged = load_examples(&tgz, &wanted);
     // Inputs by the suite's file name.
     let mut inputs: HashMap<String, Json> = HashMap::new();
     for (name, source) in &sources {
         let json = match source {
             Source::Package(k) => packaged.get(k).cloned(),
-            Source::Xml(p) => std::fs::read_to_string(p).ok().and_then(|t| xml_to_json(defs, &t)),
+            Source::Xml(p) => std::fs::read_to_string(p)
+                .ok()
+                .and_then(|t| xml_to_json(defs, &t)),
             Source::Missing => None,
         };
         if let Some(j) = json {
@@ -339,7 +418,10 @@ fn official_fhirpath_suite() {
         if let Some(reason) = skip_reason(case, &inputs) {
             skipped += 1;
             g.2 += 1;
-            failures.push_str(&format!("SKIP {} [{}]: {}\n", case.name, case.group, reason));
+            failures.push_str(&format!(
+                "SKIP {} [{}]: {}\n",
+                case.name, case.group, reason
+            ));
             continue;
         }
         let outcome = std::panic::catch_unwind(|| run_case(case, &inputs, defs))
@@ -352,7 +434,13 @@ fn official_fhirpath_suite() {
             Err(why) => {
                 failed += 1;
                 g.1 += 1;
-                failures.push_str(&format!("FAIL {} [{}]: {}\n    {}\n", case.name, case.group, case.expression.trim(), why));
+                failures.push_str(&format!(
+                    "FAIL {} [{}]: {}\n    {}\n",
+                    case.name,
+                    case.group,
+                    case.expression.trim(),
+                    why
+                ));
             }
         }
     }
@@ -369,5 +457,8 @@ fn official_fhirpath_suite() {
         println!("failures written to {}", report.display());
     }
     println!("fhirpath suite: {passed} passed, {failed} failed, {skipped} skipped");
-    assert!(passed >= PASS_FLOOR, "pass count {passed} fell below the floor {PASS_FLOOR}");
+    assert!(
+        passed >= PASS_FLOOR,
+        "pass count {passed} fell below the floor {PASS_FLOOR}"
+    );
 }

@@ -12,8 +12,8 @@
 //! The output is deterministic: one structure, parameter or terminology resource per line.
 
 use huitong::definitions::{
-    Binding, CompartmentDef, Constraint, CoreArtefact, ElementDef, SearchParamDef, StructureDef, StructureKind,
-    TypeRef,
+    Binding, CompartmentDef, Constraint, CoreArtefact, ElementDef, SearchParamDef, StructureDef,
+    StructureKind, TypeRef,
 };
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -119,7 +119,11 @@ fn bundle_resources(dir: &Path, file: &str) -> Res<Vec<Value>> {
     if v.get("resourceType").and_then(Value::as_str) == Some("Bundle") {
         Ok(v.get("entry")
             .and_then(Value::as_array)
-            .map(|es| es.iter().filter_map(|e| e.get("resource").cloned()).collect())
+            .map(|es| {
+                es.iter()
+                    .filter_map(|e| e.get("resource").cloned())
+                    .collect()
+            })
             .unwrap_or_default())
     } else {
         Ok(vec![v])
@@ -133,14 +137,19 @@ fn s<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
 fn strings(v: &Value, key: &str) -> Vec<String> {
     v.get(key)
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn run(dir: &Path, out: &Path) -> Res<String> {
     let corrections_path = out.join("corrections.json");
     let corrections: Corrections = if corrections_path.exists() {
-        serde_json::from_value(read_json(&corrections_path)?).map_err(|e| format!("corrections.json: {e}"))?
+        serde_json::from_value(read_json(&corrections_path)?)
+            .map_err(|e| format!("corrections.json: {e}"))?
     } else {
         Corrections::default()
     };
@@ -150,10 +159,17 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
     sds.extend(resources.iter().cloned());
 
     // Structures.
-    let drop: HashSet<&str> = corrections.drop_structures.iter().map(String::as_str).collect();
+    let drop: HashSet<&str> = corrections
+        .drop_structures
+        .iter()
+        .map(String::as_str)
+        .collect();
     let mut dropped_seen = HashSet::new();
     let mut structures = Vec::new();
-    for sd in sds.iter().filter(|r| s(r, "resourceType") == Some("StructureDefinition")) {
+    for sd in sds
+        .iter()
+        .filter(|r| s(r, "resourceType") == Some("StructureDefinition"))
+    {
         let name = s(sd, "name").unwrap_or_default();
         let kind = match s(sd, "kind") {
             Some("primitive-type") => StructureKind::PrimitiveType,
@@ -173,13 +189,19 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
     }
     for d in &drop {
         if !dropped_seen.contains(*d) {
-            return Err(format!("correction: structure {d} to drop is not in the input"));
+            return Err(format!(
+                "correction: structure {d} to drop is not in the input"
+            ));
         }
     }
     apply_element_corrections(&mut structures, &corrections.elements)?;
 
     // Search parameters.
-    let drop_sp: HashSet<&str> = corrections.drop_search_parameters.iter().map(String::as_str).collect();
+    let drop_sp: HashSet<&str> = corrections
+        .drop_search_parameters
+        .iter()
+        .map(String::as_str)
+        .collect();
     let mut search_parameters = Vec::new();
     let mut sp_seen = HashSet::new();
     for sp in bundle_resources(dir, "search-parameters.json")? {
@@ -195,13 +217,18 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
     }
     for add in &corrections.add_search_parameters {
         if search_parameters.iter().any(|p| p.url == add.url) {
-            return Err(format!("correction: search parameter {} to add is already in the input", add.url));
+            return Err(format!(
+                "correction: search parameter {} to add is already in the input",
+                add.url
+            ));
         }
         search_parameters.push(add.clone());
     }
     for d in &drop_sp {
         if !sp_seen.contains(*d) {
-            return Err(format!("correction: search parameter {d} to drop is not in the input"));
+            return Err(format!(
+                "correction: search parameter {d} to drop is not in the input"
+            ));
         }
     }
     for c in &corrections.search_parameters {
@@ -210,7 +237,9 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
             .find(|p| p.url == c.url)
             .ok_or_else(|| format!("correction: search parameter {} not in the input", c.url))?;
         let mut v = serde_json::to_value(&*sp).map_err(|e| e.to_string())?;
-        let obj = v.as_object_mut().ok_or("search parameter is not an object")?;
+        let obj = v
+            .as_object_mut()
+            .ok_or("search parameter is not an object")?;
         for (k, val) in &c.set {
             if val.is_null() {
                 obj.remove(k);
@@ -262,7 +291,12 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
             continue;
         };
         for part in ["include", "exclude"] {
-            for inc in vs.pointer(&format!("/compose/{part}")).and_then(Value::as_array).into_iter().flatten() {
+            for inc in vs
+                .pointer(&format!("/compose/{part}"))
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 if let Some(sys) = s(inc, "system") {
                     cs_wanted.insert(sys.to_string());
                 }
@@ -301,12 +335,15 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
     std::fs::write(&target, &text).map_err(|e| format!("{}: {e}", target.display()))?;
     let missing_list: Vec<String> = missing.into_iter().collect();
     Ok(format!(
-        "wrote {}: {} bytes, {} structures, {} elements, {} search parameters, {} compartments, {} value sets, {} code systems; \
+        "r4-core.json: {} bytes, {} structures, {} elements, {} search parameters, {} compartments, {} value sets, {} code systems; \
          {} corrections applied; not in the package (external terminology): {}",
-        target.display(),
         text.len(),
         artefact.structures.len(),
-        artefact.structures.iter().map(|s| s.elements.len()).sum::<usize>(),
+        artefact
+            .structures
+            .iter()
+            .map(|s| s.elements.len())
+            .sum::<usize>(),
         artefact.search_parameters.len(),
         artefact.compartments.len(),
         artefact.value_sets.len(),
@@ -317,20 +354,28 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
             + corrections.elements.len()
             + corrections.search_parameters.len(),
         missing_list.join(", ")
-    ) + "\n" + &describe_corrections(&corrections))
+    ) + "\n"
+        + &describe_corrections(&corrections))
 }
 
 /// The corrections as a Markdown list (for SOURCE.md).
 fn describe_corrections(c: &Corrections) -> String {
     let mut out = Vec::new();
     for d in &c.drop_structures {
-        out.push(format!("- StructureDefinition `{d}`: dropped (not in R4 core)."));
+        out.push(format!(
+            "- StructureDefinition `{d}`: dropped (not in R4 core)."
+        ));
     }
     for d in &c.drop_search_parameters {
-        out.push(format!("- SearchParameter `{d}`: dropped (not in R4 core)."));
+        out.push(format!(
+            "- SearchParameter `{d}`: dropped (not in R4 core)."
+        ));
     }
     for a in &c.add_search_parameters {
-        out.push(format!("- SearchParameter `{}`: added (in R4 core, missing from the package).", a.url));
+        out.push(format!(
+            "- SearchParameter `{}`: added (in R4 core, missing from the package).",
+            a.url
+        ));
     }
     for e in &c.elements {
         let at = match (&e.path, &e.slice) {
@@ -343,23 +388,50 @@ fn describe_corrections(c: &Corrections) -> String {
                 let names: Vec<&str> = fields.keys().map(String::as_str).collect();
                 format!("{at}: set {} to the official value", names.join(", "))
             }
-            ElementOp::Remove { paths } => format!("removed {}", paths.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")),
+            ElementOp::Remove { paths } => format!(
+                "removed {}",
+                paths
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             ElementOp::InsertAfter { elements } => format!(
                 "inserted {} after {at}",
-                elements.iter().map(|e| format!("`{}`", e.path)).collect::<Vec<_>>().join(", ")
+                elements
+                    .iter()
+                    .map(|e| format!("`{}`", e.path))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             ElementOp::SetConstraint { constraint } => {
-                format!("{at}: constraint `{}` set to `{}`", constraint.key, constraint.expression.as_deref().unwrap_or(""))
+                format!(
+                    "{at}: constraint `{}` set to `{}`",
+                    constraint.key,
+                    constraint.expression.as_deref().unwrap_or("")
+                )
             }
             ElementOp::RemoveConstraint { key } => format!("{at}: constraint `{key}` removed"),
         };
-        let note = e.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
+        let note = e
+            .note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
         out.push(format!("- {}: {what}{note}", e.structure));
     }
     for p in &c.search_parameters {
         let names: Vec<&str> = p.set.keys().map(String::as_str).collect();
-        let note = p.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default();
-        out.push(format!("- SearchParameter `{}`: set {} to the official value{note}", p.url, names.join(", ")));
+        let note = p
+            .note
+            .as_deref()
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        out.push(format!(
+            "- SearchParameter `{}`: set {} to the official value{note}",
+            p.url,
+            names.join(", ")
+        ));
     }
     out.join("\n")
 }
@@ -370,7 +442,10 @@ fn canonical(url: &str) -> &str {
 }
 
 fn compact_structure(sd: &Value, kind: StructureKind) -> Res<StructureDef> {
-    let name = s(sd, "type").or_else(|| s(sd, "name")).unwrap_or_default().to_string();
+    let name = s(sd, "type")
+        .or_else(|| s(sd, "name"))
+        .unwrap_or_default()
+        .to_string();
     let elements = sd
         .pointer("/snapshot/element")
         .and_then(Value::as_array)
@@ -388,6 +463,17 @@ fn compact_structure(sd: &Value, kind: StructureKind) -> Res<StructureDef> {
     })
 }
 
+/// The string value of an extension on an `ElementDefinition.type`.
+fn type_extension(t: &Value, url: &str, value_key: &str) -> Option<String> {
+    t.get("extension")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|x| s(x, "url") == Some(url))
+        .and_then(|x| s(x, value_key))
+        .map(String::from)
+}
+
 fn compact_element(el: &Value) -> ElementDef {
     let types = el
         .get("type")
@@ -398,6 +484,16 @@ fn compact_element(el: &Value) -> ElementDef {
                     code: s(t, "code").unwrap_or_default().to_string(),
                     profile: strings(t, "profile"),
                     target_profile: strings(t, "targetProfile"),
+                    fhir_type: type_extension(
+                        t,
+                        "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type",
+                        "valueUrl",
+                    ),
+                    regex: type_extension(
+                        t,
+                        "http://hl7.org/fhir/StructureDefinition/regex",
+                        "valueString",
+                    ),
                 })
                 .collect()
         })
@@ -423,7 +519,10 @@ fn compact_element(el: &Value) -> ElementDef {
     let prefixed = |prefix: &str| {
         obj.and_then(|o| {
             o.iter()
-                .find(|(k, _)| k.starts_with(prefix) && k[prefix.len()..].starts_with(|c: char| c.is_ascii_uppercase()))
+                .find(|(k, _)| {
+                    k.starts_with(prefix)
+                        && k[prefix.len()..].starts_with(|c: char| c.is_ascii_uppercase())
+                })
                 .map(|(_, v)| v.clone())
         })
     };
@@ -438,12 +537,21 @@ fn compact_element(el: &Value) -> ElementDef {
         constraints,
         fixed: prefixed("fixed"),
         pattern: prefixed("pattern"),
-        summary: el.get("isSummary").and_then(Value::as_bool).unwrap_or(false),
-        modifier: el.get("isModifier").and_then(Value::as_bool).unwrap_or(false),
+        summary: el
+            .get("isSummary")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        modifier: el
+            .get("isModifier")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
     }
 }
 
-fn apply_element_corrections(structures: &mut [StructureDef], corrections: &[ElementCorrection]) -> Res<()> {
+fn apply_element_corrections(
+    structures: &mut [StructureDef],
+    corrections: &[ElementCorrection],
+) -> Res<()> {
     for c in corrections {
         let sd = structures
             .iter_mut()
@@ -456,7 +564,10 @@ fn apply_element_corrections(structures: &mut [StructureDef], corrections: &[Ele
                 .ok_or_else(|| format!("correction: element {path} ({slice:?}) not in {}", sd.name))
         };
         let at = || -> Res<usize> {
-            let path = c.path.as_deref().ok_or_else(|| format!("correction on {}: no path", c.structure))?;
+            let path = c
+                .path
+                .as_deref()
+                .ok_or_else(|| format!("correction on {}: no path", c.structure))?;
             find(sd, path, &c.slice)
         };
         match &c.op {
@@ -471,7 +582,8 @@ fn apply_element_corrections(structures: &mut [StructureDef], corrections: &[Ele
                         obj.insert(k.clone(), val.clone());
                     }
                 }
-                sd.elements[i] = serde_json::from_value(v).map_err(|e| format!("correction {:?}: {e}", c.path))?;
+                sd.elements[i] = serde_json::from_value(v)
+                    .map_err(|e| format!("correction {:?}: {e}", c.path))?;
             }
             ElementOp::Remove { paths } => {
                 for p in paths {
@@ -499,7 +611,10 @@ fn apply_element_corrections(structures: &mut [StructureDef], corrections: &[Ele
                 let before = cs.len();
                 cs.retain(|x| &x.key != key);
                 if cs.len() == before {
-                    return Err(format!("correction: constraint {key} not on {:?} in {}", c.path, c.structure));
+                    return Err(format!(
+                        "correction: constraint {key} not on {:?} in {}",
+                        c.path, c.structure
+                    ));
                 }
             }
         }
@@ -542,7 +657,12 @@ fn compact_compartment(cd: &Value) -> CompartmentDef {
             .and_then(Value::as_array)
             .map(|rs| {
                 rs.iter()
-                    .map(|r| (s(r, "code").unwrap_or_default().to_string(), strings(r, "param")))
+                    .map(|r| {
+                        (
+                            s(r, "code").unwrap_or_default().to_string(),
+                            strings(r, "param"),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default(),
@@ -651,7 +771,9 @@ fn strip_expansion(v: &Value) -> Value {
                 .flatten()
                 .map(|c| {
                     let mut o = Map::new();
-                    for k in ["system", "version", "code", "display", "abstract", "inactive"] {
+                    for k in [
+                        "system", "version", "code", "display", "abstract", "inactive",
+                    ] {
                         if let Some(x) = c.get(k) {
                             o.insert(k.into(), x.clone());
                         }

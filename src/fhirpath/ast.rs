@@ -97,14 +97,30 @@ pub enum Expr {
     /// `%name`
     External(String),
     /// A member name: on the input collection (`target` absent) or on `target`'s result.
-    Member { target: Option<Box<Expr>>, name: String, pos: Pos },
+    Member {
+        target: Option<Box<Expr>>,
+        name: String,
+        pos: Pos,
+    },
     /// A function call, on the input collection (`target` absent) or on `target`'s result.
-    Call { target: Option<Box<Expr>>, name: String, args: Vec<Expr>, pos: Pos },
+    Call {
+        target: Option<Box<Expr>>,
+        name: String,
+        args: Vec<Expr>,
+        pos: Pos,
+    },
     /// `target[index]`
     Indexer(Box<Expr>, Box<Expr>),
     /// Unary `-` (`negate` true) or `+`.
-    Unary { negate: bool, operand: Box<Expr> },
-    Binary { op: BinOp, left: Box<Expr>, right: Box<Expr> },
+    Unary {
+        negate: bool,
+        operand: Box<Expr>,
+    },
+    Binary {
+        op: BinOp,
+        left: Box<Expr>,
+        right: Box<Expr>,
+    },
     /// `expr is Type`
     Is(Box<Expr>, TypeSpec),
     /// `expr as Type`
@@ -115,11 +131,25 @@ impl Expr {
     /// The type name an argument like `ofType(FHIR.Patient)` denotes, when it is a bare (qualified) name.
     pub fn as_type_spec(&self) -> Option<TypeSpec> {
         match self {
-            Expr::Member { target: None, name, .. } => Some(TypeSpec { namespace: None, name: name.clone() }),
-            Expr::Member { target: Some(t), name, .. } => match t.as_ref() {
-                Expr::Member { target: None, name: ns, .. } => {
-                    Some(TypeSpec { namespace: Some(ns.clone()), name: name.clone() })
-                }
+            Expr::Member {
+                target: None, name, ..
+            } => Some(TypeSpec {
+                namespace: None,
+                name: name.clone(),
+            }),
+            Expr::Member {
+                target: Some(t),
+                name,
+                ..
+            } => match t.as_ref() {
+                Expr::Member {
+                    target: None,
+                    name: ns,
+                    ..
+                } => Some(TypeSpec {
+                    namespace: Some(ns.clone()),
+                    name: name.clone(),
+                }),
                 _ => None,
             },
             _ => None,

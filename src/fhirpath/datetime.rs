@@ -214,7 +214,11 @@ impl Temporal {
         let days = if self.kind == TemporalKind::Time {
             0
         } else {
-            days_from_civil(i64::from(self.year), i64::from(self.month), i64::from(self.day))
+            days_from_civil(
+                i64::from(self.year),
+                i64::from(self.month),
+                i64::from(self.day),
+            )
         };
         let ms = days * MS_PER_DAY
             + i64::from(self.hour) * 3_600_000
@@ -301,7 +305,11 @@ impl Temporal {
                 o => return Some(o),
             }
         }
-        if la != lb { None } else { Some(Ordering::Equal) }
+        if la != lb {
+            None
+        } else {
+            Some(Ordering::Equal)
+        }
     }
 
     /// Equivalence (`~`): different precisions are simply not equivalent.
@@ -327,8 +335,16 @@ impl Temporal {
         }
         if unit == "year" || unit == "month" {
             let n = value.trunc().to_i64()?;
-            let months = if unit == "year" { n.checked_mul(12)? } else { n };
-            let months = if self.precision == Precision::Year { months / 12 * 12 } else { months };
+            let months = if unit == "year" {
+                n.checked_mul(12)?
+            } else {
+                n
+            };
+            let months = if self.precision == Precision::Year {
+                months / 12 * 12
+            } else {
+                months
+            };
             let total = i64::from(self.year) * 12 + i64::from(self.month) - 1 + months;
             let mut t = *self;
             t.year = i32::try_from(total.div_euclid(12)).ok()?;
@@ -357,7 +373,11 @@ impl Temporal {
         };
         let steps = (total / Decimal::from(grain)).trunc().to_i64()?;
         if matches!(self.precision, Precision::Year | Precision::Month) {
-            let months = if self.precision == Precision::Year { steps * 12 } else { steps };
+            let months = if self.precision == Precision::Year {
+                steps * 12
+            } else {
+                steps
+            };
             return self.add(Decimal::from(months), "month");
         }
         let delta = steps.checked_mul(grain)?;
@@ -453,13 +473,22 @@ mod tests {
 
     #[test]
     fn parses_and_prints_partials() {
-        for s in ["2012", "2012-04", "2012-04-15", "2012-04-15T10:00:00.000+10:00", "2012-04-15T10Z"] {
+        for s in [
+            "2012",
+            "2012-04",
+            "2012-04-15",
+            "2012-04-15T10:00:00.000+10:00",
+            "2012-04-15T10Z",
+        ] {
             let t = Temporal::parse_date_time(s).expect(s);
             assert_eq!(t.to_string(), s);
         }
         assert!(Temporal::parse_date_time("2012-13").is_none());
         assert!(Temporal::parse_date_time("2012-02-30").is_none());
-        assert_eq!(Temporal::parse_time("14:34:28.1").map(|t| t.millis), Some(100));
+        assert_eq!(
+            Temporal::parse_time("14:34:28.1").map(|t| t.millis),
+            Some(100)
+        );
     }
 
     #[test]
@@ -477,8 +506,14 @@ mod tests {
     #[test]
     fn arithmetic_clamps_days() {
         let a = Temporal::parse_date_time("2012-01-31").unwrap();
-        assert_eq!(a.add(Decimal::ONE, "month").unwrap().to_string(), "2012-02-29");
+        assert_eq!(
+            a.add(Decimal::ONE, "month").unwrap().to_string(),
+            "2012-02-29"
+        );
         let t = Temporal::parse_time("23:00").unwrap();
-        assert_eq!(t.add(Decimal::from(2), "hour").unwrap().to_string(), "01:00");
+        assert_eq!(
+            t.add(Decimal::from(2), "hour").unwrap().to_string(),
+            "01:00"
+        );
     }
 }

@@ -23,7 +23,11 @@ pub struct SyntaxError {
 
 impl SyntaxError {
     pub(crate) fn new(pos: Pos, expected: &str) -> Self {
-        SyntaxError { pos, expected: expected.to_string(), found: None }
+        SyntaxError {
+            pos,
+            expected: expected.to_string(),
+            found: None,
+        }
     }
     pub(crate) fn found(mut self, found: &str) -> Self {
         self.found = Some(found.to_string());
@@ -33,7 +37,11 @@ impl SyntaxError {
 
 impl fmt::Display for SyntaxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "syntax error at line {}, column {}: expected {}", self.pos.line, self.pos.column, self.expected)?;
+        write!(
+            f,
+            "syntax error at line {}, column {}: expected {}",
+            self.pos.line, self.pos.column, self.expected
+        )?;
         if let Some(found) = &self.found {
             write!(f, ", found {found}")?;
         }
@@ -54,7 +62,10 @@ pub struct EvalError {
 
 impl EvalError {
     pub(crate) fn new(context: impl Into<String>, message: impl Into<String>) -> Self {
-        EvalError { context: context.into(), message: message.into() }
+        EvalError {
+            context: context.into(),
+            message: message.into(),
+        }
     }
 }
 

@@ -46,7 +46,12 @@ pub trait ReferenceResolver {
 pub trait Terminology {
     /// Whether `value` (a code, Coding or CodeableConcept as JSON; `type_name` says which) is in
     /// the value set; `Ok(None)` when unknown.
-    fn member_of(&self, value: &Json, type_name: &str, value_set: &str) -> Result<Option<bool>, String>;
+    fn member_of(
+        &self,
+        value: &Json,
+        type_name: &str,
+        value_set: &str,
+    ) -> Result<Option<bool>, String>;
 }
 
 /// Answers `conformsTo()` (the validator implements it).
@@ -87,7 +92,10 @@ impl<'a> Environment<'a> {
     }
 
     /// An environment for `resource` with the given definitions (`None`: structural only).
-    pub fn with_definitions(resource: &'a Json, definitions: Option<&'static Definitions>) -> Environment<'a> {
+    pub fn with_definitions(
+        resource: &'a Json,
+        definitions: Option<&'static Definitions>,
+    ) -> Environment<'a> {
         let root = Value::Node(model::resource_node(resource, definitions));
         Environment {
             context: vec![root.clone()],
@@ -130,8 +138,15 @@ impl Expression {
 
     /// Evaluates over the environment's `%context`.
     pub fn evaluate<'a>(&self, env: &Environment<'a>) -> Result<Collection<'a>, EvalError> {
-        let ev = eval::Evaluator { env, depth: std::cell::Cell::new(0) };
-        let frame = eval::Frame { this: env.context.clone(), index: None, total: None };
+        let ev = eval::Evaluator {
+            env,
+            depth: std::cell::Cell::new(0),
+        };
+        let frame = eval::Frame {
+            this: env.context.clone(),
+            index: None,
+            total: None,
+        };
         ev.eval(&self.ast, &frame)
     }
 
@@ -146,7 +161,10 @@ impl Expression {
 /// Parses an expression.
 pub fn parse(expression: &str) -> Result<Expression, SyntaxError> {
     let ast = parser::parse(expression)?;
-    Ok(Expression { source: Arc::from(expression), ast: Arc::new(ast) })
+    Ok(Expression {
+        source: Arc::from(expression),
+        ast: Arc::new(ast),
+    })
 }
 
 /// Parses and evaluates `expression` over `resource` with the core definitions, returning the result
@@ -175,13 +193,15 @@ pub fn collection_to_typed_json(c: &Collection) -> Json {
 /// `huitong fhirpath 'EXPR' FILE.json`: evaluates over the resource in the file and returns the
 /// result collection as pretty JSON with types.
 pub fn run_cli(expr: &str, file: &Path) -> Result<String, FhirPathError> {
-    let text = std::fs::read_to_string(file).map_err(|e| FhirPathError::Input(format!("{}: {e}", file.display())))?;
-    let resource: Json =
-        serde_json::from_str(&text).map_err(|e| FhirPathError::Input(format!("{}: {e}", file.display())))?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| FhirPathError::Input(format!("{}: {e}", file.display())))?;
+    let resource: Json = serde_json::from_str(&text)
+        .map_err(|e| FhirPathError::Input(format!("{}: {e}", file.display())))?;
     let expression = parse(expr)?;
     let env = Environment::for_resource(&resource);
     let result = expression.evaluate(&env)?;
-    serde_json::to_string_pretty(&collection_to_typed_json(&result)).map_err(|e| FhirPathError::Input(e.to_string()))
+    serde_json::to_string_pretty(&collection_to_typed_json(&result))
+        .map_err(|e| FhirPathError::Input(e.to_string()))
 }
 
 #[cfg(test)]

@@ -15,11 +15,18 @@ pub const MAX_DEPTH: usize = 64;
 /// Parses a whole expression.
 pub fn parse(src: &str) -> Result<Expr, SyntaxError> {
     let tokens = tokenize(src)?;
-    let mut p = Parser { tokens, i: 0, depth: 0 };
+    let mut p = Parser {
+        tokens,
+        i: 0,
+        depth: 0,
+    };
     let e = p.expression()?;
     let t = p.peek();
     if t.tok != Tok::Eof {
-        return Err(SyntaxError::new(t.pos, "an operator or the end of the expression").found(&describe(&t.tok)));
+        return Err(
+            SyntaxError::new(t.pos, "an operator or the end of the expression")
+                .found(&describe(&t.tok)),
+        );
     }
     Ok(e)
 }
@@ -44,7 +51,13 @@ fn describe(t: &Tok) -> String {
 }
 
 fn keyword_op(t: &Tok) -> Option<BinOp> {
-    let Tok::Ident { name, delimited: false } = t else { return None };
+    let Tok::Ident {
+        name,
+        delimited: false,
+    } = t
+    else {
+        return None;
+    };
     Some(match name.as_str() {
         "div" => BinOp::IntDiv,
         "mod" => BinOp::Mod,
@@ -98,7 +111,10 @@ const TYPE_LEVEL: u8 = 7;
 
 impl Parser {
     fn peek(&self) -> Token {
-        self.tokens.get(self.i).cloned().unwrap_or(Token { tok: Tok::Eof, pos: Pos::default() })
+        self.tokens.get(self.i).cloned().unwrap_or(Token {
+            tok: Tok::Eof,
+            pos: Pos::default(),
+        })
     }
     fn peek_tok(&self) -> &Tok {
         self.tokens.get(self.i).map(|t| &t.tok).unwrap_or(&Tok::Eof)
@@ -129,7 +145,10 @@ impl Parser {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
             let t = self.peek();
-            return Err(SyntaxError::new(t.pos, &format!("an expression nested at most {MAX_DEPTH} deep")));
+            return Err(SyntaxError::new(
+                t.pos,
+                &format!("an expression nested at most {MAX_DEPTH} deep"),
+            ));
         }
         Ok(())
     }
@@ -153,7 +172,11 @@ impl Parser {
         let mut left = self.unary()?;
         loop {
             let tok = self.peek_tok().clone();
-            if let Tok::Ident { name, delimited: false } = &tok {
+            if let Tok::Ident {
+                name,
+                delimited: false,
+            } = &tok
+            {
                 if (name == "is" || name == "as") && TYPE_LEVEL >= min {
                     self.advance();
                     self.deeper()?;
@@ -166,7 +189,9 @@ impl Parser {
                     continue;
                 }
             }
-            let Some(op) = sym_op(&tok).or_else(|| keyword_op(&tok)) else { break };
+            let Some(op) = sym_op(&tok).or_else(|| keyword_op(&tok)) else {
+                break;
+            };
             let l = level(op);
             if l < min {
                 break;
@@ -174,7 +199,11 @@ impl Parser {
             self.advance();
             self.deeper()?;
             let right = self.binary(l + 1)?;
-            left = Expr::Binary { op, left: Box::new(left), right: Box::new(right) };
+            left = Expr::Binary {
+                op,
+                left: Box::new(left),
+                right: Box::new(right),
+            };
         }
         Ok(left)
     }
@@ -184,9 +213,15 @@ impl Parser {
         if self.is_sym(".") {
             self.advance();
             let name = self.identifier("a type name after the namespace")?;
-            return Ok(TypeSpec { namespace: Some(first), name });
+            return Ok(TypeSpec {
+                namespace: Some(first),
+                name,
+            });
         }
-        Ok(TypeSpec { namespace: None, name: first })
+        Ok(TypeSpec {
+            namespace: None,
+            name: first,
+        })
     }
 
     fn identifier(&mut self, what: &str) -> Result<String, SyntaxError> {
@@ -205,7 +240,10 @@ impl Parser {
             self.deeper()?;
             let operand = self.unary();
             self.depth = base;
-            return Ok(Expr::Unary { negate, operand: Box::new(operand?) });
+            return Ok(Expr::Unary {
+                negate,
+                operand: Box::new(operand?),
+            });
         }
         self.postfix()
     }
@@ -229,7 +267,10 @@ impl Parser {
                 let name = match t.tok {
                     Tok::Ident { name, .. } => name,
                     other => {
-                        return Err(SyntaxError::new(t.pos, "a member or function name after '.'").found(&describe(&other)));
+                        return Err(
+                            SyntaxError::new(t.pos, "a member or function name after '.'")
+                                .found(&describe(&other)),
+                        );
                     }
                 };
                 e = self.member_or_call(Some(Box::new(e)), name, t.pos)?;
@@ -244,7 +285,12 @@ impl Parser {
         }
     }
 
-    fn member_or_call(&mut self, target: Option<Box<Expr>>, name: String, pos: Pos) -> Result<Expr, SyntaxError> {
+    fn member_or_call(
+        &mut self,
+        target: Option<Box<Expr>>,
+        name: String,
+        pos: Pos,
+    ) -> Result<Expr, SyntaxError> {
         if !self.is_sym("(") {
             return Ok(Expr::Member { target, name, pos });
         }
@@ -261,7 +307,12 @@ impl Parser {
             }
         }
         self.expect_sym(")")?;
-        Ok(Expr::Call { target, name, args, pos })
+        Ok(Expr::Call {
+            target,
+            name,
+            args,
+            pos,
+        })
     }
 
     fn term(&mut self) -> Result<Expr, SyntaxError> {
@@ -304,7 +355,10 @@ impl Parser {
         }
         let unit = match self.peek_tok() {
             Tok::Str(u) => Some(u.clone()),
-            Tok::Ident { name, delimited: false } if is_calendar_unit(name) => Some(singular_calendar(name).to_string()),
+            Tok::Ident {
+                name,
+                delimited: false,
+            } if is_calendar_unit(name) => Some(singular_calendar(name).to_string()),
             _ => None,
         };
         if let Some(unit) = unit {
@@ -313,7 +367,8 @@ impl Parser {
             return Ok(Expr::Literal(Literal::Quantity(Quantity { value, unit })));
         }
         if text.contains('.') {
-            let d = parse_decimal(text).ok_or_else(|| SyntaxError::new(pos, "a decimal within 28 digits"))?;
+            let d = parse_decimal(text)
+                .ok_or_else(|| SyntaxError::new(pos, "a decimal within 28 digits"))?;
             return Ok(Expr::Literal(Literal::Decimal(d)));
         }
         match text.parse::<i64>() {
@@ -332,8 +387,9 @@ fn datetime_literal(s: &str, pos: Pos) -> Result<Literal, SyntaxError> {
     } else {
         Temporal::parse_date_time(s)
     };
-    t.map(Literal::Temporal)
-        .ok_or_else(|| SyntaxError::new(pos, "a valid date, dateTime or time literal").found(&format!("@{s}")))
+    t.map(Literal::Temporal).ok_or_else(|| {
+        SyntaxError::new(pos, "a valid date, dateTime or time literal").found(&format!("@{s}"))
+    })
 }
 
 #[cfg(test)]
@@ -343,19 +399,44 @@ mod tests {
     #[test]
     fn precedence() {
         let e = parse("1 + 2 * 3 = 7 and true").unwrap();
-        let Expr::Binary { op: BinOp::And, left, .. } = e else { panic!("and at the top") };
+        let Expr::Binary {
+            op: BinOp::And,
+            left,
+            ..
+        } = e
+        else {
+            panic!("and at the top")
+        };
         assert!(matches!(*left, Expr::Binary { op: BinOp::Eq, .. }));
-        assert!(matches!(parse("1 > 2 is Boolean").unwrap(), Expr::Binary { op: BinOp::Gt, .. }));
-        assert!(matches!(parse("-1.convertsToInteger()").unwrap(), Expr::Unary { .. }));
+        assert!(matches!(
+            parse("1 > 2 is Boolean").unwrap(),
+            Expr::Binary { op: BinOp::Gt, .. }
+        ));
+        assert!(matches!(
+            parse("-1.convertsToInteger()").unwrap(),
+            Expr::Unary { .. }
+        ));
     }
 
     #[test]
     fn literals() {
         assert_eq!(parse("4 days").unwrap(), parse("4 'day'").unwrap());
-        assert!(matches!(parse("@2015-02-04T14:34:28.123+09:00").unwrap(), Expr::Literal(Literal::Temporal(_))));
-        assert!(matches!(parse("@T14:34").unwrap(), Expr::Literal(Literal::Temporal(_))));
-        assert!(matches!(parse("10L").unwrap(), Expr::Literal(Literal::Long(10))));
-        assert_eq!(parse("'a\\'b\\u0041'").unwrap(), Expr::Literal(Literal::String("a'bA".into())));
+        assert!(matches!(
+            parse("@2015-02-04T14:34:28.123+09:00").unwrap(),
+            Expr::Literal(Literal::Temporal(_))
+        ));
+        assert!(matches!(
+            parse("@T14:34").unwrap(),
+            Expr::Literal(Literal::Temporal(_))
+        ));
+        assert!(matches!(
+            parse("10L").unwrap(),
+            Expr::Literal(Literal::Long(10))
+        ));
+        assert_eq!(
+            parse("'a\\'b\\u0041'").unwrap(),
+            Expr::Literal(Literal::String("a'bA".into()))
+        );
     }
 
     #[test]

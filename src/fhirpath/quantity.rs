@@ -88,7 +88,11 @@ fn pow10(e: i32) -> Decimal {
     let mut d = Decimal::ONE;
     let ten = Decimal::from(10);
     for _ in 0..e.unsigned_abs().min(28) {
-        d = if e > 0 { d.saturating_mul(ten) } else { d / ten };
+        d = if e > 0 {
+            d.saturating_mul(ten)
+        } else {
+            d / ten
+        };
     }
     d
 }
@@ -115,7 +119,9 @@ pub fn is_calendar_unit(unit: &str) -> bool {
 
 /// Normalises a calendar keyword to its singular form (`days` -> `day`).
 pub fn singular_calendar(unit: &str) -> &str {
-    unit.strip_suffix('s').filter(|u| is_calendar_unit(u)).unwrap_or(unit)
+    unit.strip_suffix('s')
+        .filter(|u| is_calendar_unit(u))
+        .unwrap_or(unit)
 }
 
 fn reduce_term(term: &str) -> Option<Reduced> {
@@ -124,18 +130,32 @@ fn reduce_term(term: &str) -> Option<Reduced> {
     }
     // `{annotation}` alone is unity; a trailing annotation is ignored.
     let term = match term.find('{') {
-        Some(0) => return term.ends_with('}').then(|| Reduced { factor: Decimal::ONE, dims: BTreeMap::new() }),
+        Some(0) => {
+            return term.ends_with('}').then(|| Reduced {
+                factor: Decimal::ONE,
+                dims: BTreeMap::new(),
+            });
+        }
         Some(i) => &term[..i],
         None => term,
     };
-    if let Some(exp) = term.strip_prefix("10*").or_else(|| term.strip_prefix("10^")) {
+    if let Some(exp) = term
+        .strip_prefix("10*")
+        .or_else(|| term.strip_prefix("10^"))
+    {
         let e: i32 = exp.parse().ok()?;
-        return Some(Reduced { factor: pow10(e), dims: BTreeMap::new() });
+        return Some(Reduced {
+            factor: pow10(e),
+            dims: BTreeMap::new(),
+        });
     }
     // Split a trailing exponent (`m2`, `s-1`), unless the whole term is a number.
     if term.bytes().all(|b| b.is_ascii_digit()) {
         let n: i64 = term.parse().ok()?;
-        return Some(Reduced { factor: Decimal::from(n), dims: BTreeMap::new() });
+        return Some(Reduced {
+            factor: Decimal::from(n),
+            dims: BTreeMap::new(),
+        });
     }
     let cut = term
         .char_indices()
@@ -170,31 +190,48 @@ fn reduce_term(term: &str) -> Option<Reduced> {
                 None => {
                     let mut dims = BTreeMap::new();
                     dims.insert(base.to_string(), exp);
-                    return Some(Reduced { factor: Decimal::ONE, dims });
+                    return Some(Reduced {
+                        factor: Decimal::ONE,
+                        dims,
+                    });
                 }
             }
         }
     };
     let mut f = Decimal::ONE;
     for _ in 0..exp.unsigned_abs().min(8) {
-        f = if exp > 0 { f.checked_mul(factor)? } else { f.checked_div(factor)? };
+        f = if exp > 0 {
+            f.checked_mul(factor)?
+        } else {
+            f.checked_div(factor)?
+        };
     }
     let mut out = BTreeMap::new();
     for (d, e) in dims {
         out.insert((*d).to_string(), e * exp);
     }
-    Some(Reduced { factor: f, dims: out })
+    Some(Reduced {
+        factor: f,
+        dims: out,
+    })
 }
 
 fn reduce(unit: &str) -> Option<Reduced> {
     let unit = calendar_to_ucum(unit).unwrap_or(unit);
-    let mut acc = Reduced { factor: Decimal::ONE, dims: BTreeMap::new() };
+    let mut acc = Reduced {
+        factor: Decimal::ONE,
+        dims: BTreeMap::new(),
+    };
     let mut divide = false;
     let mut term = String::new();
     let mut depth = 0;
     let apply = |acc: &mut Reduced, term: &str, divide: bool| -> Option<()> {
         let r = reduce_term(term)?;
-        acc.factor = if divide { acc.factor.checked_div(r.factor)? } else { acc.factor.checked_mul(r.factor)? };
+        acc.factor = if divide {
+            acc.factor.checked_div(r.factor)?
+        } else {
+            acc.factor.checked_mul(r.factor)?
+        };
         for (d, e) in r.dims {
             let v = acc.dims.entry(d).or_insert(0);
             *v += if divide { -e } else { e };
@@ -229,7 +266,9 @@ fn reduce(unit: &str) -> Option<Reduced> {
 fn temperature_to_kelvin(value: Decimal, unit: &str) -> Option<Decimal> {
     match unit {
         "Cel" => Some(value + dec("273.15")),
-        "[degF]" => Some((value - Decimal::from(32)) * Decimal::from(5) / Decimal::from(9) + dec("273.15")),
+        "[degF]" => {
+            Some((value - Decimal::from(32)) * Decimal::from(5) / Decimal::from(9) + dec("273.15"))
+        }
         "K" => Some(value),
         _ => None,
     }
@@ -241,20 +280,31 @@ impl Quantity {
         if self.unit == unit {
             return Some(self.clone());
         }
-        if let (Some(k), Some(_)) = (temperature_to_kelvin(self.value, &self.unit), temperature_to_kelvin(Decimal::ZERO, unit)) {
+        if let (Some(k), Some(_)) = (
+            temperature_to_kelvin(self.value, &self.unit),
+            temperature_to_kelvin(Decimal::ZERO, unit),
+        ) {
             let v = match unit {
                 "Cel" => k - dec("273.15"),
-                "[degF]" => (k - dec("273.15")) * Decimal::from(9) / Decimal::from(5) + Decimal::from(32),
+                "[degF]" => {
+                    (k - dec("273.15")) * Decimal::from(9) / Decimal::from(5) + Decimal::from(32)
+                }
                 _ => k,
             };
-            return Some(Quantity { value: v.normalize(), unit: unit.to_string() });
+            return Some(Quantity {
+                value: v.normalize(),
+                unit: unit.to_string(),
+            });
         }
         let (a, b) = (reduce(&self.unit)?, reduce(unit)?);
         if a.dims != b.dims {
             return None;
         }
         let v = self.value.checked_mul(a.factor)?.checked_div(b.factor)?;
-        Some(Quantity { value: v.normalize(), unit: unit.to_string() })
+        Some(Quantity {
+            value: v.normalize(),
+            unit: unit.to_string(),
+        })
     }
 
     /// Whether the two units can be compared at all (calendar years and months do not compare with
@@ -287,10 +337,18 @@ impl Quantity {
         let o = match other.convert_to(&self.unit) {
             Some(o) => o,
             None => {
-                let (Some(a), Some(b)) = (calendar_to_ucum(&self.unit).or(Some(self.unit.as_str())), calendar_to_ucum(&other.unit).or(Some(other.unit.as_str()))) else {
+                let (Some(a), Some(b)) = (
+                    calendar_to_ucum(&self.unit).or(Some(self.unit.as_str())),
+                    calendar_to_ucum(&other.unit).or(Some(other.unit.as_str())),
+                ) else {
                     return false;
                 };
-                match (Quantity { value: other.value, unit: b.to_string() }).convert_to(a) {
+                match (Quantity {
+                    value: other.value,
+                    unit: b.to_string(),
+                })
+                .convert_to(a)
+                {
                     Some(o) => o,
                     None => return false,
                 }
@@ -309,13 +367,19 @@ impl Quantity {
             (_, a, "1") => Some(a.to_string()),
             (false, "1", b) => Some(b.to_string()),
             (true, a, b) if a == b => Some("1".to_string()),
-            (false, a, b) if a == b && simple(a) && !a.ends_with(|c: char| c.is_ascii_digit()) => Some(format!("{a}2")),
+            (false, a, b) if a == b && simple(a) && !a.ends_with(|c: char| c.is_ascii_digit()) => {
+                Some(format!("{a}2"))
+            }
             (false, a, b) if simple(a) && simple(b) => Some(format!("{a}.{b}")),
             (true, a, b) if simple(b) && !a.contains('/') => Some(format!("{a}/{b}")),
             _ => None,
         };
         if let (Some(unit), false) = (symbolic, is_calendar_unit(a) || is_calendar_unit(b)) {
-            let value = if divide { self.value.checked_div(other.value)?.normalize() } else { self.value.checked_mul(other.value)? };
+            let value = if divide {
+                self.value.checked_div(other.value)?.normalize()
+            } else {
+                self.value.checked_mul(other.value)?
+            };
             return Some(Quantity { value, unit });
         }
         let a = reduce(&self.unit)?;
@@ -325,8 +389,16 @@ impl Quantity {
             *dims.entry(d.clone()).or_insert(0) += if divide { -e } else { *e };
         }
         dims.retain(|_, e| *e != 0);
-        let factor = if divide { a.factor.checked_div(b.factor)? } else { a.factor.checked_mul(b.factor)? };
-        let raw = if divide { self.value.checked_div(other.value)? } else { self.value.checked_mul(other.value)? };
+        let factor = if divide {
+            a.factor.checked_div(b.factor)?
+        } else {
+            a.factor.checked_mul(b.factor)?
+        };
+        let raw = if divide {
+            self.value.checked_div(other.value)?
+        } else {
+            self.value.checked_mul(other.value)?
+        };
         let value = raw.checked_mul(factor)?;
         let mut unit = String::new();
         for (d, e) in &dims {
@@ -350,8 +422,15 @@ impl Quantity {
             return None;
         }
         let o = other.convert_to(&self.unit)?;
-        let value = if subtract { self.value.checked_sub(o.value)? } else { self.value.checked_add(o.value)? };
-        Some(Quantity { value, unit: self.unit.clone() })
+        let value = if subtract {
+            self.value.checked_sub(o.value)?
+        } else {
+            self.value.checked_add(o.value)?
+        };
+        Some(Quantity {
+            value,
+            unit: self.unit.clone(),
+        })
     }
 
     /// Formats as FHIRPath does: `1 'wk'`, `1 week`.
@@ -369,7 +448,10 @@ mod tests {
     use super::*;
 
     fn q(v: &str, u: &str) -> Quantity {
-        Quantity { value: dec(v), unit: u.to_string() }
+        Quantity {
+            value: dec(v),
+            unit: u.to_string(),
+        }
     }
 
     #[test]
@@ -377,12 +459,25 @@ mod tests {
         assert_eq!(q("4", "g").compare(&q("4000", "mg")), Some(Ordering::Equal));
         assert_eq!(q("1", "L").compare(&q("1000", "mL")), Some(Ordering::Equal));
         assert_eq!(q("7", "d").compare(&q("1", "wk")), Some(Ordering::Equal));
-        assert_eq!(q("100", "Cel").convert_to("[degF]").map(|x| x.value), Some(dec("212")));
-        assert_eq!(q("1", "mm[Hg]").convert_to("Pa").map(|x| x.value.round_dp(3)), Some(dec("133.322")));
+        assert_eq!(
+            q("100", "Cel").convert_to("[degF]").map(|x| x.value),
+            Some(dec("212"))
+        );
+        assert_eq!(
+            q("1", "mm[Hg]")
+                .convert_to("Pa")
+                .map(|x| x.value.round_dp(3)),
+            Some(dec("133.322"))
+        );
         assert_eq!(q("1", "year").compare(&q("1", "a")), None);
         let area = q("2", "cm").mul_div(&q("2", "m"), false).unwrap();
         assert_eq!(area.unit, "cm.m");
         assert_eq!(area.compare(&q("0.04", "m2")), Some(Ordering::Equal));
-        assert_eq!(q("6", "g").mul_div(&q("2", "g"), true).map(|x| (x.value, x.unit)), Some((dec("3"), "1".to_string())));
+        assert_eq!(
+            q("6", "g")
+                .mul_div(&q("2", "g"), true)
+                .map(|x| (x.value, x.unit)),
+            Some((dec("3"), "1".to_string()))
+        );
     }
 }

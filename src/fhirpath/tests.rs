@@ -102,7 +102,20 @@ fn paths_and_literals() {
 
 #[test]
 fn syntax_errors() {
-    for e in ["", "1 +", "name.", "name.where(", "(1", "@2015-13", "'unterminated", "1 2", "$that", "%", "a.`b", "/* open"] {
+    for e in [
+        "",
+        "1 +",
+        "name.",
+        "name.where(",
+        "(1",
+        "@2015-13",
+        "'unterminated",
+        "1 2",
+        "$that",
+        "%",
+        "a.`b",
+        "/* open",
+    ] {
         assert!(parse(e).is_err(), "{e:?} should not parse");
     }
     let err = parse("name.given.where(use = 'x'))").unwrap_err();
@@ -143,7 +156,10 @@ fn arithmetic_operators() {
         ("4 'g' / 2 'g'", "[2 '1']"),
         ("@2019-01-31 + 1 month", "[@2019-02-28]"),
         ("@2019-03-01 - 1 day", "[@2019-02-28]"),
-        ("@2019-03-01T10:00:00Z + 90 minutes", "[@2019-03-01T11:30:00Z]"),
+        (
+            "@2019-03-01T10:00:00Z + 90 minutes",
+            "[@2019-03-01T11:30:00Z]",
+        ),
         ("@T23:30 + 1 hour", "[@T00:30]"),
         ("@2019-03-01 + 1 'a'", "error not a calendar duration"),
         ("@2019-03-01 + 1 'cm'", "error cannot add"),
@@ -170,7 +186,10 @@ fn comparison_and_equality() {
         ("@2012-04-15 = @2012-04-15", "[true]"),
         ("@2012-04 = @2012-04-15", "[]"),
         ("@2012-04 ~ @2012-04-15", "[false]"),
-        ("@2012-04-15T10:00:00+02:00 = @2012-04-15T08:00:00Z", "[true]"),
+        (
+            "@2012-04-15T10:00:00+02:00 = @2012-04-15T08:00:00Z",
+            "[true]",
+        ),
         ("@T10:00 < @T11:00", "[true]"),
         ("1 < 2", "[true]"),
         ("2.5 >= 2", "[true]"),
@@ -273,7 +292,10 @@ fn filtering_and_subsetting() {
         ("{}.where(true)", "[]"),
         ("(1 | 2 | 3).where($this > 1)", "[2, 3]"),
         ("(1 | 2 | 3).where($index = 1)", "[2]"),
-        ("(1 | 2).where('x' | 'y')", "error expected a single Boolean"),
+        (
+            "(1 | 2).where('x' | 'y')",
+            "error expected a single Boolean",
+        ),
         ("name.select(given.first())", "['Peter', 'Jim']"),
         ("(1 | 2).select($this * 10)", "[10, 20]"),
         ("contained.repeat(name)", "['Acme']"),
@@ -306,7 +328,10 @@ fn conversion_functions() {
         ("iif({}, 'y', 'n')", "['n']"),
         ("iif(false, 'y')", "[]"),
         ("iif('x', 'y', 'n')", "error criterion must be a Boolean"),
-        ("(1 | 2).iif(true, 1, 2)", "error input must be at most one item"),
+        (
+            "(1 | 2).iif(true, 1, 2)",
+            "error input must be at most one item",
+        ),
         ("'true'.toBoolean()", "[true]"),
         ("'maybe'.toBoolean()", "[]"),
         ("'maybe'.convertsToBoolean()", "[false]"),
@@ -321,7 +346,10 @@ fn conversion_functions() {
         ("@2015-01.toString()", "['2015-01']"),
         ("5 'mg'.toString()", "['5 'mg'']"),
         ("'2015-02-04'.toDate()", "[@2015-02-04]"),
-        ("'2015-02-04T10:00:00Z'.toDateTime()", "[@2015-02-04T10:00:00Z]"),
+        (
+            "'2015-02-04T10:00:00Z'.toDateTime()",
+            "[@2015-02-04T10:00:00Z]",
+        ),
         ("'10:00'.toTime()", "[@T10:00]"),
         ("'25:00'.convertsToTime()", "[false]"),
         ("'5 \\'mg\\''.toQuantity()", "[5 'mg']"),
@@ -423,18 +451,30 @@ fn tree_and_utility_functions() {
 #[test]
 fn fhir_functions() {
     check(&[
-        ("extension('http://example.org/weight').value.value", "[72.5]"),
+        (
+            "extension('http://example.org/weight').value.value",
+            "[72.5]",
+        ),
         ("extension('http://example.org/none')", "[]"),
-        ("birthDate.extension('http://example.org/time').exists()", "[true]"),
+        (
+            "birthDate.extension('http://example.org/time').exists()",
+            "[true]",
+        ),
         ("birthDate.hasValue()", "[true]"),
         ("name.hasValue()", "[false]"),
         ("active.getValue()", "[true]"),
         ("managingOrganization.resolve().name", "['Acme']"),
         ("'#org'.resolve().id", "['org']"),
         ("'Patient/unknown'.resolve()", "[]"),
-        ("active.memberOf('http://hl7.org/fhir/ValueSet/x')", "error no terminology service"),
+        (
+            "active.memberOf('http://hl7.org/fhir/ValueSet/x')",
+            "error no terminology service",
+        ),
         ("elementDefinition()", "error is not implemented"),
-        ("'<div xmlns=\"http://www.w3.org/1999/xhtml\">ok</div>'.htmlChecks()", "[true]"),
+        (
+            "'<div xmlns=\"http://www.w3.org/1999/xhtml\">ok</div>'.htmlChecks()",
+            "[true]",
+        ),
         ("'<div><script>x</script></div>'.htmlChecks()", "[false]"),
     ]);
 }
@@ -459,7 +499,10 @@ fn typed_navigation_and_types() {
         ("Patient.name.first().type().namespace", "['FHIR']"),
         ("Patient.name.use.as(code)", "['official', 'usual']"),
         ("Patient.name.use.ofType(string)", "[]"),
-        ("Patient.conformsTo('http://hl7.org/fhir/StructureDefinition/Patient')", "[true]"),
+        (
+            "Patient.conformsTo('http://hl7.org/fhir/StructureDefinition/Patient')",
+            "[true]",
+        ),
         ("Encounter.status", "[]"),
     ];
     let mut bad = Vec::new();
@@ -477,7 +520,11 @@ fn typed_strict_mode_rejects_unknown_names() {
     let resource = patient();
     let mut env = Environment::for_resource(&resource);
     env.strict = true;
-    for e in ["name.given1", "Encounter.status", "Patient.multipleBirthInteger"] {
+    for e in [
+        "name.given1",
+        "Encounter.status",
+        "Patient.multipleBirthInteger",
+    ] {
         let r = parse(e).unwrap().evaluate(&env);
         assert!(r.is_err(), "{e} should fail in strict mode, got {r:?}");
     }
@@ -497,16 +544,31 @@ fn user_variables_and_hooks() {
             Ok(Some(value == "official" && vs.ends_with("name-use")))
         }
     }
-    let store = Store(json!({"resourceType": "Practitioner", "id": "1", "name": [{"family": "Who"}]}));
+    let store =
+        Store(json!({"resourceType": "Practitioner", "id": "1", "name": [{"family": "Who"}]}));
     let resource = patient();
     let mut env = Environment::with_definitions(&resource, None);
     env.resolver = Some(&store);
     env.terminology = Some(&Terms);
     env.set_variable("limit", vec![Value::Integer(2)]);
-    let eval = |e: &str| parse(e).unwrap().evaluate(&env).map(|c| c.iter().map(show).collect::<Vec<_>>());
-    assert_eq!(eval("name.given.take(%limit)").unwrap(), vec!["'Peter'", "'James'"]);
-    assert_eq!(eval("'Practitioner/1'.resolve().name.family").unwrap(), vec!["'Who'"]);
-    assert_eq!(eval("name.first().use.memberOf('http://hl7.org/fhir/ValueSet/name-use')").unwrap(), vec!["true"]);
+    let eval = |e: &str| {
+        parse(e)
+            .unwrap()
+            .evaluate(&env)
+            .map(|c| c.iter().map(show).collect::<Vec<_>>())
+    };
+    assert_eq!(
+        eval("name.given.take(%limit)").unwrap(),
+        vec!["'Peter'", "'James'"]
+    );
+    assert_eq!(
+        eval("'Practitioner/1'.resolve().name.family").unwrap(),
+        vec!["'Who'"]
+    );
+    assert_eq!(
+        eval("name.first().use.memberOf('http://hl7.org/fhir/ValueSet/name-use')").unwrap(),
+        vec!["true"]
+    );
 }
 
 #[test]
@@ -520,8 +582,14 @@ fn cli_prints_typed_json() {
     assert_eq!(json[0]["type"], "string");
     assert_eq!(json[0]["value"], "Peter");
     assert_eq!(json[1]["type"], "System.Integer");
-    assert!(matches!(run_cli("name.", &file), Err(FhirPathError::Syntax(_))));
-    assert!(matches!(run_cli("name", &dir.join("missing.json")), Err(FhirPathError::Input(_))));
+    assert!(matches!(
+        run_cli("name.", &file),
+        Err(FhirPathError::Syntax(_))
+    ));
+    assert!(matches!(
+        run_cli("name", &dir.join("missing.json")),
+        Err(FhirPathError::Input(_))
+    ));
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -533,7 +601,12 @@ fn hostile_inputs_do_not_panic() {
     assert!(parse(&long_chain).is_err());
     let long_sum = format!("1{}", "+1".repeat(10_000));
     assert!(parse(&long_sum).is_err());
-    assert!(parse("(1|2|3).repeat($this + 1)").unwrap().evaluate(&Environment::with_definitions(&patient(), None)).is_err());
+    assert!(
+        parse("(1|2|3).repeat($this + 1)")
+            .unwrap()
+            .evaluate(&Environment::with_definitions(&patient(), None))
+            .is_err()
+    );
     // The deepest trees the parser accepts evaluate within a test thread's 2 MiB stack.
     let resource = patient();
     let env = Environment::with_definitions(&resource, None);
@@ -551,7 +624,13 @@ fn hostile_inputs_do_not_panic() {
             assert!(e.evaluate(&env).is_ok());
         }
     }
-    for e in ["9999999999999999999999999999999", "@9999-12-31 + 1 year", "1e999", "'\\u12'", "100000000000 'a'.toString()"] {
+    for e in [
+        "9999999999999999999999999999999",
+        "@9999-12-31 + 1 year",
+        "1e999",
+        "'\\u12'",
+        "100000000000 'a'.toString()",
+    ] {
         let _ = run(e, None);
     }
 }

@@ -34,7 +34,10 @@ pub enum Value<'a> {
     Quantity(Quantity),
     Node(Node<'a>),
     /// The result of `type()`: a namespace (`System`, `FHIR`) and a type name.
-    TypeInfo { namespace: &'static str, name: Cow<'a, str> },
+    TypeInfo {
+        namespace: &'static str,
+        name: Cow<'a, str>,
+    },
 }
 
 /// A FHIRPath collection.
@@ -42,7 +45,9 @@ pub type Collection<'a> = Vec<Value<'a>>;
 
 /// Parses a JSON number's text as a decimal (exponent notation included).
 pub fn parse_decimal(text: &str) -> Option<Decimal> {
-    Decimal::from_str(text).ok().or_else(|| Decimal::from_scientific(text).ok())
+    Decimal::from_str(text)
+        .ok()
+        .or_else(|| Decimal::from_scientific(text).ok())
 }
 
 /// Types whose JSON value is a FHIR primitive and their System equivalents.
@@ -63,13 +68,21 @@ pub fn system_type_of_fhir_primitive(ty: &str) -> Option<&'static str> {
 
 /// True for the FHIR types that are (specialisations of) Quantity.
 pub fn is_quantity_type(ty: &str) -> bool {
-    matches!(ty, "Quantity" | "Age" | "Distance" | "Duration" | "Count" | "SimpleQuantity" | "MoneyQuantity")
+    matches!(
+        ty,
+        "Quantity" | "Age" | "Distance" | "Duration" | "Count" | "SimpleQuantity" | "MoneyQuantity"
+    )
 }
 
 impl<'a> Node<'a> {
     /// A node without type information.
     pub fn untyped(json: &'a Json) -> Node<'a> {
-        Node { json: Some(json), ext: None, ty: None, path: None }
+        Node {
+            json: Some(json),
+            ext: None,
+            ty: None,
+            path: None,
+        }
     }
 
     /// The System value of a primitive node, `None` for objects and for primitives without a value.
@@ -128,10 +141,17 @@ impl<'a> Node<'a> {
         let unit = obj
             .get("code")
             .and_then(Json::as_str)
-            .filter(|_| obj.get("system").and_then(Json::as_str).is_none_or(|s| s == "http://unitsofmeasure.org"))
+            .filter(|_| {
+                obj.get("system")
+                    .and_then(Json::as_str)
+                    .is_none_or(|s| s == "http://unitsofmeasure.org")
+            })
             .or_else(|| obj.get("unit").and_then(Json::as_str))
             .unwrap_or("1");
-        Some(Quantity { value, unit: unit.to_string() })
+        Some(Quantity {
+            value,
+            unit: unit.to_string(),
+        })
     }
 }
 
@@ -186,12 +206,17 @@ impl<'a> Value<'a> {
             Value::Temporal(t) => Json::String(t.to_string()),
             Value::Quantity(q) => {
                 let mut m = serde_json::Map::new();
-                m.insert("value".into(), serde_json::from_str(&q.value.to_string()).unwrap_or(Json::Null));
+                m.insert(
+                    "value".into(),
+                    serde_json::from_str(&q.value.to_string()).unwrap_or(Json::Null),
+                );
                 m.insert("code".into(), Json::String(q.unit.clone()));
                 Json::Object(m)
             }
             Value::Node(n) => n.json.cloned().unwrap_or(Json::Null),
-            Value::TypeInfo { namespace, name } => serde_json::json!({"namespace": namespace, "name": name}),
+            Value::TypeInfo { namespace, name } => {
+                serde_json::json!({"namespace": namespace, "name": name})
+            }
         }
     }
 }
@@ -339,20 +364,29 @@ pub fn equals(a: &Value, b: &Value) -> Option<bool> {
 
 fn json_equal(a: &Json, b: &Json) -> bool {
     match (a, b) {
-        (Json::Number(x), Json::Number(y)) => match (parse_decimal(x.as_str()), parse_decimal(y.as_str())) {
-            (Some(p), Some(q)) => p == q,
-            _ => x == y,
-        },
-        (Json::Array(x), Json::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q)),
+        (Json::Number(x), Json::Number(y)) => {
+            match (parse_decimal(x.as_str()), parse_decimal(y.as_str())) {
+                (Some(p), Some(q)) => p == q,
+                _ => x == y,
+            }
+        }
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equal(p, q))
+        }
         (Json::Object(x), Json::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equal(v, w)))
         }
         _ => a == b,
     }
 }
 
 fn normalise_ws(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase()
+    s.split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase()
 }
 
 /// `~` on two single items.
@@ -388,11 +422,15 @@ pub fn equivalent(a: &Value, b: &Value) -> bool {
 fn json_equivalent(a: &Json, b: &Json) -> bool {
     match (a, b) {
         (Json::String(x), Json::String(y)) => normalise_ws(x) == normalise_ws(y),
-        (Json::Array(x), Json::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equivalent(p, q)),
+        (Json::Array(x), Json::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_equivalent(p, q))
+        }
         (Json::Object(x), Json::Object(y)) => {
             let keys = |m: &serde_json::Map<String, Json>| m.keys().filter(|k| *k != "id").count();
             keys(x) == keys(y)
-                && x.iter().filter(|(k, _)| *k != "id").all(|(k, v)| y.get(k).is_some_and(|w| json_equivalent(v, w)))
+                && x.iter()
+                    .filter(|(k, _)| *k != "id")
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_equivalent(v, w)))
         }
         _ => json_equal(a, b),
     }
@@ -406,7 +444,11 @@ pub fn compare(a: &Value, b: &Value) -> Result<Option<Ordering>, String> {
         (Value::String(x), Value::String(y)) => Ok(Some(x.cmp(y))),
         (Value::Temporal(x), Value::Temporal(y)) => {
             if (x.kind == TemporalKind::Time) != (y.kind == TemporalKind::Time) {
-                return Err(format!("cannot compare {} with {}", x.type_name(), y.type_name()));
+                return Err(format!(
+                    "cannot compare {} with {}",
+                    x.type_name(),
+                    y.type_name()
+                ));
             }
             Ok(x.compare(y))
         }
@@ -417,7 +459,11 @@ pub fn compare(a: &Value, b: &Value) -> Result<Option<Ordering>, String> {
             if let (Some(x), Some(y)) = (as_quantity(&a), as_quantity(&b)) {
                 return Ok(x.compare(&y));
             }
-            Err(format!("cannot compare {} with {}", a.type_name(), b.type_name()))
+            Err(format!(
+                "cannot compare {} with {}",
+                a.type_name(),
+                b.type_name()
+            ))
         }
     }
 }

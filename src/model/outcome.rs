@@ -36,11 +36,21 @@ pub struct Issue {
 impl Issue {
     /// An error issue.
     pub fn error(code: &'static str, diagnostics: impl Into<String>) -> Issue {
-        Issue { severity: Severity::Error, code, diagnostics: diagnostics.into(), expression: None }
+        Issue {
+            severity: Severity::Error,
+            code,
+            diagnostics: diagnostics.into(),
+            expression: None,
+        }
     }
     /// An informational issue.
     pub fn information(code: &'static str, diagnostics: impl Into<String>) -> Issue {
-        Issue { severity: Severity::Information, code, diagnostics: diagnostics.into(), expression: None }
+        Issue {
+            severity: Severity::Information,
+            code,
+            diagnostics: diagnostics.into(),
+            expression: None,
+        }
     }
     /// The same issue located at `expression`.
     pub fn at(mut self, expression: impl Into<String>) -> Issue {
@@ -74,11 +84,17 @@ pub struct FhirError {
 impl FhirError {
     /// An error with a single issue.
     pub fn new(status: u16, code: &'static str, diagnostics: impl Into<String>) -> FhirError {
-        FhirError { status, issues: vec![Issue::error(code, diagnostics)] }
+        FhirError {
+            status,
+            issues: vec![Issue::error(code, diagnostics)],
+        }
     }
     /// 400 with the given issues.
     pub fn invalid(issues: Vec<Issue>) -> FhirError {
-        FhirError { status: 400, issues }
+        FhirError {
+            status: 400,
+            issues,
+        }
     }
     /// Attaches a location to every issue that has none.
     pub fn at(mut self, expression: &str) -> FhirError {

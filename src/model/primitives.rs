@@ -3,30 +3,39 @@
 //! Each function is the R4 regex of that type (from the specification's datatypes page) as a
 //! straight-line scanner: no regex engine on the parse path, no backtracking on hostile input.
 
-/// Strings may not exceed 1 MiB (R4 datatypes: "strings SHALL NOT exceed 1MB").
-pub const MAX_STRING_BYTES: usize = 1024 * 1024;
-
 /// `[A-Za-z0-9\-\.]{1,64}`
 pub fn is_id(s: &str) -> bool {
-    (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
+
+/// `\s` of the specification's (Java) regexes: ASCII whitespace only, so a no-break space is content.
+fn is_regex_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
 /// `[^\s]+(\s[^\s]+)*`: no leading, trailing or doubled whitespace.
 pub fn is_code(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with(char::is_whitespace)
-        && !s.ends_with(char::is_whitespace)
-        && !s.chars().zip(s.chars().skip(1)).any(|(a, b)| a.is_whitespace() && b.is_whitespace())
+    let b = s.as_bytes();
+    !b.is_empty()
+        && !is_regex_space(b[0])
+        && !is_regex_space(b[b.len() - 1])
+        && !b
+            .windows(2)
+            .any(|w| is_regex_space(w[0]) && is_regex_space(w[1]))
 }
 
 /// `\S*` (uri, url, canonical): no whitespace at all.
 pub fn is_uri(s: &str) -> bool {
-    !s.chars().any(char::is_whitespace)
+    !s.bytes().any(is_regex_space)
 }
 
 /// `urn:oid:[0-2](\.(0|[1-9][0-9]*))+`
 pub fn is_oid(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix("urn:oid:") else { return false };
+    let Some(rest) = s.strip_prefix("urn:oid:") else {
+        return false;
+    };
     let mut arcs = rest.split('.');
     let first_ok = matches!(arcs.next(), Some("0" | "1" | "2"));
     let mut n = 0;
@@ -39,11 +48,15 @@ pub fn is_oid(s: &str) -> bool {
 
 /// `urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`
 pub fn is_uuid(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix("urn:uuid:") else { return false };
+    let Some(rest) = s.strip_prefix("urn:uuid:") else {
+        return false;
+    };
     let groups: Vec<&str> = rest.split('-').collect();
     groups.len() == 5
         && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| {
-            g.len() == n && g.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            g.len() == n
+                && g.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
 }
 
@@ -57,7 +70,7 @@ pub fn is_base64(s: &str) -> bool {
             return false;
         }
     }
-    count > 0 && count % 4 == 0
+    count > 0 && count.is_multiple_of(4)
 }
 
 /// `0|([1-9][0-9]*)`
@@ -80,7 +93,9 @@ pub fn is_decimal(s: &str) -> bool {
         let e = e.strip_prefix(['+', '-']).unwrap_or(e);
         !e.is_empty() && e.bytes().all(|b| b.is_ascii_digit())
     });
-    is_unsigned_digits(int) && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit())) && exp_ok
+    is_unsigned_digits(int)
+        && frac.is_none_or(|f| !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()))
+        && exp_ok
 }
 
 /// A scanner over ASCII bytes for the date/time grammars.
@@ -167,7 +182,9 @@ impl Scan<'_> {
 
 fn days_in_month(year: u32, month: u32) -> u32 {
     match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 if year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400)) => {
+            29
+        }
         2 => 28,
         4 | 6 | 9 | 11 => 30,
         _ => 31,
@@ -176,13 +193,19 @@ fn days_in_month(year: u32, month: u32) -> u32 {
 
 /// `date`: `YYYY`, `YYYY-MM` or `YYYY-MM-DD`.
 pub fn is_date(s: &str) -> bool {
-    let mut sc = Scan { b: s.as_bytes(), i: 0 };
+    let mut sc = Scan {
+        b: s.as_bytes(),
+        i: 0,
+    };
     sc.date().is_some() && sc.done()
 }
 
 /// `dateTime`: a date, or a full date with a time and a zone.
 pub fn is_date_time(s: &str) -> bool {
-    let mut sc = Scan { b: s.as_bytes(), i: 0 };
+    let mut sc = Scan {
+        b: s.as_bytes(),
+        i: 0,
+    };
     match sc.date() {
         Some(3) if sc.eat(b'T') => sc.time().is_some() && sc.zone().is_some() && sc.done(),
         Some(_) => sc.done(),
@@ -192,13 +215,19 @@ pub fn is_date_time(s: &str) -> bool {
 
 /// `instant`: a full date, time and zone.
 pub fn is_instant(s: &str) -> bool {
-    let mut sc = Scan { b: s.as_bytes(), i: 0 };
+    let mut sc = Scan {
+        b: s.as_bytes(),
+        i: 0,
+    };
     sc.date() == Some(3) && sc.eat(b'T') && sc.time().is_some() && sc.zone().is_some() && sc.done()
 }
 
 /// `time`: `hh:mm:ss(.f+)?` with no zone.
 pub fn is_time(s: &str) -> bool {
-    let mut sc = Scan { b: s.as_bytes(), i: 0 };
+    let mut sc = Scan {
+        b: s.as_bytes(),
+        i: 0,
+    };
     sc.time().is_some() && sc.done()
 }
 
@@ -224,6 +253,10 @@ mod tests {
         assert!(!is_code(" a"));
         assert!(!is_code("a  b"));
         assert!(!is_code("a "));
+        assert!(
+            is_code("CHEST\u{a0}"),
+            "a no-break space is not \\s in the R4 regexes"
+        );
         assert!(is_uri("http://x/y?a=b"));
         assert!(!is_uri("http://x y"));
         assert!(is_oid("urn:oid:2.16.156.10011.1.3"));
@@ -252,13 +285,33 @@ mod tests {
         for ok in ["2024", "2024-02", "2024-02-29", "2000-02-29"] {
             assert!(is_date(ok), "{ok}");
         }
-        for bad in ["2023-02-29", "1900-02-29", "0000", "2024-13", "2024-1-01", "2024-01-32", "2024-01-01T00:00:00Z"] {
+        for bad in [
+            "2023-02-29",
+            "1900-02-29",
+            "0000",
+            "2024-13",
+            "2024-1-01",
+            "2024-01-32",
+            "2024-01-01T00:00:00Z",
+        ] {
             assert!(!is_date(bad), "{bad}");
         }
-        for ok in ["2024", "2024-01-01", "2024-01-01T10:00:00Z", "2024-01-01T10:00:00.123+08:00", "2015-02-07T13:28:17-05:00"] {
+        for ok in [
+            "2024",
+            "2024-01-01",
+            "2024-01-01T10:00:00Z",
+            "2024-01-01T10:00:00.123+08:00",
+            "2015-02-07T13:28:17-05:00",
+        ] {
             assert!(is_date_time(ok), "{ok}");
         }
-        for bad in ["2024-01-01T10:00:00", "2024-01-01T10:00Z", "2024-01T10:00:00Z", "2024-01-01T24:00:00Z", "2024-01-01T10:00:00+15:00"] {
+        for bad in [
+            "2024-01-01T10:00:00",
+            "2024-01-01T10:00Z",
+            "2024-01T10:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T10:00:00+15:00",
+        ] {
             assert!(!is_date_time(bad), "{bad}");
         }
         assert!(is_instant("2024-01-01T10:00:00.5Z"));

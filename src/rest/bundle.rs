@@ -4,9 +4,9 @@
 //! after the commit. A batch runs every entry as its own unit of work, concurrently, so the store's
 //! group commit folds them together while each succeeds or fails alone.
 
+use super::AppState;
 use super::http::{self, ApiResult, Params, Return, finish, json_response};
 use super::read::{fetch, parse_stored};
-use super::AppState;
 use crate::definitions::Definitions;
 use crate::model::{self, FhirError};
 use crate::store::StoredVersion;
@@ -18,7 +18,12 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-pub async fn batch_or_transaction(State(st): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap, body: Body) -> Response {
+pub async fn batch_or_transaction(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let mut kind = "transaction";
     let result = handle(&st, q.as_deref(), &headers, body, &mut kind).await;
     finish(result, kind)
@@ -27,10 +32,20 @@ pub async fn batch_or_transaction(State(st): State<AppState>, RawQuery(q): RawQu
 /// One parsed entry: a write for the engine, or a read answered afterwards.
 enum Request {
     Write(Entry),
-    Read { resource_type: String, id: String, version: Option<u64> },
+    Read {
+        resource_type: String,
+        id: String,
+        version: Option<u64>,
+    },
 }
 
-async fn handle(st: &AppState, q: Option<&str>, headers: &HeaderMap, body: Body, kind: &mut &'static str) -> ApiResult {
+async fn handle(
+    st: &AppState,
+    q: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+    kind: &mut &'static str,
+) -> ApiResult {
     let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     params.only(&[])?;
@@ -38,7 +53,13 @@ async fn handle(st: &AppState, q: Option<&str>, headers: &HeaderMap, body: Body,
     let bytes = http::read_body(headers, body, st.settings.max_body_bytes).await?;
     let bundle = model::parse_resource(&bytes, None, st.limits())?;
     if bundle.get("resourceType").and_then(Value::as_str) != Some("Bundle") {
-        return Err(FhirError::new(400, "invalid", "POST to the base takes a Bundle of type batch or transaction").at("resourceType").into());
+        return Err(FhirError::new(
+            400,
+            "invalid",
+            "POST to the base takes a Bundle of type batch or transaction",
+        )
+        .at("resourceType")
+        .into());
     }
     let is_transaction = match bundle.get("type").and_then(Value::as_str) {
         Some("transaction") => true,
@@ -47,19 +68,34 @@ async fn handle(st: &AppState, q: Option<&str>, headers: &HeaderMap, body: Body,
             return Err(FhirError::new(
                 400,
                 "invalid",
-                format!("Bundle.type must be batch or transaction, not {}", other.unwrap_or("absent")),
+                format!(
+                    "Bundle.type must be batch or transaction, not {}",
+                    other.unwrap_or("absent")
+                ),
             )
             .at("Bundle.type")
             .into());
         }
     };
-    *kind = if is_transaction { "transaction" } else { "batch" };
-    let entries = bundle.get("entry").and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[]);
+    *kind = if is_transaction {
+        "transaction"
+    } else {
+        "batch"
+    };
+    let entries = bundle
+        .get("entry")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
     if entries.len() > st.settings.max_bundle_entries {
         return Err(FhirError::new(
             413,
             "too-costly",
-            format!("{} entries exceed the limit of {}", entries.len(), st.settings.max_bundle_entries),
+            format!(
+                "{} entries exceed the limit of {}",
+                entries.len(),
+                st.settings.max_bundle_entries
+            ),
         )
         .at("Bundle.entry")
         .into());
@@ -82,14 +118,29 @@ async fn handle(st: &AppState, q: Option<&str>, headers: &HeaderMap, body: Body,
         "type": if is_transaction { "transaction-response" } else { "batch-response" },
         "entry": responses,
     });
-    Ok(json_response(StatusCode::OK, http::body_bytes(&out, format)))
+    Ok(json_response(
+        StatusCode::OK,
+        http::body_bytes(&out, format),
+    ))
 }
 
 fn locate(e: FhirError, i: usize) -> FhirError {
-    FhirError { status: e.status, issues: e.issues.into_iter().map(|x| x.within(&format!("Bundle.entry[{i}]"))).collect() }
+    FhirError {
+        status: e.status,
+        issues: e
+            .issues
+            .into_iter()
+            .map(|x| x.within(&format!("Bundle.entry[{i}]")))
+            .collect(),
+    }
 }
 
-async fn transaction(st: &AppState, parsed: Vec<Result<Request, FhirError>>, base: &str, prefer: Return) -> Result<Vec<Value>, FhirError> {
+async fn transaction(
+    st: &AppState,
+    parsed: Vec<Result<Request, FhirError>>,
+    base: &str,
+    prefer: Return,
+) -> Result<Vec<Value>, FhirError> {
     let mut writes = Vec::new();
     let mut slots = Vec::new();
     let mut reads = Vec::new();
@@ -99,7 +150,11 @@ async fn transaction(st: &AppState, parsed: Vec<Result<Request, FhirError>>, bas
                 slots.push((i, true, writes.len()));
                 writes.push(e);
             }
-            Request::Read { resource_type, id, version } => {
+            Request::Read {
+                resource_type,
+                id,
+                version,
+            } => {
                 slots.push((i, false, reads.len()));
                 reads.push((resource_type, id, version));
             }
@@ -118,17 +173,32 @@ async fn transaction(st: &AppState, parsed: Vec<Result<Request, FhirError>>, bas
     Ok(out)
 }
 
-async fn batch(st: &AppState, parsed: Vec<Result<Request, FhirError>>, base: &str, prefer: Return) -> Vec<Value> {
+async fn batch(
+    st: &AppState,
+    parsed: Vec<Result<Request, FhirError>>,
+    base: &str,
+    prefer: Return,
+) -> Vec<Value> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut out: Vec<Value> = vec![Value::Null; parsed.len()];
     for (i, p) in parsed.into_iter().enumerate() {
         match p {
             Err(e) => out[i] = error_entry(&e),
-            Ok(Request::Read { resource_type, id, version }) => out[i] = read_entry(st, &resource_type, &id, version, base).await,
+            Ok(Request::Read {
+                resource_type,
+                id,
+                version,
+            }) => out[i] = read_entry(st, &resource_type, &id, version, base).await,
             Ok(Request::Write(entry)) => {
                 let store = st.store.clone();
                 let limits = st.limits();
-                tasks.spawn(async move { (i, transaction::apply(store.as_ref(), vec![entry], Scope::Single, limits).await) });
+                tasks.spawn(async move {
+                    (
+                        i,
+                        transaction::apply(store.as_ref(), vec![entry], Scope::Single, limits)
+                            .await,
+                    )
+                });
             }
         }
     }
@@ -150,7 +220,14 @@ async fn batch(st: &AppState, parsed: Vec<Result<Request, FhirError>>, base: &st
 
 /// Parses `entry.request` (and `resource`, `fullUrl`) into a request.
 fn parse_entry(e: &Value, base: &str, base_path: &str) -> Result<Request, FhirError> {
-    let req = e.get("request").ok_or_else(|| FhirError::new(400, "required", "entry.request is required in a batch or transaction").at("request"))?;
+    let req = e.get("request").ok_or_else(|| {
+        FhirError::new(
+            400,
+            "required",
+            "entry.request is required in a batch or transaction",
+        )
+        .at("request")
+    })?;
     let method = req.get("method").and_then(Value::as_str).unwrap_or("");
     let url = req.get("url").and_then(Value::as_str).unwrap_or("");
     let relative = url
@@ -163,47 +240,116 @@ fn parse_entry(e: &Value, base: &str, base_path: &str) -> Result<Request, FhirEr
         None => (relative, None),
     };
     let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let bad_url = || FhirError::new(400, "invalid", format!("request.url '{url}' is not valid for {method}")).at("request.url");
+    let bad_url = || {
+        FhirError::new(
+            400,
+            "invalid",
+            format!("request.url '{url}' is not valid for {method}"),
+        )
+        .at("request.url")
+    };
     let defs = Definitions::core();
-    let ty = parts.first().copied().filter(|t| defs.is_resource_type(t)).ok_or_else(bad_url)?.to_string();
-    let id = |s: &str| if model::primitives::is_id(s) { Ok(s.to_string()) } else { Err(bad_url()) };
+    let ty = parts
+        .first()
+        .copied()
+        .filter(|t| defs.is_resource_type(t))
+        .ok_or_else(bad_url)?
+        .to_string();
+    let id = |s: &str| {
+        if model::primitives::is_id(s) {
+            Ok(s.to_string())
+        } else {
+            Err(bad_url())
+        }
+    };
     let resource = e.get("resource").cloned();
     if let Some(r) = &resource
         && r.get("resourceType").and_then(Value::as_str) != Some(ty.as_str())
         && method != "GET"
         && method != "DELETE"
     {
-        return Err(FhirError::new(400, "invalid", format!("the resource is not a {ty} as request.url says")).at("resource.resourceType"));
+        return Err(FhirError::new(
+            400,
+            "invalid",
+            format!("the resource is not a {ty} as request.url says"),
+        )
+        .at("resource.resourceType"));
     }
     let (method, target) = match (method, parts.as_slice(), query) {
-        ("GET", [_, i], None) => return Ok(Request::Read { resource_type: ty, id: id(i)?, version: None }),
+        ("GET", [_, i], None) => {
+            return Ok(Request::Read {
+                resource_type: ty,
+                id: id(i)?,
+                version: None,
+            });
+        }
         ("GET", [_, i, "_history", v], None) => {
             let version = v.parse().map_err(|_| bad_url())?;
-            return Ok(Request::Read { resource_type: ty, id: id(i)?, version: Some(version) });
+            return Ok(Request::Read {
+                resource_type: ty,
+                id: id(i)?,
+                version: Some(version),
+            });
         }
         ("GET", _, _) => {
-            return Err(FhirError::new(400, "not-supported", format!("GET '{url}' in a Bundle: only read and vread are supported yet")).at("request.url"));
+            return Err(FhirError::new(
+                400,
+                "not-supported",
+                format!("GET '{url}' in a Bundle: only read and vread are supported yet"),
+            )
+            .at("request.url"));
         }
         ("POST", [_], None) => (Method::Post, Target::New),
         ("PUT" | "PATCH" | "DELETE", [_, i], None) => (parse_method(method), Target::Id(id(i)?)),
-        ("PUT" | "PATCH" | "DELETE", [_], Some(q)) if !q.is_empty() => (parse_method(method), Target::Condition(q.to_string())),
+        ("PUT" | "PATCH" | "DELETE", [_], Some(q)) if !q.is_empty() => {
+            (parse_method(method), Target::Condition(q.to_string()))
+        }
         ("POST" | "PUT" | "PATCH" | "DELETE", _, _) => return Err(bad_url()),
-        _ => return Err(FhirError::new(400, "invalid", format!("request.method '{method}' is not supported")).at("request.method")),
+        _ => {
+            return Err(FhirError::new(
+                400,
+                "invalid",
+                format!("request.method '{method}' is not supported"),
+            )
+            .at("request.method"));
+        }
     };
     let mut entry = Entry::new(method, &ty, target, None);
     entry.full_url = e.get("fullUrl").and_then(Value::as_str).map(str::to_string);
-    entry.if_none_exist = req.get("ifNoneExist").and_then(Value::as_str).map(str::to_string);
+    entry.if_none_exist = req
+        .get("ifNoneExist")
+        .and_then(Value::as_str)
+        .map(str::to_string);
     entry.if_match = match req.get("ifMatch").and_then(Value::as_str) {
         None => None,
-        Some(s) => Some(http::parse_etag(s).ok_or_else(|| FhirError::new(400, "invalid", format!("ifMatch '{s}' is not a version ETag")).at("request.ifMatch"))?),
+        Some(s) => Some(http::parse_etag(s).ok_or_else(|| {
+            FhirError::new(
+                400,
+                "invalid",
+                format!("ifMatch '{s}' is not a version ETag"),
+            )
+            .at("request.ifMatch")
+        })?),
     };
     match method {
         Method::Post | Method::Put => {
-            let r = resource.ok_or_else(|| FhirError::new(400, "required", format!("{} needs entry.resource", req_method_name(method))).at("resource"))?;
+            let r = resource.ok_or_else(|| {
+                FhirError::new(
+                    400,
+                    "required",
+                    format!("{} needs entry.resource", req_method_name(method)),
+                )
+                .at("resource")
+            })?;
             if let (Method::Put, Target::Id(i)) = (method, &entry.target)
                 && r.get("id").and_then(Value::as_str) != Some(i.as_str())
             {
-                return Err(FhirError::new(400, "invalid", format!("resource id must equal '{i}' from request.url")).at("resource.id"));
+                return Err(FhirError::new(
+                    400,
+                    "invalid",
+                    format!("resource id must equal '{i}' from request.url"),
+                )
+                .at("resource.id"));
             }
             entry.resource = Some(r);
         }
@@ -213,9 +359,21 @@ fn parse_entry(e: &Value, base: &str, base_path: &str) -> Result<Request, FhirEr
                 .as_ref()
                 .filter(|r| r.get("resourceType").and_then(Value::as_str) == Some("Binary"))
                 .and_then(|r| r.get("data").and_then(Value::as_str))
-                .ok_or_else(|| FhirError::new(400, "required", "PATCH in a Bundle needs a Binary resource holding the JSON Patch").at("resource"))?;
-            let bytes = base64_decode(data).ok_or_else(|| FhirError::new(400, "value", "Binary.data is not base64").at("resource.data"))?;
-            let patch = serde_json::from_slice(&bytes).map_err(|e| FhirError::new(400, "structure", format!("not a JSON Patch: {e}")).at("resource.data"))?;
+                .ok_or_else(|| {
+                    FhirError::new(
+                        400,
+                        "required",
+                        "PATCH in a Bundle needs a Binary resource holding the JSON Patch",
+                    )
+                    .at("resource")
+                })?;
+            let bytes = base64_decode(data).ok_or_else(|| {
+                FhirError::new(400, "value", "Binary.data is not base64").at("resource.data")
+            })?;
+            let patch = serde_json::from_slice(&bytes).map_err(|e| {
+                FhirError::new(400, "structure", format!("not a JSON Patch: {e}"))
+                    .at("resource.data")
+            })?;
             entry.patch = Some(patch);
         }
         Method::Delete => {}
@@ -267,27 +425,48 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 }
 
 fn status_line(code: u16) -> String {
-    let reason = StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason()).unwrap_or("");
+    let reason = StatusCode::from_u16(code)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
     format!("{code} {reason}")
 }
 
 async fn effect_entry(st: &AppState, effect: &Effect, base: &str, prefer: Return) -> Value {
     let version: Option<Arc<StoredVersion>> = match effect {
         Effect::Created(v) | Effect::Updated(v) | Effect::Deleted(v) => Some(v.clone()),
-        Effect::Existing { resource_type, id } => st.store.read(resource_type, id).await.ok().flatten(),
+        Effect::Existing { resource_type, id } => {
+            st.store.read(resource_type, id).await.ok().flatten()
+        }
         Effect::Nothing => None,
     };
-    let code = if matches!(effect, Effect::Deleted(_) | Effect::Nothing) { 200 } else { effect.status() };
+    let code = if matches!(effect, Effect::Deleted(_) | Effect::Nothing) {
+        200
+    } else {
+        effect.status()
+    };
     let mut response = Map::new();
     response.insert("status".into(), json!(status_line(code)));
     let mut entry = Map::new();
     if let Some(v) = &version {
         if !v.is_deleted() {
-            response.insert("location".into(), json!(format!("{}/{}/_history/{}", v.resource_type, v.id, v.version)));
-            entry.insert("fullUrl".into(), json!(format!("{base}/{}/{}", v.resource_type, v.id)));
+            response.insert(
+                "location".into(),
+                json!(format!(
+                    "{}/{}/_history/{}",
+                    v.resource_type, v.id, v.version
+                )),
+            );
+            entry.insert(
+                "fullUrl".into(),
+                json!(format!("{base}/{}/{}", v.resource_type, v.id)),
+            );
         }
         response.insert("etag".into(), json!(http::etag(v.version)));
-        response.insert("lastModified".into(), json!(model::format_instant(v.last_updated_ms)));
+        response.insert(
+            "lastModified".into(),
+            json!(model::format_instant(v.last_updated_ms)),
+        );
         if !v.is_deleted() && prefer == Return::Representation {
             match parse_stored(v) {
                 Ok(r) => {
@@ -330,7 +509,10 @@ mod tests {
 
     #[test]
     fn base64_round() {
-        assert_eq!(base64_decode("W3sib3AiOiJ0ZXN0In1d").as_deref(), Some(&b"[{\"op\":\"test\"}]"[..]));
+        assert_eq!(
+            base64_decode("W3sib3AiOiJ0ZXN0In1d").as_deref(),
+            Some(&b"[{\"op\":\"test\"}]"[..])
+        );
         assert_eq!(base64_decode("SGVsbG8=").as_deref(), Some(&b"Hello"[..]));
         assert!(base64_decode("SGV*").is_none());
     }

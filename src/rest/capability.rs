@@ -11,7 +11,16 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 /// Instance and type interactions every resource type supports today.
-const INTERACTIONS: [&str; 8] = ["read", "vread", "update", "patch", "delete", "history-instance", "history-type", "create"];
+const INTERACTIONS: [&str; 8] = [
+    "read",
+    "vread",
+    "update",
+    "patch",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+];
 
 /// Renders the statement once at start.
 pub fn render(settings: &Settings) -> Bytes {
@@ -52,7 +61,11 @@ pub fn render(settings: &Settings) -> Bytes {
     Bytes::from(serde_json::to_vec(&statement).unwrap_or_default())
 }
 
-pub async fn metadata(State(st): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+pub async fn metadata(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let result = (|| {
         let params = Params::parse(q.as_deref());
         let format = http::negotiate(&headers, &params)?;

@@ -30,10 +30,12 @@ impl From<FhirError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let body = serde_json::to_vec(&self.0.outcome()).unwrap_or_default();
         let mut resp = (status, body).into_response();
-        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
         resp
     }
 }
@@ -49,7 +51,10 @@ pub fn tagged(mut resp: Response, interaction: &'static str) -> Response {
 
 /// Runs a handler body and tags whatever it returns.
 pub fn finish(result: ApiResult, interaction: &'static str) -> Response {
-    tagged(result.unwrap_or_else(IntoResponse::into_response), interaction)
+    tagged(
+        result.unwrap_or_else(IntoResponse::into_response),
+        interaction,
+    )
 }
 
 /// Query parameters in order, percent-decoded.
@@ -59,16 +64,26 @@ pub struct Params(pub Vec<(String, String)>);
 impl Params {
     /// Parses a raw query string.
     pub fn parse(raw: Option<&str>) -> Params {
-        Params(raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default())
+        Params(
+            raw.map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+                .unwrap_or_default(),
+        )
     }
     /// The first value of a parameter.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
     /// Parameters other than the format controls (`_format`, `_pretty`), re-encoded: a conditional URL's criteria.
     pub fn criteria(&self) -> String {
         let mut s = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in self.0.iter().filter(|(k, _)| k != "_format" && k != "_pretty") {
+        for (k, v) in self
+            .0
+            .iter()
+            .filter(|(k, _)| k != "_format" && k != "_pretty")
+        {
             s.append_pair(k, v);
         }
         s.finish()
@@ -77,7 +92,11 @@ impl Params {
     pub fn only(&self, allowed: &[&str]) -> Result<(), FhirError> {
         for (k, _) in &self.0 {
             if k != "_format" && k != "_pretty" && !allowed.contains(&k.as_str()) {
-                return Err(FhirError::new(400, "not-supported", format!("parameter '{k}' is not supported here")));
+                return Err(FhirError::new(
+                    400,
+                    "not-supported",
+                    format!("parameter '{k}' is not supported here"),
+                ));
             }
         }
         Ok(())
@@ -94,8 +113,15 @@ pub struct Format {
 pub fn negotiate(headers: &HeaderMap, params: &Params) -> Result<Format, FhirError> {
     if let Some(f) = params.get("_format") {
         let f = f.split(';').next().unwrap_or("").trim();
-        if !matches!(f, "json" | "application/json" | "application/fhir+json" | "application/json+fhir") {
-            return Err(FhirError::new(406, "not-supported", format!("_format '{f}' is not served; use json")));
+        if !matches!(
+            f,
+            "json" | "application/json" | "application/fhir+json" | "application/json+fhir"
+        ) {
+            return Err(FhirError::new(
+                406,
+                "not-supported",
+                format!("_format '{f}' is not served; use json"),
+            ));
         }
     } else if let Some(accept) = headers.get(header::ACCEPT) {
         let accept = accept.to_str().unwrap_or("");
@@ -104,47 +130,94 @@ pub fn negotiate(headers: &HeaderMap, params: &Params) -> Result<Format, FhirErr
                 let mt = range.split(';').next().unwrap_or("").trim();
                 matches!(
                     mt,
-                    "*/*" | "application/*" | "application/json" | "application/fhir+json" | "application/json+fhir"
+                    "*/*"
+                        | "application/*"
+                        | "application/json"
+                        | "application/fhir+json"
+                        | "application/json+fhir"
                 )
             });
         if !ok {
             return Err(FhirError::new(
                 406,
                 "not-supported",
-                format!("none of the accepted media types ({accept}) is served; use application/fhir+json"),
+                format!(
+                    "none of the accepted media types ({accept}) is served; use application/fhir+json"
+                ),
             ));
         }
     }
     let pretty = match params.get("_pretty") {
         None | Some("false") => false,
         Some("true") => true,
-        Some(other) => return Err(FhirError::new(400, "invalid", format!("_pretty must be true or false, not '{other}'"))),
+        Some(other) => {
+            return Err(FhirError::new(
+                400,
+                "invalid",
+                format!("_pretty must be true or false, not '{other}'"),
+            ));
+        }
     };
     Ok(Format { pretty })
 }
 
 /// Requires a JSON body (`application/fhir+json` or `application/json`); 415 otherwise.
 pub fn require_json(headers: &HeaderMap) -> Result<(), FhirError> {
-    require_content_type(headers, &["application/fhir+json", "application/json", "application/json+fhir"])
+    require_content_type(
+        headers,
+        &[
+            "application/fhir+json",
+            "application/json",
+            "application/json+fhir",
+        ],
+    )
 }
 
 /// Requires one of the given media types in `Content-Type`.
 pub fn require_content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), FhirError> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let mt = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mt = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     if allowed.contains(&mt.as_str()) {
         Ok(())
     } else {
-        let found = if ct.is_empty() { "no Content-Type".to_string() } else { format!("Content-Type '{ct}'") };
-        Err(FhirError::new(415, "not-supported", format!("{found} is not accepted here; send {}", allowed.join(" or "))))
+        let found = if ct.is_empty() {
+            "no Content-Type".to_string()
+        } else {
+            format!("Content-Type '{ct}'")
+        };
+        Err(FhirError::new(
+            415,
+            "not-supported",
+            format!(
+                "{found} is not accepted here; send {}",
+                allowed.join(" or ")
+            ),
+        ))
     }
 }
 
 /// Reads a body up to `limit` bytes; 413 as soon as it is known to be larger (from `Content-Length`
 /// before reading anything, or while streaming), so an oversized body is never buffered whole.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, FhirError> {
-    let too_large = || FhirError::new(413, "too-costly", format!("request body exceeds the limit of {limit} bytes"));
-    if let Some(len) = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+    let too_large = || {
+        FhirError::new(
+            413,
+            "too-costly",
+            format!("request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
     {
         return Err(too_large());
@@ -152,17 +225,27 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(FhirError::new(400, "structure", format!("could not read the request body: {e}"))),
+        Err(e) => Err(FhirError::new(
+            400,
+            "structure",
+            format!("could not read the request body: {e}"),
+        )),
     }
 }
 
 /// `If-Match: W/"3"` (or `"3"`) as a version; 400 for anything else.
 pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, FhirError> {
-    let Some(v) = headers.get(header::IF_MATCH) else { return Ok(None) };
+    let Some(v) = headers.get(header::IF_MATCH) else {
+        return Ok(None);
+    };
     let s = v.to_str().unwrap_or("").trim();
-    parse_etag(s)
-        .map(Some)
-        .ok_or_else(|| FhirError::new(400, "invalid", format!("If-Match '{s}' is not a version ETag such as W/\"3\"")))
+    parse_etag(s).map(Some).ok_or_else(|| {
+        FhirError::new(
+            400,
+            "invalid",
+            format!("If-Match '{s}' is not a version ETag such as W/\"3\""),
+        )
+    })
 }
 
 /// `W/"3"` or `"3"` -> 3.
@@ -182,7 +265,9 @@ pub enum Return {
 
 /// Reads `Prefer: return=...` (other preferences are ignored, as the header's semantics allow).
 pub fn prefer_return(headers: &HeaderMap) -> Return {
-    let Some(p) = headers.get("prefer").and_then(|v| v.to_str().ok()) else { return Return::default() };
+    let Some(p) = headers.get("prefer").and_then(|v| v.to_str().ok()) else {
+        return Return::default();
+    };
     for part in p.split([',', ';']) {
         match part.trim() {
             "return=minimal" => return Return::Minimal,
@@ -196,14 +281,19 @@ pub fn prefer_return(headers: &HeaderMap) -> Return {
 
 /// Serialises a JSON value for the response.
 pub fn body_bytes(value: &Value, format: Format) -> Bytes {
-    let v = if format.pretty { serde_json::to_vec_pretty(value) } else { serde_json::to_vec(value) };
+    let v = if format.pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    };
     Bytes::from(v.unwrap_or_default())
 }
 
 /// A JSON response with the FHIR content type.
 pub fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut resp = (status, body).into_response();
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
     resp
 }
 

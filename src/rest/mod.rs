@@ -54,7 +54,9 @@ impl AppState {
     }
 
     fn limits(&self) -> ParseLimits {
-        ParseLimits { max_depth: self.settings.max_depth }
+        ParseLimits {
+            max_depth: self.settings.max_depth,
+        }
     }
 
     /// The absolute base URL of the FHIR API, from configuration or the request's `Host`.
@@ -62,7 +64,10 @@ impl AppState {
         if let Some(u) = &self.settings.public_base_url {
             return u.clone();
         }
-        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+        let host = headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
         format!("http://{host}{}", self.settings.base_path)
     }
 }
@@ -71,26 +76,46 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
-        .route("/", get(no_system_search).post(bundle::batch_or_transaction))
+        .route(
+            "/",
+            get(no_system_search).post(bundle::batch_or_transaction),
+        )
         .route("/_history", get(read::history_system))
         .route(
             "/{type}",
-            get(no_type_search).post(write::create).put(write::conditional_update).patch(write::conditional_patch).delete(write::conditional_delete),
+            get(no_type_search)
+                .post(write::create)
+                .put(write::conditional_update)
+                .patch(write::conditional_patch)
+                .delete(write::conditional_delete),
         )
         .route("/{type}/_history", get(read::history_type))
-        .route("/{type}/{id}", get(read::read).put(write::update).patch(write::patch).delete(write::delete))
+        .route(
+            "/{type}/{id}",
+            get(read::read)
+                .put(write::update)
+                .patch(write::patch)
+                .delete(write::delete),
+        )
         .route("/{type}/{id}/_history", get(read::history_instance))
         .route("/{type}/{id}/_history/{vid}", get(read::vread))
         .method_not_allowed_fallback(method_not_allowed);
     let base = state.settings.base_path.clone();
     Router::new()
+        // `[base]/` is the same endpoint as `[base]`: clients differ on the trailing slash.
+        .route(
+            &format!("{base}/"),
+            get(no_system_search).post(bundle::batch_or_transaction),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .nest(&base, fhir)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panic_response))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
         .with_state(state)
 }
 
@@ -107,7 +132,10 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
-    let interaction = resp.extensions().get::<Interaction>().map_or("other", |i| i.0);
+    let interaction = resp
+        .extensions()
+        .get::<Interaction>()
+        .map_or("other", |i| i.0);
     let elapsed = start.elapsed();
     state.metrics.record(interaction, status, elapsed);
     if status >= 500 {
@@ -124,19 +152,30 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 fn panic_response(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
     tracing::error!("handler panicked");
     tagged(
-        ApiError(FhirError::new(500, "exception", "internal error; the request was not applied")).into_response(),
+        ApiError(FhirError::new(
+            500,
+            "exception",
+            "internal error; the request was not applied",
+        ))
+        .into_response(),
         "panic",
     )
 }
 
 async fn method_not_allowed(req: Request) -> Response {
     let msg = format!("{} is not allowed on {}", req.method(), req.uri().path());
-    tagged(ApiError(FhirError::new(405, "not-supported", msg)).into_response(), "other")
+    tagged(
+        ApiError(FhirError::new(405, "not-supported", msg)).into_response(),
+        "other",
+    )
 }
 
 async fn not_found(req: Request) -> Response {
     let msg = format!("no such endpoint: {}", req.uri().path());
-    tagged(ApiError(FhirError::new(404, "not-found", msg)).into_response(), "other")
+    tagged(
+        ApiError(FhirError::new(404, "not-found", msg)).into_response(),
+        "other",
+    )
 }
 
 async fn no_type_search(axum::extract::Path(ty): axum::extract::Path<String>) -> Response {
@@ -145,7 +184,9 @@ async fn no_type_search(axum::extract::Path(ty): axum::extract::Path<String>) ->
         Ok(()) => FhirError::new(
             501,
             "not-supported",
-            format!("search on {ty} is not implemented yet; read by id, history and conditional operations on identifier are"),
+            format!(
+                "search on {ty} is not implemented yet; read by id, history and conditional operations on identifier are"
+            ),
         ),
     };
     tagged(ApiError(e).into_response(), "search-type")
@@ -153,7 +194,12 @@ async fn no_type_search(axum::extract::Path(ty): axum::extract::Path<String>) ->
 
 async fn no_system_search() -> Response {
     tagged(
-        ApiError(FhirError::new(501, "not-supported", "system-wide search is not implemented yet")).into_response(),
+        ApiError(FhirError::new(
+            501,
+            "not-supported",
+            "system-wide search is not implemented yet",
+        ))
+        .into_response(),
         "search-system",
     )
 }
@@ -174,7 +220,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let text = state.metrics.render(&state.store.stats());
     let mut r = text.into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
     tagged(r, "metrics")
 }
 
@@ -183,7 +232,11 @@ pub(crate) fn check_type(ty: &str) -> Result<(), FhirError> {
     if Definitions::core().is_resource_type(ty) {
         Ok(())
     } else {
-        Err(FhirError::new(404, "not-supported", format!("'{ty}' is not a resource type of FHIR R4")))
+        Err(FhirError::new(
+            404,
+            "not-supported",
+            format!("'{ty}' is not a resource type of FHIR R4"),
+        ))
     }
 }
 
@@ -192,6 +245,11 @@ pub(crate) fn check_id(id: &str) -> Result<(), FhirError> {
     if crate::model::primitives::is_id(id) {
         Ok(())
     } else {
-        Err(FhirError::new(400, "value", "id must be 1-64 characters of A-Z a-z 0-9 - ."))
+        let shown: String = id.chars().take(70).collect();
+        Err(FhirError::new(
+            400,
+            "value",
+            format!("id '{shown}' in the URL must be 1-64 characters of A-Z a-z 0-9 - ."),
+        ))
     }
 }

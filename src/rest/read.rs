@@ -12,8 +12,16 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 
-pub async fn read(State(st): State<AppState>, Path((ty, id)): Path<(String, String)>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
-    finish(read_inner(&st, &ty, &id, None, q.as_deref(), &headers).await, "read")
+pub async fn read(
+    State(st): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    finish(
+        read_inner(&st, &ty, &id, None, q.as_deref(), &headers).await,
+        "read",
+    )
 }
 
 pub async fn vread(
@@ -22,7 +30,9 @@ pub async fn vread(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let version = vid.parse::<u64>().map_err(|_| FhirError::new(400, "value", format!("version '{vid}' is not a number")));
+    let version = vid
+        .parse::<u64>()
+        .map_err(|_| FhirError::new(400, "value", format!("version '{vid}' is not a number")));
     let result = match version {
         Ok(v) => read_inner(&st, &ty, &id, Some(v), q.as_deref(), &headers).await,
         Err(e) => Err(e.into()),
@@ -30,7 +40,14 @@ pub async fn vread(
     finish(result, "vread")
 }
 
-async fn read_inner(st: &AppState, ty: &str, id: &str, version: Option<u64>, q: Option<&str>, headers: &HeaderMap) -> ApiResult {
+async fn read_inner(
+    st: &AppState,
+    ty: &str,
+    id: &str,
+    version: Option<u64>,
+    q: Option<&str>,
+    headers: &HeaderMap,
+) -> ApiResult {
     let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     params.only(&["_summary", "_elements"])?;
@@ -46,13 +63,19 @@ async fn read_inner(st: &AppState, ty: &str, id: &str, version: Option<u64>, q: 
         return Err(FhirError::new(404, "not-found", format!("{what} is not known")).into());
     };
     if v.is_deleted() {
-        let mut resp = super::http::ApiError(FhirError::new(410, "deleted", format!("{ty}/{id} was deleted (version {})", v.version)))
-            .into_response();
+        let mut resp = super::http::ApiError(FhirError::new(
+            410,
+            "deleted",
+            format!("{ty}/{id} was deleted (version {})", v.version),
+        ))
+        .into_response();
         http::version_headers(&mut resp, &v);
         return Ok(resp);
     }
     if version.is_none()
-        && let Some(inm) = headers.get(header::IF_NONE_MATCH).and_then(|h| h.to_str().ok())
+        && let Some(inm) = headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|h| h.to_str().ok())
         && http::parse_etag(inm.trim()) == Some(v.version)
     {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
@@ -75,8 +98,13 @@ async fn read_inner(st: &AppState, ty: &str, id: &str, version: Option<u64>, q: 
 
 /// Parses a stored body (which the server wrote itself, so a failure is a server fault).
 pub(crate) fn parse_stored(v: &StoredVersion) -> Result<Value, FhirError> {
-    serde_json::from_slice(v.body.as_deref().unwrap_or(b"{}"))
-        .map_err(|e| FhirError::new(500, "exception", format!("stored {}/{} is unreadable: {e}", v.resource_type, v.id)))
+    serde_json::from_slice(v.body.as_deref().unwrap_or(b"{}")).map_err(|e| {
+        FhirError::new(
+            500,
+            "exception",
+            format!("stored {}/{} is unreadable: {e}", v.resource_type, v.id),
+        )
+    })
 }
 
 /// A reduced view of a resource requested with `_summary` or `_elements`.
@@ -94,15 +122,33 @@ fn subset(params: &Params) -> Result<Option<View>, FhirError> {
         Some("text") => Some(View::Text),
         Some("data") => Some(View::Data),
         Some("count") => {
-            return Err(FhirError::new(400, "invalid", "_summary=count applies to searches and history, not to a read"));
+            return Err(FhirError::new(
+                400,
+                "invalid",
+                "_summary=count applies to searches and history, not to a read",
+            ));
         }
-        Some(o) => return Err(FhirError::new(400, "value", format!("_summary '{o}' is not one of true, text, data, count, false"))),
+        Some(o) => {
+            return Err(FhirError::new(
+                400,
+                "value",
+                format!("_summary '{o}' is not one of true, text, data, count, false"),
+            ));
+        }
     };
     if let Some(list) = params.get("_elements") {
         if view.is_some() {
-            return Err(FhirError::new(400, "invalid", "use either _summary or _elements, not both"));
+            return Err(FhirError::new(
+                400,
+                "invalid",
+                "use either _summary or _elements, not both",
+            ));
         }
-        let names: Vec<String> = list.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+        let names: Vec<String> = list
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
         if names.is_empty() {
             return Err(FhirError::new(400, "value", "_elements names no element"));
         }
@@ -113,8 +159,14 @@ fn subset(params: &Params) -> Result<Option<View>, FhirError> {
 
 impl View {
     fn apply(&self, resource: Value) -> Value {
-        let Value::Object(obj) = resource else { return resource };
-        let ty = obj.get("resourceType").and_then(Value::as_str).unwrap_or("").to_string();
+        let Value::Object(obj) = resource else {
+            return resource;
+        };
+        let ty = obj
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
         let defs = Definitions::core();
         let out = match self {
             View::Data => {
@@ -124,7 +176,10 @@ impl View {
             }
             View::Summary => summary_of(obj, &ty, defs),
             View::Text => keep_top(obj, |k| {
-                k == "text" || defs.element(&format!("{ty}.{k}")).is_some_and(|e| e.min >= 1)
+                k == "text"
+                    || defs
+                        .element(&format!("{ty}.{k}"))
+                        .is_some_and(|e| e.min >= 1)
             }),
             View::Elements(names) => keep_top(obj, |k| names.iter().any(|n| n == k)),
         };
@@ -151,15 +206,23 @@ fn summary_of(obj: Map<String, Value>, def_path: &str, defs: &Definitions) -> Ma
             out.insert(k, v);
             continue;
         }
-        let Some(m) = defs.child(def_path, base) else { continue };
+        let Some(m) = defs.child(def_path, base) else {
+            continue;
+        };
         if !m.element.summary {
             continue;
         }
         let primitive = k.starts_with('_')
             || m.type_code == "Resource"
-            || defs.structure(m.type_code).is_none_or(|s| s.kind == StructureKind::PrimitiveType);
+            || defs
+                .structure(m.type_code)
+                .is_none_or(|s| s.kind == StructureKind::PrimitiveType);
         let child_path = defs.children_path(m.element, m.type_code).to_string();
-        let v = if primitive { v } else { map_objects(v, &|o| Value::Object(summary_of(o, &child_path, defs))) };
+        let v = if primitive {
+            v
+        } else {
+            map_objects(v, &|o| Value::Object(summary_of(o, &child_path, defs)))
+        };
         out.insert(k, v);
     }
     out
@@ -192,7 +255,9 @@ pub async fn history_instance(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let scope = check_type(&ty).and_then(|_| check_id(&id)).map(|_| HistoryScope::Instance(ty.clone(), id.clone()));
+    let scope = check_type(&ty)
+        .and_then(|_| check_id(&id))
+        .map(|_| HistoryScope::Instance(ty.clone(), id.clone()));
     let result = match scope {
         Ok(s) => history(&st, s, q.as_deref(), &headers).await,
         Err(e) => Err(e.into()),
@@ -200,7 +265,12 @@ pub async fn history_instance(
     finish(result, "history-instance")
 }
 
-pub async fn history_type(State(st): State<AppState>, Path(ty): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+pub async fn history_type(
+    State(st): State<AppState>,
+    Path(ty): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let result = match check_type(&ty) {
         Ok(()) => history(&st, HistoryScope::Type(ty.clone()), q.as_deref(), &headers).await,
         Err(e) => Err(e.into()),
@@ -208,12 +278,24 @@ pub async fn history_type(State(st): State<AppState>, Path(ty): Path<String>, Ra
     finish(result, "history-type")
 }
 
-pub async fn history_system(State(st): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
-    finish(history(&st, HistoryScope::System, q.as_deref(), &headers).await, "history-system")
+pub async fn history_system(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    finish(
+        history(&st, HistoryScope::System, q.as_deref(), &headers).await,
+        "history-system",
+    )
 }
 
 /// A history Bundle, newest first, paged with `_count` and stable across pages (`_snapshot`).
-async fn history(st: &AppState, scope: HistoryScope, q: Option<&str>, headers: &HeaderMap) -> ApiResult {
+async fn history(
+    st: &AppState,
+    scope: HistoryScope,
+    q: Option<&str>,
+    headers: &HeaderMap,
+) -> ApiResult {
     let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     params.only(&["_count", "_since", "_summary", "_offset", "_snapshot"])?;
@@ -222,25 +304,49 @@ async fn history(st: &AppState, scope: HistoryScope, q: Option<&str>, headers: &
         None => s.default_page_size,
         Some(c) => c
             .parse::<usize>()
-            .map_err(|_| FhirError::new(400, "value", format!("_count '{c}' is not a non-negative integer")))?
+            .map_err(|_| {
+                FhirError::new(
+                    400,
+                    "value",
+                    format!("_count '{c}' is not a non-negative integer"),
+                )
+            })?
             .min(s.max_page_size),
     };
     let since_ms = match params.get("_since") {
         None => None,
-        Some(t) => Some(
-            model::parse_instant_ms(t)
-                .ok_or_else(|| FhirError::new(400, "value", format!("_since '{t}' is not an instant such as 2026-01-01T00:00:00Z")))?,
-        ),
+        Some(t) => Some(model::parse_instant_ms(t).ok_or_else(|| {
+            FhirError::new(
+                400,
+                "value",
+                format!("_since '{t}' is not an instant such as 2026-01-01T00:00:00Z"),
+            )
+        })?),
     };
     let count_only = match params.get("_summary") {
         None | Some("false") => false,
         Some("count") => true,
-        Some(o) => return Err(FhirError::new(400, "not-supported", format!("_summary '{o}' is not supported on history; use count")).into()),
+        Some(o) => {
+            return Err(FhirError::new(
+                400,
+                "not-supported",
+                format!("_summary '{o}' is not supported on history; use count"),
+            )
+            .into());
+        }
     };
     let int_param = |name: &str| -> Result<Option<i64>, FhirError> {
         params
             .get(name)
-            .map(|v| v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| FhirError::new(400, "value", format!("{name} must be a non-negative integer"))))
+            .map(|v| {
+                v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+                    FhirError::new(
+                        400,
+                        "value",
+                        format!("{name} must be a non-negative integer"),
+                    )
+                })
+            })
             .transpose()
     };
     let offset = usize::try_from(int_param("_offset")?.unwrap_or(0)).unwrap_or(0);
@@ -279,7 +385,11 @@ async fn history(st: &AppState, scope: HistoryScope, q: Option<&str>, headers: &
     if !count_only && offset > 0 {
         links.push(link("previous", offset.saturating_sub(count)));
     }
-    let entries: Vec<Value> = page.entries.iter().map(|v| history_entry(&base, v)).collect::<Result<_, _>>()?;
+    let entries: Vec<Value> = page
+        .entries
+        .iter()
+        .map(|v| history_entry(&base, v))
+        .collect::<Result<_, _>>()?;
     let mut bundle = json!({
         "resourceType": "Bundle",
         "type": "history",
@@ -289,12 +399,18 @@ async fn history(st: &AppState, scope: HistoryScope, q: Option<&str>, headers: &
     if !entries.is_empty() {
         bundle["entry"] = Value::Array(entries);
     }
-    Ok(json_response(StatusCode::OK, http::body_bytes(&bundle, format)))
+    Ok(json_response(
+        StatusCode::OK,
+        http::body_bytes(&bundle, format),
+    ))
 }
 
 fn history_entry(base: &str, v: &Arc<StoredVersion>) -> Result<Value, FhirError> {
     let mut e = Map::new();
-    e.insert("fullUrl".into(), json!(format!("{base}/{}/{}", v.resource_type, v.id)));
+    e.insert(
+        "fullUrl".into(),
+        json!(format!("{base}/{}/{}", v.resource_type, v.id)),
+    );
     if v.body.is_some() {
         e.insert("resource".into(), parse_stored(v)?);
     }
@@ -302,7 +418,10 @@ fn history_entry(base: &str, v: &Arc<StoredVersion>) -> Result<Value, FhirError>
         crate::store::WriteMethod::Create => v.resource_type.clone(),
         _ => format!("{}/{}", v.resource_type, v.id),
     };
-    e.insert("request".into(), json!({"method": v.method.code(), "url": url}));
+    e.insert(
+        "request".into(),
+        json!({"method": v.method.code(), "url": url}),
+    );
     let status = match v.method {
         crate::store::WriteMethod::Create => "201 Created",
         crate::store::WriteMethod::Update => "200 OK",
@@ -317,13 +436,21 @@ fn history_entry(base: &str, v: &Arc<StoredVersion>) -> Result<Value, FhirError>
 
 /// Adds the `Location` header of a version.
 pub(crate) fn location(resp: &mut Response, base: &str, v: &StoredVersion) {
-    if let Ok(l) = HeaderValue::from_str(&format!("{base}/{}/{}/_history/{}", v.resource_type, v.id, v.version)) {
+    if let Ok(l) = HeaderValue::from_str(&format!(
+        "{base}/{}/{}/_history/{}",
+        v.resource_type, v.id, v.version
+    )) {
         resp.headers_mut().insert(header::LOCATION, l);
     }
 }
 
 /// Used by Bundle GET entries: the stored version of a read/vread, or the error it would answer.
-pub(crate) async fn fetch(st: &AppState, ty: &str, id: &str, version: Option<u64>) -> Result<Arc<StoredVersion>, FhirError> {
+pub(crate) async fn fetch(
+    st: &AppState,
+    ty: &str,
+    id: &str,
+    version: Option<u64>,
+) -> Result<Arc<StoredVersion>, FhirError> {
     check_type(ty)?;
     check_id(id)?;
     let found = match version {
@@ -332,8 +459,16 @@ pub(crate) async fn fetch(st: &AppState, ty: &str, id: &str, version: Option<u64
     }
     .map_err(store_error)?;
     match found {
-        None => Err(FhirError::new(404, "not-found", format!("{ty}/{id} is not known"))),
-        Some(v) if v.is_deleted() => Err(FhirError::new(410, "deleted", format!("{ty}/{id} was deleted"))),
+        None => Err(FhirError::new(
+            404,
+            "not-found",
+            format!("{ty}/{id} is not known"),
+        )),
+        Some(v) if v.is_deleted() => Err(FhirError::new(
+            410,
+            "deleted",
+            format!("{ty}/{id} was deleted"),
+        )),
         Some(v) => Ok(v),
     }
 }

@@ -12,11 +12,26 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
-pub async fn create(State(st): State<AppState>, Path(ty): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap, body: Body) -> Response {
-    finish(create_inner(&st, &ty, q.as_deref(), &headers, body).await, "create")
+pub async fn create(
+    State(st): State<AppState>,
+    Path(ty): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    finish(
+        create_inner(&st, &ty, q.as_deref(), &headers, body).await,
+        "create",
+    )
 }
 
-async fn create_inner(st: &AppState, ty: &str, q: Option<&str>, headers: &HeaderMap, body: Body) -> ApiResult {
+async fn create_inner(
+    st: &AppState,
+    ty: &str,
+    q: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult {
     let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     params.only(&[])?;
@@ -38,15 +53,42 @@ pub async fn update(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    finish(update_inner(&st, &ty, Target::Id(id), q.as_deref(), &headers, body).await, "update")
+    finish(
+        update_inner(&st, &ty, Target::Id(id), q.as_deref(), &headers, body).await,
+        "update",
+    )
 }
 
-pub async fn conditional_update(State(st): State<AppState>, Path(ty): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap, body: Body) -> Response {
+pub async fn conditional_update(
+    State(st): State<AppState>,
+    Path(ty): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let criteria = Params::parse(q.as_deref()).criteria();
-    finish(update_inner(&st, &ty, Target::Condition(criteria), q.as_deref(), &headers, body).await, "update-conditional")
+    finish(
+        update_inner(
+            &st,
+            &ty,
+            Target::Condition(criteria),
+            q.as_deref(),
+            &headers,
+            body,
+        )
+        .await,
+        "update-conditional",
+    )
 }
 
-async fn update_inner(st: &AppState, ty: &str, target: Target, q: Option<&str>, headers: &HeaderMap, body: Body) -> ApiResult {
+async fn update_inner(
+    st: &AppState,
+    ty: &str,
+    target: Target,
+    q: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult {
     let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     check_type(ty)?;
@@ -55,15 +97,33 @@ async fn update_inner(st: &AppState, ty: &str, target: Target, q: Option<&str>, 
             params.only(&[])?;
             check_id(id)?;
         }
-        Target::Condition(c) if c.is_empty() => return Err(FhirError::new(400, "invalid", "conditional update without criteria").into()),
+        Target::Condition(c) if c.is_empty() => {
+            return Err(
+                FhirError::new(400, "invalid", "conditional update without criteria").into(),
+            );
+        }
         _ => {}
     }
     let resource = parse_body(st, ty, headers, body).await?;
     if let Target::Id(id) = &target {
         match resource.get("id").and_then(Value::as_str) {
-            None => return Err(FhirError::new(400, "required", format!("the resource must carry id '{id}' to be updated")).at("id").into()),
+            None => {
+                return Err(FhirError::new(
+                    400,
+                    "required",
+                    format!("the resource must carry id '{id}' to be updated"),
+                )
+                .at("id")
+                .into());
+            }
             Some(b) if b != id => {
-                return Err(FhirError::new(400, "invalid", format!("resource id '{b}' differs from the id '{id}' in the URL")).at("id").into());
+                return Err(FhirError::new(
+                    400,
+                    "invalid",
+                    format!("resource id '{b}' differs from the id '{id}' in the URL"),
+                )
+                .at("id")
+                .into());
             }
             _ => {}
         }
@@ -80,15 +140,42 @@ pub async fn patch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    finish(patch_inner(&st, &ty, Target::Id(id), q.as_deref(), &headers, body).await, "patch")
+    finish(
+        patch_inner(&st, &ty, Target::Id(id), q.as_deref(), &headers, body).await,
+        "patch",
+    )
 }
 
-pub async fn conditional_patch(State(st): State<AppState>, Path(ty): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap, body: Body) -> Response {
+pub async fn conditional_patch(
+    State(st): State<AppState>,
+    Path(ty): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let criteria = Params::parse(q.as_deref()).criteria();
-    finish(patch_inner(&st, &ty, Target::Condition(criteria), q.as_deref(), &headers, body).await, "patch-conditional")
+    finish(
+        patch_inner(
+            &st,
+            &ty,
+            Target::Condition(criteria),
+            q.as_deref(),
+            &headers,
+            body,
+        )
+        .await,
+        "patch-conditional",
+    )
 }
 
-async fn patch_inner(st: &AppState, ty: &str, target: Target, q: Option<&str>, headers: &HeaderMap, body: Body) -> ApiResult {
+async fn patch_inner(
+    st: &AppState,
+    ty: &str,
+    target: Target,
+    q: Option<&str>,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult {
     let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     check_type(ty)?;
@@ -97,7 +184,11 @@ async fn patch_inner(st: &AppState, ty: &str, target: Target, q: Option<&str>, h
             params.only(&[])?;
             check_id(id)?;
         }
-        Target::Condition(c) if c.is_empty() => return Err(FhirError::new(400, "invalid", "conditional patch without criteria").into()),
+        Target::Condition(c) if c.is_empty() => {
+            return Err(
+                FhirError::new(400, "invalid", "conditional patch without criteria").into(),
+            );
+        }
         _ => {}
     }
     http::require_content_type(headers, &["application/json-patch+json"]).map_err(|e| {
@@ -109,24 +200,53 @@ async fn patch_inner(st: &AppState, ty: &str, target: Target, q: Option<&str>, h
     })?;
     let bytes = http::read_body(headers, body, st.settings.max_body_bytes).await?;
     let doc = model::parse_json(&bytes)?;
-    let patch: json_patch::Patch =
-        serde_json::from_value(doc).map_err(|e| FhirError::new(400, "structure", format!("not a JSON Patch document: {e}")))?;
+    let patch: json_patch::Patch = serde_json::from_value(doc)
+        .map_err(|e| FhirError::new(400, "structure", format!("not a JSON Patch document: {e}")))?;
     let mut entry = Entry::new(Method::Patch, ty, target, None);
     entry.patch = Some(patch);
     entry.if_match = http::if_match(headers)?;
     respond(st, headers, format, entry).await
 }
 
-pub async fn delete(State(st): State<AppState>, Path((ty, id)): Path<(String, String)>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
-    finish(delete_inner(&st, &ty, Target::Id(id), q.as_deref(), &headers).await, "delete")
+pub async fn delete(
+    State(st): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    finish(
+        delete_inner(&st, &ty, Target::Id(id), q.as_deref(), &headers).await,
+        "delete",
+    )
 }
 
-pub async fn conditional_delete(State(st): State<AppState>, Path(ty): Path<String>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
+pub async fn conditional_delete(
+    State(st): State<AppState>,
+    Path(ty): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
     let criteria = Params::parse(q.as_deref()).criteria();
-    finish(delete_inner(&st, &ty, Target::Condition(criteria), q.as_deref(), &headers).await, "delete-conditional")
+    finish(
+        delete_inner(
+            &st,
+            &ty,
+            Target::Condition(criteria),
+            q.as_deref(),
+            &headers,
+        )
+        .await,
+        "delete-conditional",
+    )
 }
 
-async fn delete_inner(st: &AppState, ty: &str, target: Target, q: Option<&str>, headers: &HeaderMap) -> ApiResult {
+async fn delete_inner(
+    st: &AppState,
+    ty: &str,
+    target: Target,
+    q: Option<&str>,
+    headers: &HeaderMap,
+) -> ApiResult {
     let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     check_type(ty)?;
@@ -136,7 +256,12 @@ async fn delete_inner(st: &AppState, ty: &str, target: Target, q: Option<&str>, 
             check_id(id)?;
         }
         Target::Condition(c) if c.is_empty() => {
-            return Err(FhirError::new(412, "multiple-matches", "conditional delete without criteria would match everything").into());
+            return Err(FhirError::new(
+                412,
+                "multiple-matches",
+                "conditional delete without criteria would match everything",
+            )
+            .into());
         }
         _ => {}
     }
@@ -146,7 +271,12 @@ async fn delete_inner(st: &AppState, ty: &str, target: Target, q: Option<&str>, 
 }
 
 /// Reads, bounds and structurally checks a request body naming `ty`.
-async fn parse_body(st: &AppState, ty: &str, headers: &HeaderMap, body: Body) -> Result<Value, FhirError> {
+async fn parse_body(
+    st: &AppState,
+    ty: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Value, FhirError> {
     http::require_json(headers)?;
     let bytes = http::read_body(headers, body, st.settings.max_body_bytes).await?;
     model::parse_resource(&bytes, Some(ty), st.limits())
@@ -163,12 +293,21 @@ async fn respond(st: &AppState, headers: &HeaderMap, format: Format, entry: Entr
     let (status, version) = match &effect {
         Effect::Created(v) => (StatusCode::CREATED, Some(v.clone())),
         Effect::Updated(v) => (StatusCode::OK, Some(v.clone())),
-        Effect::Existing { resource_type, id } => (StatusCode::OK, st.store.read(resource_type, id).await.ok().flatten()),
+        Effect::Existing { resource_type, id } => (
+            StatusCode::OK,
+            st.store.read(resource_type, id).await.ok().flatten(),
+        ),
         Effect::Deleted(v) => {
             let mut resp = match prefer {
                 Return::OperationOutcome => json_response(
                     StatusCode::OK,
-                    http::body_bytes(&http::info_outcome(format!("deleted {}/{} (version {})", v.resource_type, v.id, v.version)), format),
+                    http::body_bytes(
+                        &http::info_outcome(format!(
+                            "deleted {}/{} (version {})",
+                            v.resource_type, v.id, v.version
+                        )),
+                        format,
+                    ),
                 ),
                 _ => StatusCode::NO_CONTENT.into_response(),
             };
@@ -177,22 +316,36 @@ async fn respond(st: &AppState, headers: &HeaderMap, format: Format, entry: Entr
         }
         Effect::Nothing => {
             return Ok(match prefer {
-                Return::OperationOutcome => json_response(StatusCode::OK, http::body_bytes(&http::info_outcome("nothing to delete".into()), format)),
+                Return::OperationOutcome => json_response(
+                    StatusCode::OK,
+                    http::body_bytes(&http::info_outcome("nothing to delete".into()), format),
+                ),
                 _ => StatusCode::NO_CONTENT.into_response(),
             });
         }
     };
     let Some(v) = version else {
-        return Err(FhirError::new(500, "exception", "the written resource could not be read back").into());
+        return Err(FhirError::new(
+            500,
+            "exception",
+            "the written resource could not be read back",
+        )
+        .into());
     };
     let mut resp = match prefer {
         Return::Minimal => status.into_response(),
         Return::OperationOutcome => {
-            let what = if status == StatusCode::CREATED { "created" } else { "updated" };
+            let what = if status == StatusCode::CREATED {
+                "created"
+            } else {
+                "updated"
+            };
             let msg = format!("{what} {}/{} version {}", v.resource_type, v.id, v.version);
             json_response(status, http::body_bytes(&http::info_outcome(msg), format))
         }
-        Return::Representation if format.pretty => json_response(status, http::body_bytes(&parse_stored(&v)?, format)),
+        Return::Representation if format.pretty => {
+            json_response(status, http::body_bytes(&parse_stored(&v)?, format))
+        }
         Return::Representation => json_response(status, v.body.clone().unwrap_or_default()),
     };
     http::version_headers(&mut resp, &v);

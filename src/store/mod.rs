@@ -178,7 +178,8 @@ pub trait TxContext {
 }
 
 /// A unit of work: runs on the store's writer, returns a value or aborts (rolling back its writes).
-pub type TxWork = Box<dyn FnOnce(&mut dyn TxContext) -> Result<Box<dyn Any + Send>, TxAbort> + Send>;
+pub type TxWork =
+    Box<dyn FnOnce(&mut dyn TxContext) -> Result<Box<dyn Any + Send>, TxAbort> + Send>;
 
 /// Why a unit of work gave up; carried back to the caller untouched.
 pub enum TxAbort {
@@ -205,10 +206,18 @@ pub struct TxOutcome {
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// The latest version of a resource, including a tombstone if the latest is a delete.
-    async fn read(&self, resource_type: &str, id: &str) -> Result<Option<Arc<StoredVersion>>, StoreError>;
+    async fn read(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<Arc<StoredVersion>>, StoreError>;
     /// One version.
-    async fn vread(&self, resource_type: &str, id: &str, version: u64)
-    -> Result<Option<Arc<StoredVersion>>, StoreError>;
+    async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<Arc<StoredVersion>>, StoreError>;
     /// History, newest first.
     async fn history(&self, q: HistoryQuery) -> Result<HistoryPage, StoreError>;
     /// Runs `work` atomically. On `Err(TxAbort)` nothing it wrote is kept.

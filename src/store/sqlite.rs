@@ -1,7 +1,32 @@
 //! The embedded default store on SQLite (WAL, one writer thread with group commit, a reader pool).
+//!
+//! Shape:
+//! - One file, `<dir>/huitong.db`, in WAL mode so readers never block the writer and vice versa.
+//! - **One writer thread** owns the only read-write connection. [`Store::transact`] sends its unit of
+//!   work over a channel; the writer takes the first queued job, drains up to `max_batch - 1` more that
+//!   are already waiting, and runs them in one SQLite transaction, each inside its own SAVEPOINT. A job
+//!   that aborts is rolled back to its savepoint alone; the others commit together with one COMMIT (one
+//!   fsync for the whole batch: that is the point of group commit). Replies go out only after COMMIT.
+//! - **Readers** are a small pool of read-only connections used from `spawn_blocking`; reads never queue
+//!   behind writes.
+//!
+//! Invariants kept here (see also `store/mod.rs`):
+//! - `resource_version.seq` is assigned by the single writer in commit order, so a reader that sees
+//!   `seq = n` sees every version with `seq < n` too; history pages pinned with `at_seq` are stable.
+//! - `resource_head` and `token_index` are updated in the same savepoint as the version row they describe.
+//! - A job whose `put` hit a storage error is rolled back even if it returns `Ok`, so a job that swallows
+//!   an error can never commit half a write.
 
 use super::*;
+use crossbeam_channel::{Receiver, Sender};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, types::Value};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{Semaphore, oneshot};
 
 /// Tuning of the SQLite store.
 #[derive(Debug, Clone)]
@@ -14,16 +39,1809 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { readers: 4, max_batch: 256 }
+        SqliteOptions {
+            readers: 4,
+            max_batch: 256,
+        }
     }
 }
 
-/// The SQLite store (placeholder until implemented).
-pub struct SqliteStore {}
+/// Name of the database file inside the data directory.
+const DB_FILE: &str = "huitong.db";
+
+/// How long a connection waits for a lock held by another connection (e.g. a checkpoint) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Upper bounds of the batch-size histogram; the implicit last bucket is +Inf.
+const BATCH_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
+
+/// Schema migrations, applied in order; entry `i` brings the schema from version `i` to `i + 1`.
+///
+/// The DDL sticks to what PostgreSQL also accepts where that costs nothing (`ON CONFLICT`, `RETURNING`,
+/// no `INSERT OR REPLACE`); `WITHOUT ROWID` and `INTEGER PRIMARY KEY` as the sequence are SQLite's.
+const MIGRATIONS: &[&str] = &[
+    // v1: versions, heads, token index.
+    "CREATE TABLE resource_version (
+        seq INTEGER PRIMARY KEY,
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        last_updated_ms INTEGER NOT NULL,
+        method TEXT NOT NULL,
+        body BLOB,
+        UNIQUE (resource_type, id, version)
+    );
+    CREATE INDEX resource_version_type_seq ON resource_version (resource_type, seq);
+    CREATE TABLE resource_head (
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        seq INTEGER NOT NULL,
+        deleted INTEGER NOT NULL,
+        PRIMARY KEY (resource_type, id)
+    ) WITHOUT ROWID;
+    -- system is '' when the token has none, so the row can be part of the primary key (which also
+    -- de-duplicates repeated tokens of one resource).
+    CREATE TABLE token_index (
+        resource_type TEXT NOT NULL,
+        id TEXT NOT NULL,
+        param TEXT NOT NULL,
+        system TEXT NOT NULL,
+        code TEXT NOT NULL,
+        PRIMARY KEY (resource_type, id, param, system, code)
+    ) WITHOUT ROWID;
+    CREATE INDEX token_index_lookup ON token_index (resource_type, param, code, system);",
+];
+
+/// A message to the writer thread.
+enum WriterMsg {
+    /// A unit of work and where to send its outcome.
+    Work(TxWork, oneshot::Sender<Result<TxOutcome, TxAbort>>),
+    /// Answered once every message queued before it has been committed.
+    Flush(oneshot::Sender<()>),
+    /// Finish what is queued before it, close the connection, answer, and stop.
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// Counters shared between the writer thread and [`Store::stats`].
+#[derive(Default)]
+struct WriterStats {
+    batches: AtomicU64,
+    jobs: AtomicU64,
+    /// Per-bucket (not cumulative) counts; index `BATCH_BUCKETS.len()` is +Inf.
+    buckets: [AtomicU64; BATCH_BUCKETS.len() + 1],
+}
+
+impl WriterStats {
+    fn record(&self, batch_size: usize) {
+        let n = batch_size as u64;
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.jobs.fetch_add(n, Ordering::Relaxed);
+        let idx = BATCH_BUCKETS
+            .iter()
+            .position(|&b| n <= b)
+            .unwrap_or(BATCH_BUCKETS.len());
+        self.buckets[idx].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> StoreStats {
+        let mut cumulative = 0;
+        let mut batch_size_buckets = Vec::with_capacity(BATCH_BUCKETS.len() + 1);
+        for (i, bound) in BATCH_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(u64::MAX))
+            .enumerate()
+        {
+            cumulative += self.buckets[i].load(Ordering::Relaxed);
+            batch_size_buckets.push((bound, cumulative));
+        }
+        StoreStats {
+            write_batches: self.batches.load(Ordering::Relaxed),
+            write_jobs: self.jobs.load(Ordering::Relaxed),
+            batch_size_buckets,
+            cache_hits: 0,
+            cache_misses: 0,
+        }
+    }
+}
+
+/// Read-only connections handed out one per blocking task.
+struct ReaderPool {
+    /// One permit per idle connection: waiting happens here, asynchronously, not on a blocking thread.
+    permits: Arc<Semaphore>,
+    conns: Arc<Mutex<Vec<Connection>>>,
+}
+
+/// Puts a reader connection back into the pool even if the query panicked.
+struct PooledReader {
+    conn: Option<Connection>,
+    pool: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl Drop for PooledReader {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            // A poisoned lock only means another reader panicked while pushing/popping; the Vec is intact.
+            self.pool.lock().unwrap_or_else(|e| e.into_inner()).push(c);
+        }
+    }
+}
+
+/// The SQLite store.
+pub struct SqliteStore {
+    jobs: Sender<WriterMsg>,
+    writer: Option<JoinHandle<()>>,
+    readers: ReaderPool,
+    stats: Arc<WriterStats>,
+}
+
+fn db_err(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn to_i64(v: u64, what: &str) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Backend(format!("{what} {v} out of range")))
+}
+
+fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        // A clock before 1970 is a broken host; the writer still keeps time non-decreasing.
+        .unwrap_or(0)
+}
+
+/// Settings every connection needs.
+fn configure_common(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(db_err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+/// Brings the schema up to the latest version; refuses a database written by a newer Huitong.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(db_err)?;
+    let current: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .map_err(db_err)?;
+    let current = usize::try_from(current.unwrap_or(0))
+        .map_err(|_| StoreError::Backend("negative schema version".into()))?;
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Backend(format!(
+            "database schema version {current} is newer than this build supports ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, ddl) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction().map_err(db_err)?;
+        tx.execute_batch(ddl).map_err(db_err)?;
+        tx.execute("DELETE FROM schema_version", [])
+            .map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?)",
+            params![to_i64(i as u64 + 1, "schema version")?],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Columns selected by [`row_to_version`], in order.
+const VERSION_COLUMNS: &str =
+    "v.seq, v.resource_type, v.id, v.version, v.last_updated_ms, v.method, v.body";
+
+fn row_to_version(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<StoredVersion, StoreError>> {
+    let seq: i64 = r.get(0)?;
+    let resource_type: String = r.get(1)?;
+    let id: String = r.get(2)?;
+    let version: i64 = r.get(3)?;
+    let last_updated_ms: i64 = r.get(4)?;
+    let method: String = r.get(5)?;
+    let body: Option<Vec<u8>> = r.get(6)?;
+    // Corrupt rows become an error for this query, not a panic.
+    Ok((|| {
+        let method = WriteMethod::from_code(&method).ok_or_else(|| {
+            StoreError::Backend(format!("unknown method code {method:?} at seq {seq}"))
+        })?;
+        let version = u64::try_from(version)
+            .map_err(|_| StoreError::Backend(format!("negative version at seq {seq}")))?;
+        Ok(StoredVersion {
+            resource_type,
+            id,
+            version,
+            last_updated_ms,
+            method,
+            body: body.map(Bytes::from),
+            seq,
+        })
+    })())
+}
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file `huitong.db` in `dir`.
-    pub fn open(_dir: &Path, _opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
-        Err(StoreError::Backend("not implemented".into()))
+    pub fn open(dir: &Path, opts: SqliteOptions) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Backend(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = dir.join(DB_FILE);
+
+        let mut writer = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        configure_common(&writer)?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+            .map_err(db_err)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!(
+                "cannot enable WAL (journal_mode is {mode})"
+            )));
+        }
+        // FULL, not NORMAL: with WAL, NORMAL skips the fsync at COMMIT, so a power loss or OS crash can drop
+        // transactions that were already committed and acknowledged (the database stays consistent, but the
+        // last writes vanish). Huitong acknowledges HL7 messages only after commit ("nothing lost"), so a
+        // commit must be durable. Group commit pays that fsync once per batch, which keeps it affordable.
+        writer
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
+        migrate(&mut writer)?;
+
+        // The writer keeps `now_ms` non-decreasing from here, even if the wall clock went back since the
+        // last run: history `_since` and `seq` order must agree.
+        let last_ms: i64 = writer
+            .query_row(
+                "SELECT COALESCE(MAX(last_updated_ms), 0) FROM resource_version",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+
+        // Readers open after the writer so the WAL and shared-memory files exist (read-only connections
+        // cannot create them).
+        let n_readers = opts.readers.max(1);
+        let mut conns = Vec::with_capacity(n_readers);
+        for _ in 0..n_readers {
+            let c = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(db_err)?;
+            configure_common(&c)?;
+            conns.push(c);
+        }
+
+        let stats = Arc::new(WriterStats::default());
+        // Unbounded: backpressure belongs to the callers' admission control (HTTP concurrency limits,
+        // transport windows); a bounded channel would block an async task on `send`.
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let max_batch = opts.max_batch.max(1);
+        let writer_stats = stats.clone();
+        let handle = std::thread::Builder::new()
+            .name("huitong-sqlite-writer".into())
+            .spawn(move || run_writer(writer, rx, max_batch, writer_stats, last_ms))
+            .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
+
+        Ok(SqliteStore {
+            jobs: tx,
+            writer: Some(handle),
+            readers: ReaderPool {
+                permits: Arc::new(Semaphore::new(n_readers)),
+                conns: Arc::new(Mutex::new(conns)),
+            },
+            stats,
+        })
+    }
+
+    /// Finishes every unit of work queued so far, closes the writer connection and stops the writer.
+    /// Later `transact` calls fail with [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        // Already closed (or closing): nothing to wait for.
+        if self.jobs.send(WriterMsg::Shutdown(tx)).is_err() {
+            return Ok(());
+        }
+        // A dropped reply means another close got there first; the writer is stopping either way.
+        let _ = rx.await;
+        Ok(())
+    }
+
+    /// Runs `f` on a reader connection on the blocking pool.
+    async fn with_reader<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let permit = self
+            .readers
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let pool = self.readers.conns.clone();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let conn = pool.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let guard = PooledReader {
+                conn,
+                pool: pool.clone(),
+            };
+            match &guard.conn {
+                Some(c) => f(c),
+                // Only reachable if a reader connection was lost to a panic inside `f`.
+                None => Err(StoreError::Backend("no reader connection available".into())),
+            }
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("read task failed: {e}")))?
+    }
+
+    #[cfg(test)]
+    fn queued(&self) -> usize {
+        self.jobs.len()
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Let the writer finish the queue and close its connection before the store is gone, so a reopen
+        // of the same directory right after sees everything and no thread outlives the store.
+        let (tx, _rx) = oneshot::channel();
+        let _ = self.jobs.send(WriterMsg::Shutdown(tx));
+        if let Some(h) = self.writer.take() {
+            // If the last handle is dropped by a unit of work on the writer itself, joining would wait for
+            // this very thread; it stops on its own once the Shutdown above is reached.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
+        }
+    }
+}
+
+fn read_latest(conn: &Connection, rt: &str, id: &str) -> Result<Option<StoredVersion>, StoreError> {
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM resource_head h JOIN resource_version v ON v.seq = h.seq
+         WHERE h.resource_type = ? AND h.id = ?"
+    );
+    let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
+    st.query_row(params![rt, id], row_to_version)
+        .optional()
+        .map_err(db_err)?
+        .transpose()
+}
+
+fn read_version(
+    conn: &Connection,
+    rt: &str,
+    id: &str,
+    version: u64,
+) -> Result<Option<StoredVersion>, StoreError> {
+    let sql = format!(
+        "SELECT {VERSION_COLUMNS} FROM resource_version v
+         WHERE v.resource_type = ? AND v.id = ? AND v.version = ?"
+    );
+    let Ok(version) = i64::try_from(version) else {
+        return Ok(None);
+    };
+    let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
+    st.query_row(params![rt, id, version], row_to_version)
+        .optional()
+        .map_err(db_err)?
+        .transpose()
+}
+
+fn read_history(conn: &Connection, q: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+    // Pin the view: every later page of this history sees exactly the versions up to `at`. A caller's
+    // `at_seq` beyond the current end is clamped, or versions committed later would leak into its pages.
+    let max_seq: i64 = conn
+        .prepare_cached("SELECT COALESCE(MAX(seq), 0) FROM resource_version")
+        .and_then(|mut st| st.query_row([], |r| r.get(0)))
+        .map_err(db_err)?;
+    let at = q.at_seq.map_or(max_seq, |s| s.min(max_seq));
+
+    let mut filter = String::from("v.seq <= ?");
+    let mut args: Vec<Value> = vec![Value::Integer(at)];
+    match &q.scope {
+        HistoryScope::System => {}
+        HistoryScope::Type(t) => {
+            filter.push_str(" AND v.resource_type = ?");
+            args.push(Value::Text(t.clone()));
+        }
+        HistoryScope::Instance(t, id) => {
+            filter.push_str(" AND v.resource_type = ? AND v.id = ?");
+            args.push(Value::Text(t.clone()));
+            args.push(Value::Text(id.clone()));
+        }
+    }
+    if let Some(since) = q.since_ms {
+        filter.push_str(" AND v.last_updated_ms >= ?");
+        args.push(Value::Integer(since));
+    }
+
+    // Rows with seq <= at never change, so the count and the page agree without a read transaction.
+    let total: i64 = conn
+        .prepare_cached(&format!(
+            "SELECT COUNT(*) FROM resource_version v WHERE {filter}"
+        ))
+        .and_then(|mut st| st.query_row(rusqlite::params_from_iter(args.iter()), |r| r.get(0)))
+        .map_err(db_err)?;
+
+    let mut entries = Vec::new();
+    if q.count > 0 {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS} FROM resource_version v WHERE {filter} ORDER BY v.seq DESC LIMIT ? OFFSET ?"
+        );
+        args.push(Value::Integer(i64::try_from(q.count).unwrap_or(i64::MAX)));
+        args.push(Value::Integer(i64::try_from(q.offset).unwrap_or(i64::MAX)));
+        let mut st = conn.prepare_cached(&sql).map_err(db_err)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args.iter()), row_to_version)
+            .map_err(db_err)?;
+        for row in rows {
+            entries.push(Arc::new(row.map_err(db_err)??));
+        }
+    }
+    Ok(HistoryPage {
+        total: u64::try_from(total).unwrap_or(0),
+        at_seq: at,
+        entries,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn read(
+        &self,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Option<Arc<StoredVersion>>, StoreError> {
+        let (rt, id) = (resource_type.to_owned(), id.to_owned());
+        Ok(self
+            .with_reader(move |c| read_latest(c, &rt, &id))
+            .await?
+            .map(Arc::new))
+    }
+
+    async fn vread(
+        &self,
+        resource_type: &str,
+        id: &str,
+        version: u64,
+    ) -> Result<Option<Arc<StoredVersion>>, StoreError> {
+        let (rt, id) = (resource_type.to_owned(), id.to_owned());
+        Ok(self
+            .with_reader(move |c| read_version(c, &rt, &id, version))
+            .await?
+            .map(Arc::new))
+    }
+
+    async fn history(&self, q: HistoryQuery) -> Result<HistoryPage, StoreError> {
+        self.with_reader(move |c| read_history(c, &q)).await
+    }
+
+    async fn transact(&self, work: TxWork) -> Result<TxOutcome, TxAbort> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(WriterMsg::Work(work, tx))
+            .map_err(|_| TxAbort::Store(StoreError::Closed))?;
+        // A dropped reply means the writer stopped before reaching this job (shutdown): nothing was written.
+        rx.await.map_err(|_| TxAbort::Store(StoreError::Closed))?
+    }
+
+    fn stats(&self) -> StoreStats {
+        self.stats.snapshot()
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(WriterMsg::Flush(tx))
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Writer thread
+// ---------------------------------------------------------------------------------------------------
+
+/// The writer's loop: one batch per iteration until shutdown or until every sender is gone.
+fn run_writer(
+    conn: Connection,
+    rx: Receiver<WriterMsg>,
+    max_batch: usize,
+    stats: Arc<WriterStats>,
+    mut last_ms: i64,
+) {
+    let mut shutdown_reply = None;
+    loop {
+        // Block for the first message only; the rest of the batch is whatever is already queued, so an
+        // idle store commits a lone job at once and a busy one amortises each fsync over many jobs.
+        let Ok(first) = rx.recv() else { break };
+        let mut work = Vec::new();
+        let mut flushes = Vec::new();
+        let mut pending = Some(first);
+        while let Some(msg) = pending.take() {
+            match msg {
+                WriterMsg::Work(w, reply) => work.push((w, reply)),
+                WriterMsg::Flush(reply) => flushes.push(reply),
+                WriterMsg::Shutdown(reply) => {
+                    shutdown_reply = Some(reply);
+                    break;
+                }
+            }
+            if work.len() < max_batch {
+                // Empty or disconnected both end the batch; a disconnect is seen by the next `recv`.
+                pending = rx.try_recv().ok();
+            }
+        }
+        if !work.is_empty() {
+            // One timestamp per batch, never behind the previous batch's.
+            last_ms = last_ms.max(wall_clock_ms());
+            run_batch(&conn, work, last_ms, &stats);
+        }
+        // Everything queued before these flushes has been committed (or failed) by now.
+        for f in flushes {
+            let _ = f.send(());
+        }
+        if shutdown_reply.is_some() {
+            break;
+        }
+    }
+    // Jobs queued after a shutdown are dropped with the receiver; their callers see `Closed`.
+    drop(rx);
+    // Closing the last connection checkpoints the WAL into the main file.
+    drop(conn);
+    if let Some(r) = shutdown_reply {
+        let _ = r.send(());
+    }
+}
+
+type Reply = oneshot::Sender<Result<TxOutcome, TxAbort>>;
+
+/// Runs one group commit: every job in its own savepoint, one COMMIT, then the replies.
+fn run_batch(conn: &Connection, jobs: Vec<(TxWork, Reply)>, now_ms: i64, stats: &WriterStats) {
+    stats.record(jobs.len());
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let msg = format!("cannot begin transaction: {e}");
+        for (_, reply) in jobs {
+            let _ = reply.send(Err(TxAbort::Store(StoreError::Backend(msg.clone()))));
+        }
+        return;
+    }
+
+    let mut results: Vec<(Reply, Result<TxOutcome, TxAbort>)> = Vec::with_capacity(jobs.len());
+    // Set when the transaction itself can no longer be trusted (a savepoint command failed): the whole
+    // batch is then rolled back instead of committing an unknown state.
+    let mut broken: Option<String> = None;
+    for (work, reply) in jobs {
+        if let Some(msg) = &broken {
+            results.push((reply, Err(TxAbort::Store(StoreError::Backend(msg.clone())))));
+            continue;
+        }
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            broken = Some(format!("cannot open savepoint: {e}"));
+            results.push((
+                reply,
+                Err(TxAbort::Store(StoreError::Backend(format!(
+                    "cannot open savepoint: {e}"
+                )))),
+            ));
+            continue;
+        }
+        let result = run_job(conn, work, now_ms);
+        let end = if result.is_ok() {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            broken = Some(format!("cannot close savepoint: {e}"));
+        }
+        results.push((reply, result));
+    }
+
+    let failure = match broken {
+        Some(msg) => Some(msg),
+        None => conn
+            .execute_batch("COMMIT")
+            .err()
+            .map(|e| format!("commit failed: {e}")),
+    };
+    if let Some(msg) = failure {
+        // Whatever happened, leave the connection outside any transaction for the next batch. An error
+        // here just means SQLite already rolled back.
+        let _ = conn.execute_batch("ROLLBACK");
+        tracing::error!(error = %msg, "group commit rolled back");
+        for (reply, result) in results {
+            // A job that aborted on its own keeps its own reason (it wrote nothing either way); a job that
+            // would have committed learns that it did not.
+            let result = match result {
+                Ok(_) => Err(TxAbort::Store(StoreError::Backend(msg.clone()))),
+                Err(abort) => Err(abort),
+            };
+            let _ = reply.send(result);
+        }
+        return;
+    }
+    // Only now is every write durable: acknowledge.
+    for (reply, result) in results {
+        let _ = reply.send(result);
+    }
+}
+
+/// Runs one unit of work; a panic or a storage error inside it becomes an abort (rolled back by the caller).
+fn run_job(conn: &Connection, work: TxWork, now_ms: i64) -> Result<TxOutcome, TxAbort> {
+    let mut ctx = WriterTx {
+        conn,
+        now_ms,
+        written: Vec::new(),
+        failed: None,
+    };
+    // The writer thread must survive a buggy unit of work; the savepoint discards whatever it wrote.
+    let outcome = catch_unwind(AssertUnwindSafe(|| work(&mut ctx)));
+    match outcome {
+        Err(_) => {
+            tracing::error!("unit of work panicked; rolled back");
+            Err(TxAbort::Store(StoreError::Backend(
+                "unit of work panicked".into(),
+            )))
+        }
+        Ok(Err(abort)) => Err(abort),
+        Ok(Ok(value)) => match ctx.failed {
+            // The work swallowed a storage error: its writes may be partial, so they must not commit.
+            Some(msg) => Err(TxAbort::Store(StoreError::Backend(msg))),
+            None => Ok(TxOutcome {
+                value,
+                written: ctx.written,
+            }),
+        },
+    }
+}
+
+/// The writer's [`TxContext`]: sees the writes of every earlier job in the batch (same connection).
+struct WriterTx<'c> {
+    conn: &'c Connection,
+    now_ms: i64,
+    written: Vec<Arc<StoredVersion>>,
+    /// First storage error hit by a `put` after it began writing.
+    failed: Option<String>,
+}
+
+impl WriterTx<'_> {
+    fn write_version(&mut self, v: NewVersion) -> Result<Arc<StoredVersion>, StoreError> {
+        let version = to_i64(v.version, "version")?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO resource_version (resource_type, id, version, last_updated_ms, method, body)
+                 VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+            )
+            .map_err(db_err)?;
+        let seq: i64 = st
+            .query_row(
+                params![
+                    v.resource_type,
+                    v.id,
+                    version,
+                    self.now_ms,
+                    v.method.code(),
+                    v.body.as_deref()
+                ],
+                |r| r.get(0),
+            )
+            .map_err(db_err)?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO resource_head (resource_type, id, version, seq, deleted) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (resource_type, id) DO UPDATE
+                 SET version = excluded.version, seq = excluded.seq, deleted = excluded.deleted",
+            )
+            .and_then(|mut st| st.execute(params![v.resource_type, v.id, version, seq, v.body.is_none()]))
+            .map_err(db_err)?;
+        // Index rows describe the current version only: replace them wholesale.
+        self.conn
+            .prepare_cached("DELETE FROM token_index WHERE resource_type = ? AND id = ?")
+            .and_then(|mut st| st.execute(params![v.resource_type, v.id]))
+            .map_err(db_err)?;
+        if v.body.is_some() {
+            let mut st = self
+                .conn
+                .prepare_cached(
+                    "INSERT INTO token_index (resource_type, id, param, system, code) VALUES (?, ?, ?, ?, ?)
+                     ON CONFLICT DO NOTHING",
+                )
+                .map_err(db_err)?;
+            for t in &v.tokens {
+                st.execute(params![
+                    v.resource_type,
+                    v.id,
+                    t.param,
+                    t.system.as_deref().unwrap_or(""),
+                    t.code
+                ])
+                .map_err(db_err)?;
+            }
+        }
+        Ok(Arc::new(StoredVersion {
+            resource_type: v.resource_type,
+            id: v.id,
+            version: v.version,
+            last_updated_ms: self.now_ms,
+            method: v.method,
+            body: v.body,
+            seq,
+        }))
+    }
+}
+
+impl TxContext for WriterTx<'_> {
+    fn now_ms(&self) -> i64 {
+        self.now_ms
+    }
+
+    fn head(&mut self, resource_type: &str, id: &str) -> Result<Option<Head>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT version, deleted FROM resource_head WHERE resource_type = ? AND id = ?",
+            )
+            .map_err(db_err)?;
+        let row: Option<(i64, bool)> = st
+            .query_row(params![resource_type, id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()
+            .map_err(db_err)?;
+        row.map(|(v, deleted)| {
+            let version = u64::try_from(v).map_err(|_| {
+                StoreError::Backend(format!("negative head version for {resource_type}/{id}"))
+            })?;
+            Ok(Head { version, deleted })
+        })
+        .transpose()
+    }
+
+    fn find_by_token(
+        &mut self,
+        resource_type: &str,
+        param: &str,
+        system: Option<&str>,
+        code: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        // Token rows exist only for live current versions (a delete removes them), so no join with heads.
+        let (sql, args): (&str, Vec<&str>) = match system {
+            Some(s) => (
+                "SELECT id FROM token_index WHERE resource_type = ? AND param = ? AND code = ? AND system = ?
+                 ORDER BY id",
+                vec![resource_type, param, code, s],
+            ),
+            None => (
+                "SELECT DISTINCT id FROM token_index WHERE resource_type = ? AND param = ? AND code = ?
+                 ORDER BY id",
+                vec![resource_type, param, code],
+            ),
+        };
+        let mut st = self.conn.prepare_cached(sql).map_err(db_err)?;
+        let rows = st
+            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))
+            .map_err(db_err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+    }
+
+    fn current_body(&mut self, resource_type: &str, id: &str) -> Result<Option<Bytes>, StoreError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT v.body FROM resource_head h JOIN resource_version v ON v.seq = h.seq
+                 WHERE h.resource_type = ? AND h.id = ? AND h.deleted = 0",
+            )
+            .map_err(db_err)?;
+        let body: Option<Option<Vec<u8>>> = st
+            .query_row(params![resource_type, id], |r| r.get(0))
+            .optional()
+            .map_err(db_err)?;
+        Ok(body.flatten().map(Bytes::from))
+    }
+
+    fn put(&mut self, v: NewVersion) -> Result<Arc<StoredVersion>, StoreError> {
+        if (v.method == WriteMethod::Delete) != v.body.is_none() {
+            return Err(StoreError::Backend(format!(
+                "{}/{} version {}: a delete must have no body and any other write must have one",
+                v.resource_type, v.id, v.version
+            )));
+        }
+        // Checked before anything is written, so a conflict leaves the job's state untouched and the job
+        // may recover from it.
+        let expected = self
+            .head(&v.resource_type, &v.id)?
+            .map_or(1, |h| h.version + 1);
+        if v.version != expected {
+            return Err(StoreError::Conflict(
+                format!("{}/{}", v.resource_type, v.id),
+                expected,
+            ));
+        }
+        match self.write_version(v) {
+            Ok(stored) => {
+                self.written.push(stored.clone());
+                Ok(stored)
+            }
+            Err(e) => {
+                // Some rows of this version may be written and others not; poison the job.
+                if self.failed.is_none() {
+                    self.failed = Some(e.to_string());
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    fn body(s: &str) -> Option<Bytes> {
+        Some(Bytes::from(s.to_owned()))
+    }
+
+    fn new_version(
+        rt: &str,
+        id: &str,
+        version: u64,
+        method: WriteMethod,
+        b: Option<Bytes>,
+    ) -> NewVersion {
+        NewVersion {
+            resource_type: rt.into(),
+            id: id.into(),
+            version,
+            method,
+            body: b,
+            tokens: vec![],
+        }
+    }
+
+    /// A job that writes one version and returns nothing.
+    fn put_job(v: NewVersion) -> TxWork {
+        Box::new(move |tx: &mut dyn TxContext| {
+            tx.put(v)?;
+            Ok(Box::new(()) as Box<dyn Any + Send>)
+        })
+    }
+
+    /// A job that writes the next version of `rt/id` (create if new), whatever the head is.
+    fn next_version_job(rt: &'static str, id: String, b: &'static str) -> TxWork {
+        Box::new(move |tx: &mut dyn TxContext| {
+            let next = tx.head(rt, &id)?.map_or(1, |h| h.version + 1);
+            let m = if next == 1 {
+                WriteMethod::Create
+            } else {
+                WriteMethod::Update
+            };
+            let v = tx.put(new_version(rt, &id, next, m, body(b)))?;
+            Ok(Box::new(v.version) as Box<dyn Any + Send>)
+        })
+    }
+
+    fn open(dir: &Path) -> SqliteStore {
+        SqliteStore::open(
+            dir,
+            SqliteOptions {
+                readers: 2,
+                max_batch: 64,
+            },
+        )
+        .expect("open store")
+    }
+
+    async fn commit(store: &SqliteStore, v: NewVersion) -> Arc<StoredVersion> {
+        match store.transact(put_job(v)).await {
+            Ok(out) => out.written[0].clone(),
+            Err(TxAbort::Store(e)) => panic!("store error: {e}"),
+            Err(TxAbort::Caller(_)) => panic!("caller abort"),
+        }
+    }
+
+    fn abort_reason(r: Result<TxOutcome, TxAbort>) -> String {
+        match r {
+            Ok(_) => "committed".into(),
+            Err(TxAbort::Store(e)) => format!("store: {e}"),
+            Err(TxAbort::Caller(b)) => format!(
+                "caller: {}",
+                b.downcast_ref::<&str>().copied().unwrap_or("?")
+            ),
+        }
+    }
+
+    /// Waits (at most 10 s, so a broken test fails instead of hanging) until `n` messages are queued.
+    async fn wait_queued(store: &SqliteStore, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while store.queued() < n {
+            assert!(Instant::now() < deadline, "never saw {n} queued messages");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Blocks the writer inside a job until `n` more messages are queued, so they form one batch.
+    async fn hold_writer_until_queued(
+        store: &Arc<SqliteStore>,
+        n: usize,
+    ) -> tokio::task::JoinHandle<()> {
+        let (started_tx, started_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let s = store.clone();
+        let blocker = tokio::spawn(async move {
+            let work: TxWork = Box::new(move |_tx: &mut dyn TxContext| {
+                let _ = started_tx.send(());
+                let _ = go_rx.recv_timeout(Duration::from_secs(10));
+                Ok(Box::new(()) as Box<dyn Any + Send>)
+            });
+            assert!(s.transact(work).await.is_ok());
+        });
+        tokio::task::spawn_blocking(move || started_rx.recv_timeout(Duration::from_secs(10)))
+            .await
+            .expect("join")
+            .expect("blocker started");
+        let store = store.clone();
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while store.queued() < n && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let _ = go_tx.send(());
+            let _ = blocker.await;
+        })
+    }
+
+    #[tokio::test]
+    async fn create_update_delete_are_gapless_versions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let v1 = commit(
+            &store,
+            new_version("Patient", "p1", 1, WriteMethod::Create, body("{\"a\":1}")),
+        )
+        .await;
+        let v2 = commit(
+            &store,
+            new_version("Patient", "p1", 2, WriteMethod::Update, body("{\"a\":2}")),
+        )
+        .await;
+        let v3 = commit(
+            &store,
+            new_version("Patient", "p1", 3, WriteMethod::Delete, None),
+        )
+        .await;
+        assert!(v1.seq < v2.seq && v2.seq < v3.seq);
+        assert!(v3.is_deleted());
+
+        let latest = store
+            .read("Patient", "p1")
+            .await
+            .expect("read")
+            .expect("exists");
+        assert_eq!(latest.version, 3);
+        assert!(latest.is_deleted());
+        assert_eq!(latest.method, WriteMethod::Delete);
+        for (n, want) in [(1, Some("{\"a\":1}")), (2, Some("{\"a\":2}")), (3, None)] {
+            let v = store
+                .vread("Patient", "p1", n)
+                .await
+                .expect("vread")
+                .expect("version exists");
+            assert_eq!(v.version, n);
+            assert_eq!(v.body.as_deref(), want.map(str::as_bytes));
+        }
+        assert!(
+            store
+                .vread("Patient", "p1", 4)
+                .await
+                .expect("vread")
+                .is_none()
+        );
+        assert!(
+            store
+                .vread("Patient", "p1", u64::MAX)
+                .await
+                .expect("vread")
+                .is_none()
+        );
+        assert!(store.read("Patient", "nope").await.expect("read").is_none());
+
+        // Re-create after delete continues the version sequence.
+        let v4 = commit(
+            &store,
+            new_version("Patient", "p1", 4, WriteMethod::Update, body("{\"a\":4}")),
+        )
+        .await;
+        assert_eq!(v4.version, 4);
+        let h = store
+            .history(HistoryQuery {
+                scope: HistoryScope::Instance("Patient".into(), "p1".into()),
+                since_ms: None,
+                at_seq: None,
+                count: 10,
+                offset: 0,
+            })
+            .await
+            .expect("history");
+        assert_eq!(
+            h.entries.iter().map(|e| e.version).collect::<Vec<_>>(),
+            vec![4, 3, 2, 1]
+        );
+    }
+
+    #[tokio::test]
+    async fn wrong_version_is_a_conflict_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        // A new resource must start at 1.
+        let r = store
+            .transact(put_job(new_version(
+                "Patient",
+                "p",
+                2,
+                WriteMethod::Create,
+                body("{}"),
+            )))
+            .await;
+        assert!(
+            matches!(r, Err(TxAbort::Store(StoreError::Conflict(ref k, 1))) if k == "Patient/p")
+        );
+        commit(
+            &store,
+            new_version("Patient", "p", 1, WriteMethod::Create, body("{}")),
+        )
+        .await;
+        for wrong in [1, 3] {
+            let r = store
+                .transact(put_job(new_version(
+                    "Patient",
+                    "p",
+                    wrong,
+                    WriteMethod::Update,
+                    body("{}"),
+                )))
+                .await;
+            assert!(
+                matches!(r, Err(TxAbort::Store(StoreError::Conflict(_, 2)))),
+                "version {wrong}"
+            );
+        }
+        // A delete with a body is a caller bug, refused.
+        let r = store
+            .transact(put_job(new_version(
+                "Patient",
+                "p",
+                2,
+                WriteMethod::Delete,
+                body("{}"),
+            )))
+            .await;
+        assert!(matches!(r, Err(TxAbort::Store(StoreError::Backend(_)))));
+        assert_eq!(
+            store
+                .read("Patient", "p")
+                .await
+                .expect("read")
+                .expect("exists")
+                .version,
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_unit_of_work_is_atomic_and_sees_its_own_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        // Writes two resources then aborts: neither survives.
+        let r = store
+            .transact(Box::new(|tx: &mut dyn TxContext| {
+                tx.put(new_version(
+                    "Patient",
+                    "a",
+                    1,
+                    WriteMethod::Create,
+                    body("{\"n\":\"a\"}"),
+                ))?;
+                assert_eq!(
+                    tx.head("Patient", "a")?,
+                    Some(Head {
+                        version: 1,
+                        deleted: false
+                    })
+                );
+                assert_eq!(
+                    tx.current_body("Patient", "a")?.as_deref(),
+                    Some(&b"{\"n\":\"a\"}"[..])
+                );
+                tx.put(new_version(
+                    "Patient",
+                    "b",
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                ))?;
+                Err(TxAbort::Caller(Box::new("rule failed")))
+            }))
+            .await;
+        assert_eq!(abort_reason(r), "caller: rule failed");
+        assert!(store.read("Patient", "a").await.expect("read").is_none());
+        assert!(store.read("Patient", "b").await.expect("read").is_none());
+
+        // Same writes, committed: one timestamp for the whole unit of work, `written` in order.
+        let out = store
+            .transact(Box::new(|tx: &mut dyn TxContext| {
+                tx.put(new_version(
+                    "Patient",
+                    "a",
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                ))?;
+                tx.put(new_version("Patient", "a", 2, WriteMethod::Delete, None))?;
+                assert_eq!(
+                    tx.head("Patient", "a")?,
+                    Some(Head {
+                        version: 2,
+                        deleted: true
+                    })
+                );
+                assert_eq!(tx.current_body("Patient", "a")?, None);
+                tx.put(new_version(
+                    "Patient",
+                    "b",
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                ))?;
+                Ok(Box::new(tx.now_ms()) as Box<dyn Any + Send>)
+            }))
+            .await
+            .unwrap_or_else(|r| panic!("{}", abort_reason(Err(r))));
+        let now = *out.value.downcast::<i64>().expect("i64");
+        assert_eq!(out.written.len(), 3);
+        assert!(out.written.iter().all(|w| w.last_updated_ms == now));
+        assert_eq!(
+            out.written
+                .iter()
+                .map(|w| (w.id.as_str(), w.version))
+                .collect::<Vec<_>>(),
+            vec![("a", 1), ("a", 2), ("b", 1)]
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_aborting_job_in_a_batch_leaves_nothing_while_its_neighbours_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        const N: usize = 20;
+        let release = hold_writer_until_queued(&store, N).await;
+        let mut tasks = Vec::new();
+        for i in 0..N {
+            let s = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let work: TxWork = if i == 7 {
+                    Box::new(|tx: &mut dyn TxContext| {
+                        tx.put(new_version(
+                            "Patient",
+                            "bad",
+                            1,
+                            WriteMethod::Create,
+                            body("{}"),
+                        ))?;
+                        Err(TxAbort::Caller(Box::new("no")))
+                    })
+                } else if i == 11 {
+                    // Conflicts with nothing it wrote itself: version 5 of a new resource.
+                    put_job(new_version(
+                        "Patient",
+                        "conflict",
+                        5,
+                        WriteMethod::Create,
+                        body("{}"),
+                    ))
+                } else {
+                    put_job(new_version(
+                        "Patient",
+                        &format!("ok{i}"),
+                        1,
+                        WriteMethod::Create,
+                        body("{}"),
+                    ))
+                };
+                (i, s.transact(work).await)
+            }));
+        }
+        release.await.expect("release");
+        for t in tasks {
+            let (i, r) = t.await.expect("task");
+            match i {
+                7 => assert_eq!(abort_reason(r), "caller: no"),
+                11 => assert!(matches!(r, Err(TxAbort::Store(StoreError::Conflict(_, 1))))),
+                _ => assert!(r.is_ok(), "job {i}: {}", abort_reason(r)),
+            }
+        }
+        assert!(store.read("Patient", "bad").await.expect("read").is_none());
+        assert!(
+            store
+                .read("Patient", "conflict")
+                .await
+                .expect("read")
+                .is_none()
+        );
+        for i in (0..N).filter(|i| *i != 7 && *i != 11) {
+            assert!(
+                store
+                    .read("Patient", &format!("ok{i}"))
+                    .await
+                    .expect("read")
+                    .is_some(),
+                "ok{i}"
+            );
+        }
+        let stats = store.stats();
+        // The N queued jobs shared one batch: not every batch had size 1.
+        let le_1 = stats.batch_size_buckets[0].1;
+        assert!(stats.write_batches > le_1, "no batch > 1: {stats:?}");
+        let le_32 = stats
+            .batch_size_buckets
+            .iter()
+            .find(|b| b.0 == 32)
+            .expect("bucket")
+            .1;
+        let le_16 = stats
+            .batch_size_buckets
+            .iter()
+            .find(|b| b.0 == 16)
+            .expect("bucket")
+            .1;
+        assert_eq!(
+            le_32 - le_16,
+            1,
+            "exactly one batch of 17..=32 jobs: {stats:?}"
+        );
+        assert_eq!(stats.write_jobs, N as u64 + 1);
+        assert_eq!(
+            stats.batch_size_buckets.last().expect("inf").1,
+            stats.write_batches
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn jobs_in_one_batch_see_earlier_jobs_writes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        let release = hold_writer_until_queued(&store, 10).await;
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.transact(next_version_job("Counter", "c".into(), "{}"))
+                        .await
+                })
+            })
+            .collect();
+        release.await.expect("release");
+        let mut versions = Vec::new();
+        for t in tasks {
+            let out = t
+                .await
+                .expect("task")
+                .unwrap_or_else(|r| panic!("{}", abort_reason(Err(r))));
+            versions.push(*out.value.downcast::<u64>().expect("u64"));
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=10).collect::<Vec<u64>>());
+        assert!(store.stats().batch_size_buckets[0].1 < store.stats().write_batches);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_hundred_concurrent_jobs_all_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        let tasks: Vec<_> = (0..200)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    // Half write distinct resources, half contend on one, serialised by the writer.
+                    let id = if i % 2 == 0 {
+                        format!("p{i}")
+                    } else {
+                        "shared".into()
+                    };
+                    s.transact(next_version_job("Patient", id, "{}")).await
+                })
+            })
+            .collect();
+        for t in tasks {
+            let r = t.await.expect("task");
+            assert!(r.is_ok(), "{}", abort_reason(r));
+        }
+        store.flush().await.expect("flush");
+        assert_eq!(
+            store
+                .read("Patient", "shared")
+                .await
+                .expect("read")
+                .expect("exists")
+                .version,
+            100
+        );
+        let h = store
+            .history(HistoryQuery {
+                scope: HistoryScope::System,
+                since_ms: None,
+                at_seq: None,
+                count: 0,
+                offset: 0,
+            })
+            .await
+            .expect("history");
+        assert_eq!(h.total, 200);
+        let stats = store.stats();
+        assert_eq!(stats.write_jobs, 200);
+        assert!(stats.write_batches <= 200);
+    }
+
+    #[tokio::test]
+    async fn history_scopes_since_and_pinned_paging() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        // Three batches separated in time so `since` can split them.
+        let mut seqs = Vec::new();
+        for (rt, id, v) in [
+            ("Patient", "a", 1),
+            ("Patient", "a", 2),
+            ("Observation", "o", 1),
+        ] {
+            let m = if v == 1 {
+                WriteMethod::Create
+            } else {
+                WriteMethod::Update
+            };
+            seqs.push(commit(&store, new_version(rt, id, v, m, body("{}"))).await);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        commit(
+            &store,
+            new_version("Patient", "b", 1, WriteMethod::Create, body("{}")),
+        )
+        .await;
+
+        let q = |scope, since_ms, at_seq, count, offset| HistoryQuery {
+            scope,
+            since_ms,
+            at_seq,
+            count,
+            offset,
+        };
+        let ids = |p: &HistoryPage| {
+            p.entries
+                .iter()
+                .map(|e| format!("{}/{}", e.id, e.version))
+                .collect::<Vec<_>>()
+        };
+
+        let all = store
+            .history(q(HistoryScope::System, None, None, 10, 0))
+            .await
+            .expect("h");
+        assert_eq!(all.total, 4);
+        assert_eq!(ids(&all), vec!["b/1", "o/1", "a/2", "a/1"]);
+        let pt = store
+            .history(q(HistoryScope::Type("Patient".into()), None, None, 10, 0))
+            .await
+            .expect("h");
+        assert_eq!(
+            (pt.total, ids(&pt)),
+            (3, vec!["b/1".to_string(), "a/2".into(), "a/1".into()])
+        );
+        let inst = store
+            .history(q(
+                HistoryScope::Instance("Patient".into(), "a".into()),
+                None,
+                None,
+                10,
+                0,
+            ))
+            .await
+            .expect("h");
+        assert_eq!(ids(&inst), vec!["a/2", "a/1"]);
+        let since = store
+            .history(q(
+                HistoryScope::System,
+                Some(seqs[1].last_updated_ms),
+                None,
+                10,
+                0,
+            ))
+            .await
+            .expect("h");
+        assert_eq!(ids(&since), vec!["b/1", "o/1", "a/2"]);
+        let none = store
+            .history(q(HistoryScope::Type("Encounter".into()), None, None, 10, 0))
+            .await
+            .expect("h");
+        assert_eq!((none.total, none.entries.len()), (0, 0));
+
+        // Paging: page 1, then a write, then page 2 pinned to page 1's view.
+        let p1 = store
+            .history(q(HistoryScope::System, None, None, 2, 0))
+            .await
+            .expect("h");
+        assert_eq!(
+            (p1.total, ids(&p1)),
+            (4, vec!["b/1".to_string(), "o/1".into()])
+        );
+        commit(
+            &store,
+            new_version("Patient", "c", 1, WriteMethod::Create, body("{}")),
+        )
+        .await;
+        let p2 = store
+            .history(q(HistoryScope::System, None, Some(p1.at_seq), 2, 2))
+            .await
+            .expect("h");
+        assert_eq!(
+            (p2.total, ids(&p2)),
+            (4, vec!["a/2".to_string(), "a/1".into()])
+        );
+        assert_eq!(p2.at_seq, p1.at_seq);
+        // A pin beyond the end is clamped, and an unpinned query sees the new write.
+        let fresh = store
+            .history(q(HistoryScope::System, None, Some(i64::MAX), 1, 0))
+            .await
+            .expect("h");
+        assert_eq!((fresh.total, ids(&fresh)), (5, vec!["c/1".to_string()]));
+        assert!(fresh.at_seq > p1.at_seq);
+        let count_only = store
+            .history(q(HistoryScope::System, None, None, 0, 0))
+            .await
+            .expect("h");
+        assert_eq!((count_only.total, count_only.entries.len()), (5, 0));
+    }
+
+    fn token(param: &str, system: Option<&str>, code: &str) -> TokenRow {
+        TokenRow {
+            param: param.into(),
+            system: system.map(Into::into),
+            code: code.into(),
+        }
+    }
+
+    async fn find(
+        store: &SqliteStore,
+        system: Option<&'static str>,
+        code: &'static str,
+    ) -> Vec<String> {
+        let out = store
+            .transact(Box::new(move |tx: &mut dyn TxContext| {
+                Ok(
+                    Box::new(tx.find_by_token("Patient", "identifier", system, code)?)
+                        as Box<dyn Any + Send>,
+                )
+            }))
+            .await
+            .unwrap_or_else(|r| panic!("{}", abort_reason(Err(r))));
+        *out.value.downcast::<Vec<String>>().expect("ids")
+    }
+
+    #[tokio::test]
+    async fn find_by_token_follows_the_current_version() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let mut v = new_version("Patient", "p1", 1, WriteMethod::Create, body("{}"));
+        v.tokens = vec![
+            token("identifier", Some("urn:mrn"), "123"),
+            token("identifier", Some("urn:ssn"), "123"),
+            token("identifier", Some("urn:mrn"), "123"), // duplicate: de-duplicated
+            token("identifier", None, "nosys"),
+        ];
+        commit(&store, v).await;
+        let mut v = new_version("Patient", "p2", 1, WriteMethod::Create, body("{}"));
+        v.tokens = vec![token("identifier", Some("urn:mrn"), "123")];
+        commit(&store, v).await;
+        let mut v = new_version("Observation", "o1", 1, WriteMethod::Create, body("{}"));
+        v.tokens = vec![token("identifier", Some("urn:mrn"), "123")];
+        commit(&store, v).await;
+
+        assert_eq!(find(&store, Some("urn:mrn"), "123").await, vec!["p1", "p2"]);
+        assert_eq!(find(&store, Some("urn:ssn"), "123").await, vec!["p1"]);
+        assert_eq!(find(&store, None, "123").await, vec!["p1", "p2"]);
+        assert_eq!(find(&store, Some(""), "nosys").await, vec!["p1"]);
+        assert_eq!(find(&store, None, "nosys").await, vec!["p1"]);
+        assert!(find(&store, Some("urn:mrn"), "nosys").await.is_empty());
+        assert!(find(&store, Some(""), "123").await.is_empty());
+
+        // An update replaces the rows; a delete removes them.
+        let mut v = new_version("Patient", "p1", 2, WriteMethod::Update, body("{}"));
+        v.tokens = vec![token("identifier", Some("urn:mrn"), "999")];
+        commit(&store, v).await;
+        assert_eq!(find(&store, None, "123").await, vec!["p2"]);
+        assert_eq!(find(&store, Some("urn:mrn"), "999").await, vec!["p1"]);
+        let mut v = new_version("Patient", "p1", 3, WriteMethod::Delete, None);
+        v.tokens = vec![token("identifier", Some("urn:mrn"), "999")]; // ignored for a tombstone
+        commit(&store, v).await;
+        assert!(find(&store, None, "999").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reopen_finds_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let last_ms;
+        {
+            let store = open(dir.path());
+            for i in 0..5 {
+                let mut v = new_version(
+                    "Patient",
+                    &format!("p{i}"),
+                    1,
+                    WriteMethod::Create,
+                    body("{\"x\":1}"),
+                );
+                v.tokens = vec![token("identifier", Some("urn:mrn"), "123")];
+                commit(&store, v).await;
+            }
+            last_ms = commit(
+                &store,
+                new_version("Patient", "p0", 2, WriteMethod::Delete, None),
+            )
+            .await
+            .last_updated_ms;
+            store.close().await.expect("close");
+            let r = store
+                .transact(put_job(new_version(
+                    "Patient",
+                    "late",
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                )))
+                .await;
+            assert!(matches!(r, Err(TxAbort::Store(StoreError::Closed))));
+            assert!(matches!(store.flush().await, Err(StoreError::Closed)));
+        }
+        let store = open(dir.path());
+        assert!(
+            store
+                .read("Patient", "p0")
+                .await
+                .expect("read")
+                .expect("exists")
+                .is_deleted()
+        );
+        assert_eq!(
+            store
+                .vread("Patient", "p0", 1)
+                .await
+                .expect("vread")
+                .expect("v1")
+                .body,
+            body("{\"x\":1}")
+        );
+        assert_eq!(
+            store
+                .read("Patient", "p4")
+                .await
+                .expect("read")
+                .expect("exists")
+                .version,
+            1
+        );
+        assert!(store.read("Patient", "late").await.expect("read").is_none());
+        assert_eq!(
+            find(&store, Some("urn:mrn"), "123").await,
+            vec!["p1", "p2", "p3", "p4"]
+        );
+        let h = store
+            .history(HistoryQuery {
+                scope: HistoryScope::System,
+                since_ms: None,
+                at_seq: None,
+                count: 100,
+                offset: 0,
+            })
+            .await
+            .expect("history");
+        assert_eq!(h.total, 6);
+        // Time never goes back across a restart.
+        let v = commit(
+            &store,
+            new_version("Patient", "p9", 1, WriteMethod::Create, body("{}")),
+        )
+        .await;
+        assert!(v.last_updated_ms >= last_ms);
+        assert!(v.seq > h.at_seq);
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_is_rolled_back_and_the_writer_survives() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let r = store
+            .transact(Box::new(|tx: &mut dyn TxContext| {
+                tx.put(new_version(
+                    "Patient",
+                    "x",
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                ))?;
+                panic!("bug in a unit of work");
+            }))
+            .await;
+        assert_eq!(
+            abort_reason(r),
+            "store: storage failure: unit of work panicked"
+        );
+        assert!(store.read("Patient", "x").await.expect("read").is_none());
+        let v = commit(
+            &store,
+            new_version("Patient", "x", 1, WriteMethod::Create, body("{}")),
+        )
+        .await;
+        assert_eq!(v.version, 1);
+    }
+
+    #[tokio::test]
+    async fn timestamps_never_decrease_across_batches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let mut last = (0, 0);
+        for i in 0..20 {
+            let v = commit(
+                &store,
+                new_version(
+                    "Patient",
+                    &format!("p{i}"),
+                    1,
+                    WriteMethod::Create,
+                    body("{}"),
+                ),
+            )
+            .await;
+            assert!(v.last_updated_ms >= last.0 && v.seq > last.1);
+            last = (v.last_updated_ms, v.seq);
+        }
+    }
+
+    /// Queues `n` single-put jobs behind a held writer; returns their tasks.
+    fn spawn_creates(
+        store: &Arc<SqliteStore>,
+        n: usize,
+    ) -> Vec<tokio::task::JoinHandle<Result<TxOutcome, TxAbort>>> {
+        (0..n)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move {
+                    s.transact(put_job(new_version(
+                        "Patient",
+                        &format!("q{i}"),
+                        1,
+                        WriteMethod::Create,
+                        body("{}"),
+                    )))
+                    .await
+                })
+            })
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn max_batch_bounds_each_group_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(
+            SqliteStore::open(
+                dir.path(),
+                SqliteOptions {
+                    readers: 1,
+                    max_batch: 4,
+                },
+            )
+            .expect("open"),
+        );
+        let release = hold_writer_until_queued(&store, 10).await;
+        let tasks = spawn_creates(&store, 10);
+        release.await.expect("release");
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+        let s = store.stats();
+        // 1 (the holder) + 4 + 4 + 2.
+        assert_eq!(s.write_batches, 4, "{s:?}");
+        let le_4 = s
+            .batch_size_buckets
+            .iter()
+            .find(|b| b.0 == 4)
+            .expect("bucket")
+            .1;
+        assert_eq!(le_4, s.write_batches);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn flush_waits_for_everything_queued_before_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        let release = hold_writer_until_queued(&store, 11).await;
+        let tasks = spawn_creates(&store, 10);
+        let s = store.clone();
+        let flush = tokio::spawn(async move {
+            // Queued behind the ten jobs.
+            wait_queued(&s, 10).await;
+            s.flush().await
+        });
+        release.await.expect("release");
+        flush.await.expect("task").expect("flush");
+        // Every job was committed before flush answered, whatever order the tasks are observed in.
+        assert_eq!(store.stats().write_jobs, 11);
+        for i in 0..10 {
+            assert!(
+                store
+                    .read("Patient", &format!("q{i}"))
+                    .await
+                    .expect("read")
+                    .is_some()
+            );
+        }
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn close_finishes_the_queue_then_refuses_work() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Arc::new(open(dir.path()));
+        let release = hold_writer_until_queued(&store, 11).await;
+        let tasks = spawn_creates(&store, 10);
+        let s = store.clone();
+        let closing = tokio::spawn(async move {
+            // Wait until the ten jobs are queued so the close lands behind them.
+            wait_queued(&s, 10).await;
+            s.close().await
+        });
+        release.await.expect("release");
+        closing.await.expect("task").expect("close");
+        for t in tasks {
+            assert!(t.await.expect("task").is_ok());
+        }
+        let r = store
+            .transact(put_job(new_version(
+                "Patient",
+                "late",
+                1,
+                WriteMethod::Create,
+                body("{}"),
+            )))
+            .await;
+        assert!(matches!(r, Err(TxAbort::Store(StoreError::Closed))));
+        // Closing twice is harmless; reads still work on the reader pool.
+        store.close().await.expect("close again");
+        assert!(store.read("Patient", "q3").await.expect("read").is_some());
+    }
+
+    #[tokio::test]
+    async fn opening_a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(dir.path()));
+        {
+            let c = Connection::open(dir.path().join(DB_FILE)).expect("open");
+            c.execute("UPDATE schema_version SET version = 999", [])
+                .expect("bump");
+        }
+        let r = SqliteStore::open(dir.path(), SqliteOptions::default());
+        assert!(matches!(r, Err(StoreError::Backend(ref m)) if m.contains("newer")));
     }
 }

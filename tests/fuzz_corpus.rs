@@ -1,0 +1,26 @@
+//! Replays the saved fuzz corpora (and any crash artefacts) through the fuzz targets' code paths.
+use std::path::Path;
+
+fn replay(target: &str, run: fn(&[u8])) -> usize {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut n = 0;
+    for dir in [
+        root.join("corpus").join(target),
+        root.join("artifacts").join(target),
+    ] {
+        let Ok(files) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for f in files.flatten() {
+            run(&std::fs::read(f.path()).unwrap());
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn resource_parse_corpus_replays_without_panic() {
+    let n = replay("resource_parse", huitong::fuzzing::resource_parse);
+    assert!(n >= 4, "the saved corpus has {n} inputs");
+}
