@@ -26,13 +26,19 @@ fn target_dir() -> PathBuf {
 fn examples() -> Option<Vec<Json>> {
     let dir = std::env::var_os("HUITONG_CORPORA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora")));
-    let file = std::fs::File::open(dir.join("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz")).ok()?;
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora"))
+        });
+    let file =
+        std::fs::File::open(dir.join("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz")).ok()?;
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut out = Vec::new();
     for entry in archive.entries().ok()? {
         let Ok(mut entry) = entry else { continue };
-        let name = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if !name.ends_with(".json") || name.ends_with("package.json") || name.contains(".index.") {
             continue;
         }
@@ -53,8 +59,14 @@ fn examples() -> Option<Vec<Json>> {
 fn workload(defs: &Definitions, resources: &[Json]) -> (Vec<String>, Vec<(usize, usize)>) {
     let mut counts: HashMap<String, usize> = HashMap::new();
     for r in resources {
-        let Some(rt) = r.get("resourceType").and_then(Json::as_str) else { continue };
-        for c in defs.element(rt).map(|e| e.constraints.as_slice()).unwrap_or(&[]) {
+        let Some(rt) = r.get("resourceType").and_then(Json::as_str) else {
+            continue;
+        };
+        for c in defs
+            .element(rt)
+            .map(|e| e.constraints.as_slice())
+            .unwrap_or(&[])
+        {
             if let Some(e) = &c.expression {
                 *counts.entry(e.clone()).or_default() += 1;
             }
@@ -66,9 +78,19 @@ fn workload(defs: &Definitions, resources: &[Json]) -> (Vec<String>, Vec<(usize,
     let exprs: Vec<String> = top.into_iter().map(|(e, _)| e).collect();
     let mut pairs = Vec::new();
     for (ri, r) in resources.iter().enumerate() {
-        let Some(rt) = r.get("resourceType").and_then(Json::as_str) else { continue };
-        for c in defs.element(rt).map(|e| e.constraints.as_slice()).unwrap_or(&[]) {
-            if let Some(ei) = c.expression.as_ref().and_then(|e| exprs.iter().position(|x| x == e)) {
+        let Some(rt) = r.get("resourceType").and_then(Json::as_str) else {
+            continue;
+        };
+        for c in defs
+            .element(rt)
+            .map(|e| e.constraints.as_slice())
+            .unwrap_or(&[])
+        {
+            if let Some(ei) = c
+                .expression
+                .as_ref()
+                .and_then(|e| exprs.iter().position(|x| x == e))
+            {
                 pairs.push((ri, ei));
             }
         }
@@ -78,7 +100,12 @@ fn workload(defs: &Definitions, resources: &[Json]) -> (Vec<String>, Vec<(usize,
     (exprs, pairs)
 }
 
-fn run_cached(defs: &'static Definitions, resources: &[Json], parsed: &[Expression], pairs: &[(usize, usize)]) -> usize {
+fn run_cached(
+    defs: &'static Definitions,
+    resources: &[Json],
+    parsed: &[Expression],
+    pairs: &[(usize, usize)],
+) -> usize {
     let mut n = 0;
     for &(ri, ei) in pairs {
         let env = Environment::with_definitions(&resources[ri], Some(defs));
@@ -89,7 +116,12 @@ fn run_cached(defs: &'static Definitions, resources: &[Json], parsed: &[Expressi
     n
 }
 
-fn run_uncached(defs: &'static Definitions, resources: &[Json], exprs: &[String], pairs: &[(usize, usize)]) -> usize {
+fn run_uncached(
+    defs: &'static Definitions,
+    resources: &[Json],
+    exprs: &[String],
+    pairs: &[(usize, usize)],
+) -> usize {
     let mut n = 0;
     for &(ri, ei) in pairs {
         let env = Environment::with_definitions(&resources[ri], Some(defs));
@@ -121,8 +153,15 @@ fn main() {
     };
     let defs = Definitions::core();
     let (exprs, pairs) = workload(defs, &resources);
-    let parsed: Vec<Expression> = exprs.iter().filter_map(|e| fhirpath::parse(e).ok()).collect();
-    assert_eq!(parsed.len(), exprs.len(), "every benchmarked constraint parses");
+    let parsed: Vec<Expression> = exprs
+        .iter()
+        .filter_map(|e| fhirpath::parse(e).ok())
+        .collect();
+    assert_eq!(
+        parsed.len(),
+        exprs.len(),
+        "every benchmarked constraint parses"
+    );
 
     let target = target_dir();
     let _ = std::fs::create_dir_all(&target);
@@ -138,21 +177,43 @@ fn main() {
         "resources": used.iter().map(|r| resources[*r].clone()).collect::<Vec<_>>(),
         "pairs": pairs.iter().map(|(r, e)| json!([index[r], e])).collect::<Vec<_>>(),
     });
-    let _ = std::fs::write(target.join("fhirpath-bench-workload.json"), workload.to_string());
+    let _ = std::fs::write(
+        target.join("fhirpath-bench-workload.json"),
+        workload.to_string(),
+    );
 
-    let mut c = Criterion::default().configure_from_args().sample_size(10).measurement_time(Duration::from_secs(10));
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     let mut g = c.benchmark_group("fhirpath constraints");
     g.throughput(criterion::Throughput::Elements(pairs.len() as u64));
-    g.bench_function("evaluate (cached AST)", |b| b.iter(|| run_cached(defs, &resources, &parsed, &pairs)));
-    g.bench_function("parse + evaluate", |b| b.iter(|| run_uncached(defs, &resources, &exprs, &pairs)));
+    g.bench_function("evaluate (cached AST)", |b| {
+        b.iter(|| run_cached(defs, &resources, &parsed, &pairs))
+    });
+    g.bench_function("parse + evaluate", |b| {
+        b.iter(|| run_uncached(defs, &resources, &exprs, &pairs))
+    });
     g.finish();
 
-    let cached = time_per_eval(Duration::from_secs(3), pairs.len(), || run_cached(defs, &resources, &parsed, &pairs));
-    let uncached = time_per_eval(Duration::from_secs(3), pairs.len(), || run_uncached(defs, &resources, &exprs, &pairs));
-    println!("huitong: {} evaluations of {} expressions over {} examples", pairs.len(), exprs.len(), used.len());
-    println!("huitong: {cached:.0} ns per evaluation (cached AST), {uncached:.0} ns per parse+evaluate");
+    let cached = time_per_eval(Duration::from_secs(3), pairs.len(), || {
+        run_cached(defs, &resources, &parsed, &pairs)
+    });
+    let uncached = time_per_eval(Duration::from_secs(3), pairs.len(), || {
+        run_uncached(defs, &resources, &exprs, &pairs)
+    });
+    println!(
+        "huitong: {} evaluations of {} expressions over {} examples",
+        pairs.len(),
+        exprs.len(),
+        used.len()
+    );
+    println!(
+        "huitong: {cached:.0} ns per evaluation (cached AST), {uncached:.0} ns per parse+evaluate"
+    );
     let _ = std::fs::write(
         target.join("fhirpath-bench-rust.json"),
-        json!({"cached_ns": cached, "uncached_ns": uncached, "evaluations": pairs.len()}).to_string(),
+        json!({"cached_ns": cached, "uncached_ns": uncached, "evaluations": pairs.len()})
+            .to_string(),
     );
 }

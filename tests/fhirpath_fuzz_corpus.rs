@@ -25,7 +25,10 @@ fn replay_fuzz_corpus_and_artifacts() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut replayed = 0;
     for target in ["fhirpath_parse", "fhirpath_eval"] {
-        for dir in [root.join("corpus").join(target), root.join("artifacts").join(target)] {
+        for dir in [
+            root.join("corpus").join(target),
+            root.join("artifacts").join(target),
+        ] {
             for f in files(&dir) {
                 let data = std::fs::read(&f).expect("read corpus file");
                 parse_bytes(&data);
@@ -35,5 +38,8 @@ fn replay_fuzz_corpus_and_artifacts() {
         }
     }
     println!("replayed {replayed} fuzz inputs");
-    assert!(replayed >= 20, "expected the saved seed corpus, found {replayed} files");
+    assert!(
+        replayed >= 20,
+        "expected the saved seed corpus, found {replayed} files"
+    );
 }

@@ -1,13 +1,13 @@
 //! The evaluator: walks the syntax tree over collections, with FHIRPath's empty propagation,
 //! singleton evaluation and three-valued logic. Functions live in `functions.rs`.
 
+use super::Environment;
 use super::ast::{BinOp, Expr, Literal, TypeSpec};
 use super::datetime::{Temporal, TemporalKind};
 use super::error::EvalError;
 use super::model;
 use super::quantity::Quantity;
 use super::value::{self, Collection, Node, Value};
-use super::Environment;
 use rust_decimal::Decimal;
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -42,16 +42,25 @@ pub(crate) fn to_bool(c: &Collection, what: &str) -> Result<Option<bool>, EvalEr
             Value::Boolean(b) => Ok(Some(b)),
             _ => Ok(Some(true)),
         },
-        _ => Err(EvalError::new(what, format!("expected a single Boolean, got {} items", c.len()))),
+        _ => Err(EvalError::new(
+            what,
+            format!("expected a single Boolean, got {} items", c.len()),
+        )),
     }
 }
 
 /// The single item of a collection, `None` when empty, an error when several.
-pub(crate) fn singleton<'c, 'a>(c: &'c Collection<'a>, what: &str) -> Result<Option<&'c Value<'a>>, EvalError> {
+pub(crate) fn singleton<'c, 'a>(
+    c: &'c Collection<'a>,
+    what: &str,
+) -> Result<Option<&'c Value<'a>>, EvalError> {
     match c.as_slice() {
         [] => Ok(None),
         [v] => Ok(Some(v)),
-        _ => Err(EvalError::new(what, format!("expected a single item, got {}", c.len()))),
+        _ => Err(EvalError::new(
+            what,
+            format!("expected a single item, got {}", c.len()),
+        )),
     }
 }
 
@@ -84,19 +93,29 @@ impl<'a> Distinct<'a> {
     /// (hashing a node hashes its whole subtree); larger ones are hashed.
     pub fn push(&mut self, v: Value<'a>) -> bool {
         if self.items.len() < SCAN_LIMIT {
-            if self.items.iter().any(|o| value::equals(o, &v) == Some(true)) {
+            if self
+                .items
+                .iter()
+                .any(|o| value::equals(o, &v) == Some(true))
+            {
                 return false;
             }
             self.items.push(v);
             if self.items.len() == SCAN_LIMIT {
                 for (i, item) in self.items.iter().enumerate() {
-                    self.buckets.entry(value::equality_hash(item)).or_default().push(i);
+                    self.buckets
+                        .entry(value::equality_hash(item))
+                        .or_default()
+                        .push(i);
                 }
             }
             return true;
         }
         let bucket = self.buckets.entry(value::equality_hash(&v)).or_default();
-        if bucket.iter().any(|&i| value::equals(&self.items[i], &v) == Some(true)) {
+        if bucket
+            .iter()
+            .any(|&i| value::equals(&self.items[i], &v) == Some(true))
+        {
             return false;
         }
         bucket.push(self.items.len());
@@ -109,9 +128,10 @@ impl<'a> Distinct<'a> {
         if self.items.len() < SCAN_LIMIT {
             return self.items.iter().any(|o| value::equals(o, v) == Some(true));
         }
-        self.buckets
-            .get(&value::equality_hash(v))
-            .is_some_and(|b| b.iter().any(|&i| value::equals(&self.items[i], v) == Some(true)))
+        self.buckets.get(&value::equality_hash(v)).is_some_and(|b| {
+            b.iter()
+                .any(|&i| value::equals(&self.items[i], v) == Some(true))
+        })
     }
 }
 
@@ -123,7 +143,10 @@ pub(crate) const MAX_STRING: usize = 1 << 20;
 /// Rejects oversized computed strings.
 pub(crate) fn checked_string<'a>(what: &str, s: String) -> Result<Value<'a>, EvalError> {
     if s.len() > MAX_STRING {
-        return Err(EvalError::new(what, format!("result longer than {MAX_STRING} bytes")));
+        return Err(EvalError::new(
+            what,
+            format!("result longer than {MAX_STRING} bytes"),
+        ));
     }
     Ok(Value::String(Cow::Owned(s)))
 }
@@ -132,7 +155,10 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     pub fn eval(&self, e: &Expr, frame: &Frame<'a>) -> R<'a> {
         let r = self.eval_node(e, frame)?;
         if r.len() > MAX_COLLECTION {
-            return Err(EvalError::new("evaluation", format!("a collection grew beyond {MAX_COLLECTION} items")));
+            return Err(EvalError::new(
+                "evaluation",
+                format!("a collection grew beyond {MAX_COLLECTION} items"),
+            ));
         }
         Ok(r)
     }
@@ -141,7 +167,10 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         match e {
             Expr::Literal(l) => Ok(literal(l)),
             Expr::This => Ok(frame.this.clone()),
-            Expr::Index => Ok(frame.index.map(|i| vec![Value::Integer(i as i64)]).unwrap_or_default()),
+            Expr::Index => Ok(frame
+                .index
+                .map(|i| vec![Value::Integer(i as i64)])
+                .unwrap_or_default()),
             Expr::Total => Ok(frame.total.clone().unwrap_or_default()),
             Expr::External(name) => self.external(name),
             Expr::Member { target, name, .. } => match target {
@@ -151,7 +180,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 None => self.root_member(&frame.this, name),
             },
-            Expr::Call { target, name, args, .. } => {
+            Expr::Call {
+                target, name, args, ..
+            } => {
                 let input = match target {
                     Some(t) => self.eval(t, frame)?,
                     None => frame.this.clone(),
@@ -163,20 +194,33 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let idx = self.eval(i, frame)?;
                 match singleton(&idx, "[]")?.map(Value::system) {
                     None => Ok(vec![]),
-                    Some(Value::Integer(i)) => {
-                        Ok(usize::try_from(i).ok().and_then(|i| input.get(i).cloned()).into_iter().collect())
-                    }
-                    Some(v) => Err(EvalError::new("[]", format!("index must be an Integer, got {}", v.type_name()))),
+                    Some(Value::Integer(i)) => Ok(usize::try_from(i)
+                        .ok()
+                        .and_then(|i| input.get(i).cloned())
+                        .into_iter()
+                        .collect()),
+                    Some(v) => Err(EvalError::new(
+                        "[]",
+                        format!("index must be an Integer, got {}", v.type_name()),
+                    )),
                 }
             }
             Expr::Unary { negate, operand } => {
                 let v = self.eval(operand, frame)?;
                 let op = if *negate { "unary -" } else { "unary +" };
-                let Some(v) = singleton(&v, op)? else { return Ok(vec![]) };
+                let Some(v) = singleton(&v, op)? else {
+                    return Ok(vec![]);
+                };
                 if !*negate {
                     return match v.system() {
-                        x @ (Value::Integer(_) | Value::Long(_) | Value::Decimal(_) | Value::Quantity(_)) => Ok(vec![x]),
-                        x => Err(EvalError::new(op, format!("cannot apply to {}", x.type_name()))),
+                        x @ (Value::Integer(_)
+                        | Value::Long(_)
+                        | Value::Decimal(_)
+                        | Value::Quantity(_)) => Ok(vec![x]),
+                        x => Err(EvalError::new(
+                            op,
+                            format!("cannot apply to {}", x.type_name()),
+                        )),
                     };
                 }
                 match v.system() {
@@ -184,8 +228,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     Value::Long(i) => Ok(vec![Value::Long(-i)]),
                     Value::Decimal(d) if d.is_zero() => Ok(vec![Value::Decimal(d)]),
                     Value::Decimal(d) => Ok(vec![Value::Decimal(-d)]),
-                    Value::Quantity(q) => Ok(vec![Value::Quantity(Quantity { value: -q.value, unit: q.unit })]),
-                    x => Err(EvalError::new(op, format!("cannot negate {}", x.type_name()))),
+                    Value::Quantity(q) => Ok(vec![Value::Quantity(Quantity {
+                        value: -q.value,
+                        unit: q.unit,
+                    })]),
+                    x => Err(EvalError::new(
+                        op,
+                        format!("cannot negate {}", x.type_name()),
+                    )),
                 }
             }
             Expr::Binary { op, left, right } => self.binary(*op, left, right, frame),
@@ -209,9 +259,15 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     pub(crate) fn is_type(&self, v: &Value<'a>, spec: &TypeSpec) -> Result<bool, EvalError> {
         if self.env.strict && spec.namespace.is_none() {
             let known = model::is_system_type(&spec.name)
-                || self.env.definitions.is_none_or(|d| d.structure(&spec.name).is_some());
+                || self
+                    .env
+                    .definitions
+                    .is_none_or(|d| d.structure(&spec.name).is_some());
             if !known {
-                return Err(EvalError::new("is", format!("unknown type '{}'", spec.name)));
+                return Err(EvalError::new(
+                    "is",
+                    format!("unknown type '{}'", spec.name),
+                ));
             }
         }
         Ok(model::is_type(v, spec, self.env.definitions))
@@ -224,7 +280,11 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             return Ok(false);
         }
         Ok(match v {
-            Value::Node(Node { ty: Some(ty), .. }) if ty.starts_with(|c: char| c.is_ascii_lowercase()) => *ty == spec.name,
+            Value::Node(Node { ty: Some(ty), .. })
+                if ty.starts_with(|c: char| c.is_ascii_lowercase()) =>
+            {
+                *ty == spec.name
+            }
             _ => true,
         })
     }
@@ -237,7 +297,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         match name {
             "context" => Ok(self.env.context.clone()),
             "resource" => Ok(self.env.resource.clone().into_iter().collect()),
-            "rootResource" => Ok(self.env.root_resource.clone().or_else(|| self.env.resource.clone()).into_iter().collect()),
+            "rootResource" => Ok(self
+                .env
+                .root_resource
+                .clone()
+                .or_else(|| self.env.resource.clone())
+                .into_iter()
+                .collect()),
             "ucum" => s("http://unitsofmeasure.org".into()),
             "sct" => s("http://snomed.info/sct".into()),
             "loinc" => s("http://loinc.org".into()),
@@ -248,7 +314,10 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 if let Some(ext) = name.strip_prefix("ext-") {
                     return s(format!("http://hl7.org/fhir/StructureDefinition/{ext}"));
                 }
-                Err(EvalError::new(format!("%{name}"), "undefined environment variable"))
+                Err(EvalError::new(
+                    format!("%{name}"),
+                    "undefined environment variable",
+                ))
             }
         }
     }
@@ -273,7 +342,10 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             if !matched.is_empty() {
                 return Ok(matched);
             }
-            let is_type_name = self.env.definitions.is_some_and(|d| d.structure(name).is_some());
+            let is_type_name = self
+                .env
+                .definitions
+                .is_some_and(|d| d.structure(name).is_some());
             if is_type_name && any_resource {
                 if self.env.strict {
                     return Err(EvalError::new(name, "the context is not of this type"));
@@ -289,10 +361,18 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         let mut out = Vec::new();
         // A name unknown to one type may be known to another in a mixed collection (after
         // `descendants()`), so only a collection of one type can be judged.
-        let first_ty = input.first().and_then(|v| if let Value::Node(n) = v { n.ty } else { None });
-        let homogeneous = input.iter().all(|v| matches!(v, Value::Node(n) if n.ty == first_ty));
+        let first_ty = input
+            .first()
+            .and_then(|v| if let Value::Node(n) = v { n.ty } else { None });
+        let homogeneous = input
+            .iter()
+            .all(|v| matches!(v, Value::Node(n) if n.ty == first_ty));
         for v in input {
-            if let Value::TypeInfo { namespace, name: tn } = v {
+            if let Value::TypeInfo {
+                namespace,
+                name: tn,
+            } = v
+            {
                 match name {
                     "namespace" => out.push(Value::String(Cow::Borrowed(namespace))),
                     "name" => out.push(Value::String(tn.clone())),
@@ -301,11 +381,16 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 continue;
             }
             if let Value::Node(n) = v {
-                if let model::Lookup::Unknown = model::child(n, name, self.env.definitions, self.env.strict, &mut out) {
+                if let model::Lookup::Unknown =
+                    model::child(n, name, self.env.definitions, self.env.strict, &mut out)
+                {
                     if self.env.strict && homogeneous {
                         return Err(EvalError::new(
                             format!(".{name}"),
-                            format!("'{name}' is not an element of {}", n.ty.unwrap_or("this type")),
+                            format!(
+                                "'{name}' is not an element of {}",
+                                n.ty.unwrap_or("this type")
+                            ),
                         ));
                     }
                 }
@@ -386,14 +471,18 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     }
                     acc
                 };
-                Ok(eq.map(|e| boolean(if op == BinOp::Eq { e } else { !e })).unwrap_or_default())
+                Ok(eq
+                    .map(|e| boolean(if op == BinOp::Eq { e } else { !e }))
+                    .unwrap_or_default())
             }
             BinOp::Equiv | BinOp::NotEquiv => {
                 let eq = collections_equivalent(&l, &r);
                 Ok(boolean(if op == BinOp::Equiv { eq } else { !eq }))
             }
             BinOp::Lt | BinOp::Gt | BinOp::Le | BinOp::Ge => {
-                let (Some(a), Some(b)) = (singleton(&l, sym)?, singleton(&r, sym)?) else { return Ok(vec![]) };
+                let (Some(a), Some(b)) = (singleton(&l, sym)?, singleton(&r, sym)?) else {
+                    return Ok(vec![]);
+                };
                 let ord = value::compare(a, b).map_err(|m| EvalError::new(sym, m))?;
                 Ok(ord
                     .map(|o| {
@@ -408,19 +497,29 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             BinOp::In | BinOp::Contains => {
                 let (item, coll) = if op == BinOp::In { (&l, &r) } else { (&r, &l) };
-                let Some(item) = singleton(item, sym)? else { return Ok(vec![]) };
-                Ok(boolean(coll.iter().any(|c| value::equals(c, item) == Some(true))))
+                let Some(item) = singleton(item, sym)? else {
+                    return Ok(vec![]);
+                };
+                Ok(boolean(
+                    coll.iter().any(|c| value::equals(c, item) == Some(true)),
+                ))
             }
             BinOp::Concat => {
-                let a = singleton(&l, sym)?.map(|v| v.as_str().map(|s| s.into_owned())).unwrap_or(Some(String::new()));
-                let b = singleton(&r, sym)?.map(|v| v.as_str().map(|s| s.into_owned())).unwrap_or(Some(String::new()));
+                let a = singleton(&l, sym)?
+                    .map(|v| v.as_str().map(|s| s.into_owned()))
+                    .unwrap_or(Some(String::new()));
+                let b = singleton(&r, sym)?
+                    .map(|v| v.as_str().map(|s| s.into_owned()))
+                    .unwrap_or(Some(String::new()));
                 match (a, b) {
                     (Some(a), Some(b)) => Ok(vec![checked_string(sym, a + &b)?]),
                     _ => Err(EvalError::new(sym, "operands must be strings")),
                 }
             }
             _ => {
-                let (Some(a), Some(b)) = (singleton(&l, sym)?, singleton(&r, sym)?) else { return Ok(vec![]) };
+                let (Some(a), Some(b)) = (singleton(&l, sym)?, singleton(&r, sym)?) else {
+                    return Ok(vec![]);
+                };
                 arithmetic(op, &a.system(), &b.system())
             }
         }
@@ -454,34 +553,56 @@ fn num(v: &Value) -> Option<Decimal> {
 
 fn arithmetic<'a>(op: BinOp, a: &Value<'a>, b: &Value<'a>) -> R<'a> {
     let sym = op.symbol();
-    let bad = || Err(EvalError::new(sym, format!("cannot apply to {} and {}", a.type_name(), b.type_name())));
+    let bad = || {
+        Err(EvalError::new(
+            sym,
+            format!("cannot apply to {} and {}", a.type_name(), b.type_name()),
+        ))
+    };
     let some = |v: Option<Value<'a>>| Ok(v.into_iter().collect());
     match (a, b) {
         (Value::Integer(x), Value::Integer(y)) | (Value::Long(x), Value::Long(y)) => {
             let long = matches!(a, Value::Long(_));
-            let wrap = |i: i64| if long { Value::Long(i) } else { Value::Integer(i) };
+            let wrap = |i: i64| {
+                if long {
+                    Value::Long(i)
+                } else {
+                    Value::Integer(i)
+                }
+            };
             match op {
                 BinOp::Add => some(x.checked_add(*y).map(wrap)),
                 BinOp::Sub => some(x.checked_sub(*y).map(wrap)),
                 BinOp::Mul => some(x.checked_mul(*y).map(wrap)),
-                BinOp::Div => some(Decimal::from(*x).checked_div(Decimal::from(*y)).map(|d| Value::Decimal(d.normalize()))),
+                BinOp::Div => some(
+                    Decimal::from(*x)
+                        .checked_div(Decimal::from(*y))
+                        .map(|d| Value::Decimal(d.normalize())),
+                ),
                 BinOp::IntDiv => some(x.checked_div(*y).map(wrap)),
                 BinOp::Mod => some(x.checked_rem(*y).map(wrap)),
                 _ => bad(),
             }
         }
-        (Value::String(x), Value::String(y)) if op == BinOp::Add => Ok(vec![checked_string(sym, format!("{x}{y}"))?]),
+        (Value::String(x), Value::String(y)) if op == BinOp::Add => {
+            Ok(vec![checked_string(sym, format!("{x}{y}"))?])
+        }
         (Value::Temporal(t), Value::Quantity(q)) if matches!(op, BinOp::Add | BinOp::Sub) => {
             temporal_add(t, q, op == BinOp::Sub).map(|t| vec![Value::Temporal(t)])
         }
         (Value::Quantity(_) | Value::Node(_), _) | (_, Value::Quantity(_) | Value::Node(_)) => {
             let to_q = |v: &Value| match v {
                 Value::Integer(_) | Value::Long(_) | Value::Decimal(_) => {
-                    num(v).map(|d| Quantity { value: d, unit: "1".into() })
+                    num(v).map(|d| Quantity {
+                        value: d,
+                        unit: "1".into(),
+                    })
                 }
                 other => value::as_quantity(other),
             };
-            let (Some(x), Some(y)) = (to_q(a), to_q(b)) else { return bad() };
+            let (Some(x), Some(y)) = (to_q(a), to_q(b)) else {
+                return bad();
+            };
             match op {
                 BinOp::Add => some(x.add(&y, false).map(Value::Quantity)),
                 BinOp::Sub => some(x.add(&y, true).map(Value::Quantity)),
@@ -496,7 +617,9 @@ fn arithmetic<'a>(op: BinOp, a: &Value<'a>, b: &Value<'a>) -> R<'a> {
             }
         }
         _ => {
-            let (Some(x), Some(y)) = (num(a), num(b)) else { return bad() };
+            let (Some(x), Some(y)) = (num(a), num(b)) else {
+                return bad();
+            };
             match op {
                 BinOp::Add => some(x.checked_add(y).map(Value::Decimal)),
                 BinOp::Sub => some(x.checked_sub(y).map(Value::Decimal)),
@@ -517,12 +640,22 @@ fn arithmetic<'a>(op: BinOp, a: &Value<'a>, b: &Value<'a>) -> R<'a> {
 fn temporal_add(t: &Temporal, q: &Quantity, subtract: bool) -> Result<Temporal, EvalError> {
     let sym = if subtract { "-" } else { "+" };
     if matches!(q.unit.as_str(), "a" | "mo") {
-        return Err(EvalError::new(sym, format!("'{}' is not a calendar duration; use year or month", q.unit)));
+        return Err(EvalError::new(
+            sym,
+            format!("'{}' is not a calendar duration; use year or month", q.unit),
+        ));
     }
     let v = if subtract { -q.value } else { q.value };
-    let kind_ok = !(t.kind == TemporalKind::Time && matches!(q.unit.as_str(), "year" | "month" | "week" | "day" | "wk" | "d"));
+    let kind_ok = !(t.kind == TemporalKind::Time
+        && matches!(
+            q.unit.as_str(),
+            "year" | "month" | "week" | "day" | "wk" | "d"
+        ));
     match t.add(v, &q.unit) {
         Some(r) if kind_ok => Ok(r),
-        _ => Err(EvalError::new(sym, format!("cannot add '{}' to a {}", q.unit, t.type_name()))),
+        _ => Err(EvalError::new(
+            sym,
+            format!("cannot add '{}' to a {}", q.unit, t.type_name()),
+        )),
     }
 }

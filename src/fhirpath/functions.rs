@@ -4,7 +4,9 @@
 use super::ast::{BinOp, Expr, TypeSpec};
 use super::datetime::{Precision, Temporal, TemporalKind};
 use super::error::EvalError;
-use super::eval::{Distinct, Evaluator, Frame, MAX_STRING, R, boolean, checked_string, singleton, to_bool};
+use super::eval::{
+    Distinct, Evaluator, Frame, MAX_STRING, R, boolean, checked_string, singleton, to_bool,
+};
 use super::model;
 use super::quantity::{Quantity, is_calendar_unit, singular_calendar};
 use super::value::{self, Collection, Node, Value, parse_decimal, to_string_value};
@@ -26,8 +28,15 @@ const MAX_REPEATED_VALUES: usize = 2_000;
 
 fn arity(name: &str, args: &[Expr], min: usize, max: usize) -> Result<(), EvalError> {
     if args.len() < min || args.len() > max {
-        let want = if min == max { format!("{min}") } else { format!("{min} to {max}") };
-        return Err(EvalError::new(format!("{name}()"), format!("takes {want} argument(s), got {}", args.len())));
+        let want = if min == max {
+            format!("{min}")
+        } else {
+            format!("{min} to {max}")
+        };
+        return Err(EvalError::new(
+            format!("{name}()"),
+            format!("takes {want} argument(s), got {}", args.len()),
+        ));
     }
     Ok(())
 }
@@ -49,34 +58,75 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         }
     }
 
-    fn arg_single(&self, name: &str, args: &[Expr], i: usize, frame: &Frame<'a>) -> Result<Option<Value<'a>>, EvalError> {
+    fn arg_single(
+        &self,
+        name: &str,
+        args: &[Expr],
+        i: usize,
+        frame: &Frame<'a>,
+    ) -> Result<Option<Value<'a>>, EvalError> {
         let c = self.arg(name, args, i, frame)?;
         match c.as_slice() {
             [] => Ok(None),
             [v] => Ok(Some(v.system())),
-            _ => Err(err(name, format!("argument {} must be a single item, got {}", i + 1, c.len()))),
+            _ => Err(err(
+                name,
+                format!("argument {} must be a single item, got {}", i + 1, c.len()),
+            )),
         }
     }
 
-    fn arg_string(&self, name: &str, args: &[Expr], i: usize, frame: &Frame<'a>) -> Result<Option<String>, EvalError> {
+    fn arg_string(
+        &self,
+        name: &str,
+        args: &[Expr],
+        i: usize,
+        frame: &Frame<'a>,
+    ) -> Result<Option<String>, EvalError> {
         match self.arg_single(name, args, i, frame)? {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s.into_owned())),
-            Some(v) => Err(err(name, format!("argument {} must be a String, got {}", i + 1, v.type_name()))),
+            Some(v) => Err(err(
+                name,
+                format!("argument {} must be a String, got {}", i + 1, v.type_name()),
+            )),
         }
     }
 
-    fn arg_integer(&self, name: &str, args: &[Expr], i: usize, frame: &Frame<'a>) -> Result<Option<i64>, EvalError> {
+    fn arg_integer(
+        &self,
+        name: &str,
+        args: &[Expr],
+        i: usize,
+        frame: &Frame<'a>,
+    ) -> Result<Option<i64>, EvalError> {
         match self.arg_single(name, args, i, frame)? {
             None => Ok(None),
             Some(Value::Integer(n)) | Some(Value::Long(n)) => Ok(Some(n)),
-            Some(v) => Err(err(name, format!("argument {} must be an Integer, got {}", i + 1, v.type_name()))),
+            Some(v) => Err(err(
+                name,
+                format!(
+                    "argument {} must be an Integer, got {}",
+                    i + 1,
+                    v.type_name()
+                ),
+            )),
         }
     }
 
     /// Evaluates a lambda argument for one item.
-    fn lambda(&self, e: &Expr, item: &Value<'a>, index: usize, total: Option<&Collection<'a>>) -> R<'a> {
-        let frame = Frame { this: vec![item.clone()], index: Some(index), total: total.cloned() };
+    fn lambda(
+        &self,
+        e: &Expr,
+        item: &Value<'a>,
+        index: usize,
+        total: Option<&Collection<'a>>,
+    ) -> R<'a> {
+        let frame = Frame {
+            this: vec![item.clone()],
+            index: Some(index),
+            total: total.cloned(),
+        };
         self.eval(e, &frame)
     }
 
@@ -88,35 +138,75 @@ impl<'e, 'a> Evaluator<'e, 'a> {
 
     /// The input as a single string for string functions: empty gives `None`; several items or a
     /// non-string is an error.
-    fn input_string(&self, name: &str, input: &Collection<'a>) -> Result<Option<String>, EvalError> {
+    fn input_string(
+        &self,
+        name: &str,
+        input: &Collection<'a>,
+    ) -> Result<Option<String>, EvalError> {
         match singleton(input, &format!("{name}()"))? {
             None => Ok(None),
             Some(v) => match v.as_str() {
                 Some(s) => Ok(Some(s.into_owned())),
-                None => Err(err(name, format!("input must be a String, got {}", v.type_name()))),
+                None => Err(err(
+                    name,
+                    format!("input must be a String, got {}", v.type_name()),
+                )),
             },
         }
     }
 
     /// Calls function `name` on `input`. Each family of functions has its own (non-inlined)
     /// method, so the stack frame a nested call costs stays small.
-    pub(crate) fn call(&self, name: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, has_target: bool) -> R<'a> {
+    pub(crate) fn call(
+        &self,
+        name: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'a>,
+        has_target: bool,
+    ) -> R<'a> {
         let depth = self.depth.get();
         if depth >= MAX_CALL_DEPTH {
-            return Err(err(name, format!("calls nested deeper than {MAX_CALL_DEPTH}")));
+            return Err(err(
+                name,
+                format!("calls nested deeper than {MAX_CALL_DEPTH}"),
+            ));
         }
         self.depth.set(depth + 1);
         let r = match name {
-            "empty" | "exists" | "all" | "allTrue" | "anyTrue" | "allFalse" | "anyFalse" | "subsetOf" | "supersetOf" | "count" | "distinct" | "isDistinct" => self.call_existence(name, input, args, frame),
-            "where" | "select" | "repeat" | "ofType" | "is" | "as" => self.call_filtering_and_projection(name, input, args, frame),
-            "single" | "first" | "last" | "tail" | "skip" | "take" | "intersect" | "exclude" => self.call_subsetting(name, input, args, frame),
+            "empty" | "exists" | "all" | "allTrue" | "anyTrue" | "allFalse" | "anyFalse"
+            | "subsetOf" | "supersetOf" | "count" | "distinct" | "isDistinct" => {
+                self.call_existence(name, input, args, frame)
+            }
+            "where" | "select" | "repeat" | "ofType" | "is" | "as" => {
+                self.call_filtering_and_projection(name, input, args)
+            }
+            "single" | "first" | "last" | "tail" | "skip" | "take" | "intersect" | "exclude" => {
+                self.call_subsetting(name, input, args, frame)
+            }
             "union" | "combine" => self.call_combining(name, input, args, frame),
-            "iif" | "toBoolean" | "convertsToBoolean" | "toInteger" | "convertsToInteger" | "toLong" | "convertsToLong" | "toDecimal" | "convertsToDecimal" | "toString" | "convertsToString" | "toDate" | "convertsToDate" | "toDateTime" | "convertsToDateTime" | "toTime" | "convertsToTime" | "toQuantity" | "convertsToQuantity" => self.call_conversion(name, input, args, frame, has_target),
-            "indexOf" | "substring" | "startsWith" | "endsWith" | "contains" | "upper" | "lower" | "trim" | "length" | "toChars" | "replace" | "matches" | "matchesFull" | "replaceMatches" | "split" | "join" | "encode" | "decode" | "escape" | "unescape" => self.call_strings(name, input, args, frame),
-            "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" | "round" | "log" | "power" => self.call_math(name, input, args, frame),
-            "children" | "descendants" => self.call_tree_navigation(name, input, args, frame),
-            "trace" | "now" | "today" | "timeOfDay" | "aggregate" | "not" | "type" | "sort" | "lowBoundary" | "highBoundary" | "precision" | "comparable" => self.call_utility(name, input, args, frame),
-            "extension" | "hasValue" | "getValue" | "resolve" | "memberOf" | "conformsTo" | "htmlChecks" | "htmlchecks" | "elementDefinition" | "slice" | "checkModifiers" | "subsumes" | "subsumedBy" | "defineVariable" => self.call_fhir_additions(name, input, args, frame),
+            "iif" | "toBoolean" | "convertsToBoolean" | "toInteger" | "convertsToInteger"
+            | "toLong" | "convertsToLong" | "toDecimal" | "convertsToDecimal" | "toString"
+            | "convertsToString" | "toDate" | "convertsToDate" | "toDateTime"
+            | "convertsToDateTime" | "toTime" | "convertsToTime" | "toQuantity"
+            | "convertsToQuantity" => self.call_conversion(name, input, args, frame, has_target),
+            "indexOf" | "substring" | "startsWith" | "endsWith" | "contains" | "upper"
+            | "lower" | "trim" | "length" | "toChars" | "replace" | "matches" | "matchesFull"
+            | "replaceMatches" | "split" | "join" | "encode" | "decode" | "escape" | "unescape" => {
+                self.call_strings(name, input, args, frame)
+            }
+            "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" | "round" | "log"
+            | "power" => self.call_math(name, input, args, frame),
+            "children" | "descendants" => self.call_tree_navigation(name, input, args),
+            "trace" | "now" | "today" | "timeOfDay" | "aggregate" | "not" | "type" | "sort"
+            | "lowBoundary" | "highBoundary" | "precision" | "comparable" => {
+                self.call_utility(name, input, args, frame)
+            }
+            "extension" | "hasValue" | "getValue" | "resolve" | "memberOf" | "conformsTo"
+            | "htmlChecks" | "htmlchecks" | "elementDefinition" | "slice" | "checkModifiers"
+            | "subsumes" | "subsumedBy" | "defineVariable" => {
+                self.call_fhir_additions(name, input, args, frame)
+            }
             _ => Err(err(name, "unknown function")),
         };
         self.depth.set(depth);
@@ -125,7 +215,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
 
     /// Existence functions.
     #[inline(never)]
-    fn call_existence(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
+    fn call_existence(
+        &self,
+        f: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'a>,
+    ) -> R<'a> {
         match f {
             "empty" => {
                 arity(f, args, 0, 0)?;
@@ -160,7 +256,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 for v in &input {
                     match v.system() {
                         Value::Boolean(b) => bools.push(b),
-                        o => return Err(err(f, format!("items must be Booleans, got {}", o.type_name()))),
+                        o => {
+                            return Err(err(
+                                f,
+                                format!("items must be Booleans, got {}", o.type_name()),
+                            ));
+                        }
                     }
                 }
                 Ok(boolean(match f {
@@ -173,8 +274,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             "subsetOf" | "supersetOf" => {
                 arity(f, args, 1, 1)?;
                 let other = self.arg(f, args, 0, frame)?;
-                let (sub, sup) = if f == "subsetOf" { (&input, &other) } else { (&other, &input) };
-                Ok(boolean(sub.iter().all(|a| sup.iter().any(|b| value::equals(a, b) == Some(true)))))
+                let (sub, sup) = if f == "subsetOf" {
+                    (&input, &other)
+                } else {
+                    (&other, &input)
+                };
+                Ok(boolean(sub.iter().all(|a| {
+                    sup.iter().any(|b| value::equals(a, b) == Some(true))
+                })))
             }
             "count" => {
                 arity(f, args, 0, 0)?;
@@ -203,7 +310,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Filtering and projection functions.
     #[inline(never)]
-    fn call_filtering_and_projection(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
+    fn call_filtering_and_projection(
+        &self,
+        f: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+    ) -> R<'a> {
         match f {
             "where" => {
                 arity(f, args, 1, 1)?;
@@ -236,7 +348,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     for (i, v) in queue.iter().enumerate() {
                         for r in self.lambda(&args[0], v, i, None)? {
                             let fresh = match &r {
-                                Value::Node(Node { json: Some(j), .. }) => seen_nodes.insert(*j as *const Json),
+                                Value::Node(Node { json: Some(j), .. }) => {
+                                    seen_nodes.insert(*j as *const Json)
+                                }
                                 Value::Node(_) => true,
                                 other => {
                                     system_values += 1;
@@ -287,7 +401,11 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                         if f == "is" {
                             Ok(boolean(self.is_type(v, &spec)?))
                         } else {
-                            Ok(if self.is_type_exact(v, &spec)? { vec![v.clone()] } else { vec![] })
+                            Ok(if self.is_type_exact(v, &spec)? {
+                                vec![v.clone()]
+                            } else {
+                                vec![]
+                            })
                         }
                     }
                 }
@@ -297,7 +415,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Subsetting functions.
     #[inline(never)]
-    fn call_subsetting(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
+    fn call_subsetting(
+        &self,
+        f: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'a>,
+    ) -> R<'a> {
         match f {
             "single" => {
                 arity(f, args, 0, 0)?;
@@ -320,9 +444,15 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "skip" | "take" => {
                 arity(f, args, 1, 1)?;
-                let Some(n) = self.arg_integer(f, args, 0, frame)? else { return Ok(vec![]) };
+                let Some(n) = self.arg_integer(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
                 let n = usize::try_from(n.max(0)).unwrap_or(0);
-                Ok(if f == "skip" { input.into_iter().skip(n).collect() } else { input.into_iter().take(n).collect() })
+                Ok(if f == "skip" {
+                    input.into_iter().skip(n).collect()
+                } else {
+                    input.into_iter().take(n).collect()
+                })
             }
             "intersect" => {
                 arity(f, args, 1, 1)?;
@@ -351,7 +481,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Combining functions.
     #[inline(never)]
-    fn call_combining(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
+    fn call_combining(
+        &self,
+        f: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'a>,
+    ) -> R<'a> {
         match f {
             "union" => {
                 arity(f, args, 1, 1)?;
@@ -369,7 +505,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Conversion functions.
     #[inline(never)]
-    fn call_conversion(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>, has_target: bool) -> R<'a> {
+    fn call_conversion(
+        &self,
+        f: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'a>,
+        has_target: bool,
+    ) -> R<'a> {
         match f {
             "iif" => {
                 arity(f, args, 2, 3)?;
@@ -377,7 +520,11 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     return Err(err(f, "input must be at most one item"));
                 }
                 let iframe = if has_target {
-                    Frame { this: input.clone(), index: Some(0), total: None }
+                    Frame {
+                        this: input.clone(),
+                        index: Some(0),
+                        total: None,
+                    }
                 } else {
                     frame.clone()
                 };
@@ -386,7 +533,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     [] => false,
                     [v] => match v.system() {
                         Value::Boolean(b) => b,
-                        o => return Err(err(f, format!("criterion must be a Boolean, got {}", o.type_name()))),
+                        o => {
+                            return Err(err(
+                                f,
+                                format!("criterion must be a Boolean, got {}", o.type_name()),
+                            ));
+                        }
                     },
                     _ => return Err(err(f, "criterion must be a single Boolean")),
                 };
@@ -398,30 +550,52 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     Ok(vec![])
                 }
             }
-            "toBoolean" | "convertsToBoolean" | "toInteger" | "convertsToInteger" | "toLong" | "convertsToLong"
-            | "toDecimal" | "convertsToDecimal" | "toString" | "convertsToString" | "toDate" | "convertsToDate"
-            | "toDateTime" | "convertsToDateTime" | "toTime" | "convertsToTime" | "toQuantity" | "convertsToQuantity" => {
+            "toBoolean" | "convertsToBoolean" | "toInteger" | "convertsToInteger" | "toLong"
+            | "convertsToLong" | "toDecimal" | "convertsToDecimal" | "toString"
+            | "convertsToString" | "toDate" | "convertsToDate" | "toDateTime"
+            | "convertsToDateTime" | "toTime" | "convertsToTime" | "toQuantity"
+            | "convertsToQuantity" => {
                 arity(f, args, 0, 1)?;
-                let Some(v) = singleton(&input, &format!("{f}()"))? else { return Ok(vec![]) };
-                let unit = if args.is_empty() { None } else { self.arg_string(f, args, 0, frame)? };
+                let Some(v) = singleton(&input, &format!("{f}()"))? else {
+                    return Ok(vec![]);
+                };
+                let unit = if args.is_empty() {
+                    None
+                } else {
+                    self.arg_string(f, args, 0, frame)?
+                };
                 let (target, test) = match f.strip_prefix("convertsTo") {
                     Some(t) => (t, true),
                     None => (&f[2..], false),
                 };
                 let converted = convert(v, target, unit.as_deref());
-                if test { Ok(boolean(converted.is_some())) } else { Ok(converted.into_iter().collect()) }
+                if test {
+                    Ok(boolean(converted.is_some()))
+                } else {
+                    Ok(converted.into_iter().collect())
+                }
             }
             _ => Err(err(f, "unknown function")),
         }
     }
     /// Strings functions.
     #[inline(never)]
-    fn call_strings(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
+    fn call_strings(
+        &self,
+        f: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'a>,
+    ) -> R<'a> {
         match f {
             "indexOf" => {
                 arity(f, args, 1, 1)?;
-                let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
-                let Some(sub) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
+                let Some(s) = self.input_string(f, &input)? else {
+                    return Ok(vec![]);
+                };
+                let Some(sub) = self.arg_string(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
                 Ok(vec![Value::Integer(match s.find(&sub) {
                     Some(b) => s[..b].chars().count() as i64,
                     None => -1,
@@ -429,24 +603,38 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "substring" => {
                 arity(f, args, 1, 2)?;
-                let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
-                let Some(start) = self.arg_integer(f, args, 0, frame)? else { return Ok(vec![]) };
-                let len = if args.len() > 1 { self.arg_integer(f, args, 1, frame)? } else { None };
+                let Some(s) = self.input_string(f, &input)? else {
+                    return Ok(vec![]);
+                };
+                let Some(start) = self.arg_integer(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
+                let len = if args.len() > 1 {
+                    self.arg_integer(f, args, 1, frame)?
+                } else {
+                    None
+                };
                 let chars: Vec<char> = s.chars().collect();
                 if start < 0 || start as usize >= chars.len() {
                     return Ok(vec![]);
                 }
                 let start = start as usize;
                 let end = match len {
-                    Some(l) => start.saturating_add(usize::try_from(l.max(0)).unwrap_or(0)).min(chars.len()),
+                    Some(l) => start
+                        .saturating_add(usize::try_from(l.max(0)).unwrap_or(0))
+                        .min(chars.len()),
                     None => chars.len(),
                 };
                 Ok(vec![string(chars[start..end].iter().collect())])
             }
             "startsWith" | "endsWith" | "contains" => {
                 arity(f, args, 1, 1)?;
-                let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
-                let Some(sub) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
+                let Some(s) = self.input_string(f, &input)? else {
+                    return Ok(vec![]);
+                };
+                let Some(sub) = self.arg_string(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
                 Ok(boolean(match f {
                     "startsWith" => s.starts_with(&sub),
                     "endsWith" => s.ends_with(&sub),
@@ -455,7 +643,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "upper" | "lower" | "trim" | "length" | "toChars" => {
                 arity(f, args, 0, 0)?;
-                let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
+                let Some(s) = self.input_string(f, &input)? else {
+                    return Ok(vec![]);
+                };
                 Ok(match f {
                     "upper" => vec![string(s.to_uppercase())],
                     "lower" => vec![string(s.to_lowercase())],
@@ -466,8 +656,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "replace" => {
                 arity(f, args, 2, 2)?;
-                let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
-                let (Some(pat), Some(rep)) = (self.arg_string(f, args, 0, frame)?, self.arg_string(f, args, 1, frame)?) else {
+                let Some(s) = self.input_string(f, &input)? else {
+                    return Ok(vec![]);
+                };
+                let (Some(pat), Some(rep)) = (
+                    self.arg_string(f, args, 0, frame)?,
+                    self.arg_string(f, args, 1, frame)?,
+                ) else {
                     return Ok(vec![]);
                 };
                 if pat.is_empty() {
@@ -481,23 +676,38 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     }
                     return Ok(vec![checked_string("replace()", out)?]);
                 }
-                if s.len().saturating_mul(rep.len().max(1)) > MAX_STRING * 4 && rep.len() > pat.len() {
+                if s.len().saturating_mul(rep.len().max(1)) > MAX_STRING * 4
+                    && rep.len() > pat.len()
+                {
                     return Err(err(f, "result would be too long"));
                 }
                 Ok(vec![checked_string("replace()", s.replace(&pat, &rep))?])
             }
             "matches" | "matchesFull" => {
                 arity(f, args, 1, 1)?;
-                let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
-                let Some(pat) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
-                let pat = if f == "matchesFull" { format!("^(?:{pat})$") } else { pat };
+                let Some(s) = self.input_string(f, &input)? else {
+                    return Ok(vec![]);
+                };
+                let Some(pat) = self.arg_string(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
+                let pat = if f == "matchesFull" {
+                    format!("^(?:{pat})$")
+                } else {
+                    pat
+                };
                 let re = regex(f, &pat)?;
                 Ok(boolean(re.is_match(&s)))
             }
             "replaceMatches" => {
                 arity(f, args, 2, 2)?;
-                let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
-                let (Some(pat), Some(rep)) = (self.arg_string(f, args, 0, frame)?, self.arg_string(f, args, 1, frame)?) else {
+                let Some(s) = self.input_string(f, &input)? else {
+                    return Ok(vec![]);
+                };
+                let (Some(pat), Some(rep)) = (
+                    self.arg_string(f, args, 0, frame)?,
+                    self.arg_string(f, args, 1, frame)?,
+                ) else {
                     return Ok(vec![]);
                 };
                 if pat.is_empty() {
@@ -507,33 +717,55 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 if s.len().saturating_mul(rep.len() + 1) > MAX_STRING * 4 {
                     return Err(err(f, "result would be too long"));
                 }
-                Ok(vec![checked_string("replaceMatches()", re.replace_all(&s, rep.as_str()).into_owned())?])
+                Ok(vec![checked_string(
+                    "replaceMatches()",
+                    re.replace_all(&s, rep.as_str()).into_owned(),
+                )?])
             }
             "split" => {
                 arity(f, args, 1, 1)?;
-                let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
-                let Some(sep) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
+                let Some(s) = self.input_string(f, &input)? else {
+                    return Ok(vec![]);
+                };
+                let Some(sep) = self.arg_string(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
                 if sep.is_empty() {
                     return Ok(s.chars().map(|c| string(c.to_string())).collect());
                 }
-                Ok(s.split(sep.as_str()).map(|p| string(p.to_string())).collect())
+                Ok(s.split(sep.as_str())
+                    .map(|p| string(p.to_string()))
+                    .collect())
             }
             "join" => {
                 arity(f, args, 0, 1)?;
-                let sep = if args.is_empty() { String::new() } else { self.arg_string(f, args, 0, frame)?.unwrap_or_default() };
+                let sep = if args.is_empty() {
+                    String::new()
+                } else {
+                    self.arg_string(f, args, 0, frame)?.unwrap_or_default()
+                };
                 let mut parts = Vec::new();
                 for v in &input {
                     match v.as_str() {
                         Some(s) => parts.push(s.into_owned()),
-                        None => return Err(err(f, format!("items must be Strings, got {}", v.type_name()))),
+                        None => {
+                            return Err(err(
+                                f,
+                                format!("items must be Strings, got {}", v.type_name()),
+                            ));
+                        }
                     }
                 }
                 Ok(vec![checked_string("join()", parts.join(&sep))?])
             }
             "encode" | "decode" | "escape" | "unescape" => {
                 arity(f, args, 1, 1)?;
-                let Some(s) = self.input_string(f, &input)? else { return Ok(vec![]) };
-                let Some(fmt) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
+                let Some(s) = self.input_string(f, &input)? else {
+                    return Ok(vec![]);
+                };
+                let Some(fmt) = self.arg_string(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
                 match codec(f, &s, &fmt)? {
                     Some(r) => Ok(vec![checked_string(f, r)?]),
                     None => Ok(vec![]),
@@ -548,14 +780,22 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         match f {
             "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" => {
                 arity(f, args, 0, 0)?;
-                let Some(v) = singleton(&input, &format!("{f}()"))? else { return Ok(vec![]) };
+                let Some(v) = singleton(&input, &format!("{f}()"))? else {
+                    return Ok(vec![]);
+                };
                 math1(f, &v.system())
             }
             "round" | "log" | "power" => {
                 arity(f, args, if f == "round" { 0 } else { 1 }, 1)?;
-                let Some(v) = singleton(&input, &format!("{f}()"))? else { return Ok(vec![]) };
+                let Some(v) = singleton(&input, &format!("{f}()"))? else {
+                    return Ok(vec![]);
+                };
                 let v = v.system();
-                let arg = if args.is_empty() { None } else { self.arg_single(f, args, 0, frame)? };
+                let arg = if args.is_empty() {
+                    None
+                } else {
+                    self.arg_single(f, args, 0, frame)?
+                };
                 if !args.is_empty() && arg.is_none() {
                     return Ok(vec![]);
                 }
@@ -566,7 +806,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Tree navigation functions.
     #[inline(never)]
-    fn call_tree_navigation(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
+    fn call_tree_navigation(&self, f: &str, input: Collection<'a>, args: &[Expr]) -> R<'a> {
         match f {
             "children" => {
                 arity(f, args, 0, 0)?;
@@ -606,7 +846,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Utility functions.
     #[inline(never)]
-    fn call_utility(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
+    fn call_utility(
+        &self,
+        f: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'a>,
+    ) -> R<'a> {
         match f {
             "trace" => {
                 arity(f, args, 1, 2)?;
@@ -632,7 +878,11 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "today" => {
                 arity(f, args, 0, 0)?;
-                Ok(vec![Value::Temporal(self.env.now.with_precision(TemporalKind::Date, Precision::Day))])
+                Ok(vec![Value::Temporal(
+                    self.env
+                        .now
+                        .with_precision(TemporalKind::Date, Precision::Day),
+                )])
             }
             "timeOfDay" => {
                 arity(f, args, 0, 0)?;
@@ -643,7 +893,11 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "aggregate" => {
                 arity(f, args, 1, 2)?;
-                let mut total = if args.len() > 1 { self.arg(f, args, 1, frame)? } else { vec![] };
+                let mut total = if args.len() > 1 {
+                    self.arg(f, args, 1, frame)?
+                } else {
+                    vec![]
+                };
                 for (i, v) in input.iter().enumerate() {
                     total = self.lambda(&args[0], v, i, Some(&total))?;
                 }
@@ -651,7 +905,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "not" => {
                 arity(f, args, 0, 0)?;
-                Ok(to_bool(&input, "not()")?.map(|b| boolean(!b)).unwrap_or_default())
+                Ok(to_bool(&input, "not()")?
+                    .map(|b| boolean(!b))
+                    .unwrap_or_default())
             }
             "type" => {
                 arity(f, args, 0, 0)?;
@@ -660,8 +916,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             "sort" => self.sort(input, args),
             "lowBoundary" | "highBoundary" | "precision" => {
                 arity(f, args, 0, if f == "precision" { 0 } else { 1 })?;
-                let Some(v) = singleton(&input, &format!("{f}()"))? else { return Ok(vec![]) };
-                let p = if args.is_empty() { None } else { self.arg_integer(f, args, 0, frame)? };
+                let Some(v) = singleton(&input, &format!("{f}()"))? else {
+                    return Ok(vec![]);
+                };
+                let p = if args.is_empty() {
+                    None
+                } else {
+                    self.arg_integer(f, args, 0, frame)?
+                };
                 if !args.is_empty() && p.is_none() {
                     return Ok(vec![]);
                 }
@@ -669,8 +931,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "comparable" => {
                 arity(f, args, 1, 1)?;
-                let Some(v) = singleton(&input, "comparable()")? else { return Ok(vec![]) };
-                let Some(o) = self.arg_single(f, args, 0, frame)? else { return Ok(vec![]) };
+                let Some(v) = singleton(&input, "comparable()")? else {
+                    return Ok(vec![]);
+                };
+                let Some(o) = self.arg_single(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
                 match (value::as_quantity(v), value::as_quantity(&o)) {
                     (Some(a), Some(b)) => Ok(boolean(a.compare(&b).is_some())),
                     _ => Err(err(f, "input and argument must be Quantities")),
@@ -681,23 +947,36 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// FHIR additions functions.
     #[inline(never)]
-    fn call_fhir_additions(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
+    fn call_fhir_additions(
+        &self,
+        f: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'a>,
+    ) -> R<'a> {
         match f {
             "extension" => {
                 arity(f, args, 1, 1)?;
-                let Some(url) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
+                let Some(url) = self.arg_string(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
                 let exts = self.members(&input, "extension")?;
                 Ok(exts
                     .into_iter()
                     .filter(|e| match e {
-                        Value::Node(n) => n.json.and_then(|j| j.get("url")).and_then(Json::as_str) == Some(url.as_str()),
+                        Value::Node(n) => {
+                            n.json.and_then(|j| j.get("url")).and_then(Json::as_str)
+                                == Some(url.as_str())
+                        }
                         _ => false,
                     })
                     .collect())
             }
             "hasValue" => {
                 arity(f, args, 0, 0)?;
-                Ok(boolean(matches!(input.as_slice(), [Value::Node(n)] if n.to_system().is_some())))
+                Ok(boolean(
+                    matches!(input.as_slice(), [Value::Node(n)] if n.to_system().is_some()),
+                ))
             }
             "getValue" => {
                 arity(f, args, 0, 0)?;
@@ -711,9 +990,11 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let mut out = Vec::new();
                 for v in &input {
                     let reference = match v {
-                        Value::Node(n) if n.json.is_some_and(Json::is_object) => {
-                            n.json.and_then(|j| j.get("reference")).and_then(Json::as_str).map(str::to_string)
-                        }
+                        Value::Node(n) if n.json.is_some_and(Json::is_object) => n
+                            .json
+                            .and_then(|j| j.get("reference"))
+                            .and_then(Json::as_str)
+                            .map(str::to_string),
                         other => other.as_str().map(|s| s.into_owned()),
                     };
                     if let Some(r) = reference {
@@ -724,8 +1005,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "memberOf" => {
                 arity(f, args, 1, 1)?;
-                let Some(vs) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
-                let Some(v) = singleton(&input, "memberOf()")? else { return Ok(vec![]) };
+                let Some(vs) = self.arg_string(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
+                let Some(v) = singleton(&input, "memberOf()")? else {
+                    return Ok(vec![]);
+                };
                 let Some(term) = self.env.terminology else {
                     return Err(err(f, "no terminology service is configured"));
                 };
@@ -738,8 +1023,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "conformsTo" => {
                 arity(f, args, 1, 1)?;
-                let Some(url) = self.arg_string(f, args, 0, frame)? else { return Ok(vec![]) };
-                let Some(v) = singleton(&input, "conformsTo()")? else { return Ok(vec![]) };
+                let Some(url) = self.arg_string(f, args, 0, frame)? else {
+                    return Ok(vec![]);
+                };
+                let Some(v) = singleton(&input, "conformsTo()")? else {
+                    return Ok(vec![]);
+                };
                 if let Some(p) = self.env.profiles {
                     return match p.conforms_to(&v.to_json(), &url) {
                         Ok(b) => Ok(boolean(b)),
@@ -748,20 +1037,33 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 // Without a validator, core profiles reduce to a type test.
                 match url.strip_prefix("http://hl7.org/fhir/StructureDefinition/") {
-                    Some(t) if self.env.definitions.is_none_or(|d| d.structure(t).is_some()) => {
-                        Ok(boolean(model::is_type(v, &TypeSpec { namespace: None, name: t.to_string() }, self.env.definitions)))
+                    Some(t)
+                        if self
+                            .env
+                            .definitions
+                            .is_none_or(|d| d.structure(t).is_some()) =>
+                    {
+                        Ok(boolean(model::is_type(
+                            v,
+                            &TypeSpec {
+                                namespace: None,
+                                name: t.to_string(),
+                            },
+                            self.env.definitions,
+                        )))
                     }
                     _ => Err(err(f, format!("unknown profile '{url}'"))),
                 }
             }
             "htmlChecks" | "htmlchecks" => {
                 arity(f, args, 0, 0)?;
-                let Some(v) = singleton(&input, "htmlChecks()")? else { return Ok(vec![]) };
+                let Some(v) = singleton(&input, "htmlChecks()")? else {
+                    return Ok(vec![]);
+                };
                 Ok(boolean(v.as_str().is_some_and(|s| html_checks(&s))))
             }
-            "elementDefinition" | "slice" | "checkModifiers" | "subsumes" | "subsumedBy" | "defineVariable" => {
-                Err(err(f, "is not implemented by this engine"))
-            }
+            "elementDefinition" | "slice" | "checkModifiers" | "subsumes" | "subsumedBy"
+            | "defineVariable" => Err(err(f, "is not implemented by this engine")),
             _ => Err(err(f, "unknown function")),
         }
     }
@@ -769,10 +1071,18 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     fn type_info(&self, v: &Value<'a>) -> Value<'a> {
         match v {
             Value::Node(n) => {
-                let name = n.ty.map(str::to_string).unwrap_or_else(|| v.type_name().to_string());
-                Value::TypeInfo { namespace: "FHIR", name: Cow::Owned(name) }
+                let name =
+                    n.ty.map(str::to_string)
+                        .unwrap_or_else(|| v.type_name().to_string());
+                Value::TypeInfo {
+                    namespace: "FHIR",
+                    name: Cow::Owned(name),
+                }
             }
-            other => Value::TypeInfo { namespace: "System", name: Cow::Owned(other.type_name().to_string()) },
+            other => Value::TypeInfo {
+                namespace: "System",
+                name: Cow::Owned(other.type_name().to_string()),
+            },
         }
     }
 
@@ -786,7 +1096,10 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             let mut keys = Vec::new();
             for a in args {
                 let e = match a {
-                    Expr::Unary { negate: true, operand } => operand.as_ref(),
+                    Expr::Unary {
+                        negate: true,
+                        operand,
+                    } => operand.as_ref(),
                     e => e,
                 };
                 keys.push(self.lambda(e, &v, i, None)?);
@@ -838,7 +1151,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         if let Some(id) = r.strip_prefix('#') {
             for root in roots.into_iter().flatten() {
                 if let Value::Node(Node { json: Some(j), .. }) = root {
-                    for c in j.get("contained").and_then(Json::as_array).into_iter().flatten() {
+                    for c in j
+                        .get("contained")
+                        .and_then(Json::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
                         if c.get("id").and_then(Json::as_str) == Some(id) {
                             return Some(Value::Node(model::resource_node(c, defs)));
                         }
@@ -849,13 +1167,25 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         }
         for root in roots.into_iter().flatten() {
             if let Value::Node(Node { json: Some(j), .. }) = root {
-                for e in j.get("entry").and_then(Json::as_array).into_iter().flatten() {
+                for e in j
+                    .get("entry")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     let full = e.get("fullUrl").and_then(Json::as_str).unwrap_or("");
                     let res = e.get("resource");
                     let typed = res.and_then(|x| {
-                        Some(format!("{}/{}", x.get("resourceType")?.as_str()?, x.get("id")?.as_str()?))
+                        Some(format!(
+                            "{}/{}",
+                            x.get("resourceType")?.as_str()?,
+                            x.get("id")?.as_str()?
+                        ))
                     });
-                    if full == r || (!full.is_empty() && full.ends_with(&format!("/{r}"))) || typed.as_deref() == Some(r) {
+                    if full == r
+                        || (!full.is_empty() && full.ends_with(&format!("/{r}")))
+                        || typed.as_deref() == Some(r)
+                    {
                         if let Some(x) = res {
                             return Some(Value::Node(model::resource_node(x, defs)));
                         }
@@ -927,16 +1257,28 @@ fn convert<'a>(v: &Value<'a>, target: &str, unit: Option<&str>) -> Option<Value<
                 Value::String(s) => {
                     let t = s.strip_prefix('+').unwrap_or(s);
                     let digits = t.strip_prefix('-').unwrap_or(t);
-                    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) { t.parse().ok() } else { None }
+                    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+                        t.parse().ok()
+                    } else {
+                        None
+                    }
                 }
                 _ => None,
             }?;
-            Some(if target == "Long" { Value::Long(i) } else { Value::Integer(i) })
+            Some(if target == "Long" {
+                Value::Long(i)
+            } else {
+                Value::Integer(i)
+            })
         }
         "Decimal" => match &v {
             Value::Integer(i) | Value::Long(i) => Some(Value::Decimal(Decimal::from(*i))),
             Value::Decimal(d) => Some(Value::Decimal(*d)),
-            Value::Boolean(b) => Some(Value::Decimal(if *b { Decimal::ONE } else { Decimal::ZERO })),
+            Value::Boolean(b) => Some(Value::Decimal(if *b {
+                Decimal::ONE
+            } else {
+                Decimal::ZERO
+            })),
             Value::String(s) => {
                 let t = s.strip_prefix(['+', '-']).unwrap_or(s);
                 let ok = !t.is_empty()
@@ -944,15 +1286,19 @@ fn convert<'a>(v: &Value<'a>, target: &str, unit: Option<&str>) -> Option<Value<
                     && t.bytes().filter(|b| *b == b'.').count() <= 1
                     && !t.starts_with('.')
                     && !t.ends_with('.');
-                if ok { parse_decimal(s).map(Value::Decimal) } else { None }
+                if ok {
+                    parse_decimal(s).map(Value::Decimal)
+                } else {
+                    None
+                }
             }
             _ => None,
         },
         "String" => to_string_value(&v).map(string),
         "Date" => match &v {
-            Value::Temporal(t) if t.kind != TemporalKind::Time => {
-                Some(Value::Temporal(t.with_precision(TemporalKind::Date, Precision::Day)))
-            }
+            Value::Temporal(t) if t.kind != TemporalKind::Time => Some(Value::Temporal(
+                t.with_precision(TemporalKind::Date, Precision::Day),
+            )),
             Value::String(s) => Temporal::parse_date_time(s)
                 .filter(|t| t.kind == TemporalKind::Date || !s.contains('T'))
                 .map(Value::Temporal),
@@ -972,15 +1318,26 @@ fn convert<'a>(v: &Value<'a>, target: &str, unit: Option<&str>) -> Option<Value<
         },
         "Time" => match &v {
             Value::Temporal(t) if t.kind == TemporalKind::Time => Some(Value::Temporal(*t)),
-            Value::String(s) => Temporal::parse_time(s.strip_prefix('T').unwrap_or(s)).map(Value::Temporal),
+            Value::String(s) => {
+                Temporal::parse_time(s.strip_prefix('T').unwrap_or(s)).map(Value::Temporal)
+            }
             _ => None,
         },
         "Quantity" => {
             let q = match &v {
-                Value::Integer(i) | Value::Long(i) => Some(Quantity { value: Decimal::from(*i), unit: "1".into() }),
-                Value::Decimal(d) => Some(Quantity { value: *d, unit: "1".into() }),
+                Value::Integer(i) | Value::Long(i) => Some(Quantity {
+                    value: Decimal::from(*i),
+                    unit: "1".into(),
+                }),
+                Value::Decimal(d) => Some(Quantity {
+                    value: *d,
+                    unit: "1".into(),
+                }),
                 Value::Quantity(q) => Some(q.clone()),
-                Value::Boolean(b) => Some(Quantity { value: if *b { Decimal::ONE } else { Decimal::ZERO }, unit: "1".into() }),
+                Value::Boolean(b) => Some(Quantity {
+                    value: if *b { Decimal::ONE } else { Decimal::ZERO },
+                    unit: "1".into(),
+                }),
                 Value::String(s) => parse_quantity_string(s),
                 Value::Node(n) => n.to_quantity(),
                 _ => None,
@@ -1002,7 +1359,11 @@ fn parse_quantity_string(s: &str) -> Option<Quantity> {
         None => (s, ""),
     };
     let t = num.strip_prefix(['+', '-']).unwrap_or(num);
-    if t.is_empty() || !t.bytes().all(|b| b.is_ascii_digit() || b == b'.') || t.starts_with('.') || t.ends_with('.') {
+    if t.is_empty()
+        || !t.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || t.starts_with('.')
+        || t.ends_with('.')
+    {
         return None;
     }
     let value = parse_decimal(num)?;
@@ -1031,9 +1392,17 @@ fn math1<'a>(f: &str, v: &Value<'a>) -> R<'a> {
         }
         Value::Decimal(d) => *d,
         Value::Quantity(q) if f == "abs" => {
-            return Ok(vec![Value::Quantity(Quantity { value: q.value.abs(), unit: q.unit.clone() })]);
+            return Ok(vec![Value::Quantity(Quantity {
+                value: q.value.abs(),
+                unit: q.unit.clone(),
+            })]);
         }
-        o => return Err(err(f, format!("input must be a number, got {}", o.type_name()))),
+        o => {
+            return Err(err(
+                f,
+                format!("input must be a number, got {}", o.type_name()),
+            ));
+        }
     };
     Ok(match f {
         "ceiling" | "floor" | "truncate" => {
@@ -1054,7 +1423,10 @@ fn math_dec(f: &str, d: Decimal) -> Option<Decimal> {
     match f {
         "abs" => Some(d.abs()),
         "exp" => d.checked_exp().map(|r| r.round_dp(20).normalize()),
-        "ln" => (d > Decimal::ZERO).then(|| d.checked_ln()).flatten().map(|r| r.round_dp(20).normalize()),
+        "ln" => (d > Decimal::ZERO)
+            .then(|| d.checked_ln())
+            .flatten()
+            .map(|r| r.round_dp(20).normalize()),
         "sqrt" => d.sqrt().map(|r| r.round_dp(20).normalize()),
         _ => None,
     }
@@ -1066,7 +1438,12 @@ fn math2<'a>(f: &str, v: &Value<'a>, arg: Option<&Value<'a>>) -> R<'a> {
         Value::Decimal(d) => Some(*d),
         _ => None,
     };
-    let Some(x) = num(v) else { return Err(err(f, format!("input must be a number, got {}", v.type_name()))) };
+    let Some(x) = num(v) else {
+        return Err(err(
+            f,
+            format!("input must be a number, got {}", v.type_name()),
+        ));
+    };
     match f {
         "round" => {
             let p = match arg {
@@ -1074,28 +1451,48 @@ fn math2<'a>(f: &str, v: &Value<'a>, arg: Option<&Value<'a>>) -> R<'a> {
                 Some(Value::Integer(p)) if *p >= 0 => *p,
                 Some(_) => return Err(err(f, "precision must be a non-negative Integer")),
             };
-            Ok(vec![Value::Decimal(x.round_dp_with_strategy(p.min(28) as u32, RoundingStrategy::MidpointAwayFromZero))])
+            Ok(vec![Value::Decimal(x.round_dp_with_strategy(
+                p.min(28) as u32,
+                RoundingStrategy::MidpointAwayFromZero,
+            ))])
         }
         "log" => {
-            let Some(base) = arg.and_then(num) else { return Err(err(f, "base must be a number")) };
+            let Some(base) = arg.and_then(num) else {
+                return Err(err(f, "base must be a number"));
+            };
             if x <= Decimal::ZERO || base <= Decimal::ZERO || base == Decimal::ONE {
                 return Ok(vec![]);
             }
-            let r = x.checked_ln().zip(base.checked_ln()).and_then(|(a, b)| a.checked_div(b));
-            Ok(r.map(|d| Value::Decimal(d.round_dp(16).normalize())).into_iter().collect())
+            let r = x
+                .checked_ln()
+                .zip(base.checked_ln())
+                .and_then(|(a, b)| a.checked_div(b));
+            Ok(r.map(|d| Value::Decimal(d.round_dp(16).normalize()))
+                .into_iter()
+                .collect())
         }
         _ => {
             let Some(e) = arg else { return Ok(vec![]) };
             if let (Value::Integer(b), Value::Integer(p)) = (v, e) {
                 if *p >= 0 {
-                    return Ok(u32::try_from(*p).ok().and_then(|p| b.checked_pow(p)).map(Value::Integer).into_iter().collect());
+                    return Ok(u32::try_from(*p)
+                        .ok()
+                        .and_then(|p| b.checked_pow(p))
+                        .map(Value::Integer)
+                        .into_iter()
+                        .collect());
                 }
             }
-            let Some(p) = num(e) else { return Err(err(f, "exponent must be a number")) };
+            let Some(p) = num(e) else {
+                return Err(err(f, "exponent must be a number"));
+            };
             if x.is_sign_negative() && p.fract() != Decimal::ZERO {
                 return Ok(vec![]);
             }
-            Ok(x.checked_powd(p).map(|d| Value::Decimal(d.normalize())).into_iter().collect())
+            Ok(x.checked_powd(p)
+                .map(|d| Value::Decimal(d.normalize()))
+                .into_iter()
+                .collect())
         }
     }
 }
@@ -1117,7 +1514,12 @@ fn boundary<'a>(f: &str, v: &Value<'a>, p: Option<i64>) -> Option<Value<'a>> {
             if f == "precision" {
                 return Some(Value::Integer(i64::from(q.value.scale())));
             }
-            decimal_boundary(q.value, f == "highBoundary", p).map(|value| Value::Quantity(Quantity { value, unit: q.unit.clone() }))
+            decimal_boundary(q.value, f == "highBoundary", p).map(|value| {
+                Value::Quantity(Quantity {
+                    value,
+                    unit: q.unit.clone(),
+                })
+            })
         }
         Value::Temporal(t) => {
             let digits = |p: Precision| -> i64 {
@@ -1165,7 +1567,11 @@ fn decimal_boundary(d: Decimal, high: bool, p: Option<i64>) -> Option<Decimal> {
         }
         return Some(z);
     }
-    let strategy = if high { RoundingStrategy::ToPositiveInfinity } else { RoundingStrategy::ToNegativeInfinity };
+    let strategy = if high {
+        RoundingStrategy::ToPositiveInfinity
+    } else {
+        RoundingStrategy::ToNegativeInfinity
+    };
     let mut r = widened.round_dp_with_strategy(p, strategy);
     r.rescale(p);
     Some(r)
@@ -1182,7 +1588,9 @@ fn temporal_boundary(t: &Temporal, high: bool, p: Option<i64>) -> Option<Tempora
         (k, Some(6)) => (Precision::Month, k),
         (k, Some(8)) => (Precision::Day, k),
         (TemporalKind::Date, None) => (Precision::Day, TemporalKind::Date),
-        (TemporalKind::DateTime, None | Some(17)) => (Precision::Millisecond, TemporalKind::DateTime),
+        (TemporalKind::DateTime, None | Some(17)) => {
+            (Precision::Millisecond, TemporalKind::DateTime)
+        }
         (TemporalKind::DateTime, Some(10)) => (Precision::Hour, TemporalKind::DateTime),
         (TemporalKind::DateTime, Some(12)) => (Precision::Minute, TemporalKind::DateTime),
         (TemporalKind::DateTime, Some(14)) => (Precision::Second, TemporalKind::DateTime),
@@ -1195,7 +1603,11 @@ fn temporal_boundary(t: &Temporal, high: bool, p: Option<i64>) -> Option<Tempora
     };
     let mut r = *t;
     // An hour-only time of day is read as `hh:00` before widening.
-    let known = if t.precision == Precision::Hour { Precision::Minute } else { t.precision };
+    let known = if t.precision == Precision::Hour {
+        Precision::Minute
+    } else {
+        t.precision
+    };
     if known < Precision::Month {
         r.month = if high { 12 } else { 1 };
     }
@@ -1227,7 +1639,10 @@ fn temporal_boundary(t: &Temporal, high: bool, p: Option<i64>) -> Option<Tempora
 
 fn days_in(year: i32, month: u8) -> u8 {
     let probe = Temporal::parse_date_time(&format!("{year:04}-{month:02}-01"));
-    match probe.and_then(|t| t.add(Decimal::ONE, "month")).and_then(|t| t.add(Decimal::from(-1), "day")) {
+    match probe
+        .and_then(|t| t.add(Decimal::ONE, "month"))
+        .and_then(|t| t.add(Decimal::from(-1), "day"))
+    {
         Some(t) => t.day,
         None => 28,
     }
@@ -1248,7 +1663,9 @@ fn codec(f: &str, s: &str, fmt: &str) -> Result<Option<String>, EvalError> {
         }
         ("encode", "base64") => Some(base64_encode(s.as_bytes(), false)),
         ("encode", "urlbase64") => Some(base64_encode(s.as_bytes(), true)),
-        ("decode", "base64") | ("decode", "urlbase64") => base64_decode(s).and_then(|b| String::from_utf8(b).ok()),
+        ("decode", "base64") | ("decode", "urlbase64") => {
+            base64_decode(s).and_then(|b| String::from_utf8(b).ok())
+        }
         ("escape", "html") => Some(
             s.chars()
                 .map(|c| match c {
@@ -1262,7 +1679,12 @@ fn codec(f: &str, s: &str, fmt: &str) -> Result<Option<String>, EvalError> {
                 .collect(),
         ),
         ("unescape", "html") => Some(
-            s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&apos;", "'").replace("&amp;", "&"),
+            s.replace("&lt;", "<")
+                .replace("&gt;", ">")
+                .replace("&quot;", "\"")
+                .replace("&#39;", "'")
+                .replace("&apos;", "'")
+                .replace("&amp;", "&"),
         ),
         ("escape", "json") => {
             let j = Json::String(s.to_string()).to_string();
@@ -1290,7 +1712,12 @@ fn json_unescape(s: &str) -> String {
             Some('f') => out.push('\u{c}'),
             Some('u') => {
                 let hex: String = chars.by_ref().take(4).collect();
-                out.push(u32::from_str_radix(&hex, 16).ok().and_then(char::from_u32).unwrap_or('\u{fffd}'));
+                out.push(
+                    u32::from_str_radix(&hex, 16)
+                        .ok()
+                        .and_then(char::from_u32)
+                        .unwrap_or('\u{fffd}'),
+                );
             }
             Some(o) => out.push(o),
             None => out.push('\\'),
@@ -1304,7 +1731,11 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 fn base64_encode(bytes: &[u8], url: bool) -> String {
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -1354,7 +1785,17 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// frames), as the FHIR narrative rules require.
 fn html_checks(s: &str) -> bool {
     let lower = s.to_lowercase();
-    const BANNED: [&str; 9] = ["<script", "<form", "<iframe", "<object", "<embed", "<applet", "<base", "<link", "javascript:"];
+    const BANNED: [&str; 9] = [
+        "<script",
+        "<form",
+        "<iframe",
+        "<object",
+        "<embed",
+        "<applet",
+        "<base",
+        "<link",
+        "javascript:",
+    ];
     if BANNED.iter().any(|b| lower.contains(b)) {
         return false;
     }
@@ -1364,7 +1805,10 @@ fn html_checks(s: &str) -> bool {
         if bytes[i].is_ascii_whitespace() && bytes[i + 1] == b'o' && bytes[i + 2] == b'n' {
             let rest = &lower[i + 3..];
             let name_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-            if name_len > 0 && rest[name_len..].trim_start().starts_with('=') && lower[..i].rfind('<') > lower[..i].rfind('>') {
+            if name_len > 0
+                && rest[name_len..].trim_start().starts_with('=')
+                && lower[..i].rfind('<') > lower[..i].rfind('>')
+            {
                 return false;
             }
         }

@@ -35,7 +35,8 @@ pub const FUZZ_RESOURCE: &str = r##"{
 
 fn resource() -> Option<&'static Json> {
     static R: OnceLock<Option<Json>> = OnceLock::new();
-    R.get_or_init(|| serde_json::from_str(FUZZ_RESOURCE).ok()).as_ref()
+    R.get_or_init(|| serde_json::from_str(FUZZ_RESOURCE).ok())
+        .as_ref()
 }
 
 /// Parses `data` (when UTF-8) as an expression; must never panic.
@@ -48,7 +49,9 @@ pub fn parse_bytes(data: &[u8]) {
 /// Parses `data` and evaluates it over [`FUZZ_RESOURCE`], structurally and with the core
 /// definitions, leniently and strictly; must never panic.
 pub fn evaluate_bytes(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let Ok(expr) = parse(text) else { return };
     let Some(resource) = resource() else { return };
     for defs in [None, Some(Definitions::core())] {

@@ -6,11 +6,17 @@ use super::error::{Pos, SyntaxError};
 #[derive(Debug, Clone, PartialEq)]
 pub enum Tok {
     /// Plain or backtick-delimited identifier; `delimited` is true for the latter.
-    Ident { name: String, delimited: bool },
+    Ident {
+        name: String,
+        delimited: bool,
+    },
     /// String literal, escapes resolved.
     Str(String),
     /// Number as written (`12`, `1.5`); `long` for the `L` suffix.
-    Number { text: String, long: bool },
+    Number {
+        text: String,
+        long: bool,
+    },
     /// `@2019-01-01T10:00`, `@T10:00` (text after `@`).
     DateTime(String),
     /// `%name`, `%'name'`, `%\`name\``.
@@ -49,7 +55,11 @@ impl Cursor {
         self.chars.get(self.i + n).copied()
     }
     fn pos(&self) -> Pos {
-        Pos { line: self.line, column: self.col, offset: self.i }
+        Pos {
+            line: self.line,
+            column: self.col,
+            offset: self.i,
+        }
     }
     fn bump(&mut self) -> Option<char> {
         let c = self.peek()?;
@@ -66,7 +76,12 @@ impl Cursor {
 
 /// Splits `src` into tokens, ending with [`Tok::Eof`].
 pub fn tokenize(src: &str) -> Result<Vec<Token>, SyntaxError> {
-    let mut c = Cursor { chars: src.chars().collect(), i: 0, line: 1, col: 1 };
+    let mut c = Cursor {
+        chars: src.chars().collect(),
+        i: 0,
+        line: 1,
+        col: 1,
+    };
     let mut out = Vec::new();
     loop {
         skip_trivia(&mut c)?;
@@ -85,10 +100,16 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, SyntaxError> {
                     break;
                 }
             }
-            Tok::Ident { name, delimited: false }
+            Tok::Ident {
+                name,
+                delimited: false,
+            }
         } else if ch == '`' {
             c.bump();
-            Tok::Ident { name: quoted(&mut c, '`', pos)?, delimited: true }
+            Tok::Ident {
+                name: quoted(&mut c, '`', pos)?,
+                delimited: true,
+            }
         } else if ch == '\'' {
             c.bump();
             Tok::Str(quoted(&mut c, '\'', pos)?)
@@ -120,7 +141,12 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, SyntaxError> {
                     }
                     Tok::External(name)
                 }
-                _ => return Err(SyntaxError::new(pos, "an environment variable name after '%'")),
+                _ => {
+                    return Err(SyntaxError::new(
+                        pos,
+                        "an environment variable name after '%'",
+                    ));
+                }
             }
         } else if ch == '$' {
             c.bump();
@@ -143,9 +169,7 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, SyntaxError> {
                 c.bump();
                 c.bump();
                 Tok::Sym(s)
-            } else if let Some(s) =
-                SYMBOLS.iter().find(|s| s.len() == 1 && s.starts_with(ch))
-            {
+            } else if let Some(s) = SYMBOLS.iter().find(|s| s.len() == 1 && s.starts_with(ch)) {
                 c.bump();
                 Tok::Sym(s)
             } else {
@@ -274,7 +298,10 @@ fn datetime(c: &mut Cursor, start: Pos) -> Result<String, SyntaxError> {
         }
     }
     if s.is_empty() {
-        return Err(SyntaxError::new(start, "a date, dateTime or time after '@'"));
+        return Err(SyntaxError::new(
+            start,
+            "a date, dateTime or time after '@'",
+        ));
     }
     Ok(s)
 }

@@ -29,7 +29,12 @@ pub fn resource_node<'a>(json: &'a Json, defs: Option<&'static Definitions>) -> 
         (Some(rt), Some(d)) => d.structure(rt).map(|s| s.name.as_str()).or(Some(rt)),
         (rt, _) => rt,
     };
-    Node { json: Some(json), ext: None, ty, path: ty }
+    Node {
+        json: Some(json),
+        ext: None,
+        ty,
+        path: ty,
+    }
 }
 
 fn lower_first(s: &str) -> String {
@@ -43,8 +48,26 @@ fn lower_first(s: &str) -> String {
 /// The FHIR type of a choice suffix without definitions (`Quantity`, `dateTime`).
 fn fallback_choice_type(suffix: &str) -> Option<&'static str> {
     const PRIMS: [&str; 20] = [
-        "boolean", "integer", "positiveInt", "unsignedInt", "decimal", "date", "dateTime", "instant", "time",
-        "string", "code", "id", "uri", "url", "canonical", "oid", "uuid", "markdown", "base64Binary", "integer64",
+        "boolean",
+        "integer",
+        "positiveInt",
+        "unsignedInt",
+        "decimal",
+        "date",
+        "dateTime",
+        "instant",
+        "time",
+        "string",
+        "code",
+        "id",
+        "uri",
+        "url",
+        "canonical",
+        "oid",
+        "uuid",
+        "markdown",
+        "base64Binary",
+        "integer64",
     ];
     let l = lower_first(suffix);
     PRIMS.iter().find(|p| **p == l).copied()
@@ -85,7 +108,11 @@ fn push_property_value<'a>(
     defs: Option<&'static Definitions>,
 ) {
     // Most objects have no `_name` keys: a scan of first bytes is cheaper than a hashed lookup.
-    let ext = if obj.keys().any(|k| k.starts_with('_')) { get_underscored(obj, key) } else { None };
+    let ext = if obj.keys().any(|k| k.starts_with('_')) {
+        get_underscored(obj, key)
+    } else {
+        None
+    };
     let make = |json: Option<&'a Json>, ext: Option<&'a Json>| -> Option<Value<'a>> {
         let json = json.filter(|j| !j.is_null());
         let ext = ext.filter(|j| !j.is_null());
@@ -100,7 +127,12 @@ fn push_property_value<'a>(
                 return Some(Value::Node(resource_node(j, defs)));
             }
         }
-        Some(Value::Node(Node { json, ext, ty, path }))
+        Some(Value::Node(Node {
+            json,
+            ext,
+            ty,
+            path,
+        }))
     };
     match (value, ext) {
         (Some(Json::Array(vs)), e) => {
@@ -138,7 +170,11 @@ pub fn child<'a>(
         (Some(Json::Object(o)), _) => o,
         (_, Some(Json::Object(o))) => {
             if name == "id" || name == "extension" {
-                let ty = if name == "id" { Some("string") } else { Some("Extension") };
+                let ty = if name == "id" {
+                    Some("string")
+                } else {
+                    Some("Extension")
+                };
                 push_property(out, o, name, ty, ty, defs);
                 return Lookup::Found;
             }
@@ -162,12 +198,19 @@ pub fn child<'a>(
             if key.starts_with('_') && obj.contains_key(k) {
                 continue;
             }
-            let Some(suffix) = k.strip_prefix(name) else { continue };
+            let Some(suffix) = k.strip_prefix(name) else {
+                continue;
+            };
             if !suffix.starts_with(|c: char| c.is_ascii_uppercase()) {
                 continue;
             }
             if let Some(m) = d.child(path, k) {
-                let stem = m.element.path.rsplit('.').next().and_then(|l| l.strip_suffix("[x]"));
+                let stem = m
+                    .element
+                    .path
+                    .rsplit('.')
+                    .next()
+                    .and_then(|l| l.strip_suffix("[x]"));
                 if stem == Some(name) {
                     let (ty, cpath) = typed(d, m.element, m.type_code);
                     push_property(out, obj, k, ty, cpath, defs);
@@ -205,8 +248,21 @@ pub fn child<'a>(
 
 fn static_name(s: &str) -> Option<&'static str> {
     const NAMES: [&str; 15] = [
-        "Quantity", "CodeableConcept", "Coding", "Period", "Range", "Ratio", "Reference", "Identifier", "Attachment",
-        "HumanName", "Address", "SampledData", "Age", "Duration", "Money",
+        "Quantity",
+        "CodeableConcept",
+        "Coding",
+        "Period",
+        "Range",
+        "Ratio",
+        "Reference",
+        "Identifier",
+        "Attachment",
+        "HumanName",
+        "Address",
+        "SampledData",
+        "Age",
+        "Duration",
+        "Money",
     ];
     NAMES.iter().find(|n| **n == s).copied()
 }
@@ -219,16 +275,30 @@ fn typed(
 ) -> (Option<&'static str>, Option<&'static str>) {
     let code = normalise_type_code(type_code);
     if code.is_empty() {
-        return (Some("BackboneElement"), Some(d.children_path(el, type_code)));
+        return (
+            Some("BackboneElement"),
+            Some(d.children_path(el, type_code)),
+        );
     }
     (Some(code), Some(d.children_path(el, type_code)))
 }
 
 /// All children of a node, in document order (for `children()` and `descendants()`).
-pub fn all_children<'a>(node: &Node<'a>, defs: Option<&'static Definitions>, out: &mut Vec<Value<'a>>) {
+pub fn all_children<'a>(
+    node: &Node<'a>,
+    defs: Option<&'static Definitions>,
+    out: &mut Vec<Value<'a>>,
+) {
     let Some(Json::Object(obj)) = node.json else {
         if let Some(Json::Object(o)) = node.ext {
-            push_property(out, o, "extension", Some("Extension"), Some("Extension"), defs);
+            push_property(
+                out,
+                o,
+                "extension",
+                Some("Extension"),
+                Some("Extension"),
+                defs,
+            );
         }
         return;
     };
@@ -240,7 +310,11 @@ pub fn all_children<'a>(node: &Node<'a>, defs: Option<&'static Definitions>, out
         if key.starts_with('_') && obj.contains_key(k) {
             continue;
         }
-        let value = if key.starts_with('_') { None } else { Some(value) };
+        let value = if key.starts_with('_') {
+            None
+        } else {
+            Some(value)
+        };
         let (ty, path) = match (defs, node.path) {
             (Some(d), Some(p)) => match d.child(p, k) {
                 Some(m) => typed(d, m.element, m.type_code),
@@ -257,7 +331,9 @@ fn fallback_base(name: &str) -> Option<&'static str> {
         "code" | "id" | "markdown" => "string",
         "url" | "canonical" | "oid" | "uuid" => "uri",
         "positiveInt" | "unsignedInt" => "integer",
-        "Age" | "Distance" | "Duration" | "Count" | "SimpleQuantity" | "MoneyQuantity" => "Quantity",
+        "Age" | "Distance" | "Duration" | "Count" | "SimpleQuantity" | "MoneyQuantity" => {
+            "Quantity"
+        }
         "DomainResource" | "Bundle" | "Binary" | "Parameters" => "Resource",
         "Resource" | "Element" => return None,
         n if n.starts_with(|c: char| c.is_ascii_uppercase()) => "Element",
@@ -289,7 +365,18 @@ pub fn fhir_subtype(ty: &str, target: &str, defs: Option<&'static Definitions>) 
 
 /// System types by name.
 pub fn is_system_type(name: &str) -> bool {
-    matches!(name, "Boolean" | "Integer" | "Long" | "Decimal" | "String" | "Date" | "DateTime" | "Time" | "Quantity")
+    matches!(
+        name,
+        "Boolean"
+            | "Integer"
+            | "Long"
+            | "Decimal"
+            | "String"
+            | "Date"
+            | "DateTime"
+            | "Time"
+            | "Quantity"
+    )
 }
 
 /// `value is spec`.
