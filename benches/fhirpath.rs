@@ -43,12 +43,11 @@ fn examples() -> Option<Vec<Json>> {
             continue;
         }
         let mut text = String::new();
-        if entry.read_to_string(&mut text).is_ok() {
-            if let Ok(j) = serde_json::from_str::<Json>(&text) {
-                if j.get("resourceType").is_some() {
-                    out.push(j);
-                }
-            }
+        if entry.read_to_string(&mut text).is_ok()
+            && let Ok(j) = serde_json::from_str::<Json>(&text)
+            && j.get("resourceType").is_some()
+        {
+            out.push(j);
         }
     }
     Some(out)
@@ -125,10 +124,10 @@ fn run_uncached(
     let mut n = 0;
     for &(ri, ei) in pairs {
         let env = Environment::with_definitions(&resources[ri], Some(defs));
-        if let Ok(e) = fhirpath::parse(&exprs[ei]) {
-            if let Ok(r) = e.evaluate(&env) {
-                n += r.len();
-            }
+        if let Ok(e) = fhirpath::parse(&exprs[ei])
+            && let Ok(r) = e.evaluate(&env)
+        {
+            n += r.len();
         }
     }
     n

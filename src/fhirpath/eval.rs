@@ -328,14 +328,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             let mut matched = Vec::new();
             let mut any_resource = false;
             for v in focus {
-                if let Value::Node(n) = v {
-                    if let Some(ty) = n.ty {
-                        if n.json.and_then(|j| j.get("resourceType")).is_some() {
-                            any_resource = true;
-                        }
-                        if model::fhir_subtype(ty, name, self.env.definitions) {
-                            matched.push(v.clone());
-                        }
+                if let Value::Node(n) = v
+                    && let Some(ty) = n.ty
+                {
+                    if n.json.and_then(|j| j.get("resourceType")).is_some() {
+                        any_resource = true;
+                    }
+                    if model::fhir_subtype(ty, name, self.env.definitions) {
+                        matched.push(v.clone());
                     }
                 }
             }
@@ -380,20 +380,19 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 continue;
             }
-            if let Value::Node(n) = v {
-                if let model::Lookup::Unknown =
+            if let Value::Node(n) = v
+                && let model::Lookup::Unknown =
                     model::child(n, name, self.env.definitions, self.env.strict, &mut out)
-                {
-                    if self.env.strict && homogeneous {
-                        return Err(EvalError::new(
-                            format!(".{name}"),
-                            format!(
-                                "'{name}' is not an element of {}",
-                                n.ty.unwrap_or("this type")
-                            ),
-                        ));
-                    }
-                }
+                && self.env.strict
+                && homogeneous
+            {
+                return Err(EvalError::new(
+                    format!(".{name}"),
+                    format!(
+                        "'{name}' is not an element of {}",
+                        n.ty.unwrap_or("this type")
+                    ),
+                ));
             }
         }
         Ok(out)

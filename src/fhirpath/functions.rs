@@ -1182,13 +1182,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                             x.get("id")?.as_str()?
                         ))
                     });
-                    if full == r
+                    if (full == r
                         || (!full.is_empty() && full.ends_with(&format!("/{r}")))
-                        || typed.as_deref() == Some(r)
+                        || typed.as_deref() == Some(r))
+                        && let Some(x) = res
                     {
-                        if let Some(x) = res {
-                            return Some(Value::Node(model::resource_node(x, defs)));
-                        }
+                        return Some(Value::Node(model::resource_node(x, defs)));
                     }
                 }
             }
@@ -1473,15 +1472,15 @@ fn math2<'a>(f: &str, v: &Value<'a>, arg: Option<&Value<'a>>) -> R<'a> {
         }
         _ => {
             let Some(e) = arg else { return Ok(vec![]) };
-            if let (Value::Integer(b), Value::Integer(p)) = (v, e) {
-                if *p >= 0 {
-                    return Ok(u32::try_from(*p)
-                        .ok()
-                        .and_then(|p| b.checked_pow(p))
-                        .map(Value::Integer)
-                        .into_iter()
-                        .collect());
-                }
+            if let (Value::Integer(b), Value::Integer(p)) = (v, e)
+                && *p >= 0
+            {
+                return Ok(u32::try_from(*p)
+                    .ok()
+                    .and_then(|p| b.checked_pow(p))
+                    .map(Value::Integer)
+                    .into_iter()
+                    .collect());
             }
             let Some(p) = num(e) else {
                 return Err(err(f, "exponent must be a number"));
@@ -1652,7 +1651,7 @@ fn codec(f: &str, s: &str, fmt: &str) -> Result<Option<String>, EvalError> {
     Ok(match (f, fmt) {
         ("encode", "hex") => Some(s.bytes().map(|b| format!("{b:02x}")).collect()),
         ("decode", "hex") => {
-            if s.len() % 2 != 0 {
+            if !s.len().is_multiple_of(2) {
                 return Ok(None);
             }
             let bytes: Option<Vec<u8>> = (0..s.len())

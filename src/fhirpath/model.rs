@@ -120,12 +120,11 @@ fn push_property_value<'a>(
             return None;
         }
         // Resources nested in `contained`, `Bundle.entry.resource`, `Parameters...resource`.
-        if let Some(j) = json {
-            if (ty.is_none() || matches!(ty, Some("Resource" | "DomainResource")))
-                && j.get("resourceType").and_then(Json::as_str).is_some()
-            {
-                return Some(Value::Node(resource_node(j, defs)));
-            }
+        if let Some(j) = json
+            && (ty.is_none() || matches!(ty, Some("Resource" | "DomainResource")))
+            && j.get("resourceType").and_then(Json::as_str).is_some()
+        {
+            return Some(Value::Node(resource_node(j, defs)));
         }
         Some(Value::Node(Node {
             json,
@@ -183,12 +182,12 @@ pub fn child<'a>(
         _ => return Lookup::Found,
     };
     if let (Some(d), Some(path)) = (defs, node.path) {
-        if let Some(m) = d.child(path, name) {
-            if !m.element.path.ends_with("[x]") {
-                let (ty, cpath) = typed(d, m.element, m.type_code);
-                push_property(out, obj, name, ty, cpath, defs);
-                return Lookup::Found;
-            }
+        if let Some(m) = d.child(path, name)
+            && !m.element.path.ends_with("[x]")
+        {
+            let (ty, cpath) = typed(d, m.element, m.type_code);
+            push_property(out, obj, name, ty, cpath, defs);
+            return Lookup::Found;
         }
         // A choice element (`value` for `valueQuantity`): scan the object's few keys rather than
         // the element's many types.
@@ -236,11 +235,12 @@ pub fn child<'a>(
     }
     for key in obj.keys() {
         let k = key.strip_prefix('_').unwrap_or(key);
-        if let Some(suffix) = k.strip_prefix(name) {
-            if suffix.starts_with(|c: char| c.is_ascii_uppercase()) && !key.starts_with('_') {
-                let ty = fallback_choice_type(suffix).or_else(|| static_name(suffix));
-                push_property(out, obj, key, ty, ty, defs);
-            }
+        if let Some(suffix) = k.strip_prefix(name)
+            && suffix.starts_with(|c: char| c.is_ascii_uppercase())
+            && !key.starts_with('_')
+        {
+            let ty = fallback_choice_type(suffix).or_else(|| static_name(suffix));
+            push_property(out, obj, key, ty, ty, defs);
         }
     }
     Lookup::Found

@@ -129,10 +129,10 @@ impl<'a> Node<'a> {
     /// A FHIR Quantity (or specialisation) node as a System.Quantity.
     pub fn to_quantity(&self) -> Option<Quantity> {
         let obj = self.json?.as_object()?;
-        if let Some(ty) = self.ty {
-            if !is_quantity_type(ty) {
-                return None;
-            }
+        if let Some(ty) = self.ty
+            && !is_quantity_type(ty)
+        {
+            return None;
         }
         let value = match obj.get("value")? {
             Json::Number(n) => parse_decimal(n.as_str())?,
