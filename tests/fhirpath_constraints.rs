@@ -24,14 +24,11 @@ fn examples_package() -> Option<PathBuf> {
     None
 }
 
+/// Parsed constraints (key, expression) by element path.
+type ByPath = HashMap<String, Vec<(String, Expression)>>;
+
 /// Every constraint of the core definitions, parsed, by element path.
-fn parsed_constraints(
-    defs: &Definitions,
-) -> (
-    HashMap<String, Vec<(String, Expression)>>,
-    usize,
-    Vec<String>,
-) {
+fn parsed_constraints(defs: &Definitions) -> (ByPath, usize, Vec<String>) {
     let mut by_path: HashMap<String, Vec<(String, Expression)>> = HashMap::new();
     let mut count = 0;
     let mut errors = Vec::new();
@@ -73,7 +70,7 @@ fn every_core_constraint_parses() {
 
 struct Run<'d> {
     defs: &'static Definitions,
-    constraints: &'d HashMap<String, Vec<(String, Expression)>>,
+    constraints: &'d ByPath,
     children: Expression,
     evaluations: usize,
     errors: Vec<String>,
@@ -104,11 +101,11 @@ impl Run<'_> {
             env.context = vec![node.clone()];
             let kids = self.children.evaluate(&env).unwrap_or_default();
             for k in kids {
-                if let Value::Node(kn) = &k {
-                    if let Some(j) = kn.json.filter(|j| j.get("resourceType").is_some()) {
-                        nested.push(j);
-                        continue;
-                    }
+                if let Value::Node(kn) = &k
+                    && let Some(j) = kn.json.filter(|j| j.get("resourceType").is_some())
+                {
+                    nested.push(j);
+                    continue;
                 }
                 stack.push(k);
             }

@@ -103,10 +103,10 @@ fn load_examples(tgz: &Path, wanted: &[String]) -> HashMap<String, Json> {
             .unwrap_or_default();
         if wanted.contains(&name) {
             let mut text = String::new();
-            if entry.read_to_string(&mut text).is_ok() {
-                if let Ok(json) = serde_json::from_str(&text) {
-                    out.insert(name, json);
-                }
+            if entry.read_to_string(&mut text).is_ok()
+                && let Ok(json) = serde_json::from_str(&text)
+            {
+                out.insert(name, json);
             }
         }
     }
@@ -175,12 +175,11 @@ fn fill_object(
 
 fn push(obj: &mut serde_json::Map<String, Json>, key: &str, v: Json, repeats: bool) {
     if repeats {
-        match obj
+        if let Json::Array(a) = obj
             .entry(key.to_string())
             .or_insert_with(|| Json::Array(vec![]))
         {
-            Json::Array(a) => a.push(v),
-            _ => {}
+            a.push(v)
         }
     } else {
         obj.insert(key.to_string(), v);

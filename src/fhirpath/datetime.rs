@@ -228,7 +228,7 @@ impl Temporal {
         ms - i64::from(self.tz.unwrap_or(0)) * 60_000
     }
 
-    fn from_epoch_ms(&self, ms: i64) -> Temporal {
+    fn with_epoch_ms(&self, ms: i64) -> Temporal {
         let local = ms + i64::from(self.tz.unwrap_or(0)) * 60_000;
         let days = local.div_euclid(MS_PER_DAY);
         let mut rem = local.rem_euclid(MS_PER_DAY);
@@ -254,7 +254,7 @@ impl Temporal {
             Some(tz) if tz != 0 && self.precision >= Precision::Hour => {
                 let mut utc = *self;
                 utc.tz = Some(0);
-                utc.from_epoch_ms(self.epoch_ms())
+                utc.with_epoch_ms(self.epoch_ms())
             }
             _ => *self,
         }
@@ -381,7 +381,7 @@ impl Temporal {
             return self.add(Decimal::from(months), "month");
         }
         let delta = steps.checked_mul(grain)?;
-        let mut t = self.from_epoch_ms(self.epoch_ms().checked_add(delta)?);
+        let mut t = self.with_epoch_ms(self.epoch_ms().checked_add(delta)?);
         if self.kind == TemporalKind::Time {
             t.year = self.year;
             t.month = self.month;
@@ -464,7 +464,7 @@ pub fn now() -> Temporal {
     let mut t = Temporal::empty(TemporalKind::DateTime);
     t.precision = Precision::Millisecond;
     t.tz = Some(0);
-    t.from_epoch_ms(ms)
+    t.with_epoch_ms(ms)
 }
 
 #[cfg(test)]

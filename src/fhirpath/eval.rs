@@ -77,15 +77,93 @@ pub(crate) fn literal<'a>(l: &Literal) -> Collection<'a> {
     }
 }
 
-/// Appends `v` unless an equal item is already there (for `|`, `distinct`, `union`).
-pub(crate) fn push_distinct<'a>(out: &mut Collection<'a>, v: Value<'a>) {
-    if !out.iter().any(|o| value::equals(o, &v) == Some(true)) {
-        out.push(v);
+/// Below this many items `Distinct` compares directly instead of hashing.
+const SCAN_LIMIT: usize = 16;
+
+/// Collects items, dropping those equal to one already kept (for `|`, `distinct`, `union`,
+/// `intersect`), in expected linear time.
+#[derive(Default)]
+pub(crate) struct Distinct<'a> {
+    pub items: Collection<'a>,
+    buckets: std::collections::HashMap<u64, Vec<usize>>,
+}
+
+impl<'a> Distinct<'a> {
+    /// Adds `v` unless an equal item is there; true when added. Small collections are scanned
+    /// (hashing a node hashes its whole subtree); larger ones are hashed.
+    pub fn push(&mut self, v: Value<'a>) -> bool {
+        if self.items.len() < SCAN_LIMIT {
+            if self
+                .items
+                .iter()
+                .any(|o| value::equals(o, &v) == Some(true))
+            {
+                return false;
+            }
+            self.items.push(v);
+            if self.items.len() == SCAN_LIMIT {
+                for (i, item) in self.items.iter().enumerate() {
+                    self.buckets
+                        .entry(value::equality_hash(item))
+                        .or_default()
+                        .push(i);
+                }
+            }
+            return true;
+        }
+        let bucket = self.buckets.entry(value::equality_hash(&v)).or_default();
+        if bucket
+            .iter()
+            .any(|&i| value::equals(&self.items[i], &v) == Some(true))
+        {
+            return false;
+        }
+        bucket.push(self.items.len());
+        self.items.push(v);
+        true
     }
+
+    /// True when an item equal to `v` is there.
+    pub fn contains(&self, v: &Value<'a>) -> bool {
+        if self.items.len() < SCAN_LIMIT {
+            return self.items.iter().any(|o| value::equals(o, v) == Some(true));
+        }
+        self.buckets.get(&value::equality_hash(v)).is_some_and(|b| {
+            b.iter()
+                .any(|&i| value::equals(&self.items[i], v) == Some(true))
+        })
+    }
+}
+
+/// Most items one collection may hold, and most characters one computed string may hold: bounds
+/// the memory a hostile expression can claim (`x.combine(x)` nested doubles each time).
+pub(crate) const MAX_COLLECTION: usize = 1_000_000;
+pub(crate) const MAX_STRING: usize = 1 << 20;
+
+/// Rejects oversized computed strings.
+pub(crate) fn checked_string<'a>(what: &str, s: String) -> Result<Value<'a>, EvalError> {
+    if s.len() > MAX_STRING {
+        return Err(EvalError::new(
+            what,
+            format!("result longer than {MAX_STRING} bytes"),
+        ));
+    }
+    Ok(Value::String(Cow::Owned(s)))
 }
 
 impl<'e, 'a> Evaluator<'e, 'a> {
     pub fn eval(&self, e: &Expr, frame: &Frame<'a>) -> R<'a> {
+        let r = self.eval_node(e, frame)?;
+        if r.len() > MAX_COLLECTION {
+            return Err(EvalError::new(
+                "evaluation",
+                format!("a collection grew beyond {MAX_COLLECTION} items"),
+            ));
+        }
+        Ok(r)
+    }
+
+    fn eval_node(&self, e: &Expr, frame: &Frame<'a>) -> R<'a> {
         match e {
             Expr::Literal(l) => Ok(literal(l)),
             Expr::This => Ok(frame.this.clone()),
@@ -250,14 +328,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             let mut matched = Vec::new();
             let mut any_resource = false;
             for v in focus {
-                if let Value::Node(n) = v {
-                    if let Some(ty) = n.ty {
-                        if n.json.and_then(|j| j.get("resourceType")).is_some() {
-                            any_resource = true;
-                        }
-                        if model::fhir_subtype(ty, name, self.env.definitions) {
-                            matched.push(v.clone());
-                        }
+                if let Value::Node(n) = v
+                    && let Some(ty) = n.ty
+                {
+                    if n.json.and_then(|j| j.get("resourceType")).is_some() {
+                        any_resource = true;
+                    }
+                    if model::fhir_subtype(ty, name, self.env.definitions) {
+                        matched.push(v.clone());
                     }
                 }
             }
@@ -302,20 +380,19 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 continue;
             }
-            if let Value::Node(n) = v {
-                if let model::Lookup::Unknown =
-                    model::child(n, name, self.env.definitions, &mut out)
-                {
-                    if self.env.strict && homogeneous {
-                        return Err(EvalError::new(
-                            format!(".{name}"),
-                            format!(
-                                "'{name}' is not an element of {}",
-                                n.ty.unwrap_or("this type")
-                            ),
-                        ));
-                    }
-                }
+            if let Value::Node(n) = v
+                && let model::Lookup::Unknown =
+                    model::child(n, name, self.env.definitions, self.env.strict, &mut out)
+                && self.env.strict
+                && homogeneous
+            {
+                return Err(EvalError::new(
+                    format!(".{name}"),
+                    format!(
+                        "'{name}' is not an element of {}",
+                        n.ty.unwrap_or("this type")
+                    ),
+                ));
             }
         }
         Ok(out)
@@ -367,11 +444,11 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         let sym = op.symbol();
         match op {
             BinOp::Union => {
-                let mut out = Vec::with_capacity(l.len() + r.len());
+                let mut out = Distinct::default();
                 for v in l.into_iter().chain(r) {
-                    push_distinct(&mut out, v);
+                    out.push(v);
                 }
-                Ok(out)
+                Ok(out.items)
             }
             BinOp::Eq | BinOp::Ne => {
                 if l.is_empty() || r.is_empty() {
@@ -434,7 +511,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     .map(|v| v.as_str().map(|s| s.into_owned()))
                     .unwrap_or(Some(String::new()));
                 match (a, b) {
-                    (Some(a), Some(b)) => Ok(vec![Value::String(Cow::Owned(a + &b))]),
+                    (Some(a), Some(b)) => Ok(vec![checked_string(sym, a + &b)?]),
                     _ => Err(EvalError::new(sym, "operands must be strings")),
                 }
             }
@@ -507,7 +584,7 @@ fn arithmetic<'a>(op: BinOp, a: &Value<'a>, b: &Value<'a>) -> R<'a> {
             }
         }
         (Value::String(x), Value::String(y)) if op == BinOp::Add => {
-            Ok(vec![Value::String(Cow::Owned(format!("{x}{y}")))])
+            Ok(vec![checked_string(sym, format!("{x}{y}"))?])
         }
         (Value::Temporal(t), Value::Quantity(q)) if matches!(op, BinOp::Add | BinOp::Sub) => {
             temporal_add(t, q, op == BinOp::Sub).map(|t| vec![Value::Temporal(t)])

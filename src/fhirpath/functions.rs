@@ -2,18 +2,20 @@
 //! tree navigation, utility and the FHIR additions (`extension`, `resolve`, `memberOf`, ...).
 
 use super::ast::{BinOp, Expr, TypeSpec};
-use super::datetime::{self, Precision, Temporal, TemporalKind};
+use super::datetime::{Precision, Temporal, TemporalKind};
 use super::error::EvalError;
-use super::eval::{Evaluator, Frame, R, boolean, push_distinct, singleton, to_bool};
+use super::eval::{
+    Distinct, Evaluator, Frame, MAX_STRING, R, boolean, checked_string, singleton, to_bool,
+};
 use super::model;
 use super::quantity::{Quantity, is_calendar_unit, singular_calendar};
 use super::value::{self, Collection, Node, Value, parse_decimal, to_string_value};
-use rust_decimal::prelude::{FromPrimitive, MathematicalOps, ToPrimitive};
+use rust_decimal::prelude::{MathematicalOps, ToPrimitive};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::Value as Json;
 use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Most items `repeat()`/`descendants()` may produce: a bound on work for hostile input.
 /// How deeply function calls may nest during one evaluation (bounds the stack).
@@ -174,15 +176,15 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         let r = match name {
             "empty" | "exists" | "all" | "allTrue" | "anyTrue" | "allFalse" | "anyFalse"
             | "subsetOf" | "supersetOf" | "count" | "distinct" | "isDistinct" => {
-                self.call_existence(name, input, args, frame, has_target)
+                self.call_existence(name, input, args, frame)
             }
             "where" | "select" | "repeat" | "ofType" | "is" | "as" => {
-                self.call_filtering_and_projection(name, input, args, frame, has_target)
+                self.call_filtering_and_projection(name, input, args)
             }
             "single" | "first" | "last" | "tail" | "skip" | "take" | "intersect" | "exclude" => {
-                self.call_subsetting(name, input, args, frame, has_target)
+                self.call_subsetting(name, input, args, frame)
             }
-            "union" | "combine" => self.call_combining(name, input, args, frame, has_target),
+            "union" | "combine" => self.call_combining(name, input, args, frame),
             "iif" | "toBoolean" | "convertsToBoolean" | "toInteger" | "convertsToInteger"
             | "toLong" | "convertsToLong" | "toDecimal" | "convertsToDecimal" | "toString"
             | "convertsToString" | "toDate" | "convertsToDate" | "toDateTime"
@@ -191,21 +193,19 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             "indexOf" | "substring" | "startsWith" | "endsWith" | "contains" | "upper"
             | "lower" | "trim" | "length" | "toChars" | "replace" | "matches" | "matchesFull"
             | "replaceMatches" | "split" | "join" | "encode" | "decode" | "escape" | "unescape" => {
-                self.call_strings(name, input, args, frame, has_target)
+                self.call_strings(name, input, args, frame)
             }
             "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" | "round" | "log"
-            | "power" => self.call_math(name, input, args, frame, has_target),
-            "children" | "descendants" => {
-                self.call_tree_navigation(name, input, args, frame, has_target)
-            }
+            | "power" => self.call_math(name, input, args, frame),
+            "children" | "descendants" => self.call_tree_navigation(name, input, args),
             "trace" | "now" | "today" | "timeOfDay" | "aggregate" | "not" | "type" | "sort"
             | "lowBoundary" | "highBoundary" | "precision" | "comparable" => {
-                self.call_utility(name, input, args, frame, has_target)
+                self.call_utility(name, input, args, frame)
             }
             "extension" | "hasValue" | "getValue" | "resolve" | "memberOf" | "conformsTo"
             | "htmlChecks" | "htmlchecks" | "elementDefinition" | "slice" | "checkModifiers"
             | "subsumes" | "subsumedBy" | "defineVariable" => {
-                self.call_fhir_additions(name, input, args, frame, has_target)
+                self.call_fhir_additions(name, input, args, frame)
             }
             _ => Err(err(name, "unknown function")),
         };
@@ -221,7 +221,6 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         input: Collection<'a>,
         args: &[Expr],
         frame: &Frame<'a>,
-        _has_target: bool,
     ) -> R<'a> {
         match f {
             "empty" => {
@@ -290,20 +289,21 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "distinct" => {
                 arity(f, args, 0, 0)?;
-                let mut out = Vec::new();
+                let mut out = Distinct::default();
                 for v in input {
-                    push_distinct(&mut out, v);
+                    out.push(v);
                 }
-                Ok(out)
+                Ok(out.items)
             }
             "isDistinct" => {
                 arity(f, args, 0, 0)?;
-                let n = input.len();
-                let mut out = Vec::new();
+                let mut out = Distinct::default();
                 for v in input {
-                    push_distinct(&mut out, v);
+                    if !out.push(v) {
+                        return Ok(boolean(false));
+                    }
                 }
-                Ok(boolean(out.len() == n))
+                Ok(boolean(true))
             }
             _ => Err(err(f, "unknown function")),
         }
@@ -315,8 +315,6 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         f: &str,
         input: Collection<'a>,
         args: &[Expr],
-        frame: &Frame<'a>,
-        _has_target: bool,
     ) -> R<'a> {
         match f {
             "where" => {
@@ -423,7 +421,6 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         input: Collection<'a>,
         args: &[Expr],
         frame: &Frame<'a>,
-        _has_target: bool,
     ) -> R<'a> {
         match f {
             "single" => {
@@ -459,22 +456,25 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "intersect" => {
                 arity(f, args, 1, 1)?;
-                let other = self.arg(f, args, 0, frame)?;
-                let mut out = Vec::new();
+                let mut other = Distinct::default();
+                for v in self.arg(f, args, 0, frame)? {
+                    other.push(v);
+                }
+                let mut out = Distinct::default();
                 for v in input {
-                    if other.iter().any(|o| value::equals(o, &v) == Some(true)) {
-                        push_distinct(&mut out, v);
+                    if other.contains(&v) {
+                        out.push(v);
                     }
                 }
-                Ok(out)
+                Ok(out.items)
             }
             "exclude" => {
                 arity(f, args, 1, 1)?;
-                let other = self.arg(f, args, 0, frame)?;
-                Ok(input
-                    .into_iter()
-                    .filter(|v| !other.iter().any(|o| value::equals(o, v) == Some(true)))
-                    .collect())
+                let mut other = Distinct::default();
+                for v in self.arg(f, args, 0, frame)? {
+                    other.push(v);
+                }
+                Ok(input.into_iter().filter(|v| !other.contains(v)).collect())
             }
             _ => Err(err(f, "unknown function")),
         }
@@ -487,7 +487,6 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         input: Collection<'a>,
         args: &[Expr],
         frame: &Frame<'a>,
-        _has_target: bool,
     ) -> R<'a> {
         match f {
             "union" => {
@@ -512,7 +511,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         input: Collection<'a>,
         args: &[Expr],
         frame: &Frame<'a>,
-        _has_target: bool,
+        has_target: bool,
     ) -> R<'a> {
         match f {
             "iif" => {
@@ -520,7 +519,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 if input.len() > 1 {
                     return Err(err(f, "input must be at most one item"));
                 }
-                let iframe = if _has_target {
+                let iframe = if has_target {
                     Frame {
                         this: input.clone(),
                         index: Some(0),
@@ -587,7 +586,6 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         input: Collection<'a>,
         args: &[Expr],
         frame: &Frame<'a>,
-        _has_target: bool,
     ) -> R<'a> {
         match f {
             "indexOf" => {
@@ -668,14 +666,22 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     return Ok(vec![]);
                 };
                 if pat.is_empty() {
+                    if s.len().saturating_mul(rep.len() + 1) > MAX_STRING {
+                        return Err(err(f, "result would be too long"));
+                    }
                     let mut out = rep.clone();
                     for c in s.chars() {
                         out.push(c);
                         out.push_str(&rep);
                     }
-                    return Ok(vec![string(out)]);
+                    return Ok(vec![checked_string("replace()", out)?]);
                 }
-                Ok(vec![string(s.replace(&pat, &rep))])
+                if s.len().saturating_mul(rep.len().max(1)) > MAX_STRING * 4
+                    && rep.len() > pat.len()
+                {
+                    return Err(err(f, "result would be too long"));
+                }
+                Ok(vec![checked_string("replace()", s.replace(&pat, &rep))?])
             }
             "matches" | "matchesFull" => {
                 arity(f, args, 1, 1)?;
@@ -708,7 +714,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     return Ok(vec![string(s)]);
                 }
                 let re = regex(f, &pat)?;
-                Ok(vec![string(re.replace_all(&s, rep.as_str()).into_owned())])
+                if s.len().saturating_mul(rep.len() + 1) > MAX_STRING * 4 {
+                    return Err(err(f, "result would be too long"));
+                }
+                Ok(vec![checked_string(
+                    "replaceMatches()",
+                    re.replace_all(&s, rep.as_str()).into_owned(),
+                )?])
             }
             "split" => {
                 arity(f, args, 1, 1)?;
@@ -744,7 +756,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                         }
                     }
                 }
-                Ok(vec![string(parts.join(&sep))])
+                Ok(vec![checked_string("join()", parts.join(&sep))?])
             }
             "encode" | "decode" | "escape" | "unescape" => {
                 arity(f, args, 1, 1)?;
@@ -754,21 +766,17 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let Some(fmt) = self.arg_string(f, args, 0, frame)? else {
                     return Ok(vec![]);
                 };
-                Ok(codec(f, &s, &fmt)?.map(string).into_iter().collect())
+                match codec(f, &s, &fmt)? {
+                    Some(r) => Ok(vec![checked_string(f, r)?]),
+                    None => Ok(vec![]),
+                }
             }
             _ => Err(err(f, "unknown function")),
         }
     }
     /// Math functions.
     #[inline(never)]
-    fn call_math(
-        &self,
-        f: &str,
-        input: Collection<'a>,
-        args: &[Expr],
-        frame: &Frame<'a>,
-        _has_target: bool,
-    ) -> R<'a> {
+    fn call_math(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
         match f {
             "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" => {
                 arity(f, args, 0, 0)?;
@@ -798,14 +806,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Tree navigation functions.
     #[inline(never)]
-    fn call_tree_navigation(
-        &self,
-        f: &str,
-        input: Collection<'a>,
-        args: &[Expr],
-        frame: &Frame<'a>,
-        _has_target: bool,
-    ) -> R<'a> {
+    fn call_tree_navigation(&self, f: &str, input: Collection<'a>, args: &[Expr]) -> R<'a> {
         match f {
             "children" => {
                 arity(f, args, 0, 0)?;
@@ -851,7 +852,6 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         input: Collection<'a>,
         args: &[Expr],
         frame: &Frame<'a>,
-        _has_target: bool,
     ) -> R<'a> {
         match f {
             "trace" => {
@@ -953,7 +953,6 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         input: Collection<'a>,
         args: &[Expr],
         frame: &Frame<'a>,
-        _has_target: bool,
     ) -> R<'a> {
         match f {
             "extension" => {
@@ -1183,13 +1182,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                             x.get("id")?.as_str()?
                         ))
                     });
-                    if full == r
+                    if (full == r
                         || (!full.is_empty() && full.ends_with(&format!("/{r}")))
-                        || typed.as_deref() == Some(r)
+                        || typed.as_deref() == Some(r))
+                        && let Some(x) = res
                     {
-                        if let Some(x) = res {
-                            return Some(Value::Node(model::resource_node(x, defs)));
-                        }
+                        return Some(Value::Node(model::resource_node(x, defs)));
                     }
                 }
             }
@@ -1211,12 +1209,28 @@ fn same_item(a: &Value, b: &Value) -> bool {
     }
 }
 
+/// Compiles a pattern, reusing this thread's recent compilations (invariants use a handful of
+/// patterns over and over; compiling dominates matching).
 fn regex(f: &str, pat: &str) -> Result<regex::Regex, EvalError> {
-    regex::RegexBuilder::new(pat)
+    thread_local! {
+        static CACHE: std::cell::RefCell<HashMap<String, regex::Regex>> = std::cell::RefCell::new(HashMap::new());
+    }
+    if let Some(re) = CACHE.with(|c| c.borrow().get(pat).cloned()) {
+        return Ok(re);
+    }
+    let re = regex::RegexBuilder::new(pat)
         .dot_matches_new_line(true)
         .size_limit(1 << 20)
         .build()
-        .map_err(|e| err(f, format!("invalid regular expression: {e}")))
+        .map_err(|e| err(f, format!("invalid regular expression: {e}")))?;
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= 256 {
+            c.clear();
+        }
+        c.insert(pat.to_string(), re.clone());
+    });
+    Ok(re)
 }
 
 fn convert<'a>(v: &Value<'a>, target: &str, unit: Option<&str>) -> Option<Value<'a>> {
@@ -1458,15 +1472,15 @@ fn math2<'a>(f: &str, v: &Value<'a>, arg: Option<&Value<'a>>) -> R<'a> {
         }
         _ => {
             let Some(e) = arg else { return Ok(vec![]) };
-            if let (Value::Integer(b), Value::Integer(p)) = (v, e) {
-                if *p >= 0 {
-                    return Ok(u32::try_from(*p)
-                        .ok()
-                        .and_then(|p| b.checked_pow(p))
-                        .map(Value::Integer)
-                        .into_iter()
-                        .collect());
-                }
+            if let (Value::Integer(b), Value::Integer(p)) = (v, e)
+                && *p >= 0
+            {
+                return Ok(u32::try_from(*p)
+                    .ok()
+                    .and_then(|p| b.checked_pow(p))
+                    .map(Value::Integer)
+                    .into_iter()
+                    .collect());
             }
             let Some(p) = num(e) else {
                 return Err(err(f, "exponent must be a number"));
@@ -1552,21 +1566,13 @@ fn decimal_boundary(d: Decimal, high: bool, p: Option<i64>) -> Option<Decimal> {
         }
         return Some(z);
     }
-    let mut r = if high {
-        widened.round_dp_with_strategy(p, RoundingStrategy::ToPositiveInfinity)
+    let strategy = if high {
+        RoundingStrategy::ToPositiveInfinity
     } else {
-        widened.round_dp_with_strategy(p, RoundingStrategy::ToNegativeInfinity)
+        RoundingStrategy::ToNegativeInfinity
     };
-    // When the stated precision is at least the requested one, truncating keeps the value's side.
-    if p <= scale && p < scale {
-        r = if high {
-            widened.round_dp_with_strategy(p, RoundingStrategy::ToPositiveInfinity)
-        } else {
-            widened.round_dp_with_strategy(p, RoundingStrategy::ToNegativeInfinity)
-        };
-    }
+    let mut r = widened.round_dp_with_strategy(p, strategy);
     r.rescale(p);
-    let _ = f64::from_u8(0);
     Some(r)
 }
 
@@ -1645,7 +1651,7 @@ fn codec(f: &str, s: &str, fmt: &str) -> Result<Option<String>, EvalError> {
     Ok(match (f, fmt) {
         ("encode", "hex") => Some(s.bytes().map(|b| format!("{b:02x}")).collect()),
         ("decode", "hex") => {
-            if s.len() % 2 != 0 {
+            if !s.len().is_multiple_of(2) {
                 return Ok(None);
             }
             let bytes: Option<Vec<u8>> = (0..s.len())
@@ -1807,9 +1813,4 @@ fn html_checks(s: &str) -> bool {
         }
     }
     lower.trim_start().starts_with("<div")
-}
-
-#[allow(dead_code)]
-fn now() -> Temporal {
-    datetime::now()
 }

@@ -40,15 +40,14 @@ const SYMBOLS: [&str; 22] = [
     "<", ">", "=", "~",
 ];
 
-struct Cursor<'s> {
+struct Cursor {
     chars: Vec<char>,
     i: usize,
     line: u32,
     col: u32,
-    _src: &'s str,
 }
 
-impl Cursor<'_> {
+impl Cursor {
     fn peek(&self) -> Option<char> {
         self.chars.get(self.i).copied()
     }
@@ -82,7 +81,6 @@ pub fn tokenize(src: &str) -> Result<Vec<Token>, SyntaxError> {
         i: 0,
         line: 1,
         col: 1,
-        _src: src,
     };
     let mut out = Vec::new();
     loop {

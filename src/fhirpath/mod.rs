@@ -15,6 +15,8 @@ mod datetime;
 mod error;
 mod eval;
 mod functions;
+#[doc(hidden)]
+pub mod fuzzing;
 mod lexer;
 mod model;
 mod parser;
@@ -58,6 +60,9 @@ pub trait ProfileValidator {
     fn conforms_to(&self, resource: &Json, url: &str) -> Result<bool, String>;
 }
 
+/// Receives `trace(name)` output: the name and the traced collection.
+pub type TraceFn<'a> = dyn Fn(&str, &Collection<'a>) + 'a;
+
 /// What an evaluation can see besides its input.
 pub struct Environment<'a> {
     /// `%context`: the evaluation's input.
@@ -78,7 +83,7 @@ pub struct Environment<'a> {
     pub terminology: Option<&'a dyn Terminology>,
     pub profiles: Option<&'a dyn ProfileValidator>,
     /// Receives `trace()` output.
-    pub trace: Option<&'a dyn Fn(&str, &Collection<'a>)>,
+    pub trace: Option<&'a TraceFn<'a>>,
     /// The instant `now()`, `today()` and `timeOfDay()` report (fixed for one evaluation).
     pub now: Temporal,
 }

@@ -73,6 +73,18 @@ fn fallback_choice_type(suffix: &str) -> Option<&'static str> {
     PRIMS.iter().find(|p| **p == l).copied()
 }
 
+/// `obj["_" + key]` without allocating for the common short keys.
+fn get_underscored<'a>(obj: &'a serde_json::Map<String, Json>, key: &str) -> Option<&'a Json> {
+    let mut buf = [0u8; 96];
+    let n = key.len() + 1;
+    if n > buf.len() {
+        return obj.get(&format!("_{key}"));
+    }
+    buf[0] = b'_';
+    buf[1..n].copy_from_slice(key.as_bytes());
+    std::str::from_utf8(&buf[..n]).ok().and_then(|k| obj.get(k))
+}
+
 /// Pushes the nodes of property `key` (its value and `_key` sibling, aligned when arrays).
 fn push_property<'a>(
     out: &mut Vec<Value<'a>>,
@@ -82,8 +94,25 @@ fn push_property<'a>(
     path: Option<&'a str>,
     defs: Option<&'static Definitions>,
 ) {
-    let value = obj.get(key);
-    let ext = obj.get(&format!("_{key}"));
+    push_property_value(out, obj, key, obj.get(key), ty, path, defs);
+}
+
+/// [`push_property`] when the caller already holds the property's value.
+fn push_property_value<'a>(
+    out: &mut Vec<Value<'a>>,
+    obj: &'a serde_json::Map<String, Json>,
+    key: &str,
+    value: Option<&'a Json>,
+    ty: Option<&'a str>,
+    path: Option<&'a str>,
+    defs: Option<&'static Definitions>,
+) {
+    // Most objects have no `_name` keys: a scan of first bytes is cheaper than a hashed lookup.
+    let ext = if obj.keys().any(|k| k.starts_with('_')) {
+        get_underscored(obj, key)
+    } else {
+        None
+    };
     let make = |json: Option<&'a Json>, ext: Option<&'a Json>| -> Option<Value<'a>> {
         let json = json.filter(|j| !j.is_null());
         let ext = ext.filter(|j| !j.is_null());
@@ -91,12 +120,11 @@ fn push_property<'a>(
             return None;
         }
         // Resources nested in `contained`, `Bundle.entry.resource`, `Parameters...resource`.
-        if let Some(j) = json {
-            if j.get("resourceType").and_then(Json::as_str).is_some()
-                && (ty.is_none() || matches!(ty, Some("Resource" | "DomainResource")))
-            {
-                return Some(Value::Node(resource_node(j, defs)));
-            }
+        if let Some(j) = json
+            && (ty.is_none() || matches!(ty, Some("Resource" | "DomainResource")))
+            && j.get("resourceType").and_then(Json::as_str).is_some()
+        {
+            return Some(Value::Node(resource_node(j, defs)));
         }
         Some(Value::Node(Node {
             json,
@@ -133,6 +161,7 @@ pub fn child<'a>(
     node: &Node<'a>,
     name: &str,
     defs: Option<&'static Definitions>,
+    strict: bool,
     out: &mut Vec<Value<'a>>,
 ) -> Lookup {
     // Primitives keep `id` and `extension` in their `_name` sibling.
@@ -153,22 +182,46 @@ pub fn child<'a>(
         _ => return Lookup::Found,
     };
     if let (Some(d), Some(path)) = (defs, node.path) {
-        if let Some(m) = d.child(path, name) {
-            if !m.element.path.ends_with("[x]") {
-                let (ty, cpath) = typed(d, m.element, m.type_code);
-                push_property(out, obj, name, ty, cpath, defs);
-                return Lookup::Found;
-            }
+        if let Some(m) = d.child(path, name)
+            && !m.element.path.ends_with("[x]")
+        {
+            let (ty, cpath) = typed(d, m.element, m.type_code);
+            push_property(out, obj, name, ty, cpath, defs);
+            return Lookup::Found;
         }
-        let choice = format!("{path}.{name}[x]");
-        if let Some(el) = d.element(&choice) {
-            for t in &el.types {
-                let key = format!("{name}{}", crate::definitions::upper_first(&t.code));
-                if obj.contains_key(&key) || obj.contains_key(&format!("_{key}")) {
-                    let (ty, cpath) = typed(d, el, t.code.as_str());
-                    push_property(out, obj, &key, ty, cpath, defs);
+        // A choice element (`value` for `valueQuantity`): scan the object's few keys rather than
+        // the element's many types.
+        let mut found = false;
+        for key in obj.keys() {
+            let k = key.strip_prefix('_').unwrap_or(key);
+            if key.starts_with('_') && obj.contains_key(k) {
+                continue;
+            }
+            let Some(suffix) = k.strip_prefix(name) else {
+                continue;
+            };
+            if !suffix.starts_with(|c: char| c.is_ascii_uppercase()) {
+                continue;
+            }
+            if let Some(m) = d.child(path, k) {
+                let stem = m
+                    .element
+                    .path
+                    .rsplit('.')
+                    .next()
+                    .and_then(|l| l.strip_suffix("[x]"));
+                if stem == Some(name) {
+                    let (ty, cpath) = typed(d, m.element, m.type_code);
+                    push_property(out, obj, k, ty, cpath, defs);
+                    found = true;
                 }
             }
+        }
+        // Only strict evaluation asks whether an absent name is defined at all.
+        if found || !strict {
+            return Lookup::Found;
+        }
+        if d.element(&format!("{path}.{name}[x]")).is_some() {
             return Lookup::Found;
         }
         if d.structure(path).is_some() || d.element(path).is_some() {
@@ -176,38 +229,18 @@ pub fn child<'a>(
         }
     }
     // No definitions for this node: match the property or a choice-type rename structurally.
-    if obj.contains_key(name) || obj.contains_key(&format!("_{name}")) {
+    if obj.contains_key(name) || get_underscored(obj, name).is_some() {
         push_property(out, obj, name, None, None, defs);
         return Lookup::Found;
     }
     for key in obj.keys() {
         let k = key.strip_prefix('_').unwrap_or(key);
-        if let Some(suffix) = k.strip_prefix(name) {
-            if suffix.starts_with(|c: char| c.is_ascii_uppercase()) && !key.starts_with('_') {
-                let ty = fallback_choice_type(suffix).or_else(|| {
-                    matches!(
-                        suffix,
-                        "Quantity"
-                            | "CodeableConcept"
-                            | "Coding"
-                            | "Period"
-                            | "Range"
-                            | "Ratio"
-                            | "Reference"
-                            | "Identifier"
-                            | "Attachment"
-                            | "HumanName"
-                            | "Address"
-                            | "SampledData"
-                            | "Age"
-                            | "Duration"
-                            | "Money"
-                    )
-                    .then(|| static_name(suffix))
-                    .flatten()
-                });
-                push_property(out, obj, key, ty, ty, defs);
-            }
+        if let Some(suffix) = k.strip_prefix(name)
+            && suffix.starts_with(|c: char| c.is_ascii_uppercase())
+            && !key.starts_with('_')
+        {
+            let ty = fallback_choice_type(suffix).or_else(|| static_name(suffix));
+            push_property(out, obj, key, ty, ty, defs);
         }
     }
     Lookup::Found
@@ -269,7 +302,7 @@ pub fn all_children<'a>(
         }
         return;
     };
-    for key in obj.keys() {
+    for (key, value) in obj {
         if key == "resourceType" {
             continue;
         }
@@ -277,6 +310,11 @@ pub fn all_children<'a>(
         if key.starts_with('_') && obj.contains_key(k) {
             continue;
         }
+        let value = if key.starts_with('_') {
+            None
+        } else {
+            Some(value)
+        };
         let (ty, path) = match (defs, node.path) {
             (Some(d), Some(p)) => match d.child(p, k) {
                 Some(m) => typed(d, m.element, m.type_code),
@@ -284,7 +322,7 @@ pub fn all_children<'a>(
             },
             _ => (None, None),
         };
-        push_property(out, obj, k, ty, path, defs);
+        push_property_value(out, obj, k, value, ty, path, defs);
     }
 }
 
@@ -365,8 +403,7 @@ pub fn is_type(v: &Value, spec: &TypeSpec, defs: Option<&'static Definitions>) -
             if ns == Some("FHIR") {
                 return false;
             }
-            let t = other.type_name();
-            t == spec.name || (spec.name == "Decimal" && false)
+            other.type_name() == spec.name
         }
     }
 }

@@ -176,18 +176,18 @@ impl Parser {
                 name,
                 delimited: false,
             } = &tok
+                && (name == "is" || name == "as")
+                && TYPE_LEVEL >= min
             {
-                if (name == "is" || name == "as") && TYPE_LEVEL >= min {
-                    self.advance();
-                    self.deeper()?;
-                    let spec = self.type_spec()?;
-                    left = if name == "is" {
-                        Expr::Is(Box::new(left), spec)
-                    } else {
-                        Expr::As(Box::new(left), spec)
-                    };
-                    continue;
-                }
+                self.advance();
+                self.deeper()?;
+                let spec = self.type_spec()?;
+                left = if name == "is" {
+                    Expr::Is(Box::new(left), spec)
+                } else {
+                    Expr::As(Box::new(left), spec)
+                };
+                continue;
             }
             let Some(op) = sym_op(&tok).or_else(|| keyword_op(&tok)) else {
                 break;

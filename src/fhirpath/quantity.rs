@@ -177,11 +177,12 @@ fn reduce_term(term: &str) -> Option<Reduced> {
         None => {
             let mut found = None;
             for plen in [1, 2] {
-                if base.len() > plen && base.is_char_boundary(plen) {
-                    if let (Some(p), Some((f, d))) = (prefix(&base[..plen]), atom(&base[plen..])) {
-                        found = Some((p * f, d));
-                        break;
-                    }
+                if base.len() > plen
+                    && base.is_char_boundary(plen)
+                    && let (Some(p), Some((f, d))) = (prefix(&base[..plen]), atom(&base[plen..]))
+                {
+                    found = Some((p * f, d));
+                    break;
                 }
             }
             match found {

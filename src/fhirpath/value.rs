@@ -129,10 +129,10 @@ impl<'a> Node<'a> {
     /// A FHIR Quantity (or specialisation) node as a System.Quantity.
     pub fn to_quantity(&self) -> Option<Quantity> {
         let obj = self.json?.as_object()?;
-        if let Some(ty) = self.ty {
-            if !is_quantity_type(ty) {
-                return None;
-            }
+        if let Some(ty) = self.ty
+            && !is_quantity_type(ty)
+        {
+            return None;
         }
         let value = match obj.get("value")? {
             Json::Number(n) => parse_decimal(n.as_str())?,
@@ -252,9 +252,79 @@ pub fn as_quantity(v: &Value) -> Option<Quantity> {
     }
 }
 
+/// A hash that items equal under `=` share, so collections can be de-duplicated in linear time
+/// (`|`, `distinct()`, `isDistinct()`, `intersect()`); unequal items rarely collide, and collisions
+/// are settled with [`equals`].
+pub fn equality_hash(v: &Value) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match v.system() {
+        Value::Boolean(b) => (0u8, b).hash(&mut h),
+        Value::Integer(i) | Value::Long(i) => (1u8, Decimal::from(i).normalize()).hash(&mut h),
+        Value::Decimal(d) => (1u8, d.normalize()).hash(&mut h),
+        Value::String(s) => (2u8, s.as_ref()).hash(&mut h),
+        // Equal dates may differ in their fields (timezones) and equal quantities in their units:
+        // such items share one bucket per kind.
+        Value::Temporal(_) => 3u8.hash(&mut h),
+        Value::Quantity(_) => 4u8.hash(&mut h),
+        Value::Node(n) => match n.to_quantity() {
+            Some(_) => 4u8.hash(&mut h),
+            None => {
+                5u8.hash(&mut h);
+                if let Some(j) = n.json {
+                    h.write_u64(json_hash(j));
+                }
+            }
+        },
+        Value::TypeInfo { namespace, name } => (6u8, namespace, name.as_ref()).hash(&mut h),
+    }
+    h.finish()
+}
+
+/// A structural hash consistent with `json_equal` (numbers by value, objects in any key order).
+fn json_hash(j: &Json) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match j {
+        Json::Null => 0u8.hash(&mut h),
+        Json::Bool(b) => (1u8, b).hash(&mut h),
+        Json::Number(n) => match parse_decimal(n.as_str()) {
+            Some(d) => (2u8, d.normalize()).hash(&mut h),
+            None => (2u8, n.as_str()).hash(&mut h),
+        },
+        Json::String(s) => (3u8, s).hash(&mut h),
+        Json::Array(a) => {
+            4u8.hash(&mut h);
+            for x in a {
+                h.write_u64(json_hash(x));
+            }
+        }
+        Json::Object(o) => {
+            5u8.hash(&mut h);
+            let mut acc = 0u64;
+            for (k, v) in o {
+                let mut e = std::collections::hash_map::DefaultHasher::new();
+                k.hash(&mut e);
+                e.write_u64(json_hash(v));
+                acc = acc.wrapping_add(e.finish());
+            }
+            h.write_u64(acc);
+        }
+    }
+    h.finish()
+}
+
 /// `=` on two single items: `None` means empty (incomparable precisions or units).
 pub fn equals(a: &Value, b: &Value) -> Option<bool> {
     if let (Value::Node(x), Value::Node(y)) = (a, b) {
+        let same = |p: Option<&Json>, q: Option<&Json>| match (p, q) {
+            (Some(p), Some(q)) => std::ptr::eq(p, q),
+            (None, None) => true,
+            _ => false,
+        };
+        if x.json.is_some() && same(x.json, y.json) && same(x.ext, y.ext) {
+            return Some(true);
+        }
         if x.to_system().is_none() || y.to_system().is_none() {
             return Some(match (x.json, y.json) {
                 (Some(p), Some(q)) => json_equal(p, q),
