@@ -92,18 +92,11 @@ async fn update_inner(
     let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     check_type(ty)?;
-    match &target {
-        Target::Id(id) => {
-            params.only(&[])?;
-            check_id(id)?;
-        }
-        Target::Condition(c) if c.is_empty() => {
-            return Err(
-                FhirError::new(400, "invalid", "conditional update without criteria").into(),
-            );
-        }
-        _ => {}
-    }
+    check_target(
+        &params,
+        &target,
+        FhirError::new(400, "invalid", "conditional update without criteria"),
+    )?;
     let resource = parse_body(st, ty, headers, body).await?;
     if let Target::Id(id) = &target {
         match resource.get("id").and_then(Value::as_str) {
@@ -179,18 +172,11 @@ async fn patch_inner(
     let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     check_type(ty)?;
-    match &target {
-        Target::Id(id) => {
-            params.only(&[])?;
-            check_id(id)?;
-        }
-        Target::Condition(c) if c.is_empty() => {
-            return Err(
-                FhirError::new(400, "invalid", "conditional patch without criteria").into(),
-            );
-        }
-        _ => {}
-    }
+    check_target(
+        &params,
+        &target,
+        FhirError::new(400, "invalid", "conditional patch without criteria"),
+    )?;
     http::require_content_type(headers, &["application/json-patch+json"]).map_err(|e| {
         if headers.get(header::CONTENT_TYPE).is_some_and(|v| v.to_str().unwrap_or("").contains("fhir+json")) {
             FhirError::new(415, "not-supported", "FHIRPath Patch (Parameters) is not supported yet; send application/json-patch+json")
@@ -250,24 +236,28 @@ async fn delete_inner(
     let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     check_type(ty)?;
-    match &target {
-        Target::Id(id) => {
-            params.only(&[])?;
-            check_id(id)?;
-        }
-        Target::Condition(c) if c.is_empty() => {
-            return Err(FhirError::new(
-                412,
-                "multiple-matches",
-                "conditional delete without criteria would match everything",
-            )
-            .into());
-        }
-        _ => {}
-    }
+    let everything = FhirError::new(
+        412,
+        "multiple-matches",
+        "conditional delete without criteria would match everything",
+    );
+    check_target(&params, &target, everything)?;
     let mut entry = Entry::new(Method::Delete, ty, target, None);
     entry.if_match = http::if_match(headers)?;
     respond(st, headers, format, entry).await
+}
+
+/// A literal id takes no query parameters and must be a valid id; a condition must have criteria
+/// (`no_criteria` is the error otherwise).
+fn check_target(params: &Params, target: &Target, no_criteria: FhirError) -> Result<(), FhirError> {
+    match target {
+        Target::Id(id) => {
+            params.only(&[])?;
+            check_id(id)
+        }
+        Target::Condition(c) if c.is_empty() => Err(no_criteria),
+        _ => Ok(()),
+    }
 }
 
 /// Reads, bounds and structurally checks a request body naming `ty`.
