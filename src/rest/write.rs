@@ -54,7 +54,15 @@ pub async fn update(
     body: Body,
 ) -> Response {
     finish(
-        update_inner(&st, &ty, Target::Id(id), q.as_deref(), &headers, body).await,
+        update_inner(
+            &st,
+            &ty,
+            Target::Id(id),
+            Params::parse(q.as_deref()),
+            &headers,
+            body,
+        )
+        .await,
         "update",
     )
 }
@@ -66,13 +74,14 @@ pub async fn conditional_update(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let criteria = Params::parse(q.as_deref()).criteria();
+    let params = Params::parse(q.as_deref());
+    let criteria = params.criteria();
     finish(
         update_inner(
             &st,
             &ty,
             Target::Condition(criteria),
-            q.as_deref(),
+            params,
             &headers,
             body,
         )
@@ -85,11 +94,10 @@ async fn update_inner(
     st: &AppState,
     ty: &str,
     target: Target,
-    q: Option<&str>,
+    params: Params,
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     check_type(ty)?;
     check_target(
@@ -134,7 +142,15 @@ pub async fn patch(
     body: Body,
 ) -> Response {
     finish(
-        patch_inner(&st, &ty, Target::Id(id), q.as_deref(), &headers, body).await,
+        patch_inner(
+            &st,
+            &ty,
+            Target::Id(id),
+            Params::parse(q.as_deref()),
+            &headers,
+            body,
+        )
+        .await,
         "patch",
     )
 }
@@ -146,13 +162,14 @@ pub async fn conditional_patch(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let criteria = Params::parse(q.as_deref()).criteria();
+    let params = Params::parse(q.as_deref());
+    let criteria = params.criteria();
     finish(
         patch_inner(
             &st,
             &ty,
             Target::Condition(criteria),
-            q.as_deref(),
+            params,
             &headers,
             body,
         )
@@ -165,11 +182,10 @@ async fn patch_inner(
     st: &AppState,
     ty: &str,
     target: Target,
-    q: Option<&str>,
+    params: Params,
     headers: &HeaderMap,
     body: Body,
 ) -> ApiResult {
-    let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     check_type(ty)?;
     check_target(
@@ -201,7 +217,14 @@ pub async fn delete(
     headers: HeaderMap,
 ) -> Response {
     finish(
-        delete_inner(&st, &ty, Target::Id(id), q.as_deref(), &headers).await,
+        delete_inner(
+            &st,
+            &ty,
+            Target::Id(id),
+            Params::parse(q.as_deref()),
+            &headers,
+        )
+        .await,
         "delete",
     )
 }
@@ -212,16 +235,10 @@ pub async fn conditional_delete(
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let criteria = Params::parse(q.as_deref()).criteria();
+    let params = Params::parse(q.as_deref());
+    let criteria = params.criteria();
     finish(
-        delete_inner(
-            &st,
-            &ty,
-            Target::Condition(criteria),
-            q.as_deref(),
-            &headers,
-        )
-        .await,
+        delete_inner(&st, &ty, Target::Condition(criteria), params, &headers).await,
         "delete-conditional",
     )
 }
@@ -230,10 +247,9 @@ async fn delete_inner(
     st: &AppState,
     ty: &str,
     target: Target,
-    q: Option<&str>,
+    params: Params,
     headers: &HeaderMap,
 ) -> ApiResult {
-    let params = Params::parse(q);
     let format = http::negotiate(headers, &params)?;
     check_type(ty)?;
     let everything = FhirError::new(
