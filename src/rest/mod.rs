@@ -7,17 +7,22 @@
 mod bundle;
 mod capability;
 pub mod http;
+pub mod operations;
 mod read;
+mod terminology;
+mod validate;
 mod write;
 
 use crate::config::Settings;
 use crate::definitions::Definitions;
 use crate::model::{FhirError, ParseLimits};
+use crate::registry::Registry;
 use crate::store::Store;
 use crate::telemetry::Metrics;
+use crate::terminology::Terminology;
 use axum::Router;
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, RawQuery, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -38,13 +43,21 @@ pub struct AppState {
     pub capability: Bytes,
     /// False once shutdown has begun (`/readyz` then answers 503).
     pub ready: Arc<AtomicBool>,
+    /// Conformance resources (core, `profiles/`, posted ones).
+    pub registry: Arc<Registry>,
+    /// The terminology service over the registry.
+    pub terminology: Arc<Terminology>,
 }
 
 impl AppState {
     /// Builds the state over a store.
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> AppState {
         let capability = capability::render(&settings);
+        let registry = Arc::new(Registry::with_core(Definitions::core()));
+        let terminology = Arc::new(Terminology::new(registry.clone()));
         AppState {
+            registry,
+            terminology,
             store,
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
@@ -83,8 +96,8 @@ pub fn router(state: AppState) -> Router {
         .route("/_history", get(read::history_system))
         .route(
             "/{type}",
-            get(no_type_search)
-                .post(write::create)
+            get(type_get)
+                .post(type_post)
                 .put(write::conditional_update)
                 .patch(write::conditional_patch)
                 .delete(write::conditional_delete),
@@ -92,13 +105,18 @@ pub fn router(state: AppState) -> Router {
         .route("/{type}/_history", get(read::history_type))
         .route(
             "/{type}/{id}",
-            get(read::read)
+            get(instance_get)
+                .post(type_operation_post)
                 .put(write::update)
                 .patch(write::patch)
                 .delete(write::delete),
         )
         .route("/{type}/{id}/_history", get(read::history_instance))
         .route("/{type}/{id}/_history/{vid}", get(read::vread))
+        .route(
+            "/{type}/{id}/{op}",
+            get(operations::instance).post(operations::instance),
+        )
         .method_not_allowed_fallback(method_not_allowed);
     let base = state.settings.base_path.clone();
     Router::new()
@@ -215,7 +233,70 @@ async fn not_found(req: Request) -> Response {
     )
 }
 
-async fn no_type_search(axum::extract::Path(ty): axum::extract::Path<String>) -> Response {
+// `[base]/{type}` is also `[base]/$op`, and `[base]/{type}/{id}` is also `[base]/{type}/$op`: the
+// router cannot tell a `$` segment apart, so these small handlers do.
+
+async fn type_get(
+    State(st): State<AppState>,
+    Path(ty): Path<String>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if ty.starts_with('$') {
+        return operations::system(State(st), Path(ty), method, RawQuery(q), headers, body).await;
+    }
+    no_type_search(Path(ty)).await
+}
+
+async fn type_post(
+    State(st): State<AppState>,
+    Path(ty): Path<String>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if ty.starts_with('$') {
+        return operations::system(State(st), Path(ty), method, RawQuery(q), headers, body).await;
+    }
+    write::create(State(st), Path(ty), RawQuery(q), headers, body).await
+}
+
+async fn instance_get(
+    State(st): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if id.starts_with('$') {
+        return operations::type_level(&st, ty, &id, method, q.as_deref(), headers, body).await;
+    }
+    read::read(State(st), Path((ty, id)), RawQuery(q), headers).await
+}
+
+async fn type_operation_post(
+    State(st): State<AppState>,
+    Path((ty, id)): Path<(String, String)>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if id.starts_with('$') {
+        return operations::type_level(&st, ty, &id, method, q.as_deref(), headers, body).await;
+    }
+    let msg = format!("POST is not allowed on {ty}/{id}; use PUT to update");
+    tagged(
+        ApiError(FhirError::new(405, "not-supported", msg)).into_response(),
+        "other",
+    )
+}
+
+async fn no_type_search(Path(ty): Path<String>) -> Response {
     let e = match check_type(&ty) {
         Err(e) => e,
         Ok(()) => FhirError::new(

@@ -1,0 +1,15 @@
+//! `$validate` (placeholder).
+
+use super::AppState;
+use super::http::ApiResult;
+use super::operations::Invocation;
+use crate::model::FhirError;
+
+pub async fn validate(_st: &AppState, inv: Invocation) -> ApiResult {
+    Err(FhirError::new(
+        501,
+        "not-supported",
+        format!("${} is not implemented yet", inv.name),
+    )
+    .into())
+}
