@@ -14,3 +14,4 @@ pub mod store;
 pub mod telemetry;
 pub mod terminology;
 pub mod transaction;
+pub mod validation;

@@ -29,6 +29,16 @@ pub use error::{EvalError, FhirPathError, Pos, SyntaxError};
 pub use quantity::Quantity;
 pub use value::{Collection, Node, Value};
 
+/// The root node of a resource, typed from its `resourceType`.
+pub fn resource_node_of<'a>(json: &'a Json, defs: Option<&'static Definitions>) -> Node<'a> {
+    model::resource_node(json, defs)
+}
+
+/// True when FHIR type `ty` is `target` or derives from it.
+pub fn is_subtype(ty: &str, target: &str, defs: Option<&'static Definitions>) -> bool {
+    model::fhir_subtype(ty, target, defs)
+}
+
 use crate::definitions::Definitions;
 use serde_json::Value as Json;
 use std::collections::HashMap;
