@@ -5,6 +5,7 @@
 //! win), the config file is another, and [`Settings::resolve`] folds them over the defaults.
 
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -16,6 +17,18 @@ pub enum LogFormat {
     Text,
     /// One JSON object per line.
     Json,
+}
+
+/// How much validation a write gets before it is stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ValidationPolicy {
+    /// Structural checks only (the parser's R4 rules).
+    Off,
+    /// The core definition: cardinality, required bindings, invariants, reference targets.
+    Core,
+    /// Core, plus every profile in `meta.profile`, plus the profiles configured for the type.
+    Profiles,
 }
 
 /// The resolved configuration of a running gateway.
@@ -47,6 +60,25 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// tracing filter directive, e.g. `info` or `huitong=debug`.
     pub log_level: String,
+    /// Folder of conformance resources (JSON files, FHIR packages) loaded at start.
+    pub profiles_dir: PathBuf,
+    /// Validation of writes, for every type without its own policy.
+    pub validation: ValidationPolicy,
+    /// Per resource type policy (`[validation-by-type]` in the config file).
+    pub validation_by_type: HashMap<String, ValidationPolicy>,
+    /// Profiles every resource of a type must conform to under the `profiles` policy
+    /// (`[type-profiles]` in the config file).
+    pub type_profiles: HashMap<String, Vec<String>>,
+}
+
+impl Settings {
+    /// The validation policy of a resource type.
+    pub fn validation_for(&self, resource_type: &str) -> ValidationPolicy {
+        self.validation_by_type
+            .get(resource_type)
+            .copied()
+            .unwrap_or(self.validation)
+    }
 }
 
 impl Default for Settings {
@@ -66,6 +98,10 @@ impl Default for Settings {
             max_bundle_entries: 10_000,
             log_format: LogFormat::Text,
             log_level: "info".into(),
+            profiles_dir: PathBuf::from("profiles"),
+            validation: ValidationPolicy::Core,
+            validation_by_type: HashMap::new(),
+            type_profiles: HashMap::new(),
         }
     }
 }
@@ -117,6 +153,20 @@ pub struct Overrides {
     /// Log filter, e.g. info or huitong=debug [default: info]
     #[arg(long, env = "HUITONG_LOG_LEVEL")]
     pub log_level: Option<String>,
+    /// Folder of conformance resources loaded at start [default: ./profiles]
+    #[arg(long = "profiles", env = "HUITONG_PROFILES")]
+    #[serde(alias = "profiles")]
+    pub profiles_dir: Option<PathBuf>,
+    /// Validation of writes: off, core or profiles [default: core]
+    #[arg(long, env = "HUITONG_VALIDATION", value_enum)]
+    pub validation: Option<ValidationPolicy>,
+    /// Per-type validation policy (config file only): `[validation-by-type]` `Patient = "profiles"`
+    #[arg(skip)]
+    pub validation_by_type: Option<HashMap<String, ValidationPolicy>>,
+    /// Profiles required per type under the profiles policy (config file only):
+    /// `[type-profiles]` `Patient = ["http://..."]`
+    #[arg(skip)]
+    pub type_profiles: Option<HashMap<String, Vec<String>>>,
 }
 
 /// A configuration that cannot be used.
@@ -162,8 +212,16 @@ impl Settings {
                 max_page_size,
                 max_bundle_entries,
                 log_format,
-                log_level
+                log_level,
+                profiles_dir,
+                validation
             );
+            if let Some(m) = &l.validation_by_type {
+                s.validation_by_type.extend(m.clone());
+            }
+            if let Some(m) = &l.type_profiles {
+                s.type_profiles.extend(m.clone());
+            }
             if l.public_base_url.is_some() {
                 s.public_base_url = l.public_base_url.clone();
             }
@@ -216,6 +274,19 @@ mod tests {
         assert_eq!(s.base_path, "/api/fhir");
         assert_eq!(s.max_depth, 20);
         assert_eq!(s.default_page_size, 50);
+    }
+
+    #[test]
+    fn validation_policies_per_type() {
+        let file: Overrides = toml::from_str(
+            "validation = \"core\"\n[validation-by-type]\nPatient = \"profiles\"\nBinary = \"off\"\n[type-profiles]\nPatient = [\"http://x/p\"]",
+        )
+        .unwrap();
+        let s = Settings::resolve(&[&file]).unwrap();
+        assert_eq!(s.validation_for("Patient"), ValidationPolicy::Profiles);
+        assert_eq!(s.validation_for("Binary"), ValidationPolicy::Off);
+        assert_eq!(s.validation_for("Observation"), ValidationPolicy::Core);
+        assert_eq!(s.type_profiles["Patient"], vec!["http://x/p".to_string()]);
     }
 
     #[test]

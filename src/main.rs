@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use huitong::config::{Overrides, Settings};
-use huitong::model::{self, ParseLimits};
+use huitong::model;
 use huitong::server::RunningServer;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,8 +27,19 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
-    /// Check FHIR JSON files (structure and R4 primitive rules); prints an OperationOutcome per failing file.
+    /// Validate FHIR JSON files against their core definition and profiles, offline; prints an
+    /// OperationOutcome per file with issues and exits 1 when any file has errors.
     Validate {
+        /// Profile (canonical URL) every file must conform to; repeatable.
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        /// Folder of conformance resources (JSON files, FHIR packages) to load [default: ./profiles]
+        #[arg(
+            long = "profiles",
+            env = "HUITONG_PROFILES",
+            default_value = "profiles"
+        )]
+        profiles_dir: PathBuf,
         /// Files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -48,7 +59,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, overrides } => serve(config, overrides),
-        Command::Validate { files } => validate(&files),
+        Command::Validate {
+            profiles,
+            profiles_dir,
+            files,
+        } => validate(&profiles, &profiles_dir, &files),
         Command::Fhirpath { expression, file } => {
             match huitong::fhirpath::run_cli(&expression, &file) {
                 Ok(out) => {
@@ -154,28 +169,46 @@ async fn wait_for_signal() {
     }
 }
 
-fn validate(files: &[PathBuf]) -> ExitCode {
+fn validate(profiles: &[String], profiles_dir: &std::path::Path, files: &[PathBuf]) -> ExitCode {
+    use huitong::validation::Validator;
+    use std::sync::Arc;
+    let registry = Arc::new(huitong::registry::Registry::with_core(
+        huitong::definitions::Definitions::core(),
+    ));
+    if profiles_dir.is_dir() {
+        for p in registry.load_dir(profiles_dir) {
+            eprintln!("warning: not loaded: {p}");
+        }
+    }
+    let terminology = Arc::new(huitong::terminology::Terminology::new(registry.clone()));
+    let validator = Validator::new(registry, terminology);
     let mut failed = 0;
     for f in files {
-        let result = std::fs::read(f)
+        let report = std::fs::read(f)
             .map_err(|e| model::FhirError::new(400, "exception", format!("cannot read: {e}")))
-            .and_then(|bytes| model::parse_resource(&bytes, None, ParseLimits::default()));
-        match result {
-            Ok(r) => println!(
-                "{}: ok ({})",
-                f.display(),
-                r.get("resourceType")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or("?")
+            .and_then(|bytes| model::parse_json(&bytes))
+            .map(|json| validator.validate(&json, profiles, true));
+        let (verdict, outcome) = match report {
+            Ok(r) if r.has_errors() => {
+                failed += 1;
+                (
+                    format!("invalid ({} errors)", r.error_count()),
+                    Some(r.outcome()),
+                )
+            }
+            Ok(r) if r.issues.is_empty() => ("ok".to_string(), None),
+            Ok(r) => (
+                format!("ok ({} warnings or notes)", r.issues.len()),
+                Some(r.outcome()),
             ),
             Err(e) => {
                 failed += 1;
-                println!("{}: invalid", f.display());
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&e.outcome()).unwrap_or_default()
-                );
+                ("invalid".to_string(), Some(e.outcome()))
             }
+        };
+        println!("{}: {verdict}", f.display());
+        if let Some(o) = outcome {
+            println!("{}", serde_json::to_string_pretty(&o).unwrap_or_default());
         }
     }
     if failed == 0 {

@@ -23,7 +23,7 @@ fn validate_reports_each_file() {
     .unwrap();
     let ok = huitong().arg("validate").arg(&good).output().unwrap();
     assert!(ok.status.success());
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("good.json: ok (Patient)"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("good.json: ok"));
     let out = huitong()
         .arg("validate")
         .arg(&good)
@@ -34,6 +34,55 @@ fn validate_reports_each_file() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("bad.json: invalid"), "{text}");
     assert!(text.contains("\"Patient.birthDate\""), "{text}");
+}
+
+#[test]
+fn validate_checks_the_core_definition_and_named_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    // Structurally fine, but Observation.status and .code are 1..1 in R4.
+    let obs = dir.path().join("obs.json");
+    std::fs::write(&obs, r#"{"resourceType":"Observation","valueString":"x"}"#).unwrap();
+    let out = huitong().arg("validate").arg(&obs).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("obs.json: invalid (2 errors)"), "{text}");
+    assert!(text.contains("Observation.status is required"), "{text}");
+    // A profile from a folder: Patient.birthDate made 1..1.
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::write(
+        profiles.join("p.json"),
+        r#"{"resourceType":"StructureDefinition","url":"http://example.org/p","name":"P","status":"active",
+            "kind":"resource","abstract":false,"type":"Patient","derivation":"constraint",
+            "baseDefinition":"http://hl7.org/fhir/StructureDefinition/Patient",
+            "snapshot":{"element":[{"id":"Patient","path":"Patient","min":0,"max":"*"},
+              {"id":"Patient.birthDate","path":"Patient.birthDate","min":1,"max":"1","type":[{"code":"date"}]}]}}"#,
+    )
+    .unwrap();
+    let pat = dir.path().join("pat.json");
+    std::fs::write(&pat, r#"{"resourceType":"Patient","gender":"male"}"#).unwrap();
+    let out = huitong()
+        .args([
+            "validate",
+            "--profile",
+            "http://example.org/p",
+            "--profiles",
+        ])
+        .arg(&profiles)
+        .arg(&pat)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("Patient.birthDate is required"), "{text}");
+    let unknown = huitong()
+        .args(["validate", "--profile", "http://example.org/nope"])
+        .arg(&pat)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&unknown.stdout);
+    assert_eq!(unknown.status.code(), Some(1), "{text}");
+    assert!(text.contains("not known"), "{text}");
 }
 
 #[test]

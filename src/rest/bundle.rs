@@ -195,6 +195,9 @@ async fn transaction(
     for (i, p) in parsed.into_iter().enumerate() {
         match p? {
             Request::Write(e) => {
+                if let Some(r) = &e.resource {
+                    super::validate::check_write(st, r).map_err(|err| locate(err, i))?;
+                }
                 slots.push((i, true, writes.len()));
                 writes.push(e);
             }
@@ -238,6 +241,14 @@ async fn batch(
                 version,
             }) => out[i] = Some(read_entry(st, &resource_type, &id, version, base).await),
             Ok(Request::Write(entry)) => {
+                if let Some(Err(e)) = entry
+                    .resource
+                    .as_ref()
+                    .map(|r| super::validate::check_write(st, r))
+                {
+                    out[i] = Some(error_entry(&locate(e, i)));
+                    continue;
+                }
                 let store = st.store.clone();
                 let limits = st.limits();
                 tasks.spawn(async move {
@@ -485,6 +496,9 @@ fn status_line(code: u16) -> String {
 }
 
 async fn effect_entry(st: &AppState, effect: &Effect, base: &str, prefer: Return) -> EntryOut {
+    if let Effect::Created(v) | Effect::Updated(v) = effect {
+        super::validate::register(st, &v.resource_type, v.body.as_deref().unwrap_or_default());
+    }
     let version: Option<Arc<StoredVersion>> = match effect {
         Effect::Created(v) | Effect::Updated(v) | Effect::Deleted(v) => Some(v.clone()),
         Effect::Existing { resource_type, id } => {

@@ -20,6 +20,7 @@ use crate::registry::Registry;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 use crate::terminology::Terminology;
+use crate::validation::Validator;
 use axum::Router;
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -47,6 +48,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// The terminology service over the registry.
     pub terminology: Arc<Terminology>,
+    /// Validation against core definitions and profiles.
+    pub validator: Arc<Validator>,
 }
 
 impl AppState {
@@ -54,10 +57,18 @@ impl AppState {
     pub fn new(store: Arc<dyn Store>, settings: Settings) -> AppState {
         let capability = capability::render(&settings);
         let registry = Arc::new(Registry::with_core(Definitions::core()));
+        if settings.profiles_dir.is_dir() {
+            for p in registry.load_dir(&settings.profiles_dir) {
+                // A broken file is named and skipped; the server still starts.
+                tracing::warn!(problem = %p, "conformance resource not loaded");
+            }
+        }
         let terminology = Arc::new(Terminology::new(registry.clone()));
+        let validator = Arc::new(Validator::new(registry.clone(), terminology.clone()));
         AppState {
             registry,
             terminology,
+            validator,
             store,
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),

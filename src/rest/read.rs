@@ -472,3 +472,9 @@ pub(crate) async fn fetch(
         Some(v) => Ok(v),
     }
 }
+
+/// The current version of a resource as JSON (404/410 as for a read).
+pub(crate) async fn fetch_json(st: &AppState, ty: &str, id: &str) -> Result<Value, FhirError> {
+    let v = fetch(st, ty, id, None).await?;
+    parse_stored(&v)
+}

@@ -1,15 +1,150 @@
-//! `$validate` (placeholder).
+//! Validation at the REST boundary: `$validate`, and the validate-on-write policy every write
+//! (single interactions and Bundle entries) passes before it reaches the store.
 
 use super::AppState;
 use super::http::ApiResult;
-use super::operations::Invocation;
-use crate::model::FhirError;
+use super::operations::{self, Invocation, Level};
+use crate::config::ValidationPolicy;
+use crate::model::{FhirError, Issue, Severity};
+use crate::registry;
+use serde_json::Value;
 
-pub async fn validate(_st: &AppState, inv: Invocation) -> ApiResult {
-    Err(FhirError::new(
-        501,
-        "not-supported",
-        format!("${} is not implemented yet", inv.name),
-    )
-    .into())
+/// `[type]/$validate` and `[type]/[id]/$validate` with `resource`, `mode` and `profile`.
+pub async fn validate(st: &AppState, inv: Invocation) -> ApiResult {
+    inv.only(&["resource", "mode", "profile"])?;
+    let ty = inv.resource_type().unwrap_or_default().to_string();
+    let mode = inv.text("mode").unwrap_or_else(|| "general".to_string());
+    let profile = inv.text("profile");
+    let stored = match &inv.level {
+        Level::Instance(t, id) => Some(super::read::fetch_json(st, t, id).await?),
+        _ => None,
+    };
+    let resource = match (&mode[..], inv.resource("resource"), stored.as_ref()) {
+        ("delete", _, Some(_)) => {
+            // Deleting is always allowed here: no referential integrity rules are enforced yet.
+            return operations::output(
+                200,
+                &crate::model::operation_outcome(&[Issue::information(
+                    "informational",
+                    "the resource may be deleted",
+                )]),
+                inv.format,
+            );
+        }
+        ("delete", _, None) => {
+            return Err(FhirError::new(400, "required", "mode=delete needs an instance").into());
+        }
+        ("general" | "create" | "update", Some(r), _) => r.clone(),
+        ("general", None, Some(s)) => s.clone(),
+        ("general" | "create" | "update", None, _) => {
+            return Err(FhirError::new(
+                400,
+                "required",
+                "$validate needs the resource: the request body, or a 'resource' parameter",
+            )
+            .into());
+        }
+        (other, _, _) => {
+            return Err(FhirError::new(
+                400,
+                "value",
+                format!("mode '{other}' is not one of create, update, delete"),
+            )
+            .into());
+        }
+    };
+    if let Some(actual) = resource.get("resourceType").and_then(Value::as_str)
+        && actual != ty
+    {
+        return Err(FhirError::new(
+            400,
+            "invalid",
+            format!("resourceType '{actual}' does not match the type '{ty}' in the URL"),
+        )
+        .at("resourceType")
+        .into());
+    }
+    let mut issues = Vec::new();
+    if mode == "update" {
+        let (body_id, url_id) = (
+            resource.get("id").and_then(Value::as_str),
+            match &inv.level {
+                Level::Instance(_, id) => Some(id.as_str()),
+                _ => None,
+            },
+        );
+        match (body_id, url_id) {
+            (None, _) => issues.push(
+                Issue::error("required", "an update needs the resource id").at(format!("{ty}.id")),
+            ),
+            (Some(b), Some(u)) if b != u => issues.push(
+                Issue::error("invalid", format!("id '{b}' differs from '{u}' in the URL"))
+                    .at(format!("{ty}.id")),
+            ),
+            _ => {}
+        }
+    }
+    let validator = st.validator.clone();
+    let profiles: Vec<String> = profile.into_iter().collect();
+    let report =
+        tokio::task::spawn_blocking(move || validator.validate(&resource, &profiles, true))
+            .await
+            .map_err(|e| FhirError::new(500, "exception", format!("validation failed: {e}")))?;
+    issues.extend(report.issues);
+    let outcome = crate::validation::Report { issues }.outcome();
+    operations::output(200, &outcome, inv.format)
+}
+
+/// Applies the configured validation policy to a resource about to be written. Errors refuse the
+/// write with 422; warnings and information are returned for the caller to pass on.
+pub fn check_write(st: &AppState, resource: &Value) -> Result<Vec<Issue>, FhirError> {
+    let Some(ty) = resource.get("resourceType").and_then(Value::as_str) else {
+        return Ok(Vec::new());
+    };
+    let policy = st.settings.validation_for(ty);
+    if policy == ValidationPolicy::Off {
+        return Ok(Vec::new());
+    }
+    let (profiles, claimed): (&[String], bool) = match policy {
+        ValidationPolicy::Profiles => (
+            st.settings
+                .type_profiles
+                .get(ty)
+                .map(Vec::as_slice)
+                .unwrap_or(&[]),
+            true,
+        ),
+        _ => (&[], false),
+    };
+    let report = st.validator.validate_parsed(resource, profiles, claimed);
+    if report.has_errors() {
+        let mut issues = report.issues;
+        // Errors first: a client reading the first issue sees why the write was refused.
+        issues.sort_by_key(|i| !matches!(i.severity, Severity::Error | Severity::Fatal));
+        return Err(FhirError {
+            status: 422,
+            issues,
+        });
+    }
+    Ok(report
+        .issues
+        .into_iter()
+        .filter(|i| i.severity == Severity::Warning)
+        .collect())
+}
+
+/// After a conformance resource is stored, the registry takes it up, so a posted profile or value
+/// set is in force for the next request.
+pub fn register(st: &AppState, resource_type: &str, body: &[u8]) {
+    if !registry::is_conformance_type(resource_type) {
+        return;
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => {
+            if let Err(e) = st.registry.add(v, "server") {
+                tracing::warn!(error = %e, "stored conformance resource not registered");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "stored body is not JSON"),
+    }
 }

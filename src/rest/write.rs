@@ -290,10 +290,17 @@ async fn parse_body(
 
 /// Applies one entry and answers as the interaction prescribes.
 async fn respond(st: &AppState, headers: &HeaderMap, format: Format, entry: Entry) -> ApiResult {
+    let warnings = match &entry.resource {
+        Some(r) => super::validate::check_write(st, r)?,
+        None => Vec::new(),
+    };
     let effect = transaction::apply(st.store.as_ref(), vec![entry], Scope::Single, st.limits())
         .await?
         .pop()
         .unwrap_or(Effect::Nothing);
+    if let Effect::Created(v) | Effect::Updated(v) = &effect {
+        super::validate::register(st, &v.resource_type, v.body.as_deref().unwrap_or_default());
+    }
     let base = st.base_url(headers);
     let prefer = http::prefer_return(headers);
     let (status, version) = match &effect {
@@ -347,7 +354,10 @@ async fn respond(st: &AppState, headers: &HeaderMap, format: Format, entry: Entr
                 "updated"
             };
             let msg = format!("{what} {}/{} version {}", v.resource_type, v.id, v.version);
-            json_response(status, http::body_bytes(&http::info_outcome(msg), format))
+            let mut issues = vec![crate::model::Issue::information("informational", msg)];
+            issues.extend(warnings);
+            let outcome = crate::model::operation_outcome(&issues);
+            json_response(status, http::body_bytes(&outcome, format))
         }
         Return::Representation if format.pretty => {
             json_response(status, http::body_bytes(&parse_stored(&v)?, format))

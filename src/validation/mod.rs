@@ -145,11 +145,23 @@ impl Validator {
     /// Validates a resource (already parsed JSON) against its core definition and `profiles`.
     /// With `meta_profiles`, the profiles the resource claims in `meta.profile` are added.
     pub fn validate(&self, resource: &Value, profiles: &[String], meta_profiles: bool) -> Report {
-        let mut issues = model::check_resource(resource, self.defs, ParseLimits::default());
+        let issues = model::check_resource(resource, self.defs, ParseLimits::default());
         if !issues.is_empty() {
             // The walk assumes the structure the parse guarantees; report the structural issues alone.
             return Report { issues };
         }
+        self.validate_parsed(resource, profiles, meta_profiles)
+    }
+
+    /// [`Validator::validate`] for a resource that has already passed `model::parse_resource`
+    /// (every REST write has): the structural walk is not repeated.
+    pub fn validate_parsed(
+        &self,
+        resource: &Value,
+        profiles: &[String],
+        meta_profiles: bool,
+    ) -> Report {
+        let mut issues = Vec::new();
         let Some(ty) = resource.get("resourceType").and_then(Value::as_str) else {
             return Report { issues };
         };

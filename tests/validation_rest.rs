@@ -1,0 +1,263 @@
+//! `$validate` and validate-on-write over real HTTP.
+mod common;
+
+use common::{TestServer, expect_outcome, json_of};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+fn errors(outcome: &Value) -> Vec<(String, String)> {
+    outcome["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["severity"] == "error")
+        .map(|i| {
+            (
+                i["expression"][0].as_str().unwrap_or("").to_string(),
+                i["diagnostics"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Patient.birthDate made 1..1, and a fixed gender.
+fn profile() -> Value {
+    json!({"resourceType": "StructureDefinition", "id": "strict-patient",
+    "url": "http://example.org/StructureDefinition/strict-patient", "name": "StrictPatient",
+    "status": "active", "kind": "resource", "abstract": false, "type": "Patient",
+    "derivation": "constraint", "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Patient",
+    "snapshot": {"element": [
+        {"id": "Patient", "path": "Patient", "min": 0, "max": "*", "definition": "A patient.",
+         "base": {"path": "Patient", "min": 0, "max": "*"}},
+        {"id": "Patient.gender", "path": "Patient.gender", "min": 1, "max": "1",
+         "definition": "Gender.", "base": {"path": "Patient.gender", "min": 0, "max": "1"},
+         "type": [{"code": "code"}], "fixedCode": "female"},
+        {"id": "Patient.birthDate", "path": "Patient.birthDate", "min": 1, "max": "1",
+         "definition": "Birth date.", "base": {"path": "Patient.birthDate", "min": 0, "max": "1"},
+         "type": [{"code": "date"}]}
+    ]}})
+}
+
+#[tokio::test]
+async fn validate_operation_reports_every_issue_with_its_location() {
+    let s = TestServer::start().await;
+    // A bare resource as the body.
+    let bad = json!({"resourceType": "Observation", "valueString": "x",
+        "subject": {"reference": "Medication/1"}});
+    let (status, oo) = json_of(s.send(Method::POST, "Observation/$validate", &bad).await).await;
+    assert_eq!(status, 200, "{oo}");
+    let errs = errors(&oo);
+    assert!(
+        errs.iter()
+            .any(|(at, m)| at == "Observation" && m.contains("Observation.status is required")),
+        "{oo}"
+    );
+    assert!(
+        errs.iter()
+            .any(|(at, m)| at == "Observation" && m.contains("Observation.code is required")),
+        "{oo}"
+    );
+    assert!(
+        errs.iter().any(|(at, m)| at == "Observation.subject"
+            && m.contains("a reference to Medication is not allowed")),
+        "{oo}"
+    );
+    // A required binding broken, and an invariant: inside a Parameters body.
+    let params = json!({"resourceType": "Parameters", "parameter": [{"name": "resource", "resource":
+        {"resourceType": "Patient", "contact": [{"gender": "male"}]}}]});
+    let (status, oo) = json_of(s.send(Method::POST, "Patient/$validate", &params).await).await;
+    assert_eq!(status, 200);
+    let errs = errors(&oo);
+    assert!(
+        errs.iter()
+            .any(|(at, m)| at == "Patient.contact[0]" && m.contains("pat-1")),
+        "{oo}"
+    );
+    // A valid resource: one informational issue.
+    let good = json!({"resourceType": "Patient", "text": {"status": "generated",
+        "div": "<div xmlns=\"http://www.w3.org/1999/xhtml\">x</div>"}});
+    let (status, oo) = json_of(s.send(Method::POST, "Patient/$validate", &good).await).await;
+    assert_eq!(status, 200);
+    assert!(errors(&oo).is_empty(), "{oo}");
+    assert_eq!(oo["issue"][0]["severity"], "information", "{oo}");
+    // A structurally broken body is reported, not refused.
+    let broken = json!({"resourceType": "Patient", "birthDate": "1990-02-30", "foo": 1});
+    let (status, oo) = json_of(s.send(Method::POST, "Patient/$validate", &broken).await).await;
+    assert_eq!(status, 200);
+    let at: Vec<String> = errors(&oo).into_iter().map(|(a, _)| a).collect();
+    assert!(
+        at.contains(&"Patient.birthDate".to_string()) && at.contains(&"Patient.foo".to_string()),
+        "{oo}"
+    );
+}
+
+#[tokio::test]
+async fn validate_operation_errors_are_precise() {
+    let s = TestServer::start().await;
+    let p = json!({"resourceType": "Patient"});
+    let (code, _, msg) =
+        expect_outcome(s.send(Method::POST, "Observation/$validate", &p).await, 400).await;
+    assert_eq!(code, "invalid", "{msg}");
+    let (code, _, msg) = expect_outcome(
+        s.send(Method::POST, "Patient/$validate?foo=1", &p).await,
+        400,
+    )
+    .await;
+    assert_eq!(code, "not-supported");
+    assert!(msg.contains("'foo'"), "{msg}");
+    let (_, _, msg) = expect_outcome(s.send(Method::POST, "Patient/$nope", &p).await, 404).await;
+    assert!(msg.contains("$nope"), "{msg}");
+    let (_, _, msg) = expect_outcome(s.get("Patient/$validate").await, 400).await;
+    assert!(msg.contains("needs the resource"), "{msg}");
+    let (_, _, msg) = expect_outcome(
+        s.send(Method::POST, "Patient/$validate?mode=merge", &p)
+            .await,
+        400,
+    )
+    .await;
+    assert!(msg.contains("merge"), "{msg}");
+    let (status, oo) = json_of(
+        s.send(Method::POST, "Patient/$validate?profile=http://x/none", &p)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        errors(&oo)
+            .iter()
+            .any(|(_, m)| m.contains("http://x/none is not known")),
+        "{oo}"
+    );
+    // Instance level: the stored resource.
+    let (_, _, _) = expect_outcome(s.get("Patient/nobody/$validate").await, 404).await;
+}
+
+#[tokio::test]
+async fn a_posted_profile_is_in_force_at_once() {
+    let s = TestServer::start().await;
+    let (status, body) = json_of(
+        s.send(
+            Method::PUT,
+            "StructureDefinition/strict-patient",
+            &profile(),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let p = json!({"resourceType": "Patient", "gender": "male"});
+    let (status, oo) = json_of(
+        s.send(
+            Method::POST,
+            "Patient/$validate?profile=http://example.org/StructureDefinition/strict-patient",
+            &p,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let errs = errors(&oo);
+    assert!(
+        errs.iter()
+            .any(|(_, m)| m.contains("Patient.birthDate is required")),
+        "{oo}"
+    );
+    assert!(
+        errs.iter()
+            .any(|(at, m)| at == "Patient.gender" && m.contains("fixed")),
+        "{oo}"
+    );
+    // Claimed in meta.profile: checked on $validate of a stored instance as well.
+    let claimed = json!({"resourceType": "Patient", "id": "c", "gender": "female",
+        "meta": {"profile": ["http://example.org/StructureDefinition/strict-patient"]}});
+    let (status, _) = json_of(s.send(Method::PUT, "Patient/c", &claimed).await).await;
+    assert_eq!(
+        status, 201,
+        "core policy: profiles are not enforced on write"
+    );
+    let (_, oo) = json_of(s.get("Patient/c/$validate").await).await;
+    assert!(
+        errors(&oo)
+            .iter()
+            .any(|(_, m)| m.contains("Patient.birthDate is required")),
+        "{oo}"
+    );
+}
+
+#[tokio::test]
+async fn writes_that_fail_validation_are_refused_and_leave_nothing() {
+    let s = TestServer::start().await;
+    let obs = json!({"resourceType": "Observation", "valueString": "x"});
+    let (code, at, msg) =
+        expect_outcome(s.send(Method::POST, "Observation", &obs).await, 422).await;
+    assert_eq!(code, "required");
+    assert_eq!(at.as_deref(), Some("Observation"));
+    assert!(msg.contains("Observation.status"), "{msg}");
+    let mut with_id = obs.clone();
+    with_id["id"] = json!("o1");
+    let (code, _, _) =
+        expect_outcome(s.send(Method::PUT, "Observation/o1", &with_id).await, 422).await;
+    assert_eq!(code, "required");
+    expect_outcome(s.get("Observation/o1").await, 404).await;
+    // In a transaction: located at its entry, and the good entry is not written either.
+    let tx = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "ok"}, "request": {"method": "PUT", "url": "Patient/ok"}},
+        {"resource": obs, "request": {"method": "POST", "url": "Observation"}}
+    ]});
+    let (_, at, _) = expect_outcome(s.send(Method::POST, "", &tx).await, 422).await;
+    assert_eq!(at.as_deref(), Some("Bundle.entry[1].Observation"));
+    expect_outcome(s.get("Patient/ok").await, 404).await;
+    // In a batch: that entry fails, the other succeeds.
+    let mut batch = tx.clone();
+    batch["type"] = json!("batch");
+    let (status, b) = json_of(s.send(Method::POST, "", &batch).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(b["entry"][0]["response"]["status"], "201 Created", "{b}");
+    assert!(
+        b["entry"][1]["response"]["status"]
+            .as_str()
+            .unwrap()
+            .starts_with("422"),
+        "{b}"
+    );
+}
+
+#[tokio::test]
+async fn the_profiles_policy_enforces_configured_and_claimed_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::write(profiles.join("strict.json"), profile().to_string()).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let s = TestServer::start_in(data, |st| {
+        st.profiles_dir = profiles.clone();
+        st.validation_by_type.insert(
+            "Patient".into(),
+            huitong::config::ValidationPolicy::Profiles,
+        );
+        st.type_profiles.insert(
+            "Patient".into(),
+            vec!["http://example.org/StructureDefinition/strict-patient".into()],
+        );
+        st.validation_by_type
+            .insert("Observation".into(), huitong::config::ValidationPolicy::Off);
+    })
+    .await;
+    let (_, _, msg) = expect_outcome(
+        s.send(Method::POST, "Patient", &json!({"resourceType": "Patient"}))
+            .await,
+        422,
+    )
+    .await;
+    assert!(
+        msg.contains("Patient.gender is required") || msg.contains("Patient.birthDate is required"),
+        "{msg}"
+    );
+    let ok = json!({"resourceType": "Patient", "gender": "female", "birthDate": "1990-01-01"});
+    let (status, _) = json_of(s.send(Method::POST, "Patient", &ok).await).await;
+    assert_eq!(status, 201);
+    // Off for Observation: structurally fine but incomplete resources are stored.
+    let obs = json!({"resourceType": "Observation", "valueString": "x"});
+    let (status, _) = json_of(s.send(Method::POST, "Observation", &obs).await).await;
+    assert_eq!(status, 201);
+}
