@@ -112,7 +112,15 @@ async fn instance(st: &AppState, ty: &str, id: &str) -> Result<Value, FhirError>
             .registry
             .catalogue()
             .all(ty)
-            .find(|r| r.resource.get("id").and_then(Value::as_str) == Some(id))
+            .find(|r| match r.resource.get("id").and_then(Value::as_str) {
+                Some(rid) => rid == id,
+                // The compact core artefact drops ids; the canonical URL ends with `{type}/{id}`.
+                None => r
+                    .resource
+                    .get("url")
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| u.ends_with(&format!("/{ty}/{id}"))),
+            })
             .map(|r| (*r.resource).clone())
             .ok_or(e),
         Err(e) => Err(e),
