@@ -55,13 +55,18 @@ fn codes(v: &Value) -> Vec<String> {
 #[tokio::test]
 async fn expand_with_filter_paging_and_core_value_sets() {
     let s = TestServer::start().await;
-    let warm = value_set(json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "is-a", "value": "warm"}]}]}));
+    let warm = value_set(
+        json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "is-a", "value": "warm"}]}]}),
+    );
     let body = params(json!([{"name": "valueSet", "resource": warm}, tx(code_system())]));
     let (status, v) = json_of(s.send(Method::POST, "ValueSet/$expand", &body).await).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(codes(&v), ["orange", "red", "warm"]);
     assert_eq!(v["expansion"]["total"], 3);
-    assert_eq!(v["expansion"]["parameter"][0]["valueUri"], format!("{CS}|1.0"));
+    assert_eq!(
+        v["expansion"]["parameter"][0]["valueUri"],
+        format!("{CS}|1.0")
+    );
 
     // Text filter matches code or display, any case; then paging over the filtered list.
     let body = params(json!([
@@ -80,12 +85,17 @@ async fn expand_with_filter_paging_and_core_value_sets() {
 
     // A core value set by url over GET, and by id at instance level.
     let (status, v) = json_of(
-        s.get("ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender").await,
+        s.get("ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender")
+            .await,
     )
     .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(codes(&v), ["female", "male", "other", "unknown"]);
-    let (status, v) = json_of(s.get("ValueSet/administrative-gender/$expand?filter=fem").await).await;
+    let (status, v) = json_of(
+        s.get("ValueSet/administrative-gender/$expand?filter=fem")
+            .await,
+    )
+    .await;
     assert_eq!((status, codes(&v)), (200, vec!["female".to_string()]));
 
     // Designations on request.
@@ -94,7 +104,10 @@ async fn expand_with_filter_paging_and_core_value_sets() {
         {"name": "includeDesignations", "valueBoolean": true}, tx(code_system())
     ]));
     let (_, v) = json_of(s.send(Method::POST, "ValueSet/$expand", &body).await).await;
-    assert_eq!(v["expansion"]["contains"][0]["designation"][0]["value"], "红色");
+    assert_eq!(
+        v["expansion"]["contains"][0]["designation"][0]["value"],
+        "红色"
+    );
     s.stop().await;
 }
 
@@ -102,10 +115,16 @@ async fn expand_with_filter_paging_and_core_value_sets() {
 async fn expand_errors_have_the_right_status() {
     let s = TestServer::start().await;
     // Unknown value set: 404.
-    expect_outcome(s.get("ValueSet/$expand?url=http://example.org/vs/none").await, 404).await;
+    expect_outcome(
+        s.get("ValueSet/$expand?url=http://example.org/vs/none")
+            .await,
+        404,
+    )
+    .await;
     // Unknown parameter: 400.
     let (code, _, msg) = expect_outcome(
-        s.get("ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender&colour=red").await,
+        s.get("ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender&colour=red")
+            .await,
         400,
     )
     .await;
@@ -114,7 +133,8 @@ async fn expand_errors_have_the_right_status() {
     // No value set at all, or a bad count: 400.
     expect_outcome(s.get("ValueSet/$expand").await, 400).await;
     expect_outcome(
-        s.get("ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender&count=-1").await,
+        s.get("ValueSet/$expand?url=http://hl7.org/fhir/ValueSet/administrative-gender&count=-1")
+            .await,
         400,
     )
     .await;
@@ -123,12 +143,16 @@ async fn expand_errors_have_the_right_status() {
         "compose": {"include": [{"valueSet": ["http://example.org/vs/b"]}]}});
     let b = json!({"resourceType": "ValueSet", "url": "http://example.org/vs/b", "status": "active",
         "compose": {"include": [{"valueSet": ["http://example.org/vs/a"]}]}});
-    let body = params(json!([{"name": "url", "valueUri": "http://example.org/vs/a"}, tx(a), tx(b)]));
-    let (code, _, msg) = expect_outcome(s.send(Method::POST, "ValueSet/$expand", &body).await, 422).await;
+    let body =
+        params(json!([{"name": "url", "valueUri": "http://example.org/vs/a"}, tx(a), tx(b)]));
+    let (code, _, msg) =
+        expect_outcome(s.send(Method::POST, "ValueSet/$expand", &body).await, 422).await;
     assert_eq!(code, "processing");
     assert!(msg.contains("cyclic"), "{msg}");
     // All of SNOMED CT cannot be listed: 422.
-    let body = params(json!([{"name": "valueSet", "resource": value_set(json!({"include": [{"system": "http://snomed.info/sct"}]}))}]));
+    let body = params(
+        json!([{"name": "valueSet", "resource": value_set(json!({"include": [{"system": "http://snomed.info/sct"}]}))}]),
+    );
     expect_outcome(s.send(Method::POST, "ValueSet/$expand", &body).await, 422).await;
     // Instance of a value set that does not exist: 404.
     expect_outcome(s.get("ValueSet/nope/$expand").await, 404).await;
@@ -140,7 +164,10 @@ async fn validate_code_value_set_and_code_system_forms() {
     let s = TestServer::start().await;
     let vs = value_set(json!({"include": [{"system": CS}]}));
     let call = |extra: Value| {
-        let mut list = vec![json!({"name": "valueSet", "resource": vs.clone()}), tx(code_system())];
+        let mut list = vec![
+            json!({"name": "valueSet", "resource": vs.clone()}),
+            tx(code_system()),
+        ];
         list.extend(extra.as_array().cloned().unwrap_or_default());
         params(Value::Array(list))
     };
@@ -164,7 +191,13 @@ async fn validate_code_value_set_and_code_system_forms() {
     )
     .await;
     assert_eq!(get(&v, "result")["valueBoolean"], false);
-    assert!(get(&v, "message")["valueString"].as_str().unwrap_or("").contains("'Red'"), "{v}");
+    assert!(
+        get(&v, "message")["valueString"]
+            .as_str()
+            .unwrap_or("")
+            .contains("'Red'"),
+        "{v}"
+    );
     // ... unless display validation is lenient.
     let (_, v) = json_of(
         s.send(Method::POST, "ValueSet/$validate-code", &call(json!([
@@ -178,10 +211,14 @@ async fn validate_code_value_set_and_code_system_forms() {
 
     // A CodeableConcept is valid when one coding is.
     let (_, v) = json_of(
-        s.send(Method::POST, "ValueSet/$validate-code", &call(json!([
-            {"name": "codeableConcept", "valueCodeableConcept": {"coding": [
-                {"system": "http://other", "code": "x"}, {"system": CS, "code": "blue"}]}}
-        ])))
+        s.send(
+            Method::POST,
+            "ValueSet/$validate-code",
+            &call(json!([
+                {"name": "codeableConcept", "valueCodeableConcept": {"coding": [
+                    {"system": "http://other", "code": "x"}, {"system": CS, "code": "blue"}]}}
+            ])),
+        )
         .await,
     )
     .await;
@@ -190,9 +227,13 @@ async fn validate_code_value_set_and_code_system_forms() {
 
     // Not in the value set.
     let (_, v) = json_of(
-        s.send(Method::POST, "ValueSet/$validate-code", &call(json!([
-            {"name": "system", "valueUri": CS}, {"name": "code", "valueCode": "green"}
-        ])))
+        s.send(
+            Method::POST,
+            "ValueSet/$validate-code",
+            &call(json!([
+                {"name": "system", "valueUri": CS}, {"name": "code", "valueCode": "green"}
+            ])),
+        )
         .await,
     )
     .await;
@@ -202,28 +243,59 @@ async fn validate_code_value_set_and_code_system_forms() {
     let (_, v) = json_of(s.get("ValueSet/$validate-code?url=http://hl7.org/fhir/ValueSet/administrative-gender&system=http://hl7.org/fhir/administrative-gender&code=female").await).await;
     assert_eq!(get(&v, "result")["valueBoolean"], true);
     // UCUM by grammar.
-    let (_, v) = json_of(s.get("CodeSystem/$validate-code?url=http://unitsofmeasure.org&code=mg/dL").await).await;
+    let (_, v) = json_of(
+        s.get("CodeSystem/$validate-code?url=http://unitsofmeasure.org&code=mg/dL")
+            .await,
+    )
+    .await;
     assert_eq!(get(&v, "result")["valueBoolean"], true);
-    let (_, v) = json_of(s.get("CodeSystem/$validate-code?url=http://unitsofmeasure.org&code=mg//dL").await).await;
+    let (_, v) = json_of(
+        s.get("CodeSystem/$validate-code?url=http://unitsofmeasure.org&code=mg//dL")
+            .await,
+    )
+    .await;
     assert_eq!(get(&v, "result")["valueBoolean"], false);
 
     // CodeSystem form.
-    let body = params(json!([{"name": "url", "valueUri": CS}, {"name": "code", "valueCode": "orange"}, tx(code_system())]));
-    let (_, v) = json_of(s.send(Method::POST, "CodeSystem/$validate-code", &body).await).await;
+    let body = params(
+        json!([{"name": "url", "valueUri": CS}, {"name": "code", "valueCode": "orange"}, tx(code_system())]),
+    );
+    let (_, v) = json_of(
+        s.send(Method::POST, "CodeSystem/$validate-code", &body)
+            .await,
+    )
+    .await;
     assert_eq!(get(&v, "result")["valueBoolean"], true);
     assert_eq!(get(&v, "version")["valueString"], "1.0");
 
     // Errors: no code (400), unknown value set (404), unknown code system (404).
-    expect_outcome(s.send(Method::POST, "ValueSet/$validate-code", &call(json!([]))).await, 400).await;
-    expect_outcome(s.get("ValueSet/$validate-code?url=http://example.org/vs/none&code=x").await, 404).await;
-    expect_outcome(s.get("CodeSystem/$validate-code?url=http://example.org/cs/none&code=x").await, 404).await;
+    expect_outcome(
+        s.send(Method::POST, "ValueSet/$validate-code", &call(json!([])))
+            .await,
+        400,
+    )
+    .await;
+    expect_outcome(
+        s.get("ValueSet/$validate-code?url=http://example.org/vs/none&code=x")
+            .await,
+        404,
+    )
+    .await;
+    expect_outcome(
+        s.get("CodeSystem/$validate-code?url=http://example.org/cs/none&code=x")
+            .await,
+        404,
+    )
+    .await;
     s.stop().await;
 }
 
 #[tokio::test]
 async fn lookup_and_subsumes() {
     let s = TestServer::start().await;
-    let body = params(json!([{"name": "system", "valueUri": CS}, {"name": "code", "valueCode": "red"}, tx(code_system())]));
+    let body = params(
+        json!([{"name": "system", "valueUri": CS}, {"name": "code", "valueCode": "red"}, tx(code_system())]),
+    );
     let (status, v) = json_of(s.send(Method::POST, "CodeSystem/$lookup", &body).await).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(get(&v, "name")["valueString"], "Colour");
@@ -238,13 +310,35 @@ async fn lookup_and_subsumes() {
         .expect("parent property");
     assert_eq!(parent["part"][1]["valueCode"], "warm");
 
-    let (status, v) = json_of(s.get("CodeSystem/$lookup?system=http://hl7.org/fhir/administrative-gender&code=male").await).await;
-    assert_eq!((status, get(&v, "display")["valueString"].clone()), (200, json!("Male")));
-    expect_outcome(s.get("CodeSystem/$lookup?system=http://hl7.org/fhir/administrative-gender&code=man").await, 404).await;
-    expect_outcome(s.get("CodeSystem/$lookup?system=http://example.org/none&code=a").await, 404).await;
+    let (status, v) = json_of(
+        s.get("CodeSystem/$lookup?system=http://hl7.org/fhir/administrative-gender&code=male")
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, get(&v, "display")["valueString"].clone()),
+        (200, json!("Male"))
+    );
+    expect_outcome(
+        s.get("CodeSystem/$lookup?system=http://hl7.org/fhir/administrative-gender&code=man")
+            .await,
+        404,
+    )
+    .await;
+    expect_outcome(
+        s.get("CodeSystem/$lookup?system=http://example.org/none&code=a")
+            .await,
+        404,
+    )
+    .await;
     expect_outcome(s.get("CodeSystem/$lookup?code=a").await, 400).await;
 
-    for (a, b, outcome) in [("warm", "red", "subsumes"), ("red", "warm", "subsumed-by"), ("red", "red", "equivalent"), ("red", "blue", "not-subsumed")] {
+    for (a, b, outcome) in [
+        ("warm", "red", "subsumes"),
+        ("red", "warm", "subsumed-by"),
+        ("red", "red", "equivalent"),
+        ("red", "blue", "not-subsumed"),
+    ] {
         let body = params(json!([
             {"name": "system", "valueUri": CS}, {"name": "codeA", "valueCode": a}, {"name": "codeB", "valueCode": b}, tx(code_system())
         ]));
@@ -258,7 +352,12 @@ async fn lookup_and_subsumes() {
     ]));
     let (_, v) = json_of(s.send(Method::POST, "CodeSystem/$subsumes", &body).await).await;
     assert_eq!(get(&v, "outcome")["valueCode"], "subsumes");
-    expect_outcome(s.get("CodeSystem/$subsumes?system=http://example.org/none&codeA=a&codeB=b").await, 404).await;
+    expect_outcome(
+        s.get("CodeSystem/$subsumes?system=http://example.org/none&codeA=a&codeB=b")
+            .await,
+        404,
+    )
+    .await;
     expect_outcome(s.get("CodeSystem/$subsumes?codeA=a").await, 400).await;
     // $subsumes is not a ValueSet operation.
     expect_outcome(s.get("ValueSet/$subsumes?codeA=a").await, 404).await;
@@ -275,8 +374,10 @@ async fn translate_forwards_and_reverse() {
             {"code": "warm", "target": [{"code": "ff8000", "equivalence": "wider"}]}
         ]}]
     });
-    let body = params(json!([{"name": "system", "valueUri": CS}, {"name": "code", "valueCode": "red"},
-        {"name": "targetsystem", "valueUri": "http://example.org/cs/rgb"}, tx(map.clone())]));
+    let body = params(
+        json!([{"name": "system", "valueUri": CS}, {"name": "code", "valueCode": "red"},
+        {"name": "targetsystem", "valueUri": "http://example.org/cs/rgb"}, tx(map.clone())]),
+    );
     let (status, v) = json_of(s.send(Method::POST, "ConceptMap/$translate", &body).await).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(get(&v, "result")["valueBoolean"], true);
@@ -285,18 +386,27 @@ async fn translate_forwards_and_reverse() {
     assert_eq!(m[1]["valueCoding"]["code"], "ff0000");
     assert_eq!(m[2]["valueUri"], "http://example.org/cm/colour|1");
 
-    let body = params(json!([{"name": "coding", "valueCoding": {"system": "http://example.org/cs/rgb", "code": "ff8000"}},
-        {"name": "reverse", "valueBoolean": true}, tx(map.clone())]));
+    let body = params(
+        json!([{"name": "coding", "valueCoding": {"system": "http://example.org/cs/rgb", "code": "ff8000"}},
+        {"name": "reverse", "valueBoolean": true}, tx(map.clone())]),
+    );
     let (_, v) = json_of(s.send(Method::POST, "ConceptMap/$translate", &body).await).await;
     assert_eq!(get(&v, "result")["valueBoolean"], true);
     assert_eq!(get(&v, "match")["part"][0]["valueCode"], "narrower");
     assert_eq!(get(&v, "match")["part"][1]["valueCoding"]["code"], "warm");
 
-    let body = params(json!([{"name": "system", "valueUri": CS}, {"name": "code", "valueCode": "blue"}, tx(map)]));
+    let body = params(
+        json!([{"name": "system", "valueUri": CS}, {"name": "code", "valueCode": "blue"}, tx(map)]),
+    );
     let (_, v) = json_of(s.send(Method::POST, "ConceptMap/$translate", &body).await).await;
     assert_eq!(get(&v, "result")["valueBoolean"], false);
 
-    expect_outcome(s.get("ConceptMap/$translate?url=http://example.org/cm/none&code=a&system=b").await, 404).await;
+    expect_outcome(
+        s.get("ConceptMap/$translate?url=http://example.org/cm/none&code=a&system=b")
+            .await,
+        404,
+    )
+    .await;
     expect_outcome(s.get("ConceptMap/$translate?system=b").await, 400).await;
     expect_outcome(s.get("ConceptMap/$translate?code=a&bogus=1").await, 400).await;
     s.stop().await;

@@ -14,7 +14,9 @@ use super::operations::{self, Invocation, Level};
 use crate::model::{FhirError, Issue};
 use crate::terminology::expand::{self, ExpandError, ExpandOptions, Expansion, OpenReason};
 use crate::terminology::translate::{self, TranslateRequest};
-use crate::terminology::{CodeIssue, CodeRequest, Scope, Severity, TermError, Terminology, Verdict};
+use crate::terminology::{
+    CodeIssue, CodeRequest, Scope, Severity, TermError, Terminology, Verdict,
+};
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,17 +67,20 @@ fn flag(inv: &Invocation, name: &str) -> Result<bool, FhirError> {
     match inv.text(name).as_deref() {
         None | Some("false") => Ok(false),
         Some("true") => Ok(true),
-        Some(other) => Err(bad(format!("parameter '{name}' must be true or false, not '{other}'"))),
+        Some(other) => Err(bad(format!(
+            "parameter '{name}' must be true or false, not '{other}'"
+        ))),
     }
 }
 
 fn number(inv: &Invocation, name: &str) -> Result<Option<usize>, FhirError> {
     match inv.text(name) {
         None => Ok(None),
-        Some(t) => t
-            .parse::<usize>()
-            .map(Some)
-            .map_err(|_| bad(format!("parameter '{name}' must be a non-negative integer, not '{t}'"))),
+        Some(t) => t.parse::<usize>().map(Some).map_err(|_| {
+            bad(format!(
+                "parameter '{name}' must be a non-negative integer, not '{t}'"
+            ))
+        }),
     }
 }
 
@@ -107,7 +112,9 @@ async fn instance(st: &AppState, ty: &str, id: &str) -> Result<Value, FhirError>
             .body
             .as_ref()
             .and_then(|b| serde_json::from_slice(b).ok())
-            .ok_or_else(|| FhirError::new(500, "exception", format!("{ty}/{id} could not be read"))),
+            .ok_or_else(|| {
+                FhirError::new(500, "exception", format!("{ty}/{id} could not be read"))
+            }),
         Err(e) if e.status == 404 => st
             .registry
             .catalogue()
@@ -159,7 +166,10 @@ async fn target_value_set(
         return Ok((Arc::new(vs.clone()), expand::canonical_of(vs)));
     }
     let Some(url) = inv.text("url") else {
-        return Err(bad(format!("${} needs a value set: 'url' or 'valueSet'", inv.name)));
+        return Err(bad(format!(
+            "${} needs a value set: 'url' or 'valueSet'",
+            inv.name
+        )));
     };
     let canonical = match (url.contains('|'), inv.text("valueSetVersion")) {
         (false, Some(v)) => format!("{url}|{v}"),
@@ -170,9 +180,13 @@ async fn target_value_set(
             "compose": {"include": [{"system": system}]}});
         return Ok((Arc::new(vs), canonical));
     }
-    let vs = scope
-        .value_set(&canonical)
-        .ok_or_else(|| FhirError::new(404, "not-found", format!("value set {canonical} is not known")))?;
+    let vs = scope.value_set(&canonical).ok_or_else(|| {
+        FhirError::new(
+            404,
+            "not-found",
+            format!("value set {canonical} is not known"),
+        )
+    })?;
     let label = expand::canonical_of(&vs);
     Ok((vs, label))
 }
@@ -197,10 +211,23 @@ fn expand_value_set(
 }
 
 const EXPAND_PARAMS: &[&str] = &[
-    "url", "valueSet", "valueSetVersion", "filter", "count", "offset", "activeOnly",
-    "includeDesignations", "includeDefinition", "excludeNested", "excludeNotForUI",
-    "excludePostCoordinated", "displayLanguage", "system-version", "force-system-version",
-    "tx-resource", "property",
+    "url",
+    "valueSet",
+    "valueSetVersion",
+    "filter",
+    "count",
+    "offset",
+    "activeOnly",
+    "includeDesignations",
+    "includeDefinition",
+    "excludeNested",
+    "excludeNotForUI",
+    "excludePostCoordinated",
+    "displayLanguage",
+    "system-version",
+    "force-system-version",
+    "tx-resource",
+    "property",
 ];
 
 async fn expand_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError> {
@@ -221,8 +248,14 @@ async fn expand_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError> 
     if let Some(open) = exp.open.first() {
         let (code, why) = match open.reason {
             OpenReason::Unknown => ("not-found", "is not known"),
-            OpenReason::Ucum => ("too-costly", "is UCUM, an infinite grammar that cannot be listed"),
-            OpenReason::External => ("too-costly", "is too large to ship and no local fragment is loaded"),
+            OpenReason::Ucum => (
+                "too-costly",
+                "is UCUM, an infinite grammar that cannot be listed",
+            ),
+            OpenReason::External => (
+                "too-costly",
+                "is too large to ship and no local fragment is loaded",
+            ),
             OpenReason::NotPresent => ("not-supported", "is registered without its content"),
         };
         return Err(FhirError::new(
@@ -242,8 +275,12 @@ async fn expand_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError> 
             None => true,
             Some(f) => {
                 e.code.to_lowercase().contains(f.as_str())
-                    || e.display.as_ref().is_some_and(|d| d.to_lowercase().contains(f.as_str()))
-                    || e.designations.iter().any(|d| d.value.to_lowercase().contains(f.as_str()))
+                    || e.display
+                        .as_ref()
+                        .is_some_and(|d| d.to_lowercase().contains(f.as_str()))
+                    || e.designations
+                        .iter()
+                        .any(|d| d.value.to_lowercase().contains(f.as_str()))
             }
         })
         .collect();
@@ -260,7 +297,15 @@ async fn expand_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError> 
     for u in &exp.used {
         parameters.push(json!({"name": "used-codesystem", "valueUri": u}));
     }
-    for echoed in ["activeOnly", "includeDesignations", "excludeNested", "filter", "displayLanguage", "count", "offset"] {
+    for echoed in [
+        "activeOnly",
+        "includeDesignations",
+        "excludeNested",
+        "filter",
+        "displayLanguage",
+        "count",
+        "offset",
+    ] {
         if let Some(p) = inv.param(echoed) {
             parameters.push(p.clone());
         }
@@ -273,7 +318,10 @@ async fn expand_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError> 
         parameters.push(json!({"name": "warning", "valueString": w}));
     }
     let mut expansion = Map::new();
-    expansion.insert("identifier".into(), json!(format!("urn:uuid:{}", uuid::Uuid::new_v4())));
+    expansion.insert(
+        "identifier".into(),
+        json!(format!("urn:uuid:{}", uuid::Uuid::new_v4())),
+    );
     expansion.insert("timestamp".into(), json!(now()));
     expansion.insert("total".into(), json!(total));
     expansion.insert("offset".into(), json!(offset));
@@ -317,9 +365,11 @@ fn contains_entry(e: &expand::Entry, designations: bool, language: Option<&str>)
     c.insert("code".into(), json!(e.code));
     // A designation in the requested language replaces the display.
     let localised = language.and_then(|l| {
-        e.designations
-            .iter()
-            .find(|d| d.language.as_deref().is_some_and(|dl| dl == l || dl.starts_with(&format!("{l}-"))))
+        e.designations.iter().find(|d| {
+            d.language
+                .as_deref()
+                .is_some_and(|dl| dl == l || dl.starts_with(&format!("{l}-")))
+        })
     });
     match (localised, &e.display) {
         (Some(d), _) => {
@@ -352,10 +402,27 @@ fn contains_entry(e: &expand::Entry, designations: bool, language: Option<&str>)
 }
 
 const VALIDATE_PARAMS: &[&str] = &[
-    "url", "valueSet", "valueSetVersion", "code", "system", "systemVersion", "system-version",
-    "force-system-version", "version", "display", "coding", "codeableConcept", "inferSystem",
-    "activeOnly", "lenient-display-validation", "displayLanguage", "abstract",
-    "default-to-latest-version", "valueset-membership-only", "diagnostics", "tx-resource",
+    "url",
+    "valueSet",
+    "valueSetVersion",
+    "code",
+    "system",
+    "systemVersion",
+    "system-version",
+    "force-system-version",
+    "version",
+    "display",
+    "coding",
+    "codeableConcept",
+    "inferSystem",
+    "activeOnly",
+    "lenient-display-validation",
+    "displayLanguage",
+    "abstract",
+    "default-to-latest-version",
+    "valueset-membership-only",
+    "diagnostics",
+    "tx-resource",
 ];
 
 /// The codings a `$validate-code` asks about, with the FHIRPath prefix its issues are located at.
@@ -375,7 +442,10 @@ fn codings_of(inv: &Invocation) -> Result<(Vec<Value>, &'static str), FhirError>
         return Ok((vec![c.clone()], "Coding"));
     }
     let Some(code) = inv.text("code") else {
-        return Err(bad(format!("${} needs 'code', 'coding' or 'codeableConcept'", inv.name)));
+        return Err(bad(format!(
+            "${} needs 'code', 'coding' or 'codeableConcept'",
+            inv.name
+        )));
     };
     let mut c = Map::new();
     if let Some(s) = inv.text("system") {
@@ -416,20 +486,29 @@ async fn validate_code_op(st: &AppState, inv: &Invocation) -> Result<Value, Fhir
     let exp = expand_value_set(&st.terminology, &scope, &vs, &options)?;
     let (codings, at) = codings_of(inv)?;
     let infer = flag(inv, "inferSystem")?;
-    let verdicts: Vec<Verdict> = codings
-        .iter()
-        .map(|c| {
-            let req = CodeRequest {
-                system: s(c, "system"),
-                version: s(c, "version"),
-                code: s(c, "code").unwrap_or(""),
-                display: s(c, "display"),
-                infer_system: infer,
-            };
-            st.terminology.check_in(&scope, &exp, &label, &req)
-        })
-        .collect();
-    Ok(verdict_parameters(inv, verdicts, at)?)
+    let mut verdicts: Vec<Verdict> = Vec::new();
+    for c in &codings {
+        let req = CodeRequest {
+            system: s(c, "system"),
+            version: s(c, "version"),
+            code: s(c, "code").unwrap_or(""),
+            display: s(c, "display"),
+            infer_system: infer,
+        };
+        // A coding that names its code system version is checked against the value set expanded
+        // with that version, wherever the value set leaves the version open.
+        let versioned = match (req.system, req.version) {
+            (Some(sys), Some(ver)) if !options.system_versions.contains_key(sys) => {
+                let mut o = options.clone();
+                o.system_versions.insert(sys.to_string(), ver.to_string());
+                Some(expand_value_set(&st.terminology, &scope, &vs, &o)?)
+            }
+            _ => None,
+        };
+        let exp = versioned.as_ref().unwrap_or(&exp);
+        verdicts.push(st.terminology.check_in(&scope, exp, &label, &req));
+    }
+    verdict_parameters(inv, verdicts, at)
 }
 
 async fn validate_code_cs(st: &AppState, inv: &Invocation) -> Result<Value, FhirError> {
@@ -441,14 +520,24 @@ async fn validate_code_cs(st: &AppState, inv: &Invocation) -> Result<Value, Fhir
             let cs = instance(st, "CodeSystem", id).await?;
             match s(&cs, "url") {
                 Some(u) => u.to_string(),
-                None => return Err(FhirError::new(422, "processing", format!("CodeSystem/{id} has no url"))),
+                None => {
+                    return Err(FhirError::new(
+                        422,
+                        "processing",
+                        format!("CodeSystem/{id} has no url"),
+                    ));
+                }
             }
         }
         _ => match inv.text("url") {
             Some(u) => u,
             None => match codings.first().and_then(|c| s(c, "system")) {
                 Some(sys) => sys.to_string(),
-                None => return Err(bad("CodeSystem/$validate-code needs 'url' or a coding with a system")),
+                None => {
+                    return Err(bad(
+                        "CodeSystem/$validate-code needs 'url' or a coding with a system",
+                    ));
+                }
             },
         },
     };
@@ -459,7 +548,9 @@ async fn validate_code_cs(st: &AppState, inv: &Invocation) -> Result<Value, Fhir
             && sys != url
         {
             let v = Verdict {
-                check: crate::terminology::CodeCheck::Invalid(format!("the coding's system {sys} is not {url}")),
+                check: crate::terminology::CodeCheck::Invalid(format!(
+                    "the coding's system {sys} is not {url}"
+                )),
                 result: false,
                 system: Some(sys.to_string()),
                 version: None,
@@ -467,6 +558,7 @@ async fn validate_code_cs(st: &AppState, inv: &Invocation) -> Result<Value, Fhir
                 display: None,
                 inactive: false,
                 display_problem: None,
+                unknown_code: false,
                 issues: vec![CodeIssue {
                     severity: Severity::Error,
                     code: "invalid",
@@ -507,7 +599,10 @@ fn verdict_parameters(
         .map(|mut v| {
             if (lenient || membership_only)
                 && v.display_problem.is_some()
-                && v.issues.iter().filter(|i| i.severity == Severity::Error).all(|i| i.about == "display")
+                && v.issues
+                    .iter()
+                    .filter(|i| i.severity == Severity::Error)
+                    .all(|i| i.about == "display")
             {
                 v.result = true;
                 v.check = crate::terminology::CodeCheck::Valid;
@@ -524,7 +619,9 @@ fn verdict_parameters(
         })
         .collect();
     let chosen = verdicts.iter().position(|v| v.result).unwrap_or(0);
-    let result = verdicts.iter().any(|v| v.result);
+    // A coding whose code does not exist in its code system makes the whole concept wrong, even
+    // when another coding is fine (as the ecosystem's reference servers answer).
+    let result = verdicts.iter().any(|v| v.result) && !verdicts.iter().any(|v| v.unknown_code);
     let mut issues: Vec<Value> = Vec::new();
     for (i, v) in verdicts.iter().enumerate() {
         // When one coding of a CodeableConcept is valid, the others' "not in value set" errors are
@@ -546,10 +643,11 @@ fn verdict_parameters(
             } else {
                 format!("{prefix}.{}", issue.about)
             };
-            let mut issue_json = crate::model::operation_outcome(&[
-                Issue::error(issue.code, issue.message.clone()).at(expression)
-            ])["issue"][0]
-                .take();
+            let mut issue_json =
+                crate::model::operation_outcome(&[
+                    Issue::error(issue.code, issue.message.clone()).at(expression)
+                ])["issue"][0]
+                    .take();
             issue_json["severity"] = json!(severity);
             issue_json["details"] = json!({"text": issue.message});
             issues.push(issue_json);
@@ -558,9 +656,14 @@ fn verdict_parameters(
     let v = verdicts.swap_remove(chosen);
     let mut params: Vec<Value> = vec![json!({"name": "result", "valueBoolean": result})];
     let message = if result {
-        v.message().filter(|_| v.issues.iter().any(|i| i.severity != Severity::Information))
+        v.message()
+            .filter(|_| v.issues.iter().any(|i| i.severity != Severity::Information))
     } else {
-        let all: Vec<String> = verdicts.iter().chain(std::iter::once(&v)).filter_map(Verdict::message).collect();
+        let all: Vec<String> = verdicts
+            .iter()
+            .chain(std::iter::once(&v))
+            .filter_map(Verdict::message)
+            .collect();
         (!all.is_empty()).then(|| all.join("; "))
     };
     if let Some(m) = message {
@@ -587,14 +690,25 @@ fn verdict_parameters(
     Ok(json!({"resourceType": "Parameters", "parameter": params}))
 }
 
-const LOOKUP_PARAMS: &[&str] = &["system", "code", "version", "coding", "property", "displayLanguage", "date", "tx-resource"];
+const LOOKUP_PARAMS: &[&str] = &[
+    "system",
+    "code",
+    "version",
+    "coding",
+    "property",
+    "displayLanguage",
+    "date",
+    "tx-resource",
+];
 
 async fn lookup_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError> {
     inv.only(LOOKUP_PARAMS)?;
     let scope = scope_of(st, inv)?;
     let coding = inv.value("coding", "valueCoding");
     let instance_url = match &inv.level {
-        Level::Instance(_, id) => s(&instance(st, "CodeSystem", id).await?, "url").map(str::to_string),
+        Level::Instance(_, id) => {
+            s(&instance(st, "CodeSystem", id).await?, "url").map(str::to_string)
+        }
         _ => None,
     };
     let system = instance_url
@@ -666,7 +780,15 @@ async fn lookup_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError> 
     Ok(json!({"resourceType": "Parameters", "parameter": params}))
 }
 
-const SUBSUMES_PARAMS: &[&str] = &["codeA", "codeB", "system", "version", "codingA", "codingB", "tx-resource"];
+const SUBSUMES_PARAMS: &[&str] = &[
+    "codeA",
+    "codeB",
+    "system",
+    "version",
+    "codingA",
+    "codingB",
+    "tx-resource",
+];
 
 async fn subsumes_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError> {
     inv.only(SUBSUMES_PARAMS)?;
@@ -674,7 +796,9 @@ async fn subsumes_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError
     let a_coding = inv.value("codingA", "valueCoding");
     let b_coding = inv.value("codingB", "valueCoding");
     let instance_url = match &inv.level {
-        Level::Instance(_, id) => s(&instance(st, "CodeSystem", id).await?, "url").map(str::to_string),
+        Level::Instance(_, id) => {
+            s(&instance(st, "CodeSystem", id).await?, "url").map(str::to_string)
+        }
         _ => None,
     };
     let system = instance_url
@@ -685,7 +809,9 @@ async fn subsumes_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError
         if let Some(sys) = s(c, "system")
             && sys != system
         {
-            return Err(bad(format!("the codings must both be from {system}; one is from {sys}")));
+            return Err(bad(format!(
+                "the codings must both be from {system}; one is from {sys}"
+            )));
         }
     }
     let a = inv
@@ -701,15 +827,35 @@ async fn subsumes_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError
         .terminology
         .subsumes(&scope, &system, version.as_deref(), &a, &b)
         .map_err(term_error)?;
-    Ok(json!({"resourceType": "Parameters", "parameter": [{"name": "outcome", "valueCode": outcome.code()}]}))
+    Ok(
+        json!({"resourceType": "Parameters", "parameter": [{"name": "outcome", "valueCode": outcome.code()}]}),
+    )
 }
 
 const TRANSLATE_PARAMS: &[&str] = &[
-    "url", "conceptMap", "conceptMapVersion", "code", "system", "version", "source", "coding",
-    "codeableConcept", "target", "targetsystem", "reverse", "tx-resource",
+    "url",
+    "conceptMap",
+    "conceptMapVersion",
+    "code",
+    "system",
+    "version",
+    "source",
+    "coding",
+    "codeableConcept",
+    "target",
+    "targetsystem",
+    "reverse",
+    "tx-resource",
     // R5 names, which R4 clients of the terminology ecosystem also send.
-    "sourceCode", "sourceSystem", "sourceCoding", "sourceCodeableConcept", "sourceScope",
-    "targetCode", "targetSystem", "targetCoding", "targetScope",
+    "sourceCode",
+    "sourceSystem",
+    "sourceCoding",
+    "sourceCodeableConcept",
+    "sourceScope",
+    "targetCode",
+    "targetSystem",
+    "targetCoding",
+    "targetScope",
 ];
 
 async fn translate_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirError> {
@@ -737,7 +883,12 @@ async fn translate_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirErro
         .text("code")
         .or_else(|| inv.text("sourceCode"))
         .or_else(|| inv.text("targetCode"))
-        .or_else(|| coding.as_ref().and_then(|c| s(c, "code")).map(str::to_string))
+        .or_else(|| {
+            coding
+                .as_ref()
+                .and_then(|c| s(c, "code"))
+                .map(str::to_string)
+        })
         .ok_or_else(|| bad("$translate needs a code: 'code', 'coding' or 'codeableConcept'"))?;
     let (system, target_system) = if reverse_r5 {
         // In R5 terms the code is in the target system and the answer in the source system.
@@ -745,10 +896,16 @@ async fn translate_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirErro
     } else {
         (
             inv.text("system").or_else(|| inv.text("sourceSystem")),
-            inv.text("targetsystem").or_else(|| inv.text("targetSystem")),
+            inv.text("targetsystem")
+                .or_else(|| inv.text("targetSystem")),
         )
     };
-    let system = system.or_else(|| coding.as_ref().and_then(|c| s(c, "system")).map(str::to_string));
+    let system = system.or_else(|| {
+        coding
+            .as_ref()
+            .and_then(|c| s(c, "system"))
+            .map(str::to_string)
+    });
     let url = match (inv.text("url"), inv.text("conceptMapVersion")) {
         (Some(u), Some(v)) if !u.contains('|') => Some(format!("{u}|{v}")),
         (u, _) => u,
@@ -765,7 +922,8 @@ async fn translate_op(st: &AppState, inv: &Invocation) -> Result<Value, FhirErro
         target_system: target_system.as_deref(),
         reverse,
     };
-    let matches = translate::translate(&scope, &req).map_err(|m| FhirError::new(404, "not-found", m))?;
+    let matches =
+        translate::translate(&scope, &req).map_err(|m| FhirError::new(404, "not-found", m))?;
     let result = matches.iter().any(translate::Match::is_match);
     let mut params = vec![json!({"name": "result", "valueBoolean": result})];
     if !result {

@@ -129,11 +129,7 @@ impl Expansion {
             .map(|&i| &self.contains[i])
             .collect();
         if out.is_empty() {
-            out.extend(
-                self.insensitive
-                    .iter()
-                    .filter_map(|s| self.get(s, code)),
-            );
+            out.extend(self.insensitive.iter().filter_map(|s| self.get(s, code)));
         }
         out
     }
@@ -165,7 +161,11 @@ impl Expansion {
     }
 
     fn note_open(&mut self, o: OpenSystem) {
-        if !self.open.iter().any(|x| x.system == o.system && x.version == o.version) {
+        if !self
+            .open
+            .iter()
+            .any(|x| x.system == o.system && x.version == o.version)
+        {
             self.open.push(o);
         }
     }
@@ -264,7 +264,11 @@ impl<'a> Expander<'a> {
     }
 
     /// The compiled code system `url` (at `version` when given).
-    pub fn code_system(&mut self, url: &str, version: Option<&str>) -> Option<Arc<CodeSystemIndex>> {
+    pub fn code_system(
+        &mut self,
+        url: &str,
+        version: Option<&str>,
+    ) -> Option<Arc<CodeSystemIndex>> {
         let key = match version {
             Some(v) => format!("{url}|{v}"),
             None => url.to_string(),
@@ -283,7 +287,10 @@ impl<'a> Expander<'a> {
         if self.path.contains(&id) {
             let mut chain = self.path.clone();
             chain.push(id);
-            let start = chain.iter().position(|c| *c == chain[chain.len() - 1]).unwrap_or(0);
+            let start = chain
+                .iter()
+                .position(|c| *c == chain[chain.len() - 1])
+                .unwrap_or(0);
             return Err(ExpandError::Cycle(chain[start..].to_vec()));
         }
         self.path.push(id);
@@ -333,20 +340,21 @@ impl<'a> Expander<'a> {
         let mut out = Expansion::default();
         let mut stack: Vec<&Value> = array(exp, "contains").iter().rev().collect();
         while let Some(c) = stack.pop() {
-            if let (Some(system), Some(code)) = (str_of(c, "system"), str_of(c, "code")) {
-                if !self.options.active_only || c.get("inactive").and_then(Value::as_bool) != Some(true) {
-                    out.push(Entry {
-                        system: system.to_string(),
-                        version: str_of(c, "version").map(str::to_string),
-                        code: code.to_string(),
-                        display: str_of(c, "display").map(str::to_string),
-                        inactive: c.get("inactive").and_then(Value::as_bool) == Some(true),
-                        abstract_: c.get("abstract").and_then(Value::as_bool) == Some(true),
-                        status: None,
-                        designations: Vec::new(),
-                        unverified: false,
-                    });
-                }
+            let inactive = c.get("inactive").and_then(Value::as_bool) == Some(true);
+            if let (Some(system), Some(code)) = (str_of(c, "system"), str_of(c, "code"))
+                && !(self.options.active_only && inactive)
+            {
+                out.push(Entry {
+                    system: system.to_string(),
+                    version: str_of(c, "version").map(str::to_string),
+                    code: code.to_string(),
+                    display: str_of(c, "display").map(str::to_string),
+                    inactive,
+                    abstract_: c.get("abstract").and_then(Value::as_bool) == Some(true),
+                    status: None,
+                    designations: Vec::new(),
+                    unverified: false,
+                });
             }
             stack.extend(array(c, "contains").iter().rev());
         }
@@ -376,9 +384,8 @@ impl<'a> Expander<'a> {
             opens.extend(r.open.iter().cloned());
         }
         let mut joined = first.retain(|e| {
-            rest.iter().all(|r| {
-                r.get(&e.system, &e.code).is_some() || r.open_system(&e.system).is_some()
-            })
+            rest.iter()
+                .all(|r| r.get(&e.system, &e.code).is_some() || r.open_system(&e.system).is_some())
         });
         for o in opens {
             joined.note_open(o);
@@ -409,13 +416,22 @@ impl<'a> Expander<'a> {
     /// The codes of one system an include names: a concept list, filters, or all of it.
     fn system_part(&mut self, system: &str, inc: &Value) -> Result<Expansion, ExpandError> {
         let stated_version = str_of(inc, "version");
+        let default_version = self.options.system_versions.get(system).map(String::as_str);
         let version = self
             .options
             .force_versions
             .get(system)
             .map(String::as_str)
-            .or(stated_version)
-            .or_else(|| self.options.system_versions.get(system).map(String::as_str));
+            // A wildcard pin (`1.x`) accepts a requested version that fits it.
+            .or(match (stated_version, default_version) {
+                (Some(w), Some(d))
+                    if w.contains(['x', '*']) && super::version_matches(Some(d), w) =>
+                {
+                    Some(d)
+                }
+                _ => stated_version,
+            })
+            .or(default_version);
         let concepts = array(inc, "concept");
         let filters = array(inc, "filter");
         let mut out = Expansion::default();
@@ -431,9 +447,12 @@ impl<'a> Expander<'a> {
             if filters.is_empty() && !concepts.is_empty() {
                 // Enumerated codes of a system we do not hold: listed as given, unverified.
                 for c in concepts {
-                    let Some(code) = str_of(c, "code") else { continue };
+                    let Some(code) = str_of(c, "code") else {
+                        continue;
+                    };
                     if reason == OpenReason::Ucum && ucum::check(code).is_err() {
-                        out.warnings.push(format!("'{code}' is not a valid UCUM unit"));
+                        out.warnings
+                            .push(format!("'{code}' is not a valid UCUM unit"));
                         continue;
                     }
                     out.push(Entry {
@@ -476,7 +495,9 @@ impl<'a> Expander<'a> {
         let selected: Vec<usize> = if !concepts.is_empty() {
             let mut v = Vec::new();
             for c in concepts {
-                let Some(code) = str_of(c, "code") else { continue };
+                let Some(code) = str_of(c, "code") else {
+                    continue;
+                };
                 match cs.index_of(code) {
                     Some(i) => v.push(i),
                     None => out.warnings.push(format!(
@@ -581,7 +602,10 @@ fn apply_filter(cs: &CodeSystemIndex, f: &Value) -> Result<Vec<usize>, ExpandErr
             .filter_map(|c| cs.index_of(c.trim()))
             .collect(),
         ("not-in", true) => {
-            let named: HashSet<usize> = value.split(',').filter_map(|c| cs.index_of(c.trim())).collect();
+            let named: HashSet<usize> = value
+                .split(',')
+                .filter_map(|c| cs.index_of(c.trim()))
+                .collect();
             all().into_iter().filter(|j| !named.contains(j)).collect()
         }
         ("regex", _) => {
@@ -594,7 +618,9 @@ fn apply_filter(cs: &CodeSystemIndex, f: &Value) -> Result<Vec<usize>, ExpandErr
                     if hierarchy {
                         re.is_match(&c.code)
                     } else {
-                        cs.property_values(c, property).iter().any(|v| re.is_match(v))
+                        cs.property_values(c, property)
+                            .iter()
+                            .any(|v| re.is_match(v))
                     }
                 })
                 .map(|(i, _)| i)
@@ -629,7 +655,7 @@ fn apply_filter(cs: &CodeSystemIndex, f: &Value) -> Result<Vec<usize>, ExpandErr
                 }
             };
             cs.all()
-                .filter(|(_, c)| !cs.property_values(c, property).is_empty() == want)
+                .filter(|(_, c)| cs.property_values(c, property).is_empty() != want)
                 .map(|(i, _)| i)
                 .collect()
         }
@@ -665,7 +691,9 @@ pub fn canonical_of(vs: &Value) -> String {
 }
 
 pub(crate) fn array<'v>(v: &'v Value, key: &str) -> &'v [Value] {
-    v.get(key).and_then(Value::as_array).map_or(&[], Vec::as_slice)
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
 }
 
 pub(crate) fn str_of<'v>(v: &'v Value, key: &str) -> Option<&'v str> {

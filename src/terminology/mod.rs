@@ -145,7 +145,10 @@ impl Scope {
         }
         // Without a version the latest one wins; later duplicates replace earlier ones.
         let best = candidates.into_iter().rev().max_by(|a, b| {
-            compare_versions(str_of(a, "version").unwrap_or(""), str_of(b, "version").unwrap_or(""))
+            compare_versions(
+                str_of(a, "version").unwrap_or(""),
+                str_of(b, "version").unwrap_or(""),
+            )
         });
         if let Some(b) = best {
             return Some(b.clone());
@@ -178,7 +181,9 @@ impl Scope {
         let mut out: Vec<String> = self
             .extra
             .iter()
-            .filter(|r| str_of(r, "resourceType") == Some("CodeSystem") && str_of(r, "url") == Some(url))
+            .filter(|r| {
+                str_of(r, "resourceType") == Some("CodeSystem") && str_of(r, "url") == Some(url)
+            })
             .filter_map(|r| str_of(r, "version").map(str::to_string))
             .collect();
         if let Some(r) = self.catalogue.resolve("CodeSystem", url) {
@@ -208,7 +213,7 @@ impl Scope {
 }
 
 /// Does a resource's version satisfy a requested one (`1.0.0`, or a wildcard such as `1.x`)?
-fn version_matches(have: Option<&str>, wanted: &str) -> bool {
+pub(crate) fn version_matches(have: Option<&str>, wanted: &str) -> bool {
     let have = have.unwrap_or("");
     if have == wanted {
         return true;
@@ -294,6 +299,8 @@ pub struct Verdict {
     /// Set when the display given matched no display or designation (the message says which
     /// display was expected). Validation may treat this as a warning, as the Java validator does.
     pub display_problem: Option<String>,
+    /// The code does not exist in its (known, complete) code system at all.
+    pub unknown_code: bool,
     pub issues: Vec<CodeIssue>,
 }
 
@@ -308,6 +315,7 @@ impl Verdict {
             display: None,
             inactive: false,
             display_problem: None,
+            unknown_code: false,
             issues: Vec::new(),
         }
     }
@@ -329,7 +337,11 @@ impl Verdict {
 
     fn unavailable(mut self, message: String, result: bool) -> Verdict {
         self.issues.push(CodeIssue {
-            severity: if result { Severity::Warning } else { Severity::Error },
+            severity: if result {
+                Severity::Warning
+            } else {
+                Severity::Error
+            },
             code: "not-found",
             message: message.clone(),
             about: "system",
@@ -339,7 +351,13 @@ impl Verdict {
         self
     }
 
-    fn note(mut self, severity: Severity, code: &'static str, about: &'static str, message: String) -> Verdict {
+    fn note(
+        mut self,
+        severity: Severity,
+        code: &'static str,
+        about: &'static str,
+        message: String,
+    ) -> Verdict {
         self.issues.push(CodeIssue {
             severity,
             code,
@@ -529,10 +547,18 @@ impl Terminology {
             infer_system: false,
         };
         let scope = self.scope();
-        match self.expand_canonical(&scope, value_set, &ExpandOptions::default()) {
+        // A code that names its code system version is checked against that version wherever
+        // the value set leaves the version open.
+        let mut options = ExpandOptions::default();
+        if let (Some(s), Some(v)) = (system, version) {
+            options.system_versions.insert(s.to_string(), v.to_string());
+        }
+        match self.expand_canonical(&scope, value_set, &options) {
             Ok(exp) => self.check_in(&scope, &exp, value_set, &request).check,
             Err(TermError::NotFound(m)) => CodeCheck::NotAvailable(m),
-            Err(e) => CodeCheck::NotAvailable(format!("value set {value_set} cannot be expanded: {e}")),
+            Err(e) => {
+                CodeCheck::NotAvailable(format!("value set {value_set} cannot be expanded: {e}"))
+            }
         }
     }
 
@@ -566,10 +592,13 @@ impl Terminology {
             }
         };
         if let Some(e) = entry {
-            return self.found(scope, exp, label, req, e, v);
+            return self.found(scope, label, req, e, v);
         }
         let not_in_vs = |system: &str| match system {
-            "" => format!("the code '{}' was not found in the value set '{label}'", req.code),
+            "" => format!(
+                "the code '{}' was not found in the value set '{label}'",
+                req.code
+            ),
             s => format!(
                 "the provided code '{s}#{}' was not found in the value set '{label}'",
                 req.code
@@ -600,6 +629,20 @@ impl Terminology {
                     }
                     Err(e) => v.refuse("code-invalid", "code", e.0),
                 };
+            }
+            // The code system is known, only not in the version asked for: that is a wrong
+            // version, not a missing code system.
+            if open.reason == OpenReason::Unknown && scope.code_system(system, None).is_some() {
+                let known = scope.code_system_versions(system);
+                return v.refuse(
+                    "not-found",
+                    "version",
+                    format!(
+                        "version '{}' of code system '{system}' is not known (known: {})",
+                        open.version.as_deref().unwrap_or(""),
+                        known.join(", ")
+                    ),
+                );
             }
             return v.unavailable(open_message(system, &open.reason, req.code), false);
         }
@@ -641,7 +684,8 @@ impl Terminology {
                     true,
                 ),
                 None => {
-                    let v = v.refuse("code-invalid", "code", not_in_vs(system));
+                    let mut v = v.refuse("code-invalid", "code", not_in_vs(system));
+                    v.unknown_code = true;
                     let hint = cs
                         .find_ignoring_case(req.code)
                         .map(|c| format!(" (did you mean '{}'? the code system is case sensitive)", c.code))
@@ -656,7 +700,12 @@ impl Terminology {
                         ),
                     )
                 }
-                Some(_) => v.refuse("code-invalid", "code", not_in_vs(system)),
+                Some(c) => {
+                    let mut v = v;
+                    v.display = c.display.clone();
+                    v.version = cs.version.clone();
+                    v.refuse("code-invalid", "code", not_in_vs(system))
+                }
             },
         }
     }
@@ -664,13 +713,11 @@ impl Terminology {
     fn found(
         &self,
         scope: &Scope,
-        exp: &Expansion,
         label: &str,
         req: &CodeRequest,
         e: &expand::Entry,
         mut v: Verdict,
     ) -> Verdict {
-        let _ = exp;
         v.system = Some(e.system.clone());
         v.version = e.version.clone();
         v.code = e.code.clone();
@@ -721,7 +768,7 @@ impl Terminology {
                     .as_ref()
                     .is_some_and(|c| CodeSystemIndex::display_matches(c, display));
             // An enumerated code of an unknown system has no authoritative display to check.
-            if !matches && !(e.unverified && e.display.is_none()) {
+            if !(matches || e.unverified && e.display.is_none()) {
                 let expected = e
                     .display
                     .clone()
@@ -831,13 +878,22 @@ impl Terminology {
             })
             .collect();
         for &p in &concept.parents {
-            properties.push(("parent".into(), serde_json::json!({"valueCode": cs.concepts[p].code})));
+            properties.push((
+                "parent".into(),
+                serde_json::json!({"valueCode": cs.concepts[p].code}),
+            ));
         }
         for &c in &concept.children {
-            properties.push(("child".into(), serde_json::json!({"valueCode": cs.concepts[c].code})));
+            properties.push((
+                "child".into(),
+                serde_json::json!({"valueCode": cs.concepts[c].code}),
+            ));
         }
         if !properties.iter().any(|(c, _)| c == "inactive") {
-            properties.push(("inactive".into(), serde_json::json!({"valueBoolean": concept.inactive})));
+            properties.push((
+                "inactive".into(),
+                serde_json::json!({"valueBoolean": concept.inactive}),
+            ));
         }
         Ok(Lookup {
             name: cs.name.clone().or_else(|| cs.title.clone()),
@@ -867,7 +923,9 @@ impl Terminology {
             .ok_or_else(|| TermError::NotFound(format!("code system {system} is not known")))?;
         let index = |code: &str| {
             cs.index_of(code).ok_or_else(|| {
-                TermError::Invalid(format!("unknown code '{code}' in the code system '{system}'"))
+                TermError::Invalid(format!(
+                    "unknown code '{code}' in the code system '{system}'"
+                ))
             })
         };
         let (ia, ib) = (index(a)?, index(b)?);

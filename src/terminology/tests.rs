@@ -27,27 +27,73 @@ fn service() -> Terminology {
             "test",
         )
         .unwrap();
-    let vs = |id: &str, compose: Value| {
-        json!({"resourceType": "ValueSet", "url": format!("http://example.org/vs/{id}"), "status": "active", "compose": compose})
-    };
+    let vs = |id: &str, compose: Value| json!({"resourceType": "ValueSet", "url": format!("http://example.org/vs/{id}"), "status": "active", "compose": compose});
     for r in [
         vs("all", json!({"include": [{"system": CS}]})),
-        vs("limbs", json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "is-a", "value": "limb"}]}]})),
-        vs("below-limb", json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "descendent-of", "value": "limb"}]}]})),
-        vs("not-limb", json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "is-not-a", "value": "limb"}]}]})),
-        vs("upper", json!({"include": [{"system": CS, "filter": [{"property": "side", "op": "=", "value": "upper"}]}]})),
-        vs("regex", json!({"include": [{"system": CS, "filter": [{"property": "code", "op": "regex", "value": "h.*"}]}]})),
-        vs("in", json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "in", "value": "arm,head"}]}]})),
-        vs("exists", json!({"include": [{"system": CS, "filter": [{"property": "side", "op": "exists", "value": "false"}]}]})),
-        vs("no-arm", json!({"include": [{"system": CS}], "exclude": [{"system": CS, "concept": [{"code": "arm"}]}]})),
-        vs("nested", json!({"include": [{"valueSet": ["http://example.org/vs/limbs", "http://example.org/vs/upper"]}]})),
-        vs("active", json!({"inactive": false, "include": [{"system": CS}]})),
-        vs("self", json!({"include": [{"valueSet": ["http://example.org/vs/self"]}]})),
-        vs("ring-a", json!({"include": [{"system": CS}], "exclude": [{"valueSet": ["http://example.org/vs/ring-b"]}]})),
-        vs("ring-b", json!({"include": [{"valueSet": ["http://example.org/vs/ring-a"]}]})),
-        vs("snomed", json!({"include": [{"system": "http://snomed.info/sct"}]})),
-        vs("units", json!({"include": [{"system": "http://unitsofmeasure.org"}]})),
-        vs("broken", json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "is-a"}]}]})),
+        vs(
+            "limbs",
+            json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "is-a", "value": "limb"}]}]}),
+        ),
+        vs(
+            "below-limb",
+            json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "descendent-of", "value": "limb"}]}]}),
+        ),
+        vs(
+            "not-limb",
+            json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "is-not-a", "value": "limb"}]}]}),
+        ),
+        vs(
+            "upper",
+            json!({"include": [{"system": CS, "filter": [{"property": "side", "op": "=", "value": "upper"}]}]}),
+        ),
+        vs(
+            "regex",
+            json!({"include": [{"system": CS, "filter": [{"property": "code", "op": "regex", "value": "h.*"}]}]}),
+        ),
+        vs(
+            "in",
+            json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "in", "value": "arm,head"}]}]}),
+        ),
+        vs(
+            "exists",
+            json!({"include": [{"system": CS, "filter": [{"property": "side", "op": "exists", "value": "false"}]}]}),
+        ),
+        vs(
+            "no-arm",
+            json!({"include": [{"system": CS}], "exclude": [{"system": CS, "concept": [{"code": "arm"}]}]}),
+        ),
+        vs(
+            "nested",
+            json!({"include": [{"valueSet": ["http://example.org/vs/limbs", "http://example.org/vs/upper"]}]}),
+        ),
+        vs(
+            "active",
+            json!({"inactive": false, "include": [{"system": CS}]}),
+        ),
+        vs(
+            "self",
+            json!({"include": [{"valueSet": ["http://example.org/vs/self"]}]}),
+        ),
+        vs(
+            "ring-a",
+            json!({"include": [{"system": CS}], "exclude": [{"valueSet": ["http://example.org/vs/ring-b"]}]}),
+        ),
+        vs(
+            "ring-b",
+            json!({"include": [{"valueSet": ["http://example.org/vs/ring-a"]}]}),
+        ),
+        vs(
+            "snomed",
+            json!({"include": [{"system": "http://snomed.info/sct"}]}),
+        ),
+        vs(
+            "units",
+            json!({"include": [{"system": "http://unitsofmeasure.org"}]}),
+        ),
+        vs(
+            "broken",
+            json!({"include": [{"system": CS, "filter": [{"property": "concept", "op": "is-a"}]}]}),
+        ),
     ] {
         registry.add(r, "test").unwrap();
     }
@@ -56,7 +102,11 @@ fn service() -> Terminology {
 
 fn codes(t: &Terminology, id: &str) -> Vec<String> {
     let exp = t
-        .expand_canonical(&t.scope(), &format!("http://example.org/vs/{id}"), &ExpandOptions::default())
+        .expand_canonical(
+            &t.scope(),
+            &format!("http://example.org/vs/{id}"),
+            &ExpandOptions::default(),
+        )
         .unwrap();
     let mut v: Vec<String> = exp.contains.iter().map(|e| e.code.clone()).collect();
     v.sort();
@@ -95,9 +145,16 @@ fn cycles_are_errors_not_recursion() {
     let s = t.scope();
     for id in ["self", "ring-a", "ring-b"] {
         let e = t
-            .expand_canonical(&s, &format!("http://example.org/vs/{id}"), &ExpandOptions::default())
+            .expand_canonical(
+                &s,
+                &format!("http://example.org/vs/{id}"),
+                &ExpandOptions::default(),
+            )
             .unwrap_err();
-        assert!(matches!(e, TermError::Expand(ExpandError::Cycle(_))), "{id}: {e:?}");
+        assert!(
+            matches!(e, TermError::Expand(ExpandError::Cycle(_))),
+            "{id}: {e:?}"
+        );
     }
     assert!(matches!(
         t.validate_code("http://example.org/vs/self", Some(CS), "arm", None),
@@ -109,39 +166,89 @@ fn cycles_are_errors_not_recursion() {
 fn a_filter_without_value_is_refused() {
     let t = service();
     let e = t
-        .expand_canonical(&t.scope(), "http://example.org/vs/broken", &ExpandOptions::default())
+        .expand_canonical(
+            &t.scope(),
+            "http://example.org/vs/broken",
+            &ExpandOptions::default(),
+        )
         .unwrap_err();
-    assert!(matches!(e, TermError::Expand(ExpandError::Invalid(_))), "{e:?}");
+    assert!(
+        matches!(e, TermError::Expand(ExpandError::Invalid(_))),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn validate_code_membership_display_and_bare_codes() {
     let t = service();
     let vs = "http://example.org/vs/limbs";
-    assert_eq!(t.validate_code(vs, Some(CS), "hand", None), CodeCheck::Valid);
-    assert_eq!(t.validate_code(vs, Some(CS), "hand", Some("HAND")), CodeCheck::Valid);
-    assert_eq!(t.validate_code(vs, Some(CS), "leg", Some("腿")), CodeCheck::Valid);
-    assert!(matches!(t.validate_code(vs, Some(CS), "hand", Some("Foot")), CodeCheck::Invalid(m) if m.contains("'Hand'")));
-    assert!(matches!(t.validate_code(vs, Some(CS), "head", None), CodeCheck::Invalid(_)));
-    assert!(matches!(t.validate_code(vs, Some("http://other"), "hand", None), CodeCheck::Invalid(_)));
+    assert_eq!(
+        t.validate_code(vs, Some(CS), "hand", None),
+        CodeCheck::Valid
+    );
+    assert_eq!(
+        t.validate_code(vs, Some(CS), "hand", Some("HAND")),
+        CodeCheck::Valid
+    );
+    assert_eq!(
+        t.validate_code(vs, Some(CS), "leg", Some("腿")),
+        CodeCheck::Valid
+    );
+    assert!(
+        matches!(t.validate_code(vs, Some(CS), "hand", Some("Foot")), CodeCheck::Invalid(m) if m.contains("'Hand'"))
+    );
+    assert!(matches!(
+        t.validate_code(vs, Some(CS), "head", None),
+        CodeCheck::Invalid(_)
+    ));
+    assert!(matches!(
+        t.validate_code(vs, Some("http://other"), "hand", None),
+        CodeCheck::Invalid(_)
+    ));
     assert_eq!(t.validate_code(vs, None, "arm", None), CodeCheck::Valid);
-    assert!(matches!(t.validate_code(vs, None, "elbow", None), CodeCheck::Invalid(_)));
-    assert_eq!(t.validate_code(vs, Some(&format!("{CS}|2")), "arm", None), CodeCheck::Valid);
-    assert!(matches!(t.validate_code(vs, Some(&format!("{CS}|1")), "arm", None), CodeCheck::Invalid(_)));
-    assert!(matches!(t.validate_code("http://example.org/vs/unknown", Some(CS), "arm", None), CodeCheck::NotAvailable(_)));
+    assert!(matches!(
+        t.validate_code(vs, None, "elbow", None),
+        CodeCheck::Invalid(_)
+    ));
+    assert_eq!(
+        t.validate_code(vs, Some(&format!("{CS}|2")), "arm", None),
+        CodeCheck::Valid
+    );
+    assert!(matches!(
+        t.validate_code(vs, Some(&format!("{CS}|1")), "arm", None),
+        CodeCheck::Invalid(_)
+    ));
+    assert!(matches!(
+        t.validate_code("http://example.org/vs/unknown", Some(CS), "arm", None),
+        CodeCheck::NotAvailable(_)
+    ));
 }
 
 #[test]
 fn external_systems_are_not_available_and_ucum_is_a_grammar() {
     let t = service();
     assert!(matches!(
-        t.validate_code("http://example.org/vs/snomed", Some("http://snomed.info/sct"), "22298006", None),
+        t.validate_code(
+            "http://example.org/vs/snomed",
+            Some("http://snomed.info/sct"),
+            "22298006",
+            None
+        ),
         CodeCheck::NotAvailable(_)
     ));
     let units = "http://example.org/vs/units";
-    assert_eq!(t.validate_code(units, Some(ucum::SYSTEM), "mg/dL", None), CodeCheck::Valid);
-    assert!(matches!(t.validate_code(units, Some(ucum::SYSTEM), "mg/dL/", None), CodeCheck::Invalid(_)));
-    assert_eq!(t.validate_code(units, None, "10*3/uL", None), CodeCheck::Valid);
+    assert_eq!(
+        t.validate_code(units, Some(ucum::SYSTEM), "mg/dL", None),
+        CodeCheck::Valid
+    );
+    assert!(matches!(
+        t.validate_code(units, Some(ucum::SYSTEM), "mg/dL/", None),
+        CodeCheck::Invalid(_)
+    ));
+    assert_eq!(
+        t.validate_code(units, None, "10*3/uL", None),
+        CodeCheck::Valid
+    );
     // A local fragment of an external system answers for the codes it holds.
     t.registry()
         .add(
@@ -151,7 +258,10 @@ fn external_systems_are_not_available_and_ucum_is_a_grammar() {
         )
         .unwrap();
     let snomed = "http://example.org/vs/snomed";
-    assert_eq!(t.validate_code(snomed, Some("http://snomed.info/sct"), "22298006", None), CodeCheck::Valid);
+    assert_eq!(
+        t.validate_code(snomed, Some("http://snomed.info/sct"), "22298006", None),
+        CodeCheck::Valid
+    );
     assert!(matches!(
         t.validate_code(snomed, Some("http://snomed.info/sct"), "1234", None),
         CodeCheck::NotAvailable(m) if m.contains("fragment")
@@ -162,9 +272,23 @@ fn external_systems_are_not_available_and_ucum_is_a_grammar() {
 fn core_required_bindings_work() {
     let t = service();
     let gender = "http://hl7.org/fhir/ValueSet/administrative-gender";
-    assert_eq!(t.validate_code(gender, Some("http://hl7.org/fhir/administrative-gender"), "female", None), CodeCheck::Valid);
-    assert_eq!(t.validate_code(gender, None, "male", None), CodeCheck::Valid);
-    assert!(matches!(t.validate_code(gender, None, "woman", None), CodeCheck::Invalid(_)));
+    assert_eq!(
+        t.validate_code(
+            gender,
+            Some("http://hl7.org/fhir/administrative-gender"),
+            "female",
+            None
+        ),
+        CodeCheck::Valid
+    );
+    assert_eq!(
+        t.validate_code(gender, None, "male", None),
+        CodeCheck::Valid
+    );
+    assert!(matches!(
+        t.validate_code(gender, None, "woman", None),
+        CodeCheck::Invalid(_)
+    ));
 }
 
 #[test]
@@ -187,12 +311,31 @@ fn lookup_and_subsumes() {
     let s = t.scope();
     let l = t.lookup(&s, CS, None, "hand").unwrap();
     assert_eq!(l.display.as_deref(), Some("Hand"));
-    assert!(l.properties.iter().any(|(c, v)| c == "parent" && v["valueCode"] == "arm"));
-    assert!(matches!(t.lookup(&s, CS, None, "foot"), Err(TermError::NotFound(_))));
-    assert_eq!(t.subsumes(&s, CS, None, "limb", "hand").unwrap(), Subsumption::Subsumes);
-    assert_eq!(t.subsumes(&s, CS, None, "hand", "limb").unwrap(), Subsumption::SubsumedBy);
-    assert_eq!(t.subsumes(&s, CS, None, "arm", "arm").unwrap(), Subsumption::Equivalent);
-    assert_eq!(t.subsumes(&s, CS, None, "arm", "leg").unwrap(), Subsumption::NotSubsumed);
+    assert!(
+        l.properties
+            .iter()
+            .any(|(c, v)| c == "parent" && v["valueCode"] == "arm")
+    );
+    assert!(matches!(
+        t.lookup(&s, CS, None, "foot"),
+        Err(TermError::NotFound(_))
+    ));
+    assert_eq!(
+        t.subsumes(&s, CS, None, "limb", "hand").unwrap(),
+        Subsumption::Subsumes
+    );
+    assert_eq!(
+        t.subsumes(&s, CS, None, "hand", "limb").unwrap(),
+        Subsumption::SubsumedBy
+    );
+    assert_eq!(
+        t.subsumes(&s, CS, None, "arm", "arm").unwrap(),
+        Subsumption::Equivalent
+    );
+    assert_eq!(
+        t.subsumes(&s, CS, None, "arm", "leg").unwrap(),
+        Subsumption::NotSubsumed
+    );
 }
 
 #[test]
@@ -200,11 +343,18 @@ fn member_of_for_fhirpath() {
     use crate::fhirpath::Terminology as _;
     let t = service();
     let vs = "http://example.org/vs/limbs";
-    let cc = json!({"coding": [{"system": "http://other", "code": "x"}, {"system": CS, "code": "arm"}]});
+    let cc =
+        json!({"coding": [{"system": "http://other", "code": "x"}, {"system": CS, "code": "arm"}]});
     assert_eq!(t.member_of(&cc, "CodeableConcept", vs), Ok(Some(true)));
-    assert_eq!(t.member_of(&json!({"system": CS, "code": "head"}), "Coding", vs), Ok(Some(false)));
+    assert_eq!(
+        t.member_of(&json!({"system": CS, "code": "head"}), "Coding", vs),
+        Ok(Some(false))
+    );
     assert_eq!(t.member_of(&json!("leg"), "code", vs), Ok(Some(true)));
-    assert_eq!(t.member_of(&json!("leg"), "code", "http://nowhere/vs"), Ok(None));
+    assert_eq!(
+        t.member_of(&json!("leg"), "code", "http://nowhere/vs"),
+        Ok(None)
+    );
 }
 
 #[test]

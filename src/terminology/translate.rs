@@ -60,9 +60,9 @@ fn maps_for(scope: &Scope, req: &TranslateRequest) -> Result<Vec<Arc<Value>>, St
     }
     let fits = |m: &Value, keys: &[&str], wanted: Option<&str>| match wanted {
         None => true,
-        Some(w) => keys.iter().any(|k| {
-            str_of(m, k).is_some_and(|v| v == w || v.split('|').next() == Some(w))
-        }),
+        Some(w) => keys
+            .iter()
+            .any(|k| str_of(m, k).is_some_and(|v| v == w || v.split('|').next() == Some(w))),
     };
     let (from, to) = if req.reverse {
         (req.target_scope, req.source_scope)
@@ -73,15 +73,35 @@ fn maps_for(scope: &Scope, req: &TranslateRequest) -> Result<Vec<Arc<Value>>, St
         .concept_maps()
         .into_iter()
         .filter(|m| {
-            fits(m, &["sourceUri", "sourceCanonical", "sourceScopeUri", "sourceScopeCanonical"], from)
-                && fits(m, &["targetUri", "targetCanonical", "targetScopeUri", "targetScopeCanonical"], to)
+            fits(
+                m,
+                &[
+                    "sourceUri",
+                    "sourceCanonical",
+                    "sourceScopeUri",
+                    "sourceScopeCanonical",
+                ],
+                from,
+            ) && fits(
+                m,
+                &[
+                    "targetUri",
+                    "targetCanonical",
+                    "targetScopeUri",
+                    "targetScopeCanonical",
+                ],
+                to,
+            )
         })
         .collect())
 }
 
 /// The R4 equivalence of a target, from `equivalence` or an R5 `relationship`.
 fn equivalence_of(target: &Value, reverse: bool) -> String {
-    let base = match (str_of(target, "equivalence"), str_of(target, "relationship")) {
+    let base = match (
+        str_of(target, "equivalence"),
+        str_of(target, "relationship"),
+    ) {
         (Some(e), _) => e.to_string(),
         (None, Some(r)) => match r {
             "equivalent" => "equivalent",
@@ -133,10 +153,16 @@ pub fn translate(scope: &Scope, req: &TranslateRequest) -> Result<Vec<Match>, St
             } else {
                 (str_of(group, "source"), str_of(group, "target"))
             };
-            if req.system.is_some_and(|s| from_system.is_some_and(|g| g != s)) {
+            if req
+                .system
+                .is_some_and(|s| from_system.is_some_and(|g| g != s))
+            {
                 continue;
             }
-            if req.target_system.is_some_and(|s| to_system.is_some_and(|g| g != s)) {
+            if req
+                .target_system
+                .is_some_and(|s| to_system.is_some_and(|g| g != s))
+            {
                 continue;
             }
             let before = out.len();
@@ -228,7 +254,15 @@ mod tests {
     #[test]
     fn forwards_gives_every_target_with_its_equivalence() {
         let s = scope();
-        let m = translate(&s, &TranslateRequest { system: Some("http://x/a"), code: "a2", ..Default::default() }).unwrap();
+        let m = translate(
+            &s,
+            &TranslateRequest {
+                system: Some("http://x/a"),
+                code: "a2",
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(m.len(), 2);
         assert_eq!(m[0].equivalence, "wider");
         assert_eq!(m[0].concept, json!({"system": "http://x/b", "code": "b2"}));
@@ -238,7 +272,12 @@ mod tests {
     #[test]
     fn reverse_finds_the_source_and_flips_the_direction() {
         let s = scope();
-        let req = TranslateRequest { system: Some("http://x/b"), code: "b2", reverse: true, ..Default::default() };
+        let req = TranslateRequest {
+            system: Some("http://x/b"),
+            code: "b2",
+            reverse: true,
+            ..Default::default()
+        };
         let m = translate(&s, &req).unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].concept["code"], "a2");
@@ -249,13 +288,33 @@ mod tests {
     #[test]
     fn unmapped_fixed_applies_to_codes_without_an_element_and_scopes_filter_maps() {
         let s = scope();
-        let m = translate(&s, &TranslateRequest { system: Some("http://x/a"), code: "zz", ..Default::default() }).unwrap();
+        let m = translate(
+            &s,
+            &TranslateRequest {
+                system: Some("http://x/a"),
+                code: "zz",
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].concept["code"], "other");
         // A target without a code is not a translation.
-        let none = translate(&s, &TranslateRequest { system: Some("http://x/a"), code: "a3", ..Default::default() }).unwrap();
+        let none = translate(
+            &s,
+            &TranslateRequest {
+                system: Some("http://x/a"),
+                code: "a3",
+                ..Default::default()
+            },
+        )
+        .unwrap();
         assert!(none.is_empty());
-        let elsewhere = TranslateRequest { code: "a1", target_scope: Some("http://x/other-vs"), ..Default::default() };
+        let elsewhere = TranslateRequest {
+            code: "a1",
+            target_scope: Some("http://x/other-vs"),
+            ..Default::default()
+        };
         assert!(translate(&s, &elsewhere).unwrap().is_empty());
     }
 }
