@@ -187,6 +187,14 @@ impl Registry {
         }
     }
 
+    /// A registry starting from this one's current contents; later changes to either are not
+    /// seen by the other (a test harness loads a large package once and forks it per case).
+    pub fn fork(&self) -> Registry {
+        Registry {
+            current: RwLock::new(self.catalogue()),
+        }
+    }
+
     /// The current catalogue (cheap: one `Arc` clone).
     pub fn catalogue(&self) -> Arc<Catalogue> {
         self.current

@@ -481,6 +481,17 @@ impl Terminology {
         )
     }
 
+    /// Whether a registered code system with complete content defines `code`: `None` when the
+    /// system is not registered (or external, or only a fragment), so nothing can be said.
+    pub fn code_in_system(&self, url: &str, version: Option<&str>, code: &str) -> Option<bool> {
+        let scope = self.scope();
+        let cs = self.code_system_in(&scope, url, version)?;
+        if cs.content != "complete" {
+            return None;
+        }
+        Some(cs.find(code).is_some())
+    }
+
     /// Expands the value set `canonical` (cached when the scope is the registry's).
     pub fn expand_canonical(
         &self,

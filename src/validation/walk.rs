@@ -337,6 +337,9 @@ impl<'x, 'v> Walk<'x, 'v> {
             if t.code == "Reference" && !t.targets.is_empty() {
                 self.reference(r, t, j);
             }
+            if t.code == "Coding" && self.descend_types {
+                self.coding_in_system(j);
+            }
         }
         let type_name = self.static_type(&t.code);
         let children_path = if !r.children.is_empty() || r.content_ref.is_some() {
@@ -526,6 +529,25 @@ impl<'x, 'v> Walk<'x, 'v> {
                 reasons.join("; ")
             ),
         );
+    }
+
+    /// A code claimed from a code system the server holds in full must exist in it, whatever the
+    /// binding (an unknown code of a known system is an error, not a terminology gap).
+    fn coding_in_system(&mut self, j: &Value) {
+        let (Some(system), Some(code)) = (
+            j.get("system").and_then(Value::as_str),
+            j.get("code").and_then(Value::as_str),
+        ) else {
+            return;
+        };
+        let version = j.get("version").and_then(Value::as_str);
+        if self.val.terminology().code_in_system(system, version, code) == Some(false) {
+            self.issue(
+                Severity::Error,
+                "code-invalid",
+                format!("unknown code '{code}' in the code system '{system}'"),
+            );
+        }
     }
 
     fn reference(&mut self, r: &Rule, t: &RuleType, j: &Value) {
