@@ -11,3 +11,67 @@ pub fn resource_parse(data: &[u8]) {
         assert!(model::parse_resource(&again, None, ParseLimits::default()).is_ok());
     }
 }
+
+/// A validator with one fixed profile (Patient with birthDate 1..1 and a fixed gender), built once.
+fn fixed_validator() -> &'static crate::validation::Validator {
+    use crate::registry::Registry;
+    use std::sync::{Arc, OnceLock};
+    static V: OnceLock<crate::validation::Validator> = OnceLock::new();
+    V.get_or_init(|| {
+        let registry = Arc::new(Registry::with_core(crate::definitions::Definitions::core()));
+        let profile = serde_json::json!({"resourceType": "StructureDefinition",
+            "url": "http://example.org/fuzz-patient", "name": "FuzzPatient", "status": "active",
+            "kind": "resource", "abstract": false, "type": "Patient", "derivation": "constraint",
+            "snapshot": {"element": [
+                {"id": "Patient", "path": "Patient", "min": 0, "max": "*"},
+                {"id": "Patient.gender", "path": "Patient.gender", "min": 1, "max": "1",
+                 "type": [{"code": "code"}], "fixedCode": "female"},
+                {"id": "Patient.birthDate", "path": "Patient.birthDate", "min": 1, "max": "1",
+                 "type": [{"code": "date"}]}]}});
+        let _ = registry.add(profile, "fuzz");
+        let terminology = Arc::new(crate::terminology::Terminology::new(registry.clone()));
+        crate::validation::Validator::new(registry, terminology)
+    })
+}
+
+/// Validates arbitrary bytes as a resource against its core definition and the fixed profile.
+pub fn validate_resource(data: &[u8]) {
+    if let Ok(json) = model::parse_json(data) {
+        let report = fixed_validator().validate(
+            &json,
+            &["http://example.org/fuzz-patient".to_string()],
+            true,
+        );
+        // An empty report still renders a valid OperationOutcome.
+        let _ = report.outcome();
+    }
+}
+
+/// Loads arbitrary bytes as a StructureDefinition (through the registry and the plan compiler) and
+/// validates a fixed Patient against it.
+pub fn profile_load(data: &[u8]) {
+    use crate::registry::Registry;
+    use std::sync::Arc;
+    let Ok(mut json) = model::parse_json(data) else {
+        return;
+    };
+    if let Some(o) = json.as_object_mut() {
+        o.insert("resourceType".into(), "StructureDefinition".into());
+        o.entry("url")
+            .or_insert_with(|| "http://example.org/fuzzed".into());
+    }
+    let url = json
+        .get("url")
+        .and_then(serde_json::Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let registry = Arc::new(Registry::with_core(crate::definitions::Definitions::core()));
+    if registry.add(json, "fuzz").is_err() {
+        return;
+    }
+    let terminology = Arc::new(crate::terminology::Terminology::new(registry.clone()));
+    let v = crate::validation::Validator::new(registry, terminology);
+    let patient = serde_json::json!({"resourceType": "Patient", "id": "p", "gender": "male",
+        "name": [{"family": "Li", "given": ["Wei"]}], "birthDate": "1980-01-01"});
+    let _ = v.validate(&patient, &[url], true);
+}

@@ -24,3 +24,15 @@ fn resource_parse_corpus_replays_without_panic() {
     let n = replay("resource_parse", huitong::fuzzing::resource_parse);
     assert!(n >= 4, "the saved corpus has {n} inputs");
 }
+
+#[test]
+fn validate_resource_corpus_replays_without_panic() {
+    let n = replay("validate_resource", huitong::fuzzing::validate_resource);
+    assert!(n >= 4, "the saved corpus has {n} inputs");
+}
+
+#[test]
+fn profile_load_corpus_replays_without_panic() {
+    let n = replay("profile_load", huitong::fuzzing::profile_load);
+    assert!(n >= 3, "the saved corpus has {n} inputs");
+}

@@ -342,11 +342,13 @@ impl<'x, 'v> Walk<'x, 'v> {
             }
         }
         let type_name = self.static_type(&t.code);
-        let children_path = if !r.children.is_empty() || r.content_ref.is_some() {
-            r.core_path
-                .or_else(|| r.content_ref.and_then(|c| plan.rules[c].core_path))
-        } else {
-            type_name
+        // Where FHIRPath finds this value's children in the core definitions: the element itself
+        // for a backbone element, the referenced element for a contentReference, else the type
+        // (a profile constraining `content.attachment.url` still has Attachment's children).
+        let children_path = match (r.content_ref, t.code.as_str()) {
+            (Some(c), _) => plan.rules[c].core_path,
+            (None, "BackboneElement" | "Element") => r.core_path,
+            _ => type_name,
         };
         let node = Node {
             json,
