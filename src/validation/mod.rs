@@ -11,6 +11,7 @@
 //! equal the core rule for the same path are dropped at compile time, so no issue is reported twice.
 
 mod plan;
+pub mod snapshot;
 mod walk;
 
 pub use plan::{Plan, Strength};

@@ -41,6 +41,28 @@ pub struct RuleType {
     pub profiles: Vec<String>,
     /// Resource types a Reference may point to (from `targetProfile`; empty = any).
     pub targets: Vec<String>,
+    /// The core type's name with a static lifetime (FHIRPath nodes borrow it), if core knows it.
+    pub static_name: Option<&'static str>,
+    /// The type is a resource (`Resource`, or a resource type): the value is a nested resource.
+    pub is_resource: bool,
+    /// The compiled plan of the core type, looked up once on first use.
+    pub type_plan: std::sync::OnceLock<Option<Arc<Plan>>>,
+}
+
+impl RuleType {
+    fn new(defs: &'static Definitions, code: String, suffix: String) -> RuleType {
+        let static_name = defs.structure(&code).map(|s| s.name.as_str());
+        let is_resource = code == "Resource" || defs.is_resource_type(&code);
+        RuleType {
+            code,
+            suffix,
+            profiles: Vec::new(),
+            targets: Vec::new(),
+            static_name,
+            is_resource,
+            type_plan: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// An invariant with its expression parsed once.
@@ -392,10 +414,9 @@ fn core_rule(defs: &'static Definitions, el: &ElementDef, cache: &mut InvariantC
         .map(|t| {
             let code = type_code(&t.code, t.fhir_type.as_deref());
             RuleType {
-                suffix: crate::definitions::upper_first(&t.code),
-                code,
                 profiles: t.profile.clone(),
                 targets: t.target_profile.iter().map(|u| target_type(u)).collect(),
+                ..RuleType::new(defs, code, crate::definitions::upper_first(&t.code))
             }
         })
         .collect();
@@ -473,13 +494,16 @@ fn snapshot_rule(defs: &'static Definitions, el: &Value, cache: &mut InvariantCa
                     .collect()
             };
             RuleType {
-                code: type_code(raw, fhir_type),
-                suffix: crate::definitions::upper_first(raw),
                 profiles: strings("profile"),
                 targets: strings("targetProfile")
                     .iter()
                     .map(|u| target_type(u))
                     .collect(),
+                ..RuleType::new(
+                    defs,
+                    type_code(raw, fhir_type),
+                    crate::definitions::upper_first(raw),
+                )
             }
         })
         .collect();

@@ -341,7 +341,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                 self.coding_in_system(j);
             }
         }
-        let type_name = self.static_type(&t.code);
+        let type_name = t.static_name;
         // Where FHIRPath finds this value's children in the core definitions: the element itself
         // for a backbone element, the referenced element for a contentReference, else the type
         // (a profile constraining `content.attachment.url` still has Attachment's children).
@@ -366,7 +366,7 @@ impl<'x, 'v> Walk<'x, 'v> {
             if let Some(rt) = obj
                 .get("resourceType")
                 .and_then(Value::as_str)
-                .filter(|_| t.code == "Resource" || self.val.defs.is_resource_type(&t.code))
+                .filter(|_| t.is_resource)
             {
                 // A contained resource's `%rootResource` is its container; a Bundle entry or a
                 // Parameters resource is a root of its own.
@@ -383,7 +383,7 @@ impl<'x, 'v> Walk<'x, 'v> {
             if !r.children.is_empty() || r.content_ref.is_some() {
                 self.children(plan, k, obj, env);
             } else if self.descend_types
-                && let Some(tp) = self.val.core_plan(&t.code)
+                && let Some(tp) = self.type_plan(t)
             {
                 self.type_root(&tp, r, fhirpath::Value::Node(node), env);
                 self.children(&tp, 0, obj, env);
@@ -391,7 +391,7 @@ impl<'x, 'v> Walk<'x, 'v> {
         }
         if let Some(Value::Object(e)) = ext
             && self.descend_types
-            && let Some(tp) = self.val.core_plan(&t.code)
+            && let Some(tp) = self.type_plan(t)
         {
             self.children(&tp, 0, e, env);
         }
@@ -413,8 +413,11 @@ impl<'x, 'v> Walk<'x, 'v> {
         self.invariants(root, node, &skip, env);
     }
 
-    fn static_type(&self, code: &str) -> Option<&'static str> {
-        self.val.defs.structure(code).map(|s| s.name.as_str())
+    /// The core plan of a value's type, resolved once per rule type.
+    fn type_plan(&self, t: &RuleType) -> Option<Arc<Plan>> {
+        t.type_plan
+            .get_or_init(|| self.val.core_plan(&t.code))
+            .clone()
     }
 
     fn invariants(
@@ -598,6 +601,9 @@ static DUMMY: std::sync::LazyLock<Vec<RuleType>> = std::sync::LazyLock::new(|| {
         suffix: String::new(),
         profiles: vec![],
         targets: vec![],
+        static_name: Some("BackboneElement"),
+        is_resource: false,
+        type_plan: std::sync::OnceLock::new(),
     }]
 });
 
