@@ -261,3 +261,73 @@ async fn the_profiles_policy_enforces_configured_and_claimed_profiles() {
     let (status, _) = json_of(s.send(Method::POST, "Observation", &obs).await).await;
     assert_eq!(status, 201);
 }
+
+#[tokio::test]
+async fn snapshot_operation_and_differential_only_profiles() {
+    let s = TestServer::start().await;
+    let diff_only = json!({"resourceType": "StructureDefinition", "id": "diff-patient",
+    "url": "http://example.org/StructureDefinition/diff-patient", "name": "DiffPatient",
+    "status": "active", "kind": "resource", "abstract": false, "type": "Patient",
+    "derivation": "constraint", "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Patient",
+    "differential": {"element": [
+        {"id": "Patient.name", "path": "Patient.name", "min": 1},
+        {"id": "Patient.name.family", "path": "Patient.name.family", "min": 1}
+    ]}});
+    let params = json!({"resourceType": "Parameters", "parameter": [{"name": "definition", "resource": diff_only}]});
+    let (status, sd) = json_of(
+        s.send(Method::POST, "StructureDefinition/$snapshot", &params)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{sd}");
+    let ids: Vec<&str> = sd["snapshot"]["element"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"Patient.name.family") && ids.contains(&"Patient.birthDate"),
+        "{ids:?}"
+    );
+    // Stored without a snapshot, then used for validation: its snapshot is generated on first use.
+    let (status, body) = json_of(
+        s.send(Method::PUT, "StructureDefinition/diff-patient", &diff_only)
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let (_, got) = json_of(s.get("StructureDefinition/diff-patient/$snapshot").await).await;
+    assert_eq!(
+        got["snapshot"]["element"].as_array().map(Vec::len),
+        Some(ids.len())
+    );
+    let p = json!({"resourceType": "Patient", "name": [{"given": ["Wei"]}]});
+    let (_, oo) = json_of(
+        s.send(
+            Method::POST,
+            "Patient/$validate?profile=http://example.org/StructureDefinition/diff-patient",
+            &p,
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        errors(&oo).iter().any(|(at, m)| at == "Patient.name[0]" && m.contains("Patient.name.family is required")),
+        "{oo}"
+    );
+    // A base nobody knows is named.
+    let mut bad = diff_only.clone();
+    bad["baseDefinition"] = json!("http://example.org/nowhere");
+    let params = json!({"resourceType": "Parameters", "parameter": [{"name": "definition", "resource": bad}]});
+    let (_, _, msg) = expect_outcome(
+        s.send(Method::POST, "StructureDefinition/$snapshot", &params)
+            .await,
+        422,
+    )
+    .await;
+    assert!(
+        msg.contains("http://example.org/nowhere is not known"),
+        "{msg}"
+    );
+}

@@ -217,6 +217,9 @@ pub async fn invoke(st: &AppState, inv: Invocation) -> ApiResult {
         ("validate", Level::Type(_) | Level::Instance(..)) => {
             super::validate::validate(st, inv).await
         }
+        ("snapshot", Level::Type(t) | Level::Instance(t, _)) if t == "StructureDefinition" => {
+            super::validate::snapshot(st, inv).await
+        }
         (
             "expand" | "validate-code" | "lookup" | "subsumes" | "translate",
             Level::System | Level::Type(_) | Level::Instance(..),

@@ -148,3 +148,50 @@ pub fn register(st: &AppState, resource_type: &str, body: &[u8]) {
         Err(e) => tracing::error!(error = %e, "stored body is not JSON"),
     }
 }
+
+/// `StructureDefinition/$snapshot` (with `definition` (a resource) or `url`) and
+/// `StructureDefinition/{id}/$snapshot`: the profile with its snapshot generated from its
+/// differential against its base (profiles on profiles resolve through the registry).
+pub async fn snapshot(st: &AppState, inv: Invocation) -> ApiResult {
+    inv.only(&["definition", "url", "resource"])?;
+    let sd = match (
+        &inv.level,
+        inv.resource("definition").or(inv.resource("resource")),
+        inv.text("url"),
+    ) {
+        (Level::Instance(t, id), _, _) => super::read::fetch_json(st, t, id).await?,
+        (_, Some(r), _) => r.clone(),
+        (_, None, Some(url)) => st
+            .registry
+            .catalogue()
+            .resource("StructureDefinition", &url)
+            .map(|r| (**r).clone())
+            .ok_or_else(|| {
+                FhirError::new(
+                    404,
+                    "not-found",
+                    format!("StructureDefinition {url} is not known"),
+                )
+            })?,
+        _ => {
+            return Err(FhirError::new(
+                400,
+                "required",
+                "$snapshot needs a StructureDefinition: 'definition', 'url', or an instance",
+            )
+            .into());
+        }
+    };
+    if sd.get("resourceType").and_then(Value::as_str) != Some("StructureDefinition") {
+        return Err(FhirError::new(400, "invalid", "$snapshot takes a StructureDefinition").into());
+    }
+    let catalogue = st.registry.catalogue();
+    let elements = crate::validation::snapshot::generate(
+        crate::definitions::Definitions::core(),
+        &catalogue,
+        &sd,
+    )?;
+    let mut out = sd;
+    out["snapshot"] = serde_json::json!({ "element": elements });
+    operations::output(200, &out, inv.format)
+}

@@ -118,6 +118,22 @@ impl Validator {
         let result = self.profiles.get_with(key, || {
             Arc::new(match catalogue.resource("StructureDefinition", canonical) {
                 Some(sd) => {
+                    // A profile published without a snapshot gets one generated from its
+                    // differential (and its base chain) before it compiles.
+                    let with_snapshot;
+                    let sd = if sd.pointer("/snapshot/element").is_some() {
+                        sd.as_ref()
+                    } else {
+                        match snapshot::snapshot_of(self.defs, &catalogue, sd) {
+                            Ok(elements) => {
+                                let mut full = (**sd).clone();
+                                full["snapshot"] = serde_json::json!({ "element": elements });
+                                with_snapshot = full;
+                                &with_snapshot
+                            }
+                            Err(e) => return Arc::new(Err(e)),
+                        }
+                    };
                     let mut cache = self.invariants.lock().unwrap_or_else(|p| p.into_inner());
                     Plan::from_snapshot(self.defs, sd, &mut cache).map(|mut p| {
                         plan::drop_core_duplicates(self.defs, &mut p);

@@ -104,6 +104,7 @@ fn resolve(
         .unwrap_or_default();
     let mut b = Builder {
         defs,
+        original: base.clone(),
         elements: base,
     };
     for (i, d) in diff.iter().enumerate() {
@@ -192,6 +193,8 @@ fn core_element_json(el: &ElementDef) -> Value {
 
 struct Builder<'d> {
     defs: &'d Definitions,
+    /// The base snapshot as it was: slices start from it.
+    original: Vec<Value>,
     elements: Vec<Value>,
 }
 
@@ -272,13 +275,31 @@ impl Builder<'_> {
         let plain = format!("{parent}.{name}");
         let base = match self.find(&plain) {
             Some(i) => i,
-            None => self.choice_rename(parent, name)?,
+            None => {
+                // `valueCode` for `value[x]`: the choice narrowed to that type, and a slice of it
+                // named after the rename (`value[x]:valueCode`) that carries the constraints.
+                let (i, stem, suffix) = self.choice_rename(parent, name)?;
+                if slice.is_some() {
+                    i
+                } else {
+                    let sid = format!("{parent}.{stem}[x]:{name}");
+                    let s = self.ensure(&sid)?;
+                    self.narrow(s, &suffix);
+                    return Ok(s);
+                }
+            }
         };
         let Some(slice) = slice else {
             return Ok(base);
         };
-        // A new slice: a copy of the sliced element (without its slicing), after its group.
-        let mut e = self.elements[base].clone();
+        // A new slice: a copy of the sliced element as the base defines it (constraints the
+        // differential put on the unsliced element do not flow into its slices), after its group.
+        let mut e = self
+            .original
+            .iter()
+            .find(|o| id_of(o) == plain)
+            .cloned()
+            .unwrap_or_else(|| self.elements[base].clone());
         if let Some(o) = e.as_object_mut() {
             o.remove("slicing");
             o.insert("id".into(), json!(id));
@@ -289,9 +310,29 @@ impl Builder<'_> {
         Ok(at)
     }
 
+    /// Keeps only the type whose choice suffix is `suffix`.
+    fn narrow(&mut self, i: usize, suffix: &str) {
+        if let Some(types) = self.elements[i]
+            .get_mut("type")
+            .and_then(Value::as_array_mut)
+        {
+            types.retain(|t| {
+                t.get("code")
+                    .and_then(Value::as_str)
+                    .map(upper_first)
+                    .as_deref()
+                    == Some(suffix)
+            });
+        }
+    }
+
     /// `valueQuantity` under a parent whose base has `value[x]`: the choice element, with its
     /// types narrowed to the one named.
-    fn choice_rename(&mut self, parent: &str, name: &str) -> Result<usize, String> {
+    fn choice_rename(
+        &mut self,
+        parent: &str,
+        name: &str,
+    ) -> Result<(usize, String, String), String> {
         let parent_el = self
             .find(parent)
             .map(|i| path_of(&self.elements[i]).to_string());
@@ -328,10 +369,11 @@ impl Builder<'_> {
             if kept.is_empty() {
                 continue;
             }
+            let (stem, suffix) = (stem.to_string(), suffix.to_string());
             if let Some(o) = self.elements[i].as_object_mut() {
                 o.insert("type".into(), Value::Array(kept));
             }
-            return Ok(i);
+            return Ok((i, stem, suffix));
         }
         Err(format!(
             "element {parent}.{name} is not in the base{}",
@@ -355,8 +397,13 @@ impl Builder<'_> {
             && self.has_children(b)
         {
             let dot = format!("{base_id}.");
-            let end = self.group_end(b);
-            let copies: Vec<Value> = self.elements[b + 1..end]
+            // Children as the base defines them when it has them, else as built so far.
+            let source: &[Value] = if self.original.iter().any(|o| id_of(o).starts_with(&dot)) {
+                &self.original
+            } else {
+                &self.elements
+            };
+            let copies: Vec<Value> = source
                 .iter()
                 .filter(|e| id_of(e).starts_with(&dot) && !id_of(e)[dot.len()..].contains(':'))
                 .map(|e| {
@@ -437,6 +484,13 @@ impl Builder<'_> {
                     target.retain(|x, _| !x.starts_with("fixed") && !x.starts_with("pattern"));
                     target.insert(k.to_string(), v.clone());
                 }
+                // An Extension element takes no binding (its value[x] does); profiles that state
+                // one on the extension itself only document it.
+                "binding"
+                    if target
+                        .get("type")
+                        .and_then(Value::as_array)
+                        .is_some_and(|ts| ts.iter().all(|t| t["code"] == "Extension")) => {}
                 _ => {
                     target.insert(k.clone(), v.clone());
                 }
