@@ -29,6 +29,15 @@ pub struct BindingRule {
     pub value_set: String,
 }
 
+/// How a repeating element is sliced.
+#[derive(Debug, Clone)]
+pub struct Slicing {
+    /// (type, path): `value`, `pattern`, `exists`, `type`, `profile`; a FHIRPath-like path.
+    pub discriminators: Vec<(String, String)>,
+    /// Instances that match no slice are errors.
+    pub closed: bool,
+}
+
 /// One allowed type of an element.
 #[derive(Debug, Clone)]
 pub struct RuleType {
@@ -78,8 +87,16 @@ pub struct Invariant {
 /// The rules of one element.
 #[derive(Debug, Clone)]
 pub struct Rule {
+    /// `Observation.value[x]`, or for a slice `Patient.identifier:mrn`.
+    pub id: String,
     /// `Observation.value[x]`.
     pub path: String,
+    /// Set on a slice.
+    pub slice_name: Option<String>,
+    /// Set on a sliced element.
+    pub slicing: Option<Slicing>,
+    /// The slices of this element, in order.
+    pub slices: Vec<usize>,
     /// The JSON property name, or its stem for a choice (`value`).
     pub name: String,
     pub choice: bool,
@@ -96,6 +113,9 @@ pub struct Rule {
     pub fixed: Option<Value>,
     pub pattern: Option<Value>,
     pub max_length: Option<usize>,
+    /// `minValue[x]` and `maxValue[x]`.
+    pub min_value: Option<Value>,
+    pub max_value: Option<Value>,
     /// The path of this element in the core definitions, for FHIRPath type information.
     pub core_path: Option<&'static str>,
 }
@@ -178,21 +198,24 @@ impl InvariantCache {
     }
 }
 
-/// Fills `children` from the paths (slices and what lies under them are not linked).
-fn link(rules: &mut [Rule], slice_of: &[bool]) {
-    let mut by_path: HashMap<String, usize> = HashMap::new();
+/// Fills `children` and `slices` from the element ids: `A.b:s` is a slice of `A.b`, `A.b:s.c` a
+/// child of the slice.
+fn link(rules: &mut [Rule]) {
+    let mut by_id: HashMap<String, usize> = HashMap::new();
     for (i, r) in rules.iter().enumerate() {
-        if !slice_of[i] {
-            by_path.entry(r.path.clone()).or_insert(i);
-        }
+        by_id.entry(r.id.clone()).or_insert(i);
     }
-    for i in 0..rules.len() {
-        if slice_of[i] {
+    for i in 1..rules.len() {
+        let Some((parent, last)) = rules[i].id.rsplit_once('.') else {
             continue;
-        }
-        if let Some((parent, _)) = rules[i].path.rsplit_once('.')
-            && let Some(&p) = by_path.get(parent)
-        {
+        };
+        if let Some((name, _)) = last.split_once(':') {
+            if let Some(&b) = by_id.get(&format!("{parent}.{name}"))
+                && b != i
+            {
+                rules[b].slices.push(i);
+            }
+        } else if let Some(&p) = by_id.get(parent) {
             rules[p].children.push(i);
         }
     }
@@ -279,16 +302,14 @@ impl Plan {
     ) -> Option<Plan> {
         let sd = defs.structure(type_name)?;
         let mut rules = Vec::with_capacity(sd.elements.len());
-        let mut slice_of = Vec::with_capacity(sd.elements.len());
         let mut refs = Vec::new();
         for el in &sd.elements {
-            slice_of.push(el.slice_name.is_some());
             if let Some(cr) = &el.content_reference {
                 refs.push((rules.len(), cr.trim_start_matches('#').to_string()));
             }
             rules.push(core_rule(defs, el, cache));
         }
-        link(&mut rules, &slice_of);
+        link(&mut rules);
         resolve_content_refs(&mut rules, &refs);
         Some(Plan {
             url: sd.url.clone(),
@@ -328,7 +349,6 @@ impl Plan {
                 .at("snapshot")
             })?;
         let mut rules = Vec::with_capacity(elements.len());
-        let mut slice_of = Vec::with_capacity(elements.len());
         let mut refs = Vec::new();
         let mut problems = Vec::new();
         for (i, el) in elements.iter().enumerate() {
@@ -339,14 +359,6 @@ impl Plan {
                         .at(format!("StructureDefinition.snapshot.element[{i}]")),
                 );
             }
-            // Slices (and the elements under them) are not walked yet: their constraints apply only
-            // to the instances a discriminator selects.
-            let in_slice = el.get("sliceName").is_some()
-                || el
-                    .get("id")
-                    .and_then(Value::as_str)
-                    .is_some_and(|id| id.contains(':'));
-            slice_of.push(in_slice);
             if let Some(cr) = el.get("contentReference").and_then(Value::as_str) {
                 // `#Questionnaire.item` or `http://...#Questionnaire.item`.
                 let target = cr.rsplit('#').next().unwrap_or(cr);
@@ -354,7 +366,7 @@ impl Plan {
             }
             rules.push(snapshot_rule(defs, el, cache));
         }
-        link(&mut rules, &slice_of);
+        link(&mut rules);
         resolve_content_refs(&mut rules, &refs);
         for r in &rules {
             for inv in &r.invariants {
@@ -421,7 +433,14 @@ fn core_rule(defs: &'static Definitions, el: &ElementDef, cache: &mut InvariantC
         })
         .collect();
     Rule {
+        id: match &el.slice_name {
+            Some(sn) => format!("{}:{sn}", el.path),
+            None => el.path.clone(),
+        },
         path: el.path.clone(),
+        slice_name: el.slice_name.clone(),
+        slicing: None,
+        slices: Vec::new(),
         name,
         choice,
         min: el.min,
@@ -444,6 +463,8 @@ fn core_rule(defs: &'static Definitions, el: &ElementDef, cache: &mut InvariantC
         fixed: el.fixed.clone(),
         pattern: el.pattern.clone(),
         max_length: None,
+        min_value: None,
+        max_value: None,
         core_path: core_path_of(defs, &el.path),
     }
 }
@@ -530,7 +551,35 @@ fn snapshot_rule(defs: &'static Definitions, el: &Value, cache: &mut InvariantCa
     });
     // Core paths for FHIRPath typing: a profile's path is its base type's path.
     let core_path = core_path_of(defs, &path);
+    let slice_name = el
+        .get("sliceName")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    let id = match (el.get("id").and_then(Value::as_str), &slice_name) {
+        (Some(id), _) => id.to_string(),
+        (None, Some(sn)) => format!("{path}:{sn}"),
+        (None, None) => path.clone(),
+    };
+    let slicing = el.get("slicing").map(|sl| Slicing {
+        discriminators: sl
+            .get("discriminator")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| {
+                Some((
+                    d.get("type")?.as_str()?.to_string(),
+                    d.get("path")?.as_str()?.to_string(),
+                ))
+            })
+            .collect(),
+        closed: sl.get("rules").and_then(Value::as_str) == Some("closed"),
+    });
     Rule {
+        id,
+        slice_name,
+        slicing,
+        slices: Vec::new(),
         name,
         choice,
         min: el.get("min").and_then(Value::as_u64).unwrap_or(0) as u32,
@@ -542,6 +591,8 @@ fn snapshot_rule(defs: &'static Definitions, el: &Value, cache: &mut InvariantCa
         invariants,
         fixed: choice_value(el, "fixed").cloned(),
         pattern: choice_value(el, "pattern").cloned(),
+        min_value: choice_value(el, "minValue").cloned(),
+        max_value: choice_value(el, "maxValue").cloned(),
         max_length: el
             .get("maxLength")
             .and_then(Value::as_u64)

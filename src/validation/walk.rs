@@ -219,7 +219,206 @@ impl<'x, 'v> Walk<'x, 'v> {
                 }
             }
             self.cardinality(r, count);
+            if (!r.slices.is_empty() && count > 0)
+                || r.slices.iter().any(|&s| plan.rules[s].min > 0)
+            {
+                self.slices(plan, k, obj, env);
+            }
         }
+    }
+
+    /// Sorts the instances of a sliced element into its slices by the discriminators, checks each
+    /// slice's cardinality and rules, and refuses unmatched instances of a closed slicing.
+    fn slices(
+        &mut self,
+        plan: &Plan,
+        k: usize,
+        obj: &'v Map<String, Value>,
+        env: &mut Environment<'v>,
+    ) {
+        let r = &plan.rules[k];
+        // (property key, index within an array, value, choice suffix)
+        let mut instances: Vec<(&'v str, Option<usize>, &'v Value, Option<&'v str>)> = Vec::new();
+        for (key, value) in obj {
+            let suffix = if r.choice {
+                match key.strip_prefix(r.name.as_str()) {
+                    Some(s) if s.starts_with(|c: char| c.is_ascii_uppercase()) => Some(s),
+                    _ => continue,
+                }
+            } else if key == &r.name {
+                None
+            } else {
+                continue;
+            };
+            match value {
+                Value::Array(items) => {
+                    instances.extend(
+                        items
+                            .iter()
+                            .enumerate()
+                            .map(|(i, v)| (key.as_str(), Some(i), v, suffix)),
+                    );
+                }
+                v => instances.push((key.as_str(), None, v, suffix)),
+            }
+        }
+        let mut counts = vec![0usize; r.slices.len()];
+        let mut unmatched = Vec::new();
+        for (key, index, value, suffix) in instances {
+            let found = r
+                .slices
+                .iter()
+                .position(|&s| self.in_slice(plan, k, s, value, suffix));
+            match found {
+                Some(n) => {
+                    counts[n] += 1;
+                    let s = r.slices[n];
+                    let Some(t) = plan.rules[s]
+                        .type_for(suffix)
+                        .or(plan.rules[s].types.first())
+                    else {
+                        continue;
+                    };
+                    self.loc.push(Seg::Key(key));
+                    if let Some(i) = index {
+                        self.loc.push(Seg::Index(i));
+                    }
+                    self.value(plan, s, t, Some(value), None, env);
+                    if index.is_some() {
+                        self.loc.pop();
+                    }
+                    self.loc.pop();
+                }
+                None => unmatched.push((key, index)),
+            }
+        }
+        for (n, &s) in r.slices.iter().enumerate() {
+            let slice = &plan.rules[s];
+            let name = slice.slice_name.as_deref().unwrap_or("?");
+            if (counts[n] as u64) < u64::from(slice.min) {
+                self.issue(
+                    Severity::Error,
+                    "required",
+                    format!(
+                        "slice '{name}' of {}: minimum cardinality {}, found {}",
+                        r.path, slice.min, counts[n]
+                    ),
+                );
+            }
+            if let Some(max) = slice.max
+                && counts[n] as u64 > u64::from(max)
+            {
+                self.issue(
+                    Severity::Error,
+                    "structure",
+                    format!(
+                        "slice '{name}' of {}: maximum cardinality {max}, found {}",
+                        r.path, counts[n]
+                    ),
+                );
+            }
+        }
+        if r.slicing.as_ref().is_some_and(|s| s.closed) {
+            for (key, index) in unmatched {
+                self.loc.push(Seg::Key(key));
+                if let Some(i) = index {
+                    self.loc.push(Seg::Index(i));
+                }
+                let msg = format!(
+                    "{}: the slicing is closed and this matches no slice",
+                    r.path
+                );
+                self.issue(Severity::Error, "structure", msg);
+                if index.is_some() {
+                    self.loc.pop();
+                }
+                self.loc.pop();
+            }
+        }
+    }
+
+    /// Does an instance belong to slice `s` of element `k`?
+    fn in_slice(
+        &self,
+        plan: &Plan,
+        k: usize,
+        s: usize,
+        value: &Value,
+        suffix: Option<&str>,
+    ) -> bool {
+        let slice = &plan.rules[s];
+        // A choice renamed into a slice (`value[x]:valueQuantity`) is selected by its type.
+        if plan.rules[k].choice {
+            return slice.types.len() == 1 && Some(slice.types[0].suffix.as_str()) == suffix;
+        }
+        let Some(slicing) = &plan.rules[k].slicing else {
+            return false;
+        };
+        if slicing.discriminators.is_empty() {
+            return false;
+        }
+        slicing.discriminators.iter().all(|(kind, path)| {
+            let expected = rule_at(plan, s, path);
+            let actual = values_at(value, path);
+            match kind.as_str() {
+                "value" | "pattern" => {
+                    let want = expected
+                        .and_then(|e| {
+                            plan.rules[e]
+                                .fixed
+                                .as_ref()
+                                .or(plan.rules[e].pattern.as_ref())
+                                .cloned()
+                        })
+                        .or_else(|| {
+                            // An extension slice names its URL through its type profile.
+                            (path == "url")
+                                .then(|| slice.types.first().and_then(|t| t.profiles.first()))
+                                .flatten()
+                                .map(|u| Value::String(u.clone()))
+                        });
+                    match want {
+                        Some(w) => actual.iter().any(|a| matches_pattern(a, &w)),
+                        None => false,
+                    }
+                }
+                "exists" => match expected.map(|e| &plan.rules[e]) {
+                    Some(e) if e.max == Some(0) => actual.is_empty(),
+                    Some(e) if e.min > 0 => !actual.is_empty(),
+                    _ => false,
+                },
+                "type" => {
+                    let want = expected
+                        .and_then(|e| plan.rules[e].types.first())
+                        .map(|t| t.code.as_str());
+                    let got = actual
+                        .first()
+                        .and_then(|a| a.get("resourceType"))
+                        .and_then(Value::as_str);
+                    matches!((want, got), (Some(w), Some(g)) if w == g)
+                }
+                "profile" => {
+                    let profile = expected
+                        .and_then(|e| plan.rules[e].types.first())
+                        .and_then(|t| t.profiles.first());
+                    let catalogue = self.val.registry.catalogue();
+                    let want = profile
+                        .and_then(|p| {
+                            catalogue
+                                .resource("StructureDefinition", p)
+                                .map(|sd| sd["type"].clone())
+                        })
+                        .or_else(|| {
+                            profile
+                                .and_then(|p| p.rsplit('/').next())
+                                .map(|t| Value::String(t.to_string()))
+                        });
+                    let got = actual.first().and_then(|a| a.get("resourceType"));
+                    matches!((want, got), (Some(w), Some(g)) if &w == g)
+                }
+                _ => false,
+            }
+        })
     }
 
     fn cardinality(&mut self, r: &Rule, count: usize) {
@@ -329,6 +528,23 @@ impl<'x, 'v> Walk<'x, 'v> {
                     ),
                 );
             }
+            for (bound, lower) in [(&r.min_value, true), (&r.max_value, false)] {
+                let Some(bound) = bound else { continue };
+                if let Some(ord) = compare_values(j, bound)
+                    && ((lower && ord.is_lt()) || (!lower && ord.is_gt()))
+                {
+                    let (what, which) = if lower {
+                        ("less than the minimum", "minValue")
+                    } else {
+                        ("greater than the maximum", "maxValue")
+                    };
+                    self.issue(
+                        Severity::Error,
+                        "value",
+                        format!("{}: the value {j} is {what} {bound} ({which})", r.path),
+                    );
+                }
+            }
             if let Some(b) = &r.binding
                 && b.strength != Strength::Other
             {
@@ -350,11 +566,17 @@ impl<'x, 'v> Walk<'x, 'v> {
             (None, "BackboneElement" | "Element") => r.core_path,
             _ => type_name,
         };
-        let node = Node {
-            json,
-            ext,
-            ty: type_name,
-            path: children_path,
+        // A nested resource is typed by its own resourceType (`%context.type()` is `Patient`).
+        let node = match json {
+            Some(j) if t.is_resource && j.get("resourceType").is_some() => {
+                fhirpath::resource_node_of(j, Some(self.val.defs))
+            }
+            _ => Node {
+                json,
+                ext,
+                ty: type_name,
+                path: children_path,
+            },
         };
         if !r.invariants.is_empty() {
             self.invariants(r, fhirpath::Value::Node(node), &[], env);
@@ -594,6 +816,43 @@ impl<'x, 'v> Walk<'x, 'v> {
     }
 }
 
+/// The rule at a discriminator path below slice `s` (`$this`, `system`, `code.coding.system`).
+fn rule_at(plan: &Plan, s: usize, path: &str) -> Option<usize> {
+    let mut cur = s;
+    for step in path.split('.') {
+        if step == "$this" {
+            continue;
+        }
+        let step = step.strip_suffix("[x]").unwrap_or(step);
+        cur = *plan.rules[cur]
+            .children
+            .iter()
+            .find(|&&c| plan.rules[c].name == step)?;
+    }
+    Some(cur)
+}
+
+/// The values at a discriminator path in an instance (arrays flattened; `resolve()` and
+/// functions other than `$this` are not followed).
+fn values_at<'a>(v: &'a Value, path: &str) -> Vec<&'a Value> {
+    let mut cur = vec![v];
+    for step in path.split('.') {
+        if step == "$this" {
+            continue;
+        }
+        let mut next = Vec::new();
+        for c in cur {
+            match c.get(step) {
+                Some(Value::Array(a)) => next.extend(a),
+                Some(x) => next.push(x),
+                None => {}
+            }
+        }
+        cur = next;
+    }
+    cur
+}
+
 /// A rule with no types (a `contentReference`d element) still needs a type to visit with.
 static DUMMY: std::sync::LazyLock<Vec<RuleType>> = std::sync::LazyLock::new(|| {
     vec![RuleType {
@@ -631,6 +890,28 @@ fn literal_type(reference: &str) -> Option<&str> {
     crate::definitions::Definitions::core()
         .is_resource_type(ty)
         .then_some(ty)
+}
+
+/// Orders a value against a minValue/maxValue: numbers as decimals, dates and times as ISO text
+/// (same-precision text orders like the instants), quantities through UCUM conversion. `None`
+/// when they cannot be compared.
+fn compare_values(v: &Value, bound: &Value) -> Option<std::cmp::Ordering> {
+    use crate::fhirpath::{Node, Quantity};
+    use rust_decimal::Decimal;
+    use std::str::FromStr;
+    match (v, bound) {
+        (Value::Number(a), Value::Number(b)) => Some(
+            Decimal::from_str(a.as_str())
+                .ok()?
+                .cmp(&Decimal::from_str(b.as_str()).ok()?),
+        ),
+        (Value::String(a), Value::String(b)) => Some(a.as_str().cmp(b.as_str())),
+        (Value::Object(_), Value::Object(_)) => {
+            let q = |j: &Value| -> Option<Quantity> { Node::untyped(j).to_quantity() };
+            q(v)?.compare(&q(bound)?)
+        }
+        _ => None,
+    }
 }
 
 /// Primitive values compare by their text (`1.0` and `1.00` differ in FHIR), objects deeply.
