@@ -48,6 +48,8 @@ impl RunningServer {
             .map_err(|e| ServerError::Bind(settings.addr, e))?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
         let state = AppState::new(store.clone(), settings);
+        let n = crate::rest::register_stored_conformance(&state).await?;
+        tracing::info!(stored_conformance_resources = n, "registry ready");
         let ready = state.ready.clone();
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();

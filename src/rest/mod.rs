@@ -96,6 +96,11 @@ impl AppState {
     }
 }
 
+/// Registers the conformance resources already in the store (see [`validate::register_stored`]).
+pub async fn register_stored_conformance(st: &AppState) -> Result<usize, crate::store::StoreError> {
+    validate::register_stored(st).await
+}
+
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     let fhir = Router::new()

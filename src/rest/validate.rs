@@ -195,3 +195,42 @@ pub async fn snapshot(st: &AppState, inv: Invocation) -> ApiResult {
     out["snapshot"] = serde_json::json!({ "element": elements });
     operations::output(200, &out, inv.format)
 }
+
+/// At start: registers the conformance resources clients stored earlier (the registry itself is
+/// in memory), so a profile posted yesterday is in force after a restart. Newest versions win;
+/// deleted resources stay out.
+pub async fn register_stored(st: &AppState) -> Result<usize, crate::store::StoreError> {
+    use crate::store::{HistoryQuery, HistoryScope};
+    let mut registered = 0;
+    for ty in registry::CONFORMANCE_TYPES {
+        let mut seen = std::collections::HashSet::new();
+        let mut offset = 0;
+        let mut at_seq = None;
+        loop {
+            let page = st
+                .store
+                .history(HistoryQuery {
+                    scope: HistoryScope::Type(ty.to_string()),
+                    since_ms: None,
+                    at_seq,
+                    count: 1000,
+                    offset,
+                })
+                .await?;
+            at_seq = Some(page.at_seq);
+            let n = page.entries.len();
+            for v in page.entries {
+                // History is newest first: the first version seen of an id is its current one.
+                if seen.insert(v.id.clone()) && !v.is_deleted() {
+                    register(st, ty, v.body.as_deref().unwrap_or_default());
+                    registered += 1;
+                }
+            }
+            if n < 1000 {
+                break;
+            }
+            offset += n;
+        }
+    }
+    Ok(registered)
+}
