@@ -1210,10 +1210,13 @@ fn same_item(a: &Value, b: &Value) -> bool {
 }
 
 /// Compiles a pattern, reusing this thread's recent compilations (invariants use a handful of
-/// patterns over and over; compiling dominates matching).
-fn regex(f: &str, pat: &str) -> Result<regex::Regex, EvalError> {
+/// patterns over and over; compiling dominates matching). The cache hands out shared handles:
+/// cloning a `Regex` would give it a fresh matching cache, and building that cache (lazy DFA
+/// tables) costs more than a typical match.
+fn regex(f: &str, pat: &str) -> Result<std::rc::Rc<regex::Regex>, EvalError> {
     thread_local! {
-        static CACHE: std::cell::RefCell<HashMap<String, regex::Regex>> = std::cell::RefCell::new(HashMap::new());
+        static CACHE: std::cell::RefCell<HashMap<String, std::rc::Rc<regex::Regex>>> =
+            std::cell::RefCell::new(HashMap::new());
     }
     if let Some(re) = CACHE.with(|c| c.borrow().get(pat).cloned()) {
         return Ok(re);
@@ -1223,6 +1226,7 @@ fn regex(f: &str, pat: &str) -> Result<regex::Regex, EvalError> {
         .size_limit(1 << 20)
         .build()
         .map_err(|e| err(f, format!("invalid regular expression: {e}")))?;
+    let re = std::rc::Rc::new(re);
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= 256 {
