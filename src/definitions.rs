@@ -199,6 +199,39 @@ pub struct ChildStep<'a> {
     pub children_path: &'a str,
 }
 
+/// The JSON properties defined under one parent path (see [`Definitions::child_index`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ChildIndex<'a> {
+    defs: &'a Definitions,
+    by_key: &'a FastMap<String, ChildEntry>,
+}
+
+impl<'a> ChildIndex<'a> {
+    /// [`Definitions::child_step`] for a key under this parent.
+    pub fn step(&self, key: &str) -> Option<ChildStep<'a>> {
+        let c = *self.by_key.get(key)?;
+        let element = &self.defs.artefact.structures[c.structure].elements[c.element];
+        let type_code = element
+            .types
+            .get(c.type_index)
+            .map(|t| t.code.as_str())
+            .unwrap_or("");
+        let children_path = match c.children {
+            ChildrenAt::Own => element.path.as_str(),
+            ChildrenAt::ContentReference => element
+                .content_reference
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches('#'),
+            ChildrenAt::TypeCode => type_code,
+        };
+        Some(ChildStep {
+            matched: ChildMatch { element, type_code },
+            children_path,
+        })
+    }
+}
+
 /// The maps below are looked up on every FHIRPath step and every parsed property, with keys that
 /// come from the definitions or from JSON property names, never chosen to collide; a fast
 /// non-cryptographic hasher is enough (SipHash dominated those lookups).
@@ -389,25 +422,15 @@ impl Definitions {
     /// [`Definitions::child`] and [`Definitions::children_path`] of the match in one lookup (a
     /// FHIRPath step needs both).
     pub fn child_step(&self, parent_path: &str, key: &str) -> Option<ChildStep<'_>> {
-        let c = *self.children.get(parent_path)?.get(key)?;
-        let element = &self.artefact.structures[c.structure].elements[c.element];
-        let type_code = element
-            .types
-            .get(c.type_index)
-            .map(|t| t.code.as_str())
-            .unwrap_or("");
-        let children_path = match c.children {
-            ChildrenAt::Own => element.path.as_str(),
-            ChildrenAt::ContentReference => element
-                .content_reference
-                .as_deref()
-                .unwrap_or_default()
-                .trim_start_matches('#'),
-            ChildrenAt::TypeCode => type_code,
-        };
-        Some(ChildStep {
-            matched: ChildMatch { element, type_code },
-            children_path,
+        self.child_index(parent_path)?.step(key)
+    }
+
+    /// The properties defined under `parent_path`, for resolving several keys of one object with
+    /// one lookup of the path.
+    pub fn child_index(&self, parent_path: &str) -> Option<ChildIndex<'_>> {
+        Some(ChildIndex {
+            defs: self,
+            by_key: self.children.get(parent_path)?,
         })
     }
 
@@ -516,6 +539,27 @@ mod tests {
             d.child("HumanName", "family").map(|m| m.type_code),
             Some("string")
         );
+    }
+
+    #[test]
+    fn child_step_agrees_with_child_and_children_path_everywhere() {
+        let d = Definitions::core();
+        let mut checked = 0;
+        for (parent, by_key) in &d.children {
+            for key in by_key.keys() {
+                let step = d.child_step(parent, key).expect("indexed key resolves");
+                let m = d.child(parent, key).expect("indexed key resolves");
+                assert!(std::ptr::eq(step.matched.element, m.element));
+                assert_eq!(step.matched.type_code, m.type_code);
+                assert_eq!(
+                    step.children_path,
+                    d.children_path(m.element, m.type_code),
+                    "{parent} / {key}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 10_000, "{checked}");
     }
 
     #[test]

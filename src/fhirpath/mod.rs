@@ -156,7 +156,7 @@ impl Expression {
             depth: std::cell::Cell::new(0),
         };
         let frame = eval::Frame {
-            this: env.context.clone(),
+            this: &env.context,
             index: None,
             total: None,
         };

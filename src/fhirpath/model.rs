@@ -345,8 +345,13 @@ pub fn all_children<'a>(
         }
         return;
     };
-    // Whether any `_name` sibling exists is asked once, not per property.
+    // Whether any `_name` sibling exists, and where this node's properties are defined, are
+    // looked up once, not per property.
     let any_ext = obj.keys().any(|k| k.starts_with('_'));
+    let index = match (defs, node.path) {
+        (Some(d), Some(p)) => d.child_index(p),
+        _ => None,
+    };
     for (key, value) in obj {
         if key == "resourceType" {
             continue;
@@ -368,12 +373,9 @@ pub fn all_children<'a>(
                 },
             ),
         };
-        let (ty, path) = match (defs, node.path) {
-            (Some(d), Some(p)) => match d.child_step(p, k) {
-                Some(step) => typed(step),
-                None => (None, None),
-            },
-            _ => (None, None),
+        let (ty, path) = match index.and_then(|i| i.step(k)) {
+            Some(step) => typed(step),
+            None => (None, None),
         };
         push_nodes(out, value, ext, ty, path, defs);
     }
