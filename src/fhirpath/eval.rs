@@ -27,6 +27,8 @@ pub struct Evaluator<'e, 'a> {
     pub env: &'e Environment<'a>,
     /// Current nesting of function calls.
     pub depth: std::cell::Cell<usize>,
+    /// Recent path steps resolved against the definitions.
+    pub steps: model::StepCache,
 }
 
 pub(crate) type R<'a> = Result<Collection<'a>, EvalError>;
@@ -401,7 +403,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             if let Value::Node(n) = v
                 && let model::Lookup::Unknown =
-                    model::child(n, name, self.env.definitions, self.env.strict, &mut out)
+                    model::child(
+                        n,
+                        name,
+                        self.env.definitions,
+                        self.env.strict,
+                        &self.steps,
+                        &mut out,
+                    )
                 && self.env.strict
                 && homogeneous
             {

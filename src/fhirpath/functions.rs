@@ -862,7 +862,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "descendants" => {
                 arity(f, args, 0, 0)?;
-                let mut out = Vec::new();
+                // Breadth first: the queue, once every item in it has been expanded, is the result.
                 let mut queue: Vec<Value<'a>> = Vec::new();
                 for v in &input {
                     if let Value::Node(n) = v {
@@ -871,17 +871,15 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 let mut i = 0;
                 while i < queue.len() {
-                    let v = queue[i].clone();
-                    if let Value::Node(n) = &v {
-                        model::all_children(n, self.env.definitions, &mut queue);
+                    if let Value::Node(n) = queue[i] {
+                        model::all_children(&n, self.env.definitions, &mut queue);
                     }
                     if queue.len() > MAX_ITEMS {
                         return Err(err(f, "produced too many items"));
                     }
-                    out.push(v);
                     i += 1;
                 }
-                Ok(out)
+                Ok(queue)
             }
             _ => Err(err(f, "unknown function")),
         }
@@ -916,19 +914,19 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "now" => {
                 arity(f, args, 0, 0)?;
-                Ok(vec![Value::Temporal(self.env.now)])
+                Ok(vec![Value::Temporal(self.env.now())])
             }
             "today" => {
                 arity(f, args, 0, 0)?;
                 Ok(vec![Value::Temporal(
                     self.env
-                        .now
+                        .now()
                         .with_precision(TemporalKind::Date, Precision::Day),
                 )])
             }
             "timeOfDay" => {
                 arity(f, args, 0, 0)?;
-                let mut t = self.env.now;
+                let mut t = self.env.now();
                 t.kind = TemporalKind::Time;
                 t.tz = None;
                 Ok(vec![Value::Temporal(t)])

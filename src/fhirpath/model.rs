@@ -201,12 +201,60 @@ pub enum Lookup {
     Unknown,
 }
 
+/// Recent resolutions of `(parent path, name)` during one evaluation. Criteria take the same
+/// few steps once per item (`element.all(path.contains('.') ...)`), and `descendants().concept`
+/// asks the same question of many nodes. Every path and name passed in lives for the whole
+/// evaluation (they belong to the definitions, the resource or the syntax tree), so their
+/// addresses identify them: a hit costs a few comparisons instead of two hashed lookups.
+#[derive(Default)]
+pub struct StepCache {
+    slots: [std::cell::Cell<Option<StepSlot>>; STEP_SLOTS],
+}
+
+const STEP_SLOTS: usize = 16;
+
+#[derive(Clone, Copy)]
+struct StepSlot {
+    path: (*const u8, usize),
+    name: (*const u8, usize),
+    step: Option<crate::definitions::ChildStep<'static>>,
+}
+
+impl StepCache {
+    /// `d.child_step(path, name)`, remembered.
+    fn child_step(
+        &self,
+        d: &'static Definitions,
+        path: &str,
+        name: &str,
+    ) -> Option<crate::definitions::ChildStep<'static>> {
+        let key_path = (path.as_ptr(), path.len());
+        let key_name = (name.as_ptr(), name.len());
+        let h = (key_path.0 as usize >> 3) ^ (key_name.0 as usize >> 1) ^ path.len();
+        let slot = &self.slots[h % STEP_SLOTS];
+        if let Some(s) = slot.get()
+            && s.path == key_path
+            && s.name == key_name
+        {
+            return s.step;
+        }
+        let step = d.child_step(path, name);
+        slot.set(Some(StepSlot {
+            path: key_path,
+            name: key_name,
+            step,
+        }));
+        step
+    }
+}
+
 /// Appends the children of `node` named `name` to `out`.
 pub fn child<'a>(
     node: &Node<'a>,
     name: &str,
     defs: Option<&'static Definitions>,
     strict: bool,
+    steps: &StepCache,
     out: &mut Vec<Value<'a>>,
 ) -> Lookup {
     // Primitives keep `id` and `extension` in their `_name` sibling.
@@ -227,7 +275,7 @@ pub fn child<'a>(
         _ => return Lookup::Found,
     };
     if let (Some(d), Some(path)) = (defs, node.path) {
-        if let Some(step) = d.child_step(path, name)
+        if let Some(step) = steps.child_step(d, path, name)
             && !step.matched.element.path.ends_with("[x]")
         {
             let (ty, cpath) = typed(step);
@@ -398,18 +446,19 @@ fn fallback_base(name: &str) -> Option<&'static str> {
 
 /// True when FHIR type `ty` is `target` or derives from it.
 pub fn fhir_subtype(ty: &str, target: &str, defs: Option<&'static Definitions>) -> bool {
-    let mut cur = ty.to_string();
+    // Walks the base chain by reference (names borrowed from the definitions or static).
+    let mut cur: &str = ty;
     for _ in 0..16 {
         if cur == target {
             return true;
         }
-        let next = match defs.and_then(|d| d.structure(&cur)) {
+        let next = match defs.and_then(|d| d.structure(cur)) {
             Some(s) => match &s.base {
-                Some(b) => b.clone(),
+                Some(b) => b.as_str(),
                 None => return false,
             },
-            None => match fallback_base(&cur) {
-                Some(b) => b.to_string(),
+            None => match fallback_base(cur) {
+                Some(b) => b,
                 None => return false,
             },
         };
