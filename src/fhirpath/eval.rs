@@ -402,15 +402,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 continue;
             }
             if let Value::Node(n) = v
-                && let model::Lookup::Unknown =
-                    model::child(
-                        n,
-                        name,
-                        self.env.definitions,
-                        self.env.strict,
-                        &self.steps,
-                        &mut out,
-                    )
+                && let model::Lookup::Unknown = model::child(
+                    n,
+                    name,
+                    self.env.definitions,
+                    self.env.strict,
+                    &self.steps,
+                    &mut out,
+                )
                 && self.env.strict
                 && homogeneous
             {
@@ -513,7 +512,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 name,
                 args,
                 ..
-            } if args.len() == 1 && matches!(name.as_str(), "contains" | "startsWith" | "endsWith") => {
+            } if args.len() == 1
+                && matches!(name.as_str(), "contains" | "startsWith" | "endsWith") =>
+            {
                 let input = self.eval(t, frame)?;
                 self.nested(name, || {
                     let Some(s) = self.input_string(name, &input)? else {

@@ -775,9 +775,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 if sep.is_empty() {
                     return Ok(s.chars().map(|c| string(c.to_string())).collect());
                 }
-                Ok(s.split(&*sep)
-                    .map(|p| string(p.to_string()))
-                    .collect())
+                Ok(s.split(&*sep).map(|p| string(p.to_string())).collect())
             }
             "join" => {
                 arity(f, args, 0, 1)?;
@@ -818,7 +816,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Math functions.
     #[inline(never)]
-    fn call_math(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'_, 'a>) -> R<'a> {
+    fn call_math(
+        &self,
+        f: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'_, 'a>,
+    ) -> R<'a> {
         match f {
             "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" => {
                 arity(f, args, 0, 0)?;
@@ -1005,8 +1009,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     .into_iter()
                     .filter(|e| match e {
                         Value::Node(n) => {
-                            n.json.and_then(|j| j.get("url")).and_then(Json::as_str)
-                                == Some(&*url)
+                            n.json.and_then(|j| j.get("url")).and_then(Json::as_str) == Some(&*url)
                         }
                         _ => false,
                     })
