@@ -190,18 +190,87 @@ pub struct ChildMatch<'a> {
     pub type_code: &'a str,
 }
 
+/// A child element matched together with where its own children are defined (see
+/// [`Definitions::child_step`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ChildStep<'a> {
+    pub matched: ChildMatch<'a>,
+    /// What [`Definitions::children_path`] gives for the match.
+    pub children_path: &'a str,
+}
+
+/// The JSON properties defined under one parent path (see [`Definitions::child_index`]).
+#[derive(Debug, Clone, Copy)]
+pub struct ChildIndex<'a> {
+    defs: &'a Definitions,
+    by_key: &'a FastMap<String, ChildEntry>,
+}
+
+impl<'a> ChildIndex<'a> {
+    /// [`Definitions::child_step`] for a key under this parent.
+    pub fn step(&self, key: &str) -> Option<ChildStep<'a>> {
+        let c = *self.by_key.get(key)?;
+        let element = &self.defs.artefact.structures[c.structure].elements[c.element];
+        let type_code = element
+            .types
+            .get(c.type_index)
+            .map(|t| t.code.as_str())
+            .unwrap_or("");
+        let children_path = match c.children {
+            ChildrenAt::Own => element.path.as_str(),
+            ChildrenAt::ContentReference => element
+                .content_reference
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches('#'),
+            ChildrenAt::TypeCode => type_code,
+        };
+        Some(ChildStep {
+            matched: ChildMatch { element, type_code },
+            children_path,
+        })
+    }
+}
+
+/// The maps below are looked up on every FHIRPath step and every parsed property, with keys that
+/// come from the definitions or from JSON property names, never chosen to collide; a fast
+/// non-cryptographic hasher is enough (SipHash dominated those lookups).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
+/// One JSON property name under a parent path.
+#[derive(Debug, Clone, Copy)]
+struct ChildEntry {
+    structure: usize,
+    element: usize,
+    /// Index into the element's types, `usize::MAX` when it has none.
+    type_index: usize,
+    /// Where the value's children are defined, as [`Definitions::children_path`] would answer.
+    children: ChildrenAt,
+}
+
+/// [`Definitions::children_path`], settled when the index is built.
+#[derive(Debug, Clone, Copy)]
+enum ChildrenAt {
+    /// The element's own path (inline backbone element).
+    Own,
+    /// The path named by its `contentReference`.
+    ContentReference,
+    /// Its type's name.
+    TypeCode,
+}
+
 /// The core definitions, indexed for lookups. Cheap to share: obtain it with [`Definitions::core`].
 #[derive(Debug)]
 pub struct Definitions {
     artefact: CoreArtefact,
     /// Structure name -> index in `artefact.structures`.
-    structures: HashMap<String, usize>,
+    structures: FastMap<String, usize>,
     /// Element path -> (structure index, element index).
-    elements: HashMap<String, (usize, usize)>,
-    /// Parent path -> JSON property name -> (structure index, element index, type index or usize::MAX).
-    children: HashMap<String, HashMap<String, (usize, usize, usize)>>,
+    elements: FastMap<String, (usize, usize)>,
+    /// Parent path -> JSON property name -> the element and type it selects.
+    children: FastMap<String, FastMap<String, ChildEntry>>,
     /// Parent path -> child element (structure index, element index), document order.
-    child_list: HashMap<String, Vec<(usize, usize)>>,
+    child_list: FastMap<String, Vec<(usize, usize)>>,
 }
 
 /// Errors decoding the embedded artefact (a build defect, never input-derived).
@@ -235,10 +304,17 @@ impl Definitions {
 
     /// Builds the lookup maps over an artefact.
     pub fn index(artefact: CoreArtefact) -> Definitions {
-        let mut structures = HashMap::new();
-        let mut elements = HashMap::new();
-        let mut children: HashMap<String, HashMap<String, (usize, usize, usize)>> = HashMap::new();
-        let mut child_list: HashMap<String, Vec<(usize, usize)>> = HashMap::new();
+        let mut structures = FastMap::default();
+        let mut elements = FastMap::default();
+        let mut children: FastMap<String, FastMap<String, ChildEntry>> = FastMap::default();
+        let mut child_list: FastMap<String, Vec<(usize, usize)>> = FastMap::default();
+        // `children_path` is settled below, once `child_list` is complete.
+        let entry = |structure, element, type_index| ChildEntry {
+            structure,
+            element,
+            type_index,
+            children: ChildrenAt::TypeCode,
+        };
         for (si, sd) in artefact.structures.iter().enumerate() {
             structures.insert(sd.name.clone(), si);
             for (ei, el) in sd.elements.iter().enumerate() {
@@ -259,15 +335,30 @@ impl Definitions {
                         children
                             .entry(parent.to_string())
                             .or_default()
-                            .insert(key, (si, ei, ti));
+                            .insert(key, entry(si, ei, ti));
                     }
                 } else {
                     let ti = if el.types.is_empty() { usize::MAX } else { 0 };
                     children
                         .entry(parent.to_string())
                         .or_default()
-                        .insert(last.to_string(), (si, ei, ti));
+                        .insert(last.to_string(), entry(si, ei, ti));
                 }
+            }
+        }
+        for by_key in children.values_mut() {
+            for c in by_key.values_mut() {
+                let el = &artefact.structures[c.structure].elements[c.element];
+                let code = el.types.get(c.type_index).map(|t| t.code.as_str());
+                c.children = if el.content_reference.is_some() {
+                    ChildrenAt::ContentReference
+                } else if child_list.contains_key(el.path.as_str())
+                    && matches!(code, Some("BackboneElement" | "Element"))
+                {
+                    ChildrenAt::Own
+                } else {
+                    ChildrenAt::TypeCode
+                };
             }
         }
         Definitions {
@@ -325,10 +416,22 @@ impl Definitions {
     /// Resolves the JSON property `key` of an object at `parent_path` (without a leading `_`),
     /// including choice-type renames (`valueQuantity` under `Observation`).
     pub fn child(&self, parent_path: &str, key: &str) -> Option<ChildMatch<'_>> {
-        let &(s, e, t) = self.children.get(parent_path)?.get(key)?;
-        let element = &self.artefact.structures[s].elements[e];
-        let type_code = element.types.get(t).map(|t| t.code.as_str()).unwrap_or("");
-        Some(ChildMatch { element, type_code })
+        self.child_step(parent_path, key).map(|s| s.matched)
+    }
+
+    /// [`Definitions::child`] and [`Definitions::children_path`] of the match in one lookup (a
+    /// FHIRPath step needs both).
+    pub fn child_step(&self, parent_path: &str, key: &str) -> Option<ChildStep<'_>> {
+        self.child_index(parent_path)?.step(key)
+    }
+
+    /// The properties defined under `parent_path`, for resolving several keys of one object with
+    /// one lookup of the path.
+    pub fn child_index(&self, parent_path: &str) -> Option<ChildIndex<'_>> {
+        Some(ChildIndex {
+            defs: self,
+            by_key: self.children.get(parent_path)?,
+        })
     }
 
     /// Where the children of a value at `element` (carrying `type_code`) are defined: the element's own
@@ -436,6 +539,27 @@ mod tests {
             d.child("HumanName", "family").map(|m| m.type_code),
             Some("string")
         );
+    }
+
+    #[test]
+    fn child_step_agrees_with_child_and_children_path_everywhere() {
+        let d = Definitions::core();
+        let mut checked = 0;
+        for (parent, by_key) in &d.children {
+            for key in by_key.keys() {
+                let step = d.child_step(parent, key).expect("indexed key resolves");
+                let m = d.child(parent, key).expect("indexed key resolves");
+                assert!(std::ptr::eq(step.matched.element, m.element));
+                assert_eq!(step.matched.type_code, m.type_code);
+                assert_eq!(
+                    step.children_path,
+                    d.children_path(m.element, m.type_code),
+                    "{parent} / {key}"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked > 5_000, "{checked}");
     }
 
     #[test]

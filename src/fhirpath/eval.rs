@@ -13,11 +13,13 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 
 /// The iteration variables of the innermost lambda (`where`, `select`, ...), or the context at top level.
-#[derive(Clone)]
-pub struct Frame<'a> {
-    pub this: Collection<'a>,
+/// It borrows its collections: a lambda runs once per item, and owning `$this` would cost an
+/// allocation per item.
+#[derive(Clone, Copy)]
+pub struct Frame<'f, 'a> {
+    pub this: &'f [Value<'a>],
     pub index: Option<usize>,
-    pub total: Option<Collection<'a>>,
+    pub total: Option<&'f [Value<'a>]>,
 }
 
 /// One evaluation run over one context.
@@ -25,6 +27,8 @@ pub struct Evaluator<'e, 'a> {
     pub env: &'e Environment<'a>,
     /// Current nesting of function calls.
     pub depth: std::cell::Cell<usize>,
+    /// Recent path steps resolved against the definitions.
+    pub steps: model::StepCache,
 }
 
 pub(crate) type R<'a> = Result<Collection<'a>, EvalError>;
@@ -64,6 +68,22 @@ pub(crate) fn singleton<'c, 'a>(
     }
 }
 
+/// [`singleton`] for the input of function `name`: the `name()` label is formatted only for the
+/// error, not on every call.
+pub(crate) fn singleton_call<'c, 'a>(
+    c: &'c [Value<'a>],
+    name: &str,
+) -> Result<Option<&'c Value<'a>>, EvalError> {
+    match c {
+        [] => Ok(None),
+        [v] => Ok(Some(v)),
+        _ => Err(EvalError::new(
+            format!("{name}()"),
+            format!("expected a single item, got {}", c.len()),
+        )),
+    }
+}
+
 pub(crate) fn literal<'a>(l: &Literal) -> Collection<'a> {
     match l {
         Literal::Empty => vec![],
@@ -85,7 +105,8 @@ const SCAN_LIMIT: usize = 16;
 #[derive(Default)]
 pub(crate) struct Distinct<'a> {
     pub items: Collection<'a>,
-    buckets: std::collections::HashMap<u64, Vec<usize>>,
+    /// Keyed by [`value::equality_hash`], already a hash: a fast hasher is enough.
+    buckets: std::collections::HashMap<u64, Vec<usize>, foldhash::fast::RandomState>,
 }
 
 impl<'a> Distinct<'a> {
@@ -152,7 +173,7 @@ pub(crate) fn checked_string<'a>(what: &str, s: String) -> Result<Value<'a>, Eva
 }
 
 impl<'e, 'a> Evaluator<'e, 'a> {
-    pub fn eval(&self, e: &Expr, frame: &Frame<'a>) -> R<'a> {
+    pub fn eval(&self, e: &Expr, frame: &Frame<'_, 'a>) -> R<'a> {
         let r = self.eval_node(e, frame)?;
         if r.len() > MAX_COLLECTION {
             return Err(EvalError::new(
@@ -163,29 +184,29 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         Ok(r)
     }
 
-    fn eval_node(&self, e: &Expr, frame: &Frame<'a>) -> R<'a> {
+    fn eval_node(&self, e: &Expr, frame: &Frame<'_, 'a>) -> R<'a> {
         match e {
             Expr::Literal(l) => Ok(literal(l)),
-            Expr::This => Ok(frame.this.clone()),
+            Expr::This => Ok(frame.this.to_vec()),
             Expr::Index => Ok(frame
                 .index
                 .map(|i| vec![Value::Integer(i as i64)])
                 .unwrap_or_default()),
-            Expr::Total => Ok(frame.total.clone().unwrap_or_default()),
+            Expr::Total => Ok(frame.total.map(<[_]>::to_vec).unwrap_or_default()),
             Expr::External(name) => self.external(name),
             Expr::Member { target, name, .. } => match target {
                 Some(t) => {
                     let input = self.eval(t, frame)?;
                     self.members(&input, name)
                 }
-                None => self.root_member(&frame.this, name),
+                None => self.root_member(frame.this, name),
             },
             Expr::Call {
                 target, name, args, ..
             } => {
                 let input = match target {
                     Some(t) => self.eval(t, frame)?,
-                    None => frame.this.clone(),
+                    None => frame.this.to_vec(),
                 };
                 self.call(name, input, args, frame, target.is_some())
             }
@@ -323,7 +344,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
 
     /// A name at the start of a path: the resource type of the focus, else a child of the focus.
-    fn root_member(&self, focus: &Collection<'a>, name: &str) -> R<'a> {
+    fn root_member(&self, focus: &[Value<'a>], name: &str) -> R<'a> {
         if name.starts_with(|c: char| c.is_ascii_uppercase()) {
             let mut matched = Vec::new();
             let mut any_resource = false;
@@ -357,7 +378,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
 
     /// `input.name` over every item.
-    pub(crate) fn members(&self, input: &Collection<'a>, name: &str) -> R<'a> {
+    pub(crate) fn members(&self, input: &[Value<'a>], name: &str) -> R<'a> {
         let mut out = Vec::new();
         // A name unknown to one type may be known to another in a mixed collection (after
         // `descendants()`), so only a collection of one type can be judged.
@@ -381,8 +402,14 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 continue;
             }
             if let Value::Node(n) = v
-                && let model::Lookup::Unknown =
-                    model::child(n, name, self.env.definitions, self.env.strict, &mut out)
+                && let model::Lookup::Unknown = model::child(
+                    n,
+                    name,
+                    self.env.definitions,
+                    self.env.strict,
+                    &self.steps,
+                    &mut out,
+                )
                 && self.env.strict
                 && homogeneous
             {
@@ -398,46 +425,113 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         Ok(out)
     }
 
-    fn binary(&self, op: BinOp, left: &Expr, right: &Expr, frame: &Frame<'a>) -> R<'a> {
-        // Boolean operators short-circuit where three-valued logic allows.
-        match op {
-            BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Implies => {
-                let l = to_bool(&self.eval(left, frame)?, op.symbol())?;
-                match (op, l) {
-                    (BinOp::And, Some(false)) => return Ok(boolean(false)),
-                    (BinOp::Or, Some(true)) => return Ok(boolean(true)),
-                    (BinOp::Implies, Some(false)) => return Ok(boolean(true)),
-                    _ => {}
-                }
-                let r = to_bool(&self.eval(right, frame)?, op.symbol())?;
-                let res = match op {
-                    BinOp::And => match (l, r) {
-                        (_, Some(false)) => Some(false),
-                        (Some(true), Some(true)) => Some(true),
-                        _ => None,
-                    },
-                    BinOp::Or => match (l, r) {
-                        (_, Some(true)) => Some(true),
-                        (Some(false), Some(false)) => Some(false),
-                        _ => None,
-                    },
-                    BinOp::Xor => match (l, r) {
-                        (Some(a), Some(b)) => Some(a != b),
-                        _ => None,
-                    },
-                    _ => match (l, r) {
-                        (Some(true), r) => r,
-                        (None, Some(true)) => Some(true),
-                        _ => None,
-                    },
-                };
-                return Ok(res.map(boolean).unwrap_or_default());
-            }
-            _ => {}
+    fn binary(&self, op: BinOp, left: &Expr, right: &Expr, frame: &Frame<'_, 'a>) -> R<'a> {
+        if let BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Implies = op {
+            return Ok(self
+                .logic(op, left, right, frame)?
+                .map(boolean)
+                .unwrap_or_default());
         }
         let l = self.eval(left, frame)?;
         let r = self.eval(right, frame)?;
         self.apply_binary(op, l, r)
+    }
+
+    /// `and`, `or`, `xor`, `implies` in three-valued logic, short-circuiting where it allows.
+    fn logic(
+        &self,
+        op: BinOp,
+        left: &Expr,
+        right: &Expr,
+        frame: &Frame<'_, 'a>,
+    ) -> Result<Option<bool>, EvalError> {
+        let l = self.eval_bool(left, frame, op.symbol())?;
+        match (op, l) {
+            (BinOp::And, Some(false)) => return Ok(Some(false)),
+            (BinOp::Or, Some(true)) => return Ok(Some(true)),
+            (BinOp::Implies, Some(false)) => return Ok(Some(true)),
+            _ => {}
+        }
+        let r = self.eval_bool(right, frame, op.symbol())?;
+        Ok(match op {
+            BinOp::And => match (l, r) {
+                (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            },
+            BinOp::Or => match (l, r) {
+                (_, Some(true)) => Some(true),
+                (Some(false), Some(false)) => Some(false),
+                _ => None,
+            },
+            BinOp::Xor => match (l, r) {
+                (Some(a), Some(b)) => Some(a != b),
+                _ => None,
+            },
+            _ => match (l, r) {
+                (Some(true), r) => r,
+                (None, Some(true)) => Some(true),
+                _ => None,
+            },
+        })
+    }
+
+    /// `to_bool(eval(e), what)`, without building the one-item collections of the usual Boolean
+    /// shapes (logic operators, `not()`, `exists()`, `empty()`, `contains()`, ...): criteria run
+    /// once per item of `where()`, `all()` and `exists()`, so those allocations added up. Errors,
+    /// call depth and short-circuiting are those of the general path.
+    pub(crate) fn eval_bool(
+        &self,
+        e: &Expr,
+        frame: &Frame<'_, 'a>,
+        what: &str,
+    ) -> Result<Option<bool>, EvalError> {
+        match e {
+            Expr::Binary {
+                op: op @ (BinOp::And | BinOp::Or | BinOp::Xor | BinOp::Implies),
+                left,
+                right,
+            } => self.logic(*op, left, right, frame),
+            Expr::Call {
+                target: Some(t),
+                name,
+                args,
+                ..
+            } if args.is_empty() && matches!(name.as_str(), "not" | "exists" | "empty") => {
+                if name == "not" {
+                    // `not()` judges its input as a singleton Boolean; its result is one
+                    // Boolean or empty, which the caller's test takes as it is.
+                    let input = self.eval_bool(t, frame, "not()")?;
+                    return self.nested(name, || Ok(input.map(|b| !b)));
+                }
+                let input = self.eval(t, frame)?;
+                self.nested(name, || Ok(Some(input.is_empty() == (name == "empty"))))
+            }
+            Expr::Call {
+                target: Some(t),
+                name,
+                args,
+                ..
+            } if args.len() == 1
+                && matches!(name.as_str(), "contains" | "startsWith" | "endsWith") =>
+            {
+                let input = self.eval(t, frame)?;
+                self.nested(name, || {
+                    let Some(s) = self.input_string(name, &input)? else {
+                        return Ok(None);
+                    };
+                    let Some(sub) = self.arg_string(name, args, 0, frame)? else {
+                        return Ok(None);
+                    };
+                    Ok(Some(match name.as_str() {
+                        "startsWith" => s.starts_with(&*sub),
+                        "endsWith" => s.ends_with(&*sub),
+                        _ => s.contains(&*sub),
+                    }))
+                })
+            }
+            _ => to_bool(&self.eval(e, frame)?, what),
+        }
     }
 
     pub(crate) fn apply_binary(&self, op: BinOp, l: Collection<'a>, r: Collection<'a>) -> R<'a> {

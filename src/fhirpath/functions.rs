@@ -1,11 +1,12 @@
 //! The function library: existence, filtering, subsetting, combining, conversion, string, math,
 //! tree navigation, utility and the FHIR additions (`extension`, `resolve`, `memberOf`, ...).
 
-use super::ast::{BinOp, Expr, TypeSpec};
+use super::ast::{BinOp, Expr, Literal, TypeSpec};
 use super::datetime::{Precision, Temporal, TemporalKind};
 use super::error::EvalError;
 use super::eval::{
-    Distinct, Evaluator, Frame, MAX_STRING, R, boolean, checked_string, singleton, to_bool,
+    Distinct, Evaluator, Frame, MAX_STRING, R, boolean, checked_string, singleton, singleton_call,
+    to_bool,
 };
 use super::model;
 use super::quantity::{Quantity, is_calendar_unit, singular_calendar};
@@ -51,7 +52,7 @@ fn string<'a>(s: String) -> Value<'a> {
 
 impl<'e, 'a> Evaluator<'e, 'a> {
     /// Evaluates a non-lambda argument against the invocation's context.
-    fn arg(&self, name: &str, args: &[Expr], i: usize, frame: &Frame<'a>) -> R<'a> {
+    fn arg(&self, name: &str, args: &[Expr], i: usize, frame: &Frame<'_, 'a>) -> R<'a> {
         match args.get(i) {
             Some(e) => self.eval(e, frame),
             None => Err(err(name, format!("missing argument {}", i + 1))),
@@ -63,7 +64,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         name: &str,
         args: &[Expr],
         i: usize,
-        frame: &Frame<'a>,
+        frame: &Frame<'_, 'a>,
     ) -> Result<Option<Value<'a>>, EvalError> {
         let c = self.arg(name, args, i, frame)?;
         match c.as_slice() {
@@ -76,16 +77,20 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         }
     }
 
-    fn arg_string(
+    pub(crate) fn arg_string<'x>(
         &self,
         name: &str,
-        args: &[Expr],
+        args: &'x [Expr],
         i: usize,
-        frame: &Frame<'a>,
-    ) -> Result<Option<String>, EvalError> {
+        frame: &Frame<'_, 'a>,
+    ) -> Result<Option<Cow<'x, str>>, EvalError> {
+        // A literal (`contains('.')`, the usual case) is borrowed from the tree, not copied.
+        if let Some(Expr::Literal(Literal::String(s))) = args.get(i) {
+            return Ok(Some(Cow::Borrowed(s)));
+        }
         match self.arg_single(name, args, i, frame)? {
             None => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s.into_owned())),
+            Some(Value::String(s)) => Ok(Some(Cow::Owned(s.into_owned()))),
             Some(v) => Err(err(
                 name,
                 format!("argument {} must be a String, got {}", i + 1, v.type_name()),
@@ -98,7 +103,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         name: &str,
         args: &[Expr],
         i: usize,
-        frame: &Frame<'a>,
+        frame: &Frame<'_, 'a>,
     ) -> Result<Option<i64>, EvalError> {
         match self.arg_single(name, args, i, frame)? {
             None => Ok(None),
@@ -123,11 +128,27 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         total: Option<&Collection<'a>>,
     ) -> R<'a> {
         let frame = Frame {
-            this: vec![item.clone()],
+            this: std::slice::from_ref(item),
             index: Some(index),
-            total: total.cloned(),
+            total: total.map(Vec::as_slice),
         };
         self.eval(e, &frame)
+    }
+
+    /// A criterion lambda for one item as a singleton Boolean (`to_bool(lambda(..), what)`).
+    fn lambda_bool(
+        &self,
+        e: &Expr,
+        item: &Value<'a>,
+        index: usize,
+        what: &str,
+    ) -> Result<Option<bool>, EvalError> {
+        let frame = Frame {
+            this: std::slice::from_ref(item),
+            index: Some(index),
+            total: None,
+        };
+        self.eval_bool(e, &frame, what)
     }
 
     fn type_arg(&self, name: &str, args: &[Expr]) -> Result<TypeSpec, EvalError> {
@@ -138,15 +159,15 @@ impl<'e, 'a> Evaluator<'e, 'a> {
 
     /// The input as a single string for string functions: empty gives `None`; several items or a
     /// non-string is an error.
-    fn input_string(
+    pub(crate) fn input_string<'x>(
         &self,
         name: &str,
-        input: &Collection<'a>,
-    ) -> Result<Option<String>, EvalError> {
-        match singleton(input, &format!("{name}()"))? {
+        input: &'x [Value<'a>],
+    ) -> Result<Option<Cow<'x, str>>, EvalError> {
+        match singleton_call(input, name)? {
             None => Ok(None),
             Some(v) => match v.as_str() {
-                Some(s) => Ok(Some(s.into_owned())),
+                Some(s) => Ok(Some(s)),
                 None => Err(err(
                     name,
                     format!("input must be a String, got {}", v.type_name()),
@@ -162,9 +183,19 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         name: &str,
         input: Collection<'a>,
         args: &[Expr],
-        frame: &Frame<'a>,
+        frame: &Frame<'_, 'a>,
         has_target: bool,
     ) -> R<'a> {
+        self.nested(name, || self.dispatch(name, input, args, frame, has_target))
+    }
+
+    /// Runs the body of call `name` one level deeper, refusing calls nested beyond
+    /// [`MAX_CALL_DEPTH`].
+    pub(crate) fn nested<T>(
+        &self,
+        name: &str,
+        body: impl FnOnce() -> Result<T, EvalError>,
+    ) -> Result<T, EvalError> {
         let depth = self.depth.get();
         if depth >= MAX_CALL_DEPTH {
             return Err(err(
@@ -173,7 +204,20 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             ));
         }
         self.depth.set(depth + 1);
-        let r = match name {
+        let r = body();
+        self.depth.set(depth);
+        r
+    }
+
+    fn dispatch(
+        &self,
+        name: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'_, 'a>,
+        has_target: bool,
+    ) -> R<'a> {
+        match name {
             "empty" | "exists" | "all" | "allTrue" | "anyTrue" | "allFalse" | "anyFalse"
             | "subsetOf" | "supersetOf" | "count" | "distinct" | "isDistinct" => {
                 self.call_existence(name, input, args, frame)
@@ -208,9 +252,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 self.call_fhir_additions(name, input, args, frame)
             }
             _ => Err(err(name, "unknown function")),
-        };
-        self.depth.set(depth);
-        r
+        }
     }
 
     /// Existence functions.
@@ -220,7 +262,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         f: &str,
         input: Collection<'a>,
         args: &[Expr],
-        frame: &Frame<'a>,
+        frame: &Frame<'_, 'a>,
     ) -> R<'a> {
         match f {
             "empty" => {
@@ -233,7 +275,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     None => Ok(boolean(!input.is_empty())),
                     Some(c) => {
                         for (i, v) in input.iter().enumerate() {
-                            if to_bool(&self.lambda(c, v, i, None)?, "exists()")? == Some(true) {
+                            if self.lambda_bool(c, v, i, "exists()")? == Some(true) {
                                 return Ok(boolean(true));
                             }
                         }
@@ -244,7 +286,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             "all" => {
                 arity(f, args, 1, 1)?;
                 for (i, v) in input.iter().enumerate() {
-                    if to_bool(&self.lambda(&args[0], v, i, None)?, "all()")? != Some(true) {
+                    if self.lambda_bool(&args[0], v, i, "all()")? != Some(true) {
                         return Ok(boolean(false));
                     }
                 }
@@ -321,7 +363,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 arity(f, args, 1, 1)?;
                 let mut out = Vec::new();
                 for (i, v) in input.into_iter().enumerate() {
-                    if to_bool(&self.lambda(&args[0], &v, i, None)?, "where()")? == Some(true) {
+                    if self.lambda_bool(&args[0], &v, i, "where()")? == Some(true) {
                         out.push(v);
                     }
                 }
@@ -395,7 +437,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     }
                     return Ok(out);
                 }
-                match singleton(&input, &format!("{f}()"))? {
+                match singleton_call(&input, f)? {
                     None => Ok(vec![]),
                     Some(v) => {
                         if f == "is" {
@@ -420,7 +462,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         f: &str,
         input: Collection<'a>,
         args: &[Expr],
-        frame: &Frame<'a>,
+        frame: &Frame<'_, 'a>,
     ) -> R<'a> {
         match f {
             "single" => {
@@ -486,7 +528,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         f: &str,
         input: Collection<'a>,
         args: &[Expr],
-        frame: &Frame<'a>,
+        frame: &Frame<'_, 'a>,
     ) -> R<'a> {
         match f {
             "union" => {
@@ -510,7 +552,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         f: &str,
         input: Collection<'a>,
         args: &[Expr],
-        frame: &Frame<'a>,
+        frame: &Frame<'_, 'a>,
         has_target: bool,
     ) -> R<'a> {
         match f {
@@ -521,12 +563,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 let iframe = if has_target {
                     Frame {
-                        this: input.clone(),
+                        this: &input,
                         index: Some(0),
                         total: None,
                     }
                 } else {
-                    frame.clone()
+                    *frame
                 };
                 let c = self.eval(&args[0], &iframe)?;
                 let cond = match c.as_slice() {
@@ -556,7 +598,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             | "convertsToDateTime" | "toTime" | "convertsToTime" | "toQuantity"
             | "convertsToQuantity" => {
                 arity(f, args, 0, 1)?;
-                let Some(v) = singleton(&input, &format!("{f}()"))? else {
+                let Some(v) = singleton_call(&input, f)? else {
                     return Ok(vec![]);
                 };
                 let unit = if args.is_empty() {
@@ -585,7 +627,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         f: &str,
         input: Collection<'a>,
         args: &[Expr],
-        frame: &Frame<'a>,
+        frame: &Frame<'_, 'a>,
     ) -> R<'a> {
         match f {
             "indexOf" => {
@@ -596,7 +638,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let Some(sub) = self.arg_string(f, args, 0, frame)? else {
                     return Ok(vec![]);
                 };
-                Ok(vec![Value::Integer(match s.find(&sub) {
+                Ok(vec![Value::Integer(match s.find(&*sub) {
                     Some(b) => s[..b].chars().count() as i64,
                     None => -1,
                 })])
@@ -636,9 +678,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     return Ok(vec![]);
                 };
                 Ok(boolean(match f {
-                    "startsWith" => s.starts_with(&sub),
-                    "endsWith" => s.ends_with(&sub),
-                    _ => s.contains(&sub),
+                    "startsWith" => s.starts_with(&*sub),
+                    "endsWith" => s.ends_with(&*sub),
+                    _ => s.contains(&*sub),
                 }))
             }
             "upper" | "lower" | "trim" | "length" | "toChars" => {
@@ -669,7 +711,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     if s.len().saturating_mul(rep.len() + 1) > MAX_STRING {
                         return Err(err(f, "result would be too long"));
                     }
-                    let mut out = rep.clone();
+                    let mut out = rep.to_string();
                     for c in s.chars() {
                         out.push(c);
                         out.push_str(&rep);
@@ -681,7 +723,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 {
                     return Err(err(f, "result would be too long"));
                 }
-                Ok(vec![checked_string("replace()", s.replace(&pat, &rep))?])
+                Ok(vec![checked_string("replace()", s.replace(&*pat, &rep))?])
             }
             "matches" | "matchesFull" => {
                 arity(f, args, 1, 1)?;
@@ -692,7 +734,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     return Ok(vec![]);
                 };
                 let pat = if f == "matchesFull" {
-                    format!("^(?:{pat})$")
+                    Cow::Owned(format!("^(?:{pat})$"))
                 } else {
                     pat
                 };
@@ -711,7 +753,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     return Ok(vec![]);
                 };
                 if pat.is_empty() {
-                    return Ok(vec![string(s)]);
+                    return Ok(vec![string(s.into_owned())]);
                 }
                 let re = regex(f, &pat)?;
                 if s.len().saturating_mul(rep.len() + 1) > MAX_STRING * 4 {
@@ -719,7 +761,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 Ok(vec![checked_string(
                     "replaceMatches()",
-                    re.replace_all(&s, rep.as_str()).into_owned(),
+                    re.replace_all(&s, &*rep).into_owned(),
                 )?])
             }
             "split" => {
@@ -733,14 +775,12 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 if sep.is_empty() {
                     return Ok(s.chars().map(|c| string(c.to_string())).collect());
                 }
-                Ok(s.split(sep.as_str())
-                    .map(|p| string(p.to_string()))
-                    .collect())
+                Ok(s.split(&*sep).map(|p| string(p.to_string())).collect())
             }
             "join" => {
                 arity(f, args, 0, 1)?;
                 let sep = if args.is_empty() {
-                    String::new()
+                    Cow::Borrowed("")
                 } else {
                     self.arg_string(f, args, 0, frame)?.unwrap_or_default()
                 };
@@ -756,7 +796,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                         }
                     }
                 }
-                Ok(vec![checked_string("join()", parts.join(&sep))?])
+                Ok(vec![checked_string("join()", parts.join(&*sep))?])
             }
             "encode" | "decode" | "escape" | "unescape" => {
                 arity(f, args, 1, 1)?;
@@ -776,18 +816,24 @@ impl<'e, 'a> Evaluator<'e, 'a> {
     }
     /// Math functions.
     #[inline(never)]
-    fn call_math(&self, f: &str, input: Collection<'a>, args: &[Expr], frame: &Frame<'a>) -> R<'a> {
+    fn call_math(
+        &self,
+        f: &str,
+        input: Collection<'a>,
+        args: &[Expr],
+        frame: &Frame<'_, 'a>,
+    ) -> R<'a> {
         match f {
             "abs" | "ceiling" | "exp" | "floor" | "ln" | "sqrt" | "truncate" => {
                 arity(f, args, 0, 0)?;
-                let Some(v) = singleton(&input, &format!("{f}()"))? else {
+                let Some(v) = singleton_call(&input, f)? else {
                     return Ok(vec![]);
                 };
                 math1(f, &v.system())
             }
             "round" | "log" | "power" => {
                 arity(f, args, if f == "round" { 0 } else { 1 }, 1)?;
-                let Some(v) = singleton(&input, &format!("{f}()"))? else {
+                let Some(v) = singleton_call(&input, f)? else {
                     return Ok(vec![]);
                 };
                 let v = v.system();
@@ -820,7 +866,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "descendants" => {
                 arity(f, args, 0, 0)?;
-                let mut out = Vec::new();
+                // Breadth first: the queue, once every item in it has been expanded, is the result.
                 let mut queue: Vec<Value<'a>> = Vec::new();
                 for v in &input {
                     if let Value::Node(n) = v {
@@ -829,17 +875,15 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 }
                 let mut i = 0;
                 while i < queue.len() {
-                    let v = queue[i].clone();
-                    if let Value::Node(n) = &v {
-                        model::all_children(n, self.env.definitions, &mut queue);
+                    if let Value::Node(n) = queue[i] {
+                        model::all_children(&n, self.env.definitions, &mut queue);
                     }
                     if queue.len() > MAX_ITEMS {
                         return Err(err(f, "produced too many items"));
                     }
-                    out.push(v);
                     i += 1;
                 }
-                Ok(out)
+                Ok(queue)
             }
             _ => Err(err(f, "unknown function")),
         }
@@ -851,7 +895,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         f: &str,
         input: Collection<'a>,
         args: &[Expr],
-        frame: &Frame<'a>,
+        frame: &Frame<'_, 'a>,
     ) -> R<'a> {
         match f {
             "trace" => {
@@ -874,19 +918,19 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             }
             "now" => {
                 arity(f, args, 0, 0)?;
-                Ok(vec![Value::Temporal(self.env.now)])
+                Ok(vec![Value::Temporal(self.env.now())])
             }
             "today" => {
                 arity(f, args, 0, 0)?;
                 Ok(vec![Value::Temporal(
                     self.env
-                        .now
+                        .now()
                         .with_precision(TemporalKind::Date, Precision::Day),
                 )])
             }
             "timeOfDay" => {
                 arity(f, args, 0, 0)?;
-                let mut t = self.env.now;
+                let mut t = self.env.now();
                 t.kind = TemporalKind::Time;
                 t.tz = None;
                 Ok(vec![Value::Temporal(t)])
@@ -916,7 +960,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             "sort" => self.sort(input, args),
             "lowBoundary" | "highBoundary" | "precision" => {
                 arity(f, args, 0, if f == "precision" { 0 } else { 1 })?;
-                let Some(v) = singleton(&input, &format!("{f}()"))? else {
+                let Some(v) = singleton_call(&input, f)? else {
                     return Ok(vec![]);
                 };
                 let p = if args.is_empty() {
@@ -952,7 +996,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         f: &str,
         input: Collection<'a>,
         args: &[Expr],
-        frame: &Frame<'a>,
+        frame: &Frame<'_, 'a>,
     ) -> R<'a> {
         match f {
             "extension" => {
@@ -965,8 +1009,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     .into_iter()
                     .filter(|e| match e {
                         Value::Node(n) => {
-                            n.json.and_then(|j| j.get("url")).and_then(Json::as_str)
-                                == Some(url.as_str())
+                            n.json.and_then(|j| j.get("url")).and_then(Json::as_str) == Some(&*url)
                         }
                         _ => false,
                     })
@@ -1210,10 +1253,13 @@ fn same_item(a: &Value, b: &Value) -> bool {
 }
 
 /// Compiles a pattern, reusing this thread's recent compilations (invariants use a handful of
-/// patterns over and over; compiling dominates matching).
-fn regex(f: &str, pat: &str) -> Result<regex::Regex, EvalError> {
+/// patterns over and over; compiling dominates matching). The cache hands out shared handles:
+/// cloning a `Regex` would give it a fresh matching cache, and building that cache (lazy DFA
+/// tables) costs more than a typical match.
+fn regex(f: &str, pat: &str) -> Result<std::rc::Rc<regex::Regex>, EvalError> {
     thread_local! {
-        static CACHE: std::cell::RefCell<HashMap<String, regex::Regex>> = std::cell::RefCell::new(HashMap::new());
+        static CACHE: std::cell::RefCell<HashMap<String, std::rc::Rc<regex::Regex>>> =
+            std::cell::RefCell::new(HashMap::new());
     }
     if let Some(re) = CACHE.with(|c| c.borrow().get(pat).cloned()) {
         return Ok(re);
@@ -1223,6 +1269,7 @@ fn regex(f: &str, pat: &str) -> Result<regex::Regex, EvalError> {
         .size_limit(1 << 20)
         .build()
         .map_err(|e| err(f, format!("invalid regular expression: {e}")))?;
+    let re = std::rc::Rc::new(re);
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= 256 {

@@ -94,8 +94,10 @@ pub struct Environment<'a> {
     pub profiles: Option<&'a dyn ProfileValidator>,
     /// Receives `trace()` output.
     pub trace: Option<&'a TraceFn<'a>>,
-    /// The instant `now()`, `today()` and `timeOfDay()` report (fixed for one evaluation).
-    pub now: Temporal,
+    /// The instant `now()`, `today()` and `timeOfDay()` report: read from the clock on first
+    /// use, then fixed for every evaluation in this environment. Few expressions ask, and reading
+    /// the clock for each environment cost more than many whole evaluations.
+    now: std::cell::OnceCell<Temporal>,
 }
 
 impl<'a> Environment<'a> {
@@ -121,8 +123,18 @@ impl<'a> Environment<'a> {
             terminology: None,
             profiles: None,
             trace: None,
-            now: datetime::now(),
+            now: std::cell::OnceCell::new(),
         }
+    }
+
+    /// The instant `now()` reports in this environment.
+    pub fn now(&self) -> Temporal {
+        *self.now.get_or_init(datetime::now)
+    }
+
+    /// Fixes the instant `now()` reports (when not yet read).
+    pub fn set_now(&mut self, now: Temporal) {
+        self.now = std::cell::OnceCell::from(now);
     }
 
     /// Sets `%name`.
@@ -154,9 +166,10 @@ impl Expression {
         let ev = eval::Evaluator {
             env,
             depth: std::cell::Cell::new(0),
+            steps: model::StepCache::default(),
         };
         let frame = eval::Frame {
-            this: env.context.clone(),
+            this: &env.context,
             index: None,
             total: None,
         };

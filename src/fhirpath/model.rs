@@ -24,7 +24,10 @@ fn normalise_type_code(code: &str) -> &str {
 
 /// A resource's root node, typed from its `resourceType`.
 pub fn resource_node<'a>(json: &'a Json, defs: Option<&'static Definitions>) -> Node<'a> {
-    let rt = json.get("resourceType").and_then(Json::as_str);
+    let rt = match json {
+        Json::Object(o) => get(o, "resourceType").and_then(Json::as_str),
+        _ => None,
+    };
     let ty: Option<&'a str> = match (rt, defs) {
         (Some(rt), Some(d)) => d.structure(rt).map(|s| s.name.as_str()).or(Some(rt)),
         (rt, _) => rt,
@@ -73,8 +76,39 @@ fn fallback_choice_type(suffix: &str) -> Option<&'static str> {
     PRIMS.iter().find(|p| **p == l).copied()
 }
 
-/// `obj["_" + key]` without allocating for the common short keys.
-fn get_underscored<'a>(obj: &'a serde_json::Map<String, Json>, key: &str) -> Option<&'a Json> {
+type Object = serde_json::Map<String, Json>;
+
+/// Objects with at most this many properties are searched by scanning their keys: comparing a
+/// few short keys costs less than hashing the name (the map's index uses SipHash), and almost
+/// every FHIR object is this small.
+const SCAN_KEYS: usize = 16;
+
+/// `obj[key]`.
+pub(crate) fn get<'a>(obj: &'a Object, key: &str) -> Option<&'a Json> {
+    if obj.len() <= SCAN_KEYS {
+        return obj
+            .iter()
+            .find_map(|(k, v)| (k.as_str() == key).then_some(v));
+    }
+    obj.get(key)
+}
+
+/// True when `k` is `_` followed by `key`.
+fn is_underscored(k: &str, key: &str) -> bool {
+    k.len() == key.len() + 1 && k.starts_with('_') && &k[1..] == key
+}
+
+/// `obj["_" + key]` without allocating.
+fn get_underscored<'a>(obj: &'a Object, key: &str) -> Option<&'a Json> {
+    if obj.len() <= SCAN_KEYS {
+        return obj
+            .iter()
+            .find_map(|(k, v)| is_underscored(k, key).then_some(v));
+    }
+    // Most objects have no `_name` keys: a scan of first bytes is cheaper than a hashed lookup.
+    if !obj.keys().any(|k| k.starts_with('_')) {
+        return None;
+    }
     let mut buf = [0u8; 96];
     let n = key.len() + 1;
     if n > buf.len() {
@@ -85,34 +119,44 @@ fn get_underscored<'a>(obj: &'a serde_json::Map<String, Json>, key: &str) -> Opt
     std::str::from_utf8(&buf[..n]).ok().and_then(|k| obj.get(k))
 }
 
+/// `obj[key]` and `obj["_" + key]`, in one scan for small objects.
+fn get_with_underscored<'a>(obj: &'a Object, key: &str) -> (Option<&'a Json>, Option<&'a Json>) {
+    if obj.len() <= SCAN_KEYS {
+        let (mut value, mut ext) = (None, None);
+        for (k, v) in obj {
+            if k.as_str() == key {
+                value = Some(v);
+            } else if is_underscored(k, key) {
+                ext = Some(v);
+            }
+        }
+        return (value, ext);
+    }
+    (obj.get(key), get_underscored(obj, key))
+}
+
 /// Pushes the nodes of property `key` (its value and `_key` sibling, aligned when arrays).
 fn push_property<'a>(
     out: &mut Vec<Value<'a>>,
-    obj: &'a serde_json::Map<String, Json>,
+    obj: &'a Object,
     key: &str,
     ty: Option<&'a str>,
     path: Option<&'a str>,
     defs: Option<&'static Definitions>,
 ) {
-    push_property_value(out, obj, key, obj.get(key), ty, path, defs);
+    let (value, ext) = get_with_underscored(obj, key);
+    push_nodes(out, value, ext, ty, path, defs);
 }
 
-/// [`push_property`] when the caller already holds the property's value.
-fn push_property_value<'a>(
+/// Pushes the nodes of one property, given its value and its `_name` sibling.
+fn push_nodes<'a>(
     out: &mut Vec<Value<'a>>,
-    obj: &'a serde_json::Map<String, Json>,
-    key: &str,
     value: Option<&'a Json>,
+    ext: Option<&'a Json>,
     ty: Option<&'a str>,
     path: Option<&'a str>,
     defs: Option<&'static Definitions>,
 ) {
-    // Most objects have no `_name` keys: a scan of first bytes is cheaper than a hashed lookup.
-    let ext = if obj.keys().any(|k| k.starts_with('_')) {
-        get_underscored(obj, key)
-    } else {
-        None
-    };
     let make = |json: Option<&'a Json>, ext: Option<&'a Json>| -> Option<Value<'a>> {
         let json = json.filter(|j| !j.is_null());
         let ext = ext.filter(|j| !j.is_null());
@@ -120,9 +164,9 @@ fn push_property_value<'a>(
             return None;
         }
         // Resources nested in `contained`, `Bundle.entry.resource`, `Parameters...resource`.
-        if let Some(j) = json
+        if let Some(j @ Json::Object(o)) = json
             && (ty.is_none() || matches!(ty, Some("Resource" | "DomainResource")))
-            && j.get("resourceType").and_then(Json::as_str).is_some()
+            && get(o, "resourceType").and_then(Json::as_str).is_some()
         {
             return Some(Value::Node(resource_node(j, defs)));
         }
@@ -136,6 +180,7 @@ fn push_property_value<'a>(
     match (value, ext) {
         (Some(Json::Array(vs)), e) => {
             let es = e.and_then(Json::as_array);
+            out.reserve(vs.len());
             for (i, v) in vs.iter().enumerate() {
                 out.extend(make(Some(v), es.and_then(|es| es.get(i))));
             }
@@ -156,12 +201,60 @@ pub enum Lookup {
     Unknown,
 }
 
+/// Recent resolutions of `(parent path, name)` during one evaluation. Criteria take the same
+/// few steps once per item (`element.all(path.contains('.') ...)`), and `descendants().concept`
+/// asks the same question of many nodes. Every path and name passed in lives for the whole
+/// evaluation (they belong to the definitions, the resource or the syntax tree), so their
+/// addresses identify them: a hit costs a few comparisons instead of two hashed lookups.
+#[derive(Default)]
+pub struct StepCache {
+    slots: [std::cell::Cell<Option<StepSlot>>; STEP_SLOTS],
+}
+
+const STEP_SLOTS: usize = 16;
+
+#[derive(Clone, Copy)]
+struct StepSlot {
+    path: (*const u8, usize),
+    name: (*const u8, usize),
+    step: Option<crate::definitions::ChildStep<'static>>,
+}
+
+impl StepCache {
+    /// `d.child_step(path, name)`, remembered.
+    fn child_step(
+        &self,
+        d: &'static Definitions,
+        path: &str,
+        name: &str,
+    ) -> Option<crate::definitions::ChildStep<'static>> {
+        let key_path = (path.as_ptr(), path.len());
+        let key_name = (name.as_ptr(), name.len());
+        let h = (key_path.0 as usize >> 3) ^ (key_name.0 as usize >> 1) ^ path.len();
+        let slot = &self.slots[h % STEP_SLOTS];
+        if let Some(s) = slot.get()
+            && s.path == key_path
+            && s.name == key_name
+        {
+            return s.step;
+        }
+        let step = d.child_step(path, name);
+        slot.set(Some(StepSlot {
+            path: key_path,
+            name: key_name,
+            step,
+        }));
+        step
+    }
+}
+
 /// Appends the children of `node` named `name` to `out`.
 pub fn child<'a>(
     node: &Node<'a>,
     name: &str,
     defs: Option<&'static Definitions>,
     strict: bool,
+    steps: &StepCache,
     out: &mut Vec<Value<'a>>,
 ) -> Lookup {
     // Primitives keep `id` and `extension` in their `_name` sibling.
@@ -182,10 +275,10 @@ pub fn child<'a>(
         _ => return Lookup::Found,
     };
     if let (Some(d), Some(path)) = (defs, node.path) {
-        if let Some(m) = d.child(path, name)
-            && !m.element.path.ends_with("[x]")
+        if let Some(step) = steps.child_step(d, path, name)
+            && !step.matched.element.path.ends_with("[x]")
         {
-            let (ty, cpath) = typed(d, m.element, m.type_code);
+            let (ty, cpath) = typed(step);
             push_property(out, obj, name, ty, cpath, defs);
             return Lookup::Found;
         }
@@ -194,24 +287,25 @@ pub fn child<'a>(
         let mut found = false;
         for key in obj.keys() {
             let k = key.strip_prefix('_').unwrap_or(key);
-            if key.starts_with('_') && obj.contains_key(k) {
-                continue;
-            }
             let Some(suffix) = k.strip_prefix(name) else {
                 continue;
             };
             if !suffix.starts_with(|c: char| c.is_ascii_uppercase()) {
                 continue;
             }
-            if let Some(m) = d.child(path, k) {
-                let stem = m
+            if key.starts_with('_') && get(obj, k).is_some() {
+                continue;
+            }
+            if let Some(step) = d.child_step(path, k) {
+                let stem = step
+                    .matched
                     .element
                     .path
                     .rsplit('.')
                     .next()
                     .and_then(|l| l.strip_suffix("[x]"));
                 if stem == Some(name) {
-                    let (ty, cpath) = typed(d, m.element, m.type_code);
+                    let (ty, cpath) = typed(step);
                     push_property(out, obj, k, ty, cpath, defs);
                     found = true;
                 }
@@ -229,7 +323,7 @@ pub fn child<'a>(
         }
     }
     // No definitions for this node: match the property or a choice-type rename structurally.
-    if obj.contains_key(name) || get_underscored(obj, name).is_some() {
+    if get(obj, name).is_some() || get_underscored(obj, name).is_some() {
         push_property(out, obj, name, None, None, defs);
         return Lookup::Found;
     }
@@ -267,20 +361,17 @@ fn static_name(s: &str) -> Option<&'static str> {
     NAMES.iter().find(|n| **n == s).copied()
 }
 
-/// The type and children path of a child element carrying `type_code`.
+/// The type and children path of a matched child element.
 fn typed(
-    d: &'static Definitions,
-    el: &'static crate::definitions::ElementDef,
-    type_code: &'static str,
+    step: crate::definitions::ChildStep<'static>,
 ) -> (Option<&'static str>, Option<&'static str>) {
-    let code = normalise_type_code(type_code);
-    if code.is_empty() {
-        return (
-            Some("BackboneElement"),
-            Some(d.children_path(el, type_code)),
-        );
-    }
-    (Some(code), Some(d.children_path(el, type_code)))
+    let code = normalise_type_code(step.matched.type_code);
+    let ty = if code.is_empty() {
+        "BackboneElement"
+    } else {
+        code
+    };
+    (Some(ty), Some(step.children_path))
 }
 
 /// All children of a node, in document order (for `children()` and `descendants()`).
@@ -302,27 +393,39 @@ pub fn all_children<'a>(
         }
         return;
     };
+    // Whether any `_name` sibling exists, and where this node's properties are defined, are
+    // looked up once, not per property.
+    let any_ext = obj.keys().any(|k| k.starts_with('_'));
+    let index = match (defs, node.path) {
+        (Some(d), Some(p)) => d.child_index(p),
+        _ => None,
+    };
     for (key, value) in obj {
         if key == "resourceType" {
             continue;
         }
-        let k = key.strip_prefix('_').unwrap_or(key);
-        if key.starts_with('_') && obj.contains_key(k) {
-            continue;
-        }
-        let value = if key.starts_with('_') {
-            None
-        } else {
-            Some(value)
+        let (k, value, ext) = match key.strip_prefix('_') {
+            Some(k) => {
+                if get(obj, k).is_some() {
+                    continue;
+                }
+                (k, None, Some(value))
+            }
+            None => (
+                key.as_str(),
+                Some(value),
+                if any_ext {
+                    get_underscored(obj, key)
+                } else {
+                    None
+                },
+            ),
         };
-        let (ty, path) = match (defs, node.path) {
-            (Some(d), Some(p)) => match d.child(p, k) {
-                Some(m) => typed(d, m.element, m.type_code),
-                None => (None, None),
-            },
-            _ => (None, None),
+        let (ty, path) = match index.and_then(|i| i.step(k)) {
+            Some(step) => typed(step),
+            None => (None, None),
         };
-        push_property_value(out, obj, k, value, ty, path, defs);
+        push_nodes(out, value, ext, ty, path, defs);
     }
 }
 
@@ -343,18 +446,19 @@ fn fallback_base(name: &str) -> Option<&'static str> {
 
 /// True when FHIR type `ty` is `target` or derives from it.
 pub fn fhir_subtype(ty: &str, target: &str, defs: Option<&'static Definitions>) -> bool {
-    let mut cur = ty.to_string();
+    // Walks the base chain by reference (names borrowed from the definitions or static).
+    let mut cur: &str = ty;
     for _ in 0..16 {
         if cur == target {
             return true;
         }
-        let next = match defs.and_then(|d| d.structure(&cur)) {
+        let next = match defs.and_then(|d| d.structure(cur)) {
             Some(s) => match &s.base {
-                Some(b) => b.clone(),
+                Some(b) => b.as_str(),
                 None => return false,
             },
-            None => match fallback_base(&cur) {
-                Some(b) => b.to_string(),
+            None => match fallback_base(cur) {
+                Some(b) => b,
                 None => return false,
             },
         };

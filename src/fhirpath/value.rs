@@ -188,8 +188,9 @@ impl<'a> Value<'a> {
     pub fn as_str(&self) -> Option<Cow<'_, str>> {
         match self {
             Value::String(s) => Some(Cow::Borrowed(s.as_ref())),
+            // Borrowed from the resource when the node's text is the value, as it usually is.
             Value::Node(n) => match n.to_system()? {
-                Value::String(s) => Some(Cow::Owned(s.into_owned())),
+                Value::String(s) => Some(s),
                 _ => None,
             },
             _ => None,
@@ -257,7 +258,7 @@ pub fn as_quantity(v: &Value) -> Option<Quantity> {
 /// are settled with [`equals`].
 pub fn equality_hash(v: &Value) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = fast_hasher();
     match v.system() {
         Value::Boolean(b) => (0u8, b).hash(&mut h),
         Value::Integer(i) | Value::Long(i) => (1u8, Decimal::from(i).normalize()).hash(&mut h),
@@ -281,10 +282,18 @@ pub fn equality_hash(v: &Value) -> u64 {
     h.finish()
 }
 
+/// The hasher behind [`equality_hash`]: it only buckets items within one evaluation (collisions
+/// are settled with [`equals`], and bucket order is never observable), so speed matters more than
+/// resistance to chosen collisions, and a fixed seed keeps results repeatable.
+fn fast_hasher() -> foldhash::fast::FoldHasher<'static> {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::default().build_hasher()
+}
+
 /// A structural hash consistent with `json_equal` (numbers by value, objects in any key order).
 fn json_hash(j: &Json) -> u64 {
     use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut h = fast_hasher();
     match j {
         Json::Null => 0u8.hash(&mut h),
         Json::Bool(b) => (1u8, b).hash(&mut h),
@@ -303,7 +312,7 @@ fn json_hash(j: &Json) -> u64 {
             5u8.hash(&mut h);
             let mut acc = 0u64;
             for (k, v) in o {
-                let mut e = std::collections::hash_map::DefaultHasher::new();
+                let mut e = fast_hasher();
                 k.hash(&mut e);
                 e.write_u64(json_hash(v));
                 acc = acc.wrapping_add(e.finish());

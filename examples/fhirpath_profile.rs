@@ -1,0 +1,180 @@
+//! Profiling driver for the FHIRPath benchmark workload (same selection as `benches/fhirpath.rs`):
+//! `cargo run --release --example fhirpath_profile -- PASSES` evaluates every pair PASSES times, so
+//! it can run under `valgrind --tool=callgrind --toggle-collect='*run_pass*'`; `PER_EXPR=1` prints
+//! time per expression, `DIGEST=1` a digest of every result (to check that results do not change).
+
+use huitong::definitions::Definitions;
+use huitong::fhirpath::{self, Environment, Expression};
+use serde_json::Value as Json;
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::time::Instant;
+
+/// Evaluations in the workload at most (every k-th example is taken to stay under it).
+const MAX_PAIRS: usize = 6000;
+
+#[allow(dead_code)]
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target")))
+}
+
+fn examples() -> Option<Vec<Json>> {
+    let dir = std::env::var_os("HUITONG_CORPORA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpora"))
+        });
+    let file =
+        std::fs::File::open(dir.join("fhir-r4-examples/hl7.fhir.r4.examples-4.0.1.tgz")).ok()?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = Vec::new();
+    for entry in archive.entries().ok()? {
+        let Ok(mut entry) = entry else { continue };
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !name.ends_with(".json") || name.ends_with("package.json") || name.contains(".index.") {
+            continue;
+        }
+        let mut text = String::new();
+        if entry.read_to_string(&mut text).is_ok()
+            && let Ok(j) = serde_json::from_str::<Json>(&text)
+            && j.get("resourceType").is_some()
+        {
+            out.push(j);
+        }
+    }
+    Some(out)
+}
+
+/// The 20 constraint expressions on resource roots that apply to the most examples, and the
+/// (example, expression) pairs of the workload.
+fn workload(defs: &Definitions, resources: &[Json]) -> (Vec<String>, Vec<(usize, usize)>) {
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for r in resources {
+        let Some(rt) = r.get("resourceType").and_then(Json::as_str) else {
+            continue;
+        };
+        for c in defs
+            .element(rt)
+            .map(|e| e.constraints.as_slice())
+            .unwrap_or(&[])
+        {
+            if let Some(e) = &c.expression {
+                *counts.entry(e.clone()).or_default() += 1;
+            }
+        }
+    }
+    let mut top: Vec<(String, usize)> = counts.into_iter().collect();
+    top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    top.truncate(20);
+    let exprs: Vec<String> = top.into_iter().map(|(e, _)| e).collect();
+    let mut pairs = Vec::new();
+    for (ri, r) in resources.iter().enumerate() {
+        let Some(rt) = r.get("resourceType").and_then(Json::as_str) else {
+            continue;
+        };
+        for c in defs
+            .element(rt)
+            .map(|e| e.constraints.as_slice())
+            .unwrap_or(&[])
+        {
+            if let Some(ei) = c
+                .expression
+                .as_ref()
+                .and_then(|e| exprs.iter().position(|x| x == e))
+            {
+                pairs.push((ri, ei));
+            }
+        }
+    }
+    let step = pairs.len().div_ceil(MAX_PAIRS).max(1);
+    let pairs: Vec<(usize, usize)> = pairs.into_iter().step_by(step).collect();
+    (exprs, pairs)
+}
+
+fn main() {
+    let passes: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(1);
+    let resources = examples().expect("R4 examples");
+    let defs = Definitions::core();
+    let (exprs, pairs) = workload(defs, &resources);
+    let parsed: Vec<Expression> = exprs.iter().map(|e| fhirpath::parse(e).unwrap()).collect();
+    let mut per = vec![(0u128, 0usize); exprs.len()];
+    let timed = std::env::var_os("PER_EXPR").is_some();
+    let start = Instant::now();
+    let mut n = 0;
+    for _ in 0..passes {
+        n += run_pass(defs, &resources, &parsed, &pairs, &mut per, timed);
+    }
+    let el = start.elapsed();
+    println!(
+        "{} evaluations x {passes}: {:.0} ns/eval, {n} items",
+        pairs.len(),
+        el.as_nanos() as f64 / (pairs.len() * passes) as f64
+    );
+    if std::env::var_os("PER_EXPR").is_some() {
+        let total: u128 = per.iter().map(|p| p.0).sum();
+        for (i, e) in exprs.iter().enumerate() {
+            println!(
+                "{:5.1}% {:6} evals {:8.0} ns/eval  {}",
+                per[i].0 as f64 * 100.0 / total as f64,
+                per[i].1,
+                per[i].0 as f64 / per[i].1.max(1) as f64,
+                e
+            );
+        }
+    }
+    if std::env::var_os("DIGEST").is_some() {
+        let mut digest = 0u64;
+        let mut mix = |s: String| {
+            for b in s.bytes() {
+                digest = digest.wrapping_mul(31).wrapping_add(u64::from(b));
+            }
+        };
+        for &(ri, ei) in &pairs {
+            let env = Environment::with_definitions(&resources[ri], Some(defs));
+            match parsed[ei].evaluate(&env) {
+                Ok(r) => {
+                    for v in &r {
+                        mix(format!("{}:{};", v.type_name(), v.to_json()));
+                    }
+                }
+                Err(e) => mix(format!("error {e}")),
+            }
+            mix("|".into());
+        }
+        println!("digest {digest:016x}");
+    }
+}
+
+/// One pass over the workload (its own symbol, so callgrind can collect only this).
+#[inline(never)]
+fn run_pass(
+    defs: &'static Definitions,
+    resources: &[Json],
+    parsed: &[Expression],
+    pairs: &[(usize, usize)],
+    per: &mut [(u128, usize)],
+    timed: bool,
+) -> usize {
+    let mut n = 0;
+    for &(ri, ei) in pairs {
+        let t = timed.then(Instant::now);
+        let env = Environment::with_definitions(&resources[ri], Some(defs));
+        if let Ok(r) = parsed[ei].evaluate(&env) {
+            n += r.len();
+        }
+        if let Some(t) = t {
+            per[ei].0 += t.elapsed().as_nanos();
+            per[ei].1 += 1;
+        }
+    }
+    n
+}
