@@ -142,14 +142,10 @@ fn information(code: &'static str, msg: String, at: &str) -> Issue {
 }
 
 fn contained<'a>(container: &'a Value, ty: &str, id: &str) -> Option<&'a Value> {
-    container
-        .get("contained")?
-        .as_array()?
-        .iter()
-        .find(|r| {
-            r.get("resourceType").and_then(Value::as_str) == Some(ty)
-                && r.get("id").and_then(Value::as_str) == Some(id)
-        })
+    container.get("contained")?.as_array()?.iter().find(|r| {
+        r.get("resourceType").and_then(Value::as_str) == Some(ty)
+            && r.get("id").and_then(Value::as_str) == Some(id)
+    })
 }
 
 fn items_of(v: &Value) -> &[Value] {
@@ -281,7 +277,10 @@ impl<'a> Ctx<'a> {
             let Some(link) = str_of(item, "linkId") else {
                 continue;
             };
-            match q_items.iter().position(|q| str_of(q, "linkId") == Some(link)) {
+            match q_items
+                .iter()
+                .position(|q| str_of(q, "linkId") == Some(link))
+            {
                 Some(idx) => {
                     if idx < last {
                         self.error(
@@ -381,7 +380,9 @@ impl<'a> Ctx<'a> {
         let Some(ty) = str_of(q_item, "type") else {
             self.error(
                 "required",
-                format!("Questionnaire item '{link}' has no type, so its answers cannot be checked"),
+                format!(
+                    "Questionnaire item '{link}' has no type, so its answers cannot be checked"
+                ),
                 path,
             );
             return;
@@ -450,7 +451,9 @@ impl<'a> Ctx<'a> {
                 "display" => {
                     self.error(
                         "structure",
-                        format!("item '{link}' is of type display, and display items take no answers"),
+                        format!(
+                            "item '{link}' is of type display, and display items take no answers"
+                        ),
                         &apath,
                     );
                     continue;
@@ -466,7 +469,9 @@ impl<'a> Ctx<'a> {
             if has_children {
                 self.error(
                     "structure",
-                    format!("item '{link}' is of type display, and display items have no sub-items"),
+                    format!(
+                        "item '{link}' is of type display, and display items have no sub-items"
+                    ),
                     path,
                 );
             }
@@ -493,7 +498,14 @@ impl<'a> Ctx<'a> {
     }
 
     /// One answer of an item that takes answers.
-    fn answer(&mut self, q_item: &'a Value, ty: &str, answer: &'a Value, apath: &str, count: usize) {
+    fn answer(
+        &mut self,
+        q_item: &'a Value,
+        ty: &str,
+        answer: &'a Value,
+        apath: &str,
+        count: usize,
+    ) {
         let Some((vty, value)) = choice_value(answer) else {
             // An answer without a value (only nested items) has nothing to type-check.
             return;
@@ -666,7 +678,9 @@ impl<'a> Ctx<'a> {
             match self.check_code(vs, None, s, None) {
                 None => self.warning(
                     "not-found",
-                    format!("value set '{vs}' is not known, so the answer was not checked against it"),
+                    format!(
+                        "value set '{vs}' is not known, so the answer was not checked against it"
+                    ),
                     vpath,
                 ),
                 Some(CodeCheck::Invalid(m)) => self.error(
@@ -791,18 +805,25 @@ impl<'a> Ctx<'a> {
                 decimal_of(value.get("value").unwrap_or(&Value::Null))
                     .zip(decimal_of(bound.get("value").unwrap_or(&Value::Null)))
                     .map(|(a, b)| a.cmp(&b))
-            } else if str_of(value, "system") == Some(UCUM) && str_of(bound, "system") == Some(UCUM) {
-                ucum_quantity(value).zip(ucum_quantity(bound)).and_then(|(a, b)| a.compare(&b))
+            } else if str_of(value, "system") == Some(UCUM) && str_of(bound, "system") == Some(UCUM)
+            {
+                ucum_quantity(value)
+                    .zip(ucum_quantity(bound))
+                    .and_then(|(a, b)| a.compare(&b))
             } else {
                 None
             };
             match ord {
                 None => self.error(
                     "value",
-                    format!("the quantity {shown} cannot be compared to the allowed {which} of {bshown}"),
+                    format!(
+                        "the quantity {shown} cannot be compared to the allowed {which} of {bshown}"
+                    ),
                     vpath,
                 ),
-                Some(o) if (is_min && o == Ordering::Less) || (!is_min && o == Ordering::Greater) => {
+                Some(o)
+                    if (is_min && o == Ordering::Less) || (!is_min && o == Ordering::Greater) =>
+                {
                     self.error(
                         "value",
                         format!(
@@ -884,7 +905,8 @@ impl<'a> Ctx<'a> {
                 if !open {
                     self.error(
                         "value",
-                        "the answer is a Coding, but the answerOption list has no Coding options".into(),
+                        "the answer is a Coding, but the answerOption list has no Coding options"
+                            .into(),
                         vpath,
                     );
                 }
@@ -969,10 +991,13 @@ impl<'a> Ctx<'a> {
             return;
         }
         if open {
-            let spelled = options.iter().filter_map(|o| o.get("valueCoding")).any(|c| {
-                str_of(c, "display").is_some_and(|d| d.eq_ignore_ascii_case(s))
-                    || str_of(c, "code").is_some_and(|d| d.eq_ignore_ascii_case(s))
-            });
+            let spelled = options
+                .iter()
+                .filter_map(|o| o.get("valueCoding"))
+                .any(|c| {
+                    str_of(c, "display").is_some_and(|d| d.eq_ignore_ascii_case(s))
+                        || str_of(c, "code").is_some_and(|d| d.eq_ignore_ascii_case(s))
+                });
             if spelled {
                 self.warning(
                     "value",
@@ -987,7 +1012,14 @@ impl<'a> Ctx<'a> {
 
     /// A primitive answer (integer, date, time, string) against the answerOption values of its
     /// type.
-    fn primitive_option(&mut self, q_item: &Value, ty: &str, value: &Value, vpath: &str, open: bool) {
+    fn primitive_option(
+        &mut self,
+        q_item: &Value,
+        ty: &str,
+        value: &Value,
+        vpath: &str,
+        open: bool,
+    ) {
         let Some(options) = q_item.get("answerOption").and_then(Value::as_array) else {
             return;
         };
@@ -1041,12 +1073,19 @@ impl<'a> Ctx<'a> {
             return Some(
                 match term.expand_resource(&scope, resource, &ExpandOptions::default()) {
                     Ok(exp) => term.check_in(&scope, &exp, vs, &request).check,
-                    Err(e) => CodeCheck::NotAvailable(format!("value set {vs} cannot be expanded: {e}")),
+                    Err(e) => {
+                        CodeCheck::NotAvailable(format!("value set {vs} cannot be expanded: {e}"))
+                    }
                 },
             );
         }
         let known = vs.ends_with("?fhir_vs")
-            || self.val.registry.catalogue().resource("ValueSet", vs).is_some();
+            || self
+                .val
+                .registry
+                .catalogue()
+                .resource("ValueSet", vs)
+                .is_some();
         known.then(|| term.validate_code(vs, system, code, display))
     }
 
@@ -1295,7 +1334,13 @@ mod tests {
         issues
             .iter()
             .filter(|i| i.severity == Severity::Error)
-            .map(|i| format!("{} @ {}", i.diagnostics, i.expression.as_deref().unwrap_or("")))
+            .map(|i| {
+                format!(
+                    "{} @ {}",
+                    i.diagnostics,
+                    i.expression.as_deref().unwrap_or("")
+                )
+            })
             .collect()
     }
 
@@ -1323,12 +1368,20 @@ mod tests {
             "questionnaire": "http://example.org/unknown"});
         let issues = check(&v, &qr);
         assert!(errors(&issues).is_empty());
-        assert!(issues.iter().any(|i| i.severity == Severity::Warning
-            && i.diagnostics.contains("not checked")));
+        assert!(
+            issues
+                .iter()
+                .any(|i| i.severity == Severity::Warning && i.diagnostics.contains("not checked"))
+        );
         // Through the validator, as `$validate` and writes run it.
         let report = v.validate(&qr, &[], false);
         assert!(!report.has_errors(), "{:?}", report.issues);
-        assert!(report.issues.iter().any(|i| i.diagnostics.contains("not checked")));
+        assert!(
+            report
+                .issues
+                .iter()
+                .any(|i| i.diagnostics.contains("not checked"))
+        );
     }
 
     #[test]
@@ -1341,13 +1394,17 @@ mod tests {
             "item": [{"linkId": "b", "answer": [{"valueString": "x"}]}]});
         let e = errors(&check(&v, &qr));
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].contains("'b' is not found") && e[0].ends_with("QuestionnaireResponse.item[0]"));
+        assert!(
+            e[0].contains("'b' is not found") && e[0].ends_with("QuestionnaireResponse.item[0]")
+        );
     }
 
     #[test]
     fn link_ids_exist_at_their_level() {
-        let q = json!([{"linkId": "g", "type": "group", "item": [{"linkId": "a", "type": "string"}]}]);
-        let good = json!([{"linkId": "g", "item": [{"linkId": "a", "answer": [{"valueString": "x"}]}]}]);
+        let q =
+            json!([{"linkId": "g", "type": "group", "item": [{"linkId": "a", "type": "string"}]}]);
+        let good =
+            json!([{"linkId": "g", "item": [{"linkId": "a", "answer": [{"valueString": "x"}]}]}]);
         assert!(errors(&run(q.clone(), "completed", good)).is_empty());
         let unknown = json!([{"linkId": "zz"}]);
         assert_eq!(errors(&run(q.clone(), "completed", unknown)).len(), 1);
@@ -1374,18 +1431,30 @@ mod tests {
             assert!(errors(&run(q.clone(), "completed", json!([{"linkId": "a"}]))).is_empty());
             let answered = json!([{"linkId": "a", "answer": [{"valueString": "x"}]}]);
             let e = errors(&run(q, "completed", answered));
-            assert!(e.len() == 1 && e[0].contains("take no answers"), "{ty}: {e:?}");
+            assert!(
+                e.len() == 1 && e[0].contains("take no answers"),
+                "{ty}: {e:?}"
+            );
         }
     }
 
     #[test]
     fn required_items_are_answered_once_completed() {
         let q = json!([{"linkId": "a", "type": "string", "required": true}]);
-        assert!(errors(&run(q.clone(), "completed",
-            json!([{"linkId": "a", "answer": [{"valueString": "x"}]}]))).is_empty());
+        assert!(
+            errors(&run(
+                q.clone(),
+                "completed",
+                json!([{"linkId": "a", "answer": [{"valueString": "x"}]}])
+            ))
+            .is_empty()
+        );
         let e = errors(&run(q.clone(), "completed", json!([])));
         assert!(e.len() == 1 && e[0].contains("required item 'a'"), "{e:?}");
-        assert_eq!(errors(&run(q.clone(), "completed", json!([{"linkId": "a"}]))).len(), 1);
+        assert_eq!(
+            errors(&run(q.clone(), "completed", json!([{"linkId": "a"}]))).len(),
+            1
+        );
         // Unfinished: a warning, not an error.
         let issues = run(q, "in-progress", json!([]));
         assert!(errors(&issues).is_empty());
@@ -1393,29 +1462,57 @@ mod tests {
         // A required group needs sub-items.
         let g = json!([{"linkId": "g", "type": "group", "required": true,
             "item": [{"linkId": "a", "type": "string"}]}]);
-        assert_eq!(errors(&run(g.clone(), "completed", json!([{"linkId": "g"}]))).len(), 1);
-        assert!(errors(&run(g, "completed", json!([{"linkId": "g",
-            "item": [{"linkId": "a", "answer": [{"valueString": "x"}]}]}]))).is_empty());
+        assert_eq!(
+            errors(&run(g.clone(), "completed", json!([{"linkId": "g"}]))).len(),
+            1
+        );
+        assert!(
+            errors(&run(
+                g,
+                "completed",
+                json!([{"linkId": "g",
+            "item": [{"linkId": "a", "answer": [{"valueString": "x"}]}]}])
+            ))
+            .is_empty()
+        );
     }
 
     #[test]
     fn non_repeating_items_have_one_answer_and_one_item() {
         let q = json!([{"linkId": "a", "type": "string"}]);
         let two = json!([{"valueString": "x"}, {"valueString": "y"}]);
-        let e = errors(&run(q.clone(), "in-progress", json!([{"linkId": "a", "answer": two}])));
+        let e = errors(&run(
+            q.clone(),
+            "in-progress",
+            json!([{"linkId": "a", "answer": two}]),
+        ));
         assert!(e.len() == 1 && e[0].ends_with(".answer[1]"), "{e:?}");
         let twice = json!([{"linkId": "a", "answer": [{"valueString": "x"}]},
             {"linkId": "a", "answer": [{"valueString": "y"}]}]);
         assert_eq!(errors(&run(q, "completed", twice.clone())).len(), 1);
         let r = json!([{"linkId": "a", "type": "string", "repeats": true}]);
         assert!(errors(&run(r.clone(), "completed", twice)).is_empty());
-        assert!(errors(&run(r, "completed", json!([{"linkId": "a", "answer": two}]))).is_empty());
+        assert!(
+            errors(&run(
+                r,
+                "completed",
+                json!([{"linkId": "a", "answer": two}])
+            ))
+            .is_empty()
+        );
     }
 
     #[test]
     fn max_occurs_extension() {
         let x = ext(EXT_MAX_OCCURS, "valueInteger", json!(2));
-        assert!(one("string", x.clone(), json!([{"valueString": "a"}, {"valueString": "b"}])).is_empty());
+        assert!(
+            one(
+                "string",
+                x.clone(),
+                json!([{"valueString": "a"}, {"valueString": "b"}])
+            )
+            .is_empty()
+        );
         let three = json!([{"valueString": "a"}, {"valueString": "b"}, {"valueString": "c"}]);
         assert_eq!(one("string", x, three).len(), 1);
     }
@@ -1432,10 +1529,19 @@ mod tests {
             ("string", json!({"valueString": "x"})),
             ("text", json!({"valueString": "x"})),
             ("url", json!({"valueUri": "http://x.org"})),
-            ("attachment", json!({"valueAttachment": {"contentType": "text/plain"}})),
-            ("reference", json!({"valueReference": {"reference": "Patient/1"}})),
+            (
+                "attachment",
+                json!({"valueAttachment": {"contentType": "text/plain"}}),
+            ),
+            (
+                "reference",
+                json!({"valueReference": {"reference": "Patient/1"}}),
+            ),
             ("quantity", json!({"valueQuantity": {"value": 1}})),
-            ("choice", json!({"valueCoding": {"system": "http://x.org", "code": "a"}})),
+            (
+                "choice",
+                json!({"valueCoding": {"system": "http://x.org", "code": "a"}}),
+            ),
             ("choice", json!({"valueString": "x"})),
             ("open-choice", json!({"valueString": "x"})),
         ];
@@ -1444,10 +1550,16 @@ mod tests {
             let wrong = json!({"valueCoding": {"system": "http://x.org", "code": "a"}});
             if !ty.contains("choice") {
                 let e = one(ty, json!({}), json!([wrong]));
-                assert!(e.len() == 1 && e[0].ends_with(".answer[0].valueCoding"), "{ty}: {e:?}");
+                assert!(
+                    e.len() == 1 && e[0].ends_with(".answer[0].valueCoding"),
+                    "{ty}: {e:?}"
+                );
             }
         }
-        assert_eq!(one("choice", json!({}), json!([{"valueBoolean": true}])).len(), 1);
+        assert_eq!(
+            one("choice", json!({}), json!([{"valueBoolean": true}])).len(),
+            1
+        );
     }
 
     #[test]
@@ -1465,7 +1577,10 @@ mod tests {
         let e = one("choice", opts.clone(), json!([a, none]));
         assert!(e.len() == 1 && e[0].contains("exclusive"), "{e:?}");
         // Only Coding options: a string answer to a choice item cannot match.
-        assert_eq!(one("choice", opts.clone(), json!([{"valueString": "a"}])).len(), 1);
+        assert_eq!(
+            one("choice", opts.clone(), json!([{"valueString": "a"}])).len(),
+            1
+        );
         // Open choice: free text is fine (a warning when it spells an option).
         let issues = run(
             json!([{"linkId": "q", "type": "open-choice", "answerOption": opts["answerOption"]}]),
@@ -1486,13 +1601,22 @@ mod tests {
         assert_eq!(one("string", strs, json!([{"valueString": "y"}])).len(), 1);
         let dates = json!({"answerOption": [{"valueDate": "2020-01-01"}]});
         assert!(one("date", dates.clone(), json!([{"valueDate": "2020-01-01"}])).is_empty());
-        assert_eq!(one("date", dates, json!([{"valueDate": "2020-01-02"}])).len(), 1);
+        assert_eq!(
+            one("date", dates, json!([{"valueDate": "2020-01-02"}])).len(),
+            1
+        );
         let times = json!({"answerOption": [{"valueTime": "10:00:00"}]});
         assert!(one("time", times.clone(), json!([{"valueTime": "10:00:00"}])).is_empty());
-        assert_eq!(one("time", times, json!([{"valueTime": "11:00:00"}])).len(), 1);
+        assert_eq!(
+            one("time", times, json!([{"valueTime": "11:00:00"}])).len(),
+            1
+        );
         let refs = json!({"answerOption": [{"valueReference": {"reference": "Patient/1"}}]});
         let r = json!({"valueReference": {"reference": "Patient/2"}});
-        assert!(one("reference", refs, json!([r])).is_empty(), "R4 checks no reference options");
+        assert!(
+            one("reference", refs, json!([r])).is_empty(),
+            "R4 checks no reference options"
+        );
     }
 
     #[test]
@@ -1505,7 +1629,10 @@ mod tests {
         assert!(one("choice", vs.clone(), json!([good])).is_empty());
         assert_eq!(one("choice", vs.clone(), json!([bad])).len(), 1);
         assert!(one("string", vs.clone(), json!([{"valueString": "female"}])).is_empty());
-        assert_eq!(one("string", vs, json!([{"valueString": "Australia"}])).len(), 1);
+        assert_eq!(
+            one("string", vs, json!([{"valueString": "Australia"}])).len(),
+            1
+        );
         // An unknown value set: a warning, not an error.
         let issues = run(
             json!([{"linkId": "a", "type": "choice", "answerValueSet": "http://x.org/vs"}]),
@@ -1520,7 +1647,10 @@ mod tests {
     fn string_lengths_and_regex() {
         let max = json!({"maxLength": 3});
         assert!(one("string", max.clone(), json!([{"valueString": "abc"}])).is_empty());
-        assert_eq!(one("string", max, json!([{"valueString": "abcd"}])).len(), 1);
+        assert_eq!(
+            one("string", max, json!([{"valueString": "abcd"}])).len(),
+            1
+        );
         let min = ext(EXT_MIN_LENGTH, "valueInteger", json!(3));
         assert!(one("string", min.clone(), json!([{"valueString": "abc"}])).is_empty());
         assert_eq!(one("string", min, json!([{"valueString": "ab"}])).len(), 1);
@@ -1536,14 +1666,30 @@ mod tests {
             .as_array_mut()
             .unwrap()
             .push(json!({"url": EXT_MAX_VALUE, "valueInteger": 5}));
-        assert!(one("integer", lim.clone(), json!([{"valueInteger": 2}, {"valueInteger": 5}])).is_empty());
-        assert_eq!(one("integer", lim, json!([{"valueInteger": 1}, {"valueInteger": 6}])).len(), 2);
+        assert!(
+            one(
+                "integer",
+                lim.clone(),
+                json!([{"valueInteger": 2}, {"valueInteger": 5}])
+            )
+            .is_empty()
+        );
+        assert_eq!(
+            one(
+                "integer",
+                lim,
+                json!([{"valueInteger": 1}, {"valueInteger": 6}])
+            )
+            .len(),
+            2
+        );
         let mut dates = ext(EXT_MIN_VALUE, "valueDate", json!("2020"));
         dates["extension"]
             .as_array_mut()
             .unwrap()
             .push(json!({"url": EXT_MAX_VALUE, "valueDate": "2022-06"}));
-        let inside = json!([{"valueDate": "2020"}, {"valueDate": "2022-06"}, {"valueDate": "2021-03-04"}]);
+        let inside =
+            json!([{"valueDate": "2020"}, {"valueDate": "2022-06"}, {"valueDate": "2021-03-04"}]);
         assert!(one("date", dates.clone(), inside).is_empty());
         let outside = json!([{"valueDate": "2019-12-31"}, {"valueDate": "2022-06-30"}, {"valueDate": "2022-07"}]);
         assert_eq!(one("date", dates, outside).len(), 3);
@@ -1561,7 +1707,15 @@ mod tests {
         let pdf = json!({"valueAttachment": {"contentType": "application/pdf"}});
         assert!(one("attachment", mime.clone(), json!([gif])).is_empty());
         assert_eq!(one("attachment", mime.clone(), json!([pdf])).len(), 1);
-        assert_eq!(one("attachment", mime, json!([{"valueAttachment": {"title": "x"}}])).len(), 1);
+        assert_eq!(
+            one(
+                "attachment",
+                mime,
+                json!([{"valueAttachment": {"title": "x"}}])
+            )
+            .len(),
+            1
+        );
         let size = ext(EXT_MAX_SIZE, "valueDecimal", json!(3));
         let small = json!({"valueAttachment": {"data": "YWJj"}});
         let big = json!({"valueAttachment": {"data": "YWJjZA=="}});
@@ -1584,14 +1738,24 @@ mod tests {
 
     #[test]
     fn quantity_units_and_bounds() {
-        let unit = ext(EXT_UNIT_OPTION, "valueCoding", json!({"system": UCUM, "code": "km"}));
+        let unit = ext(
+            EXT_UNIT_OPTION,
+            "valueCoding",
+            json!({"system": UCUM, "code": "km"}),
+        );
         let km = json!({"valueQuantity": {"value": 10, "system": UCUM, "code": "km"}});
         let kg = json!({"valueQuantity": {"value": 10, "system": UCUM, "code": "kg"}});
         assert!(one("quantity", unit.clone(), json!([km.clone()])).is_empty());
         assert_eq!(one("quantity", unit, json!([kg.clone()])).len(), 1);
-        let mut bounds = ext(EXT_MIN_QUANTITY, "valueQuantity",
-            json!({"value": 5, "system": UCUM, "code": "km"}));
-        bounds["extension"].as_array_mut().unwrap().push(json!({"url": EXT_MAX_QUANTITY,
+        let mut bounds = ext(
+            EXT_MIN_QUANTITY,
+            "valueQuantity",
+            json!({"value": 5, "system": UCUM, "code": "km"}),
+        );
+        bounds["extension"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"url": EXT_MAX_QUANTITY,
             "valueQuantity": {"value": 50, "system": UCUM, "code": "km"}}));
         let m = json!({"valueQuantity": {"value": 10000, "system": UCUM, "code": "m"}});
         let far = json!({"valueQuantity": {"value": 60000, "system": UCUM, "code": "m"}});
@@ -1599,8 +1763,11 @@ mod tests {
         assert_eq!(one("quantity", bounds.clone(), json!([far])).len(), 1);
         // Incompatible units: both bounds fail to compare.
         assert_eq!(one("quantity", bounds, json!([kg])).len(), 2);
-        let vs = ext(EXT_UNIT_VALUE_SET, "valueCanonical",
-            json!("http://hl7.org/fhir/ValueSet/administrative-gender"));
+        let vs = ext(
+            EXT_UNIT_VALUE_SET,
+            "valueCanonical",
+            json!("http://hl7.org/fhir/ValueSet/administrative-gender"),
+        );
         let q = json!({"valueQuantity": {"value": 1, "system": UCUM, "code": "km"}});
         assert_eq!(one("quantity", vs, json!([q])).len(), 1);
     }
@@ -1616,14 +1783,16 @@ mod tests {
         ]);
         let answer = |v: i64| json!([{"valueInteger": v}]);
         // Disabled: the required item may be missing, but may not be answered.
-        let disabled = json!([{"linkId": "n0", "answer": answer(1)}, {"linkId": "n1", "answer": answer(0)}]);
+        let disabled =
+            json!([{"linkId": "n0", "answer": answer(1)}, {"linkId": "n1", "answer": answer(0)}]);
         assert!(errors(&run(q.clone(), "completed", disabled)).is_empty());
         let answered = json!([{"linkId": "n0", "answer": answer(1)}, {"linkId": "n1", "answer": answer(0)},
             {"linkId": "n2", "answer": answer(5)}]);
         let e = errors(&run(q.clone(), "completed", answered));
         assert!(e.len() == 1 && e[0].contains("enableWhen"), "{e:?}");
         // Enabled: required applies.
-        let enabled = json!([{"linkId": "n0", "answer": answer(1)}, {"linkId": "n1", "answer": answer(1)}]);
+        let enabled =
+            json!([{"linkId": "n0", "answer": answer(1)}, {"linkId": "n1", "answer": answer(1)}]);
         assert_eq!(errors(&run(q, "completed", enabled)).len(), 1);
     }
 
@@ -1644,7 +1813,10 @@ mod tests {
         assert_eq!(base64_len(""), 0);
         assert_eq!(base64_len("=="), 0);
         assert_eq!(instant_key("2022-06"), "2022-06-01T00:00:00");
-        assert_eq!(instant_key("2022-06-30T10:00:00+02:00"), "2022-06-30T10:00:00");
+        assert_eq!(
+            instant_key("2022-06-30T10:00:00+02:00"),
+            "2022-06-30T10:00:00"
+        );
         let v = validator(json!([{"linkId": "a"}]));
         let odd = json!({"resourceType": "QuestionnaireResponse", "questionnaire": URL,
             "item": [{"linkId": "a", "answer": [{"valueString": "x", "item": 5}]}, {"item": []}, 7]});
