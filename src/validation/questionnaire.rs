@@ -1059,7 +1059,8 @@ impl<'a> Ctx<'a> {
         display: Option<&str>,
     ) -> Option<CodeCheck> {
         let term = self.val.terminology();
-        if let Some(id) = vs.strip_prefix('#') {
+        let catalogue = self.val.registry.catalogue();
+        let (resource, verdict) = if let Some(id) = vs.strip_prefix('#') {
             let resource = contained(self.q, "ValueSet", id)
                 .or_else(|| self.vs_container.and_then(|c| contained(c, "ValueSet", id)))?;
             let scope = term.scope();
@@ -1070,23 +1071,31 @@ impl<'a> Ctx<'a> {
                 display,
                 infer_system: false,
             };
-            return Some(
-                match term.expand_resource(&scope, resource, &ExpandOptions::default()) {
-                    Ok(exp) => term.check_in(&scope, &exp, vs, &request).check,
-                    Err(e) => {
-                        CodeCheck::NotAvailable(format!("value set {vs} cannot be expanded: {e}"))
-                    }
-                },
-            );
+            let verdict = match term.expand_resource(&scope, resource, &ExpandOptions::default()) {
+                Ok(exp) => term.check_in(&scope, &exp, vs, &request).check,
+                Err(e) => {
+                    CodeCheck::NotAvailable(format!("value set {vs} cannot be expanded: {e}"))
+                }
+            };
+            (Some(resource), verdict)
+        } else {
+            let resource = catalogue.resource("ValueSet", vs).map(|r| r.as_ref());
+            if resource.is_none() && !vs.ends_with("?fhir_vs") {
+                return None;
+            }
+            (resource, term.validate_code(vs, system, code, display))
+        };
+        // A value set that cannot be expanded here (it needs SNOMED CT, ISO 3166...) still
+        // cannot hold a code of a system none of its includes names.
+        if let (CodeCheck::NotAvailable(_), Some(system), Some(resource)) =
+            (&verdict, system, resource)
+            && excludes_system(resource, system)
+        {
+            return Some(CodeCheck::Invalid(format!(
+                "value set {vs} includes no codes from {system}"
+            )));
         }
-        let known = vs.ends_with("?fhir_vs")
-            || self
-                .val
-                .registry
-                .catalogue()
-                .resource("ValueSet", vs)
-                .is_some();
-        known.then(|| term.validate_code(vs, system, code, display))
+        Some(verdict)
     }
 
     /// Whether an item is enabled by its `enableWhen` conditions (`enableBehavior` all by default).
@@ -1152,6 +1161,18 @@ impl<'a> Ctx<'a> {
             _ => true,
         }
     }
+}
+
+/// True when every `compose.include` of a value set names a system (no imported value sets) and
+/// none is `system`: no code of `system` can be a member.
+fn excludes_system(vs: &Value, system: &str) -> bool {
+    let Some(includes) = vs.pointer("/compose/include").and_then(Value::as_array) else {
+        return false;
+    };
+    !includes.is_empty()
+        && includes.iter().all(|inc| {
+            inc.get("valueSet").is_none() && str_of(inc, "system").is_some_and(|s| s != system)
+        })
 }
 
 /// Orders an answer value against an enableWhen answer of the same type.
@@ -1794,6 +1815,18 @@ mod tests {
         let enabled =
             json!([{"linkId": "n0", "answer": answer(1)}, {"linkId": "n1", "answer": answer(1)}]);
         assert_eq!(errors(&run(q, "completed", enabled)).len(), 1);
+    }
+
+    #[test]
+    fn value_sets_that_cannot_expand_still_exclude_foreign_systems() {
+        let vs = json!({"resourceType": "ValueSet", "compose": {"include": [
+            {"system": "http://snomed.info/sct", "filter": [
+                {"property": "concept", "op": "is-a", "value": "123"}]}]}});
+        assert!(excludes_system(&vs, UCUM));
+        assert!(!excludes_system(&vs, "http://snomed.info/sct"));
+        let imports = json!({"compose": {"include": [{"valueSet": ["http://x.org/vs"]}]}});
+        assert!(!excludes_system(&imports, UCUM));
+        assert!(!excludes_system(&json!({}), UCUM));
     }
 
     #[test]
