@@ -109,6 +109,7 @@ pub(crate) fn check(val: &Validator, qr: &Value) -> Vec<Issue> {
         issues,
     };
     index_answers(qr, &mut ctx.answers_by_link);
+    ctx.authored(qr);
     let q_items = items_of(q);
     ctx.items(q_items, qr, "QuestionnaireResponse", &[qr]);
     ctx.issues
@@ -263,6 +264,37 @@ impl<'a> Ctx<'a> {
 
     fn warning(&mut self, code: &'static str, msg: String, at: &str) {
         self.issues.push(warning(code, msg, at));
+    }
+
+    /// A response authored outside the Questionnaire's effectivePeriod is suspicious, not
+    /// invalid (warnings, as in Java).
+    fn authored(&mut self, qr: &Value) {
+        let (Some(authored), Some(period)) =
+            (str_of(qr, "authored"), self.q.get("effectivePeriod"))
+        else {
+            return;
+        };
+        let at = instant_key(authored);
+        if let Some(start) = str_of(period, "start")
+            && at < instant_key(start)
+        {
+            self.warning(
+                "business-rule",
+                format!("the response was authored ({authored}) before the Questionnaire's effectivePeriod starts ({start})"),
+                "QuestionnaireResponse.authored",
+            );
+        }
+        // The end is inclusive at its own precision: an end of `2023-06` covers all of June.
+        if let Some(end) = str_of(period, "end")
+            && let Some(n) = end.find(['Z', '+']).or(Some(end.len()))
+            && at.get(..n) > instant_key(end).get(..n)
+        {
+            self.warning(
+                "business-rule",
+                format!("the response was authored ({authored}) after the Questionnaire's effectivePeriod ends ({end})"),
+                "QuestionnaireResponse.authored",
+            );
+        }
     }
 
     /// The response items under `parent` (the response, an item or an answer) against the
@@ -1827,6 +1859,32 @@ mod tests {
         let imports = json!({"compose": {"include": [{"valueSet": ["http://x.org/vs"]}]}});
         assert!(!excludes_system(&imports, UCUM));
         assert!(!excludes_system(&json!({}), UCUM));
+    }
+
+    #[test]
+    fn authored_outside_the_effective_period_is_a_warning() {
+        let registry = Registry::with_core(Definitions::core());
+        registry
+            .add(
+                json!({"resourceType": "Questionnaire", "url": URL, "status": "active",
+                    "effectivePeriod": {"start": "2022", "end": "2023-06"}}),
+                "test",
+            )
+            .expect("questionnaire registers");
+        let registry = Arc::new(registry);
+        let v = Validator::new(registry.clone(), Arc::new(Terminology::new(registry)));
+        let qr = |authored: &str| {
+            json!({"resourceType": "QuestionnaireResponse", "questionnaire": URL,
+                "status": "completed", "authored": authored})
+        };
+        assert!(check(&v, &qr("2022-03-04")).is_empty());
+        assert!(check(&v, &qr("2023-06-30T23:00:00Z")).is_empty());
+        for outside in ["2021-12-12", "2023-07-01T10:00:00Z"] {
+            let issues = check(&v, &qr(outside));
+            assert!(errors(&issues).is_empty());
+            assert_eq!(issues.len(), 1, "{outside}: {issues:?}");
+            assert_eq!(issues[0].severity, Severity::Warning);
+        }
     }
 
     #[test]
