@@ -20,13 +20,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 /// The resource types the registry holds.
-pub const CONFORMANCE_TYPES: [&str; 6] = [
+pub const CONFORMANCE_TYPES: [&str; 7] = [
     "StructureDefinition",
     "ValueSet",
     "CodeSystem",
     "ConceptMap",
     "NamingSystem",
     "SearchParameter",
+    // QuestionnaireResponses are validated against the Questionnaire their canonical names.
+    "Questionnaire",
 ];
 
 /// True for a resource type the registry holds.

@@ -11,6 +11,7 @@
 //! equal the core rule for the same path are dropped at compile time, so no issue is reported twice.
 
 mod plan;
+mod questionnaire;
 pub mod snapshot;
 mod walk;
 
@@ -201,6 +202,11 @@ impl Validator {
             }
         }
         issues.append(&mut walk.issues);
+        // A QuestionnaireResponse is also checked against its Questionnaire, which no
+        // StructureDefinition can express.
+        if ty == "QuestionnaireResponse" {
+            issues.extend(questionnaire::check(self, resource));
+        }
         for canonical in wanted {
             let claimed = !profiles.contains(&canonical);
             match self.profile_plan(&canonical) {
