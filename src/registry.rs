@@ -1,5 +1,5 @@
 //! The conformance resource registry: every StructureDefinition, ValueSet, CodeSystem, ConceptMap,
-//! NamingSystem and SearchParameter the gateway knows, by canonical URL and version.
+//! NamingSystem, SearchParameter and Questionnaire the gateway knows, by canonical URL and version.
 //!
 //! Sources, in the order they are loaded: the value sets and code systems of the embedded core
 //! artefact, then every JSON file or FHIR package (`.tgz`) under the `profiles/` folders, then what
@@ -101,7 +101,7 @@ impl Catalogue {
                 FhirError::new(
                     400,
                     "not-supported",
-                    "only StructureDefinition, ValueSet, CodeSystem, ConceptMap, NamingSystem and SearchParameter are registered",
+                    "only StructureDefinition, ValueSet, CodeSystem, ConceptMap, NamingSystem, SearchParameter and Questionnaire are registered",
                 )
             })?;
         let url = match (ty, resource.get("url").and_then(Value::as_str)) {

@@ -492,15 +492,7 @@ pub fn is_type(v: &Value, spec: &TypeSpec, defs: Option<&'static Definitions>) -
                 return false;
             }
             match n.ty {
-                // An unqualified System type name (`answer is Boolean`, as core invariant que-7
-                // writes it) also matches the FHIR primitive that carries that System type.
-                Some(ty) => {
-                    fhir_subtype(ty, &spec.name, defs)
-                        || (ns.is_none()
-                            && is_system_type(&spec.name)
-                            && super::value::system_type_of_fhir_primitive(ty)
-                                == Some(spec.name.as_str()))
-                }
+                Some(ty) => fhir_subtype(ty, &spec.name, defs),
                 None => {
                     // Untyped JSON: judge by shape.
                     let sys = n.to_system().map(|s| s.type_name().to_string());
