@@ -112,8 +112,8 @@ pub fn router(state: AppState) -> Router {
         .route("/_history", get(read::history_system))
         .route(
             "/{type}",
-            get(type_get)
-                .post(type_post)
+            get(type_root)
+                .post(type_root)
                 .put(write::conditional_update)
                 .patch(write::conditional_patch)
                 .delete(write::conditional_delete),
@@ -121,8 +121,8 @@ pub fn router(state: AppState) -> Router {
         .route("/{type}/_history", get(read::history_type))
         .route(
             "/{type}/{id}",
-            get(instance_get)
-                .post(type_operation_post)
+            get(instance_or_operation)
+                .post(instance_or_operation)
                 .put(write::update)
                 .patch(write::patch)
                 .delete(write::delete),
@@ -252,7 +252,8 @@ async fn not_found(req: Request) -> Response {
 // `[base]/{type}` is also `[base]/$op`, and `[base]/{type}/{id}` is also `[base]/{type}/$op`: the
 // router cannot tell a `$` segment apart, so these small handlers do.
 
-async fn type_get(
+/// `[base]/{type}`: the type's search (GET) or create (POST), or a system-level `$operation`.
+async fn type_root(
     State(st): State<AppState>,
     Path(ty): Path<String>,
     method: Method,
@@ -263,24 +264,15 @@ async fn type_get(
     if ty.starts_with('$') {
         return operations::system(State(st), Path(ty), method, RawQuery(q), headers, body).await;
     }
-    no_type_search(Path(ty)).await
-}
-
-async fn type_post(
-    State(st): State<AppState>,
-    Path(ty): Path<String>,
-    method: Method,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    if ty.starts_with('$') {
-        return operations::system(State(st), Path(ty), method, RawQuery(q), headers, body).await;
+    if method == Method::POST {
+        write::create(State(st), Path(ty), RawQuery(q), headers, body).await
+    } else {
+        no_type_search(Path(ty)).await
     }
-    write::create(State(st), Path(ty), RawQuery(q), headers, body).await
 }
 
-async fn instance_get(
+/// `[base]/{type}/{id}` for GET and POST: a read, or a type-level `$operation`.
+async fn instance_or_operation(
     State(st): State<AppState>,
     Path((ty, id)): Path<(String, String)>,
     method: Method,
@@ -291,19 +283,8 @@ async fn instance_get(
     if id.starts_with('$') {
         return operations::type_level(&st, ty, &id, method, q.as_deref(), headers, body).await;
     }
-    read::read(State(st), Path((ty, id)), RawQuery(q), headers).await
-}
-
-async fn type_operation_post(
-    State(st): State<AppState>,
-    Path((ty, id)): Path<(String, String)>,
-    method: Method,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-    body: axum::body::Body,
-) -> Response {
-    if id.starts_with('$') {
-        return operations::type_level(&st, ty, &id, method, q.as_deref(), headers, body).await;
+    if method != Method::POST {
+        return read::read(State(st), Path((ty, id)), RawQuery(q), headers).await;
     }
     let msg = format!("POST is not allowed on {ty}/{id}; use PUT to update");
     tagged(
