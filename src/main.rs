@@ -118,6 +118,9 @@ fn serve(config: Option<PathBuf>, flags: Overrides) -> ExitCode {
     runtime.block_on(async move {
         // Decode the embedded definitions before accepting traffic, not on the first request.
         let _ = huitong::definitions::Definitions::core();
+        // Take over SIGTERM before the server can answer /readyz: a supervisor that sees it ready
+        // and stops it at once must get a graceful shutdown, not the default kill.
+        let signal = shutdown_signal();
         let mut server = match RunningServer::start(settings).await {
             Ok(s) => s,
             Err(e) => {
@@ -127,7 +130,7 @@ fn serve(config: Option<PathBuf>, flags: Overrides) -> ExitCode {
         };
         let stop = server.stop_handle();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signal.await;
             tracing::info!(
                 "shutdown requested: finishing in-flight requests and flushing the store"
             );
@@ -148,24 +151,29 @@ fn serve(config: Option<PathBuf>, flags: Overrides) -> ExitCode {
     })
 }
 
-/// SIGTERM or Ctrl-C.
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM or Ctrl-C. The SIGTERM handler is installed when this is called (inside the runtime),
+/// not when the returned future is first polled.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        let term = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let term = async {
+                match term {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
                 }
-                Err(_) => std::future::pending::<()>().await,
-            }
-        };
-        tokio::select! { _ = ctrl_c => {}, _ = term => {} }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+            };
+            tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = ctrl_c.await;
+        }
     }
 }
 
