@@ -184,8 +184,8 @@ fn validate(profiles: &[String], profiles_dir: &std::path::Path, files: &[PathBu
         huitong::definitions::Definitions::core(),
     ));
     if profiles_dir.is_dir() {
-        for p in registry.load_dir(profiles_dir) {
-            eprintln!("warning: not loaded: {p}");
+        for p in huitong::validation::load_profiles(&registry, profiles_dir) {
+            eprintln!("warning: {p}");
         }
     }
     let terminology = Arc::new(huitong::terminology::Terminology::new(registry.clone()));

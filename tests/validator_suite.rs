@@ -130,7 +130,14 @@ fn validator_test_suite_agreement() {
             .into_iter()
             .flatten()
             .chain(case["profiles"].as_array().into_iter().flatten())
-            .chain(case.pointer("/profile/source"));
+            .chain(case.pointer("/profile/source"))
+            // What the profile run needs (the Java runner loads these for it).
+            .chain(
+                case.pointer("/profile/supporting")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten(),
+            );
         for s in support.filter_map(Value::as_str) {
             if let Some(v) = read_json(&dir.join(s)) {
                 extra.push((v, Arc::from(s)));
@@ -141,7 +148,8 @@ fn validator_test_suite_agreement() {
             let _ = registry.add_all(vec![(v, src)]);
         }
         let registry = Arc::new(registry);
-        let validator = Validator::new(registry.clone(), Arc::new(Terminology::new(registry)));
+        let validator = Validator::new(registry.clone(), Arc::new(Terminology::new(registry)))
+            .with_unknown_extensions(Severity::Error);
         let Some(input) = read_json(&dir.join(case["file"].as_str().unwrap_or(""))) else {
             skipped += 1;
             *skip_reasons

@@ -58,9 +58,13 @@ impl AppState {
         let capability = capability::render(&settings);
         let registry = Arc::new(Registry::with_core(Definitions::core()));
         if settings.profiles_dir.is_dir() {
-            for p in registry.load_dir(&settings.profiles_dir) {
-                // A broken file is named and skipped; the server still starts.
-                tracing::warn!(problem = %p, "conformance resource not loaded");
+            for p in crate::validation::load_profiles(&registry, &settings.profiles_dir) {
+                // A broken file is named (with its OperationOutcome); the server still starts.
+                tracing::warn!(
+                    problem = %p,
+                    outcome = %crate::model::operation_outcome(&p.error.issues),
+                    "conformance resource problem"
+                );
             }
         }
         let terminology = Arc::new(Terminology::new(registry.clone()));

@@ -10,11 +10,14 @@
 //! What a profile pass checks is what the profile adds over the core definition: its rules that
 //! equal the core rule for the same path are dropped at compile time, so no issue is reported twice.
 
+mod audit;
 mod plan;
 mod questionnaire;
+mod rules;
 pub mod snapshot;
 mod walk;
 
+pub use audit::{audit, load_profiles};
 pub use plan::{Plan, Strength};
 
 use crate::definitions::Definitions;
@@ -39,6 +42,9 @@ pub struct Validator {
     /// Profiles are keyed by canonical and registry generation, so a re-posted profile recompiles.
     profiles: moka::sync::Cache<(String, u64), Arc<Compiled>>,
     invariants: Mutex<InvariantCache>,
+    /// How an extension whose definition is not loaded is reported (a modifier extension is
+    /// always an error).
+    unknown_extensions: Severity,
 }
 
 /// The outcome of validating one resource.
@@ -85,7 +91,16 @@ impl Validator {
             core: RwLock::new(HashMap::new()),
             profiles: moka::sync::Cache::new(1_000),
             invariants: Mutex::new(InvariantCache::default()),
+            unknown_extensions: Severity::Warning,
         }
+    }
+
+    /// Reports extensions whose definition is not loaded with `severity` (default: warning, so a
+    /// gateway accepts local extensions it has no definition for; the HL7 validator reports them
+    /// as errors).
+    pub fn with_unknown_extensions(mut self, severity: Severity) -> Validator {
+        self.unknown_extensions = severity;
+        self
     }
 
     /// The terminology service bindings are checked with.

@@ -186,11 +186,19 @@ pub struct InvariantCache {
 /// specification means. que-7 tests `answer is Boolean`, which is false for every FHIR `boolean`
 /// (FHIRPath tells `FHIR.boolean` from `System.Boolean`; the HL7 suite's testType12 requires it), so
 /// as written it refuses every `exists` condition; the R4 example Questionnaire-bb shows the intent.
-const CORRECTED: [(&str, &str, &str); 1] = [(
-    "que-7",
-    "operator = 'exists' implies (answer is Boolean)",
-    "operator = 'exists' implies (answer is FHIR.boolean)",
-)];
+/// que-12 says "more than one enableWhen" but tests `> 2` (corrected in later releases).
+const CORRECTED: [(&str, &str, &str); 2] = [
+    (
+        "que-7",
+        "operator = 'exists' implies (answer is Boolean)",
+        "operator = 'exists' implies (answer is FHIR.boolean)",
+    ),
+    (
+        "que-12",
+        "enableWhen.count() > 2 implies enableBehavior.exists()",
+        "enableWhen.count() > 1 implies enableBehavior.exists()",
+    ),
+];
 
 impl InvariantCache {
     fn get(&mut self, key: &str, sev: &str, expr: &str) -> Arc<Invariant> {

@@ -40,6 +40,9 @@ pub(crate) struct Walk<'x, 'v> {
     roots: Vec<&'v Value>,
     /// `fullUrl` -> resource type of every entry of the enclosing Bundles.
     bundle_urls: HashMap<&'v str, &'v str>,
+    /// The canonical URL of the definition each resource being walked is checked against; issues
+    /// name the innermost.
+    from: Vec<String>,
 }
 
 impl<'x, 'v> Walk<'x, 'v> {
@@ -52,6 +55,7 @@ impl<'x, 'v> Walk<'x, 'v> {
             frames: Vec::new(),
             roots: Vec::new(),
             bundle_urls: HashMap::new(),
+            from: Vec::new(),
         }
     }
 
@@ -73,8 +77,12 @@ impl<'x, 'v> Walk<'x, 'v> {
         s
     }
 
-    fn issue(&mut self, severity: Severity, code: &'static str, msg: String) {
+    /// Records an issue at the current location; the message names the definition it comes from.
+    fn issue(&mut self, severity: Severity, code: &'static str, mut msg: String) {
         let at = self.location();
+        if let Some(url) = self.from.last() {
+            let _ = write!(msg, " (from {url})");
+        }
         self.issues.push(Issue {
             severity,
             code,
@@ -103,6 +111,7 @@ impl<'x, 'v> Walk<'x, 'v> {
         };
         self.frames.push(Frame { contained });
         self.roots.push(root.unwrap_or(res));
+        self.from.push(plan.url.clone());
         let top = self.loc.is_empty();
         if top {
             self.loc.push(Seg::Key(ty));
@@ -116,12 +125,22 @@ impl<'x, 'v> Walk<'x, 'v> {
         }
         let node = fhirpath::Value::Node(fhirpath::resource_node_of(res, Some(self.val.defs)));
         self.invariants(&plan.rules[0], node, &[], &mut env);
+        if self.descend_types {
+            self.extensions(obj, ty, ty, None, &mut env);
+            let findings = super::rules::check(self.val.defs, ty, obj);
+            if !findings.is_empty() {
+                let at = self.location();
+                self.issues
+                    .extend(super::rules::issues_at(&at, findings));
+            }
+        }
         self.children(plan, 0, obj, &mut env);
         if top {
             self.loc.pop();
         }
         self.frames.pop();
         self.roots.pop();
+        self.from.pop();
         for u in added_urls {
             self.bundle_urls.remove(u);
         }
@@ -186,6 +205,21 @@ impl<'x, 'v> Walk<'x, 'v> {
                         continue;
                     }
                     let Some(t) = r.type_for(Some(suffix)) else {
+                        // The structural parse refuses types core does not allow; a profile (or
+                        // an extension definition) may allow fewer.
+                        if !self.descend_types && self.is_disallowed_choice(plan, kids, base, suffix)
+                        {
+                            self.loc.push(Seg::Key(key));
+                            let allowed: Vec<&str> =
+                                r.types.iter().map(|t| t.code.as_str()).collect();
+                            let msg = format!(
+                                "{}: the type {suffix} is not allowed here; allowed: {}",
+                                r.id,
+                                allowed.join(", ")
+                            );
+                            self.issue(Severity::Error, "structure", msg);
+                            self.loc.pop();
+                        }
                         continue;
                     };
                     let (json, ext) = if is_ext {
@@ -301,7 +335,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                     "required",
                     format!(
                         "slice '{name}' of {}: minimum cardinality {}, found {}",
-                        r.path, slice.min, counts[n]
+                        r.id, slice.min, counts[n]
                     ),
                 );
             }
@@ -313,7 +347,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                     "structure",
                     format!(
                         "slice '{name}' of {}: maximum cardinality {max}, found {}",
-                        r.path, counts[n]
+                        r.id, counts[n]
                     ),
                 );
             }
@@ -326,7 +360,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                 }
                 let msg = format!(
                     "{}: the slicing is closed and this matches no slice",
-                    r.path
+                    r.id
                 );
                 self.issue(Severity::Error, "structure", msg);
                 if index.is_some() {
@@ -428,7 +462,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                 "required",
                 format!(
                     "{} is required: minimum cardinality {}, found {count}",
-                    r.path, r.min
+                    r.id, r.min
                 ),
             );
         }
@@ -438,7 +472,7 @@ impl<'x, 'v> Walk<'x, 'v> {
             self.issue(
                 Severity::Error,
                 "structure",
-                format!("{}: maximum cardinality {max}, found {count}", r.path),
+                format!("{}: maximum cardinality {max}, found {count}", r.id),
             );
         }
     }
@@ -503,7 +537,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                 self.issue(
                     Severity::Error,
                     "value",
-                    format!("{}: value must be exactly {f} (fixed value)", r.path),
+                    format!("{}: value must be exactly {f} (fixed value)", r.id),
                 );
             }
             if let Some(p) = &r.pattern
@@ -512,7 +546,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                 self.issue(
                     Severity::Error,
                     "value",
-                    format!("{}: value must match the pattern {p}", r.path),
+                    format!("{}: value must match the pattern {p}", r.id),
                 );
             }
             if let (Some(max), Some(s)) = (r.max_length, j.as_str())
@@ -523,7 +557,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                     "too-long",
                     format!(
                         "{}: value is {} characters long, maximum length {max}",
-                        r.path,
+                        r.id,
                         s.chars().count()
                     ),
                 );
@@ -541,7 +575,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                     self.issue(
                         Severity::Error,
                         "value",
-                        format!("{}: the value {j} is {what} {bound} ({which})", r.path),
+                        format!("{}: the value {j} is {what} {bound} ({which})", r.id),
                     );
                 }
             }
@@ -581,6 +615,29 @@ impl<'x, 'v> Walk<'x, 'v> {
         if !r.invariants.is_empty() {
             self.invariants(r, fhirpath::Value::Node(node), &[], env);
         }
+        if self.descend_types {
+            // A complex extension's parts are in the context of the extension itself.
+            let holder_url = (t.code == "Extension")
+                .then(|| json.and_then(|j| j.get("url")).and_then(Value::as_str))
+                .flatten();
+            for o in [json, ext].into_iter().flatten() {
+                if let Value::Object(o) = o
+                    && !(t.is_resource && o.contains_key("resourceType"))
+                    && (o.contains_key("extension") || o.contains_key("modifierExtension"))
+                {
+                    self.extensions(o, &r.path, &t.code, holder_url, env);
+                }
+            }
+        } else if !t.profiles.is_empty()
+            && t.code != "Extension"
+            && let Some(j) = json
+        {
+            // A profile pass: the value must also conform to a profile its type names.
+            let root = (r.name == "contained")
+                .then(|| self.roots.last().copied())
+                .flatten();
+            self.type_profiles(t, j, root, env);
+        }
         // Descend.
         if let Some(Value::Object(obj)) = json {
             // A nested resource: typed `Resource` (`contained`, `Bundle.entry.resource`). Other
@@ -597,8 +654,16 @@ impl<'x, 'v> Walk<'x, 'v> {
                 } else {
                     None
                 };
-                if let Some(plan) = self.val.core_plan(rt) {
-                    self.resource(&plan, json.unwrap_or(&Value::Null), rt, root);
+                // The core pass checks a nested resource against its type and the profiles it
+                // claims; a profile pass has nothing to add unless the element's type names a
+                // profile (checked above).
+                if self.descend_types
+                    && let Some(j) = json
+                {
+                    if let Some(plan) = self.val.core_plan(rt) {
+                        self.resource(&plan, j, rt, root);
+                    }
+                    self.claimed_profiles(j, rt, root);
                 }
                 return;
             }
@@ -616,6 +681,264 @@ impl<'x, 'v> Walk<'x, 'v> {
             && let Some(tp) = self.type_plan(t)
         {
             self.children(&tp, 0, e, env);
+        }
+    }
+
+    /// A choice property whose type the element does not allow (and that is not a sibling
+    /// element whose name happens to start with the choice's stem).
+    fn is_disallowed_choice(&self, plan: &Plan, kids: &[usize], key: &str, suffix: &str) -> bool {
+        let defs = self.val.defs;
+        let mut lower = suffix.to_string();
+        if let Some(first) = lower.get_mut(..1) {
+            first.make_ascii_lowercase();
+        }
+        let known_type = defs.structure(suffix).is_some() || defs.structure(&lower).is_some();
+        known_type && !kids.iter().any(|&o| plan.rules[o].name == key)
+    }
+
+    /// Checks the extensions and modifier extensions of one element (`elem` is its path, `ty` its
+    /// type; `holder_url` the URL of the extension they are parts of).
+    fn extensions(
+        &mut self,
+        obj: &'v Map<String, Value>,
+        elem: &str,
+        ty: &str,
+        holder_url: Option<&str>,
+        env: &mut Environment<'v>,
+    ) {
+        for (name, modifier) in [("extension", false), ("modifierExtension", true)] {
+            let Some((key, Value::Array(items))) = obj.get_key_value(name) else {
+                continue;
+            };
+            for (i, ext) in items.iter().enumerate() {
+                let Some(url) = ext.get("url").and_then(Value::as_str) else {
+                    continue;
+                };
+                // A relative URL names a part of a complex extension: its definition checks it.
+                if !url.contains(':') {
+                    continue;
+                }
+                self.loc.push(Seg::Key(key.as_str()));
+                self.loc.push(Seg::Index(i));
+                self.extension(ext, url, modifier, (elem, ty, holder_url), env);
+                self.loc.pop();
+                self.loc.pop();
+            }
+        }
+    }
+
+    /// One extension: known, a modifier where (and only where) it must be, used in one of its
+    /// contexts, and valid against its definition.
+    fn extension(
+        &mut self,
+        ext: &'v Value,
+        url: &str,
+        modifier: bool,
+        (elem, ty, holder_url): (&str, &str, Option<&str>),
+        env: &mut Environment<'v>,
+    ) {
+        if url.contains('|') {
+            self.issue(
+                Severity::Error,
+                "value",
+                format!("the extension URL {url} carries a version; an extension URL must not"),
+            );
+        }
+        let catalogue = self.val.registry.catalogue();
+        let Some(sd) = catalogue.resource("StructureDefinition", url).cloned() else {
+            self.unknown_extension(url, modifier);
+            return;
+        };
+        drop(catalogue);
+        if sd.get("type").and_then(Value::as_str) != Some("Extension") {
+            self.issue(
+                Severity::Error,
+                "structure",
+                format!("{url} is not the URL of an extension definition"),
+            );
+            return;
+        }
+        let is_modifier = sd
+            .pointer("/snapshot/element/0/isModifier")
+            .or_else(|| sd.pointer("/differential/element/0/isModifier"))
+            .and_then(Value::as_bool)
+            == Some(true);
+        if modifier && !is_modifier {
+            self.issue(
+                Severity::Error,
+                "structure",
+                format!("the extension {url} is not a modifier extension, so it cannot be a modifierExtension"),
+            );
+        } else if !modifier && is_modifier {
+            self.issue(
+                Severity::Error,
+                "structure",
+                format!("the extension {url} is a modifier extension, so it must be a modifierExtension"),
+            );
+        }
+        if let Some(allowed) = context_mismatch(&sd, elem, ty, holder_url, self.val.defs) {
+            self.issue(
+                Severity::Error,
+                "business-rule",
+                format!(
+                    "the extension {url} is not allowed here (this element is {ty} at {elem}; its contexts are {allowed})"
+                ),
+            );
+        }
+        let plan = match self.val.profile_plan(url) {
+            Ok(p) => p,
+            Err(e) => {
+                let why = e.issues.first().map(|i| i.diagnostics.clone());
+                self.issue(
+                    Severity::Warning,
+                    "not-supported",
+                    format!(
+                        "the definition of the extension {url} cannot be used: {}",
+                        why.unwrap_or_default()
+                    ),
+                );
+                return;
+            }
+        };
+        let Some(obj) = ext.as_object() else {
+            return;
+        };
+        // The extension against its definition: value type, fixed url, parts. Only what the
+        // definition adds over Extension itself (which the core pass checks).
+        let descend = std::mem::replace(&mut self.descend_types, false);
+        self.from.push(plan.url.clone());
+        let node = fhirpath::Value::Node(Node {
+            json: Some(ext),
+            ext: None,
+            ty: Some("Extension"),
+            path: Some("Extension"),
+        });
+        self.invariants(&plan.rules[0], node, &[], env);
+        self.children(&plan, 0, obj, env);
+        self.from.pop();
+        self.descend_types = descend;
+    }
+
+    /// An extension whose definition is not loaded. A modifier extension that is not understood
+    /// makes the element unsafe to process, so it is always an error; another is reported with
+    /// the validator's severity for unknown extensions. Core extensions are defined by the
+    /// specification (the embedded artefact does not keep them), and example domains are
+    /// reserved for examples: neither is unknown.
+    fn unknown_extension(&mut self, url: &str, modifier: bool) {
+        // `http://hl7.org/fhir/StructureDefinition/...`, and the cross-version ones under
+        // `http://hl7.org/fhir/5.0/StructureDefinition/...`.
+        let core = url.starts_with("http://hl7.org/fhir/") && url.contains("/StructureDefinition/");
+        let example = ["example.org", "acme.com", "nema.org", "hl7.org/fhir/tools/"]
+            .iter()
+            .any(|d| url.contains(d));
+        if core {
+            self.issue(
+                Severity::Information,
+                "not-supported",
+                format!("the HL7 extension {url} is not loaded here, so it is not checked"),
+            );
+        } else if modifier {
+            self.issue(
+                Severity::Error,
+                "structure",
+                format!("the modifier extension {url} is unknown: a modifier extension that is not understood makes the resource unsafe to process"),
+            );
+        } else if !example {
+            let severity = self.val.unknown_extensions;
+            self.issue(
+                severity,
+                "structure",
+                format!("the extension {url} is unknown (no definition is loaded), so it is not allowed here"),
+            );
+        }
+    }
+
+    /// The value against the profiles its type names (`type.profile`): it must conform to one.
+    /// A nested resource is walked as a resource against the profile of its type.
+    fn type_profiles(
+        &mut self,
+        t: &RuleType,
+        j: &'v Value,
+        root: Option<&'v Value>,
+        env: &mut Environment<'v>,
+    ) {
+        let rt = j.get("resourceType").and_then(Value::as_str);
+        let mut first_failure: Option<Vec<Issue>> = None;
+        let mut unusable = Vec::new();
+        for p in &t.profiles {
+            // A core type's own definition is the core pass's business.
+            if p.strip_prefix("http://hl7.org/fhir/StructureDefinition/")
+                .is_some_and(|n| self.val.defs.structure(n).is_some())
+            {
+                return;
+            }
+            let Ok(plan) = self.val.profile_plan(p) else {
+                unusable.push(p.as_str());
+                continue;
+            };
+            let outer = std::mem::take(&mut self.issues);
+            match (rt, j.as_object()) {
+                (Some(rt), _) if t.is_resource => {
+                    if plan.type_name == rt {
+                        self.resource(&plan, j, rt, root);
+                    }
+                }
+                (_, Some(obj)) => {
+                    self.from.push(plan.url.clone());
+                    let node = fhirpath::Value::Node(Node {
+                        json: Some(j),
+                        ext: None,
+                        ty: t.static_name,
+                        path: t.static_name,
+                    });
+                    self.invariants(&plan.rules[0], node, &[], env);
+                    self.children(&plan, 0, obj, env);
+                    self.from.pop();
+                }
+                _ => {}
+            }
+            let found = std::mem::replace(&mut self.issues, outer);
+            if !found
+                .iter()
+                .any(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+            {
+                self.issues.extend(found);
+                return;
+            }
+            first_failure.get_or_insert(found);
+        }
+        match first_failure {
+            // The value might conform to a profile that cannot be used: undecided, not an error.
+            Some(_) if !unusable.is_empty() => {
+                let msg = format!(
+                    "the value conforms to none of the usable profiles of its type, and {} cannot be used, so it is not checked",
+                    unusable.join(", ")
+                );
+                self.issue(Severity::Warning, "not-supported", msg);
+            }
+            Some(found) => self.issues.extend(found),
+            None => {}
+        }
+    }
+
+    /// A nested resource against the profiles it claims in `meta.profile` that are loaded.
+    fn claimed_profiles(&mut self, j: &'v Value, rt: &'v str, root: Option<&'v Value>) {
+        let Some(claimed) = j.pointer("/meta/profile").and_then(Value::as_array) else {
+            return;
+        };
+        for p in claimed.iter().filter_map(Value::as_str) {
+            let Ok(plan) = self.val.profile_plan(p) else {
+                continue;
+            };
+            if plan.type_name != rt
+                || p.strip_prefix("http://hl7.org/fhir/StructureDefinition/")
+                    .is_some_and(|n| self.val.defs.structure(n).is_some())
+            {
+                continue;
+            }
+            let descend = std::mem::replace(&mut self.descend_types, false);
+            self.resource(&plan, j, rt, root);
+            self.descend_types = descend;
         }
     }
 
@@ -667,14 +990,14 @@ impl<'x, 'v> Walk<'x, 'v> {
                 Ok(Some(false)) => {
                     let msg = format!(
                         "constraint {} failed on {}: {}",
-                        inv.key, r.path, inv.source
+                        inv.key, r.id, inv.source
                     );
                     self.issue(inv.severity, "invariant", msg);
                 }
                 Err(e) => {
                     let msg = format!(
                         "constraint {} on {} could not be evaluated ({e}); it is not checked",
-                        inv.key, r.path
+                        inv.key, r.id
                     );
                     self.issue(Severity::Warning, "invariant", msg);
                 }
@@ -718,7 +1041,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                     "code-invalid",
                     format!(
                         "{}: no code given, and a code from {vs} is required",
-                        r.path
+                        r.id
                     ),
                 );
             }
@@ -730,7 +1053,7 @@ impl<'x, 'v> Walk<'x, 'v> {
         {
             let msg = format!(
                 "{}: the code could not be checked against {vs}: {why}",
-                r.path
+                r.id
             );
             self.issue(Severity::Information, "not-supported", msg);
             return;
@@ -752,7 +1075,7 @@ impl<'x, 'v> Walk<'x, 'v> {
             "code-invalid",
             format!(
                 "{}: not in the value set {vs} ({kind} binding): {}",
-                r.path,
+                r.id,
                 reasons.join("; ")
             ),
         );
@@ -808,12 +1131,59 @@ impl<'x, 'v> Walk<'x, 'v> {
                 "structure",
                 format!(
                     "{}: a reference to {target} is not allowed here; allowed: {}",
-                    r.path,
+                    r.id,
                     t.targets.join(", ")
                 ),
             );
         }
     }
+}
+
+/// Why an extension may not be used on an element, if it may not: its definition's `context`s
+/// (`element` by path or type, `extension` by URL; `fhirpath` contexts are not evaluated) listed.
+fn context_mismatch(
+    sd: &Value,
+    elem: &str,
+    ty: &str,
+    holder_url: Option<&str>,
+    defs: &'static crate::definitions::Definitions,
+) -> Option<String> {
+    let contexts = sd.get("context").and_then(Value::as_array)?;
+    if contexts.is_empty() {
+        return None;
+    }
+    let fits = contexts.iter().any(|c| {
+        let e = c.get("expression").and_then(Value::as_str).unwrap_or("");
+        match c.get("type").and_then(Value::as_str).unwrap_or("element") {
+            "element" => {
+                // `http://.../StructureDefinition/Patient#Patient.name` names the path after `#`.
+                let e = e.rsplit_once('#').map_or(e, |(_, p)| p);
+                // A type R4 does not have (`CanonicalResource`, from R5) cannot be judged.
+                let head = e.split('.').next().unwrap_or(e);
+                defs.structure(head).is_none()
+                    || e == "Element"
+                    || e == elem
+                    || e == ty
+                    || crate::fhirpath::is_subtype(ty, e, Some(defs))
+            }
+            "extension" => holder_url.is_some_and(|h| h == e.split('|').next().unwrap_or(e)),
+            _ => true,
+        }
+    });
+    if fits {
+        return None;
+    }
+    let listed: Vec<String> = contexts
+        .iter()
+        .map(|c| {
+            format!(
+                "{}:{}",
+                c.get("type").and_then(Value::as_str).unwrap_or("element"),
+                c.get("expression").and_then(Value::as_str).unwrap_or("")
+            )
+        })
+        .collect();
+    Some(listed.join(", "))
 }
 
 /// The rule at a discriminator path below slice `s` (`$this`, `system`, `code.coding.system`).
