@@ -13,6 +13,18 @@ use std::sync::Arc;
 /// contains, number of errors, why). The test fails if one of these validates, or errs differently.
 const KNOWN_INVALID: &[(&str, &str, usize, &str)] = &[
     (
+        "package/Basic-referral.json",
+        "modifier extension http://example.org/do-not-use/fhir-extensions/referral#",
+        3,
+        "three modifier extensions with no definition anywhere; a modifier that is not understood must not be accepted",
+    ),
+    (
+        "package/ValueSet-example-hierarchical.json",
+        "ValueSet.compose.include.system must be an absolute URI, not '#hacked'",
+        1,
+        "compose.include.system is '#hacked', a fragment, not a code system URI",
+    ),
+    (
         "package/SearchParameter-questionnaireresponse-extensions-QuestionnaireResponse-item-subject.json",
         "id",
         1,

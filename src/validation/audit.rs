@@ -58,7 +58,13 @@ fn url_of(res: &Value) -> &str {
     res.get("url").and_then(Value::as_str).unwrap_or("(no url)")
 }
 
-fn structure_definition(defs: &Definitions, catalogue: &Catalogue, sd: &Value) -> Vec<Issue> {
+/// The problems of a StructureDefinition: its snapshot cannot be generated, a slicing without a
+/// discriminator, a constraint that does not parse.
+pub(crate) fn structure_definition(
+    defs: &Definitions,
+    catalogue: &Catalogue,
+    sd: &Value,
+) -> Vec<Issue> {
     let url = url_of(sd);
     let mut issues = Vec::new();
     let elements = match super::snapshot::snapshot_of(defs, catalogue, sd) {

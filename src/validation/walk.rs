@@ -127,6 +127,9 @@ impl<'x, 'v> Walk<'x, 'v> {
         self.invariants(&plan.rules[0], node, &[], &mut env);
         if self.descend_types {
             self.extensions(obj, ty, ty, None, &mut env);
+            if ty == "StructureDefinition" {
+                self.profile_soundness(res);
+            }
             let findings = super::rules::check(self.val.defs, ty, obj);
             if !findings.is_empty() {
                 let at = self.location();
@@ -564,6 +567,12 @@ impl<'x, 'v> Walk<'x, 'v> {
             }
             for (bound, lower) in [(&r.min_value, true), (&r.max_value, false)] {
                 let Some(bound) = bound else { continue };
+                // A Duration bound on a date is relative to today: minValueDuration 100 a means
+                // "no earlier than 100 years ago", maxValueDuration 10 a "no later than in 10 years".
+                let relative = j
+                    .as_str()
+                    .and_then(|_| date_from_today(bound, if lower { -1 } else { 1 }));
+                let bound = relative.as_ref().unwrap_or(bound);
                 if let Some(ord) = compare_values(j, bound)
                     && ((lower && ord.is_lt()) || (!lower && ord.is_gt()))
                 {
@@ -681,6 +690,24 @@ impl<'x, 'v> Walk<'x, 'v> {
             && let Some(tp) = self.type_plan(t)
         {
             self.children(&tp, 0, e, env);
+        }
+    }
+
+    /// A StructureDefinition being validated is also audited as if it were loaded: its snapshot
+    /// must be generable. A base this server does not hold only makes it uncheckable (a warning).
+    fn profile_soundness(&mut self, sd: &'v Value) {
+        let catalogue = self.val.registry.catalogue();
+        let found = super::audit::structure_definition(self.val.defs, &catalogue, sd);
+        let at = self.location();
+        for mut i in found {
+            if i.code == "not-found" {
+                i.severity = Severity::Warning;
+            }
+            i.expression = Some(match i.expression.as_deref() {
+                Some(e) => format!("{at}.{}", e.trim_start_matches("StructureDefinition.")),
+                None => at.clone(),
+            });
+            self.issues.push(i);
         }
     }
 
@@ -1284,6 +1311,58 @@ fn compare_values(v: &Value, bound: &Value) -> Option<std::cmp::Ordering> {
     }
 }
 
+/// Today moved by a Duration (`{"value": 100, "code": "a"}`) in `direction` (-1 back, 1 on), as a
+/// `YYYY-MM-DD` date; `None` when the bound is not a Duration in years, months, weeks or days.
+fn date_from_today(bound: &Value, direction: i64) -> Option<Value> {
+    let n = bound.get("value")?.as_f64()? as i64 * direction;
+    let code = bound.get("code").or_else(|| bound.get("unit"))?.as_str()?;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?
+        .as_secs() as i64;
+    let (mut y, mut m, mut d) = civil_from_days(secs.div_euclid(86_400));
+    match code {
+        "a" => y += n,
+        "mo" => {
+            let months = y * 12 + (m - 1) + n;
+            y = months.div_euclid(12);
+            m = months.rem_euclid(12) + 1;
+        }
+        "wk" | "d" => {
+            let days = days_from_civil(y, m, d) + if code == "wk" { 7 * n } else { n };
+            (y, m, d) = civil_from_days(days);
+        }
+        _ => return None,
+    }
+    // 29 February moved to a year without one, or the 31st to a shorter month.
+    d = d.min(28 + i64::from(m != 2) * 2 + i64::from(matches!(m, 1 | 3 | 5 | 7 | 8 | 10 | 12)));
+    Some(Value::String(format!("{y:04}-{m:02}-{d:02}")))
+}
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, i64, i64) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// The day count since 1970-01-01 of a (year, month, day).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Primitive values compare by their text (`1.0` and `1.00` differ in FHIR), objects deeply.
 fn same_value(a: &Value, b: &Value) -> bool {
     a == b
@@ -1301,5 +1380,26 @@ fn matches_pattern(v: &Value, p: &Value) -> bool {
             .all(|pi| va.iter().any(|vi| matches_pattern(vi, pi))),
         (Value::Array(va), po) => va.iter().any(|vi| matches_pattern(vi, po)),
         _ => v == p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_dates_round_trip_and_durations_move_today() {
+        for days in [-719_468, -1, 0, 59, 365, 11_016, 20_000, 2_932_896] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days, "{y}-{m}-{d}");
+        }
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        let back = date_from_today(&serde_json::json!({"value": 100, "code": "a"}), -1).unwrap();
+        let on = date_from_today(&serde_json::json!({"value": 2, "code": "wk"}), 1).unwrap();
+        let (back, on) = (back.as_str().unwrap(), on.as_str().unwrap());
+        assert!(back < "2000-01-01" && back.len() == 10, "{back}");
+        assert!(on > "2000-01-01", "{on}");
+        assert!(date_from_today(&serde_json::json!({"value": 1, "code": "kg"}), 1).is_none());
     }
 }
