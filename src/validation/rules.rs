@@ -7,16 +7,26 @@
 
 use crate::definitions::Definitions;
 use crate::model::{Issue, Severity};
+use crate::registry::Catalogue;
 use serde_json::{Map, Value};
 
 /// An issue of one rule: severity, location below the resource, message.
 pub(crate) type Finding = (Severity, &'static str, String, String);
 
 /// The findings for one resource of type `ty`.
-pub(crate) fn check(defs: &Definitions, ty: &str, obj: &Map<String, Value>) -> Vec<Finding> {
+pub(crate) fn check(
+    defs: &Definitions,
+    catalogue: &Catalogue,
+    ty: &str,
+    obj: &Map<String, Value>,
+) -> Vec<Finding> {
     match ty {
         "Bundle" => bundle(obj),
-        "ValueSet" => value_set(obj),
+        "ValueSet" => {
+            let mut out = value_set(obj);
+            out.extend(coding_filters(catalogue, obj));
+            out
+        }
         "SearchParameter" => search_parameter(defs, obj),
         _ => Vec::new(),
     }
@@ -96,6 +106,74 @@ fn value_set(obj: &Map<String, Value>) -> Vec<Finding> {
     out
 }
 
+/// A filter on a code system property of type Coding gives its value as `system(|version)#code`,
+/// and the code exists when that system is held here in full.
+fn coding_filters(catalogue: &Catalogue, obj: &Map<String, Value>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let includes = obj
+        .get("compose")
+        .and_then(|c| c.get("include"))
+        .and_then(Value::as_array);
+    for (i, inc) in includes.into_iter().flatten().enumerate() {
+        let Some(cs) = inc
+            .get("system")
+            .and_then(Value::as_str)
+            .and_then(|s| catalogue.resource("CodeSystem", s))
+        else {
+            continue;
+        };
+        let filters = inc.get("filter").and_then(Value::as_array);
+        for (j, f) in filters.into_iter().flatten().enumerate() {
+            let (Some(prop), Some(value)) = (
+                f.get("property").and_then(Value::as_str),
+                f.get("value").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            let is_coding = cs
+                .get("property")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|p| p["code"] == prop && p["type"] == "Coding");
+            if !is_coding || f.get("op").and_then(Value::as_str) != Some("=") {
+                continue;
+            }
+            let at = format!("compose.include[{i}].filter[{j}].value");
+            let Some((system, code)) = value.split_once('#') else {
+                out.push((
+                    Severity::Error,
+                    "value",
+                    at,
+                    format!("the filter on the Coding property '{prop}' needs a value of the form system(|version)#code, not '{value}'"),
+                ));
+                continue;
+            };
+            let system = system.split('|').next().unwrap_or(system);
+            let Some(target) = catalogue.resource("CodeSystem", system) else {
+                continue;
+            };
+            if target["content"] == "complete" && !has_concept(&target["concept"], code) {
+                out.push((
+                    Severity::Error,
+                    "code-invalid",
+                    at,
+                    format!("the filter on the property '{prop}' names the code '{code}', which the code system {system} does not define"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn has_concept(concepts: &Value, code: &str) -> bool {
+    concepts
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["code"] == code || has_concept(&c["concept"], code))
+}
+
 /// A SearchParameter derived from a core one keeps its type, and its bases are among the
 /// original's.
 fn search_parameter(defs: &Definitions, obj: &Map<String, Value>) -> Vec<Finding> {
@@ -158,7 +236,8 @@ mod tests {
 
     fn run(v: Value) -> Vec<String> {
         let ty = v["resourceType"].as_str().unwrap().to_string();
-        check(Definitions::core(), &ty, v.as_object().unwrap())
+        let registry = crate::registry::Registry::with_core(Definitions::core());
+        check(Definitions::core(), &registry.catalogue(), &ty, v.as_object().unwrap())
             .into_iter()
             .map(|(_, _, at, msg)| format!("{at}: {msg}"))
             .collect()

@@ -130,7 +130,11 @@ impl<'x, 'v> Walk<'x, 'v> {
             if ty == "StructureDefinition" {
                 self.profile_soundness(res);
             }
-            let findings = super::rules::check(self.val.defs, ty, obj);
+            if ty == "ConceptMap" {
+                self.concept_map_sources(obj);
+            }
+            let catalogue = self.val.registry.catalogue();
+            let findings = super::rules::check(self.val.defs, &catalogue, ty, obj);
             if !findings.is_empty() {
                 let at = self.location();
                 self.issues
@@ -394,7 +398,25 @@ impl<'x, 'v> Walk<'x, 'v> {
         if slicing.discriminators.is_empty() {
             return false;
         }
+        // A value discriminator the slice gives no value for does not restrict it, as long as
+        // another discriminator does (several slices may share a `type` and differ in `appliesTo`).
+        let unconstrained = |path: &str| {
+            rule_at(plan, s, path).is_none_or(|e| {
+                plan.rules[e].fixed.is_none() && plan.rules[e].pattern.is_none()
+            }) && !(path == "url" && slice.types.iter().any(|t| !t.profiles.is_empty()))
+        };
+        let value_kind = |kind: &str| matches!(kind, "value" | "pattern");
+        if slicing
+            .discriminators
+            .iter()
+            .all(|(kind, path)| value_kind(kind) && unconstrained(path))
+        {
+            return false;
+        }
         slicing.discriminators.iter().all(|(kind, path)| {
+            if value_kind(kind) && unconstrained(path) {
+                return true;
+            }
             let expected = rule_at(plan, s, path);
             let actual = values_at(value, path);
             match kind.as_str() {
@@ -435,23 +457,20 @@ impl<'x, 'v> Walk<'x, 'v> {
                     matches!((want, got), (Some(w), Some(g)) if w == g)
                 }
                 "profile" => {
-                    let profile = expected
-                        .and_then(|e| plan.rules[e].types.first())
-                        .and_then(|t| t.profiles.first());
+                    // Any of the slice's types (each with its profiles) may match.
                     let catalogue = self.val.registry.catalogue();
-                    let want = profile
-                        .and_then(|p| {
-                            catalogue
-                                .resource("StructureDefinition", p)
-                                .map(|sd| sd["type"].clone())
-                        })
-                        .or_else(|| {
-                            profile
-                                .and_then(|p| p.rsplit('/').next())
-                                .map(|t| Value::String(t.to_string()))
-                        });
                     let got = actual.first().and_then(|a| a.get("resourceType"));
-                    matches!((want, got), (Some(w), Some(g)) if &w == g)
+                    let profiles = expected
+                        .into_iter()
+                        .flat_map(|e| &plan.rules[e].types)
+                        .flat_map(|t| &t.profiles);
+                    profiles.into_iter().any(|p| {
+                        let want = catalogue
+                            .resource("StructureDefinition", p)
+                            .map(|sd| sd["type"].clone())
+                            .or_else(|| p.rsplit('/').next().map(|t| Value::String(t.into())));
+                        matches!((want, got), (Some(w), Some(g)) if &w == g)
+                    })
                 }
                 _ => false,
             }
@@ -708,6 +727,56 @@ impl<'x, 'v> Walk<'x, 'v> {
                 None => at.clone(),
             });
             self.issues.push(i);
+        }
+    }
+
+    /// The codes a ConceptMap maps from are in its source value set, when that value set is held
+    /// here (a map from codes its source does not contain maps nothing that can occur).
+    fn concept_map_sources(&mut self, obj: &'v Map<String, Value>) {
+        let Some(source) = obj
+            .get("sourceCanonical")
+            .or_else(|| obj.get("sourceUri"))
+            .and_then(Value::as_str)
+        else {
+            return;
+        };
+        if self
+            .val
+            .registry
+            .catalogue()
+            .resource("ValueSet", source)
+            .is_none()
+        {
+            return;
+        }
+        let groups = obj.get("group").and_then(Value::as_array);
+        for (g, group) in groups.into_iter().flatten().enumerate() {
+            let system = group.get("source").and_then(Value::as_str);
+            let elements = group.get("element").and_then(Value::as_array);
+            for (e, el) in elements.into_iter().flatten().enumerate() {
+                let Some(code) = el.get("code").and_then(Value::as_str) else {
+                    continue;
+                };
+                if let CodeCheck::Invalid(why) =
+                    self.val.terminology().validate_code(source, system, code, None)
+                {
+                    for seg in [
+                        Seg::Key("group"),
+                        Seg::Index(g),
+                        Seg::Key("element"),
+                        Seg::Index(e),
+                        Seg::Key("code"),
+                    ] {
+                        self.loc.push(seg);
+                    }
+                    self.issue(
+                        Severity::Error,
+                        "code-invalid",
+                        format!("ConceptMap.group.element.code '{code}' is not in the source value set {source}: {why}"),
+                    );
+                    self.loc.truncate(self.loc.len() - 5);
+                }
+            }
         }
     }
 
