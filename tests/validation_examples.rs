@@ -13,6 +13,90 @@ use std::sync::Arc;
 /// contains, number of errors, why). The test fails if one of these validates, or errs differently.
 const KNOWN_INVALID: &[(&str, &str, usize, &str)] = &[
     (
+        "package/ConceptMap-sc-appointmentstatus.json",
+        "is not in the source value set",
+        1,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-clinicalimpression-status.json",
+        "is not in the source value set",
+        5,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-condition-ver-status.json",
+        "is not in the source value set",
+        2,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-contract-publicationstatus.json",
+        "is not in the source value set",
+        4,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-contract-status.json",
+        "is not in the source value set",
+        4,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-diagnostic-report-status.json",
+        "is not in the source value set",
+        2,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-medicationdispense-status.json",
+        "is not in the source value set",
+        1,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-observation-status.json",
+        "is not in the source value set",
+        1,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-participationstatus.json",
+        "is not in the source value set",
+        1,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-publication-status.json",
+        "is not in the source value set",
+        1,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-research-study-status.json",
+        "is not in the source value set",
+        3,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-research-subject-status.json",
+        "is not in the source value set",
+        2,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-subscription-status.json",
+        "is not in the source value set",
+        1,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
+        "package/ConceptMap-sc-verificationresult-status.json",
+        "is not in the source value set",
+        1,
+        "a canonical status map from codes its source value set does not define (comma lists such as 'negotiable,policy', or another status set's codes)",
+    ),
+    (
         "package/Basic-referral.json",
         "modifier extension http://example.org/do-not-use/fhir-extensions/referral#",
         3,

@@ -331,3 +331,79 @@ async fn snapshot_operation_and_differential_only_profiles() {
         "{msg}"
     );
 }
+
+/// A profiles folder with broken files still starts the server; the sound profile is in force,
+/// extensions are checked against their definitions and contexts, an unknown modifier extension
+/// is an error, and each message names the definition it comes from.
+#[tokio::test]
+async fn broken_profiles_do_not_stop_the_server_and_extensions_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let profiles = dir.path().join("profiles");
+    std::fs::create_dir(&profiles).unwrap();
+    std::fs::write(profiles.join("strict.json"), profile().to_string()).unwrap();
+    let mut orphan = profile();
+    orphan["url"] = json!("http://example.org/StructureDefinition/orphan");
+    orphan["baseDefinition"] = json!("http://example.org/StructureDefinition/nowhere");
+    orphan.as_object_mut().unwrap().remove("snapshot");
+    std::fs::write(profiles.join("orphan.json"), orphan.to_string()).unwrap();
+    let ext = json!({"resourceType": "StructureDefinition", "id": "shoe-size",
+    "url": "http://example.org/fhir/ext/shoe-size", "name": "ShoeSize", "status": "active",
+    "kind": "complex-type", "abstract": false, "type": "Extension",
+    "context": [{"type": "element", "expression": "Patient"}],
+    "baseDefinition": "http://hl7.org/fhir/StructureDefinition/Extension",
+    "derivation": "constraint", "differential": {"element": [
+        {"id": "Extension", "path": "Extension"},
+        {"id": "Extension.url", "path": "Extension.url", "fixedUri": "http://example.org/fhir/ext/shoe-size"},
+        {"id": "Extension.value[x]", "path": "Extension.value[x]", "min": 1, "type": [{"code": "integer"}]}
+    ]}});
+    std::fs::write(profiles.join("shoe-size.json"), ext.to_string()).unwrap();
+    let s = TestServer::start_in(tempfile::tempdir().unwrap(), |st| {
+        st.profiles_dir = profiles.clone();
+    })
+    .await;
+    let strict = "http://example.org/StructureDefinition/strict-patient";
+    let body = json!({"resourceType": "Parameters", "parameter": [
+        {"name": "resource", "resource": {"resourceType": "Patient",
+            "extension": [{"url": "http://example.org/fhir/ext/shoe-size", "valueString": "42"}],
+            "modifierExtension": [{"url": "http://other.org/fhir/ext/unheard-of", "valueBoolean": true}],
+            "name": [{"family": "Chalmers",
+                "extension": [{"url": "http://example.org/fhir/ext/shoe-size", "valueInteger": 42}]}]}},
+        {"name": "profile", "valueUri": strict}]});
+    let (status, oo) = json_of(s.send(Method::POST, "Patient/$validate", &body).await).await;
+    assert_eq!(status, 200, "{oo}");
+    let errs = errors(&oo);
+    let has = |at: &str, text: &str| errs.iter().any(|(a, m)| a == at && m.contains(text));
+    // The sound profile from the same folder is in force, and names itself.
+    assert!(
+        has(
+            "Patient",
+            &format!("Patient.gender is required: minimum cardinality 1, found 0 (from {strict})")
+        ),
+        "{oo}"
+    );
+    assert!(
+        has(
+            "Patient.modifierExtension[0]",
+            "modifier extension http://other.org/fhir/ext/unheard-of is unknown"
+        ),
+        "{oo}"
+    );
+    // valueString where the definition allows integer only.
+    assert!(
+        has(
+            "Patient.extension[0].valueString",
+            "the type String is not allowed here; allowed: integer (from http://example.org/fhir/ext/shoe-size)"
+        ),
+        "{oo}"
+    );
+    // Defined for Patient, used on a HumanName.
+    assert!(
+        has(
+            "Patient.name[0].extension[0]",
+            "is not allowed here (this element is HumanName at Patient.name"
+        ),
+        "{oo}"
+    );
+    // Also: birthDate (the profile), and value[x] missing since the only value has the wrong type.
+    assert_eq!(errs.len(), 6, "{oo}");
+}

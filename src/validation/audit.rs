@@ -135,9 +135,8 @@ pub(crate) fn structure_definition(
         }
     }
     if elements.is_empty() {
-        issues.push(
-            Issue::error("invalid", format!("profile {url} has no elements")).at("snapshot"),
-        );
+        issues
+            .push(Issue::error("invalid", format!("profile {url} has no elements")).at("snapshot"));
     }
     issues
 }
@@ -192,7 +191,11 @@ fn cycle(
             continue;
         }
         seen.push(bare.to_string());
-        if let Some(next) = catalogue.resource("ValueSet", import) {
+        // A version this registry does not hold still names the value set.
+        let next = catalogue
+            .resource("ValueSet", import)
+            .or_else(|| catalogue.resource("ValueSet", bare));
+        if let Some(next) = next {
             path.push(bare.to_string());
             if let Some(c) = cycle(catalogue, next, start, path, seen) {
                 return Some(c);
@@ -296,22 +299,34 @@ mod tests {
             })
         };
         let all: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        assert!(find("unknown-base.json", "nowhere is not known"), "{all:#?}");
+        assert!(
+            find("unknown-base.json", "nowhere is not known"),
+            "{all:#?}"
+        );
         assert!(find("circle-a.json", "circular"), "{all:#?}");
         assert!(find("circle-b.json", "circular"), "{all:#?}");
         assert!(
-            find("no-discriminator.json", "Patient.identifier has no discriminator"),
+            find(
+                "no-discriminator.json",
+                "Patient.identifier has no discriminator"
+            ),
             "{all:#?}"
         );
         assert!(
-            find("bad-fhirpath.json", "constraint x-1 on Patient is not valid FHIRPath"),
+            find(
+                "bad-fhirpath.json",
+                "constraint x-1 on Patient is not valid FHIRPath"
+            ),
             "{all:#?}"
         );
         assert!(find("self-vs.json", "includes itself"), "{all:#?}");
         assert!(!problems.iter().any(|p| p.source.ends_with("good.json")));
         // Nothing is unloaded: the sound profile (and the broken ones) are registered.
         let c = registry.catalogue();
-        assert!(c.resource("StructureDefinition", &format!("{ex}good")).is_some());
+        assert!(
+            c.resource("StructureDefinition", &format!("{ex}good"))
+                .is_some()
+        );
         assert_eq!(problems.len(), 7, "{all:#?}");
     }
 }

@@ -221,12 +221,14 @@ fn search_parameter(defs: &Definitions, obj: &Map<String, Value>) -> Vec<Finding
 
 /// The findings as issues located under `at` (the resource's FHIRPath location).
 pub(crate) fn issues_at(at: &str, findings: Vec<Finding>) -> impl Iterator<Item = Issue> + '_ {
-    findings.into_iter().map(move |(severity, code, rel, msg)| Issue {
-        severity,
-        code,
-        diagnostics: msg,
-        expression: Some(format!("{at}.{rel}")),
-    })
+    findings
+        .into_iter()
+        .map(move |(severity, code, rel, msg)| Issue {
+            severity,
+            code,
+            diagnostics: msg,
+            expression: Some(format!("{at}.{rel}")),
+        })
 }
 
 #[cfg(test)]
@@ -237,10 +239,15 @@ mod tests {
     fn run(v: Value) -> Vec<String> {
         let ty = v["resourceType"].as_str().unwrap().to_string();
         let registry = crate::registry::Registry::with_core(Definitions::core());
-        check(Definitions::core(), &registry.catalogue(), &ty, v.as_object().unwrap())
-            .into_iter()
-            .map(|(_, _, at, msg)| format!("{at}: {msg}"))
-            .collect()
+        check(
+            Definitions::core(),
+            &registry.catalogue(),
+            &ty,
+            v.as_object().unwrap(),
+        )
+        .into_iter()
+        .map(|(_, _, at, msg)| format!("{at}: {msg}"))
+        .collect()
     }
 
     #[test]

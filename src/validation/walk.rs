@@ -137,8 +137,7 @@ impl<'x, 'v> Walk<'x, 'v> {
             let findings = super::rules::check(self.val.defs, &catalogue, ty, obj);
             if !findings.is_empty() {
                 let at = self.location();
-                self.issues
-                    .extend(super::rules::issues_at(&at, findings));
+                self.issues.extend(super::rules::issues_at(&at, findings));
             }
         }
         self.children(plan, 0, obj, &mut env);
@@ -214,7 +213,8 @@ impl<'x, 'v> Walk<'x, 'v> {
                     let Some(t) = r.type_for(Some(suffix)) else {
                         // The structural parse refuses types core does not allow; a profile (or
                         // an extension definition) may allow fewer.
-                        if !self.descend_types && self.is_disallowed_choice(plan, kids, base, suffix)
+                        if !self.descend_types
+                            && self.is_disallowed_choice(plan, kids, base, suffix)
                         {
                             self.loc.push(Seg::Key(key));
                             let allowed: Vec<&str> =
@@ -365,10 +365,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                 if let Some(i) = index {
                     self.loc.push(Seg::Index(i));
                 }
-                let msg = format!(
-                    "{}: the slicing is closed and this matches no slice",
-                    r.id
-                );
+                let msg = format!("{}: the slicing is closed and this matches no slice", r.id);
                 self.issue(Severity::Error, "structure", msg);
                 if index.is_some() {
                     self.loc.pop();
@@ -401,9 +398,9 @@ impl<'x, 'v> Walk<'x, 'v> {
         // A value discriminator the slice gives no value for does not restrict it, as long as
         // another discriminator does (several slices may share a `type` and differ in `appliesTo`).
         let unconstrained = |path: &str| {
-            rule_at(plan, s, path).is_none_or(|e| {
-                plan.rules[e].fixed.is_none() && plan.rules[e].pattern.is_none()
-            }) && !(path == "url" && slice.types.iter().any(|t| !t.profiles.is_empty()))
+            rule_at(plan, s, path)
+                .is_none_or(|e| plan.rules[e].fixed.is_none() && plan.rules[e].pattern.is_none())
+                && !(path == "url" && slice.types.iter().any(|t| !t.profiles.is_empty()))
         };
         let value_kind = |kind: &str| matches!(kind, "value" | "pattern");
         if slicing
@@ -757,8 +754,10 @@ impl<'x, 'v> Walk<'x, 'v> {
                 let Some(code) = el.get("code").and_then(Value::as_str) else {
                     continue;
                 };
-                if let CodeCheck::Invalid(why) =
-                    self.val.terminology().validate_code(source, system, code, None)
+                if let CodeCheck::Invalid(why) = self
+                    .val
+                    .terminology()
+                    .validate_code(source, system, code, None)
                 {
                     for seg in [
                         Seg::Key("group"),
@@ -869,7 +868,9 @@ impl<'x, 'v> Walk<'x, 'v> {
             self.issue(
                 Severity::Error,
                 "structure",
-                format!("the extension {url} is a modifier extension, so it must be a modifierExtension"),
+                format!(
+                    "the extension {url} is a modifier extension, so it must be a modifierExtension"
+                ),
             );
         }
         if let Some(allowed) = context_mismatch(&sd, elem, ty, holder_url, self.val.defs) {
@@ -1084,10 +1085,7 @@ impl<'x, 'v> Walk<'x, 'v> {
             match expr.evaluate_boolean(env) {
                 Ok(Some(true)) | Ok(None) => {}
                 Ok(Some(false)) => {
-                    let msg = format!(
-                        "constraint {} failed on {}: {}",
-                        inv.key, r.id, inv.source
-                    );
+                    let msg = format!("constraint {} failed on {}: {}", inv.key, r.id, inv.source);
                     self.issue(inv.severity, "invariant", msg);
                 }
                 Err(e) => {
@@ -1135,10 +1133,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                 self.issue(
                     severity,
                     "code-invalid",
-                    format!(
-                        "{}: no code given, and a code from {vs} is required",
-                        r.id
-                    ),
+                    format!("{}: no code given, and a code from {vs} is required", r.id),
                 );
             }
             return;
