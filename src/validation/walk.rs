@@ -653,15 +653,23 @@ impl<'x, 'v> Walk<'x, 'v> {
                     self.extensions(o, &r.path, &t.code, holder_url, env);
                 }
             }
-        } else if !t.profiles.is_empty()
+        } else if let Some(j) = json
             && t.code != "Extension"
-            && let Some(j) = json
         {
-            // A profile pass: the value must also conform to a profile its type names.
-            let root = (r.name == "contained")
-                .then(|| self.roots.last().copied())
-                .flatten();
-            self.type_profiles(t, j, root, env);
+            // A profile pass: the value must also conform to a profile its type names. A nested
+            // resource takes the type (and profiles) of its resourceType (`Practitioner` or
+            // `PractitionerRole`, each with its own profile).
+            let rt = j.get("resourceType").and_then(Value::as_str);
+            let own = match rt {
+                Some(rt) if t.is_resource => r.types.iter().find(|x| x.code == rt).unwrap_or(t),
+                _ => t,
+            };
+            if !own.profiles.is_empty() {
+                let root = (r.name == "contained")
+                    .then(|| self.roots.last().copied())
+                    .flatten();
+                self.type_profiles(own, j, root, env);
+            }
         }
         // Descend.
         if let Some(Value::Object(obj)) = json {
@@ -975,10 +983,16 @@ impl<'x, 'v> Walk<'x, 'v> {
             };
             let outer = std::mem::take(&mut self.issues);
             match (rt, j.as_object()) {
+                (Some(rt), _) if t.is_resource && plan.type_name == rt => {
+                    self.resource(&plan, j, rt, root);
+                }
+                // A profile of another resource type: this resource cannot conform to it.
                 (Some(rt), _) if t.is_resource => {
-                    if plan.type_name == rt {
-                        self.resource(&plan, j, rt, root);
-                    }
+                    let msg = format!(
+                        "a {rt} cannot conform to {p}, a profile of {}",
+                        plan.type_name
+                    );
+                    self.issue(Severity::Error, "structure", msg);
                 }
                 (_, Some(obj)) => {
                     self.from.push(plan.url.clone());
