@@ -370,6 +370,15 @@ impl Plan {
                 )
                 .at("snapshot")
             })?;
+        // Every walk starts at the root rule: a profile without one cannot be used.
+        if elements.is_empty() {
+            return Err(FhirError::new(
+                422,
+                "invalid",
+                format!("profile {url} has an empty snapshot"),
+            )
+            .at("snapshot"));
+        }
         let mut rules = Vec::with_capacity(elements.len());
         let mut refs = Vec::new();
         let mut problems = Vec::new();
