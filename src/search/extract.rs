@@ -6,22 +6,49 @@ use super::dates;
 use super::normalize::normalize;
 use super::params::{ParamKind, ParamSpec, TypeParams};
 use crate::definitions::Definitions;
-use crate::fhirpath::{Environment, Value as PathValue};
+use crate::fhirpath::{Environment, ReferenceResolver, Value as PathValue};
 use crate::store::{
     DateRow, IndexRows, NumberRow, QuantityRow, ReferenceRow, StringRow, TokenRow, UriRow,
 };
 use serde_json::Value;
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// Parameters indexed elsewhere: `_id` and `_lastUpdated` are columns of the resource head.
 fn indexed(spec: &ParamSpec) -> bool {
     spec.code != "_id" && spec.code != "_lastUpdated"
 }
 
+/// Answers `resolve()` in search expressions (`subject.where(resolve() is Patient)`) with a stand-in
+/// carrying only the target's type: what those expressions test, without reading the store on the
+/// write path.
+struct TypeOnly {
+    stubs: HashMap<String, Value>,
+}
+
+impl ReferenceResolver for TypeOnly {
+    fn resolve(&self, reference: &str) -> Option<&Value> {
+        let (ty, _) = parse_reference(reference)?;
+        self.stubs.get(&ty)
+    }
+}
+
+fn type_only() -> &'static TypeOnly {
+    static R: OnceLock<TypeOnly> = OnceLock::new();
+    R.get_or_init(|| TypeOnly {
+        stubs: Definitions::core()
+            .resource_types()
+            .map(|t| (t.to_string(), serde_json::json!({ "resourceType": t })))
+            .collect(),
+    })
+}
+
 /// The index rows of `resource` for the parameters of its type.
 pub fn extract(params: &TypeParams, resource: &Value) -> IndexRows {
     let mut rows = IndexRows::default();
-    let env = Environment::for_resource(resource);
+    let mut env = Environment::for_resource(resource);
+    env.resolver = Some(type_only());
     for spec in params.by_code.values() {
         let Some(expr) = &spec.expression else {
             continue;
