@@ -137,13 +137,17 @@ pub async fn apply(
     scope: Scope,
     limits: ParseLimits,
 ) -> Result<Vec<Effect>, FhirError> {
+    let aliases: HashMap<String, String> = entries
+        .iter()
+        .filter_map(|e| Some((e.full_url.clone()?, e.resource_type.clone())))
+        .collect();
     let pre: Vec<Option<IndexRows>> = entries
         .iter()
         .map(|e| {
             e.resource
                 .as_ref()
                 .filter(|_| matches!(e.method, Method::Post | Method::Put))
-                .map(|r| search::index_rows(catalogue, &e.resource_type, r))
+                .map(|r| search::index_rows(catalogue, &e.resource_type, r, &aliases))
         })
         .collect();
     let catalogue = catalogue.clone();
@@ -498,7 +502,7 @@ impl Run<'_> {
                 rows
             }
             // PATCH: the resource exists only now, on the writer.
-            None => search::index_rows(&self.catalogue, &ty, &resource),
+            None => search::index_rows(&self.catalogue, &ty, &resource, &HashMap::new()),
         };
         let body = Bytes::from(
             serde_json::to_vec(&resource)

@@ -530,7 +530,13 @@ async fn reindex_activates_a_custom_search_parameter() {
     .await;
     // Not active before the reindex.
     expect_outcome(s.get("Patient?address-town=上海").await, 400).await;
-    let resp = s.send(Method::POST, "Patient/$reindex", &json!({"resourceType": "Parameters"})).await;
+    let resp = s
+        .send(
+            Method::POST,
+            "Patient/$reindex",
+            &json!({"resourceType": "Parameters"}),
+        )
+        .await;
     let (status, out) = json_of(resp).await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["parameter"][0]["valueInteger"], 4, "{out}");
@@ -545,7 +551,13 @@ async fn reindex_activates_a_custom_search_parameter() {
         found(&s, "Patient?address-town=上海").await,
         set(&["p9", "p10"])
     );
-    let resp = s.send(Method::POST, "$reindex", &json!({"resourceType": "Parameters"})).await;
+    let resp = s
+        .send(
+            Method::POST,
+            "$reindex",
+            &json!({"resourceType": "Parameters"}),
+        )
+        .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(found(&s, "Patient?family=muller").await, set(&["p2", "p3"]));
 }

@@ -37,6 +37,29 @@ impl World {
 /// An item of a FHIRPath result: FHIR type name and JSON.
 type Item = (String, Value);
 
+/// `resolve()` for the evaluator: a stand-in of the type the reference names (what
+/// `resolve() is Patient` needs; the reference's text says the type whether or not it is loaded).
+struct Resolver {
+    stubs: HashMap<String, Value>,
+}
+
+impl fhirpath::ReferenceResolver for Resolver {
+    fn resolve(&self, reference: &str) -> Option<&Value> {
+        let (ty, _) = ref_target(reference)?;
+        self.stubs.get(&ty)
+    }
+}
+
+fn resolver() -> &'static Resolver {
+    static R: std::sync::OnceLock<Resolver> = std::sync::OnceLock::new();
+    R.get_or_init(|| Resolver {
+        stubs: Definitions::core()
+            .resource_types()
+            .map(|t| (t.to_string(), serde_json::json!({"resourceType": t})))
+            .collect(),
+    })
+}
+
 fn items(ty: &str, code: &str, r: &Value) -> Vec<Item> {
     let Some(def) = Definitions::core()
         .search_parameters(ty)
@@ -48,7 +71,8 @@ fn items(ty: &str, code: &str, r: &Value) -> Vec<Item> {
         return vec![];
     };
     let e = fhirpath::parse(expr).expect("core expression parses");
-    let env = Environment::for_resource(r);
+    let mut env = Environment::for_resource(r);
+    env.resolver = Some(resolver());
     match e.evaluate(&env) {
         Ok(c) => c
             .iter()
@@ -357,10 +381,16 @@ fn matches(w: &World, ty: &str, id: &str, r: &Value, name: &str, value: &str) ->
         return value.split(',').any(|v| v == id);
     }
     let its = items(ty, code, r);
-    if modifier == Some("missing") {
-        return (value == "true") == its.is_empty();
-    }
     let k = kind(ty, code);
+    if modifier == Some("missing") {
+        // A date element holding something that is no date (`occurrenceString`) has no date value.
+        let present = if k == "date" {
+            its.iter().any(|(t, j)| !date_ranges_of(t, j).is_empty())
+        } else {
+            !its.is_empty()
+        };
+        return (value == "true") != present;
+    }
     if modifier == Some("not") {
         return !matches(w, ty, id, r, code, value);
     }
@@ -689,7 +719,12 @@ fn queries(w: &World) -> Vec<(String, String)> {
                                 ));
                                 out.push((ty.to_string(), format!("{code}:not={}", enc(&c))));
                             }
-                            if let Some(word) = text.split_whitespace().next() {
+                            if let Some(word) = text
+                                .split_whitespace()
+                                .next()
+                                .map(|w| w.trim_matches(|c: char| !c.is_alphanumeric()))
+                                .filter(|w| !w.is_empty())
+                            {
                                 out.push((ty.to_string(), format!("{code}:text={}", enc(word))));
                             }
                         }
@@ -801,12 +836,13 @@ fn queries(w: &World) -> Vec<(String, String)> {
                 ty.into(),
                 format!("subject:Patient.general-practitioner.name=a"),
             ));
-            out.push((
-                ty.into(),
-                format!("subject=Patient/{pid}&status=final,finished,active,completed"),
-            ));
+            out.push((ty.into(), format!("subject=Patient/{pid}")));
         }
         out.push(("Observation".into(), "encounter.class=AMB,EMER".into()));
+        out.push((
+            "Observation".into(),
+            format!("subject=Patient/{pid}&status=final,amended"),
+        ));
         out.push((
             "Observation".into(),
             "encounter.service-provider.name=a".into(),

@@ -23,32 +23,51 @@ fn indexed(spec: &ParamSpec) -> bool {
 /// Answers `resolve()` in search expressions (`subject.where(resolve() is Patient)`) with a stand-in
 /// carrying only the target's type: what those expressions test, without reading the store on the
 /// write path.
-struct TypeOnly {
-    stubs: HashMap<String, Value>,
+struct TypeOnly<'a> {
+    /// fullUrl -> type of the other entries of a Bundle (`urn:uuid:` references are rewritten
+    /// only on the writer, after extraction).
+    aliases: &'a HashMap<String, String>,
 }
 
-impl ReferenceResolver for TypeOnly {
-    fn resolve(&self, reference: &str) -> Option<&Value> {
-        let (ty, _) = parse_reference(reference)?;
-        self.stubs.get(&ty)
-    }
-}
-
-fn type_only() -> &'static TypeOnly {
-    static R: OnceLock<TypeOnly> = OnceLock::new();
-    R.get_or_init(|| TypeOnly {
-        stubs: Definitions::core()
+fn stubs() -> &'static HashMap<String, Value> {
+    static S: OnceLock<HashMap<String, Value>> = OnceLock::new();
+    S.get_or_init(|| {
+        Definitions::core()
             .resource_types()
             .map(|t| (t.to_string(), serde_json::json!({ "resourceType": t })))
-            .collect(),
+            .collect()
     })
+}
+
+impl ReferenceResolver for TypeOnly<'_> {
+    fn resolve(&self, reference: &str) -> Option<&Value> {
+        let ty = match self.aliases.get(reference) {
+            Some(t) => t.clone(),
+            // A conditional reference (`Patient?identifier=...`) names its type too.
+            None => match reference.split_once('?') {
+                Some((t, _)) => t.to_string(),
+                None => parse_reference(reference)?.0,
+            },
+        };
+        stubs().get(&ty)
+    }
 }
 
 /// The index rows of `resource` for the parameters of its type.
 pub fn extract(params: &TypeParams, resource: &Value) -> IndexRows {
+    extract_in(params, resource, &HashMap::new())
+}
+
+/// [`extract`] for a resource of a Bundle whose other entries' fullUrls map to their types.
+pub fn extract_in(
+    params: &TypeParams,
+    resource: &Value,
+    aliases: &HashMap<String, String>,
+) -> IndexRows {
     let mut rows = IndexRows::default();
     let mut env = Environment::for_resource(resource);
-    env.resolver = Some(type_only());
+    let resolver = TypeOnly { aliases };
+    env.resolver = Some(&resolver);
     for spec in params.by_code.values() {
         let Some(expr) = &spec.expression else {
             continue;
@@ -263,10 +282,20 @@ fn add_reference(rows: &mut IndexRows, param: &str, ty: &str, json: &Value) {
         }
         _ => None,
     };
-    let Some(url) = url.filter(|u| !u.is_empty() && !u.starts_with('#')) else {
-        return;
+    // A reference with only a display or identifier, or to a contained resource, is still a
+    // value (`:missing=false` finds it); it names no target.
+    let url = match json {
+        Value::Object(_) => url.unwrap_or(""),
+        _ => match url {
+            Some(u) => u,
+            None => return,
+        },
     };
-    let target = parse_reference(url);
+    let target = if url.starts_with('#') {
+        None
+    } else {
+        parse_reference(url)
+    };
     rows.references.push(ReferenceRow {
         param: param.to_string(),
         url: url.to_string(),

@@ -29,9 +29,15 @@ use crate::model::FhirError;
 use crate::store::IndexRows;
 use serde_json::Value;
 
-/// The index rows of a resource under the catalogue's parameters for its type.
-pub fn index_rows(catalogue: &Catalogue, resource_type: &str, resource: &Value) -> IndexRows {
-    extract::extract(&catalogue.for_type(resource_type), resource)
+/// The index rows of a resource under the catalogue's parameters for its type; `aliases` maps the
+/// fullUrls of a Bundle's entries to their types (empty outside Bundles).
+pub fn index_rows(
+    catalogue: &Catalogue,
+    resource_type: &str,
+    resource: &Value,
+    aliases: &std::collections::HashMap<String, String>,
+) -> IndexRows {
+    extract::extract_in(&catalogue.for_type(resource_type), resource, aliases)
 }
 
 /// The plan of a conditional operation's criteria (`identifier=s|v&name=x`): filters only, strict,
