@@ -802,5 +802,5 @@ async fn operations_endpoints() {
         metrics.contains("huitong_request_duration_seconds_count"),
         "{metrics}"
     );
-    expect_outcome(s.get("Patient").await, 501).await;
+    expect_outcome(s.get("Patient?nonsense=1").await, 400).await;
 }
