@@ -183,6 +183,7 @@ fn tokens_of(ty: &str, v: &Value) -> Vec<(String, String, String)> {
 }
 
 /// Civil date-time to ms (independent of the server's routine: via the `time` crate).
+#[allow(clippy::too_many_arguments)]
 fn ms(y: i32, mo: u8, d: u8, h: u8, mi: u8, s: u8, milli: u16, offset_min: i64) -> Option<i64> {
     let date = time::Date::from_calendar_date(y, time::Month::try_from(mo).ok()?, d).ok()?;
     let t = time::Time::from_hms_milli(h, mi, s, milli).ok()?;
@@ -831,10 +832,10 @@ fn queries(w: &World) -> Vec<(String, String)> {
             out.push((ty.into(), format!("subject:Patient.family={}", enc(&f3))));
             out.push((ty.into(), format!("subject:Patient.gender={gender}")));
             out.push((ty.into(), format!("subject.name={}", enc(&f3))));
-            out.push((ty.into(), format!("subject:Patient.organization.name=a")));
+            out.push((ty.into(), "subject:Patient.organization.name=a".to_string()));
             out.push((
                 ty.into(),
-                format!("subject:Patient.general-practitioner.name=a"),
+                "subject:Patient.general-practitioner.name=a".to_string(),
             ));
             out.push((ty.into(), format!("subject=Patient/{pid}")));
         }

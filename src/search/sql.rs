@@ -315,7 +315,7 @@ fn key_set(q: &mut Sql, types: &[String], p: &Predicate) -> (String, bool) {
         } => {
             let base = scope(q, "idx_reference", param);
             let tt = q.list(targets);
-            let sub = heads_matching(q, targets, &[inner.clone()]);
+            let sub = heads_matching(q, targets, std::slice::from_ref(inner));
             (
                 format!("{base} AND target_type IN {tt} AND (target_type, target_id) IN ({sub})"),
                 false,
@@ -329,7 +329,7 @@ fn key_set(q: &mut Sql, types: &[String], p: &Predicate) -> (String, bool) {
             let src = q.text(source);
             let pm = q.text(param);
             let t = q.list(types);
-            let sub = heads_matching(q, std::slice::from_ref(source), &[inner.clone()]);
+            let sub = heads_matching(q, std::slice::from_ref(source), std::slice::from_ref(inner));
             (
                 format!(
                     "SELECT target_type, target_id FROM idx_reference WHERE resource_type = {src} AND param = {pm} \
