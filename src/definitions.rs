@@ -464,6 +464,11 @@ impl Definitions {
             .as_deref()
     }
 
+    /// A CompartmentDefinition by its code (`Patient`, `Encounter`, ...).
+    pub fn compartment(&self, code: &str) -> Option<&CompartmentDef> {
+        self.artefact.compartments.iter().find(|c| c.code == code)
+    }
+
     /// Search parameters that apply to a resource type (including those on `Resource`/`DomainResource`).
     pub fn search_parameters(&self, resource_type: &str) -> impl Iterator<Item = &SearchParamDef> {
         let rt = resource_type.to_string();

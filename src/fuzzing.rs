@@ -75,3 +75,32 @@ pub fn profile_load(data: &[u8]) {
         "name": [{"family": "Li", "given": ["Wei"]}], "birthDate": "1980-01-01"});
     let _ = v.validate(&patient, &[url], true);
 }
+
+/// Parses bytes as a search query string on Observation (and a system search), then generates the
+/// SQL of whatever parses: invalid queries are errors with a 4xx status, never a panic.
+pub fn search_query(data: &[u8]) {
+    use crate::search::{Catalogue, ParseOptions, parse, sql};
+    use std::sync::OnceLock;
+    static CATALOGUE: OnceLock<Catalogue> = OnceLock::new();
+    let catalogue = CATALOGUE.get_or_init(Catalogue::new);
+    let params: Vec<(String, String)> = form_urlencoded::parse(data).into_owned().collect();
+    for types in [
+        vec!["Observation".to_string()],
+        vec!["Patient".to_string(), "Practitioner".to_string()],
+    ] {
+        for lenient in [false, true] {
+            let opts = ParseOptions {
+                lenient,
+                ..ParseOptions::default()
+            };
+            match parse(&types, &params, catalogue, &opts) {
+                Ok(plan) => {
+                    let q = sql::page(&plan, &sql::SQLITE, plan.count + 1);
+                    assert!(q.sql.starts_with("SELECT"));
+                    let _ = sql::count(&plan, &sql::SQLITE);
+                }
+                Err(e) => assert!((400..500).contains(&e.status), "status {}", e.status),
+            }
+        }
+    }
+}

@@ -9,6 +9,7 @@ pub mod fuzzing;
 pub mod model;
 pub mod registry;
 pub mod rest;
+pub mod search;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -13,8 +13,9 @@
 
 use crate::definitions::Definitions;
 use crate::model::{self, FhirError, ParseLimits};
+use crate::search::{self, Catalogue};
 use crate::store::{
-    Head, NewVersion, Store, StoredVersion, TokenRow, TxAbort, TxContext, WriteMethod,
+    Head, IndexRows, NewVersion, Store, StoredVersion, TxAbort, TxContext, WriteMethod,
 };
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -126,20 +127,41 @@ pub enum Scope {
 }
 
 /// Applies entries atomically; returns one effect per entry, in the entries' order.
+///
+/// Search index rows of every resource sent are extracted here, on the caller's thread, before
+/// the unit of work is queued: the single writer only rewrites the references a Bundle renames.
 pub async fn apply(
     store: &dyn Store,
+    catalogue: &Arc<Catalogue>,
     entries: Vec<Entry>,
     scope: Scope,
     limits: ParseLimits,
 ) -> Result<Vec<Effect>, FhirError> {
+    let aliases: HashMap<String, String> = entries
+        .iter()
+        .filter_map(|e| Some((e.full_url.clone()?, e.resource_type.clone())))
+        .collect();
+    let pre: Vec<Option<IndexRows>> = entries
+        .iter()
+        .map(|e| {
+            e.resource
+                .as_ref()
+                .filter(|_| matches!(e.method, Method::Post | Method::Put))
+                .map(|r| search::index_rows(catalogue, &e.resource_type, r, &aliases))
+        })
+        .collect();
+    let catalogue = catalogue.clone();
     let work = Box::new(move |tx: &mut dyn TxContext| {
         let mut run = Run {
             tx,
             scope,
             limits,
             defs: Definitions::core(),
+            catalogue,
             urls: HashMap::new(),
+            rewritten: HashMap::new(),
             written: HashSet::new(),
+            pre,
         };
         run.all(entries)
             .map(|effects| Box::new(effects) as Box<dyn std::any::Any + Send>)
@@ -206,8 +228,13 @@ struct Run<'t> {
     scope: Scope,
     limits: ParseLimits,
     defs: &'static Definitions,
+    catalogue: Arc<Catalogue>,
     /// fullUrl -> `Type/id` of the entries resolved so far.
     urls: HashMap<String, String>,
+    /// Every reference rewritten so far (as sent -> as stored), to fix the pre-extracted index rows.
+    rewritten: HashMap<String, String>,
+    /// Index rows extracted before the unit of work, by entry position (taken when written).
+    pre: Vec<Option<IndexRows>>,
     /// Resources written so far: a second write to one of them in the same transaction is a conflict.
     written: HashSet<(String, String)>,
 }
@@ -220,6 +247,8 @@ struct Resolved {
     head: Option<Head>,
     /// A conditional create matched: nothing to write.
     existing: bool,
+    /// Index rows extracted from the resource as sent.
+    index: Option<IndexRows>,
 }
 
 impl Run<'_> {
@@ -267,7 +296,8 @@ impl Run<'_> {
             let Some(entry) = slots[i].take() else {
                 continue;
             };
-            let resolved = self.resolve(entry).map_err(|e| self.locate_failure(e, i))?;
+            let mut resolved = self.resolve(entry).map_err(|e| self.locate_failure(e, i))?;
+            resolved.index = self.pre.get_mut(i).and_then(Option::take);
             if resolved.entry.method == Method::Delete {
                 effects[i] = Some(
                     self.delete(resolved)
@@ -375,69 +405,44 @@ impl Run<'_> {
             id,
             head,
             existing,
+            index: None,
         })
     }
 
-    /// Ids of live resources matching a conditional query (`identifier` and `_id`, ANDed).
+    /// Ids of live resources matching a conditional query, by the full search engine.
     fn find(&mut self, ty: &str, query: &str, location: &str) -> Result<Vec<String>, Failure> {
-        let mut result: Option<Vec<String>> = None;
-        let mut any = false;
+        let mut criteria = form_urlencoded::Serializer::new(String::new());
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
-            any = true;
-            let value = self.resolve_uuid_in_criterion(&value, location)?;
-            let ids = match name.as_ref() {
-                "_id" => match self.tx.head(ty, &value)? {
-                    Some(h) if !h.deleted => vec![value.clone()],
-                    _ => vec![],
-                },
-                "identifier" => {
-                    let (system, code) = match value.split_once('|') {
-                        Some((s, c)) => (Some(s), c),
-                        None => (None, value.as_str()),
-                    };
-                    if code.is_empty() {
-                        return Err(FhirError::new(
-                            400,
-                            "invalid",
-                            format!("identifier criterion '{value}' has no value"),
-                        )
-                        .at(location)
-                        .into());
-                    }
-                    self.tx.find_by_token(ty, "identifier", system, code)?
-                }
-                other => {
-                    return Err(FhirError::new(
-                        400,
-                        "not-supported",
-                        format!("conditional criterion '{other}' is not supported here; use identifier or _id"),
-                    )
-                    .at(location)
-                    .into());
-                }
-            };
-            result = Some(match result {
-                None => ids,
-                Some(prev) => prev.into_iter().filter(|p| ids.contains(p)).collect(),
-            });
+            let value = self.resolve_uuid_in_criterion(&name, &value, location)?;
+            criteria.append_pair(&name, &value);
         }
-        if !any {
-            return Err(
-                FhirError::new(400, "invalid", "conditional operation without criteria")
-                    .at(location)
-                    .into(),
-            );
-        }
-        Ok(result.unwrap_or_default())
+        let plan = search::conditional_plan(&self.catalogue, ty, &criteria.finish())
+            .map_err(|e| e.at(location))?;
+        let q = search::sql::all(&plan, self.tx.dialect());
+        Ok(self
+            .tx
+            .query_keys(&q)?
+            .into_iter()
+            .map(|(_, id)| id)
+            .collect())
     }
 
     /// A criterion may name another entry by its fullUrl; that entry must already be resolved.
-    fn resolve_uuid_in_criterion(&self, value: &str, location: &str) -> Result<String, Failure> {
+    fn resolve_uuid_in_criterion(
+        &self,
+        name: &str,
+        value: &str,
+        location: &str,
+    ) -> Result<String, Failure> {
         if !value.contains("urn:uuid:") {
             return Ok(value.to_string());
         }
         match self.urls.get(value) {
-            Some(target) => Ok(target.rsplit('/').next().unwrap_or(target).to_string()),
+            // `_id` takes the id; a reference criterion the whole `Type/id`.
+            Some(target) if name == "_id" => {
+                Ok(target.rsplit('/').next().unwrap_or(target).to_string())
+            }
+            Some(target) => Ok(target.clone()),
             None => Err(FhirError::new(
                 400,
                 "invalid",
@@ -461,7 +466,7 @@ impl Run<'_> {
             version: head.version + 1,
             method: WriteMethod::Delete,
             body: None,
-            tokens: vec![],
+            index: IndexRows::default(),
         })?;
         Ok(Effect::Deleted(v))
     }
@@ -491,7 +496,14 @@ impl Run<'_> {
         let version = r.head.map_or(1, |h| h.version + 1);
         let last_updated = model::format_instant(self.tx.now_ms());
         stamp(&mut resource, &id, version, &last_updated);
-        let tokens = identifier_tokens(self.defs, &ty, &resource);
+        let index = match r.index {
+            Some(mut rows) => {
+                self.fix_references(&mut rows);
+                rows
+            }
+            // PATCH: the resource exists only now, on the writer.
+            None => search::index_rows(&self.catalogue, &ty, &resource, &HashMap::new()),
+        };
         let body = Bytes::from(
             serde_json::to_vec(&resource)
                 .map_err(|e| FhirError::new(500, "exception", e.to_string()))?,
@@ -507,13 +519,28 @@ impl Run<'_> {
             version,
             method,
             body: Some(body),
-            tokens,
+            index,
         })?;
         Ok(if live.is_some() {
             Effect::Updated(v)
         } else {
             Effect::Created(v)
         })
+    }
+
+    /// Points the reference rows of a rewritten resource at the rewritten targets.
+    fn fix_references(&self, rows: &mut IndexRows) {
+        if self.rewritten.is_empty() {
+            return;
+        }
+        for r in &mut rows.references {
+            if let Some(new) = self.rewritten.get(&r.url) {
+                let target = search::extract::parse_reference(new);
+                r.url = new.clone();
+                r.target_type = target.as_ref().map(|t| t.0.clone());
+                r.target_id = target.map(|t| t.1);
+            }
+        }
     }
 
     /// Writes one version, refusing a second write to the same resource in one transaction.
@@ -585,6 +612,7 @@ impl Run<'_> {
                         Value::String(s) if k == "reference" => {
                             self.resolve_reference(s, "").map(|new| {
                                 if let Some(new) = new {
+                                    self.rewritten.insert(std::mem::take(s), new.clone());
                                     *s = new;
                                 }
                             })
@@ -697,29 +725,6 @@ fn stamp(resource: &mut Value, id: &str, version: u64, last_updated: &str) {
     out.insert("meta".into(), Value::Object(meta));
     out.extend(rest);
     *resource = Value::Object(out);
-}
-
-/// Token rows for the `identifier` search parameter (what conditional operations match on).
-fn identifier_tokens(defs: &Definitions, ty: &str, resource: &Value) -> Vec<TokenRow> {
-    if defs.element(&format!("{ty}.identifier")).is_none() {
-        return vec![];
-    }
-    let ids: Vec<&Value> = match resource.get("identifier") {
-        Some(Value::Array(a)) => a.iter().collect(),
-        Some(v @ Value::Object(_)) => vec![v],
-        _ => vec![],
-    };
-    ids.into_iter()
-        .filter_map(|i| {
-            let code = i.get("value")?.as_str()?.to_string();
-            let system = i.get("system").and_then(Value::as_str).map(str::to_string);
-            Some(TokenRow {
-                param: "identifier".into(),
-                system,
-                code,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

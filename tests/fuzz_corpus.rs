@@ -36,3 +36,9 @@ fn profile_load_corpus_replays_without_panic() {
     let n = replay("profile_load", huitong::fuzzing::profile_load);
     assert!(n >= 3, "the saved corpus has {n} inputs");
 }
+
+#[test]
+fn search_query_corpus_replays_without_panic() {
+    let n = replay("search_query", huitong::fuzzing::search_query);
+    assert!(n >= 6, "the saved corpus has {n} inputs");
+}

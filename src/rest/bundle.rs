@@ -37,6 +37,8 @@ enum Request {
         id: String,
         version: Option<u64>,
     },
+    /// A search (`GET Patient?name=x`, `GET Patient/1/Observation`).
+    Search(super::search::Target, Option<String>),
 }
 
 async fn handle(
@@ -201,24 +203,26 @@ async fn transaction(
                 slots.push((i, true, writes.len()));
                 writes.push(e);
             }
-            Request::Read {
-                resource_type,
-                id,
-                version,
-            } => {
+            read => {
                 slots.push((i, false, reads.len()));
-                reads.push((resource_type, id, version));
+                reads.push(read);
             }
         }
     }
-    let effects = transaction::apply(st.store.as_ref(), writes, Scope::Bundle, st.limits()).await?;
+    let effects = transaction::apply(
+        st.store.as_ref(),
+        &st.search,
+        writes,
+        Scope::Bundle,
+        st.limits(),
+    )
+    .await?;
     let mut out = Vec::with_capacity(slots.len());
     for (_, is_write, k) in slots {
         out.push(if is_write {
             effect_entry(st, &effects[k], base, prefer).await
         } else {
-            let (t, id, v) = &reads[k];
-            read_entry(st, t, id, *v, base).await
+            read_entry(st, &reads[k], base).await
         });
     }
     Ok(out)
@@ -235,11 +239,9 @@ async fn batch(
     for (i, p) in parsed.into_iter().enumerate() {
         match p {
             Err(e) => out[i] = Some(error_entry(&e)),
-            Ok(Request::Read {
-                resource_type,
-                id,
-                version,
-            }) => out[i] = Some(read_entry(st, &resource_type, &id, version, base).await),
+            Ok(read @ (Request::Read { .. } | Request::Search(..))) => {
+                out[i] = Some(read_entry(st, &read, base).await)
+            }
             Ok(Request::Write(entry)) => {
                 if let Some(Err(e)) = entry
                     .resource
@@ -250,12 +252,19 @@ async fn batch(
                     continue;
                 }
                 let store = st.store.clone();
+                let catalogue = st.search.clone();
                 let limits = st.limits();
                 tasks.spawn(async move {
                     (
                         i,
-                        transaction::apply(store.as_ref(), vec![entry], Scope::Single, limits)
-                            .await,
+                        transaction::apply(
+                            store.as_ref(),
+                            &catalogue,
+                            vec![entry],
+                            Scope::Single,
+                            limits,
+                        )
+                        .await,
                     )
                 });
             }
@@ -354,11 +363,27 @@ fn parse_entry(mut e: Value, base: &str, base_path: &str) -> Result<Request, Fhi
                 version: Some(version),
             });
         }
+        ("GET", [_], q) => {
+            return Ok(Request::Search(
+                super::search::Target::Type(ty),
+                q.map(str::to_string),
+            ));
+        }
+        ("GET", [_, i, t], q) if defs.is_resource_type(t) => {
+            return Ok(Request::Search(
+                super::search::Target::Compartment {
+                    compartment: ty,
+                    id: id(i)?,
+                    resource_type: t.to_string(),
+                },
+                q.map(str::to_string),
+            ));
+        }
         ("GET", _, _) => {
             return Err(FhirError::new(
                 400,
                 "not-supported",
-                format!("GET '{url}' in a Bundle: only read and vread are supported yet"),
+                format!("GET '{url}' in a Bundle is not a read, vread or search"),
             )
             .at("request.url"));
         }
@@ -545,20 +570,34 @@ async fn effect_entry(st: &AppState, effect: &Effect, base: &str, prefer: Return
     out
 }
 
-async fn read_entry(
-    st: &AppState,
-    ty: &str,
-    id: &str,
-    version: Option<u64>,
-    base: &str,
-) -> EntryOut {
-    match fetch(st, ty, id, version).await {
-        Ok(v) => EntryOut {
-            full_url: Some(format!("{base}/{ty}/{id}")),
-            resource: v.body.clone(),
-            response: json!({"status": "200 OK", "etag": http::etag(v.version), "lastModified": model::format_instant(v.last_updated_ms)}),
+async fn read_entry(st: &AppState, read: &Request, base: &str) -> EntryOut {
+    match read {
+        Request::Read {
+            resource_type: ty,
+            id,
+            version,
+        } => match fetch(st, ty, id, *version).await {
+            Ok(v) => EntryOut {
+                full_url: Some(format!("{base}/{ty}/{id}")),
+                resource: v.body.clone(),
+                response: json!({"status": "200 OK", "etag": http::etag(v.version), "lastModified": model::format_instant(v.last_updated_ms)}),
+            },
+            Err(e) => error_entry(&e),
         },
-        Err(e) => error_entry(&e),
+        Request::Search(target, q) => {
+            let params = http::Params::parse(q.as_deref());
+            match super::search::search_bundle(st, target, &params.0, false, base).await {
+                Ok(bundle) => EntryOut {
+                    full_url: None,
+                    resource: serde_json::to_vec(&bundle).ok().map(bytes::Bytes::from),
+                    response: json!({"status": "200 OK"}),
+                },
+                Err(e) => error_entry(&e),
+            }
+        }
+        Request::Write(_) => {
+            error_entry(&FhirError::new(500, "exception", "a write is not a read"))
+        }
     }
 }
 

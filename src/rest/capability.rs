@@ -11,7 +11,8 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 /// Instance and type interactions every resource type supports today.
-const INTERACTIONS: [&str; 8] = [
+const INTERACTIONS: [&str; 9] = [
+    "search-type",
     "read",
     "vread",
     "update",
@@ -21,6 +22,17 @@ const INTERACTIONS: [&str; 8] = [
     "history-type",
     "create",
 ];
+
+/// The core search parameters of a type that search supports (composite and special ones are not).
+fn search_params(ty: &str) -> Vec<Value> {
+    let mut params: Vec<Value> = Definitions::core()
+        .search_parameters(ty)
+        .filter(|p| p.kind != "composite" && p.kind != "special")
+        .map(|p| json!({"name": p.code, "definition": p.url, "type": p.kind}))
+        .collect();
+    params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    params
+}
 
 /// Renders the statement once at start.
 pub fn render(settings: &Settings) -> Bytes {
@@ -38,6 +50,7 @@ pub fn render(settings: &Settings) -> Bytes {
                 "conditionalUpdate": true,
                 "conditionalDelete": "single",
                 "referencePolicy": ["literal", "logical"],
+                "searchParam": search_params(t),
             })
         })
         .collect();
@@ -53,9 +66,9 @@ pub fn render(settings: &Settings) -> Bytes {
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search is limited to conditional operations on identifier and _id in this release.",
+            "documentation": "Search: every R4 parameter type except composite; strict unless Prefer: handling=lenient.",
             "resource": resources,
-            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+            "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"}],
         }],
     });
     Bytes::from(serde_json::to_vec(&statement).unwrap_or_default())

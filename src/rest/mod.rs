@@ -9,6 +9,7 @@ mod capability;
 pub mod http;
 pub mod operations;
 mod read;
+mod search;
 mod terminology;
 mod validate;
 mod write;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub terminology: Arc<Terminology>,
     /// Validation against core definitions and profiles.
     pub validator: Arc<Validator>,
+    /// The search parameters in force (core + activated custom ones).
+    pub search: Arc<crate::search::Catalogue>,
 }
 
 impl AppState {
@@ -73,6 +76,7 @@ impl AppState {
             registry,
             terminology,
             validator,
+            search: Arc::new(crate::search::Catalogue::new()),
             store,
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
@@ -109,10 +113,7 @@ pub async fn register_stored_conformance(st: &AppState) -> Result<usize, crate::
 pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
-        .route(
-            "/",
-            get(no_system_search).post(bundle::batch_or_transaction),
-        )
+        .route("/", get(system_root).post(bundle::batch_or_transaction))
         .route("/_history", get(read::history_system))
         .route(
             "/{type}",
@@ -133,17 +134,14 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/{type}/{id}/_history", get(read::history_instance))
         .route("/{type}/{id}/_history/{vid}", get(read::vread))
-        .route(
-            "/{type}/{id}/{op}",
-            get(operations::instance).post(operations::instance),
-        )
+        .route("/{type}/{id}/{op}", get(instance_sub).post(instance_sub))
         .method_not_allowed_fallback(method_not_allowed);
     let base = state.settings.base_path.clone();
     Router::new()
         // `[base]/` is the same endpoint as `[base]`: clients differ on the trailing slash.
         .route(
             &format!("{base}/"),
-            get(no_system_search).post(bundle::batch_or_transaction),
+            get(system_root).post(bundle::batch_or_transaction),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -271,7 +269,7 @@ async fn type_root(
     if method == Method::POST {
         write::create(State(st), Path(ty), RawQuery(q), headers, body).await
     } else {
-        no_type_search(Path(ty)).await
+        search::type_search(&st, ty, q.as_deref(), &headers, None).await
     }
 }
 
@@ -287,6 +285,17 @@ async fn instance_or_operation(
     if id.starts_with('$') {
         return operations::type_level(&st, ty, &id, method, q.as_deref(), headers, body).await;
     }
+    if id == "_search" {
+        let form = if method == Method::POST {
+            match http::read_body(&headers, body, st.settings.max_body_bytes).await {
+                Ok(b) => Some(b),
+                Err(e) => return tagged(ApiError(e).into_response(), "search-type"),
+            }
+        } else {
+            None
+        };
+        return search::type_search(&st, ty, q.as_deref(), &headers, form).await;
+    }
     if method != Method::POST {
         return read::read(State(st), Path((ty, id)), RawQuery(q), headers).await;
     }
@@ -297,30 +306,36 @@ async fn instance_or_operation(
     )
 }
 
-async fn no_type_search(Path(ty): Path<String>) -> Response {
-    let e = match check_type(&ty) {
-        Err(e) => e,
-        Ok(()) => FhirError::new(
-            501,
-            "not-supported",
-            format!(
-                "search on {ty} is not implemented yet; read by id, history and conditional operations on identifier are"
-            ),
-        ),
-    };
-    tagged(ApiError(e).into_response(), "search-type")
+/// `[base]/{type}/{id}/{x}`: an instance `$operation`, or a compartment search (`Patient/1/Observation`).
+async fn instance_sub(
+    State(st): State<AppState>,
+    Path((ty, id, op)): Path<(String, String, String)>,
+    method: Method,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    if op.starts_with('$') || method != Method::GET {
+        return operations::instance(
+            State(st),
+            Path((ty, id, op)),
+            method,
+            RawQuery(q),
+            headers,
+            body,
+        )
+        .await;
+    }
+    search::compartment_search(&st, ty, id, op, q.as_deref(), &headers).await
 }
 
-async fn no_system_search() -> Response {
-    tagged(
-        ApiError(FhirError::new(
-            501,
-            "not-supported",
-            "system-wide search is not implemented yet",
-        ))
-        .into_response(),
-        "search-system",
-    )
+/// `GET [base]?...`: system search.
+async fn system_root(
+    State(st): State<AppState>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    search::system_search(&st, q.as_deref(), &headers).await
 }
 
 async fn healthz() -> Response {

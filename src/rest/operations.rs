@@ -224,6 +224,7 @@ pub async fn invoke(st: &AppState, inv: Invocation) -> ApiResult {
             "expand" | "validate-code" | "lookup" | "subsumes" | "translate",
             Level::System | Level::Type(_) | Level::Instance(..),
         ) => super::terminology::invoke(st, inv).await,
+        ("reindex", Level::System | Level::Type(_)) => super::search::reindex(st, inv).await,
         (name, level) => Err(FhirError::new(
             404,
             "not-supported",

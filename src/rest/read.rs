@@ -108,14 +108,14 @@ pub(crate) fn parse_stored(v: &StoredVersion) -> Result<Value, FhirError> {
 }
 
 /// A reduced view of a resource requested with `_summary` or `_elements`.
-enum View {
+pub(super) enum View {
     Summary,
     Text,
     Data,
     Elements(Vec<String>),
 }
 
-fn subset(params: &Params) -> Result<Option<View>, FhirError> {
+pub(super) fn subset(params: &Params) -> Result<Option<View>, FhirError> {
     let view = match params.get("_summary") {
         None | Some("false") => None,
         Some("true") => Some(View::Summary),
@@ -158,7 +158,7 @@ fn subset(params: &Params) -> Result<Option<View>, FhirError> {
 }
 
 impl View {
-    fn apply(&self, resource: Value) -> Value {
+    pub(super) fn apply(&self, resource: Value) -> Value {
         let Value::Object(obj) = resource else {
             return resource;
         };

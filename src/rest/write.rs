@@ -294,10 +294,16 @@ async fn respond(st: &AppState, headers: &HeaderMap, format: Format, entry: Entr
         Some(r) => super::validate::check_write(st, r)?,
         None => Vec::new(),
     };
-    let effect = transaction::apply(st.store.as_ref(), vec![entry], Scope::Single, st.limits())
-        .await?
-        .pop()
-        .unwrap_or(Effect::Nothing);
+    let effect = transaction::apply(
+        st.store.as_ref(),
+        &st.search,
+        vec![entry],
+        Scope::Single,
+        st.limits(),
+    )
+    .await?
+    .pop()
+    .unwrap_or(Effect::Nothing);
     if let Effect::Created(v) | Effect::Updated(v) = &effect {
         super::validate::register(st, &v.resource_type, v.body.as_deref().unwrap_or_default());
     }

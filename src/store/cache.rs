@@ -172,6 +172,18 @@ impl Store for CachedStore {
         Ok(out)
     }
 
+    async fn query_keys(&self, query: SqlQuery) -> Result<Vec<ResourceKey>, StoreError> {
+        self.inner.query_keys(query).await
+    }
+
+    async fn query_count(&self, query: SqlQuery) -> Result<u64, StoreError> {
+        self.inner.query_count(query).await
+    }
+
+    fn dialect(&self) -> &'static dyn crate::search::sql::Dialect {
+        self.inner.dialect()
+    }
+
     fn stats(&self) -> StoreStats {
         let mut s = self.inner.stats();
         s.cache_hits += self.hits.load(Ordering::Relaxed);
@@ -196,7 +208,7 @@ mod tests {
             version: v,
             method,
             body: body.map(|b| Bytes::from(b.to_owned())),
-            tokens: vec![],
+            index: IndexRows::default(),
         }
     }
 

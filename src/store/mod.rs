@@ -79,13 +79,116 @@ pub struct Head {
     pub deleted: bool,
 }
 
-/// A token index row: `identifier=system|code` and later every token search parameter.
+/// The search index rows of one resource version, one list per parameter type (see `search::extract`).
+///
+/// Every row names its search parameter by code; rows of one resource replace its previous rows
+/// wholesale on every write (a delete leaves none).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IndexRows {
+    pub strings: Vec<StringRow>,
+    pub tokens: Vec<TokenRow>,
+    pub references: Vec<ReferenceRow>,
+    pub dates: Vec<DateRow>,
+    pub numbers: Vec<NumberRow>,
+    pub quantities: Vec<QuantityRow>,
+    pub uris: Vec<UriRow>,
+}
+
+impl IndexRows {
+    /// Total number of rows.
+    pub fn len(&self) -> usize {
+        self.strings.len()
+            + self.tokens.len()
+            + self.references.len()
+            + self.dates.len()
+            + self.numbers.len()
+            + self.quantities.len()
+            + self.uris.len()
+    }
+    /// No rows at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A string index row: the normalised form (case and accents folded) and the exact text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StringRow {
+    pub param: String,
+    pub norm: String,
+    pub exact: String,
+}
+
+/// A token index row (`system|code`, with the normalised display/text for `:text`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenRow {
     /// Search parameter code, e.g. `identifier`.
     pub param: String,
     pub system: Option<String>,
+    /// Empty for a text-only row (a CodeableConcept with `text` and no coding).
     pub code: String,
+    /// Normalised `display`/`text`, if any.
+    pub text: Option<String>,
+}
+
+/// A reference index row: the reference as written and, when it names one, the target's type and id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReferenceRow {
+    pub param: String,
+    /// `Patient/1`, an absolute URL or a canonical, as stored.
+    pub url: String,
+    pub target_type: Option<String>,
+    pub target_id: Option<String>,
+}
+
+/// A date index row: the instant range `[low, high]` in ms since the epoch, both inclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DateRow {
+    pub param: String,
+    pub low: i64,
+    pub high: i64,
+}
+
+/// A number index row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NumberRow {
+    pub param: String,
+    pub value: f64,
+}
+
+/// A quantity index row: the value with its unit as given.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuantityRow {
+    pub param: String,
+    pub value: f64,
+    pub system: Option<String>,
+    pub code: Option<String>,
+    pub unit: Option<String>,
+}
+
+/// A uri index row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriRow {
+    pub param: String,
+    pub uri: String,
+}
+
+/// One resource found by a search: type and id.
+pub type ResourceKey = (String, String);
+
+/// A statement of the search engine, with its arguments (see `search::sql`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SqlQuery {
+    pub sql: String,
+    pub args: Vec<SqlArg>,
+}
+
+/// An argument of a [`SqlQuery`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlArg {
+    Text(String),
+    Int(i64),
+    Real(f64),
 }
 
 /// A new version to write inside a transaction.
@@ -99,7 +202,7 @@ pub struct NewVersion {
     /// Serialised resource, `None` for a delete.
     pub body: Option<Bytes>,
     /// Index rows of this version (ignored for deletes: a tombstone has none).
-    pub tokens: Vec<TokenRow>,
+    pub index: IndexRows,
 }
 
 /// Which history to list.
@@ -162,15 +265,24 @@ pub trait TxContext {
     fn now_ms(&self) -> i64;
     /// The current head of a resource, if it ever existed.
     fn head(&mut self, resource_type: &str, id: &str) -> Result<Option<Head>, StoreError>;
-    /// Ids of live (not deleted) resources of a type having a token row `param` = (system?, code).
-    /// `system: None` matches any system; `Some("")` matches rows without a system.
-    fn find_by_token(
+    /// The SQL dialect of [`TxContext::query_keys`].
+    fn dialect(&self) -> &'static dyn crate::search::sql::Dialect;
+    /// Runs a search statement (from `search::sql`, in this store's dialect) inside the transaction.
+    fn query_keys(&mut self, query: &SqlQuery) -> Result<Vec<ResourceKey>, StoreError>;
+    /// Ids of live resources of a type after `after` (in id order), at most `limit`: for `$reindex`.
+    fn live_ids(
         &mut self,
         resource_type: &str,
-        param: &str,
-        system: Option<&str>,
-        code: &str,
+        after: Option<&str>,
+        limit: usize,
     ) -> Result<Vec<String>, StoreError>;
+    /// Replaces the index rows of a live resource (for `$reindex`; no new version).
+    fn replace_index(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        rows: &IndexRows,
+    ) -> Result<(), StoreError>;
     /// The current body of a live resource (for PATCH and conditional reads inside a transaction).
     fn current_body(&mut self, resource_type: &str, id: &str) -> Result<Option<Bytes>, StoreError>;
     /// Writes a version; fails with `Conflict` when `version` is not head + 1.
@@ -222,6 +334,12 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, q: HistoryQuery) -> Result<HistoryPage, StoreError>;
     /// Runs `work` atomically. On `Err(TxAbort)` nothing it wrote is kept.
     async fn transact(&self, work: TxWork) -> Result<TxOutcome, TxAbort>;
+    /// Runs a search statement (from `search::sql`, in [`Store::dialect`]) on a reader.
+    async fn query_keys(&self, query: SqlQuery) -> Result<Vec<ResourceKey>, StoreError>;
+    /// Runs a `SELECT COUNT(*)` statement on a reader.
+    async fn query_count(&self, query: SqlQuery) -> Result<u64, StoreError>;
+    /// The SQL dialect the search engine must generate for this store.
+    fn dialect(&self) -> &'static dyn crate::search::sql::Dialect;
     /// Counters for `/metrics`.
     fn stats(&self) -> StoreStats;
     /// Waits until every accepted write is durable; used on shutdown.

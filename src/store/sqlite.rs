@@ -13,7 +13,8 @@
 //! Invariants kept here (see also `store/mod.rs`):
 //! - `resource_version.seq` is assigned by the single writer in commit order, so a reader that sees
 //!   `seq = n` sees every version with `seq < n` too; history pages pinned with `at_seq` are stable.
-//! - `resource_head` and `token_index` are updated in the same savepoint as the version row they describe.
+//! - `resource_head` and the `idx_*` search index tables are updated in the same savepoint as the
+//!   version row they describe.
 //! - A job whose `put` hit a storage error is rolled back even if it returns `Ok`, so a job that swallows
 //!   an error can never commit half a write.
 
@@ -91,6 +92,68 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (resource_type, id, param, system, code)
     ) WITHOUT ROWID;
     CREATE INDEX token_index_lookup ON token_index (resource_type, param, code, system);",
+    // v2: search index tables, one per parameter type (rows keyed by their owner, so a write replaces
+    // them by prefix, plus one lookup index each); the head carries `last_updated_ms` for
+    // `_lastUpdated`. Missing parts are '' so every column can be in the key. Existing identifier
+    // tokens move over; everything else needs a `$reindex`.
+    "CREATE TABLE idx_string (
+        resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+        norm TEXT NOT NULL, exact TEXT NOT NULL,
+        PRIMARY KEY (resource_type, id, param, exact)
+    ) WITHOUT ROWID;
+    CREATE INDEX idx_string_lookup ON idx_string (resource_type, param, norm);
+    CREATE TABLE idx_token (
+        resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+        system TEXT NOT NULL, code TEXT NOT NULL, text TEXT NOT NULL,
+        PRIMARY KEY (resource_type, id, param, system, code, text)
+    ) WITHOUT ROWID;
+    CREATE INDEX idx_token_lookup ON idx_token (resource_type, param, code, system);
+    CREATE TABLE idx_reference (
+        resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+        url TEXT NOT NULL, target_type TEXT NOT NULL, target_id TEXT NOT NULL,
+        PRIMARY KEY (resource_type, id, param, url)
+    ) WITHOUT ROWID;
+    CREATE INDEX idx_reference_lookup ON idx_reference (resource_type, param, target_id, target_type);
+    CREATE INDEX idx_reference_target ON idx_reference (target_id, target_type);
+    CREATE TABLE idx_date (
+        resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL,
+        low INTEGER NOT NULL, high INTEGER NOT NULL,
+        PRIMARY KEY (resource_type, id, param, low, high)
+    ) WITHOUT ROWID;
+    CREATE INDEX idx_date_lookup ON idx_date (resource_type, param, low, high);
+    CREATE TABLE idx_number (
+        resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, value REAL NOT NULL,
+        PRIMARY KEY (resource_type, id, param, value)
+    ) WITHOUT ROWID;
+    CREATE INDEX idx_number_lookup ON idx_number (resource_type, param, value);
+    CREATE TABLE idx_quantity (
+        resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, value REAL NOT NULL,
+        system TEXT NOT NULL, code TEXT NOT NULL, unit TEXT NOT NULL,
+        PRIMARY KEY (resource_type, id, param, value, system, code, unit)
+    ) WITHOUT ROWID;
+    CREATE INDEX idx_quantity_lookup ON idx_quantity (resource_type, param, value);
+    CREATE TABLE idx_uri (
+        resource_type TEXT NOT NULL, id TEXT NOT NULL, param TEXT NOT NULL, uri TEXT NOT NULL,
+        PRIMARY KEY (resource_type, id, param, uri)
+    ) WITHOUT ROWID;
+    CREATE INDEX idx_uri_lookup ON idx_uri (resource_type, param, uri);
+    INSERT INTO idx_token (resource_type, id, param, system, code, text)
+        SELECT resource_type, id, param, system, code, '' FROM token_index;
+    DROP TABLE token_index;
+    ALTER TABLE resource_head ADD COLUMN last_updated_ms INTEGER NOT NULL DEFAULT 0;
+    UPDATE resource_head SET last_updated_ms =
+        (SELECT v.last_updated_ms FROM resource_version v WHERE v.seq = resource_head.seq);",
+];
+
+/// The index tables, in the order [`write_index`] fills them.
+const INDEX_TABLES: [&str; 7] = [
+    "idx_string",
+    "idx_token",
+    "idx_reference",
+    "idx_date",
+    "idx_number",
+    "idx_quantity",
+    "idx_uri",
 ];
 
 /// A message to the writer thread.
@@ -538,6 +601,18 @@ impl Store for SqliteStore {
         rx.await.map_err(|_| TxAbort::Store(StoreError::Closed))?
     }
 
+    async fn query_keys(&self, query: SqlQuery) -> Result<Vec<ResourceKey>, StoreError> {
+        self.with_reader(move |c| run_query_keys(c, &query)).await
+    }
+
+    async fn query_count(&self, query: SqlQuery) -> Result<u64, StoreError> {
+        self.with_reader(move |c| run_query_count(c, &query)).await
+    }
+
+    fn dialect(&self) -> &'static dyn crate::search::sql::Dialect {
+        &crate::search::sql::SQLITE
+    }
+
     fn stats(&self) -> StoreStats {
         self.stats.snapshot()
     }
@@ -743,35 +818,30 @@ impl WriterTx<'_> {
             .map_err(db_err)?;
         self.conn
             .prepare_cached(
-                "INSERT INTO resource_head (resource_type, id, version, seq, deleted) VALUES (?, ?, ?, ?, ?)
+                "INSERT INTO resource_head (resource_type, id, version, seq, deleted, last_updated_ms)
+                 VALUES (?, ?, ?, ?, ?, ?)
                  ON CONFLICT (resource_type, id) DO UPDATE
-                 SET version = excluded.version, seq = excluded.seq, deleted = excluded.deleted",
+                 SET version = excluded.version, seq = excluded.seq, deleted = excluded.deleted,
+                     last_updated_ms = excluded.last_updated_ms",
             )
-            .and_then(|mut st| st.execute(params![v.resource_type, v.id, version, seq, v.body.is_none()]))
-            .map_err(db_err)?;
-        // Index rows describe the current version only: replace them wholesale.
-        self.conn
-            .prepare_cached("DELETE FROM token_index WHERE resource_type = ? AND id = ?")
-            .and_then(|mut st| st.execute(params![v.resource_type, v.id]))
-            .map_err(db_err)?;
-        if v.body.is_some() {
-            let mut st = self
-                .conn
-                .prepare_cached(
-                    "INSERT INTO token_index (resource_type, id, param, system, code) VALUES (?, ?, ?, ?, ?)
-                     ON CONFLICT DO NOTHING",
-                )
-                .map_err(db_err)?;
-            for t in &v.tokens {
+            .and_then(|mut st| {
                 st.execute(params![
                     v.resource_type,
                     v.id,
-                    t.param,
-                    t.system.as_deref().unwrap_or(""),
-                    t.code
+                    version,
+                    seq,
+                    v.body.is_none(),
+                    self.now_ms
                 ])
-                .map_err(db_err)?;
-            }
+            })
+            .map_err(db_err)?;
+        // Index rows describe the current version only: replace them wholesale. A first version has
+        // none to remove.
+        if v.version > 1 {
+            clear_index(self.conn, &v.resource_type, &v.id)?;
+        }
+        if v.body.is_some() {
+            write_index(self.conn, &v.resource_type, &v.id, &v.index)?;
         }
         Ok(Arc::new(StoredVersion {
             resource_type: v.resource_type,
@@ -783,6 +853,141 @@ impl WriterTx<'_> {
             seq,
         }))
     }
+}
+
+/// Removes every index row of one resource.
+fn clear_index(conn: &Connection, rt: &str, id: &str) -> Result<(), StoreError> {
+    for table in INDEX_TABLES {
+        conn.prepare_cached(&format!(
+            "DELETE FROM {table} WHERE resource_type = ? AND id = ?"
+        ))
+        .and_then(|mut st| st.execute(params![rt, id]))
+        .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// Inserts the index rows of one resource (duplicates collapse on the primary key).
+fn write_index(conn: &Connection, rt: &str, id: &str, rows: &IndexRows) -> Result<(), StoreError> {
+    fn insert<'c>(
+        conn: &'c Connection,
+        table: &str,
+        columns: &str,
+        n: usize,
+    ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
+        let marks = vec!["?"; n + 2].join(", ");
+        conn.prepare_cached(&format!(
+            "INSERT INTO {table} (resource_type, id, {columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
+        ))
+        .map_err(db_err)
+    }
+    if !rows.strings.is_empty() {
+        let mut st = insert(conn, "idx_string", "param, norm, exact", 3)?;
+        for r in &rows.strings {
+            st.execute(params![rt, id, r.param, r.norm, r.exact])
+                .map_err(db_err)?;
+        }
+    }
+    if !rows.tokens.is_empty() {
+        let mut st = insert(conn, "idx_token", "param, system, code, text", 4)?;
+        for r in &rows.tokens {
+            st.execute(params![
+                rt,
+                id,
+                r.param,
+                r.system.as_deref().unwrap_or(""),
+                r.code,
+                r.text.as_deref().unwrap_or("")
+            ])
+            .map_err(db_err)?;
+        }
+    }
+    if !rows.references.is_empty() {
+        let mut st = insert(
+            conn,
+            "idx_reference",
+            "param, url, target_type, target_id",
+            4,
+        )?;
+        for r in &rows.references {
+            st.execute(params![
+                rt,
+                id,
+                r.param,
+                r.url,
+                r.target_type.as_deref().unwrap_or(""),
+                r.target_id.as_deref().unwrap_or("")
+            ])
+            .map_err(db_err)?;
+        }
+    }
+    if !rows.dates.is_empty() {
+        let mut st = insert(conn, "idx_date", "param, low, high", 3)?;
+        for r in &rows.dates {
+            st.execute(params![rt, id, r.param, r.low, r.high])
+                .map_err(db_err)?;
+        }
+    }
+    if !rows.numbers.is_empty() {
+        let mut st = insert(conn, "idx_number", "param, value", 2)?;
+        for r in &rows.numbers {
+            st.execute(params![rt, id, r.param, r.value])
+                .map_err(db_err)?;
+        }
+    }
+    if !rows.quantities.is_empty() {
+        let mut st = insert(conn, "idx_quantity", "param, value, system, code, unit", 5)?;
+        for r in &rows.quantities {
+            st.execute(params![
+                rt,
+                id,
+                r.param,
+                r.value,
+                r.system.as_deref().unwrap_or(""),
+                r.code.as_deref().unwrap_or(""),
+                r.unit.as_deref().unwrap_or("")
+            ])
+            .map_err(db_err)?;
+        }
+    }
+    if !rows.uris.is_empty() {
+        let mut st = insert(conn, "idx_uri", "param, uri", 2)?;
+        for r in &rows.uris {
+            st.execute(params![rt, id, r.param, r.uri])
+                .map_err(db_err)?;
+        }
+    }
+    Ok(())
+}
+
+fn sql_args(args: &[SqlArg]) -> Vec<Value> {
+    args.iter()
+        .map(|a| match a {
+            SqlArg::Text(t) => Value::Text(t.clone()),
+            SqlArg::Int(i) => Value::Integer(*i),
+            SqlArg::Real(r) => Value::Real(*r),
+        })
+        .collect()
+}
+
+/// Runs a search statement returning (type, id) rows.
+fn run_query_keys(conn: &Connection, q: &SqlQuery) -> Result<Vec<ResourceKey>, StoreError> {
+    let mut st = conn.prepare_cached(&q.sql).map_err(db_err)?;
+    let rows = st
+        .query_map(rusqlite::params_from_iter(sql_args(&q.args)), |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(db_err)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+}
+
+/// Runs a search statement returning one count.
+fn run_query_count(conn: &Connection, q: &SqlQuery) -> Result<u64, StoreError> {
+    let mut st = conn.prepare_cached(&q.sql).map_err(db_err)?;
+    let n: i64 = st
+        .query_row(rusqlite::params_from_iter(sql_args(&q.args)), |r| r.get(0))
+        .map_err(db_err)?;
+    Ok(u64::try_from(n).unwrap_or(0))
 }
 
 impl TxContext for WriterTx<'_> {
@@ -810,31 +1015,50 @@ impl TxContext for WriterTx<'_> {
         .transpose()
     }
 
-    fn find_by_token(
+    fn dialect(&self) -> &'static dyn crate::search::sql::Dialect {
+        &crate::search::sql::SQLITE
+    }
+
+    fn query_keys(&mut self, query: &SqlQuery) -> Result<Vec<ResourceKey>, StoreError> {
+        run_query_keys(self.conn, query)
+    }
+
+    fn live_ids(
         &mut self,
         resource_type: &str,
-        param: &str,
-        system: Option<&str>,
-        code: &str,
+        after: Option<&str>,
+        limit: usize,
     ) -> Result<Vec<String>, StoreError> {
-        // Token rows exist only for live current versions (a delete removes them), so no join with heads.
-        let (sql, args): (&str, Vec<&str>) = match system {
-            Some(s) => (
-                "SELECT id FROM token_index WHERE resource_type = ? AND param = ? AND code = ? AND system = ?
-                 ORDER BY id",
-                vec![resource_type, param, code, s],
-            ),
-            None => (
-                "SELECT DISTINCT id FROM token_index WHERE resource_type = ? AND param = ? AND code = ?
-                 ORDER BY id",
-                vec![resource_type, param, code],
-            ),
-        };
-        let mut st = self.conn.prepare_cached(sql).map_err(db_err)?;
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id FROM resource_head WHERE resource_type = ? AND deleted = 0 AND id > ?
+                 ORDER BY id LIMIT ?",
+            )
+            .map_err(db_err)?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = st
-            .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))
+            .query_map(params![resource_type, after.unwrap_or(""), limit], |r| {
+                r.get::<_, String>(0)
+            })
             .map_err(db_err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
+    }
+
+    fn replace_index(
+        &mut self,
+        resource_type: &str,
+        id: &str,
+        rows: &IndexRows,
+    ) -> Result<(), StoreError> {
+        let result = clear_index(self.conn, resource_type, id)
+            .and_then(|()| write_index(self.conn, resource_type, id, rows));
+        if let Err(e) = &result
+            && self.failed.is_none()
+        {
+            self.failed = Some(e.to_string());
+        }
+        result
     }
 
     fn current_body(&mut self, resource_type: &str, id: &str) -> Result<Option<Bytes>, StoreError> {
@@ -908,7 +1132,7 @@ mod tests {
             version,
             method,
             body: b,
-            tokens: vec![],
+            index: IndexRows::default(),
         }
     }
 
@@ -1518,6 +1742,14 @@ mod tests {
             param: param.into(),
             system: system.map(Into::into),
             code: code.into(),
+            text: None,
+        }
+    }
+
+    fn tokens(rows: Vec<TokenRow>) -> IndexRows {
+        IndexRows {
+            tokens: rows,
+            ..IndexRows::default()
         }
     }
 
@@ -1528,10 +1760,19 @@ mod tests {
     ) -> Vec<String> {
         let out = store
             .transact(Box::new(move |tx: &mut dyn TxContext| {
-                Ok(
-                    Box::new(tx.find_by_token("Patient", "identifier", system, code)?)
-                        as Box<dyn Any + Send>,
-                )
+                let mut sql = String::from(
+                    "SELECT DISTINCT resource_type, id FROM idx_token
+                     WHERE resource_type = 'Patient' AND param = 'identifier' AND code = ?",
+                );
+                let mut args = vec![SqlArg::Text(code.into())];
+                if let Some(s) = system {
+                    sql.push_str(" AND system = ?");
+                    args.push(SqlArg::Text(s.into()));
+                }
+                sql.push_str(" ORDER BY id");
+                let keys = tx.query_keys(&SqlQuery { sql, args })?;
+                let ids: Vec<String> = keys.into_iter().map(|(_, id)| id).collect();
+                Ok(Box::new(ids) as Box<dyn Any + Send>)
             }))
             .await
             .unwrap_or_else(|r| panic!("{}", abort_reason(Err(r))));
@@ -1539,22 +1780,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn find_by_token_follows_the_current_version() {
+    async fn token_rows_follow_the_current_version() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = open(dir.path());
         let mut v = new_version("Patient", "p1", 1, WriteMethod::Create, body("{}"));
-        v.tokens = vec![
+        v.index = tokens(vec![
             token("identifier", Some("urn:mrn"), "123"),
             token("identifier", Some("urn:ssn"), "123"),
             token("identifier", Some("urn:mrn"), "123"), // duplicate: de-duplicated
             token("identifier", None, "nosys"),
-        ];
+        ]);
         commit(&store, v).await;
         let mut v = new_version("Patient", "p2", 1, WriteMethod::Create, body("{}"));
-        v.tokens = vec![token("identifier", Some("urn:mrn"), "123")];
+        v.index = tokens(vec![token("identifier", Some("urn:mrn"), "123")]);
         commit(&store, v).await;
         let mut v = new_version("Observation", "o1", 1, WriteMethod::Create, body("{}"));
-        v.tokens = vec![token("identifier", Some("urn:mrn"), "123")];
+        v.index = tokens(vec![token("identifier", Some("urn:mrn"), "123")]);
         commit(&store, v).await;
 
         assert_eq!(find(&store, Some("urn:mrn"), "123").await, vec!["p1", "p2"]);
@@ -1567,12 +1808,12 @@ mod tests {
 
         // An update replaces the rows; a delete removes them.
         let mut v = new_version("Patient", "p1", 2, WriteMethod::Update, body("{}"));
-        v.tokens = vec![token("identifier", Some("urn:mrn"), "999")];
+        v.index = tokens(vec![token("identifier", Some("urn:mrn"), "999")]);
         commit(&store, v).await;
         assert_eq!(find(&store, None, "123").await, vec!["p2"]);
         assert_eq!(find(&store, Some("urn:mrn"), "999").await, vec!["p1"]);
         let mut v = new_version("Patient", "p1", 3, WriteMethod::Delete, None);
-        v.tokens = vec![token("identifier", Some("urn:mrn"), "999")]; // ignored for a tombstone
+        v.index = tokens(vec![token("identifier", Some("urn:mrn"), "999")]); // ignored for a tombstone
         commit(&store, v).await;
         assert!(find(&store, None, "999").await.is_empty());
     }
@@ -1591,7 +1832,7 @@ mod tests {
                     WriteMethod::Create,
                     body("{\"x\":1}"),
                 );
-                v.tokens = vec![token("identifier", Some("urn:mrn"), "123")];
+                v.index = tokens(vec![token("identifier", Some("urn:mrn"), "123")]);
                 commit(&store, v).await;
             }
             last_ms = commit(

@@ -1,0 +1,283 @@
+//! The search parameters in force per resource type: the R4 core ones from the embedded
+//! definitions, plus custom SearchParameters from the registry once a `$reindex` of the type
+//! activated them. Each expression is parsed once and cut down to the branches that can apply to
+//! the type (core expressions are unions over many types: `AllergyIntolerance.code | ... |
+//! Observation.code`), so extraction evaluates only what can match.
+
+use crate::definitions::{Definitions, SearchParamDef};
+use crate::fhirpath::{self, Expression};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+/// The type of a search parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ParamKind {
+    String,
+    Token,
+    Reference,
+    Date,
+    Number,
+    Quantity,
+    Uri,
+    Composite,
+    Special,
+}
+
+impl ParamKind {
+    /// From `SearchParameter.type`.
+    pub fn from_code(code: &str) -> Option<ParamKind> {
+        Some(match code {
+            "string" => ParamKind::String,
+            "token" => ParamKind::Token,
+            "reference" => ParamKind::Reference,
+            "date" => ParamKind::Date,
+            "number" => ParamKind::Number,
+            "quantity" => ParamKind::Quantity,
+            "uri" => ParamKind::Uri,
+            "composite" => ParamKind::Composite,
+            "special" => ParamKind::Special,
+            _ => return None,
+        })
+    }
+
+    /// `SearchParameter.type`.
+    pub fn code(self) -> &'static str {
+        match self {
+            ParamKind::String => "string",
+            ParamKind::Token => "token",
+            ParamKind::Reference => "reference",
+            ParamKind::Date => "date",
+            ParamKind::Number => "number",
+            ParamKind::Quantity => "quantity",
+            ParamKind::Uri => "uri",
+            ParamKind::Composite => "composite",
+            ParamKind::Special => "special",
+        }
+    }
+}
+
+/// One search parameter of one resource type, ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct ParamSpec {
+    pub code: String,
+    pub kind: ParamKind,
+    pub url: String,
+    /// The expression's text restricted to this type (what the brute-force check evaluates too).
+    pub expression_text: Option<String>,
+    /// The parsed expression; `None` when the parameter has none or it does not parse.
+    pub expression: Option<Expression>,
+    /// Target resource types of a reference parameter.
+    pub targets: Vec<String>,
+}
+
+/// The parameters of one resource type.
+#[derive(Debug, Default)]
+pub struct TypeParams {
+    pub resource_type: String,
+    pub by_code: HashMap<String, Arc<ParamSpec>>,
+}
+
+impl TypeParams {
+    /// A parameter by its code.
+    pub fn get(&self, code: &str) -> Option<&Arc<ParamSpec>> {
+        self.by_code.get(code)
+    }
+
+    /// Parameters in code order (stable output for extraction and CapabilityStatement).
+    pub fn sorted(&self) -> Vec<&Arc<ParamSpec>> {
+        let mut v: Vec<_> = self.by_code.values().collect();
+        v.sort_by(|a, b| a.code.cmp(&b.code));
+        v
+    }
+}
+
+/// Splits a FHIRPath union at its top level (`a | b | (c | d)` -> `a`, `b`, `(c | d)`).
+fn union_branches(expr: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start, mut quote) = (0i32, 0usize, false);
+    for (i, c) in expr.char_indices() {
+        match c {
+            '\'' => quote = !quote,
+            '(' | '[' if !quote => depth += 1,
+            ')' | ']' if !quote => depth -= 1,
+            '|' if !quote && depth == 0 => {
+                out.push(expr[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(expr[start..].trim());
+    out
+}
+
+/// The part of an expression that can apply to `ty`: branches starting with another resource
+/// type's name are dropped.
+pub fn restrict_to_type(expr: &str, ty: &str, defs: &Definitions) -> Option<String> {
+    let kept: Vec<&str> = union_branches(expr)
+        .into_iter()
+        .filter(|b| {
+            let head: String = b
+                .trim_start_matches('(')
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric())
+                .collect();
+            head == ty
+                || head == "Resource"
+                || head == "DomainResource"
+                || !defs.is_resource_type(&head)
+        })
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(" | "))
+}
+
+fn spec_of(def: &SearchParamDef, ty: &str, defs: &Definitions) -> Option<ParamSpec> {
+    let kind = ParamKind::from_code(&def.kind)?;
+    let expression_text = match &def.expression {
+        Some(e) => Some(restrict_to_type(e, ty, defs)?),
+        None => None,
+    };
+    let expression = expression_text
+        .as_deref()
+        .and_then(|e| match fhirpath::parse(e) {
+            Ok(x) => Some(x),
+            Err(err) => {
+                tracing::warn!(param = %def.code, error = %err, "search parameter expression does not parse");
+                None
+            }
+        });
+    Some(ParamSpec {
+        code: def.code.clone(),
+        kind,
+        url: def.url.clone(),
+        expression_text,
+        expression,
+        targets: def.target.clone(),
+    })
+}
+
+/// A custom SearchParameter resource as a definition (`None` when it lacks what search needs).
+pub fn def_from_resource(r: &Value) -> Option<SearchParamDef> {
+    let strings = |k: &str| -> Vec<String> {
+        r.get(k)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    Some(SearchParamDef {
+        url: r.get("url")?.as_str()?.to_string(),
+        code: r.get("code")?.as_str()?.to_string(),
+        base: strings("base"),
+        kind: r.get("type")?.as_str()?.to_string(),
+        expression: r
+            .get("expression")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        target: strings("target"),
+        modifier: strings("modifier"),
+        comparator: strings("comparator"),
+        component: vec![],
+    })
+}
+
+/// The parameters in force, per type; custom ones join at `activate`.
+#[derive(Default)]
+pub struct Catalogue {
+    types: RwLock<HashMap<String, Arc<TypeParams>>>,
+    /// Custom definitions activated so far, per type.
+    custom: RwLock<HashMap<String, Vec<SearchParamDef>>>,
+}
+
+impl Catalogue {
+    /// An empty catalogue (core parameters are built on first use of each type).
+    pub fn new() -> Catalogue {
+        Catalogue::default()
+    }
+
+    /// The parameters of a type (the core ones and any activated custom ones).
+    pub fn for_type(&self, ty: &str) -> Arc<TypeParams> {
+        if let Some(t) = self.types.read().unwrap_or_else(|e| e.into_inner()).get(ty) {
+            return t.clone();
+        }
+        let built = Arc::new(self.build(ty));
+        self.types
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ty.to_string())
+            .or_insert(built)
+            .clone()
+    }
+
+    fn build(&self, ty: &str) -> TypeParams {
+        let defs = Definitions::core();
+        let mut by_code = HashMap::new();
+        for def in defs.search_parameters(ty) {
+            if let Some(spec) = spec_of(def, ty, defs) {
+                by_code.insert(spec.code.clone(), Arc::new(spec));
+            }
+        }
+        if let Some(custom) = self
+            .custom
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(ty)
+        {
+            for def in custom {
+                if let Some(spec) = spec_of(def, ty, defs) {
+                    by_code.insert(spec.code.clone(), Arc::new(spec));
+                }
+            }
+        }
+        TypeParams {
+            resource_type: ty.to_string(),
+            by_code,
+        }
+    }
+
+    /// Makes the custom SearchParameters (`resources`) whose base includes `ty` active for it,
+    /// replacing any activated before; returns their codes.
+    pub fn activate(&self, ty: &str, resources: &[Arc<Value>]) -> Vec<String> {
+        let defs: Vec<SearchParamDef> = resources
+            .iter()
+            .filter_map(|r| def_from_resource(r))
+            .filter(|d| {
+                d.base
+                    .iter()
+                    .any(|b| b == ty || b == "Resource" || b == "DomainResource")
+            })
+            .collect();
+        let codes = defs.iter().map(|d| d.code.clone()).collect();
+        self.custom
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ty.to_string(), defs);
+        self.types
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(ty);
+        codes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn core_union_expressions_are_cut_to_the_type() {
+        let c = Catalogue::new();
+        let obs = c.for_type("Observation");
+        let code = obs.get("code").expect("Observation code");
+        assert_eq!(code.kind, ParamKind::Token);
+        assert_eq!(code.expression_text.as_deref(), Some("Observation.code"));
+        let p = c.for_type("Patient");
+        assert_eq!(p.get("name").map(|s| s.kind), Some(ParamKind::String));
+        assert!(p.get("_tag").is_some());
+    }
+}

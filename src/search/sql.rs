@@ -1,0 +1,612 @@
+//! SQL generation from a [`SearchPlan`]: one statement over the head table and the index tables,
+//! with `IN (subquery)` sets for every predicate, so chains, `_has`, AND and OR nest without
+//! limit. The [`Dialect`] is the seam for other databases: SQLite and PostgreSQL differ here only
+//! in placeholders (the statements use row values, `substr`/`length` and `LIKE ... ESCAPE`, which
+//! both have).
+//!
+//! Invariant: index rows exist only for live current versions (a delete removes them), so a
+//! predicate's set never needs a join with the heads; the outer query filters `deleted = 0`.
+
+use super::plan::*;
+use crate::store::{SqlArg, SqlQuery};
+
+/// What differs between SQL databases for the statements generated here.
+pub trait Dialect: Send + Sync {
+    /// The placeholder for the `n`-th argument (1-based).
+    fn placeholder(&self, n: usize) -> String;
+}
+
+/// SQLite: `?`.
+pub struct Sqlite;
+
+impl Dialect for Sqlite {
+    fn placeholder(&self, _n: usize) -> String {
+        "?".to_string()
+    }
+}
+
+/// PostgreSQL: `$1`, `$2`, ...
+pub struct Postgres;
+
+impl Dialect for Postgres {
+    fn placeholder(&self, n: usize) -> String {
+        format!("${n}")
+    }
+}
+
+/// The SQLite dialect.
+pub static SQLITE: Sqlite = Sqlite;
+
+/// Accumulates a statement and its arguments.
+struct Sql<'d> {
+    dialect: &'d dyn Dialect,
+    text: String,
+    args: Vec<SqlArg>,
+    /// Alias counter for nested head scans.
+    alias: usize,
+}
+
+impl Sql<'_> {
+    fn arg(&mut self, a: SqlArg) -> String {
+        self.args.push(a);
+        self.dialect.placeholder(self.args.len())
+    }
+    fn text(&mut self, s: &str) -> String {
+        self.arg(SqlArg::Text(s.to_string()))
+    }
+    fn int(&mut self, i: i64) -> String {
+        self.arg(SqlArg::Int(i))
+    }
+    fn real(&mut self, r: f64) -> String {
+        self.arg(SqlArg::Real(r))
+    }
+    fn list(&mut self, items: &[String]) -> String {
+        let marks: Vec<String> = items.iter().map(|t| self.text(t)).collect();
+        if marks.is_empty() {
+            // An empty IN list is not valid SQL everywhere; nothing matches it.
+            "(NULL)".to_string()
+        } else {
+            format!("({})", marks.join(", "))
+        }
+    }
+    fn finish(self) -> SqlQuery {
+        SqlQuery {
+            sql: self.text,
+            args: self.args,
+        }
+    }
+}
+
+/// Escapes `%`, `_` and `\` for `LIKE ... ESCAPE '\'`.
+fn like_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The comparison of a stored range `[lo, hi]` with a search range `[slo, shi]` for a prefix (R4
+/// 3.1.1.4.2); `margin` widens the search range for `ap`.
+fn range_condition(
+    q: &mut Sql,
+    lo: &str,
+    hi: &str,
+    prefix: Prefix,
+    slo: i64,
+    shi: i64,
+    margin: i64,
+) -> String {
+    let eq = |q: &mut Sql| {
+        let (a, b) = (q.int(slo), q.int(shi));
+        format!("({lo} >= {a} AND {hi} <= {b})")
+    };
+    match prefix {
+        Prefix::Eq => eq(q),
+        Prefix::Ne => format!("NOT {}", eq(q)),
+        Prefix::Gt => format!("{hi} > {}", q.int(shi)),
+        Prefix::Lt => format!("{lo} < {}", q.int(slo)),
+        Prefix::Ge => {
+            let a = q.int(shi);
+            format!("({hi} > {a} OR {})", eq(q))
+        }
+        Prefix::Le => {
+            let a = q.int(slo);
+            format!("({lo} < {a} OR {})", eq(q))
+        }
+        Prefix::Sa => format!("{lo} > {}", q.int(shi)),
+        Prefix::Eb => format!("{hi} < {}", q.int(slo)),
+        Prefix::Ap => {
+            let a = q.int(shi.saturating_add(margin));
+            let b = q.int(slo.saturating_sub(margin));
+            format!("({lo} <= {a} AND {hi} >= {b})")
+        }
+    }
+}
+
+fn number_condition(
+    q: &mut Sql,
+    col: &str,
+    prefix: Prefix,
+    value: f64,
+    low: f64,
+    high: f64,
+) -> String {
+    match prefix {
+        Prefix::Eq => {
+            let (a, b) = (q.real(low), q.real(high));
+            format!("({col} >= {a} AND {col} < {b})")
+        }
+        Prefix::Ne => {
+            let (a, b) = (q.real(low), q.real(high));
+            format!("NOT ({col} >= {a} AND {col} < {b})")
+        }
+        Prefix::Gt | Prefix::Sa => format!("{col} > {}", q.real(value)),
+        Prefix::Lt | Prefix::Eb => format!("{col} < {}", q.real(value)),
+        Prefix::Ge => format!("{col} >= {}", q.real(value)),
+        Prefix::Le => format!("{col} <= {}", q.real(value)),
+        Prefix::Ap => {
+            let d = (value * 0.1).abs();
+            let (a, b) = (q.real(value - d), q.real(value + d));
+            format!("({col} >= {a} AND {col} <= {b})")
+        }
+    }
+}
+
+/// A `SELECT resource_type, id` of the resources of `types` matching `p`, and whether the
+/// predicate is the complement of that set.
+fn key_set(q: &mut Sql, types: &[String], p: &Predicate) -> (String, bool) {
+    let scope = |q: &mut Sql, table: &str, param: &str| {
+        let t = q.list(types);
+        let p = q.text(param);
+        format!("SELECT resource_type, id FROM {table} WHERE resource_type IN {t} AND param = {p}")
+    };
+    match p {
+        Predicate::Id(id) => {
+            let t = q.list(types);
+            let i = q.text(id);
+            (
+                format!(
+                    "SELECT resource_type, id FROM resource_head WHERE deleted = 0 AND resource_type IN {t} AND id = {i}"
+                ),
+                false,
+            )
+        }
+        Predicate::LastUpdated { prefix, low, high } => {
+            let t = q.list(types);
+            let c = range_condition(
+                q,
+                "last_updated_ms",
+                "last_updated_ms",
+                *prefix,
+                *low,
+                *high,
+                0,
+            );
+            (
+                format!(
+                    "SELECT resource_type, id FROM resource_head WHERE deleted = 0 AND resource_type IN {t} AND {c}"
+                ),
+                false,
+            )
+        }
+        Predicate::Missing {
+            table,
+            param,
+            missing,
+        } => (scope(q, table.name(), param), *missing),
+        Predicate::String { param, how, value } => {
+            let base = scope(q, "idx_string", param);
+            let cond = match how {
+                StringMatch::Exact => format!("exact = {}", q.text(value)),
+                StringMatch::Prefix => format!(
+                    "norm LIKE {} ESCAPE '\\'",
+                    q.text(&format!("{}%", like_escape(value)))
+                ),
+                StringMatch::Contains => format!(
+                    "norm LIKE {} ESCAPE '\\'",
+                    q.text(&format!("%{}%", like_escape(value)))
+                ),
+            };
+            (format!("{base} AND {cond}"), false)
+        }
+        Predicate::Token {
+            param,
+            system,
+            code,
+        } => {
+            let mut s = scope(q, "idx_token", param);
+            if let Some(c) = code {
+                s.push_str(&format!(" AND code = {}", q.text(c)));
+            }
+            if let Some(sys) = system {
+                s.push_str(&format!(" AND system = {}", q.text(sys)));
+            }
+            (s, false)
+        }
+        Predicate::TokenText { param, text } => {
+            let base = scope(q, "idx_token", param);
+            let v = q.text(&format!("%{}%", like_escape(text)));
+            (format!("{base} AND text LIKE {v} ESCAPE '\\'"), false)
+        }
+        Predicate::Date {
+            param,
+            prefix,
+            low,
+            high,
+            margin,
+        } => {
+            let base = scope(q, "idx_date", param);
+            let c = range_condition(q, "low", "high", *prefix, *low, *high, *margin);
+            (format!("{base} AND {c}"), false)
+        }
+        Predicate::Number {
+            param,
+            prefix,
+            value,
+            low,
+            high,
+        } => {
+            let base = scope(q, "idx_number", param);
+            let c = number_condition(q, "value", *prefix, *value, *low, *high);
+            (format!("{base} AND {c}"), false)
+        }
+        Predicate::Quantity {
+            param,
+            prefix,
+            value,
+            low,
+            high,
+            system,
+            code,
+        } => {
+            let mut s = scope(q, "idx_quantity", param);
+            let c = number_condition(q, "value", *prefix, *value, *low, *high);
+            s.push_str(&format!(" AND {c}"));
+            if let Some(sys) = system {
+                s.push_str(&format!(" AND system = {}", q.text(sys)));
+            }
+            if let Some(c) = code {
+                let (a, b) = (q.text(c), q.text(c));
+                s.push_str(&format!(" AND (code = {a} OR (code = '' AND unit = {b}))"));
+            }
+            (s, false)
+        }
+        Predicate::Reference {
+            param,
+            target_type,
+            id,
+            url,
+        } => {
+            let mut s = scope(q, "idx_reference", param);
+            if let Some(i) = id {
+                s.push_str(&format!(" AND target_id = {}", q.text(i)));
+            }
+            if let Some(t) = target_type {
+                s.push_str(&format!(" AND target_type = {}", q.text(t)));
+            }
+            if let Some(u) = url {
+                s.push_str(&format!(" AND url = {}", q.text(u)));
+            }
+            (s, false)
+        }
+        Predicate::Uri { param, how, value } => {
+            let base = scope(q, "idx_uri", param);
+            let cond = match how {
+                UriMatch::Exact => format!("uri = {}", q.text(value)),
+                UriMatch::Below => format!(
+                    "uri LIKE {} ESCAPE '\\'",
+                    q.text(&format!("{}%", like_escape(value)))
+                ),
+                UriMatch::Above => {
+                    let v = q.text(value);
+                    format!("substr({v}, 1, length(uri)) = uri")
+                }
+            };
+            (format!("{base} AND {cond}"), false)
+        }
+        Predicate::Chain {
+            param,
+            targets,
+            inner,
+        } => {
+            let base = scope(q, "idx_reference", param);
+            let tt = q.list(targets);
+            let sub = heads_matching(q, targets, std::slice::from_ref(inner));
+            (
+                format!("{base} AND target_type IN {tt} AND (target_type, target_id) IN ({sub})"),
+                false,
+            )
+        }
+        Predicate::Has {
+            source,
+            param,
+            inner,
+        } => {
+            let src = q.text(source);
+            let pm = q.text(param);
+            let t = q.list(types);
+            let sub = heads_matching(q, std::slice::from_ref(source), std::slice::from_ref(inner));
+            (
+                format!(
+                    "SELECT target_type, target_id FROM idx_reference WHERE resource_type = {src} AND param = {pm} \
+                 AND target_type IN {t} AND (resource_type, id) IN ({sub})"
+                ),
+                false,
+            )
+        }
+        Predicate::Not(inner) => {
+            let (s, negated) = key_set(q, types, inner);
+            (s, !negated)
+        }
+    }
+}
+
+/// The condition "this head matches every filter" for a head alias.
+fn filter_condition(
+    q: &mut Sql,
+    alias: &str,
+    types: &[String],
+    filters: &[Vec<Predicate>],
+) -> String {
+    let mut parts = Vec::new();
+    for ors in filters {
+        let alts: Vec<String> = ors
+            .iter()
+            .map(|p| {
+                let (set, negated) = key_set(q, types, p);
+                let not = if negated { "NOT " } else { "" };
+                format!("({alias}.resource_type, {alias}.id) {not}IN ({set})")
+            })
+            .collect();
+        if alts.is_empty() {
+            continue;
+        }
+        parts.push(format!("({})", alts.join(" OR ")));
+    }
+    if parts.is_empty() {
+        "1 = 1".to_string()
+    } else {
+        parts.join(" AND ")
+    }
+}
+
+/// `SELECT resource_type, id` of the live heads of `types` matching `filters`.
+fn heads_matching(q: &mut Sql, types: &[String], filters: &[Vec<Predicate>]) -> String {
+    q.alias += 1;
+    let a = format!("h{}", q.alias);
+    let t = q.list(types);
+    let cond = filter_condition(q, &a, types, filters);
+    format!(
+        "SELECT {a}.resource_type, {a}.id FROM resource_head {a} WHERE {a}.deleted = 0 AND {a}.resource_type IN {t} AND {cond}"
+    )
+}
+
+fn where_clause(q: &mut Sql, plan: &SearchPlan) -> String {
+    let t = q.list(&plan.types);
+    let cond = filter_condition(q, "h", &plan.types, &plan.filters);
+    format!("FROM resource_head h WHERE h.deleted = 0 AND h.resource_type IN {t} AND {cond}")
+}
+
+/// The value one sort key orders by.
+fn key_expr(q: &mut Sql, key: &SortKey) -> String {
+    let Some(table) = key.table else {
+        return match key.param.as_str() {
+            "_lastUpdated" => "h.last_updated_ms".to_string(),
+            _ => "h.id".to_string(),
+        };
+    };
+    // Ascending by the smallest value of the resource, descending by the largest.
+    let agg = if key.descending { "MAX" } else { "MIN" };
+    let col = match table {
+        Table::String => "norm",
+        Table::Token => "code",
+        Table::Reference => "url",
+        Table::Date if key.descending => "high",
+        Table::Date => "low",
+        Table::Number | Table::Quantity => "value",
+        Table::Uri => "uri",
+    };
+    let p = q.text(&key.param);
+    format!(
+        "(SELECT {agg}(x.{col}) FROM {} x WHERE x.resource_type = h.resource_type AND x.id = h.id AND x.param = {p})",
+        table.name()
+    )
+}
+
+/// The ORDER BY terms of one key, nulls last in either direction (written out, since SQLite and
+/// PostgreSQL place NULLs differently by default).
+fn sort_expr(q: &mut Sql, key: &SortKey) -> String {
+    let dir = if key.descending { "DESC" } else { "ASC" };
+    let a = key_expr(q, key);
+    let b = key_expr(q, key);
+    format!("({a} IS NULL) ASC, {b} {dir}")
+}
+
+/// The page of matches: `limit` keys from the plan's cursor on.
+pub fn page(plan: &SearchPlan, dialect: &dyn Dialect, limit: usize) -> SqlQuery {
+    let mut q = Sql {
+        dialect,
+        text: String::new(),
+        args: vec![],
+        alias: 0,
+    };
+    let from = where_clause(&mut q, plan);
+    let mut sql = format!("SELECT h.resource_type, h.id {from}");
+    let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
+    if plan.sort.is_empty() {
+        match &plan.cursor {
+            Cursor::After(t, id) => {
+                let (a, b) = (q.text(t), q.text(id));
+                sql.push_str(&format!(
+                    " AND (h.resource_type, h.id) > ({a}, {b}) ORDER BY h.resource_type, h.id"
+                ));
+            }
+            Cursor::Before(t, id) => {
+                let (a, b) = (q.text(t), q.text(id));
+                sql.push_str(&format!(" AND (h.resource_type, h.id) < ({a}, {b}) ORDER BY h.resource_type DESC, h.id DESC"));
+            }
+            Cursor::Start | Cursor::Offset(_) => sql.push_str(" ORDER BY h.resource_type, h.id"),
+        }
+        sql.push_str(&format!(" LIMIT {}", q.int(limit_i)));
+        if let Cursor::Offset(n) = plan.cursor {
+            sql.push_str(&format!(
+                " OFFSET {}",
+                q.int(i64::try_from(n).unwrap_or(i64::MAX))
+            ));
+        }
+    } else {
+        let keys: Vec<String> = plan.sort.iter().map(|k| sort_expr(&mut q, k)).collect();
+        sql.push_str(&format!(
+            " ORDER BY {}, h.resource_type, h.id",
+            keys.join(", ")
+        ));
+        sql.push_str(&format!(" LIMIT {}", q.int(limit_i)));
+        let offset = match plan.cursor {
+            Cursor::Offset(n) => n,
+            _ => 0,
+        };
+        sql.push_str(&format!(
+            " OFFSET {}",
+            q.int(i64::try_from(offset).unwrap_or(i64::MAX))
+        ));
+    }
+    q.text = sql;
+    q.finish()
+}
+
+/// `SELECT COUNT(*)` of every match.
+pub fn count(plan: &SearchPlan, dialect: &dyn Dialect) -> SqlQuery {
+    let mut q = Sql {
+        dialect,
+        text: String::new(),
+        args: vec![],
+        alias: 0,
+    };
+    let from = where_clause(&mut q, plan);
+    q.text = format!("SELECT COUNT(*) {from}");
+    q.finish()
+}
+
+/// Every match, unpaged (conditional operations).
+pub fn all(plan: &SearchPlan, dialect: &dyn Dialect) -> SqlQuery {
+    let mut q = Sql {
+        dialect,
+        text: String::new(),
+        args: vec![],
+        alias: 0,
+    };
+    let from = where_clause(&mut q, plan);
+    q.text = format!("SELECT h.resource_type, h.id {from} ORDER BY h.resource_type, h.id");
+    q.finish()
+}
+
+/// The targets `(type, id)` of reference parameter `param` (any when `None`) of `source`
+/// resources `ids`, optionally only of type `target`.
+pub fn include_targets(
+    dialect: &dyn Dialect,
+    source: &str,
+    ids: &[String],
+    param: Option<&str>,
+    target: Option<&str>,
+) -> SqlQuery {
+    let mut q = Sql {
+        dialect,
+        text: String::new(),
+        args: vec![],
+        alias: 0,
+    };
+    let s = q.text(source);
+    let list = q.list(ids);
+    let mut sql = format!(
+        "SELECT DISTINCT target_type, target_id FROM idx_reference WHERE resource_type = {s} AND id IN {list} AND target_id <> ''"
+    );
+    if let Some(p) = param {
+        sql.push_str(&format!(" AND param = {}", q.text(p)));
+    }
+    if let Some(t) = target {
+        sql.push_str(&format!(" AND target_type = {}", q.text(t)));
+    }
+    sql.push_str(" ORDER BY target_type, target_id");
+    q.text = sql;
+    q.finish()
+}
+
+/// The `source` resources referring by `param` (any when `None`) to one of `targets`.
+pub fn revinclude_sources(
+    dialect: &dyn Dialect,
+    source: &str,
+    param: Option<&str>,
+    targets: &[(String, String)],
+) -> SqlQuery {
+    let mut q = Sql {
+        dialect,
+        text: String::new(),
+        args: vec![],
+        alias: 0,
+    };
+    let s = q.text(source);
+    let pairs: Vec<String> = targets
+        .iter()
+        .map(|(t, i)| {
+            let (a, b) = (q.text(t), q.text(i));
+            format!("({a}, {b})")
+        })
+        .collect();
+    let mut sql = format!(
+        "SELECT DISTINCT resource_type, id FROM idx_reference \
+         WHERE resource_type = {s} AND (target_type, target_id) IN (VALUES {})",
+        if pairs.is_empty() {
+            "(NULL, NULL)".to_string()
+        } else {
+            pairs.join(", ")
+        }
+    );
+    if let Some(p) = param {
+        sql.push_str(&format!(" AND param = {}", q.text(p)));
+    }
+    sql.push_str(" ORDER BY resource_type, id");
+    q.text = sql;
+    q.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dialects_differ_only_in_placeholders() {
+        let plan = SearchPlan {
+            types: vec!["Patient".into()],
+            filters: vec![vec![Predicate::Token {
+                param: "gender".into(),
+                system: None,
+                code: Some("male".into()),
+            }]],
+            sort: vec![],
+            count: 10,
+            cursor: Cursor::Start,
+            include: vec![],
+            revinclude: vec![],
+            summary: None,
+            elements: None,
+            total: Total::Accurate,
+            applied: vec![],
+            ignored: vec![],
+        };
+        let a = page(&plan, &Sqlite, 11);
+        let b = page(&plan, &Postgres, 11);
+        assert_eq!(a.args, b.args);
+        assert!(b.sql.contains("$4"));
+        assert_eq!(a.sql.replace('?', ""), {
+            let mut s = b.sql.clone();
+            for i in (1..=a.args.len()).rev() {
+                s = s.replace(&format!("${i}"), "");
+            }
+            s
+        });
+    }
+}
