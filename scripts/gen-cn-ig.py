@@ -281,7 +281,7 @@ def ext(i, title, contexts, value_el, exp=False, desc=None):
     write("extensions", "StructureDefinition-" + i, res)
 def coding_bound(vs): return {"type": [{"code": "Coding"}], "binding": {"strength": "required", "valueSet": vs}}
 ETH_INV = {"key": "cn-eth-1", "severity": "error", "human": "民族代码格式: GB 3304 数字代码 01-56 或 两位大写字母代码",
-           "expression": f"value.ofType(Coding).all((system = '{cs_url('gb-3304-ethnicity')}' implies code.matches('^(0[1-9]|[1-4][0-9]|5[0-6])$')) and (system = '{cs_url('gb-3304-ethnicity-letter')}' implies code.matches('^[A-Z]{{2}}$')))"}
+           "expression": f"(system = '{cs_url('gb-3304-ethnicity')}' implies code.matches('^(0[1-9]|[1-4][0-9]|5[0-6])$')) and (system = '{cs_url('gb-3304-ethnicity-letter')}' implies code.matches('^[A-Z]{{2}}$'))"}
 ext("cn-ethnicity", "民族", ["Patient", "RelatedPerson", "Practitioner"], dict(coding_bound(vs_url("gb-3304-ethnicity-any")), constraint=[ETH_INV]), desc="民族 (GB 3304, numeric or letter code)")
 ext("cn-nationality", "国籍", ["Patient", "RelatedPerson"], {"type": [{"code": "CodeableConcept"}]}, desc="国籍 (GB/T 2659 / ISO 3166; not bound: the table is not in the reference)")
 ext("cn-address-use", "地址类别 (户籍地址 / 现住址)", ["Address"], coding_bound(vs_url("address-use")))
@@ -337,13 +337,13 @@ def profile(i, ty, title, diff, desc, exp=False, base=None):
     write("profiles", "StructureDefinition-" + i, res)
 
 SEX_INV = {"key": "cn-pat-sex", "severity": "error", "human": "gender agrees with the original GB/T 2261.1 code (1 male, 2 female, 0/9 unknown, 5/6 other)",
-           "expression": f"extension('{sd_url('cn-original-sex')}').value.ofType(Coding).where(system = '{cs_url('gbt-2261-1-sex')}').all("
+           "expression": f"extension('{sd_url('cn-original-sex')}').value.where(system = '{cs_url('gbt-2261-1-sex')}').all("
                          "(code = '1' implies %resource.gender = 'male') and (code = '2' implies %resource.gender = 'female') and "
                          "((code = '0' or code = '9') implies %resource.gender = 'unknown') and ((code = '5' or code = '6') implies %resource.gender = 'other'))"}
 profile("CNPatient", "Patient", "中国患者 (CN Patient)", [
     el("Patient", constraint=[SEX_INV]),
     ext_slicing("Patient.extension"),
-    *ext_slice("Patient.extension", "ethnicity", "cn-ethnicity", value=dict(coding_bound(vs_url("gb-3304-ethnicity-any")), constraint=[]) ),
+    *ext_slice("Patient.extension", "ethnicity", "cn-ethnicity", value=coding_bound(vs_url("gb-3304-ethnicity-any"))),
     *ext_slice("Patient.extension", "originalSex", "cn-original-sex", value=coding_bound(vs_url("gbt-2261-1-sex"))),
     *ext_slice("Patient.extension", "nationality", "cn-nationality"),
     slicing_value("Patient.identifier"),
@@ -359,7 +359,7 @@ profile("CNPatient", "Patient", "中国患者 (CN Patient)", [
 # The ethnicity format rule rides on the slice's value (the validator applies a slice's own rules; extension profiles are not yet followed).
 for e in PROFILES["CNPatient"]["differential"]["element"]:
     if e["id"] == "Patient.extension:ethnicity.value[x]":
-        e["constraint"] = [dict(ETH_INV, key="cn-eth-1", expression="ofType(Coding).all((system = '%s' implies code.matches('^(0[1-9]|[1-4][0-9]|5[0-6])$')) and (system = '%s' implies code.matches('^[A-Z]{2}$')))" % (cs_url('gb-3304-ethnicity'), cs_url('gb-3304-ethnicity-letter')))]
+        e["constraint"] = [ETH_INV]
 write("profiles", "StructureDefinition-CNPatient", PROFILES["CNPatient"])
 
 profile("CNPractitioner", "Practitioner", "中国医务人员 (CN Practitioner)", [
@@ -547,7 +547,7 @@ invalid(P, "sex-code", mod(patient, lambda r: r["extension"].__setitem__(1, ext_
 invalid(P, "ethnicity-format", mod(patient, lambda r: r["extension"].__setitem__(0, ext_v("cn-ethnicity", valueCoding=coding("gb-3304-ethnicity", "1")))),
         "Patient.extension[0].valueCoding", "constraint cn-eth-1")
 invalid(P, "sex-mismatch", mod(patient, lambda r: r.update(gender="female")), "Patient", "constraint cn-pat-sex")
-invalid(P, "name-text", mod(patient, lambda r: r["name"][0].pop("text")), "Patient.name[0]", "Patient.name.text: minimum cardinality 1")
+invalid(P, "name-text", mod(patient, lambda r: r["name"][0].pop("text")), "Patient.name[0]", "Patient.name.text is required: minimum cardinality 1")
 
 pract = {"resourceType": "Practitioner", "id": "wang-wu", "identifier": [{"system": NS["physician-license-no"], "value": "110110000012345"}, sfz("11010519491231002X")],
          "name": [{"text": "王五"}]}
@@ -557,8 +557,8 @@ valid(P, 2, mod(pract, lambda r: r.update(identifier=[{"system": NS["physician-l
 valid(P, 3, mod(pract, lambda r: r.update(identifier=[sfz("320102198506150049")], gender="male")))
 invalid(P, "check-digit", mod(pract, lambda r: r["identifier"].__setitem__(1, sfz("110105194912310022"))), "Practitioner.identifier[1]", "constraint cn-id-3")
 invalid(P, "two-licenses", mod(pract, lambda r: r["identifier"].append({"system": NS["physician-license-no"], "value": "2"})), "Practitioner", "slice 'physicianLicense' of Practitioner.identifier: maximum cardinality 1, found 2")
-invalid(P, "no-name", mod(pract, lambda r: r.pop("name")), "Practitioner", "Practitioner.name: minimum cardinality 1")
-invalid(P, "no-identifier", mod(pract, lambda r: r.pop("identifier")), "Practitioner", "Practitioner.identifier: minimum cardinality 1")
+invalid(P, "no-name", mod(pract, lambda r: r.pop("name")), "Practitioner", "Practitioner.name is required: minimum cardinality 1")
+invalid(P, "no-identifier", mod(pract, lambda r: r.pop("identifier")), "Practitioner", "Practitioner.identifier is required: minimum cardinality 1")
 
 org = {"resourceType": "Organization", "id": "hospital-1", "identifier": [{"system": NS["uscc"], "value": "12100000400000000X"}, {"system": NS["institution-registration-no"], "value": "PDY00001X11010515A1001"}],
        "name": "北京市某某医院"}
@@ -566,10 +566,10 @@ P = "CNOrganization"
 valid(P, 1, org)
 valid(P, 2, mod(org, lambda r: r.update(identifier=[{"system": NS["uscc"], "value": "12100000400000000X"}])))
 valid(P, 3, mod(org, lambda r: r.update(identifier=[{"system": "urn:oid:2.16.156.10011.1.5", "value": "H11010500001"}], alias=["某某医院"])))
-invalid(P, "no-name", mod(org, lambda r: r.pop("name")), "Organization", "Organization.name: minimum cardinality 1")
+invalid(P, "no-name", mod(org, lambda r: r.pop("name")), "Organization", "Organization.name is required: minimum cardinality 1")
 invalid(P, "two-uscc", mod(org, lambda r: r["identifier"].append({"system": NS["uscc"], "value": "2"})), "Organization", "slice 'uscc' of Organization.identifier: maximum cardinality 1, found 2")
-invalid(P, "uscc-without-value", mod(org, lambda r: r["identifier"][0].pop("value")), "Organization.identifier[0]", "Organization.identifier.value: minimum cardinality 1")
-invalid(P, "no-identifier", mod(org, lambda r: r.pop("identifier")), "Organization", "Organization.identifier: minimum cardinality 1")
+invalid(P, "uscc-without-value", mod(org, lambda r: r["identifier"][0].pop("value")), "Organization.identifier[0]", "Organization.identifier.value is required: minimum cardinality 1")
+invalid(P, "no-identifier", mod(org, lambda r: r.pop("identifier")), "Organization", "Organization.identifier is required: minimum cardinality 1")
 
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 enc = {"resourceType": "Encounter", "id": "visit-1", "identifier": [{"system": NS["visit-serial-no"], "value": "MZ20261201001"}, {"system": NS["outpatient-no"], "value": "0001"}],
@@ -582,7 +582,7 @@ valid(P, 3, mod(enc, lambda r: (r.update(**{"class": {"system": ACT, "code": "EM
 invalid(P, "class", mod(enc, lambda r: r.update(**{"class": {"system": ACT, "code": "HH"}})), "Encounter.class", "not in the value set " + vs_url("encounter-class"))
 invalid(P, "unknown-identifier-system", mod(enc, lambda r: r["identifier"].append({"system": "http://example.org/his/visit", "value": "9"})), "Encounter.identifier[2]", "Encounter.identifier: the slicing is closed and this matches no slice")
 invalid(P, "no-visit-serial-no", mod(enc, lambda r: r["identifier"].pop(0)), "Encounter", "slice 'visitSerialNo' of Encounter.identifier: minimum cardinality 1, found 0")
-invalid(P, "no-subject", mod(enc, lambda r: r.pop("subject")), "Encounter", "Encounter.subject: minimum cardinality 1")
+invalid(P, "no-subject", mod(enc, lambda r: r.pop("subject")), "Encounter", "Encounter.subject is required: minimum cardinality 1")
 
 ICDC, ICDN = cs_url("icd10-cn-clinical"), cs_url("icd10-nhsa")
 cond = {"resourceType": "Condition", "id": "dx-1", "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
@@ -594,8 +594,8 @@ valid(P, 2, mod(cond, lambda r: r.update(code={"coding": [{"system": ICDN, "code
 valid(P, 3, mod(cond, lambda r: r["code"]["coding"].append({"system": ICDN, "code": "J18.900"})))
 invalid(P, "snomed-only", mod(cond, lambda r: r.update(code={"coding": [{"system": "http://snomed.info/sct", "code": "233604007"}]})), "Condition.code", "constraint cn-dx-1")
 invalid(P, "text-only", mod(cond, lambda r: r.update(code={"text": "肺炎"})), "Condition.code", "constraint cn-dx-1")
-invalid(P, "no-recorded-date", mod(cond, lambda r: r.pop("recordedDate")), "Condition", "Condition.recordedDate: minimum cardinality 1")
-invalid(P, "no-encounter", mod(cond, lambda r: r.pop("encounter")), "Condition", "Condition.encounter: minimum cardinality 1")
+invalid(P, "no-recorded-date", mod(cond, lambda r: r.pop("recordedDate")), "Condition", "Condition.recordedDate is required: minimum cardinality 1")
+invalid(P, "no-encounter", mod(cond, lambda r: r.pop("encounter")), "Condition", "Condition.encounter is required: minimum cardinality 1")
 
 obs = {"resourceType": "Observation", "id": "glu-1", "status": "final",
        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "laboratory"}]}],
@@ -608,9 +608,9 @@ P = "CNObservationLab"
 valid(P, 1, obs)
 valid(P, 2, mod(obs, lambda r: r["performer"].insert(0, {"reference": "Practitioner/wang-wu"})))
 valid(P, 3, mod(obs, lambda r: (r.pop("valueQuantity"), r.update(valueString="阴性", referenceRange=[{"text": "阴性"}]))))
-invalid(P, "no-specimen", mod(obs, lambda r: r.pop("specimen")), "Observation", "Observation.specimen: minimum cardinality 1")
-invalid(P, "no-method", mod(obs, lambda r: r.pop("method")), "Observation", "Observation.method: minimum cardinality 1")
-invalid(P, "no-reference-range", mod(obs, lambda r: r.pop("referenceRange")), "Observation", "Observation.referenceRange: minimum cardinality 1")
+invalid(P, "no-specimen", mod(obs, lambda r: r.pop("specimen")), "Observation", "Observation.specimen is required: minimum cardinality 1")
+invalid(P, "no-method", mod(obs, lambda r: r.pop("method")), "Observation", "Observation.method is required: minimum cardinality 1")
+invalid(P, "no-reference-range", mod(obs, lambda r: r.pop("referenceRange")), "Observation", "Observation.referenceRange is required: minimum cardinality 1")
 invalid(P, "no-institution", mod(obs, lambda r: r.update(performer=[{"reference": "Practitioner/wang-wu"}])), "Observation", "constraint cn-lab-1")
 invalid(P, "not-laboratory", mod(obs, lambda r: r.update(category=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}])),
         "Observation.category[0]", "Observation.category: value must match the pattern")
@@ -625,9 +625,9 @@ valid(P, 1, drl)
 valid(P, 2, mod(drl, lambda r: r["identifier"].append({"system": "http://example.org/lis", "value": "L1"})))
 valid(P, 3, mod(drl, lambda r: r["performer"].append({"reference": "Practitioner/wang-wu"})))
 invalid(P, "no-report-no", mod(drl, lambda r: r.update(identifier=[{"system": "http://example.org/lis", "value": "L1"}])), "DiagnosticReport", "slice 'labReportNo' of DiagnosticReport.identifier: minimum cardinality 1, found 0")
-invalid(P, "no-specimen", mod(drl, lambda r: r.pop("specimen")), "DiagnosticReport", "DiagnosticReport.specimen: minimum cardinality 1")
+invalid(P, "no-specimen", mod(drl, lambda r: r.pop("specimen")), "DiagnosticReport", "DiagnosticReport.specimen is required: minimum cardinality 1")
 invalid(P, "no-institution", mod(drl, lambda r: r.update(performer=[{"reference": "Practitioner/wang-wu"}])), "DiagnosticReport", "constraint cn-lab-2")
-invalid(P, "no-result", mod(drl, lambda r: r.pop("result")), "DiagnosticReport", "DiagnosticReport.result: minimum cardinality 1")
+invalid(P, "no-result", mod(drl, lambda r: r.pop("result")), "DiagnosticReport", "DiagnosticReport.result is required: minimum cardinality 1")
 
 dri = {"resourceType": "DiagnosticReport", "id": "ct-1", "identifier": [{"system": NS["exam-report-no"], "value": "JC20261201001"}], "status": "final",
        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD"}]}],
@@ -636,8 +636,8 @@ P = "CNDiagnosticReportImaging"
 valid(P, 1, dri)
 valid(P, 2, mod(dri, lambda r: r.update(performer=[{"reference": "Organization/hospital-1"}])))
 valid(P, 3, mod(dri, lambda r: r.update(imagingStudy=[{"reference": "ImagingStudy/st1"}])))
-invalid(P, "no-report-no", mod(dri, lambda r: r.pop("identifier")), "DiagnosticReport", "DiagnosticReport.identifier: minimum cardinality 1")
-invalid(P, "no-conclusion", mod(dri, lambda r: r.pop("conclusion")), "DiagnosticReport", "DiagnosticReport.conclusion: minimum cardinality 1")
+invalid(P, "no-report-no", mod(dri, lambda r: r.pop("identifier")), "DiagnosticReport", "DiagnosticReport.identifier is required: minimum cardinality 1")
+invalid(P, "no-conclusion", mod(dri, lambda r: r.pop("conclusion")), "DiagnosticReport", "DiagnosticReport.conclusion is required: minimum cardinality 1")
 invalid(P, "lab-category", mod(dri, lambda r: r.update(category=[{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "LAB"}]}])),
         "DiagnosticReport.category[0]", "DiagnosticReport.category: value must match the pattern")
 
@@ -650,8 +650,8 @@ valid(P, 2, mod(mr, lambda r: r["identifier"].append({"system": NS["order-no"], 
 valid(P, 3, mod(mr, lambda r: r.update(dispenseRequest={"quantity": {"value": 24}})))
 invalid(P, "no-prescription-no", mod(mr, lambda r: r.update(identifier=[{"system": NS["order-no"], "value": "YZ1"}])), "MedicationRequest", "slice 'prescriptionNo' of MedicationRequest.identifier: minimum cardinality 1, found 0")
 invalid(P, "intent-plan", mod(mr, lambda r: r.update(intent="plan")), "MedicationRequest.intent", "MedicationRequest.intent: value must be exactly")
-invalid(P, "no-dosage", mod(mr, lambda r: r.pop("dosageInstruction")), "MedicationRequest", "MedicationRequest.dosageInstruction: minimum cardinality 1")
-invalid(P, "no-requester", mod(mr, lambda r: r.pop("requester")), "MedicationRequest", "MedicationRequest.requester: minimum cardinality 1")
+invalid(P, "no-dosage", mod(mr, lambda r: r.pop("dosageInstruction")), "MedicationRequest", "MedicationRequest.dosageInstruction is required: minimum cardinality 1")
+invalid(P, "no-requester", mod(mr, lambda r: r.pop("requester")), "MedicationRequest", "MedicationRequest.requester is required: minimum cardinality 1")
 
 imm = {"resourceType": "Immunization", "id": "imm-1", "identifier": [{"system": NS["vaccine-trace-code"], "value": "81234567890123456789"}], "status": "completed",
        "vaccineCode": {"text": "乙肝疫苗(CHO)"}, "patient": {"reference": "Patient/zhang-san"}, "occurrenceDateTime": "2026-12-01T10:00:00+08:00",
@@ -660,9 +660,9 @@ P = "CNImmunization"
 valid(P, 1, imm)
 valid(P, 2, mod(imm, lambda r: r["protocolApplied"].__setitem__(0, {"doseNumberPositiveInt": 2, "series": "免疫规划"})))
 valid(P, 3, mod(imm, lambda r: r.update(expirationDate="2028-06-30")))
-invalid(P, "no-lot", mod(imm, lambda r: r.pop("lotNumber")), "Immunization", "Immunization.lotNumber: minimum cardinality 1")
-invalid(P, "no-manufacturer", mod(imm, lambda r: r.pop("manufacturer")), "Immunization", "Immunization.manufacturer: minimum cardinality 1")
-invalid(P, "no-dose", mod(imm, lambda r: r.pop("protocolApplied")), "Immunization", "Immunization.protocolApplied: minimum cardinality 1")
+invalid(P, "no-lot", mod(imm, lambda r: r.pop("lotNumber")), "Immunization", "Immunization.lotNumber is required: minimum cardinality 1")
+invalid(P, "no-manufacturer", mod(imm, lambda r: r.pop("manufacturer")), "Immunization", "Immunization.manufacturer is required: minimum cardinality 1")
+invalid(P, "no-dose", mod(imm, lambda r: r.pop("protocolApplied")), "Immunization", "Immunization.protocolApplied is required: minimum cardinality 1")
 invalid(P, "no-trace-code", mod(imm, lambda r: r.update(identifier=[{"system": "http://example.org/x", "value": "1"}])), "Immunization", "slice 'traceCode' of Immunization.identifier: minimum cardinality 1, found 0")
 
 cov = {"resourceType": "Coverage", "id": "cov-1", "status": "active", "type": {"coding": [coding("nhsa-insutype", "310", "职工基本医疗保险")]},
@@ -672,9 +672,9 @@ P = "CNCoverage"
 valid(P, 1, cov)
 valid(P, 2, mod(cov, lambda r: r.update(type={"coding": [coding("nhsa-insutype", "390")]})))
 valid(P, 3, mod(cov, lambda r: r["type"]["coding"].append({"system": ACT, "code": "PUBLICPOL"})))
-invalid(P, "no-type", mod(cov, lambda r: r.pop("type")), "Coverage", "Coverage.type: minimum cardinality 1")
+invalid(P, "no-type", mod(cov, lambda r: r.pop("type")), "Coverage", "Coverage.type is required: minimum cardinality 1")
 invalid(P, "type-not-insutype", mod(cov, lambda r: r.update(type={"coding": [{"system": ACT, "code": "PUBLICPOL"}]})), "Coverage", "constraint cn-cov-1")
-invalid(P, "no-subscriber-id", mod(cov, lambda r: r.pop("subscriberId")), "Coverage", "Coverage.subscriberId: minimum cardinality 1")
+invalid(P, "no-subscriber-id", mod(cov, lambda r: r.pop("subscriberId")), "Coverage", "Coverage.subscriberId is required: minimum cardinality 1")
 
 claim = {"resourceType": "Claim", "id": "claim-1", "identifier": [{"system": "http://example.org/his/mdtrt", "value": "MD001"}], "status": "active",
          "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "institutional"}]}, "use": "claim",
@@ -688,9 +688,9 @@ P = "CNClaim"
 valid(P, 1, claim)
 valid(P, 2, mod(claim, lambda r: r.update(use="predetermination")))
 valid(P, 3, mod(claim, lambda r: r["item"].append({"sequence": 2, "productOrService": {"text": "挂号费"}, "net": {"value": 5, "currency": "CNY"}})))
-invalid(P, "no-total", mod(claim, lambda r: r.pop("total")), "Claim", "Claim.total: minimum cardinality 1")
-invalid(P, "no-diagnosis", mod(claim, lambda r: r.pop("diagnosis")), "Claim", "Claim.diagnosis: minimum cardinality 1")
-invalid(P, "no-identifier", mod(claim, lambda r: r.pop("identifier")), "Claim", "Claim.identifier: minimum cardinality 1")
+invalid(P, "no-total", mod(claim, lambda r: r.pop("total")), "Claim", "Claim.total is required: minimum cardinality 1")
+invalid(P, "no-diagnosis", mod(claim, lambda r: r.pop("diagnosis")), "Claim", "Claim.diagnosis is required: minimum cardinality 1")
+invalid(P, "no-identifier", mod(claim, lambda r: r.pop("identifier")), "Claim", "Claim.identifier is required: minimum cardinality 1")
 
 cr = {"resourceType": "ClaimResponse", "id": "cr-1", "identifier": [{"system": NS["nhsa-setl-id"], "value": "SETL001"}], "status": "active",
       "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "institutional"}]}, "use": "claim",
@@ -701,9 +701,9 @@ P = "CNClaimResponse"
 valid(P, 1, cr)
 valid(P, 2, mod(cr, lambda r: r.update(use="preauthorization")))
 valid(P, 3, mod(cr, lambda r: r["total"].append({"category": {"coding": [coding("nhsa-settlement-amount", "hifp_pay")]}, "amount": {"value": 26.5, "currency": "CNY"}})))
-invalid(P, "no-identifier", mod(cr, lambda r: r.pop("identifier")), "ClaimResponse", "ClaimResponse.identifier: minimum cardinality 1")
-invalid(P, "no-total", mod(cr, lambda r: r.pop("total")), "ClaimResponse", "ClaimResponse.total: minimum cardinality 1")
-invalid(P, "no-payment", mod(cr, lambda r: r.pop("payment")), "ClaimResponse", "ClaimResponse.payment: minimum cardinality 1")
+invalid(P, "no-identifier", mod(cr, lambda r: r.pop("identifier")), "ClaimResponse", "ClaimResponse.identifier is required: minimum cardinality 1")
+invalid(P, "no-total", mod(cr, lambda r: r.pop("total")), "ClaimResponse", "ClaimResponse.total is required: minimum cardinality 1")
+invalid(P, "no-payment", mod(cr, lambda r: r.pop("payment")), "ClaimResponse", "ClaimResponse.payment is required: minimum cardinality 1")
 
 def total(code, v): return {"category": {"coding": [coding("nhsa-settlement-amount", code)]}, "amount": {"value": v, "currency": "CNY"}}
 eob = {"resourceType": "ExplanationOfBenefit", "id": "eob-1", "identifier": [{"system": NS["nhsa-setl-id"], "value": "SETL001"}], "status": "active",
@@ -735,18 +735,18 @@ for code, (title, enc) in FAMILIES.items():
     valid(P, 3, mod(c, lambda r: r.update(confidentiality="N", attester=[{"mode": "legal", "party": {"reference": "Practitioner/wang-wu"}}])))
     other = "C0003" if code != "C0003" else "C0005"
     invalid(P, "other-type", mod(c, lambda r: r.update(type={"coding": [coding("wst-500-document-type", other)]})), "Composition.type", "Composition.type: value must match the pattern")
-    invalid(P, "no-section", mod(c, lambda r: r.pop("section")), "Composition", "Composition.section: minimum cardinality 1")
-    invalid(P, "no-subject", mod(c, lambda r: r.pop("subject")), "Composition", "Composition.subject: minimum cardinality 1")
+    invalid(P, "no-section", mod(c, lambda r: r.pop("section")), "Composition", "Composition.section is required: minimum cardinality 1")
+    invalid(P, "no-subject", mod(c, lambda r: r.pop("subject")), "Composition", "Composition.subject is required: minimum cardinality 1")
     if enc:
-        invalid(P, "no-encounter", mod(c, lambda r: r.pop("encounter")), "Composition", "Composition.encounter: minimum cardinality 1")
+        invalid(P, "no-encounter", mod(c, lambda r: r.pop("encounter")), "Composition", "Composition.encounter is required: minimum cardinality 1")
     else:
-        invalid(P, "no-custodian", mod(c, lambda r: r.pop("custodian")), "Composition", "Composition.custodian: minimum cardinality 1")
+        invalid(P, "no-custodian", mod(c, lambda r: r.pop("custodian")), "Composition", "Composition.custodian is required: minimum cardinality 1")
 P = "CNComposition"
 c = comp("C0013", "输血记录", False)
 valid(P, 1, c); valid(P, 2, comp("C0050", "死亡记录", True)); valid(P, 3, comp("C0001", "病历概要", False))
 invalid(P, "type-unknown", mod(c, lambda r: r.update(type={"coding": [coding("wst-500-document-type", "C0054")]})), "Composition.type", "not in the value set " + vs_url("wst-500-document-type"))
 invalid(P, "serial-no-system", mod(c, lambda r: r.update(identifier={"system": "http://example.org/doc", "value": "1"})), "Composition.identifier.system", "Composition.identifier.system: value must match the pattern")
-invalid(P, "no-custodian", mod(c, lambda r: r.pop("custodian")), "Composition", "Composition.custodian: minimum cardinality 1")
+invalid(P, "no-custodian", mod(c, lambda r: r.pop("custodian")), "Composition", "Composition.custodian is required: minimum cardinality 1")
 
 dref = {"resourceType": "DocumentReference", "id": "docref-1", "masterIdentifier": {"system": NS["document-serial-no"], "value": "DOC-C0032"}, "status": "current",
         "type": {"coding": [coding("wst-500-document-type", "C0032", "住院病案首页")]}, "subject": {"reference": "Patient/zhang-san"}, "date": "2026-12-01T12:00:00+08:00",
@@ -756,9 +756,9 @@ valid(P, 1, dref)
 valid(P, 2, mod(dref, lambda r: r["content"].append({"attachment": {"contentType": "application/fhir+json", "url": "Bundle/doc-c0032"}})))
 valid(P, 3, mod(dref, lambda r: r.update(type={"coding": [coding("wst-500-document-type", "C0049")]})))
 invalid(P, "type-unknown", mod(dref, lambda r: r.update(type={"coding": [coding("wst-500-document-type", "C0099")]})), "DocumentReference.type", "not in the value set " + vs_url("wst-500-document-type"))
-invalid(P, "no-master-identifier", mod(dref, lambda r: r.pop("masterIdentifier")), "DocumentReference", "DocumentReference.masterIdentifier: minimum cardinality 1")
-invalid(P, "no-subject", mod(dref, lambda r: r.pop("subject")), "DocumentReference", "DocumentReference.subject: minimum cardinality 1")
-invalid(P, "no-content-type", mod(dref, lambda r: r["content"][0]["attachment"].pop("contentType")), "DocumentReference.content[0].attachment", "DocumentReference.content.attachment.contentType: minimum cardinality 1")
+invalid(P, "no-master-identifier", mod(dref, lambda r: r.pop("masterIdentifier")), "DocumentReference", "DocumentReference.masterIdentifier is required: minimum cardinality 1")
+invalid(P, "no-subject", mod(dref, lambda r: r.pop("subject")), "DocumentReference", "DocumentReference.subject is required: minimum cardinality 1")
+invalid(P, "no-content-type", mod(dref, lambda r: r["content"][0]["attachment"].pop("contentType")), "DocumentReference.content[0].attachment", "DocumentReference.content.attachment.contentType is required: minimum cardinality 1")
 
 idr = {"resourceType": "Condition", "id": "idr-1",
        "extension": [ext_v("cn-report-card-type", valueCoding=coding("report-card-type", "初次报告")), ext_v("cn-case-classification", valueCoding=coding("case-classification", "确诊病例")),
@@ -775,7 +775,7 @@ valid(P, 3, mod(idr, lambda r: (r.update(code={"coding": [coding("infectious-dis
 invalid(P, "no-card-type", mod(idr, lambda r: r["extension"].pop(0)), "Condition", "slice 'reportCardType' of Condition.extension: minimum cardinality 1, found 0")
 invalid(P, "case-class", mod(idr, lambda r: r["extension"].__setitem__(1, ext_v("cn-case-classification", valueCoding=coding("case-classification", "急性")))),
         "Condition.extension[1].valueCoding", "not in the value set " + vs_url("case-classification"))
-invalid(P, "no-onset", mod(idr, lambda r: r.pop("onsetDateTime")), "Condition", "Condition.onset[x]: minimum cardinality 1")
+invalid(P, "no-onset", mod(idr, lambda r: r.pop("onsetDateTime")), "Condition", "Condition.onset[x] is required: minimum cardinality 1")
 invalid(P, "not-notifiable", mod(idr, lambda r: r.update(code={"coding": [{"system": ICDC, "code": "A15.000"}]})), "Condition", "constraint cn-idr-1")
 
 with open(os.path.join(EX, "expected.json"), "w", encoding="utf-8") as f:

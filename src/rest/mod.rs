@@ -6,6 +6,7 @@
 
 mod bundle;
 mod capability;
+mod guide;
 pub mod http;
 pub mod operations;
 mod read;
@@ -15,6 +16,7 @@ mod write;
 
 use crate::config::Settings;
 use crate::definitions::Definitions;
+use crate::identity::Canonicaliser;
 use crate::model::{FhirError, ParseLimits};
 use crate::registry::Registry;
 use crate::store::Store;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub terminology: Arc<Terminology>,
     /// Validation against core definitions and profiles.
     pub validator: Arc<Validator>,
+    /// Alias identifier systems -> canonical ones, applied to every write.
+    pub identities: Arc<Canonicaliser>,
 }
 
 impl AppState {
@@ -65,7 +69,12 @@ impl AppState {
         }
         let terminology = Arc::new(Terminology::new(registry.clone()));
         let validator = Arc::new(Validator::new(registry.clone(), terminology.clone()));
+        let identities = Arc::new(Canonicaliser::new(
+            registry.clone(),
+            settings.canonical_identifier_systems.clone(),
+        ));
         AppState {
+            identities,
             registry,
             terminology,
             validator,
@@ -105,6 +114,7 @@ pub async fn register_stored_conformance(st: &AppState) -> Result<usize, crate::
 pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
+        .route("/ImplementationGuide/cn", get(guide::cn))
         .route(
             "/",
             get(no_system_search).post(bundle::batch_or_transaction),
