@@ -363,15 +363,11 @@ for e in PROFILES["CNPatient"]["differential"]["element"]:
 write("profiles", "StructureDefinition-CNPatient", PROFILES["CNPatient"])
 
 profile("CNPractitioner", "Practitioner", "中国医务人员 (CN Practitioner)", [
-    slicing_value("Practitioner.identifier"),
+    el("Practitioner.identifier", min=1, slicing={"discriminator": [{"type": "value", "path": "system"}], "rules": "open"}),
     *id_slice("Practitioner.identifier", "physicianLicense", NS["physician-license-no"]),
     *id_slice("Practitioner.identifier", "residentId", NS["resident-id"], invariants=ID_INVARIANTS),
-    el("Practitioner.identifier", min=1),
     el("Practitioner.name", min=1), el("Practitioner.name.text", min=1),
 ], "Practitioner with 医师执业证书编号 and 身份证 identifiers and the Chinese name as text.")
-PROFILES["CNPractitioner"]["differential"]["element"] = [e for e in PROFILES["CNPractitioner"]["differential"]["element"] if not (e["id"] == "Practitioner.identifier" and "slicing" not in e)]
-PROFILES["CNPractitioner"]["differential"]["element"][1]["min"] = 1
-write("profiles", "StructureDefinition-CNPractitioner", PROFILES["CNPractitioner"])
 
 profile("CNOrganization", "Organization", "中国医疗卫生机构 (CN Organization)", [
     el("Organization.identifier", min=1, slicing={"discriminator": [{"type": "value", "path": "system"}], "rules": "open"}),
