@@ -38,6 +38,7 @@ const GROUPS: [(&str, &str, &str); 5] = [
     ("other", "Other", "Other definitions"),
 ];
 
+/// `GET [base]/ImplementationGuide/cn`.
 pub async fn cn(State(st): State<AppState>, RawQuery(q): RawQuery, headers: HeaderMap) -> Response {
     let result = (|| {
         let params = Params::parse(q.as_deref());
