@@ -69,6 +69,9 @@ pub struct Settings {
     /// Profiles every resource of a type must conform to under the `profiles` policy
     /// (`[type-profiles]` in the config file).
     pub type_profiles: HashMap<String, Vec<String>>,
+    /// Identifier systems made canonical over their NamingSystem's preferred one (the other
+    /// systems of that NamingSystem are rewritten to it on every write).
+    pub canonical_identifier_systems: Vec<String>,
 }
 
 impl Settings {
@@ -102,6 +105,7 @@ impl Default for Settings {
             validation: ValidationPolicy::Core,
             validation_by_type: HashMap::new(),
             type_profiles: HashMap::new(),
+            canonical_identifier_systems: Vec::new(),
         }
     }
 }
@@ -167,6 +171,15 @@ pub struct Overrides {
     /// `[type-profiles]` `Patient = ["http://..."]`
     #[arg(skip)]
     pub type_profiles: Option<HashMap<String, Vec<String>>>,
+    /// Identifier systems to store instead of their NamingSystem's preferred one, comma-separated
+    /// (e.g. urn:oid:2.16.840.1.113883.2.23.1.19.1 to keep 身份证号 under the HL7 China OID)
+    /// [default: each NamingSystem's preferred uniqueId]
+    #[arg(
+        long,
+        env = "HUITONG_CANONICAL_IDENTIFIER_SYSTEMS",
+        value_delimiter = ','
+    )]
+    pub canonical_identifier_systems: Option<Vec<String>>,
 }
 
 /// A configuration that cannot be used.
@@ -214,7 +227,8 @@ impl Settings {
                 log_format,
                 log_level,
                 profiles_dir,
-                validation
+                validation,
+                canonical_identifier_systems
             );
             if let Some(m) = &l.validation_by_type {
                 s.validation_by_type.extend(m.clone());

@@ -6,6 +6,7 @@ pub mod config;
 pub mod definitions;
 pub mod fhirpath;
 pub mod fuzzing;
+pub mod identity;
 pub mod model;
 pub mod registry;
 pub mod rest;

@@ -270,6 +270,11 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
     };
     for e in rd.flatten() {
         let p = e.path();
+        // An implementation guide's example instances sit next to its definitions
+        // (`profiles/cn/examples/`); they are test data, not conformance resources.
+        if p.is_dir() && p.file_name().is_some_and(|n| n == "examples") {
+            continue;
+        }
         if p.is_dir() {
             collect_files(&p, out);
         } else {

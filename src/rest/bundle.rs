@@ -194,9 +194,11 @@ async fn transaction(
     let mut writes = Vec::new();
     let mut slots = Vec::new();
     let mut reads = Vec::new();
+    let identities = st.identities.current();
     for (i, p) in parsed.into_iter().enumerate() {
         match p? {
-            Request::Write(e) => {
+            Request::Write(mut e) => {
+                identities.canonicalise_entry(&mut e);
                 if let Some(r) = &e.resource {
                     super::validate::check_write(st, r).map_err(|err| locate(err, i))?;
                 }
@@ -236,13 +238,15 @@ async fn batch(
 ) -> Vec<EntryOut> {
     let mut tasks = tokio::task::JoinSet::new();
     let mut out: Vec<Option<EntryOut>> = (0..parsed.len()).map(|_| None).collect();
+    let identities = st.identities.current();
     for (i, p) in parsed.into_iter().enumerate() {
         match p {
             Err(e) => out[i] = Some(error_entry(&e)),
             Ok(read @ (Request::Read { .. } | Request::Search(..))) => {
                 out[i] = Some(read_entry(st, &read, base).await)
             }
-            Ok(Request::Write(entry)) => {
+            Ok(Request::Write(mut entry)) => {
+                identities.canonicalise_entry(&mut entry);
                 if let Some(Err(e)) = entry
                     .resource
                     .as_ref()

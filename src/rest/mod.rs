@@ -6,6 +6,7 @@
 
 mod bundle;
 mod capability;
+mod guide;
 pub mod http;
 pub mod operations;
 mod read;
@@ -16,6 +17,7 @@ mod write;
 
 use crate::config::Settings;
 use crate::definitions::Definitions;
+use crate::identity::Canonicaliser;
 use crate::model::{FhirError, ParseLimits};
 use crate::registry::Registry;
 use crate::store::Store;
@@ -53,6 +55,8 @@ pub struct AppState {
     pub validator: Arc<Validator>,
     /// The search parameters in force (core + activated custom ones).
     pub search: Arc<crate::search::Catalogue>,
+    /// Alias identifier systems -> canonical ones, applied to every write.
+    pub identities: Arc<Canonicaliser>,
 }
 
 impl AppState {
@@ -72,7 +76,12 @@ impl AppState {
         }
         let terminology = Arc::new(Terminology::new(registry.clone()));
         let validator = Arc::new(Validator::new(registry.clone(), terminology.clone()));
+        let identities = Arc::new(Canonicaliser::new(
+            registry.clone(),
+            settings.canonical_identifier_systems.clone(),
+        ));
         AppState {
+            identities,
             registry,
             terminology,
             validator,
@@ -113,6 +122,7 @@ pub async fn register_stored_conformance(st: &AppState) -> Result<usize, crate::
 pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
+        .route("/ImplementationGuide/cn", get(guide::cn))
         .route("/", get(system_root).post(bundle::batch_or_transaction))
         .route("/_history", get(read::history_system))
         .route(

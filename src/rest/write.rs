@@ -289,7 +289,14 @@ async fn parse_body(
 }
 
 /// Applies one entry and answers as the interaction prescribes.
-async fn respond(st: &AppState, headers: &HeaderMap, format: Format, entry: Entry) -> ApiResult {
+async fn respond(
+    st: &AppState,
+    headers: &HeaderMap,
+    format: Format,
+    mut entry: Entry,
+) -> ApiResult {
+    // Alias identifier systems become canonical before validation sees or the store keeps them.
+    st.identities.current().canonicalise_entry(&mut entry);
     let warnings = match &entry.resource {
         Some(r) => super::validate::check_write(st, r)?,
         None => Vec::new(),
