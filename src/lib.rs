@@ -6,6 +6,8 @@ pub mod config;
 pub mod definitions;
 pub mod fhirpath;
 pub mod fuzzing;
+pub mod ingest;
+pub mod mapping;
 pub mod model;
 pub mod registry;
 pub mod rest;
