@@ -36,3 +36,21 @@ fn profile_load_corpus_replays_without_panic() {
     let n = replay("profile_load", huitong::fuzzing::profile_load);
     assert!(n >= 3, "the saved corpus has {n} inputs");
 }
+
+#[test]
+fn hl7v2_parse_corpus_replays_without_panic() {
+    let n = replay("hl7v2_parse", huitong::fuzzing::hl7v2_parse);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}
+
+#[test]
+fn mllp_frames_corpus_replays_without_panic() {
+    let n = replay("mllp_frames", huitong::fuzzing::mllp_frames);
+    assert!(n >= 3, "the saved corpus has {n} inputs");
+}
+
+#[test]
+fn hl7v2_convert_corpus_replays_without_panic() {
+    let n = replay("hl7v2_convert", huitong::fuzzing::hl7v2_convert);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}

@@ -707,6 +707,11 @@ pub fn date_time(v: &str, want: Precision, default_offset: &str) -> Converted {
         Some(i) => (&v[..i], Some(&v[i..])),
         None => (v, None),
     };
+    if let Some(z) = zone
+        && (z.len() != 5 || !z[1..].bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(format!("'{v}': bad time zone"));
+    }
     let (main, fraction) = match body.split_once('.') {
         Some((m, f)) => (m, Some(f)),
         None => (body, None),

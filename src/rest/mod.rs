@@ -6,6 +6,7 @@
 
 mod bundle;
 mod capability;
+pub mod hl7v2;
 pub mod http;
 pub mod operations;
 mod read;
@@ -50,11 +51,17 @@ pub struct AppState {
     pub terminology: Arc<Terminology>,
     /// Validation against core definitions and profiles.
     pub validator: Arc<Validator>,
+    /// HL7 v2 ingest: mappings, dead letters, duplicate detection.
+    pub hl7v2: Arc<crate::ingest::hl7v2::pipeline::Hl7v2Service>,
 }
 
 impl AppState {
     /// Builds the state over a store.
-    pub fn new(store: Arc<dyn Store>, settings: Settings) -> AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        hl7v2: Arc<crate::ingest::hl7v2::pipeline::Hl7v2Service>,
+    ) -> AppState {
         let capability = capability::render(&settings);
         let registry = Arc::new(Registry::with_core(Definitions::core()));
         if settings.profiles_dir.is_dir() {
@@ -66,6 +73,7 @@ impl AppState {
         let terminology = Arc::new(Terminology::new(registry.clone()));
         let validator = Arc::new(Validator::new(registry.clone(), terminology.clone()));
         AppState {
+            hl7v2,
             registry,
             terminology,
             validator,
@@ -96,6 +104,11 @@ impl AppState {
     }
 }
 
+/// Applies the validation policy to a resource about to be written (REST and ingest alike).
+pub fn check_write(st: &AppState, resource: &serde_json::Value) -> Result<(), FhirError> {
+    validate::check_write(st, resource).map(|_| ())
+}
+
 /// Registers the conformance resources already in the store (see [`validate::register_stored`]).
 pub async fn register_stored_conformance(st: &AppState) -> Result<usize, crate::store::StoreError> {
     validate::register_stored(st).await
@@ -105,6 +118,8 @@ pub async fn register_stored_conformance(st: &AppState) -> Result<usize, crate::
 pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
+        .route("/$ingest-errors", get(hl7v2::ingest_errors))
+        .route("/$reload-mappings", axum::routing::post(hl7v2::reload_mappings))
         .route(
             "/",
             get(no_system_search).post(bundle::batch_or_transaction),
@@ -144,6 +159,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/hl7v2", axum::routing::post(hl7v2::post))
         .nest(&base, fhir)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -333,7 +349,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.store.stats());
+    let mut text = state.metrics.render(&state.store.stats());
+    text.push_str(&state.hl7v2.render_metrics());
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

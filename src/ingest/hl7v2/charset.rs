@@ -62,6 +62,15 @@ impl Charset {
         }
     }
 
+    /// The IANA name (HTTP `charset=`).
+    pub fn iana(self) -> &'static str {
+        match self {
+            Charset::Ascii => "us-ascii",
+            Charset::Latin1 => "iso-8859-1",
+            Charset::Other(e) => e.name(),
+        }
+    }
+
     /// Decodes the whole message; borrows when the bytes are already valid UTF-8 text of this
     /// charset (ASCII input in any ASCII-compatible charset).
     pub fn decode<'a>(self, bytes: &'a [u8]) -> Result<Cow<'a, str>, CharsetError> {
@@ -145,6 +154,12 @@ pub struct CharsetError {
 /// Fields before MSH-18 are normally ASCII; a multi-byte charset whose trail bytes can equal a
 /// delimiter (GBK) could in theory shift this split, which is why a per-sender default exists.
 pub fn sniff_msh18(bytes: &[u8]) -> Option<&[u8]> {
+    sniff_msh_field(bytes, 18)
+}
+
+/// The first repetition and component of MSH-`n` (n >= 3) read from undecoded bytes.
+pub fn sniff_msh_field(bytes: &[u8], n: usize) -> Option<&[u8]> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let bytes = bytes.strip_prefix(b"MSH")?;
     let sep = *bytes.first()?;
     let line_end = bytes
@@ -153,10 +168,14 @@ pub fn sniff_msh18(bytes: &[u8]) -> Option<&[u8]> {
         .unwrap_or(bytes.len());
     let line = &bytes[..line_end];
     // line starts with the separator; split index k holds MSH-(k+1).
-    let field = line.split(|&b| b == sep).nth(17)?;
+    let field = line.split(|&b| b == sep).nth(n.checked_sub(1)?)?;
+    let comp = line.get(1).copied().unwrap_or(b'^');
     let rep = line.get(2).copied().unwrap_or(b'~');
     let first = field.split(|&b| b == rep).next().unwrap_or(field);
-    Some(first)
+    if n == 18 {
+        return Some(first);
+    }
+    Some(first.split(|&b| b == comp).next().unwrap_or(first))
 }
 
 #[cfg(test)]

@@ -717,7 +717,7 @@ mod tests {
     fn bad_input_is_an_error_with_location() {
         assert_eq!(parse(b"PID|1", Charset::Ascii).unwrap_err(), ParseError::NoMsh);
         assert!(matches!(
-            parse(b"MSH|^|A", Charset::Ascii),
+            parse(b"MSH|^|A|B|C", Charset::Ascii),
             Err(ParseError::Delimiters(_))
         ));
         assert!(matches!(

@@ -235,8 +235,17 @@ mod tests {
 
     #[test]
     fn iso2022_charset_switches() {
-        // ESC $ B then JIS X 0208 "漢字" (0x3441 0x3B7A), then back to ASCII.
-        assert_eq!(un(r"\M2442\4A;z\C2842\ ok"), "漢字 ok");
+        // ESC $ B (JIS X 0208) text, written as HL7 does: \M2442\ then the 7-bit bytes.
+        let word = ["漢字", "日本", "東京", "試験"]
+            .into_iter()
+            .find_map(|w| {
+                let (bytes, _, _) = encoding_rs::ISO_2022_JP.encode(w);
+                let inner = bytes.get(3..bytes.len() - 3)?.to_vec();
+                let text = String::from_utf8(inner).ok()?;
+                (!text.contains(['|', '^', '~', '\\', '&'])).then(|| (w, text))
+            })
+            .unwrap();
+        assert_eq!(un(&format!("\\M2442\\{}\\C2842\\ ok", word.1)), format!("{} ok", word.0));
         let e = unescape(r"\C2D41\x", &Delimiters::default(), Charset::Ascii).unwrap_err();
         assert!(matches!(e, EscapeError::UnsupportedCharset(_)));
     }

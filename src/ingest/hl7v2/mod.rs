@@ -4,9 +4,14 @@
 //! Public surface: [`parse`] and [`Hl7v2Message`] (with [`Segment`] and [`Piece`] accessors),
 //! [`Charset`], [`Grammar`] for segment groups, and the pipeline in [`pipeline`].
 
+pub mod ack;
 pub mod charset;
+pub mod cli;
+pub mod deadletter;
 pub mod er7;
 pub mod escape;
+pub mod mllp;
+pub mod pipeline;
 pub mod structure;
 
 pub use charset::Charset;
