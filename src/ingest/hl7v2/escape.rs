@@ -115,8 +115,13 @@ fn push_text(out: &mut String, text: &str, designation: Option<&[u8]>) -> Result
 fn iso2022(seq: &str) -> Result<Option<Vec<u8>>, EscapeError> {
     let unsupported = || EscapeError::UnsupportedCharset(seq.to_string());
     let hexpart = &seq[1..];
-    let want = if seq.starts_with('C') { 4 } else { 6 };
-    if hexpart.len() != want {
+    // \Cxxyy\ for single-byte sets; \Mxxyy\ or \Mxxyyzz\ for multi-byte ones.
+    let ok_len = if seq.starts_with('C') {
+        hexpart.len() == 4
+    } else {
+        hexpart.len() == 4 || hexpart.len() == 6
+    };
+    if !ok_len {
         return Err(unsupported());
     }
     let bytes = hex_bytes(hexpart).ok_or_else(unsupported)?;
@@ -245,7 +250,9 @@ mod tests {
                 (!text.contains(['|', '^', '~', '\\', '&'])).then(|| (w, text))
             })
             .unwrap();
-        assert_eq!(un(&format!("\\M2442\\{}\\C2842\\ ok", word.1)), format!("{} ok", word.0));
+        let input = format!("\\M2442\\{}\\C2842\\ ok", word.1);
+        let got = unescape(&input, &Delimiters::default(), Charset::Ascii);
+        assert_eq!(got.map(Cow::into_owned), Ok(format!("{} ok", word.0)), "{word:?}");
         let e = unescape(r"\C2D41\x", &Delimiters::default(), Charset::Ascii).unwrap_err();
         assert!(matches!(e, EscapeError::UnsupportedCharset(_)));
     }
