@@ -6,7 +6,9 @@ use std::time::Instant;
 
 fn main() {
     let mut args = std::env::args().skip(1);
-    let dir = args.next().unwrap_or_else(|| "../shared/corpora/hl7v2-samples/messages".into());
+    let dir = args
+        .next()
+        .unwrap_or_else(|| "../shared/corpora/hl7v2-samples/messages".into());
     let n: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(100_000);
     let mut corpus: Vec<Vec<u8>> = Vec::new();
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
@@ -62,8 +64,14 @@ fn main() {
         }
     }
     let full_s = t.elapsed().as_secs_f64();
-    println!("HL7V2-BENCH messages={n} distinct={} bytes={bytes} fields={fields}", corpus.len());
-    println!("HL7V2-BENCH huitong_parse msgs_per_s={:.0} secs={parse_s:.3}", n as f64 / parse_s);
+    println!(
+        "HL7V2-BENCH messages={n} distinct={} bytes={bytes} fields={fields}",
+        corpus.len()
+    );
+    println!(
+        "HL7V2-BENCH huitong_parse msgs_per_s={:.0} secs={parse_s:.3}",
+        n as f64 / parse_s
+    );
     println!(
         "HL7V2-BENCH huitong_parse_map_validate msgs_per_s={:.0} secs={full_s:.3} resources={resources} invalid={invalid}",
         n as f64 / full_s

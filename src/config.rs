@@ -307,7 +307,8 @@ impl Settings {
                 "store-readers and store-max-batch must be at least 1".into(),
             ));
         }
-        let charsets = std::iter::once(&self.hl7v2_charset).chain(self.hl7v2_sender_charsets.values());
+        let charsets =
+            std::iter::once(&self.hl7v2_charset).chain(self.hl7v2_sender_charsets.values());
         for c in charsets {
             if crate::ingest::hl7v2::Charset::from_msh18(c).is_none() {
                 return Err(ConfigError::Invalid(format!(

@@ -122,7 +122,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Ingest {
-            what: IngestKind::Hl7v2 { config, overrides, files },
+            what:
+                IngestKind::Hl7v2 {
+                    config,
+                    overrides,
+                    files,
+                },
         } => ingest_hl7v2(config, overrides, &files),
         Command::Convert {
             what:
@@ -138,7 +143,9 @@ fn main() -> ExitCode {
                 eprintln!("huitong convert: '{charset}' is not an HL7 v2 character set");
                 return ExitCode::from(2);
             };
-            match huitong::ingest::hl7v2::cli::convert_file(&mappings, cs, &timezone, &file, explain) {
+            match huitong::ingest::hl7v2::cli::convert_file(
+                &mappings, cs, &timezone, &file, explain,
+            ) {
                 Ok(out) => {
                     print!("{out}");
                     ExitCode::SUCCESS
@@ -177,7 +184,10 @@ fn ingest_hl7v2(config: Option<PathBuf>, flags: Overrides, files: &[PathBuf]) ->
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("huitong: cannot start the runtime: {e}");
@@ -187,7 +197,11 @@ fn ingest_hl7v2(config: Option<PathBuf>, flags: Overrides, files: &[PathBuf]) ->
     match runtime.block_on(huitong::ingest::hl7v2::cli::ingest_files(settings, files)) {
         Ok((ok, failed)) => {
             println!("{ok} accepted, {failed} failed");
-            if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             eprintln!("huitong ingest: {e}");

@@ -51,7 +51,9 @@ impl RunningServer {
             .await
             .map_err(|e| ServerError::Bind(settings.addr, e))?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
-        let hl7v2 = Arc::new(crate::ingest::hl7v2::pipeline::Hl7v2Service::start(&settings)?);
+        let hl7v2 = Arc::new(crate::ingest::hl7v2::pipeline::Hl7v2Service::start(
+            &settings,
+        )?);
         let mllp = match settings.mllp_addr {
             Some(a) => Some(
                 TcpListener::bind(a)
@@ -71,8 +73,15 @@ impl RunningServer {
         let (mllp_stop, mllp_stopped) = tokio::sync::watch::channel(false);
         let mllp_task = mllp.map(|listener| {
             let max = state.settings.hl7v2_max_message_bytes;
-            let handler = Arc::new(crate::ingest::hl7v2::pipeline::MllpHandler::new(state.clone()));
-            tokio::spawn(crate::ingest::hl7v2::mllp::serve(listener, handler, max, mllp_stopped))
+            let handler = Arc::new(crate::ingest::hl7v2::pipeline::MllpHandler::new(
+                state.clone(),
+            ));
+            tokio::spawn(crate::ingest::hl7v2::mllp::serve(
+                listener,
+                handler,
+                max,
+                mllp_stopped,
+            ))
         });
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();

@@ -91,7 +91,11 @@ impl Converter {
             ("CQ" | "NM", "Quantity") => Quantity,
             ("ST" | "TX" | "FT", "Attachment") => Attachment,
             (_, "string" | "markdown" | "uri" | "id") if text_like || coded => Text,
-            (_, "string" | "markdown") if matches!(v2, "CWE" | "XCN" | "XON" | "HD" | "PL" | "CX" | "EI") => Text,
+            (_, "string" | "markdown")
+                if matches!(v2, "CWE" | "XCN" | "XON" | "HD" | "PL" | "CX" | "EI") =>
+            {
+                Text
+            }
             _ => return Err(format!("no datatype map from {v2} to {fhir}")),
         };
         Ok(c)
@@ -144,12 +148,7 @@ fn done(obj: Map<String, Value>) -> Option<Value> {
 
 impl Context<'_> {
     /// Converts one repetition (or a component, when the rule names one).
-    pub fn convert(
-        &mut self,
-        c: Converter,
-        p: Piece<'_>,
-        vocabulary: Option<&str>,
-    ) -> Converted {
+    pub fn convert(&mut self, c: Converter, p: Piece<'_>, vocabulary: Option<&str>) -> Converted {
         if !p.is_valued() {
             return Ok(None);
         }
@@ -160,10 +159,7 @@ impl Context<'_> {
             Converter::Address => address(p),
             Converter::ContactPoint => contact_point(p),
             Converter::CodeableConcept => self.codeable_concept(p, vocabulary),
-            Converter::Coding => Ok(self
-                .codings(p, vocabulary)?
-                .into_iter()
-                .next()),
+            Converter::Coding => Ok(self.codings(p, vocabulary)?.into_iter().next()),
             Converter::Code => self.code(p, vocabulary),
             Converter::Date => date_time(&text(p.part(1))?, Precision::Date, self.default_offset),
             Converter::DateTime => {
@@ -202,7 +198,9 @@ impl Context<'_> {
             Converter::Varies => Err("OBX-5 needs its value type (type_from)".into()),
             Converter::Attachment => {
                 let t = p.text().map_err(|e| e.to_string())?;
-                Ok(Some(json!({"contentType": "text/plain; charset=utf-8", "data": base64(t.as_bytes())})))
+                Ok(Some(
+                    json!({"contentType": "text/plain; charset=utf-8", "data": base64(t.as_bytes())}),
+                ))
             }
         }
     }
@@ -253,10 +251,16 @@ impl Context<'_> {
         let start = text(p.part(7))?;
         let end = text(p.part(8))?;
         let mut period = Map::new();
-        if let Some(Value::String(s)) = date_time(&start, Precision::DateTime, self.default_offset).ok().flatten() {
+        if let Some(Value::String(s)) = date_time(&start, Precision::DateTime, self.default_offset)
+            .ok()
+            .flatten()
+        {
             period.insert("start".into(), Value::String(s));
         }
-        if let Some(Value::String(s)) = date_time(&end, Precision::DateTime, self.default_offset).ok().flatten() {
+        if let Some(Value::String(s)) = date_time(&end, Precision::DateTime, self.default_offset)
+            .ok()
+            .flatten()
+        {
             period.insert("end".into(), Value::String(s));
         }
         if !period.is_empty() {
@@ -313,7 +317,11 @@ impl Context<'_> {
                     c.insert("system".into(), Value::String(s.clone()));
                 }
                 c.insert("code".into(), Value::String(concept.code.clone()));
-                put(&mut c, "display", concept.display.clone().unwrap_or(display));
+                put(
+                    &mut c,
+                    "display",
+                    concept.display.clone().unwrap_or(display),
+                );
                 out.push(Value::Object(c));
                 continue;
             }
@@ -366,7 +374,15 @@ impl Context<'_> {
         let code = text(units.part(1))?;
         let display = text(units.part(2))?;
         let system = text(units.part(3))?;
-        put(q, "unit", if display.is_empty() { code.clone() } else { display });
+        put(
+            q,
+            "unit",
+            if display.is_empty() {
+                code.clone()
+            } else {
+                display
+            },
+        );
         if !code.is_empty() {
             if system.eq_ignore_ascii_case("UCUM") || system.is_empty() {
                 q.insert("system".into(), json!("http://unitsofmeasure.org"));
@@ -431,17 +447,23 @@ impl Context<'_> {
                         {
                             m.insert("comparator".into(), Value::String(comparator));
                         } else if !comparator.is_empty() && comparator != "=" {
-                            return Err(format!("SN comparator '{comparator}' has no FHIR equivalent"));
+                            return Err(format!(
+                                "SN comparator '{comparator}' has no FHIR equivalent"
+                            ));
                         }
                         with("Quantity", Some(q))
                     }
                     "-" => with(
                         "Range",
-                        Some(json!({"low": unit(self, decimal(&n1)?)?, "high": unit(self, decimal(&n2)?)?})),
+                        Some(
+                            json!({"low": unit(self, decimal(&n1)?)?, "high": unit(self, decimal(&n2)?)?}),
+                        ),
                     ),
                     ":" | "/" => with(
                         "Ratio",
-                        Some(json!({"numerator": {"value": decimal(&n1)?}, "denominator": {"value": decimal(&n2)?}})),
+                        Some(
+                            json!({"numerator": {"value": decimal(&n1)?}, "denominator": {"value": decimal(&n2)?}}),
+                        ),
                     ),
                     _ => Err(format!("SN separator '{sep}' is not understood")),
                 }
@@ -501,7 +523,12 @@ impl Context<'_> {
             .filter_map(|g| g.as_str().map(str::to_string))
             .chain((!family.is_empty()).then_some(family))
             .collect();
-        Ok(Some(self.create("Practitioner", &key, r, display.join(" "))))
+        Ok(Some(self.create(
+            "Practitioner",
+            &key,
+            r,
+            display.join(" "),
+        )))
     }
 
     fn location(&mut self, p: Piece<'_>) -> Converted {
@@ -686,12 +713,26 @@ pub enum Precision {
     Instant,
 }
 
-fn digits(s: &str, from: usize, len: usize, max: u32, what: &str) -> Result<Option<String>, String> {
+fn digits(
+    s: &str,
+    from: usize,
+    len: usize,
+    max: u32,
+    what: &str,
+) -> Result<Option<String>, String> {
     let Some(part) = s.get(from..from + len) else {
         return Ok(None);
     };
     match part.parse::<u32>() {
-        Ok(n) if part.bytes().all(|b| b.is_ascii_digit()) && n <= max && (what == "year" || what.ends_with("hour") || what.ends_with("minute") || what.ends_with("second") || n >= 1) => {
+        Ok(n)
+            if part.bytes().all(|b| b.is_ascii_digit())
+                && n <= max
+                && (what == "year"
+                    || what.ends_with("hour")
+                    || what.ends_with("minute")
+                    || what.ends_with("second")
+                    || n >= 1) =>
+        {
             Ok(Some(part.to_string()))
         }
         _ => Err(format!("'{s}': {what} '{part}' is out of range")),
@@ -758,8 +799,14 @@ pub fn date_time(v: &str, want: Precision, default_offset: &str) -> Converted {
     match zone {
         Some(z) => {
             let ok = z.len() == 5 && z[1..].bytes().all(|b| b.is_ascii_digit());
-            let hh = z.get(1..3).and_then(|h| h.parse::<u32>().ok()).unwrap_or(99);
-            let mm = z.get(3..5).and_then(|m| m.parse::<u32>().ok()).unwrap_or(99);
+            let hh = z
+                .get(1..3)
+                .and_then(|h| h.parse::<u32>().ok())
+                .unwrap_or(99);
+            let mm = z
+                .get(3..5)
+                .and_then(|m| m.parse::<u32>().ok())
+                .unwrap_or(99);
             if !ok || hh > 14 || mm > 59 || (hh == 14 && mm > 0) {
                 return Err(format!("'{v}': bad time zone"));
             }
@@ -815,7 +862,11 @@ pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
         for i in 0..4 {
             if i <= chunk.len() {
@@ -847,12 +898,21 @@ mod tests {
 
     #[test]
     fn timestamps_to_fhir() {
-        let dt = |v| date_time(v, Precision::DateTime, "+08:00").unwrap().unwrap();
+        let dt = |v| {
+            date_time(v, Precision::DateTime, "+08:00")
+                .unwrap()
+                .unwrap()
+        };
         assert_eq!(dt("19800101"), json!("1980-01-01"));
         assert_eq!(dt("198001011230"), json!("1980-01-01T12:30:00+08:00"));
-        assert_eq!(dt("20240102030405.123-0500"), json!("2024-01-02T03:04:05.123-05:00"));
         assert_eq!(
-            date_time("198808181126+0215", Precision::Date, "Z").unwrap().unwrap(),
+            dt("20240102030405.123-0500"),
+            json!("2024-01-02T03:04:05.123-05:00")
+        );
+        assert_eq!(
+            date_time("198808181126+0215", Precision::Date, "Z")
+                .unwrap()
+                .unwrap(),
             json!("1988-08-18")
         );
         assert!(date_time("19801301", Precision::Date, "Z").is_err());
@@ -873,12 +933,18 @@ mod tests {
     fn base64_pads() {
         assert_eq!(base64(b"ab"), "YWI=");
         assert_eq!(base64(b"abc"), "YWJj");
-        assert_eq!(base64("张".as_bytes()), "5bygAA==".replace("AA==", "").to_string() + "");
+        assert_eq!(
+            base64("张".as_bytes()),
+            "5bygAA==".replace("AA==", "").to_string() + ""
+        );
     }
 
     #[test]
     fn converters_are_chosen_by_types() {
-        assert_eq!(Converter::choose("CX", "Identifier"), Ok(Converter::Identifier));
+        assert_eq!(
+            Converter::choose("CX", "Identifier"),
+            Ok(Converter::Identifier)
+        );
         assert_eq!(Converter::choose("CWE", "code"), Ok(Converter::Code));
         assert!(Converter::choose("CX", "code").is_err());
         assert!(Converter::choose("XPN", "date").is_err());

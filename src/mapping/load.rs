@@ -35,7 +35,9 @@ impl V2Path {
         if seg.len() != 3 {
             return None;
         }
-        let mut nums = rest.split('.').map(|n| n.parse::<usize>().ok().filter(|&n| n > 0));
+        let mut nums = rest
+            .split('.')
+            .map(|n| n.parse::<usize>().ok().filter(|&n| n > 0));
         let field = nums.next()??;
         let component = match nums.next() {
             Some(c) => Some(c?),
@@ -235,7 +237,12 @@ pub struct Mappings {
 
 impl Mappings {
     /// The map for a message: by MSH-9.3 structure, then by `TYPE^EVENT`, then the `*` map.
-    pub fn for_message(&self, ty: &str, event: &str, structure: Option<&str>) -> Option<&MessageMap> {
+    pub fn for_message(
+        &self,
+        ty: &str,
+        event: &str,
+        structure: Option<&str>,
+    ) -> Option<&MessageMap> {
         let key = format!("{ty}^{event}");
         self.by_event
             .get(&key)
@@ -485,14 +492,22 @@ fn load_segment(
         return None;
     };
     if !Definitions::core().is_resource_type(&file.resource) {
-        errors.push(err(path, 1, &format!("{} is not an R4 resource type", file.resource)));
+        errors.push(err(
+            path,
+            1,
+            &format!("{} is not an R4 resource type", file.resource),
+        ));
         return None;
     }
     let check_v2 = |s: &str, line: usize, errors: &mut Vec<LoadError>| -> Option<V2Path> {
         match V2Path::parse(s) {
             Some(p) if p.segment == file.segment && p.field <= table.len() => Some(p),
             Some(p) if p.segment != file.segment => {
-                errors.push(err(path, line, &format!("{s} is not a field of {}", file.segment)));
+                errors.push(err(
+                    path,
+                    line,
+                    &format!("{s} is not a field of {}", file.segment),
+                ));
                 None
             }
             Some(_) => {
@@ -504,7 +519,11 @@ fn load_segment(
                 None
             }
             None => {
-                errors.push(err(path, line, &format!("'{s}' is not a v2 field (SEG-n.c.s)")));
+                errors.push(err(
+                    path,
+                    line,
+                    &format!("'{s}' is not a v2 field (SEG-n.c.s)"),
+                ));
                 None
             }
         }
@@ -548,13 +567,21 @@ fn load_segment(
         if let Some(v) = &f.vocabulary
             && !vocab.contains_key(v)
         {
-            errors.push(err(path, line, &format!("vocabulary {v} is not in vocabulary.toml")));
+            errors.push(err(
+                path,
+                line,
+                &format!("vocabulary {v} is not in vocabulary.toml"),
+            ));
         }
         let when = match f.when.as_deref().map(|w| (w, parse_condition(w))) {
             None => None,
             Some((_, Some(c))) => Some(c),
             Some((w, None)) => {
-                errors.push(err(path, line, &format!("condition '{w}' is not understood")));
+                errors.push(err(
+                    path,
+                    line,
+                    &format!("condition '{w}' is not understood"),
+                ));
                 None
             }
         };
@@ -598,7 +625,10 @@ fn check_with(resource: &str, target: &FhirPath, with: &toml::Table) -> Result<V
         .iter()
         .position(|s| s.repeating)
         .map_or(0, |i| i + 1);
-    let base: Vec<&str> = target.steps[..depth].iter().map(|s| s.key.as_str()).collect();
+    let base: Vec<&str> = target.steps[..depth]
+        .iter()
+        .map(|s| s.key.as_str())
+        .collect();
     for k in with.keys() {
         let p = if base.is_empty() {
             k.clone()
@@ -677,24 +707,39 @@ fn load_message(
     let grammar = match Grammar::parse(file.grammar.get_ref()) {
         Ok(g) => g,
         Err(e) => {
-            errors.push(err(path, line_of(text, file.grammar.span().start), &format!("grammar: {e}")));
+            errors.push(err(
+                path,
+                line_of(text, file.grammar.span().start),
+                &format!("grammar: {e}"),
+            ));
             return None;
         }
     };
-    let names: Vec<String> = file.resource.iter().map(|r| r.get_ref().name.clone()).collect();
+    let names: Vec<String> = file
+        .resource
+        .iter()
+        .map(|r| r.get_ref().name.clone())
+        .collect();
     let mut rules = Vec::new();
     for r in &file.resource {
         let line = line_of(text, r.span().start);
         let r = r.get_ref();
         let Some(seg) = segments.get(&r.map) else {
-            errors.push(err(path, line, &format!("no segment map segments/{}.toml", r.map)));
+            errors.push(err(
+                path,
+                line,
+                &format!("no segment map segments/{}.toml", r.map),
+            ));
             continue;
         };
         if r.at.rsplit('.').next() != Some(seg.segment.as_str()) {
             errors.push(err(
                 path,
                 line,
-                &format!("at = '{}' does not end with {}, the segment of {}", r.at, seg.segment, r.map),
+                &format!(
+                    "at = '{}' does not end with {}, the segment of {}",
+                    r.at, seg.segment, r.map
+                ),
             ));
         }
         let rule_index = |n: &str, errors: &mut Vec<LoadError>| {
@@ -729,7 +774,11 @@ fn load_message(
                         with,
                     })
                 }
-                Ok(p) => errors.push(err(path, line, &format!("{} is a {}, not a Reference", p.text, p.leaf_type))),
+                Ok(p) => errors.push(err(
+                    path,
+                    line,
+                    &format!("{} is a {}, not a Reference", p.text, p.leaf_type),
+                )),
                 Err(e) => errors.push(err(path, line, &format!("unknown FHIR path: {e}"))),
             }
         }
@@ -768,7 +817,10 @@ mod tests {
     #[test]
     fn v2_paths_parse() {
         let p = V2Path::parse("PID-3.4.2").unwrap();
-        assert_eq!((p.field, p.component, p.subcomponent), (3, Some(4), Some(2)));
+        assert_eq!(
+            (p.field, p.component, p.subcomponent),
+            (3, Some(4), Some(2))
+        );
         assert_eq!(p.to_string(), "PID-3.4.2");
         assert!(V2Path::parse("PID-0").is_none());
         assert!(V2Path::parse("PID3").is_none());
@@ -780,7 +832,12 @@ mod tests {
         let p = resolve_path("Encounter", "participant.individual").unwrap();
         assert!(p.steps[0].repeating);
         assert_eq!(p.leaf_type, "Reference");
-        assert_eq!(resolve_path("Observation", "valueQuantity").unwrap().leaf_type, "Quantity");
+        assert_eq!(
+            resolve_path("Observation", "valueQuantity")
+                .unwrap()
+                .leaf_type,
+            "Quantity"
+        );
         assert!(resolve_path("Patient", "nmae").is_err());
     }
 
@@ -809,7 +866,17 @@ mod tests {
         .unwrap();
         let errs = Mappings::load(dir.path()).unwrap_err();
         let shown: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
-        assert!(shown.iter().any(|e| e.contains("PID-Patient.toml:4: unknown FHIR path")), "{shown:?}");
-        assert!(shown.iter().any(|e| e.contains("PID-Patient.toml:8: PID-99")), "{shown:?}");
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.contains("PID-Patient.toml:4: unknown FHIR path")),
+            "{shown:?}"
+        );
+        assert!(
+            shown
+                .iter()
+                .any(|e| e.contains("PID-Patient.toml:8: PID-99")),
+            "{shown:?}"
+        );
     }
 }

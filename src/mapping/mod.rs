@@ -189,7 +189,10 @@ impl<'a, 'm> Run<'a, 'm> {
             let Some(seg_map) = self.maps.segments.get(&rule.map) else {
                 continue;
             };
-            for pl in placements.iter().filter(|p| path_matches(&p.path, &rule.at)) {
+            for pl in placements
+                .iter()
+                .filter(|p| path_matches(&p.path, &rule.at))
+            {
                 let Some(segment) = self.msg.segment(pl.segment) else {
                     continue;
                 };
@@ -197,7 +200,10 @@ impl<'a, 'm> Run<'a, 'm> {
                     Some(into) => nearest(&instances, into, &pl.chain).first().copied(),
                     None => {
                         let mut r = Map::new();
-                        r.insert("resourceType".into(), Value::String(seg_map.resource.clone()));
+                        r.insert(
+                            "resourceType".into(),
+                            Value::String(seg_map.resource.clone()),
+                        );
                         instances.push(Instance {
                             rule: ri,
                             segment: pl.segment,
@@ -214,14 +220,21 @@ impl<'a, 'm> Run<'a, 'm> {
                 };
                 let mut resource = std::mem::take(&mut instances[target].resource);
                 self.fill(segment, seg_map, &mut resource, target);
-                for (path, v) in rule.set_by_event.get(event).into_iter().flatten() {
-                    set_value(&mut resource, &path.steps, v);
-                }
-                // The rule's defaults before the segment map's: the more specific one wins.
-                for (path, v) in rule.defaults.iter().chain(&seg_map.defaults) {
-                    set_default(&mut resource, &path.steps, v);
-                }
                 instances[target].resource = resource;
+            }
+        }
+        // Event values and defaults once every rule (`into` ones too) has filled its fields.
+        for inst in &mut instances {
+            let rule = &map.rules[inst.rule];
+            let Some(seg_map) = self.maps.segments.get(&rule.map) else {
+                continue;
+            };
+            for (path, v) in rule.set_by_event.get(event).into_iter().flatten() {
+                set_value(&mut inst.resource, &path.steps, v);
+            }
+            // The rule's defaults before the segment map's: the more specific one wins.
+            for (path, v) in rule.defaults.iter().chain(&seg_map.defaults) {
+                set_default(&mut inst.resource, &path.steps, v);
             }
         }
         // Ids, in rule order so that `id_within` parents have theirs first.
@@ -236,7 +249,13 @@ impl<'a, 'm> Run<'a, 'm> {
                 .iter()
                 .map(|p| {
                     segment
-                        .map(|s| s.field(p.field).part(1).at(&p.below_field()).raw().to_string())
+                        .map(|s| {
+                            s.field(p.field)
+                                .part(1)
+                                .at(&p.below_field())
+                                .raw()
+                                .to_string()
+                        })
                         .unwrap_or_default()
                 })
                 .collect();
@@ -276,7 +295,10 @@ impl<'a, 'm> Run<'a, 'm> {
                     .collect();
                 let repeating = link.element.steps.iter().any(|s| s.repeating);
                 let mut resource = std::mem::take(&mut instances[i].resource);
-                for r in refs.into_iter().take(if repeating { usize::MAX } else { 1 }) {
+                for r in refs
+                    .into_iter()
+                    .take(if repeating { usize::MAX } else { 1 })
+                {
                     let _ = place(&mut resource, &link.element.steps, r, link.with.as_ref());
                 }
                 instances[i].resource = resource;
@@ -498,7 +520,8 @@ impl<'a, 'm> Run<'a, 'm> {
                     };
                     if partly {
                         for (c, comp) in rep.parts().enumerate() {
-                            if comp.is_valued() && !self.consumed.contains(&(si, f, rep_no, c + 1)) {
+                            if comp.is_valued() && !self.consumed.contains(&(si, f, rep_no, c + 1))
+                            {
                                 let p = V2Path {
                                     component: Some(c + 1),
                                     ..base.clone()
@@ -546,7 +569,12 @@ fn nearest(instances: &[Instance], rule: usize, chain: &[u32]) -> Vec<usize> {
 
 fn holds(c: &Condition, seg: Segment<'_>) -> bool {
     let at = |p: &V2Path| seg.field(p.field).at(&p.below_field());
-    let text = |p: &V2Path| at(p).text().map(|t| t.trim().to_string()).unwrap_or_default();
+    let text = |p: &V2Path| {
+        at(p)
+            .text()
+            .map(|t| t.trim().to_string())
+            .unwrap_or_default()
+    };
     match c {
         Condition::Valued(p) => at(p).is_valued(),
         Condition::NotValued(p) => !at(p).is_valued(),

@@ -40,10 +40,30 @@ fn a01() -> String {
     [
         "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||ADT^A01^ADT_A01|MSG1|P|2.5".to_string(),
         "EVN|A01|20240102030405".to_string(),
-        seg("PID", &[(1, "1"), (3, "MRN1^^^H1^MR"), (5, "Wang^Li^^^^^L"), (7, "19800102"), (8, "M"),
-            (11, "1 Road^^Beijing^^100000^CN^H"), (13, "^PRN^PH^^86^10^1234567"), (39, "ZZ")]),
-        seg("PV1", &[(1, "1"), (2, "I"), (3, "W1^R1^B1^H1"), (7, "123^Zhang^San"), (19, "V100^^^H1^VN"),
-            (44, "20240102030000")]),
+        seg(
+            "PID",
+            &[
+                (1, "1"),
+                (3, "MRN1^^^H1^MR"),
+                (5, "Wang^Li^^^^^L"),
+                (7, "19800102"),
+                (8, "M"),
+                (11, "1 Road^^Beijing^^100000^CN^H"),
+                (13, "^PRN^PH^^86^10^1234567"),
+                (39, "ZZ"),
+            ],
+        ),
+        seg(
+            "PV1",
+            &[
+                (1, "1"),
+                (2, "I"),
+                (3, "W1^R1^B1^H1"),
+                (7, "123^Zhang^San"),
+                (19, "V100^^^H1^VN"),
+                (44, "20240102030000"),
+            ],
+        ),
         "ZPI|site data".to_string(),
         String::new(),
     ]
@@ -66,9 +86,14 @@ fn adt_a01_maps_patient_and_encounter() {
     assert_eq!(e["class"]["code"], "IMP");
     assert_eq!(e["status"], "in-progress");
     assert_eq!(e["period"]["start"], "2024-01-02T03:00:00+08:00");
-    assert_eq!(e["subject"]["reference"], format!("Patient/{}", p["id"].as_str().unwrap()));
+    assert_eq!(
+        e["subject"]["reference"],
+        format!("Patient/{}", p["id"].as_str().unwrap())
+    );
     assert_eq!(e["participant"][0]["type"][0]["coding"][0]["code"], "ATND");
-    let dr = e["participant"][0]["individual"]["reference"].as_str().unwrap();
+    let dr = e["participant"][0]["individual"]["reference"]
+        .as_str()
+        .unwrap();
     assert!(dr.starts_with("Practitioner/"));
     assert_eq!(of_type(&c, "Practitioner")[0]["name"][0]["family"], "Zhang");
     assert_eq!(of_type(&c, "Location").len(), 1);
@@ -76,13 +101,19 @@ fn adt_a01_maps_patient_and_encounter() {
     let unmapped: Vec<&str> = c.unmapped.iter().map(|u| u.field.as_str()).collect();
     assert!(unmapped.contains(&"PID-39"), "{unmapped:?}");
     assert!(unmapped.contains(&"ZPI-1"), "{unmapped:?}");
-    assert!(c.trace.iter().any(|t| t.field == "PID-5" && t.target.ends_with(".name")));
+    assert!(
+        c.trace
+            .iter()
+            .any(|t| t.field == "PID-5" && t.target.ends_with(".name"))
+    );
 }
 
 #[test]
 fn ids_are_deterministic_across_messages() {
     let a = run(&a01());
-    let b = run(&a01().replace("MSG1", "MSG2").replace("ADT^A01^ADT_A01", "ADT^A08^ADT_A01"));
+    let b = run(&a01()
+        .replace("MSG1", "MSG2")
+        .replace("ADT^A01^ADT_A01", "ADT^A08^ADT_A01"));
     let id = |c: &Conversion, ty: &str| of_type(c, ty)[0]["id"].clone();
     assert_eq!(id(&a, "Patient"), id(&b, "Patient"));
     assert_eq!(id(&a, "Encounter"), id(&b, "Encounter"));
@@ -111,23 +142,38 @@ fn oru_keeps_obr_obx_grouping() {
     let obs = of_type(&c, "Observation");
     assert_eq!(obs.len(), 4);
     assert_eq!(obs[0]["valueQuantity"]["unit"], "mmol/L");
-    assert_eq!(obs[0]["valueQuantity"]["system"], "http://unitsofmeasure.org");
+    assert_eq!(
+        obs[0]["valueQuantity"]["system"],
+        "http://unitsofmeasure.org"
+    );
     assert_eq!(obs[0]["valueQuantity"]["value"].to_string(), "5.20");
     assert_eq!(obs[1]["valueString"], "fasting&ok");
     assert_eq!(obs[1]["status"], "corrected");
     assert_eq!(obs[3]["valueQuantity"]["comparator"], ">");
     // OBX-11 = Q is not an observation status: reported with the reason, status stays unknown.
     assert_eq!(obs[2]["status"], "unknown");
-    assert!(c.unmapped.iter().any(|u| u.field == "OBX-11" && u.reason.contains("ObservationStatus")));
+    assert!(
+        c.unmapped
+            .iter()
+            .any(|u| u.field == "OBX-11" && u.reason.contains("ObservationStatus"))
+    );
     // Every observation of the first report points at its patient.
-    let pid = format!("Patient/{}", of_type(&c, "Patient")[0]["id"].as_str().unwrap());
-    assert!(obs.iter().all(|o| o["subject"]["reference"] == pid.as_str()));
+    let pid = format!(
+        "Patient/{}",
+        of_type(&c, "Patient")[0]["id"].as_str().unwrap()
+    );
+    assert!(
+        obs.iter()
+            .all(|o| o["subject"]["reference"] == pid.as_str())
+    );
 }
 
 #[test]
 fn a_correction_updates_the_same_observation() {
     let a = run(ORU);
-    let b = run(&ORU.replace("R1|P|2.5.1", "R9|P|2.5.1").replace("|H|||F\r", "|H|||C\r"));
+    let b = run(&ORU
+        .replace("R1|P|2.5.1", "R9|P|2.5.1")
+        .replace("|H|||F\r", "|H|||C\r"));
     let obs = |c: &Conversion| of_type(c, "Observation")[0].clone();
     assert_eq!(obs(&a)["id"], obs(&b)["id"]);
     assert_eq!(obs(&b)["status"], "corrected");

@@ -13,7 +13,11 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 /// `POST /hl7v2`.
-pub async fn post(State(st): State<AppState>, headers: HeaderMap, body: axum::body::Body) -> Response {
+pub async fn post(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
     let max = st.settings.hl7v2_max_message_bytes;
     let content_type = headers
         .get(header::CONTENT_TYPE)
@@ -28,14 +32,20 @@ pub async fn post(State(st): State<AppState>, headers: HeaderMap, body: axum::bo
         let e = FhirError::new(
             415,
             "not-supported",
-            format!("content type '{content_type}' is not an HL7 v2 ER7 message (use x-application/hl7-v2+er7 or text/plain)"),
+            format!(
+                "content type '{content_type}' is not an HL7 v2 ER7 message (use x-application/hl7-v2+er7 or text/plain)"
+            ),
         );
         return tagged(ApiError(e).into_response(), "hl7v2");
     }
     let bytes = match axum::body::to_bytes(body, max).await {
         Ok(b) => b,
         Err(_) => {
-            let e = FhirError::new(413, "too-costly", format!("HL7 v2 message larger than {max} bytes"));
+            let e = FhirError::new(
+                413,
+                "too-costly",
+                format!("HL7 v2 message larger than {max} bytes"),
+            );
             return tagged(ApiError(e).into_response(), "hl7v2");
         }
     };
@@ -46,15 +56,24 @@ pub async fn post(State(st): State<AppState>, headers: HeaderMap, body: axum::bo
         .is_some_and(|a| a.contains("application/fhir+json"));
     let resp = if wants_fhir {
         match (&out.bundle, out.code) {
-            (Some(b), _) => json_response(StatusCode::OK, Bytes::from(serde_json::to_vec(b).unwrap_or_default())),
+            (Some(b), _) => json_response(
+                StatusCode::OK,
+                Bytes::from(serde_json::to_vec(b).unwrap_or_default()),
+            ),
             (None, AckCode::Accept) => {
                 // A duplicate: nothing was applied this time.
-                let v = super::http::info_outcome("duplicate message: already committed, not applied again".into());
-                json_response(StatusCode::OK, Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+                let v = super::http::info_outcome(
+                    "duplicate message: already committed, not applied again".into(),
+                );
+                json_response(
+                    StatusCode::OK,
+                    Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                )
             }
             (None, code) => {
                 let status = if code == AckCode::Reject { 400 } else { 422 };
-                let e = FhirError::new(status, "processing", out.reason.clone().unwrap_or_default());
+                let e =
+                    FhirError::new(status, "processing", out.reason.clone().unwrap_or_default());
                 ApiError(e).into_response()
             }
         }
@@ -93,7 +112,10 @@ pub async fn ingest_errors(State(st): State<AppState>) -> Response {
         body["parameter"] = Value::Array(params);
     }
     tagged(
-        json_response(StatusCode::OK, Bytes::from(serde_json::to_vec(&body).unwrap_or_default())),
+        json_response(
+            StatusCode::OK,
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        ),
         "hl7v2-errors",
     )
 }
@@ -103,12 +125,20 @@ pub async fn reload_mappings(State(st): State<AppState>) -> Response {
     let r = match st.hl7v2.reload() {
         Ok(n) => {
             let v = super::http::info_outcome(format!("reloaded {n} message maps"));
-            json_response(StatusCode::OK, Bytes::from(serde_json::to_vec(&v).unwrap_or_default()))
+            json_response(
+                StatusCode::OK,
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+            )
         }
         Err(errors) => {
-            let mut e = FhirError::new(422, "invalid", "mapping rules not reloaded; the previous rules stay in force");
+            let mut e = FhirError::new(
+                422,
+                "invalid",
+                "mapping rules not reloaded; the previous rules stay in force",
+            );
             for x in errors {
-                e.issues.push(crate::model::Issue::error("invalid", x.to_string()));
+                e.issues
+                    .push(crate::model::Issue::error("invalid", x.to_string()));
             }
             ApiError(e).into_response()
         }

@@ -119,7 +119,10 @@ pub fn router(state: AppState) -> Router {
     let fhir = Router::new()
         .route("/metadata", get(capability::metadata))
         .route("/$ingest-errors", get(hl7v2::ingest_errors))
-        .route("/$reload-mappings", axum::routing::post(hl7v2::reload_mappings))
+        .route(
+            "/$reload-mappings",
+            axum::routing::post(hl7v2::reload_mappings),
+        )
         .route(
             "/",
             get(no_system_search).post(bundle::batch_or_transaction),

@@ -4,9 +4,9 @@
 //! An ACK is a function of the message and the outcome (its own MSH-7 is the commit time and its
 //! MSH-10 derives from the message's), so the ACK of a duplicate is the original ACK.
 
+use super::Charset;
 use super::er7::{Delimiters, Hl7v2Message, Location};
 use super::escape::escape;
-use super::Charset;
 
 /// The acknowledgement code, before the mode decides its spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,9 +118,21 @@ pub fn render(
         (true, AckCode::Error) => "CE",
         (true, AckCode::Reject) => "CR",
     };
-    let version = if h.version.is_empty() { "2.5" } else { &h.version };
-    let processing = if h.processing_id.is_empty() { "P" } else { &h.processing_id };
-    let msh18 = if charset == Charset::Ascii { "" } else { charset.msh18() };
+    let version = if h.version.is_empty() {
+        "2.5"
+    } else {
+        &h.version
+    };
+    let processing = if h.processing_id.is_empty() {
+        "P"
+    } else {
+        &h.processing_id
+    };
+    let msh18 = if charset == Charset::Ascii {
+        ""
+    } else {
+        charset.msh18()
+    };
     let mut out = format!(
         "MSH{f}{enc}{f}{ra}{f}{rf}{f}{sa}{f}{sf}{f}{time}{f}{f}ACK{c}{ev}{c}ACK{f}ACK{ctl}{f}{processing}{f}{version}{f}{f}{f}{f}{f}{f}{msh18}\r",
         enc = d.encoding_characters(),
@@ -135,13 +147,13 @@ pub fn render(
         .first()
         .map(|e| escape(&e.message, d))
         .unwrap_or_default();
-    out.push_str(&format!("MSA{f}{mode}{f}{}{f}{}\r", h.control_id, truncate(&text, 80)));
+    out.push_str(&format!(
+        "MSA{f}{mode}{f}{}{f}{}\r",
+        h.control_id,
+        truncate(&text, 80)
+    ));
     for e in errors {
-        let location = e
-            .location
-            .as_ref()
-            .map(|l| erl(l, c))
-            .unwrap_or_default();
+        let location = e.location.as_ref().map(|l| erl(l, c)).unwrap_or_default();
         out.push_str(&format!(
             "ERR{f}{f}{location}{f}{code}{c}{text}{c}HL70357{f}{sev}{f}{f}{f}{f}{msg}\r",
             code = e.code,
@@ -183,9 +195,20 @@ mod tests {
 
     #[test]
     fn original_and_enhanced_modes_with_err() {
-        let m = parse(b"MSH|^~\\&|HIS|H1|HUI|HUI|2024||ADT^A01|C1|P|2.5\rPID|1", Charset::Ascii).unwrap();
+        let m = parse(
+            b"MSH|^~\\&|HIS|H1|HUI|HUI|2024||ADT^A01|C1|P|2.5\rPID|1",
+            Charset::Ascii,
+        )
+        .unwrap();
         let h = Header::of(&m);
-        let ack = render(&h, m.delimiters(), Charset::Ascii, AckCode::Accept, "20240101", &[]);
+        let ack = render(
+            &h,
+            m.delimiters(),
+            Charset::Ascii,
+            AckCode::Accept,
+            "20240101",
+            &[],
+        );
         assert_eq!(
             ack,
             "MSH|^~\\&|HUI|HUI|HIS|H1|20240101||ACK^A01^ACK|ACKC1|P|2.5||||||\rMSA|AA|C1|\r"
@@ -201,12 +224,39 @@ mod tests {
             severity: 'E',
             message: "birth date 1980|13 is wrong".into(),
         };
-        let ack = render(&h, m.delimiters(), Charset::Ascii, AckCode::Error, "2024", &[err]);
-        assert!(ack.contains("MSA|AE|C1|birth date 1980\\F\\13 is wrong\r"), "{ack}");
-        assert!(ack.contains("ERR||PID^2^7|102^Data type error^HL70357|E||||birth date"), "{ack}");
-        let enhanced = parse(b"MSH|^~\\&|HIS|H1|HUI|HUI|2024||ADT^A01|C1|P|2.5|||AL|NE", Charset::Ascii).unwrap();
+        let ack = render(
+            &h,
+            m.delimiters(),
+            Charset::Ascii,
+            AckCode::Error,
+            "2024",
+            &[err],
+        );
+        assert!(
+            ack.contains("MSA|AE|C1|birth date 1980\\F\\13 is wrong\r"),
+            "{ack}"
+        );
+        assert!(
+            ack.contains("ERR||PID^2^7|102^Data type error^HL70357|E||||birth date"),
+            "{ack}"
+        );
+        let enhanced = parse(
+            b"MSH|^~\\&|HIS|H1|HUI|HUI|2024||ADT^A01|C1|P|2.5|||AL|NE",
+            Charset::Ascii,
+        )
+        .unwrap();
         let h = Header::of(&enhanced);
-        assert!(render(&h, enhanced.delimiters(), Charset::Ascii, AckCode::Reject, "1", &[]).contains("MSA|CR|C1"));
+        assert!(
+            render(
+                &h,
+                enhanced.delimiters(),
+                Charset::Ascii,
+                AckCode::Reject,
+                "1",
+                &[]
+            )
+            .contains("MSA|CR|C1")
+        );
         assert!(h.wants_ack(AckCode::Accept));
     }
 }

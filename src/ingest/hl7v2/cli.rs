@@ -25,7 +25,11 @@ pub async fn ingest_files(settings: Settings, files: &[PathBuf]) -> Result<(usiz
                 .find(|s| s.starts_with("MSA"))
                 .unwrap_or("")
                 .to_string();
-            let note = if out.duplicate { " (duplicate, not applied again)" } else { "" };
+            let note = if out.duplicate {
+                " (duplicate, not applied again)"
+            } else {
+                ""
+            };
             println!("{}#{}: {msa}{note}", f.display(), i + 1);
             if let Some(r) = &out.reason {
                 println!("  {r}");
@@ -51,7 +55,10 @@ pub fn convert_file(
     explain: bool,
 ) -> Result<String, String> {
     let maps = Mappings::load(mappings_dir).map_err(|errs| {
-        errs.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n")
+        errs.iter()
+            .map(|e| e.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     })?;
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let opts = Options {
@@ -60,7 +67,8 @@ pub fn convert_file(
     let mut out = String::new();
     for (i, m) in split_messages(&bytes).into_iter().enumerate() {
         let msg = parse(m, charset).map_err(|e| format!("message {}: {e}", i + 1))?;
-        let c = mapping::convert(&msg, &maps, &opts).map_err(|e| format!("message {}: {e}", i + 1))?;
+        let c =
+            mapping::convert(&msg, &maps, &opts).map_err(|e| format!("message {}: {e}", i + 1))?;
         if !explain {
             let bundle = serde_json::json!({"resourceType": "Bundle", "type": "transaction",
                 "entry": c.resources.iter().map(|r| {
@@ -83,9 +91,22 @@ pub fn convert_file(
         let mut lines: Vec<(usize, String)> = c
             .trace
             .iter()
-            .map(|t| (t.sequence, format!("  {:<14} {:<40} -> {}", t.field, clip(&t.value), t.target)))
+            .map(|t| {
+                (
+                    t.sequence,
+                    format!("  {:<14} {:<40} -> {}", t.field, clip(&t.value), t.target),
+                )
+            })
             .chain(c.unmapped.iter().map(|u| {
-                (u.sequence, format!("  {:<14} {:<40} -> NOT MAPPED ({})", u.field, clip(&u.value), u.reason))
+                (
+                    u.sequence,
+                    format!(
+                        "  {:<14} {:<40} -> NOT MAPPED ({})",
+                        u.field,
+                        clip(&u.value),
+                        u.reason
+                    ),
+                )
             }))
             .collect();
         lines.sort_by_key(|(s, _)| *s);
@@ -99,5 +120,9 @@ pub fn convert_file(
 
 fn clip(s: &str) -> String {
     let c: String = s.chars().take(38).collect();
-    if c.len() < s.len() { format!("{c}..") } else { c }
+    if c.len() < s.len() {
+        format!("{c}..")
+    } else {
+        c
+    }
 }

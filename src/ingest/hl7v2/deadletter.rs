@@ -96,7 +96,10 @@ impl DeadLetters {
         self.conn
             .lock()
             .ok()
-            .and_then(|c| c.execute("DELETE FROM dead_letter WHERE id = ?1", [id]).ok())
+            .and_then(|c| {
+                c.execute("DELETE FROM dead_letter WHERE id = ?1", [id])
+                    .ok()
+            })
             .is_some_and(|n| n > 0)
     }
 }

@@ -558,7 +558,11 @@ impl<'m> Piece<'m> {
                     ""
                 }
             }
-            Some(sep) => self.raw.split(sep as char).nth(n.wrapping_sub(1)).unwrap_or(""),
+            Some(sep) => self
+                .raw
+                .split(sep as char)
+                .nth(n.wrapping_sub(1))
+                .unwrap_or(""),
         };
         Piece {
             raw,
@@ -646,9 +650,8 @@ pub fn split_messages(bytes: &[u8]) -> Vec<&[u8]> {
 }
 
 fn find_segment(chunk: &[u8], id: &[u8]) -> Option<usize> {
-    (1..chunk.len()).find(|&i| {
-        (chunk[i - 1] == b'\r' || chunk[i - 1] == b'\n') && chunk[i..].starts_with(id)
-    })
+    (1..chunk.len())
+        .find(|&i| (chunk[i - 1] == b'\r' || chunk[i - 1] == b'\n') && chunk[i..].starts_with(id))
 }
 
 #[cfg(test)]
@@ -715,7 +718,10 @@ mod tests {
 
     #[test]
     fn bad_input_is_an_error_with_location() {
-        assert_eq!(parse(b"PID|1", Charset::Ascii).unwrap_err(), ParseError::NoMsh);
+        assert_eq!(
+            parse(b"PID|1", Charset::Ascii).unwrap_err(),
+            ParseError::NoMsh
+        );
         assert!(matches!(
             parse(b"MSH|^|A|B|C", Charset::Ascii),
             Err(ParseError::Delimiters(_))
@@ -740,12 +746,18 @@ mod tests {
         let text = "MSH|^~\\&|HIS|医院|HUI|HUI|20240101||ADT^A01|1|P|2.5|||||CHN|GB 18030-2000\rPID|1||1||张^三丰\r";
         let (bytes, _, _) = encoding_rs::GB18030.encode(text);
         let m = parse(&bytes, Charset::Ascii).unwrap();
-        assert_eq!(m.segment(1).unwrap().field(5).at(&[2]).text().unwrap(), "三丰");
+        assert_eq!(
+            m.segment(1).unwrap().field(5).at(&[2]).text().unwrap(),
+            "三丰"
+        );
         let plain = "MSH|^~\\&|HIS|H|HUI|HUI|20240101||ADT^A01|1|P|2.5\rPID|1||1||张^三\r";
         let (bytes, _, _) = encoding_rs::GBK.encode(plain);
         let gbk = Charset::from_msh18("GBK").unwrap();
         let m = parse(&bytes, gbk).unwrap();
-        assert_eq!(m.segment(1).unwrap().field(5).at(&[1]).text().unwrap(), "张");
+        assert_eq!(
+            m.segment(1).unwrap().field(5).at(&[1]).text().unwrap(),
+            "张"
+        );
         assert!(parse(&bytes, Charset::Ascii).is_err());
     }
 

@@ -252,7 +252,11 @@ mod tests {
             .unwrap();
         let input = format!("\\M2442\\{}\\C2842\\ ok", word.1);
         let got = unescape(&input, &Delimiters::default(), Charset::Ascii);
-        assert_eq!(got.map(Cow::into_owned), Ok(format!("{} ok", word.0)), "{word:?}");
+        assert_eq!(
+            got.map(Cow::into_owned),
+            Ok(format!("{} ok", word.0)),
+            "{word:?}"
+        );
         let e = unescape(r"\C2D41\x", &Delimiters::default(), Charset::Ascii).unwrap_err();
         assert!(matches!(e, EscapeError::UnsupportedCharset(_)));
     }

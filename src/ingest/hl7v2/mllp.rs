@@ -124,10 +124,8 @@ pub fn frame(message: &[u8]) -> Vec<u8> {
 /// Something that answers one message with the bytes of its ACK (or nothing, when the sender's
 /// MSH-15 asks for none).
 pub trait Handler: Send + Sync + 'static {
-    fn handle(
-        &self,
-        message: Vec<u8>,
-    ) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send;
+    fn handle(&self, message: Vec<u8>)
+    -> impl std::future::Future<Output = Option<Vec<u8>>> + Send;
     /// The ACK for a frame that was too large to process.
     fn too_large(&self) -> Vec<u8>;
 }
@@ -227,7 +225,10 @@ mod tests {
             d.push(b"\x0bab\x0bcd\x1c\r"),
             vec![Frame::Unterminated(2), Frame::Message(b"cd".to_vec())]
         );
-        assert_eq!(d.push(b"\x0b123456\x1c\r\x0bok\x1c\r"), vec![Frame::TooLarge, Frame::Message(b"ok".to_vec())]);
+        assert_eq!(
+            d.push(b"\x0b123456\x1c\r\x0bok\x1c\r"),
+            vec![Frame::TooLarge, Frame::Message(b"ok".to_vec())]
+        );
         d.push(b"\x0bpartial");
         assert!(d.in_frame());
     }

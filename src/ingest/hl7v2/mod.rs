@@ -15,5 +15,7 @@ pub mod pipeline;
 pub mod structure;
 
 pub use charset::Charset;
-pub use er7::{Delimiters, Hl7v2Message, Location, ParseError, Piece, Segment, parse, split_messages};
+pub use er7::{
+    Delimiters, Hl7v2Message, Location, ParseError, Piece, Segment, parse, split_messages,
+};
 pub use structure::{Grammar, Placement};

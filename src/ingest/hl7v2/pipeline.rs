@@ -245,9 +245,20 @@ impl Hl7v2Service {
         {
             let recorded = serde_json::from_slice::<Value>(body)
                 .ok()
-                .and_then(|v| v.get("recorded").and_then(Value::as_str).map(str::to_string))
+                .and_then(|v| {
+                    v.get("recorded")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
                 .unwrap_or_default();
-            let text = ack::render(header, &d, charset, AckCode::Accept, &dtm_of(&recorded), &[]);
+            let text = ack::render(
+                header,
+                &d,
+                charset,
+                AckCode::Accept,
+                &dtm_of(&recorded),
+                &[],
+            );
             return Ingested {
                 code: AckCode::Accept,
                 ack: ack::encode(&text, charset),
@@ -269,14 +280,34 @@ impl Hl7v2Service {
                     message: e.to_string(),
                 };
                 return self
-                    .failed(raw, header, &d, charset, facility, control, AckCode::Reject, err)
+                    .failed(
+                        raw,
+                        header,
+                        &d,
+                        charset,
+                        facility,
+                        control,
+                        AckCode::Reject,
+                        err,
+                    )
                     .await;
             }
         };
         let (recorded, dtm) = now_instant();
-        let provenance = provenance(&conversion, provenance_id, facility, control, header, &recorded);
+        let provenance = provenance(
+            &conversion,
+            provenance_id,
+            facility,
+            control,
+            header,
+            &recorded,
+        );
         let mut entries = Vec::new();
-        for r in conversion.resources.iter().chain(std::iter::once(&provenance)) {
+        for r in conversion
+            .resources
+            .iter()
+            .chain(std::iter::once(&provenance))
+        {
             if let Err(e) = crate::rest::check_write(st, r) {
                 let ty = r["resourceType"].as_str().unwrap_or_default();
                 let id = r["id"].as_str().unwrap_or_default();
@@ -287,16 +318,35 @@ impl Hl7v2Service {
                     message: format!("{ty}/{id} is not valid: {}", describe(&e)),
                 };
                 return self
-                    .failed(raw, header, &d, charset, facility, control, AckCode::Error, err)
+                    .failed(
+                        raw,
+                        header,
+                        &d,
+                        charset,
+                        facility,
+                        control,
+                        AckCode::Error,
+                        err,
+                    )
                     .await;
             }
             let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
             let id = r["id"].as_str().unwrap_or_default().to_string();
-            entries.push(Entry::new(Method::Put, &ty, Target::Id(id), Some(r.clone())));
+            entries.push(Entry::new(
+                Method::Put,
+                &ty,
+                Target::Id(id),
+                Some(r.clone()),
+            ));
         }
         let bundle = transaction_bundle(&conversion, &provenance);
-        if let Err(e) =
-            transaction::apply(st.store.as_ref(), entries, Scope::Bundle, Default::default()).await
+        if let Err(e) = transaction::apply(
+            st.store.as_ref(),
+            entries,
+            Scope::Bundle,
+            Default::default(),
+        )
+        .await
         {
             let err = AckError {
                 location: None,
@@ -305,7 +355,16 @@ impl Hl7v2Service {
                 message: format!("not stored: {}", describe(&e)),
             };
             return self
-                .failed(raw, header, &d, charset, facility, control, AckCode::Error, err)
+                .failed(
+                    raw,
+                    header,
+                    &d,
+                    charset,
+                    facility,
+                    control,
+                    AckCode::Error,
+                    err,
+                )
                 .await;
         }
         {
@@ -417,7 +476,10 @@ impl Hl7v2Service {
         out.push_str("# HELP huitong_hl7v2_unmapped_values_total Values of committed messages that no mapping consumed, by field.\n");
         out.push_str("# TYPE huitong_hl7v2_unmapped_values_total counter\n");
         for (k, n) in &c.unmapped {
-            let _ = writeln!(out, "huitong_hl7v2_unmapped_values_total{{field=\"{k}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "huitong_hl7v2_unmapped_values_total{{field=\"{k}\"}} {n}"
+            );
         }
         out
     }
@@ -428,7 +490,11 @@ fn describe(e: &FhirError) -> String {
         .iter()
         .take(3)
         .map(|i| {
-            let at = i.expression.as_ref().map(|x| format!(" at {x}")).unwrap_or_default();
+            let at = i
+                .expression
+                .as_ref()
+                .map(|x| format!(" at {x}"))
+                .unwrap_or_default();
             format!("{}{at}", i.diagnostics)
         })
         .collect::<Vec<_>>()

@@ -284,7 +284,8 @@ mod tests {
     fn oru_groups_keep_obr_obx_nesting() {
         let g = Grammar::parse(ORU).unwrap();
         let ids = [
-            "MSH", "PID", "PV1", "OBR", "NTE", "OBX", "NTE", "OBX", "ZXX", "OBR", "OBX", "SPM", "OBX",
+            "MSH", "PID", "PV1", "OBR", "NTE", "OBX", "NTE", "OBX", "ZXX", "OBR", "OBX", "SPM",
+            "OBX",
         ];
         let p = g.place(&ids);
         let paths: Vec<&str> = p.iter().map(|p| p.path.as_str()).collect();
