@@ -2,8 +2,9 @@
 # HL7 v2 parse throughput: Huitong vs the Python `hl7` and `hl7apy` packages, on the sample corpus
 # repeated to N messages (default 100,000), in one run; plus Huitong's parse+map+validate.
 #
-#   scripts/bench-hl7v2.sh            # N=100000
+#   scripts/bench-hl7v2.sh            # N=100000, release build
 #   N=200000 scripts/bench-hl7v2.sh
+#   PROFILE=dev scripts/bench-hl7v2.sh   # the dev profile (opt-level 1), when a release build is too costly
 #
 # Needs ../shared/corpora/hl7v2-samples (or $HUITONG_CORPORA). The Python peers are installed with
 # pip into a venv under target/ (created on first run).
@@ -21,8 +22,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/pip" install --quiet hl7 hl7apy
 fi
 
-cargo build --release --example hl7v2_bench
-OURS=$("$TARGET_DIR/release/examples/hl7v2_bench" "$DIR" "$N")
+PROFILE="${PROFILE:-release}"
+if [ "$PROFILE" = release ]; then
+  cargo build --release --example hl7v2_bench
+  BIN="$TARGET_DIR/release/examples/hl7v2_bench"
+else
+  cargo build --example hl7v2_bench
+  BIN="$TARGET_DIR/debug/examples/hl7v2_bench"
+fi
+echo "profile: $PROFILE; load: $(cut -d' ' -f1-3 /proc/loadavg)"
+OURS=$("$BIN" "$DIR" "$N")
 echo "$OURS"
 
 PEERS=$("$VENV/bin/python" - "$DIR" "$N" <<'PY'
@@ -36,8 +45,6 @@ msgs = []
 for f in sorted(os.listdir(d)):
     raw = open(os.path.join(d, f), "rb").read().decode("utf-8-sig", "replace")
     text = raw.replace("\r\n", "\r").replace("\n", "\r")
-    for part in text.split("\rMSH")[:]:
-        pass
     starts = [i for i in range(len(text)) if text.startswith("MSH", i) and (i == 0 or text[i-1] == "\r")]
     for k, s in enumerate(starts):
         e = starts[k + 1] if k + 1 < len(starts) else len(text)
