@@ -214,12 +214,12 @@ fn compare(name: &str, ours: &Value, expected: &Value) -> Vec<String> {
                         .collect()
                 };
                 let ov = values(o);
-                if let Some(first) = values(e).first() {
-                    if !(ov.contains(first)) {
-                        bad.push(format!(
-                            "{name}: Patient identifier {first} missing from {ov:?}"
-                        ));
-                    }
+                if let Some(first) = values(e).first()
+                    && !ov.contains(first)
+                {
+                    bad.push(format!(
+                        "{name}: Patient identifier {first} missing from {ov:?}"
+                    ));
                 }
                 let family = |p: &Value| p["name"][0]["family"].as_str().map(str::to_string);
                 if family(e).is_some() {
@@ -241,13 +241,13 @@ fn compare(name: &str, ours: &Value, expected: &Value) -> Vec<String> {
                         format!("{name}: Encounter.class"),
                     );
                 }
-                if let Some(start) = e["period"]["start"].as_str() {
-                    if !same_time(o["period"]["start"].as_str(), Some(start)) {
-                        bad.push(format!(
-                            "{name}: Encounter.period.start {:?} vs {start}",
-                            o["period"]["start"]
-                        ));
-                    }
+                if let Some(start) = e["period"]["start"].as_str()
+                    && !same_time(o["period"]["start"].as_str(), Some(start))
+                {
+                    bad.push(format!(
+                        "{name}: Encounter.period.start {:?} vs {start}",
+                        o["period"]["start"]
+                    ));
                 }
             }
             "DiagnosticReport" => {
@@ -284,7 +284,7 @@ fn compare(name: &str, ours: &Value, expected: &Value) -> Vec<String> {
                 };
                 let oc = codes(o);
                 for c in codes(e) {
-                    if !(oc.contains(&c)) {
+                    if !oc.contains(&c) {
                         bad.push(format!("{name}: Observation code {c} missing from {oc:?}"));
                     }
                 }

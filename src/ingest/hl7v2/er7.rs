@@ -107,13 +107,13 @@ pub enum ParseError {
     UnknownCharset(String),
     #[error("{location}: {error}")]
     Charset {
-        location: Location,
+        location: Box<Location>,
         error: CharsetError,
     },
     #[error("{location}: segment id '{id}' is not three upper-case letters or digits")]
-    SegmentId { location: Location, id: String },
+    SegmentId { location: Box<Location>, id: String },
     #[error("{0}: a second MSH starts another message; split the input first")]
-    SecondMsh(Location),
+    SecondMsh(Box<Location>),
     #[error("the message is larger than 4 GiB")]
     TooLarge,
 }
@@ -124,7 +124,7 @@ impl ParseError {
         match self {
             ParseError::Charset { location, .. }
             | ParseError::SegmentId { location, .. }
-            | ParseError::SecondMsh(location) => Some(location),
+            | ParseError::SecondMsh(location) => Some(&**location),
             _ => None,
         }
     }
@@ -175,7 +175,7 @@ pub fn parse(bytes: &[u8], default_charset: Charset) -> Result<Hl7v2Message<'_>,
     let text = match charset.decode(bytes) {
         Ok(t) => t,
         Err(error) => {
-            let location = locate_offset(bytes, &delimiters, error.offset);
+            let location = Box::new(locate_offset(bytes, &delimiters, error.offset));
             return Err(ParseError::Charset { location, error });
         }
     };
@@ -300,20 +300,20 @@ impl<'a> Hl7v2Message<'a> {
                         .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
                 {
                     return Err(ParseError::SegmentId {
-                        location: Location {
+                        location: Box::new(Location {
                             segment: id.chars().take(8).collect(),
                             sequence,
                             ..Location::default()
-                        },
+                        }),
                         id: id.chars().take(8).collect(),
                     });
                 }
                 if id == "MSH" && sequence > 1 {
-                    return Err(ParseError::SecondMsh(Location {
+                    return Err(ParseError::SecondMsh(Box::new(Location {
                         segment: "MSH".into(),
                         sequence,
                         ..Location::default()
-                    }));
+                    })));
                 }
                 self.segments.push(SegmentSpan {
                     line: Span {

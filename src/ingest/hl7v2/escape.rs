@@ -142,7 +142,7 @@ fn iso2022(seq: &str) -> Result<Option<Vec<u8>>, EscapeError> {
 }
 
 fn hex_bytes(h: &str) -> Option<Vec<u8>> {
-    if h.len() % 2 != 0 || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !h.len().is_multiple_of(2) || !h.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     (0..h.len())
@@ -247,7 +247,7 @@ mod tests {
                 let (bytes, _, _) = encoding_rs::ISO_2022_JP.encode(w);
                 let inner = bytes.get(3..bytes.len() - 3)?.to_vec();
                 let text = String::from_utf8(inner).ok()?;
-                (!text.contains(['|', '^', '~', '\\', '&'])).then(|| (w, text))
+                (!text.contains(['|', '^', '~', '\\', '&'])).then_some((w, text))
             })
             .unwrap();
         let input = format!("\\M2442\\{}\\C2842\\ ok", word.1);

@@ -223,7 +223,7 @@ impl Matcher<'_> {
             let id = self.ids[self.pos];
             if id.starts_with('Z') || !self.known.contains(id) {
                 // Kept where it appears: Z-segments extend the segment before them.
-                let unexpected = !id.starts_with('Z') && !(root && id == "MSH");
+                let unexpected = !(id.starts_with('Z') || (root && id == "MSH"));
                 self.place(prefix, chain, unexpected);
                 continue;
             }
