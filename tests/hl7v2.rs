@@ -92,7 +92,11 @@ async fn sample_corpus_parses_converts_and_commits() {
             .into_iter()
             .enumerate()
         {
-            let (status, body) = post_v2(&srv, m, true).await;
+            // The samples re-use control ids across files; a unique MSH-10 per sample makes each one
+            // a new message (otherwise it is, rightly, answered as a duplicate and not converted).
+            let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+            let m = unique_control_id(m, &format!("{stem}-{i}"));
+            let (status, body) = post_v2(&srv, &m, true).await;
             let name = format!("{}#{}", f.file_name().unwrap().to_string_lossy(), i + 1);
             if status != 200 {
                 failed += 1;
@@ -143,6 +147,26 @@ async fn sample_corpus_parses_converts_and_commits() {
         agreed >= 85,
         "{agreed} of {compared} expected bundles agree: {mismatches:#?}"
     );
+}
+
+/// The message with MSH-10 suffixed by `tag` (bytes elsewhere untouched).
+fn unique_control_id(m: &[u8], tag: &str) -> Vec<u8> {
+    let body = m.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(m);
+    let end = body
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(body.len());
+    let sep = body[3];
+    let mut fields: Vec<Vec<u8>> = body[..end]
+        .split(|&b| b == sep)
+        .map(<[u8]>::to_vec)
+        .collect();
+    if let Some(f) = fields.get_mut(9) {
+        f.extend_from_slice(format!("-{tag}").as_bytes());
+    }
+    let mut out = fields.join(&sep);
+    out.extend_from_slice(&body[end..]);
+    out
 }
 
 fn by_type(b: &Value) -> BTreeMap<String, Vec<Value>> {
