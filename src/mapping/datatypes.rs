@@ -273,14 +273,23 @@ impl Context<'_> {
         let [a, b, c] = hd.0;
         let (ns, uid, kind) = (text(a)?, text(b)?, text(c)?);
         Ok(match kind.as_str() {
-            "ISO" if !uid.is_empty() => Some(format!("urn:oid:{uid}")),
+            "ISO" if !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+                Some(format!("urn:oid:{uid}"))
+            }
             "UUID" | "GUID" if !uid.is_empty() => Some(format!("urn:uuid:{}", uid.to_lowercase())),
             _ if !ns.is_empty() => Some(format!(
                 "urn:huitong:hl7v2:id:{}:{}",
                 uri_safe(self.facility),
                 uri_safe(&ns)
             )),
-            _ if !uid.is_empty() => Some(format!("urn:oid:{uid}")),
+            _ if !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
+                Some(format!("urn:oid:{uid}"))
+            }
+            _ if !uid.is_empty() => Some(format!(
+                "urn:huitong:hl7v2:id:{}:{}",
+                uri_safe(self.facility),
+                uri_safe(&uid)
+            )),
             _ => None,
         })
     }

@@ -308,7 +308,22 @@ impl Hl7v2Service {
             .iter()
             .chain(std::iter::once(&provenance))
         {
-            if let Err(e) = crate::rest::check_write(st, r) {
+            // The structural rules first (REST gets them from the parser; mapped JSON must pass
+            // them too), then the validation policy.
+            let structural = crate::model::check_resource(
+                r,
+                crate::definitions::Definitions::core(),
+                Default::default(),
+            );
+            let checked = if structural.is_empty() {
+                crate::rest::check_write(st, r)
+            } else {
+                Err(FhirError {
+                    status: 422,
+                    issues: structural,
+                })
+            };
+            if let Err(e) = checked {
                 let ty = r["resourceType"].as_str().unwrap_or_default();
                 let id = r["id"].as_str().unwrap_or_default();
                 let err = AckError {
