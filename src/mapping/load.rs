@@ -259,6 +259,20 @@ impl Mappings {
             .map(|(_, n)| n.as_str())
     }
 
+    /// No rules at all: every message is refused as unsupported (a gateway started where no
+    /// `mappings/hl7v2/` exists still serves FHIR).
+    pub fn empty(dir: &Path) -> Mappings {
+        Mappings {
+            dir: dir.to_path_buf(),
+            messages: Vec::new(),
+            by_event: HashMap::new(),
+            by_structure: HashMap::new(),
+            segments: HashMap::new(),
+            vocabularies: HashMap::new(),
+            fields: HashMap::new(),
+        }
+    }
+
     /// Loads and checks a mappings directory (the one holding `hl7v2/`).
     pub fn load(dir: &Path) -> Result<Mappings, Vec<LoadError>> {
         let root = dir.join("hl7v2");

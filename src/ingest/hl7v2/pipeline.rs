@@ -94,7 +94,12 @@ fn dtm_of(instant: &str) -> String {
 impl Hl7v2Service {
     /// Loads the mappings and opens the dead-letter table.
     pub fn start(settings: &crate::config::Settings) -> Result<Hl7v2Service, StartError> {
-        let mappings = Mappings::load(&settings.mappings_dir).map_err(StartError::Mappings)?;
+        let mappings = if settings.mappings_dir.join("hl7v2").is_dir() {
+            Mappings::load(&settings.mappings_dir).map_err(StartError::Mappings)?
+        } else {
+            tracing::warn!(dir = %settings.mappings_dir.display(), "no hl7v2/ mapping rules there: HL7 v2 messages will be refused");
+            Mappings::empty(&settings.mappings_dir)
+        };
         let dead_letters =
             DeadLetters::open(&settings.data_dir).map_err(StartError::DeadLetters)?;
         let default_charset =
