@@ -72,6 +72,18 @@ pub struct Settings {
     /// Identifier systems made canonical over their NamingSystem's preferred one (the other
     /// systems of that NamingSystem are rewritten to it on every write).
     pub canonical_identifier_systems: Vec<String>,
+    /// MLLP listener for HL7 v2 (`None`: off). `huitong serve` defaults it to 127.0.0.1:2575.
+    pub mllp_addr: Option<SocketAddr>,
+    /// Largest HL7 v2 message accepted over MLLP or HTTP, in bytes.
+    pub hl7v2_max_message_bytes: usize,
+    /// Folder holding `hl7v2/` mapping rules, loaded and checked at start.
+    pub mappings_dir: PathBuf,
+    /// Charset of HL7 v2 messages whose MSH-18 is empty (an MSH-18 name, e.g. `GB 18030-2000`).
+    pub hl7v2_charset: String,
+    /// Per sending facility (MSH-4.1) charset when MSH-18 is empty (`[hl7v2-sender-charsets]`).
+    pub hl7v2_sender_charsets: HashMap<String, String>,
+    /// UTC offset for v2 times that carry none.
+    pub hl7v2_timezone: String,
 }
 
 impl Settings {
@@ -106,6 +118,12 @@ impl Default for Settings {
             validation_by_type: HashMap::new(),
             type_profiles: HashMap::new(),
             canonical_identifier_systems: Vec::new(),
+            mllp_addr: None,
+            hl7v2_max_message_bytes: 16 * 1024 * 1024,
+            mappings_dir: PathBuf::from("mappings"),
+            hl7v2_charset: "ASCII".into(),
+            hl7v2_sender_charsets: HashMap::new(),
+            hl7v2_timezone: "+08:00".into(),
         }
     }
 }
@@ -180,6 +198,25 @@ pub struct Overrides {
         value_delimiter = ','
     )]
     pub canonical_identifier_systems: Option<Vec<String>>,
+    /// MLLP listen address for HL7 v2, or `off` [default: 127.0.0.1:2575]
+    #[arg(long, env = "HUITONG_MLLP_ADDR")]
+    pub mllp_addr: Option<String>,
+    /// Largest HL7 v2 message in bytes [default: 16777216]
+    #[arg(long, env = "HUITONG_HL7V2_MAX_MESSAGE_BYTES")]
+    pub hl7v2_max_message_bytes: Option<usize>,
+    /// Folder of mapping rules (holding hl7v2/) [default: ./mappings]
+    #[arg(long = "mappings", env = "HUITONG_MAPPINGS")]
+    #[serde(alias = "mappings")]
+    pub mappings_dir: Option<PathBuf>,
+    /// Charset of v2 messages without MSH-18 [default: ASCII]
+    #[arg(long, env = "HUITONG_HL7V2_CHARSET")]
+    pub hl7v2_charset: Option<String>,
+    /// Per sending facility charset (config file only): `[hl7v2-sender-charsets]` `HIS1 = "GBK"`
+    #[arg(skip)]
+    pub hl7v2_sender_charsets: Option<HashMap<String, String>>,
+    /// UTC offset for v2 times without one [default: +08:00]
+    #[arg(long, env = "HUITONG_HL7V2_TIMEZONE")]
+    pub hl7v2_timezone: Option<String>,
 }
 
 /// A configuration that cannot be used.
@@ -236,6 +273,24 @@ impl Settings {
             if let Some(m) = &l.type_profiles {
                 s.type_profiles.extend(m.clone());
             }
+            take!(
+                hl7v2_max_message_bytes,
+                mappings_dir,
+                hl7v2_charset,
+                hl7v2_timezone
+            );
+            if let Some(m) = &l.hl7v2_sender_charsets {
+                s.hl7v2_sender_charsets.extend(m.clone());
+            }
+            if let Some(a) = &l.mllp_addr {
+                s.mllp_addr = if a == "off" {
+                    None
+                } else {
+                    Some(a.parse().map_err(|_| {
+                        ConfigError::Invalid(format!("mllp-addr '{a}' is not host:port or off"))
+                    })?)
+                };
+            }
             if l.public_base_url.is_some() {
                 s.public_base_url = l.public_base_url.clone();
             }
@@ -265,6 +320,15 @@ impl Settings {
             return Err(ConfigError::Invalid(
                 "store-readers and store-max-batch must be at least 1".into(),
             ));
+        }
+        let charsets =
+            std::iter::once(&self.hl7v2_charset).chain(self.hl7v2_sender_charsets.values());
+        for c in charsets {
+            if crate::ingest::hl7v2::Charset::from_msh18(c).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "'{c}' is not an HL7 v2 character set (MSH-18 names: ASCII, 8859/1, UNICODE UTF-8, GB 18030-2000, GBK, ...)"
+                )));
+            }
         }
         Ok(())
     }

@@ -104,3 +104,60 @@ pub fn search_query(data: &[u8]) {
         }
     }
 }
+
+/// Parses bytes as an HL7 v2 message and reads every field, repetition, component and
+/// sub-component with escapes decoded: may reject, never panic.
+pub fn hl7v2_parse(data: &[u8]) {
+    use crate::ingest::hl7v2::{Charset, parse};
+    let charset = if data.first().is_some_and(|b| b % 2 == 0) {
+        Charset::Ascii
+    } else {
+        Charset::from_msh18("GB 18030-2000").unwrap_or(Charset::Ascii)
+    };
+    if let Ok(m) = parse(data, charset) {
+        let _ = m.message_type();
+        for s in m.segments() {
+            for f in 0..=s.field_count() + 1 {
+                for rep in s.field(f).parts() {
+                    for comp in rep.parts() {
+                        for sub in comp.parts() {
+                            let _ = sub.text();
+                        }
+                        let _ = comp.text();
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Feeds bytes to the MLLP frame decoder in two chunks: never panics, and every message it
+/// returns is within the limit.
+pub fn mllp_frames(data: &[u8]) {
+    use crate::ingest::hl7v2::mllp::{Frame, FrameDecoder};
+    let mut d = FrameDecoder::new(64);
+    let cut = data.len() / 2;
+    for part in [&data[..cut], &data[cut..]] {
+        for f in d.push(part) {
+            if let Frame::Message(m) = f {
+                assert!(m.len() <= 64);
+            }
+        }
+    }
+}
+
+/// Parses and maps bytes with the shipped mappings (loaded once): never panics.
+pub fn hl7v2_convert(data: &[u8]) {
+    use std::sync::OnceLock;
+    static MAPS: OnceLock<Option<crate::mapping::Mappings>> = OnceLock::new();
+    let maps = MAPS.get_or_init(|| {
+        crate::mapping::Mappings::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings"),
+        )
+        .ok()
+    });
+    let Some(maps) = maps else { return };
+    if let Ok(m) = crate::ingest::hl7v2::parse(data, crate::ingest::hl7v2::Charset::Ascii) {
+        let _ = crate::mapping::convert(&m, maps, &crate::mapping::Options::default());
+    }
+}

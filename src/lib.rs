@@ -7,6 +7,8 @@ pub mod definitions;
 pub mod fhirpath;
 pub mod fuzzing;
 pub mod identity;
+pub mod ingest;
+pub mod mapping;
 pub mod model;
 pub mod registry;
 pub mod rest;

@@ -51,8 +51,53 @@ enum Command {
         /// A FHIR JSON file.
         file: PathBuf,
     },
+    /// Ingest files of HL7 v2 messages into the store (as the MLLP listener would); exits 1 when
+    /// any message is not accepted.
+    Ingest {
+        #[command(subcommand)]
+        what: IngestKind,
+    },
+    /// Convert HL7 v2 messages to FHIR without storing them.
+    Convert {
+        #[command(subcommand)]
+        what: ConvertKind,
+    },
     /// Print the version and the embedded definitions' provenance.
     Version,
+}
+
+#[derive(Subcommand)]
+enum IngestKind {
+    /// `huitong ingest hl7v2 FILE...`: one or many messages per file.
+    Hl7v2 {
+        /// TOML config file (the same as `serve`).
+        #[arg(long, env = "HUITONG_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConvertKind {
+    /// `huitong convert hl7v2 [--explain] FILE`: prints the transaction Bundle of each message.
+    Hl7v2 {
+        /// Print where each value went instead of the Bundle.
+        #[arg(long)]
+        explain: bool,
+        /// Folder of mapping rules [default: ./mappings]
+        #[arg(long, env = "HUITONG_MAPPINGS", default_value = "mappings")]
+        mappings: PathBuf,
+        /// Charset when MSH-18 is empty.
+        #[arg(long, default_value = "ASCII")]
+        charset: String,
+        /// UTC offset for times without one.
+        #[arg(long, default_value = "+08:00")]
+        timezone: String,
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -76,6 +121,41 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Ingest {
+            what:
+                IngestKind::Hl7v2 {
+                    config,
+                    overrides,
+                    files,
+                },
+        } => ingest_hl7v2(config, overrides, &files),
+        Command::Convert {
+            what:
+                ConvertKind::Hl7v2 {
+                    explain,
+                    mappings,
+                    charset,
+                    timezone,
+                    file,
+                },
+        } => {
+            let Some(cs) = huitong::ingest::hl7v2::Charset::from_msh18(&charset) else {
+                eprintln!("huitong convert: '{charset}' is not an HL7 v2 character set");
+                return ExitCode::from(2);
+            };
+            match huitong::ingest::hl7v2::cli::convert_file(
+                &mappings, cs, &timezone, &file, explain,
+            ) {
+                Ok(out) => {
+                    print!("{out}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("huitong convert: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Version => {
             let defs = huitong::definitions::Definitions::core().artefact();
             println!(
@@ -89,7 +169,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn serve(config: Option<PathBuf>, flags: Overrides) -> ExitCode {
+fn ingest_hl7v2(config: Option<PathBuf>, flags: Overrides, files: &[PathBuf]) -> ExitCode {
     let file = match config.as_deref().map(Overrides::from_file).transpose() {
         Ok(f) => f.unwrap_or_default(),
         Err(e) => {
@@ -98,6 +178,52 @@ fn serve(config: Option<PathBuf>, flags: Overrides) -> ExitCode {
         }
     };
     let settings = match Settings::resolve(&[&file, &flags]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("huitong: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("huitong: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(huitong::ingest::hl7v2::cli::ingest_files(settings, files)) {
+        Ok((ok, failed)) => {
+            println!("{ok} accepted, {failed} failed");
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("huitong ingest: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn serve(config: Option<PathBuf>, flags: Overrides) -> ExitCode {
+    let file = match config.as_deref().map(Overrides::from_file).transpose() {
+        Ok(f) => f.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("huitong: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    // The MLLP listener is on by default for `serve` (not for embedded or test servers).
+    let serve_defaults = Overrides {
+        mllp_addr: Some("127.0.0.1:2575".into()),
+        ..Overrides::default()
+    };
+    let settings = match Settings::resolve(&[&serve_defaults, &file, &flags]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("huitong: {e}");

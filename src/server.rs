@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 pub struct RunningServer {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// The bound MLLP address, when the listener is on.
+    pub mllp_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
 }
@@ -27,6 +29,8 @@ pub enum ServerError {
     Bind(SocketAddr, std::io::Error),
     #[error("HTTP server: {0}")]
     Serve(std::io::Error),
+    #[error("HL7 v2: {0}")]
+    Hl7v2(#[from] crate::ingest::hl7v2::pipeline::StartError),
 }
 
 /// Opens the embedded store under `settings.data_dir` with the read cache in front.
@@ -47,28 +51,62 @@ impl RunningServer {
             .await
             .map_err(|e| ServerError::Bind(settings.addr, e))?;
         let addr = listener.local_addr().map_err(ServerError::Serve)?;
-        let state = AppState::new(store.clone(), settings);
+        let hl7v2 = Arc::new(crate::ingest::hl7v2::pipeline::Hl7v2Service::start(
+            &settings,
+        )?);
+        let mllp = match settings.mllp_addr {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .map_err(|e| ServerError::Bind(a, e))?,
+            ),
+            None => None,
+        };
+        let mllp_addr = match &mllp {
+            Some(l) => Some(l.local_addr().map_err(ServerError::Serve)?),
+            None => None,
+        };
+        let state = AppState::new(store.clone(), settings, hl7v2);
         let n = crate::rest::register_stored_conformance(&state).await?;
         tracing::info!(stored_conformance_resources = n, "registry ready");
         let ready = state.ready.clone();
+        let (mllp_stop, mllp_stopped) = tokio::sync::watch::channel(false);
+        let mllp_task = mllp.map(|listener| {
+            let max = state.settings.hl7v2_max_message_bytes;
+            let handler = Arc::new(crate::ingest::hl7v2::pipeline::MllpHandler::new(
+                state.clone(),
+            ));
+            tokio::spawn(crate::ingest::hl7v2::mllp::serve(
+                listener,
+                handler,
+                max,
+                mllp_stopped,
+            ))
+        });
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
                 ready.store(false, Ordering::Relaxed);
+                // MLLP stops taking frames; a message being processed still gets its ACK.
+                let _ = mllp_stop.send(true);
             };
             // In-flight requests finish before serve returns; then the writer drains its queue.
             axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
                 .map_err(ServerError::Serve)?;
+            if let Some(t) = mllp_task {
+                let _ = t.await;
+            }
             store.flush().await?;
             Ok(())
         });
-        tracing::info!(%addr, "huitong listening");
+        tracing::info!(%addr, mllp = ?mllp_addr, "huitong listening");
         Ok(RunningServer {
             addr,
+            mllp_addr,
             stop: Some(stop),
             task,
         })

@@ -7,7 +7,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn huitong() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_huitong"))
+    let mut c = Command::new(env!("CARGO_BIN_EXE_huitong"));
+    // `serve` listens for MLLP on 127.0.0.1:2575 by default; tests run servers in parallel.
+    c.env("HUITONG_MLLP_ADDR", "off");
+    c
 }
 
 #[test]

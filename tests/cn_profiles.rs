@@ -499,6 +499,20 @@ async fn an_alias_system_is_stored_canonical_and_matched_by_either_system() {
         assert_eq!(v["id"], pid.as_str(), "{system}");
         assert_eq!(v["meta"]["versionId"], "1");
     }
+    // A search by either system (and an OR of both) finds it.
+    for query in [
+        format!("identifier={}", urlencode(&format!("{NATIONAL}|{id}"))),
+        format!("identifier={}", urlencode(&format!("{HL7CN}|{id}"))),
+        format!(
+            "identifier={}",
+            urlencode(&format!("urn:oid:2.16.840.1.113883|x,{HL7CN}|{id}"))
+        ),
+    ] {
+        let (status, found) = json_of(s.get(&format!("Patient?{query}")).await).await;
+        assert_eq!(status, 200, "{query}: {found}");
+        assert_eq!(found["total"], 1, "{query}: {found}");
+        assert_eq!(found["entry"][0]["resource"]["id"], pid.as_str(), "{query}");
+    }
     // A conditional update addressed with the alias updates the same resource.
     let mut changed = patient(HL7CN, id);
     changed["name"] = json!([{"text": "张三丰"}]);

@@ -42,3 +42,21 @@ fn search_query_corpus_replays_without_panic() {
     let n = replay("search_query", huitong::fuzzing::search_query);
     assert!(n >= 6, "the saved corpus has {n} inputs");
 }
+
+#[test]
+fn hl7v2_parse_corpus_replays_without_panic() {
+    let n = replay("hl7v2_parse", huitong::fuzzing::hl7v2_parse);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}
+
+#[test]
+fn mllp_frames_corpus_replays_without_panic() {
+    let n = replay("mllp_frames", huitong::fuzzing::mllp_frames);
+    assert!(n >= 3, "the saved corpus has {n} inputs");
+}
+
+#[test]
+fn hl7v2_convert_corpus_replays_without_panic() {
+    let n = replay("hl7v2_convert", huitong::fuzzing::hl7v2_convert);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}

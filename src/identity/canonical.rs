@@ -96,6 +96,30 @@ impl IdentifierSystems {
         self.alias.is_empty()
     }
 
+    /// Search parameters with the systems of `identifier` values made canonical (each value of a
+    /// comma OR list), so a search by an alias system finds what was stored under the canonical one.
+    pub fn canonicalise_params(&self, params: &[(String, String)]) -> Vec<(String, String)> {
+        params
+            .iter()
+            .map(|(name, value)| {
+                let plain =
+                    name.split(':').next() == Some("identifier") && !name.ends_with(":of-type");
+                if self.is_empty() || !plain {
+                    return (name.clone(), value.clone());
+                }
+                let value = value
+                    .split(',')
+                    .map(|one| match one.split_once('|') {
+                        Some((system, code)) => format!("{}|{code}", self.canonical(system)),
+                        None => one.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",");
+                (name.clone(), value)
+            })
+            .collect()
+    }
+
     /// Rewrites every `Identifier.system` (elements named `identifier` or `masterIdentifier`,
     /// at any depth, including `Reference.identifier`) and every conditional reference; returns
     /// how many values changed. Conformance resources are left as sent: their `identifier` is

@@ -7,6 +7,7 @@
 mod bundle;
 mod capability;
 mod guide;
+pub mod hl7v2;
 pub mod http;
 pub mod operations;
 mod read;
@@ -57,11 +58,17 @@ pub struct AppState {
     pub search: Arc<crate::search::Catalogue>,
     /// Alias identifier systems -> canonical ones, applied to every write.
     pub identities: Arc<Canonicaliser>,
+    /// HL7 v2 ingest: mappings, dead letters, duplicate detection.
+    pub hl7v2: Arc<crate::ingest::hl7v2::pipeline::Hl7v2Service>,
 }
 
 impl AppState {
     /// Builds the state over a store.
-    pub fn new(store: Arc<dyn Store>, settings: Settings) -> AppState {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: Settings,
+        hl7v2: Arc<crate::ingest::hl7v2::pipeline::Hl7v2Service>,
+    ) -> AppState {
         let capability = capability::render(&settings);
         let registry = Arc::new(Registry::with_core(Definitions::core()));
         if settings.profiles_dir.is_dir() {
@@ -82,6 +89,7 @@ impl AppState {
         ));
         AppState {
             identities,
+            hl7v2,
             registry,
             terminology,
             validator,
@@ -113,6 +121,11 @@ impl AppState {
     }
 }
 
+/// Applies the validation policy to a resource about to be written (REST and ingest alike).
+pub fn check_write(st: &AppState, resource: &serde_json::Value) -> Result<(), FhirError> {
+    validate::check_write(st, resource).map(|_| ())
+}
+
 /// Registers the conformance resources already in the store (see [`validate::register_stored`]).
 pub async fn register_stored_conformance(st: &AppState) -> Result<usize, crate::store::StoreError> {
     validate::register_stored(st).await
@@ -124,6 +137,11 @@ pub fn router(state: AppState) -> Router {
         .route("/metadata", get(capability::metadata))
         .route("/ImplementationGuide/cn", get(guide::cn))
         .route("/", get(system_root).post(bundle::batch_or_transaction))
+        .route("/$ingest-errors", get(hl7v2::ingest_errors))
+        .route(
+            "/$reload-mappings",
+            axum::routing::post(hl7v2::reload_mappings),
+        )
         .route("/_history", get(read::history_system))
         .route(
             "/{type}",
@@ -156,6 +174,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/hl7v2", axum::routing::post(hl7v2::post))
         .nest(&base, fhir)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -362,7 +381,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
-    let text = state.metrics.render(&state.store.stats());
+    let mut text = state.metrics.render(&state.store.stats());
+    text.push_str(&state.hl7v2.render_metrics());
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -221,6 +221,8 @@ pub(crate) async fn search_bundle(
     lenient: bool,
     base: &str,
 ) -> Result<Value, FhirError> {
+    // Identifiers are stored under canonical systems, so an alias in the query is rewritten too.
+    let params = &st.identities.current().canonicalise_params(params);
     let plan = plan_for(st, target, params, lenient, base)?;
     let view_params = Params(
         params

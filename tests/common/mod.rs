@@ -106,6 +106,11 @@ impl TestServer {
         self.dir
     }
 
+    /// The MLLP listener's address, when the server was started with one.
+    pub fn mllp_addr(&self) -> Option<std::net::SocketAddr> {
+        self.server.as_ref().and_then(|s| s.mllp_addr)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}/{}", self.base, path.trim_start_matches('/'))
     }

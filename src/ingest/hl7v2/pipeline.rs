@@ -1,0 +1,631 @@
+//! One message in, one ACK out: parse, check for a duplicate, map, validate, commit through
+//! [`crate::transaction::apply`], acknowledge. Every transport (MLLP, `POST /hl7v2`, the CLI)
+//! calls [`Hl7v2Service::ingest`].
+//!
+//! Invariants: AA/CA only after the commit; a failure answers AE/AR and leaves the raw message in
+//! the dead-letter table; a (sending facility, MSH-10) seen before gets the original ACK and is not
+//! applied again (its Provenance, written in the same transaction, is the record); every value no
+//! mapping consumed is listed in that Provenance and counted in `/metrics`.
+
+use super::ack::{self, AckCode, AckError, Header};
+use super::charset::sniff_msh_field;
+use super::deadletter::DeadLetters;
+use super::er7::{Delimiters, Hl7v2Message, ParseError};
+use super::{Charset, parse};
+use crate::mapping::{self, Conversion, Mappings, Options, ids::resource_id};
+use crate::model::FhirError;
+use crate::rest::AppState;
+use crate::transaction::{self, Entry, Method, Scope, Target};
+use serde_json::{Map, Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex, RwLock};
+
+/// The HL7 v2 side of a running gateway.
+pub struct Hl7v2Service {
+    mappings: RwLock<Arc<Mappings>>,
+    /// Failed messages.
+    pub dead_letters: DeadLetters,
+    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    counters: Mutex<Counters>,
+    options: Options,
+    default_charset: Charset,
+    sender_charsets: HashMap<String, Charset>,
+}
+
+#[derive(Default)]
+struct Counters {
+    /// (ack code) -> messages.
+    messages: BTreeMap<&'static str, u64>,
+    duplicates: u64,
+    /// (segment-field, e.g. PID-10) -> values no mapping consumed.
+    unmapped: BTreeMap<String, u64>,
+}
+
+/// What became of one message.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    pub code: AckCode,
+    /// The ACK as text and as bytes in the sender's charset.
+    pub ack_text: String,
+    pub ack: Vec<u8>,
+    /// The charset of `ack`.
+    pub charset: Charset,
+    /// False when MSH-15 asks for no accept acknowledgement of this outcome.
+    pub send_ack: bool,
+    /// The transaction Bundle that was committed.
+    pub bundle: Option<Value>,
+    /// True when this was a re-send of a committed message.
+    pub duplicate: bool,
+    /// Why it failed, for logs and the CLI.
+    pub reason: Option<String>,
+}
+
+/// Why the service cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("mapping rules:\n{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Mappings(Vec<mapping::LoadError>),
+    #[error("dead-letter table: {0}")]
+    DeadLetters(rusqlite::Error),
+}
+
+fn now_instant() -> (String, String) {
+    let now = time::OffsetDateTime::now_utc();
+    let fhir = now
+        .format(time::macros::format_description!(
+            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+        ))
+        .unwrap_or_default();
+    (fhir.clone(), dtm_of(&fhir))
+}
+
+/// `2024-01-02T03:04:05.123Z` as an HL7 DTM (`20240102030405.123+0000`).
+fn dtm_of(instant: &str) -> String {
+    let mut out: String = instant
+        .trim_end_matches('Z')
+        .chars()
+        .filter(|c| !matches!(c, '-' | ':' | 'T'))
+        .collect();
+    out.push_str("+0000");
+    out
+}
+
+impl Hl7v2Service {
+    /// Loads the mappings and opens the dead-letter table.
+    pub fn start(settings: &crate::config::Settings) -> Result<Hl7v2Service, StartError> {
+        let mappings = if settings.mappings_dir.join("hl7v2").is_dir() {
+            Mappings::load(&settings.mappings_dir).map_err(StartError::Mappings)?
+        } else {
+            tracing::warn!(dir = %settings.mappings_dir.display(), "no hl7v2/ mapping rules there: HL7 v2 messages will be refused");
+            Mappings::empty(&settings.mappings_dir)
+        };
+        let dead_letters =
+            DeadLetters::open(&settings.data_dir).map_err(StartError::DeadLetters)?;
+        let default_charset =
+            Charset::from_msh18(&settings.hl7v2_charset).unwrap_or(Charset::Ascii);
+        let sender_charsets = settings
+            .hl7v2_sender_charsets
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), Charset::from_msh18(v)?)))
+            .collect();
+        Ok(Hl7v2Service {
+            mappings: RwLock::new(Arc::new(mappings)),
+            dead_letters,
+            inflight: Mutex::new(HashMap::new()),
+            counters: Mutex::new(Counters::default()),
+            options: Options {
+                default_offset: settings.hl7v2_timezone.clone(),
+            },
+            default_charset,
+            sender_charsets,
+        })
+    }
+
+    /// The mappings in force.
+    pub fn mappings(&self) -> Arc<Mappings> {
+        self.mappings
+            .read()
+            .map(|m| m.clone())
+            .unwrap_or_else(|e| e.into_inner().clone())
+    }
+
+    /// Reloads the mappings from their folder; on any error the old ones stay in force.
+    pub fn reload(&self) -> Result<usize, Vec<mapping::LoadError>> {
+        let dir = self.mappings().dir.clone();
+        let fresh = Mappings::load(&dir)?;
+        let n = fresh.messages.len();
+        if let Ok(mut m) = self.mappings.write() {
+            *m = Arc::new(fresh);
+        }
+        Ok(n)
+    }
+
+    /// The charset for a message whose MSH-18 is empty: the sender's, else the default.
+    pub fn charset_for(&self, raw: &[u8]) -> Charset {
+        sniff_msh_field(raw, 4)
+            .and_then(|f| std::str::from_utf8(f).ok())
+            .and_then(|f| self.sender_charsets.get(f.trim()))
+            .copied()
+            .unwrap_or(self.default_charset)
+    }
+
+    /// Parses and maps without storing (`huitong convert`).
+    pub fn convert(&self, raw: &[u8]) -> Result<Conversion, String> {
+        let msg = parse(raw, self.charset_for(raw)).map_err(|e| e.to_string())?;
+        mapping::convert(&msg, &self.mappings(), &self.options).map_err(|e| e.to_string())
+    }
+
+    /// The ACK for an MLLP frame too large to read.
+    pub fn too_large_ack(&self, max: usize) -> Vec<u8> {
+        let (_, dtm) = now_instant();
+        let err = AckError {
+            location: None,
+            code: 207,
+            severity: 'E',
+            message: format!("message larger than {max} bytes; not processed"),
+        };
+        let text = ack::render(
+            &Header::default(),
+            &Delimiters::default(),
+            Charset::Ascii,
+            AckCode::Reject,
+            &dtm,
+            &[err],
+        );
+        text.into_bytes()
+    }
+
+    /// Processes one message end to end.
+    pub async fn ingest(&self, st: &AppState, raw: &[u8]) -> Ingested {
+        let charset = self.charset_for(raw);
+        let msg = match parse(raw, charset) {
+            Ok(m) => m,
+            Err(e) => return self.unparsed(raw, e).await,
+        };
+        let header = Header::of(&msg);
+        let facility = mapping::facility(&msg);
+        let control = msg
+            .msh()
+            .field(10)
+            .text()
+            .map(|t| t.into_owned())
+            .unwrap_or_default();
+        let provenance_id = resource_id("Provenance", &facility, &format!("message|{control}"));
+        // One message per (facility, control id) at a time: a concurrent re-send waits and then
+        // finds the first one committed.
+        let key = format!("{facility}|{control}");
+        let lock = self.lock_for(&key);
+        let guard = lock.lock().await;
+        let out = self
+            .process(st, raw, &msg, &header, &facility, &control, &provenance_id)
+            .await;
+        drop(guard);
+        self.release(&key, lock);
+        self.count(&out);
+        out
+    }
+
+    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(key.to_string()).or_default().clone()
+    }
+
+    fn release(&self, key: &str, lock: Arc<tokio::sync::Mutex<()>>) {
+        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+        drop(lock);
+        if map.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
+            map.remove(key);
+        }
+    }
+
+    fn count(&self, out: &Ingested) {
+        let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let k = match out.code {
+            AckCode::Accept => "accepted",
+            AckCode::Error => "error",
+            AckCode::Reject => "rejected",
+        };
+        *c.messages.entry(k).or_default() += 1;
+        if out.duplicate {
+            c.duplicates += 1;
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn process(
+        &self,
+        st: &AppState,
+        raw: &[u8],
+        msg: &Hl7v2Message<'_>,
+        header: &Header,
+        facility: &str,
+        control: &str,
+        provenance_id: &str,
+    ) -> Ingested {
+        let d = *msg.delimiters();
+        let charset = msg.charset();
+        if let Ok(Some(prev)) = st.store.read("Provenance", provenance_id).await
+            && let Some(body) = &prev.body
+        {
+            let recorded = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| {
+                    v.get("recorded")
+                        .and_then(Value::as_str)
+                        .map(str::to_string)
+                })
+                .unwrap_or_default();
+            let text = ack::render(
+                header,
+                &d,
+                charset,
+                AckCode::Accept,
+                &dtm_of(&recorded),
+                &[],
+            );
+            return Ingested {
+                code: AckCode::Accept,
+                ack: ack::encode(&text, charset),
+                charset,
+                ack_text: text,
+                send_ack: header.wants_ack(AckCode::Accept),
+                bundle: None,
+                duplicate: true,
+                reason: None,
+            };
+        }
+        let conversion = match mapping::convert(msg, &self.mappings(), &self.options) {
+            Ok(c) => c,
+            Err(e) => {
+                let err = AckError {
+                    location: Some(msg.msh().location(Some(9))),
+                    code: 200,
+                    severity: 'E',
+                    message: e.to_string(),
+                };
+                return self
+                    .failed(
+                        raw,
+                        header,
+                        &d,
+                        charset,
+                        facility,
+                        control,
+                        AckCode::Reject,
+                        err,
+                    )
+                    .await;
+            }
+        };
+        let (recorded, dtm) = now_instant();
+        let provenance = provenance(
+            &conversion,
+            provenance_id,
+            facility,
+            control,
+            header,
+            &recorded,
+        );
+        let mut entries = Vec::new();
+        for r in conversion
+            .resources
+            .iter()
+            .chain(std::iter::once(&provenance))
+        {
+            // Alias identifier systems become the canonical ones, as on every REST write.
+            let mut r = r.clone();
+            st.identities.current().canonicalise_resource(&mut r);
+            let r = &r;
+            // The structural rules first (REST gets them from the parser; mapped JSON must pass
+            // them too), then the validation policy.
+            let structural = crate::model::check_resource(
+                r,
+                crate::definitions::Definitions::core(),
+                Default::default(),
+            );
+            let checked = if structural.is_empty() {
+                crate::rest::check_write(st, r)
+            } else {
+                Err(FhirError {
+                    status: 422,
+                    issues: structural,
+                })
+            };
+            if let Err(e) = checked {
+                let ty = r["resourceType"].as_str().unwrap_or_default();
+                let id = r["id"].as_str().unwrap_or_default();
+                let err = AckError {
+                    location: None,
+                    code: 207,
+                    severity: 'E',
+                    message: format!("{ty}/{id} is not valid: {}", describe(&e)),
+                };
+                return self
+                    .failed(
+                        raw,
+                        header,
+                        &d,
+                        charset,
+                        facility,
+                        control,
+                        AckCode::Error,
+                        err,
+                    )
+                    .await;
+            }
+            let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
+            let id = r["id"].as_str().unwrap_or_default().to_string();
+            entries.push(Entry::new(
+                Method::Put,
+                &ty,
+                Target::Id(id),
+                Some(r.clone()),
+            ));
+        }
+        let bundle = transaction_bundle(&conversion, &provenance);
+        if let Err(e) = transaction::apply(
+            st.store.as_ref(),
+            &st.search,
+            entries,
+            Scope::Bundle,
+            Default::default(),
+        )
+        .await
+        {
+            let err = AckError {
+                location: None,
+                code: 207,
+                severity: 'E',
+                message: format!("not stored: {}", describe(&e)),
+            };
+            return self
+                .failed(
+                    raw,
+                    header,
+                    &d,
+                    charset,
+                    facility,
+                    control,
+                    AckCode::Error,
+                    err,
+                )
+                .await;
+        }
+        {
+            let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+            for u in &conversion.unmapped {
+                let field = u.field.split(['[', '.']).next().unwrap_or(&u.field);
+                *c.unmapped.entry(field.to_string()).or_default() += 1;
+            }
+        }
+        let text = ack::render(header, &d, charset, AckCode::Accept, &dtm, &[]);
+        Ingested {
+            code: AckCode::Accept,
+            ack: ack::encode(&text, charset),
+            charset,
+            ack_text: text,
+            send_ack: header.wants_ack(AckCode::Accept),
+            bundle: Some(bundle),
+            duplicate: false,
+            reason: None,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn failed(
+        &self,
+        raw: &[u8],
+        header: &Header,
+        d: &Delimiters,
+        charset: Charset,
+        facility: &str,
+        control: &str,
+        code: AckCode,
+        err: AckError,
+    ) -> Ingested {
+        self.dead_letters
+            .record(facility, control, &err.message, raw)
+            .await;
+        let (_, dtm) = now_instant();
+        let reason = err.message.clone();
+        let text = ack::render(header, d, charset, code, &dtm, &[err]);
+        Ingested {
+            code,
+            ack: ack::encode(&text, charset),
+            charset,
+            ack_text: text,
+            send_ack: header.wants_ack(code),
+            bundle: None,
+            duplicate: false,
+            reason: Some(reason),
+        }
+    }
+
+    /// A message that did not parse: AR with what was wrong, kept as a dead letter.
+    async fn unparsed(&self, raw: &[u8], e: ParseError) -> Ingested {
+        let field = |n| {
+            sniff_msh_field(raw, n)
+                .map(|f| String::from_utf8_lossy(f).into_owned())
+                .unwrap_or_default()
+        };
+        let header = Header {
+            sending_application: field(3),
+            sending_facility: field(4),
+            receiving_application: field(5),
+            receiving_facility: field(6),
+            control_id: field(10),
+            version: field(12),
+            ..Header::default()
+        };
+        let code = match &e {
+            ParseError::Charset { .. } | ParseError::UnknownCharset(_) => 102,
+            _ => 100,
+        };
+        let err = AckError {
+            location: e.location().cloned(),
+            code,
+            severity: 'E',
+            message: e.to_string(),
+        };
+        let facility = header.sending_facility.clone();
+        let control = header.control_id.clone();
+        let out = self
+            .failed(
+                raw,
+                &header,
+                &Delimiters::default(),
+                Charset::Ascii,
+                &facility,
+                &control,
+                AckCode::Reject,
+                err,
+            )
+            .await;
+        self.count(&out);
+        out
+    }
+
+    /// The `/metrics` lines of HL7 v2 ingest.
+    pub fn render_metrics(&self) -> String {
+        let c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = String::new();
+        out.push_str("# HELP huitong_hl7v2_messages_total HL7 v2 messages by outcome.\n");
+        out.push_str("# TYPE huitong_hl7v2_messages_total counter\n");
+        for (k, n) in &c.messages {
+            let _ = writeln!(out, "huitong_hl7v2_messages_total{{outcome=\"{k}\"}} {n}");
+        }
+        out.push_str("# HELP huitong_hl7v2_duplicates_total Re-sent messages answered with their original ACK.\n");
+        out.push_str("# TYPE huitong_hl7v2_duplicates_total counter\n");
+        let _ = writeln!(out, "huitong_hl7v2_duplicates_total {}", c.duplicates);
+        out.push_str("# HELP huitong_hl7v2_unmapped_values_total Values of committed messages that no mapping consumed, by field.\n");
+        out.push_str("# TYPE huitong_hl7v2_unmapped_values_total counter\n");
+        for (k, n) in &c.unmapped {
+            let _ = writeln!(
+                out,
+                "huitong_hl7v2_unmapped_values_total{{field=\"{k}\"}} {n}"
+            );
+        }
+        out
+    }
+}
+
+fn describe(e: &FhirError) -> String {
+    e.issues
+        .iter()
+        .take(3)
+        .map(|i| {
+            let at = i
+                .expression
+                .as_ref()
+                .map(|x| format!(" at {x}"))
+                .unwrap_or_default();
+            format!("{}{at}", i.diagnostics)
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The Provenance of one message: what it wrote, where it came from, and what was not mapped
+/// (a contained OperationOutcome with one issue per value).
+fn provenance(
+    c: &Conversion,
+    id: &str,
+    facility: &str,
+    control: &str,
+    h: &Header,
+    recorded: &str,
+) -> Value {
+    let mut targets: Vec<Value> = c
+        .resources
+        .iter()
+        .map(|r| json!({"reference": format!("{}/{}", r["resourceType"].as_str().unwrap_or_default(), r["id"].as_str().unwrap_or_default())}))
+        .collect();
+    if targets.is_empty() {
+        targets.push(json!({"display": "no resource was mapped from this message"}));
+    }
+    let mut p = Map::new();
+    p.insert("resourceType".into(), json!("Provenance"));
+    p.insert("id".into(), json!(id));
+    let mut entity = vec![json!({
+        "role": "source",
+        "what": {
+            "identifier": {"system": format!("urn:huitong:hl7v2:message:{}", mapping::datatypes::uri_safe(facility)), "value": control},
+            "display": format!("HL7 v2 {} {} from {}", c.structure, c.event, h.sending_application)
+        }
+    })];
+    if !c.unmapped.is_empty() {
+        let issues: Vec<Value> = c
+            .unmapped
+            .iter()
+            .map(|u| {
+                json!({
+                    "severity": "information",
+                    "code": "informational",
+                    "details": {"text": format!("{}: {}", u.reason, u.value)},
+                    "location": [format!("{} (segment {})", u.field, u.sequence)]
+                })
+            })
+            .collect();
+        p.insert(
+            "contained".into(),
+            json!([{"resourceType": "OperationOutcome", "id": "unmapped", "issue": issues}]),
+        );
+        entity.push(json!({"role": "derivation", "what": {"reference": "#unmapped", "display": "values no mapping consumed"}}));
+    }
+    p.insert("target".into(), Value::Array(targets));
+    p.insert("recorded".into(), json!(recorded));
+    p.insert(
+        "activity".into(),
+        json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]}),
+    );
+    p.insert(
+        "agent".into(),
+        json!([{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
+                "who": {"display": format!("{} at {}", h.sending_application, facility)}}]),
+    );
+    p.insert("entity".into(), Value::Array(entity));
+    Value::Object(p)
+}
+
+fn transaction_bundle(c: &Conversion, provenance: &Value) -> Value {
+    let entries: Vec<Value> = c
+        .resources
+        .iter()
+        .chain(std::iter::once(provenance))
+        .map(|r| {
+            let url = format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default()
+            );
+            json!({"fullUrl": url, "resource": r, "request": {"method": "PUT", "url": url}})
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+/// The MLLP transport's view of the service.
+pub struct MllpHandler {
+    state: AppState,
+}
+
+impl MllpHandler {
+    /// A handler over the gateway state.
+    pub fn new(state: AppState) -> MllpHandler {
+        MllpHandler { state }
+    }
+}
+
+impl super::mllp::Handler for MllpHandler {
+    async fn handle(&self, message: Vec<u8>) -> Option<Vec<u8>> {
+        let out = self.state.hl7v2.ingest(&self.state, &message).await;
+        out.send_ack.then_some(out.ack)
+    }
+
+    fn too_large(&self) -> Vec<u8> {
+        self.state
+            .hl7v2
+            .too_large_ack(self.state.settings.hl7v2_max_message_bytes)
+    }
+}

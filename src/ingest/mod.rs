@@ -1,0 +1,4 @@
+//! Inbound pipelines that turn non-FHIR input into FHIR transactions. Each decoder ends in
+//! [`crate::transaction::apply`]; nothing here writes to the store any other way.
+
+pub mod hl7v2;

@@ -1,0 +1,188 @@
+//! Engine tests on small messages written here (the sample corpus is in tests/hl7v2_corpus.rs).
+
+use super::*;
+use crate::ingest::hl7v2::{Charset, parse};
+use std::path::Path;
+use std::sync::OnceLock;
+
+fn maps() -> &'static Mappings {
+    static M: OnceLock<Mappings> = OnceLock::new();
+    M.get_or_init(|| {
+        Mappings::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings"))
+            .unwrap_or_else(|e| panic!("{e:#?}"))
+    })
+}
+
+fn run(text: &str) -> Conversion {
+    let msg = parse(text.as_bytes(), Charset::Ascii).unwrap();
+    convert(&msg, maps(), &Options::default()).unwrap()
+}
+
+fn of_type<'a>(c: &'a Conversion, ty: &str) -> Vec<&'a Value> {
+    c.resources
+        .iter()
+        .filter(|r| r["resourceType"] == ty)
+        .collect()
+}
+
+/// A segment from (field number, value) pairs.
+fn seg(id: &str, fields: &[(usize, &str)]) -> String {
+    let n = fields.iter().map(|f| f.0).max().unwrap_or(0);
+    let mut v = vec![""; n + 1];
+    v[0] = id;
+    for (i, x) in fields {
+        v[*i] = x;
+    }
+    v.join("|")
+}
+
+fn a01() -> String {
+    [
+        "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||ADT^A01^ADT_A01|MSG1|P|2.5".to_string(),
+        "EVN|A01|20240102030405".to_string(),
+        seg(
+            "PID",
+            &[
+                (1, "1"),
+                (3, "MRN1^^^H1^MR"),
+                (5, "Wang^Li^^^^^L"),
+                (7, "19800102"),
+                (8, "M"),
+                (11, "1 Road^^Beijing^^100000^CN^H"),
+                (13, "^PRN^PH^^86^10^1234567"),
+                (39, "ZZ"),
+            ],
+        ),
+        seg(
+            "PV1",
+            &[
+                (1, "1"),
+                (2, "I"),
+                (3, "W1^R1^B1^H1"),
+                (7, "123^Zhang^San"),
+                (19, "V100^^^H1^VN"),
+                (44, "20240102030000"),
+            ],
+        ),
+        "ZPI|site data".to_string(),
+        String::new(),
+    ]
+    .join("\r")
+}
+
+#[test]
+fn adt_a01_maps_patient_and_encounter() {
+    let c = run(&a01());
+    assert_eq!(c.structure, "ADT_A01");
+    let p = of_type(&c, "Patient")[0];
+    assert_eq!(p["name"][0]["family"], "Wang");
+    assert_eq!(p["name"][0]["use"], "official");
+    assert_eq!(p["birthDate"], "1980-01-02");
+    assert_eq!(p["gender"], "male");
+    assert_eq!(p["identifier"][0]["value"], "MRN1");
+    assert_eq!(p["address"][0]["city"], "Beijing");
+    assert_eq!(p["telecom"][0]["value"], "+86 (10) 1234567");
+    let e = of_type(&c, "Encounter")[0];
+    assert_eq!(e["class"]["code"], "IMP");
+    assert_eq!(e["status"], "in-progress");
+    assert_eq!(e["period"]["start"], "2024-01-02T03:00:00+08:00");
+    assert_eq!(
+        e["subject"]["reference"],
+        format!("Patient/{}", p["id"].as_str().unwrap())
+    );
+    assert_eq!(e["participant"][0]["type"][0]["coding"][0]["code"], "ATND");
+    let dr = e["participant"][0]["individual"]["reference"]
+        .as_str()
+        .unwrap();
+    assert!(dr.starts_with("Practitioner/"));
+    assert_eq!(of_type(&c, "Practitioner")[0]["name"][0]["family"], "Zhang");
+    assert_eq!(of_type(&c, "Location").len(), 1);
+    // PID-39 (ZZ) and the Z-segment are not mapped, and say so.
+    let unmapped: Vec<&str> = c.unmapped.iter().map(|u| u.field.as_str()).collect();
+    assert!(unmapped.contains(&"PID-39"), "{unmapped:?}");
+    assert!(unmapped.contains(&"ZPI-1"), "{unmapped:?}");
+    assert!(
+        c.trace
+            .iter()
+            .any(|t| t.field == "PID-5" && t.target.ends_with(".name"))
+    );
+}
+
+#[test]
+fn ids_are_deterministic_across_messages() {
+    let a = run(&a01());
+    let b = run(&a01()
+        .replace("MSG1", "MSG2")
+        .replace("ADT^A01^ADT_A01", "ADT^A08^ADT_A01"));
+    let id = |c: &Conversion, ty: &str| of_type(c, ty)[0]["id"].clone();
+    assert_eq!(id(&a, "Patient"), id(&b, "Patient"));
+    assert_eq!(id(&a, "Encounter"), id(&b, "Encounter"));
+    // A08 does not say the encounter's status (the IG's Event map).
+    assert_eq!(of_type(&b, "Encounter")[0]["status"], "unknown");
+}
+
+const ORU: &str = "MSH|^~\\&|LAB|H1|HUI|HUI|20240102||ORU^R01^ORU_R01|R1|P|2.5.1\r\
+PID|1||MRN1^^^H1^MR||Wang^Li\r\
+OBR|1|P1|F1^LAB|24331-1^Lipid panel^LN|||20240101080000|||||||||||||||20240101090000|||F\r\
+OBX|1|NM|2093-3^Cholesterol^LN||5.20|mmol/L^^UCUM|<5.2|H|||F\r\
+OBX|2|ST|8251-1^Note^LN||fasting\\T\\ok||||||C\r\
+OBX|3|CWE|999^Odd^LN||A^B^L||||||Q\r\
+OBR|2|P2|F2^LAB|58410-2^CBC^LN|||20240101080000||||||||||||||||||P\r\
+OBX|1|SN|777-3^Platelets^LN||>^150|10*3/uL^^UCUM|||||F\r";
+
+#[test]
+fn oru_keeps_obr_obx_grouping() {
+    let c = run(ORU);
+    let reports = of_type(&c, "DiagnosticReport");
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0]["status"], "final");
+    assert_eq!(reports[1]["status"], "preliminary");
+    assert_eq!(reports[0]["result"].as_array().unwrap().len(), 3);
+    assert_eq!(reports[1]["result"].as_array().unwrap().len(), 1);
+    let obs = of_type(&c, "Observation");
+    assert_eq!(obs.len(), 4);
+    assert_eq!(obs[0]["valueQuantity"]["unit"], "mmol/L");
+    assert_eq!(
+        obs[0]["valueQuantity"]["system"],
+        "http://unitsofmeasure.org"
+    );
+    assert_eq!(obs[0]["valueQuantity"]["value"].to_string(), "5.20");
+    assert_eq!(obs[1]["valueString"], "fasting&ok");
+    assert_eq!(obs[1]["status"], "corrected");
+    assert_eq!(obs[3]["valueQuantity"]["comparator"], ">");
+    // OBX-11 = Q is not an observation status: reported with the reason, status stays unknown.
+    assert_eq!(obs[2]["status"], "unknown");
+    assert!(
+        c.unmapped
+            .iter()
+            .any(|u| u.field == "OBX-11" && u.reason.contains("ObservationStatus"))
+    );
+    // Every observation of the first report points at its patient.
+    let pid = format!(
+        "Patient/{}",
+        of_type(&c, "Patient")[0]["id"].as_str().unwrap()
+    );
+    assert!(
+        obs.iter()
+            .all(|o| o["subject"]["reference"] == pid.as_str())
+    );
+}
+
+#[test]
+fn a_correction_updates_the_same_observation() {
+    let a = run(ORU);
+    let b = run(&ORU
+        .replace("R1|P|2.5.1", "R9|P|2.5.1")
+        .replace("|H|||F\r", "|H|||C\r"));
+    let obs = |c: &Conversion| of_type(c, "Observation")[0].clone();
+    assert_eq!(obs(&a)["id"], obs(&b)["id"]);
+    assert_eq!(obs(&b)["status"], "corrected");
+}
+
+#[test]
+fn unknown_message_types_use_the_generic_map() {
+    let c = run("MSH|^~\\&|A|H1|B|C|2024||ZZZ^Z99|1|P|2.5\rPID|1||M9^^^H1||Li^Si\rXYZ|1|2\r");
+    assert_eq!(c.structure, "GENERIC");
+    assert_eq!(of_type(&c, "Patient").len(), 1);
+    assert!(c.unmapped.iter().any(|u| u.field == "XYZ-1"));
+}

@@ -1,0 +1,147 @@
+//! HL7 v2 over HTTP: `POST /hl7v2` (the body is one ER7 message; the answer is its ACK, or with
+//! `Accept: application/fhir+json` the committed transaction Bundle), `$ingest-errors` (the
+//! dead letters) and `$reload-mappings`.
+
+use super::AppState;
+use super::http::{ApiError, json_response, tagged};
+use crate::ingest::hl7v2::ack::AckCode;
+use crate::model::FhirError;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+/// `POST /hl7v2`.
+pub async fn post(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let max = st.settings.hl7v2_max_message_bytes;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let ok_type = content_type.is_empty()
+        || content_type.starts_with("x-application/hl7-v2+er7")
+        || content_type.starts_with("application/hl7-v2")
+        || content_type.starts_with("text/plain");
+    if !ok_type {
+        let e = FhirError::new(
+            415,
+            "not-supported",
+            format!(
+                "content type '{content_type}' is not an HL7 v2 ER7 message (use x-application/hl7-v2+er7 or text/plain)"
+            ),
+        );
+        return tagged(ApiError(e).into_response(), "hl7v2");
+    }
+    let bytes = match axum::body::to_bytes(body, max).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = FhirError::new(
+                413,
+                "too-costly",
+                format!("HL7 v2 message larger than {max} bytes"),
+            );
+            return tagged(ApiError(e).into_response(), "hl7v2");
+        }
+    };
+    let out = st.hl7v2.ingest(&st, &bytes).await;
+    let wants_fhir = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/fhir+json"));
+    let resp = if wants_fhir {
+        match (&out.bundle, out.code) {
+            (Some(b), _) => json_response(
+                StatusCode::OK,
+                Bytes::from(serde_json::to_vec(b).unwrap_or_default()),
+            ),
+            (None, AckCode::Accept) => {
+                // A duplicate: nothing was applied this time.
+                let v = super::http::info_outcome(
+                    "duplicate message: already committed, not applied again".into(),
+                );
+                json_response(
+                    StatusCode::OK,
+                    Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+                )
+            }
+            (None, code) => {
+                let status = if code == AckCode::Reject { 400 } else { 422 };
+                let e =
+                    FhirError::new(status, "processing", out.reason.clone().unwrap_or_default());
+                ApiError(e).into_response()
+            }
+        }
+    } else {
+        // The ACK says AA/AE/AR; HTTP only says it was answered.
+        let mut r = (StatusCode::OK, out.ack.clone()).into_response();
+        let ct = format!("x-application/hl7-v2+er7; charset={}", out.charset.iana());
+        if let Ok(v) = HeaderValue::from_str(&ct) {
+            r.headers_mut().insert(header::CONTENT_TYPE, v);
+        }
+        r
+    };
+    tagged(resp, "hl7v2")
+}
+
+/// `GET [base]/$ingest-errors`: the dead letters, newest first, as a Parameters resource.
+pub async fn ingest_errors(State(st): State<AppState>) -> Response {
+    let params: Vec<Value> = st
+        .hl7v2
+        .dead_letters
+        .list(100)
+        .into_iter()
+        .map(|d| {
+            json!({"name": "error", "part": [
+                {"name": "id", "valueInteger": d.id},
+                {"name": "received", "valueString": d.received_ms.to_string()},
+                {"name": "facility", "valueString": if d.facility.is_empty() { "(none)".into() } else { d.facility }},
+                {"name": "controlId", "valueString": if d.control_id.is_empty() { "(none)".into() } else { d.control_id }},
+                {"name": "reason", "valueString": d.reason},
+                {"name": "message", "valueString": String::from_utf8_lossy(&d.raw).replace('\r', "\n")}
+            ]})
+        })
+        .collect();
+    let mut body = json!({"resourceType": "Parameters"});
+    if !params.is_empty() {
+        body["parameter"] = Value::Array(params);
+    }
+    tagged(
+        json_response(
+            StatusCode::OK,
+            Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        ),
+        "hl7v2-errors",
+    )
+}
+
+/// `POST [base]/$reload-mappings`: reloads `mappings/`; errors keep the old rules in force.
+pub async fn reload_mappings(State(st): State<AppState>) -> Response {
+    let r = match st.hl7v2.reload() {
+        Ok(n) => {
+            let v = super::http::info_outcome(format!("reloaded {n} message maps"));
+            json_response(
+                StatusCode::OK,
+                Bytes::from(serde_json::to_vec(&v).unwrap_or_default()),
+            )
+        }
+        Err(errors) => {
+            let mut e = FhirError::new(
+                422,
+                "invalid",
+                "mapping rules not reloaded; the previous rules stay in force",
+            );
+            for x in errors {
+                e.issues
+                    .push(crate::model::Issue::error("invalid", x.to_string()));
+            }
+            ApiError(e).into_response()
+        }
+    };
+    tagged(r, "hl7v2-reload")
+}

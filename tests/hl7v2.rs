@@ -1,0 +1,528 @@
+//! HL7 v2 ingest end to end: the sample corpus over `POST /hl7v2`, MLLP over real TCP (1,000
+//! messages on 10 connections, re-sends, a connection killed mid-frame, GB18030), all on a real
+//! server and SQLite file.
+mod common;
+
+use common::{TestServer, json_of};
+use huitong::mapping::ids::resource_id;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn server() -> TestServer {
+    TestServer::start_in(tempfile::tempdir().unwrap(), |s| {
+        s.mllp_addr = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await
+}
+
+async fn post_v2(srv: &TestServer, body: &[u8], fhir: bool) -> (u16, Vec<u8>) {
+    let mut req = srv
+        .http
+        .post(format!("{}/hl7v2", srv.root))
+        .header("content-type", "x-application/hl7-v2+er7")
+        .body(body.to_vec());
+    if fhir {
+        req = req.header("accept", "application/fhir+json");
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    (status, r.bytes().await.unwrap().to_vec())
+}
+
+fn msa(ack: &[u8]) -> String {
+    String::from_utf8_lossy(ack)
+        .split('\r')
+        .find(|s| s.starts_with("MSA"))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// Sends one frame and reads one ACK frame.
+async fn mllp_roundtrip(sock: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+    sock.write_all(&huitong::ingest::hl7v2::mllp::frame(msg))
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 4096];
+    loop {
+        let n = sock.read(&mut byte).await.unwrap();
+        assert!(n > 0, "connection closed before the ACK");
+        buf.extend_from_slice(&byte[..n]);
+        if buf.ends_with(&[0x1c, 0x0d]) {
+            break;
+        }
+    }
+    buf[1..buf.len() - 2].to_vec()
+}
+
+fn adt(control: &str, event: &str, mrn: &str, family: &str) -> String {
+    format!(
+        "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||ADT^{event}^ADT_A01|{control}|P|2.5\r\
+         EVN|{event}|20240102030405\r\
+         PID|1||{mrn}^^^H1^MR||{family}^Li||19800102|F\r\
+         PV1|1|I|W1^R1^B1||||||||||||||||V-{mrn}^^^H1^VN\r"
+    )
+}
+
+fn patient_id(mrn: &str) -> String {
+    resource_id("Patient", "H1", &format!("{mrn}|H1"))
+}
+
+#[tokio::test]
+async fn sample_corpus_parses_converts_and_commits() {
+    let Some(dir) = common::corpora("hl7v2-samples/messages") else {
+        return;
+    };
+    let expected_dir = dir.parent().unwrap().join("expected");
+    let srv = server().await;
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let (mut passed, mut failed, mut compared, mut agreed, mut duplicates) = (0, 0, 0, 0, 0);
+    let mut mismatches = Vec::new();
+    let mut failures = Vec::new();
+    for f in &files {
+        let bytes = std::fs::read(f).unwrap();
+        for (i, m) in huitong::ingest::hl7v2::split_messages(&bytes)
+            .into_iter()
+            .enumerate()
+        {
+            // The samples re-use control ids across files; a unique MSH-10 per sample makes each one
+            // a new message (otherwise it is, rightly, answered as a duplicate and not converted).
+            let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+            let m = unique_control_id(m, &format!("{stem}-{i}"));
+            let (status, body) = post_v2(&srv, &m, true).await;
+            let name = format!("{}#{}", f.file_name().unwrap().to_string_lossy(), i + 1);
+            if status != 200 {
+                failed += 1;
+                failures.push(format!(
+                    "{name}: {}",
+                    String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(400)
+                        .collect::<String>()
+                ));
+                continue;
+            }
+            passed += 1;
+            let bundle: Value = serde_json::from_slice(&body).unwrap();
+            if bundle["resourceType"] == "OperationOutcome" {
+                // Same (MSH-4, MSH-10) as an earlier sample: answered, not applied again.
+                duplicates += 1;
+                continue;
+            }
+            let stem = f.file_stem().unwrap().to_string_lossy().to_string();
+            let exp = expected_dir.join(format!("{stem}-expected.json"));
+            if i == 0
+                && let Ok(text) = std::fs::read(&exp)
+            {
+                compared += 1;
+                let bad = compare(&name, &bundle, &serde_json::from_slice(&text).unwrap());
+                if bad.is_empty() {
+                    agreed += 1;
+                }
+                mismatches.extend(bad);
+            }
+        }
+    }
+    println!(
+        "hl7v2 samples: {passed} passed, {failed} failed ({duplicates} re-used an earlier MSH-4/MSH-10 and were answered as duplicates)"
+    );
+    println!(
+        "hl7v2 expected bundles: {agreed} agree on every key value checked, of {compared} compared"
+    );
+    for f in failures.iter().chain(&mismatches) {
+        println!("  {f}");
+    }
+    assert!(
+        passed >= 99,
+        "{passed} passed, {failed} failed: {failures:#?}"
+    );
+    assert!(
+        agreed >= 74,
+        "{agreed} of {compared} expected bundles agree: {mismatches:#?}"
+    );
+}
+
+/// The message with MSH-10 suffixed by `tag` (bytes elsewhere untouched).
+fn unique_control_id(m: &[u8], tag: &str) -> Vec<u8> {
+    let body = m.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(m);
+    let end = body
+        .iter()
+        .position(|&b| b == b'\r' || b == b'\n')
+        .unwrap_or(body.len());
+    let sep = body[3];
+    let mut fields: Vec<Vec<u8>> = body[..end]
+        .split(|&b| b == sep)
+        .map(<[u8]>::to_vec)
+        .collect();
+    if let Some(f) = fields.get_mut(9) {
+        f.extend_from_slice(format!("-{tag}").as_bytes());
+    }
+    let mut out = fields.join(&sep);
+    out.extend_from_slice(&body[end..]);
+    out
+}
+
+fn by_type(b: &Value) -> BTreeMap<String, Vec<Value>> {
+    let mut m: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for e in b["entry"].as_array().into_iter().flatten() {
+        let r = &e["resource"];
+        m.entry(r["resourceType"].as_str().unwrap_or("").to_string())
+            .or_default()
+            .push(r.clone());
+    }
+    m
+}
+
+fn check_eq<T: PartialEq + std::fmt::Debug>(
+    bad: &mut Vec<String>,
+    ours: T,
+    expected: T,
+    what: String,
+) {
+    if ours != expected {
+        bad.push(format!("{what}: ours {ours:?}, expected {expected:?}"));
+    }
+}
+
+/// Two FHIR dateTimes denote the same instant (the expected bundles shift zones).
+fn same_time(a: Option<&str>, b: Option<&str>) -> bool {
+    use time::format_description::well_known::Rfc3339;
+    match (a, b) {
+        (Some(a), Some(b)) => match (
+            time::OffsetDateTime::parse(a, &Rfc3339),
+            time::OffsetDateTime::parse(b, &Rfc3339),
+        ) {
+            (Ok(x), Ok(y)) => x == y,
+            _ => a == b,
+        },
+        (a, b) => a == b,
+    }
+}
+
+/// Semantic comparison with the converter's expected bundle: the key values of the resource
+/// types both produce (ids and that converter's own choices differ by design).
+fn compare(name: &str, ours: &Value, expected: &Value) -> Vec<String> {
+    let mut bad = Vec::new();
+    let ours = by_type(ours);
+    let exp = by_type(expected);
+    for ty in ["Patient", "Encounter", "DiagnosticReport", "Observation"] {
+        let (Some(o), Some(e)) = (ours.get(ty), exp.get(ty)) else {
+            continue;
+        };
+        match ty {
+            "Patient" => {
+                let (o, e) = (&o[0], &e[0]);
+                for key in ["birthDate", "gender"] {
+                    if e.get(key).is_some() {
+                        check_eq(
+                            &mut bad,
+                            o.get(key),
+                            e.get(key),
+                            format!("{name}: Patient.{key}"),
+                        );
+                    }
+                }
+                let values = |p: &Value| -> Vec<String> {
+                    p["identifier"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|i| i["value"].as_str().map(str::to_string))
+                        .collect()
+                };
+                let ov = values(o);
+                if let Some(first) = values(e).first()
+                    && !ov.contains(first)
+                {
+                    bad.push(format!(
+                        "{name}: Patient identifier {first} missing from {ov:?}"
+                    ));
+                }
+                let family = |p: &Value| p["name"][0]["family"].as_str().map(str::to_string);
+                if family(e).is_some() {
+                    check_eq(
+                        &mut bad,
+                        family(o),
+                        family(e),
+                        format!("{name}: Patient.name.family"),
+                    );
+                }
+            }
+            "Encounter" => {
+                let (o, e) = (&o[0], &e[0]);
+                if let Some(code) = e["class"]["code"].as_str() {
+                    check_eq(
+                        &mut bad,
+                        o["class"]["code"].as_str(),
+                        Some(code),
+                        format!("{name}: Encounter.class"),
+                    );
+                }
+                if let Some(start) = e["period"]["start"].as_str()
+                    && !same_time(o["period"]["start"].as_str(), Some(start))
+                {
+                    bad.push(format!(
+                        "{name}: Encounter.period.start {:?} vs {start}",
+                        o["period"]["start"]
+                    ));
+                }
+            }
+            "DiagnosticReport" => {
+                let statuses = |v: &[Value]| -> Vec<String> {
+                    let mut s: Vec<String> = v
+                        .iter()
+                        .filter_map(|r| r["status"].as_str().map(str::to_string))
+                        .collect();
+                    s.sort();
+                    s
+                };
+                check_eq(
+                    &mut bad,
+                    o.len(),
+                    e.len(),
+                    format!("{name}: DiagnosticReport count"),
+                );
+                check_eq(
+                    &mut bad,
+                    statuses(o),
+                    statuses(e),
+                    format!("{name}: DiagnosticReport.status"),
+                );
+            }
+            "Observation" => {
+                let codes = |v: &[Value]| -> Vec<String> {
+                    let mut s: Vec<String> = v
+                        .iter()
+                        .filter_map(|r| r["code"]["coding"][0]["code"].as_str().map(str::to_string))
+                        .collect();
+                    s.sort();
+                    s.dedup();
+                    s
+                };
+                let oc = codes(o);
+                for c in codes(e) {
+                    if !oc.contains(&c) {
+                        bad.push(format!("{name}: Observation code {c} missing from {oc:?}"));
+                    }
+                }
+                for ob in e {
+                    let Some(v) = ob.get("valueQuantity") else {
+                        continue;
+                    };
+                    let code = &ob["code"]["coding"][0]["code"];
+                    let mine = o.iter().find(|x| {
+                        x["code"]["coding"][0]["code"] == *code && x.get("valueQuantity").is_some()
+                    });
+                    if let Some(m) = mine {
+                        check_eq(
+                            &mut bad,
+                            m["valueQuantity"]["value"].to_string(),
+                            v["value"].to_string(),
+                            format!("{name}: value of {code}"),
+                        );
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    bad
+}
+
+#[tokio::test]
+async fn mllp_thousand_messages_ten_connections_in_order_once() {
+    let srv = server().await;
+    let addr = srv.mllp_addr().expect("MLLP listener");
+    let mut tasks = Vec::new();
+    for k in 0..10 {
+        tasks.push(tokio::spawn(async move {
+            let mut sock = TcpStream::connect(addr).await.unwrap();
+            let mut acks = Vec::new();
+            for j in 0..50 {
+                let mrn = format!("K{k}-{j}");
+                // The A08 after the A01 on the same connection must land second.
+                for (event, family) in [("A01", "First"), ("A08", "Second")] {
+                    let ack = mllp_roundtrip(
+                        &mut sock,
+                        adt(&format!("C{k}-{j}-{event}"), event, &mrn, family).as_bytes(),
+                    )
+                    .await;
+                    acks.push(msa(&ack));
+                }
+            }
+            acks
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    assert_eq!(all.len(), 1000);
+    assert!(
+        all.iter().all(|a| a.starts_with("MSA|AA|")),
+        "{:?}",
+        all.iter().find(|a| !a.starts_with("MSA|AA|"))
+    );
+    for k in 0..10 {
+        for j in [0, 49] {
+            let (status, p) = json_of(
+                srv.get(&format!("Patient/{}", patient_id(&format!("K{k}-{j}"))))
+                    .await,
+            )
+            .await;
+            assert_eq!(status, 200);
+            assert_eq!(p["meta"]["versionId"], "2", "two messages, two versions");
+            assert_eq!(p["name"][0]["family"], "Second");
+        }
+    }
+    // A re-send gets the original ACK and is not applied again.
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    let msg = adt("C3-7-A08", "A08", "K3-7", "Second");
+    let first = mllp_roundtrip(&mut sock, msg.as_bytes()).await;
+    let again = mllp_roundtrip(&mut sock, msg.as_bytes()).await;
+    assert_eq!(first, again);
+    assert!(msa(&first).starts_with("MSA|AA|C3-7-A08"));
+    let (_, p) = json_of(srv.get(&format!("Patient/{}", patient_id("K3-7"))).await).await;
+    assert_eq!(p["meta"]["versionId"], "2", "the duplicate was not applied");
+    let metrics = srv
+        .http
+        .get(format!("{}/metrics", srv.root))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("huitong_hl7v2_duplicates_total 2"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("huitong_hl7v2_messages_total{outcome=\"accepted\"} 1002"));
+}
+
+#[tokio::test]
+async fn mllp_framing_errors_lose_nothing_acked() {
+    let srv = server().await;
+    let addr = srv.mllp_addr().unwrap();
+    // Killed mid-frame: nothing processed, nothing acknowledged.
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    let msg = adt("KILL1", "A01", "KILL", "Gone");
+    let bytes = huitong::ingest::hl7v2::mllp::frame(msg.as_bytes());
+    sock.write_all(&bytes[..bytes.len() / 2]).await.unwrap();
+    drop(sock);
+    // Garbage before the start block, then a good frame on a new connection.
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    sock.write_all(b"garbage").await.unwrap();
+    let ack = mllp_roundtrip(&mut sock, adt("OK1", "A01", "OK", "Kept").as_bytes()).await;
+    assert!(msa(&ack).starts_with("MSA|AA|OK1"));
+    let (status, _) = json_of(srv.get(&format!("Patient/{}", patient_id("KILL"))).await).await;
+    assert_eq!(status, 404, "the half-sent message was not applied");
+    // Not HL7 at all: AR, and it is kept as a dead letter.
+    let ack = mllp_roundtrip(&mut sock, b"hello").await;
+    assert!(
+        msa(&ack).starts_with("MSA|AR"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+    let (_, errors) = json_of(srv.get("$ingest-errors").await).await;
+    assert_eq!(errors["parameter"][0]["part"][4]["name"], "reason");
+    assert!(
+        errors["parameter"][0]["part"][4]["valueString"]
+            .as_str()
+            .unwrap()
+            .contains("MSH")
+    );
+}
+
+#[tokio::test]
+async fn gb18030_message_round_trips_chinese_names() {
+    let srv = server().await;
+    let addr = srv.mllp_addr().unwrap();
+    let text = "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||ADT^A01^ADT_A01|GB1|P|2.5|||||CHN|GB 18030-2000\r\
+                EVN|A01|20240102030405\r\
+                PID|1||GB-1^^^H1^MR||张^三丰||19800102|M|||北京市海淀区^^北京^^100080^CN\r\
+                PV1|1|O\r";
+    let (bytes, _, unmappable) = encoding_rs::GB18030.encode(text);
+    assert!(!unmappable);
+    assert_ne!(bytes.as_ref(), text.as_bytes());
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    let ack = mllp_roundtrip(&mut sock, &bytes).await;
+    // The ACK is in the sender's charset and says so.
+    assert!(String::from_utf8_lossy(&ack).contains("GB 18030-2000"));
+    assert!(
+        msa(&ack).starts_with("MSA|AA|GB1"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+    let (status, p) = json_of(srv.get(&format!("Patient/{}", patient_id("GB-1"))).await).await;
+    assert_eq!(status, 200);
+    assert_eq!(p["name"][0]["family"], "张");
+    assert_eq!(p["name"][0]["given"][0], "三丰");
+    assert_eq!(p["address"][0]["line"][0], "北京市海淀区");
+    // The same bytes labelled ASCII are refused, not mangled.
+    let mut raw = bytes.to_vec();
+    let pos = raw.windows(13).position(|w| w == b"GB 18030-2000").unwrap();
+    raw.splice(pos..pos + 13, b"ASCII".iter().copied());
+    let ack = mllp_roundtrip(&mut sock, &raw).await;
+    assert!(
+        msa(&ack).starts_with("MSA|AR"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+    assert!(
+        String::from_utf8_lossy(&ack).contains("ERR||PID^3^5|102"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+}
+
+#[tokio::test]
+async fn http_ack_bundle_provenance_and_unmapped_fields() {
+    let srv = server().await;
+    let msg = adt("H1", "A01", "HTTP-1", "Zhao").replace("PV1|1|I", "ZPV|site-specific\rPV1|1|I");
+    let (status, ack) = post_v2(&srv, msg.as_bytes(), false).await;
+    assert_eq!(status, 200);
+    assert!(msa(&ack).starts_with("MSA|AA|H1"));
+    let (_, bundle) = post_v2(&srv, adt("H2", "A08", "HTTP-1", "Zhao").as_bytes(), true).await;
+    let bundle: Value = serde_json::from_slice(&bundle).unwrap();
+    assert_eq!(bundle["type"], "transaction");
+    // The Provenance of the first message lists the Z-segment's value as not mapped.
+    let prov_id = resource_id("Provenance", "H1", "message|H1");
+    let (status, prov) = json_of(srv.get(&format!("Provenance/{prov_id}")).await).await;
+    assert_eq!(status, 200);
+    let issues = prov["contained"][0]["issue"].as_array().unwrap();
+    assert!(
+        issues
+            .iter()
+            .any(|i| i["location"][0].as_str().unwrap().starts_with("ZPV-1")),
+        "{issues:?}"
+    );
+    let metrics = srv
+        .http
+        .get(format!("{}/metrics", srv.root))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("huitong_hl7v2_unmapped_values_total{field=\"ZPV-1\"} 1"),
+        "{metrics}"
+    );
+    // Enhanced mode: MSH-15 = AL gives CA.
+    let enhanced = adt("H3", "A01", "HTTP-2", "Qian").replace("|P|2.5\r", "|P|2.5|||AL|NE\r");
+    let (_, ack) = post_v2(&srv, enhanced.as_bytes(), false).await;
+    assert!(
+        msa(&ack).starts_with("MSA|CA|H3"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+}
