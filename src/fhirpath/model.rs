@@ -25,7 +25,7 @@ fn normalise_type_code(code: &str) -> &str {
 /// A resource's root node, typed from its `resourceType`.
 pub fn resource_node<'a>(json: &'a Json, defs: Option<&'static Definitions>) -> Node<'a> {
     let rt = match json {
-        Json::Object(o) => get(o, "resourceType").and_then(Json::as_str),
+        Json::Object(o) => resource_type(o),
         _ => None,
     };
     let ty: Option<&'a str> = match (rt, defs) {
@@ -37,6 +37,15 @@ pub fn resource_node<'a>(json: &'a Json, defs: Option<&'static Definitions>) -> 
         ext: None,
         ty,
         path: ty,
+    }
+}
+
+/// `obj["resourceType"]` as a string. It is nearly always the first key, so that is tried before
+/// a search (resources are the objects with the most keys).
+pub(crate) fn resource_type(obj: &Object) -> Option<&str> {
+    match obj.iter().next() {
+        Some((k, v)) if k == "resourceType" => v.as_str(),
+        _ => get(obj, "resourceType").and_then(Json::as_str),
     }
 }
 
@@ -105,10 +114,8 @@ fn get_underscored<'a>(obj: &'a Object, key: &str) -> Option<&'a Json> {
             .iter()
             .find_map(|(k, v)| is_underscored(k, key).then_some(v));
     }
-    // Most objects have no `_name` keys: a scan of first bytes is cheaper than a hashed lookup.
-    if !obj.keys().any(|k| k.starts_with('_')) {
-        return None;
-    }
+    // One hashed lookup: scanning a large object's keys for a leading `_` reads every key's
+    // text, each its own allocation.
     let mut buf = [0u8; 96];
     let n = key.len() + 1;
     if n > buf.len() {
@@ -166,7 +173,7 @@ fn push_nodes<'a>(
         // Resources nested in `contained`, `Bundle.entry.resource`, `Parameters...resource`.
         if let Some(j @ Json::Object(o)) = json
             && (ty.is_none() || matches!(ty, Some("Resource" | "DomainResource")))
-            && get(o, "resourceType").and_then(Json::as_str).is_some()
+            && resource_type(o).is_some()
         {
             return Some(Value::Node(resource_node(j, defs)));
         }
