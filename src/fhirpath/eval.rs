@@ -29,7 +29,14 @@ pub struct Evaluator<'e, 'a> {
     pub depth: std::cell::Cell<usize>,
     /// Recent path steps resolved against the definitions.
     pub steps: model::StepCache,
+    /// Emptied collections kept for reuse: a path step's intermediate results and the inputs of
+    /// criteria (`path.contains('.')` once per element) are consumed within the evaluation, and
+    /// reusing their buffers saves an allocation per step.
+    pub spare: std::cell::RefCell<Vec<Collection<'a>>>,
 }
+
+/// How many emptied collections an evaluation keeps for reuse.
+const SPARE_COLLECTIONS: usize = 8;
 
 pub(crate) type R<'a> = Result<Collection<'a>, EvalError>;
 
@@ -213,7 +220,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             Expr::Member { target, name, .. } => match target {
                 Some(t) => {
                     let input = self.eval(t, frame)?;
-                    self.members(&input, name)
+                    let out = self.members(&input, name);
+                    self.recycle(input);
+                    out
                 }
                 None => self.root_member(frame.this, name),
             },
@@ -393,9 +402,31 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         self.members(focus, name)
     }
 
+    /// An empty collection, reusing a recycled buffer when there is one.
+    pub(crate) fn collection(&self) -> Collection<'a> {
+        self.spare
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default()
+    }
+
+    /// Takes back a collection the caller has finished with (see [`Evaluator::spare`]).
+    pub(crate) fn recycle(&self, mut c: Collection<'a>) {
+        if c.capacity() == 0 {
+            return;
+        }
+        c.clear();
+        if let Ok(mut s) = self.spare.try_borrow_mut()
+            && s.len() < SPARE_COLLECTIONS
+        {
+            s.push(c);
+        }
+    }
+
     /// `input.name` over every item.
     pub(crate) fn members(&self, input: &[Value<'a>], name: &str) -> R<'a> {
-        let mut out = Vec::new();
+        let mut out = self.collection();
         // A name unknown to one type may be known to another in a mixed collection (after
         // `descendants()`), so only a collection of one type can be judged; that is asked only
         // when strict evaluation meets an unknown name.
@@ -524,7 +555,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     return self.nested(name, || Ok(input.map(|b| !b)));
                 }
                 let input = self.eval(t, frame)?;
-                self.nested(name, || Ok(Some(input.is_empty() == (name == "empty"))))
+                let r = self.nested(name, || Ok(Some(input.is_empty() == (name == "empty"))));
+                self.recycle(input);
+                r
             }
             Expr::Call {
                 target: Some(t),
@@ -535,7 +568,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 && matches!(name.as_str(), "contains" | "startsWith" | "endsWith") =>
             {
                 let input = self.eval(t, frame)?;
-                self.nested(name, || {
+                let r = self.nested(name, || {
                     let Some(s) = self.input_string(name, &input)? else {
                         return Ok(None);
                     };
@@ -547,9 +580,16 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                         "endsWith" => s.ends_with(&*sub),
                         _ => s.contains(&*sub),
                     }))
-                })
+                });
+                self.recycle(input);
+                r
             }
-            _ => to_bool(&self.eval(e, frame)?, what),
+            _ => {
+                let c = self.eval(e, frame)?;
+                let r = to_bool(&c, what);
+                self.recycle(c);
+                r
+            }
         }
     }
 

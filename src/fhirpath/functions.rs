@@ -859,7 +859,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let mut out = Vec::new();
                 for v in &input {
                     if let Value::Node(n) = v {
-                        model::all_children(n, self.env.definitions, &mut out);
+                        model::all_children(n, self.env.definitions, &self.steps, &mut out);
                     }
                 }
                 Ok(out)
@@ -870,13 +870,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let mut queue: Vec<Value<'a>> = Vec::new();
                 for v in &input {
                     if let Value::Node(n) = v {
-                        model::all_children(n, self.env.definitions, &mut queue);
+                        model::all_children(n, self.env.definitions, &self.steps, &mut queue);
                     }
                 }
                 let mut i = 0;
                 while i < queue.len() {
                     if let Value::Node(n) = queue[i] {
-                        model::all_children(&n, self.env.definitions, &mut queue);
+                        model::all_children(&n, self.env.definitions, &self.steps, &mut queue);
                     }
                     if queue.len() > MAX_ITEMS {
                         return Err(err(f, "produced too many items"));

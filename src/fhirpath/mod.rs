@@ -167,6 +167,7 @@ impl Expression {
             env,
             depth: std::cell::Cell::new(0),
             steps: model::StepCache::default(),
+            spare: std::cell::RefCell::new(Vec::new()),
         };
         let frame = eval::Frame {
             this: &env.context,

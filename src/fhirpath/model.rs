@@ -216,9 +216,19 @@ pub enum Lookup {
 #[derive(Default)]
 pub struct StepCache {
     slots: [std::cell::Cell<Option<StepSlot>>; STEP_SLOTS],
+    /// Recent [`Definitions::child_index`] answers by path (`descendants()` asks for the same
+    /// few paths once per object).
+    indexes: [std::cell::Cell<Option<IndexSlot>>; INDEX_SLOTS],
 }
 
 const STEP_SLOTS: usize = 16;
+const INDEX_SLOTS: usize = 8;
+
+#[derive(Clone, Copy)]
+struct IndexSlot {
+    path: (*const u8, usize),
+    index: Option<crate::definitions::ChildIndex<'static>>,
+}
 
 #[derive(Clone, Copy)]
 struct StepSlot {
@@ -228,6 +238,24 @@ struct StepSlot {
 }
 
 impl StepCache {
+    /// `d.child_index(path)`, remembered.
+    fn child_index(
+        &self,
+        d: &'static Definitions,
+        path: &str,
+    ) -> Option<crate::definitions::ChildIndex<'static>> {
+        let key = (path.as_ptr(), path.len());
+        let slot = &self.indexes[((key.0 as usize >> 3) ^ key.1) % INDEX_SLOTS];
+        if let Some(s) = slot.get()
+            && s.path == key
+        {
+            return s.index;
+        }
+        let index = d.child_index(path);
+        slot.set(Some(IndexSlot { path: key, index }));
+        index
+    }
+
     /// `d.child_step(path, name)`, remembered.
     fn child_step(
         &self,
@@ -385,6 +413,7 @@ fn typed(
 pub fn all_children<'a>(
     node: &Node<'a>,
     defs: Option<&'static Definitions>,
+    steps: &StepCache,
     out: &mut Vec<Value<'a>>,
 ) {
     let Some(Json::Object(obj)) = node.json else {
@@ -404,7 +433,7 @@ pub fn all_children<'a>(
     // looked up once, not per property.
     let any_ext = obj.keys().any(|k| k.starts_with('_'));
     let index = match (defs, node.path) {
-        (Some(d), Some(p)) => d.child_index(p),
+        (Some(d), Some(p)) => steps.child_index(d, p),
         _ => None,
     };
     for (key, value) in obj {
