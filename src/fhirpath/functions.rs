@@ -373,7 +373,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 arity(f, args, 1, 1)?;
                 let mut out = Vec::new();
                 for (i, v) in input.iter().enumerate() {
-                    out.extend(self.lambda(&args[0], v, i, None)?);
+                    let mut r = self.lambda(&args[0], v, i, None)?;
+                    out.append(&mut r);
+                    self.recycle(r);
                 }
                 Ok(out)
             }

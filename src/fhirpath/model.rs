@@ -92,19 +92,26 @@ type Object = serde_json::Map<String, Json>;
 /// every FHIR object is this small.
 const SCAN_KEYS: usize = 16;
 
+/// `k == key`, with the lengths and first bytes compared before the rest: most keys of an
+/// object differ from the name in one of those, and a call to `memcmp` costs more than the
+/// comparison of a short key.
+fn same_key(k: &str, key: &str) -> bool {
+    k.len() == key.len() && k.as_bytes().first() == key.as_bytes().first() && k == key
+}
+
 /// `obj[key]`.
 pub(crate) fn get<'a>(obj: &'a Object, key: &str) -> Option<&'a Json> {
     if obj.len() <= SCAN_KEYS {
         return obj
             .iter()
-            .find_map(|(k, v)| (k.as_str() == key).then_some(v));
+            .find_map(|(k, v)| same_key(k, key).then_some(v));
     }
     obj.get(key)
 }
 
 /// True when `k` is `_` followed by `key`.
 fn is_underscored(k: &str, key: &str) -> bool {
-    k.len() == key.len() + 1 && k.starts_with('_') && &k[1..] == key
+    k.len() == key.len() + 1 && k.starts_with('_') && same_key(&k[1..], key)
 }
 
 /// `obj["_" + key]` without allocating.
@@ -131,7 +138,7 @@ fn get_with_underscored<'a>(obj: &'a Object, key: &str) -> (Option<&'a Json>, Op
     if obj.len() <= SCAN_KEYS {
         let (mut value, mut ext) = (None, None);
         for (k, v) in obj {
-            if k.as_str() == key {
+            if same_key(k, key) {
                 value = Some(v);
             } else if is_underscored(k, key) {
                 ext = Some(v);
