@@ -22,7 +22,10 @@ fn main() {
     let defs = Definitions::core();
     let (exprs, mut pairs) = workload(defs, &resources);
     // `ONLY=i` keeps the evaluations of expression i (per-expression instruction counts).
-    if let Some(only) = std::env::var("ONLY").ok().and_then(|v| v.parse::<usize>().ok()) {
+    if let Some(only) = std::env::var("ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
         pairs.retain(|p| p.1 == only);
     }
     let parsed: Vec<Expression> = exprs.iter().map(|e| fhirpath::parse(e).unwrap()).collect();

@@ -102,9 +102,7 @@ fn same_key(k: &str, key: &str) -> bool {
 /// `obj[key]`.
 pub(crate) fn get<'a>(obj: &'a Object, key: &str) -> Option<&'a Json> {
     if obj.len() <= SCAN_KEYS {
-        return obj
-            .iter()
-            .find_map(|(k, v)| same_key(k, key).then_some(v));
+        return obj.iter().find_map(|(k, v)| same_key(k, key).then_some(v));
     }
     obj.get(key)
 }

@@ -639,7 +639,10 @@ fn hostile_inputs_do_not_panic() {
 fn parse_cached_shares_one_tree_per_text() {
     let a = super::parse_cached("name.given.first()").expect("parses");
     let b = super::parse_cached("name.given.first()").expect("parses");
-    assert!(std::ptr::eq(a.ast(), b.ast()), "the second parse is a cache hit");
+    assert!(
+        std::ptr::eq(a.ast(), b.ast()),
+        "the second parse is a cache hit"
+    );
     assert_eq!(a.source(), "name.given.first()");
     let fresh = parse("name.given.first()").expect("parses");
     assert_eq!(fresh.ast(), a.ast());
