@@ -2,9 +2,10 @@
 //!
 //! One engine for validation invariants, search-parameter extraction, mapping conditions and
 //! conformance assertions. Parse once with [`parse`] (the [`Expression`] is immutable and cheap to
-//! share, so it can live in a cache; [`parse_cached`] keeps one in a process-wide moka cache) and evaluate it many times with [`Expression::evaluate`] and an
-//! [`Environment`] that carries `%resource`, user variables, the core definitions for type
-//! information and the hooks the server fills (`resolve()`, `memberOf()`, `conformsTo()`).
+//! share, so it can live in a cache; [`parse_cached`] keeps one in a process-wide moka cache) and
+//! evaluate it many times with [`Expression::evaluate`] and an [`Environment`] that carries
+//! `%resource`, user variables, the core definitions for type information and the hooks the
+//! server fills (`resolve()`, `memberOf()`, `conformsTo()`).
 //!
 //! Invariants: no input (expression text or resource) can make the engine panic; expression trees
 //! are at most [`parser::MAX_DEPTH`] deep, so evaluation recursion is bounded; decimals are exact
