@@ -1,7 +1,8 @@
 //! Profiling driver for the FHIRPath benchmark workload (same selection as `benches/fhirpath.rs`):
 //! `cargo run --release --example fhirpath_profile -- PASSES` evaluates every pair PASSES times, so
 //! it can run under `valgrind --tool=callgrind --toggle-collect='*run_pass*'`; `PER_EXPR=1` prints
-//! time per expression, `DIGEST=1` a digest of every result (to check that results do not change).
+//! time per expression, `ONLY=i` keeps
+//! only expression i's evaluations, `DIGEST=1` a digest of every result (to check that results do not change).
 
 use huitong::definitions::Definitions;
 use huitong::fhirpath::{self, Environment, Expression};
@@ -19,7 +20,14 @@ fn main() {
         .unwrap_or(1);
     let resources = examples().expect("R4 examples");
     let defs = Definitions::core();
-    let (exprs, pairs) = workload(defs, &resources);
+    let (exprs, mut pairs) = workload(defs, &resources);
+    // `ONLY=i` keeps the evaluations of expression i (per-expression instruction counts).
+    if let Some(only) = std::env::var("ONLY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        pairs.retain(|p| p.1 == only);
+    }
     let parsed: Vec<Expression> = exprs.iter().map(|e| fhirpath::parse(e).unwrap()).collect();
     let mut per = vec![(0u128, 0usize); exprs.len()];
     let timed = std::env::var_os("PER_EXPR").is_some();

@@ -29,7 +29,14 @@ pub struct Evaluator<'e, 'a> {
     pub depth: std::cell::Cell<usize>,
     /// Recent path steps resolved against the definitions.
     pub steps: model::StepCache,
+    /// Emptied collections kept for reuse: a path step's intermediate results and the inputs of
+    /// criteria (`path.contains('.')` once per element) are consumed within the evaluation, and
+    /// reusing their buffers saves an allocation per step.
+    pub spare: std::cell::RefCell<Vec<Collection<'a>>>,
 }
+
+/// How many emptied collections an evaluation keeps for reuse.
+const SPARE_COLLECTIONS: usize = 8;
 
 pub(crate) type R<'a> = Result<Collection<'a>, EvalError>;
 
@@ -105,9 +112,16 @@ const SCAN_LIMIT: usize = 16;
 #[derive(Default)]
 pub(crate) struct Distinct<'a> {
     pub items: Collection<'a>,
-    /// Keyed by [`value::equality_hash`], already a hash: a fast hasher is enough.
-    buckets: std::collections::HashMap<u64, Vec<usize>, foldhash::fast::RandomState>,
+    /// [`value::equality_hash`] (already a hash: a fast hasher is enough) -> the last item kept
+    /// with that hash. Items sharing a hash are chained through `earlier`, so a new hash costs no
+    /// allocation of its own.
+    last: std::collections::HashMap<u64, usize, foldhash::fast::RandomState>,
+    /// For each item once hashing has started, the previous item with the same hash.
+    earlier: Vec<usize>,
 }
+
+/// The end of a chain in [`Distinct::earlier`].
+const NO_ITEM: usize = usize::MAX;
 
 impl<'a> Distinct<'a> {
     /// Adds `v` unless an equal item is there; true when added. Small collections are scanned
@@ -123,25 +137,37 @@ impl<'a> Distinct<'a> {
             }
             self.items.push(v);
             if self.items.len() == SCAN_LIMIT {
-                for (i, item) in self.items.iter().enumerate() {
-                    self.buckets
-                        .entry(value::equality_hash(item))
-                        .or_default()
-                        .push(i);
+                for i in 0..self.items.len() {
+                    self.chain(value::equality_hash(&self.items[i]), i);
                 }
             }
             return true;
         }
-        let bucket = self.buckets.entry(value::equality_hash(&v)).or_default();
-        if bucket
-            .iter()
-            .any(|&i| value::equals(&self.items[i], &v) == Some(true))
-        {
+        let h = value::equality_hash(&v);
+        if self.find(h, &v) {
             return false;
         }
-        bucket.push(self.items.len());
+        self.chain(h, self.items.len());
         self.items.push(v);
         true
+    }
+
+    /// Records item `i` under hash `h`.
+    fn chain(&mut self, h: u64, i: usize) {
+        let prev = self.last.insert(h, i).unwrap_or(NO_ITEM);
+        self.earlier.push(prev);
+    }
+
+    /// True when an item with hash `h` equals `v`.
+    fn find(&self, h: u64, v: &Value<'a>) -> bool {
+        let mut i = self.last.get(&h).copied().unwrap_or(NO_ITEM);
+        while i != NO_ITEM {
+            if value::equals(&self.items[i], v) == Some(true) {
+                return true;
+            }
+            i = self.earlier[i];
+        }
+        false
     }
 
     /// True when an item equal to `v` is there.
@@ -149,10 +175,7 @@ impl<'a> Distinct<'a> {
         if self.items.len() < SCAN_LIMIT {
             return self.items.iter().any(|o| value::equals(o, v) == Some(true));
         }
-        self.buckets.get(&value::equality_hash(v)).is_some_and(|b| {
-            b.iter()
-                .any(|&i| value::equals(&self.items[i], v) == Some(true))
-        })
+        self.find(value::equality_hash(v), v)
     }
 }
 
@@ -197,7 +220,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
             Expr::Member { target, name, .. } => match target {
                 Some(t) => {
                     let input = self.eval(t, frame)?;
-                    self.members(&input, name)
+                    let out = self.members(&input, name);
+                    self.recycle(input);
+                    out
                 }
                 None => self.root_member(frame.this, name),
             },
@@ -377,17 +402,42 @@ impl<'e, 'a> Evaluator<'e, 'a> {
         self.members(focus, name)
     }
 
+    /// An empty collection, reusing a recycled buffer when there is one.
+    pub(crate) fn collection(&self) -> Collection<'a> {
+        self.spare
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut s| s.pop())
+            .unwrap_or_default()
+    }
+
+    /// Takes back a collection the caller has finished with (see [`Evaluator::spare`]).
+    pub(crate) fn recycle(&self, mut c: Collection<'a>) {
+        if c.capacity() == 0 {
+            return;
+        }
+        c.clear();
+        if let Ok(mut s) = self.spare.try_borrow_mut()
+            && s.len() < SPARE_COLLECTIONS
+        {
+            s.push(c);
+        }
+    }
+
     /// `input.name` over every item.
     pub(crate) fn members(&self, input: &[Value<'a>], name: &str) -> R<'a> {
-        let mut out = Vec::new();
+        let mut out = self.collection();
         // A name unknown to one type may be known to another in a mixed collection (after
-        // `descendants()`), so only a collection of one type can be judged.
-        let first_ty = input
-            .first()
-            .and_then(|v| if let Value::Node(n) = v { n.ty } else { None });
-        let homogeneous = input
-            .iter()
-            .all(|v| matches!(v, Value::Node(n) if n.ty == first_ty));
+        // `descendants()`), so only a collection of one type can be judged; that is asked only
+        // when strict evaluation meets an unknown name.
+        let homogeneous = || {
+            let first_ty = input
+                .first()
+                .and_then(|v| if let Value::Node(n) = v { n.ty } else { None });
+            input
+                .iter()
+                .all(|v| matches!(v, Value::Node(n) if n.ty == first_ty))
+        };
         for v in input {
             if let Value::TypeInfo {
                 namespace,
@@ -411,7 +461,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     &mut out,
                 )
                 && self.env.strict
-                && homogeneous
+                && homogeneous()
             {
                 return Err(EvalError::new(
                     format!(".{name}"),
@@ -505,7 +555,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                     return self.nested(name, || Ok(input.map(|b| !b)));
                 }
                 let input = self.eval(t, frame)?;
-                self.nested(name, || Ok(Some(input.is_empty() == (name == "empty"))))
+                let r = self.nested(name, || Ok(Some(input.is_empty() == (name == "empty"))));
+                self.recycle(input);
+                r
             }
             Expr::Call {
                 target: Some(t),
@@ -516,7 +568,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 && matches!(name.as_str(), "contains" | "startsWith" | "endsWith") =>
             {
                 let input = self.eval(t, frame)?;
-                self.nested(name, || {
+                let r = self.nested(name, || {
                     let Some(s) = self.input_string(name, &input)? else {
                         return Ok(None);
                     };
@@ -528,9 +580,16 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                         "endsWith" => s.ends_with(&*sub),
                         _ => s.contains(&*sub),
                     }))
-                })
+                });
+                self.recycle(input);
+                r
             }
-            _ => to_bool(&self.eval(e, frame)?, what),
+            _ => {
+                let c = self.eval(e, frame)?;
+                let r = to_bool(&c, what);
+                self.recycle(c);
+                r
+            }
         }
     }
 

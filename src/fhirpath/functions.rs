@@ -373,7 +373,9 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 arity(f, args, 1, 1)?;
                 let mut out = Vec::new();
                 for (i, v) in input.iter().enumerate() {
-                    out.extend(self.lambda(&args[0], v, i, None)?);
+                    let mut r = self.lambda(&args[0], v, i, None)?;
+                    out.append(&mut r);
+                    self.recycle(r);
                 }
                 Ok(out)
             }
@@ -859,7 +861,7 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let mut out = Vec::new();
                 for v in &input {
                     if let Value::Node(n) = v {
-                        model::all_children(n, self.env.definitions, &mut out);
+                        model::all_children(n, self.env.definitions, &self.steps, &mut out);
                     }
                 }
                 Ok(out)
@@ -870,13 +872,13 @@ impl<'e, 'a> Evaluator<'e, 'a> {
                 let mut queue: Vec<Value<'a>> = Vec::new();
                 for v in &input {
                     if let Value::Node(n) = v {
-                        model::all_children(n, self.env.definitions, &mut queue);
+                        model::all_children(n, self.env.definitions, &self.steps, &mut queue);
                     }
                 }
                 let mut i = 0;
                 while i < queue.len() {
                     if let Value::Node(n) = queue[i] {
-                        model::all_children(&n, self.env.definitions, &mut queue);
+                        model::all_children(&n, self.env.definitions, &self.steps, &mut queue);
                     }
                     if queue.len() > MAX_ITEMS {
                         return Err(err(f, "produced too many items"));

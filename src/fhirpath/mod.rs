@@ -2,9 +2,10 @@
 //!
 //! One engine for validation invariants, search-parameter extraction, mapping conditions and
 //! conformance assertions. Parse once with [`parse`] (the [`Expression`] is immutable and cheap to
-//! share, so it can live in a cache) and evaluate it many times with [`Expression::evaluate`] and an
-//! [`Environment`] that carries `%resource`, user variables, the core definitions for type
-//! information and the hooks the server fills (`resolve()`, `memberOf()`, `conformsTo()`).
+//! share, so it can live in a cache; [`parse_cached`] keeps one in a process-wide moka cache) and
+//! evaluate it many times with [`Expression::evaluate`] and an [`Environment`] that carries
+//! `%resource`, user variables, the core definitions for type information and the hooks the
+//! server fills (`resolve()`, `memberOf()`, `conformsTo()`).
 //!
 //! Invariants: no input (expression text or resource) can make the engine panic; expression trees
 //! are at most [`parser::MAX_DEPTH`] deep, so evaluation recursion is bounded; decimals are exact
@@ -167,6 +168,7 @@ impl Expression {
             env,
             depth: std::cell::Cell::new(0),
             steps: model::StepCache::default(),
+            spare: std::cell::RefCell::new(Vec::new()),
         };
         let frame = eval::Frame {
             this: &env.context,
@@ -193,10 +195,30 @@ pub fn parse(expression: &str) -> Result<Expression, SyntaxError> {
     })
 }
 
+/// Most distinct expression texts [`parse_cached`] keeps (the R4 core has about 1,100 constraint
+/// expressions; search parameters and mappings add a few hundred).
+const PARSED_CACHE_CAPACITY: u64 = 10_000;
+
+static PARSED: std::sync::OnceLock<moka::sync::Cache<String, Result<Expression, SyntaxError>>> =
+    std::sync::OnceLock::new();
+
+/// [`parse`] through a process-wide moka cache keyed by the expression text: the same invariants
+/// recur in every profile and resource type, and a hit costs a lookup instead of a parse. Syntax
+/// errors are cached too, so a broken expression is not re-parsed on every use.
+pub fn parse_cached(expression: &str) -> Result<Expression, SyntaxError> {
+    let cache = PARSED.get_or_init(|| moka::sync::Cache::new(PARSED_CACHE_CAPACITY));
+    if let Some(hit) = cache.get(expression) {
+        return hit;
+    }
+    let parsed = parse(expression);
+    cache.insert(expression.to_string(), parsed.clone());
+    parsed
+}
+
 /// Parses and evaluates `expression` over `resource` with the core definitions, returning the result
 /// as JSON values.
 pub fn evaluate_json(expression: &str, resource: &Json) -> Result<Vec<Json>, FhirPathError> {
-    let expr = parse(expression)?;
+    let expr = parse_cached(expression)?;
     let env = Environment::for_resource(resource);
     Ok(expr.evaluate(&env)?.iter().map(Value::to_json).collect())
 }

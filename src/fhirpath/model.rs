@@ -25,7 +25,7 @@ fn normalise_type_code(code: &str) -> &str {
 /// A resource's root node, typed from its `resourceType`.
 pub fn resource_node<'a>(json: &'a Json, defs: Option<&'static Definitions>) -> Node<'a> {
     let rt = match json {
-        Json::Object(o) => get(o, "resourceType").and_then(Json::as_str),
+        Json::Object(o) => resource_type(o),
         _ => None,
     };
     let ty: Option<&'a str> = match (rt, defs) {
@@ -37,6 +37,15 @@ pub fn resource_node<'a>(json: &'a Json, defs: Option<&'static Definitions>) -> 
         ext: None,
         ty,
         path: ty,
+    }
+}
+
+/// `obj["resourceType"]` as a string. It is nearly always the first key, so that is tried before
+/// a search (resources are the objects with the most keys).
+pub(crate) fn resource_type(obj: &Object) -> Option<&str> {
+    match obj.iter().next() {
+        Some((k, v)) if k == "resourceType" => v.as_str(),
+        _ => get(obj, "resourceType").and_then(Json::as_str),
     }
 }
 
@@ -83,19 +92,24 @@ type Object = serde_json::Map<String, Json>;
 /// every FHIR object is this small.
 const SCAN_KEYS: usize = 16;
 
+/// `k == key`, with the lengths and first bytes compared before the rest: most keys of an
+/// object differ from the name in one of those, and a call to `memcmp` costs more than the
+/// comparison of a short key.
+fn same_key(k: &str, key: &str) -> bool {
+    k.len() == key.len() && k.as_bytes().first() == key.as_bytes().first() && k == key
+}
+
 /// `obj[key]`.
 pub(crate) fn get<'a>(obj: &'a Object, key: &str) -> Option<&'a Json> {
     if obj.len() <= SCAN_KEYS {
-        return obj
-            .iter()
-            .find_map(|(k, v)| (k.as_str() == key).then_some(v));
+        return obj.iter().find_map(|(k, v)| same_key(k, key).then_some(v));
     }
     obj.get(key)
 }
 
 /// True when `k` is `_` followed by `key`.
 fn is_underscored(k: &str, key: &str) -> bool {
-    k.len() == key.len() + 1 && k.starts_with('_') && &k[1..] == key
+    k.len() == key.len() + 1 && k.starts_with('_') && same_key(&k[1..], key)
 }
 
 /// `obj["_" + key]` without allocating.
@@ -105,10 +119,8 @@ fn get_underscored<'a>(obj: &'a Object, key: &str) -> Option<&'a Json> {
             .iter()
             .find_map(|(k, v)| is_underscored(k, key).then_some(v));
     }
-    // Most objects have no `_name` keys: a scan of first bytes is cheaper than a hashed lookup.
-    if !obj.keys().any(|k| k.starts_with('_')) {
-        return None;
-    }
+    // One hashed lookup: scanning a large object's keys for a leading `_` reads every key's
+    // text, each its own allocation.
     let mut buf = [0u8; 96];
     let n = key.len() + 1;
     if n > buf.len() {
@@ -124,7 +136,7 @@ fn get_with_underscored<'a>(obj: &'a Object, key: &str) -> (Option<&'a Json>, Op
     if obj.len() <= SCAN_KEYS {
         let (mut value, mut ext) = (None, None);
         for (k, v) in obj {
-            if k.as_str() == key {
+            if same_key(k, key) {
                 value = Some(v);
             } else if is_underscored(k, key) {
                 ext = Some(v);
@@ -166,7 +178,7 @@ fn push_nodes<'a>(
         // Resources nested in `contained`, `Bundle.entry.resource`, `Parameters...resource`.
         if let Some(j @ Json::Object(o)) = json
             && (ty.is_none() || matches!(ty, Some("Resource" | "DomainResource")))
-            && get(o, "resourceType").and_then(Json::as_str).is_some()
+            && resource_type(o).is_some()
         {
             return Some(Value::Node(resource_node(j, defs)));
         }
@@ -209,9 +221,19 @@ pub enum Lookup {
 #[derive(Default)]
 pub struct StepCache {
     slots: [std::cell::Cell<Option<StepSlot>>; STEP_SLOTS],
+    /// Recent [`Definitions::child_index`] answers by path (`descendants()` asks for the same
+    /// few paths once per object).
+    indexes: [std::cell::Cell<Option<IndexSlot>>; INDEX_SLOTS],
 }
 
 const STEP_SLOTS: usize = 16;
+const INDEX_SLOTS: usize = 8;
+
+#[derive(Clone, Copy)]
+struct IndexSlot {
+    path: (*const u8, usize),
+    index: Option<crate::definitions::ChildIndex<'static>>,
+}
 
 #[derive(Clone, Copy)]
 struct StepSlot {
@@ -221,6 +243,24 @@ struct StepSlot {
 }
 
 impl StepCache {
+    /// `d.child_index(path)`, remembered.
+    fn child_index(
+        &self,
+        d: &'static Definitions,
+        path: &str,
+    ) -> Option<crate::definitions::ChildIndex<'static>> {
+        let key = (path.as_ptr(), path.len());
+        let slot = &self.indexes[((key.0 as usize >> 3) ^ key.1) % INDEX_SLOTS];
+        if let Some(s) = slot.get()
+            && s.path == key
+        {
+            return s.index;
+        }
+        let index = d.child_index(path);
+        slot.set(Some(IndexSlot { path: key, index }));
+        index
+    }
+
     /// `d.child_step(path, name)`, remembered.
     fn child_step(
         &self,
@@ -378,6 +418,7 @@ fn typed(
 pub fn all_children<'a>(
     node: &Node<'a>,
     defs: Option<&'static Definitions>,
+    steps: &StepCache,
     out: &mut Vec<Value<'a>>,
 ) {
     let Some(Json::Object(obj)) = node.json else {
@@ -397,7 +438,7 @@ pub fn all_children<'a>(
     // looked up once, not per property.
     let any_ext = obj.keys().any(|k| k.starts_with('_'));
     let index = match (defs, node.path) {
-        (Some(d), Some(p)) => d.child_index(p),
+        (Some(d), Some(p)) => steps.child_index(d, p),
         _ => None,
     };
     for (key, value) in obj {

@@ -634,3 +634,21 @@ fn hostile_inputs_do_not_panic() {
         let _ = run(e, None);
     }
 }
+
+#[test]
+fn parse_cached_shares_one_tree_per_text() {
+    let a = super::parse_cached("name.given.first()").expect("parses");
+    let b = super::parse_cached("name.given.first()").expect("parses");
+    assert!(
+        std::ptr::eq(a.ast(), b.ast()),
+        "the second parse is a cache hit"
+    );
+    assert_eq!(a.source(), "name.given.first()");
+    let fresh = parse("name.given.first()").expect("parses");
+    assert_eq!(fresh.ast(), a.ast());
+    // Errors are cached as errors, with the same position and message.
+    let e1 = super::parse_cached("name.(").expect_err("syntax error");
+    let e2 = super::parse_cached("name.(").expect_err("syntax error");
+    assert_eq!(e1, e2);
+    assert_eq!(e1, parse("name.(").expect_err("syntax error"));
+}

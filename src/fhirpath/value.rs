@@ -323,8 +323,29 @@ fn json_hash(j: &Json) -> u64 {
     h.finish()
 }
 
+/// The text of a value whose System form is a String, read without building that form: a
+/// String, or a node whose JSON string is not a date, time or number type.
+fn plain_string<'v>(v: &'v Value) -> Option<&'v str> {
+    match v {
+        Value::String(s) => Some(s),
+        Value::Node(Node {
+            json: Some(Json::String(s)),
+            ty,
+            ..
+        }) => match ty.and_then(system_type_of_fhir_primitive) {
+            None | Some("String" | "Boolean") => Some(s),
+            Some(_) => None,
+        },
+        _ => None,
+    }
+}
+
 /// `=` on two single items: `None` means empty (incomparable precisions or units).
 pub fn equals(a: &Value, b: &Value) -> Option<bool> {
+    // Strings are most of what is compared (`isDistinct()` over ids and paths, `reference = '#'`).
+    if let (Some(x), Some(y)) = (plain_string(a), plain_string(b)) {
+        return Some(x == y);
+    }
     if let (Value::Node(x), Value::Node(y)) = (a, b) {
         let same = |p: Option<&Json>, q: Option<&Json>| match (p, q) {
             (Some(p), Some(q)) => std::ptr::eq(p, q),

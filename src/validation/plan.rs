@@ -213,7 +213,7 @@ impl InvariantCache {
                     key: key.to_string(),
                     severity: severity(sev),
                     source: expr.to_string(),
-                    expression: fhirpath::parse(expr).map_err(|e| e.to_string()),
+                    expression: fhirpath::parse_cached(expr).map_err(|e| e.to_string()),
                 })
             })
             .clone()
