@@ -314,6 +314,23 @@ def id_inv(prefix):
     ]
 ID_INVARIANTS = id_inv("")
 
+# 统一社会信用代码 (GB 32100-2015): 18 characters over 31 symbols (no I, O, S, V, Z); characters 3-8 are
+# the GB/T 2260 division code; the 18th is a MOD 31 check character. The algorithm is GB 32100's, not
+# the reference's: it is marked unverified in the README (checked against the standard's own example
+# 91350100M000100Y43).
+USCC_ALPHABET = "0123456789ABCDEFGHJKLMNPQRTUWXY"
+def uscc_inv():
+    terms = " + ".join(f"'{USCC_ALPHABET}'.indexOf(value.substring({k},1)) * {w}"
+                       for k, w in enumerate([1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28]))
+    fmt = "value.matches('^[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}$')"
+    return [
+        {"key": "cn-uscc-1", "severity": "error", "human": "统一社会信用代码 is 18 characters of 0-9 and A-Y without I, O, S, V, Z, characters 3-8 digits (GB 32100)",
+         "expression": f"value.exists() implies {fmt}"},
+        {"key": "cn-uscc-2", "severity": "error", "human": "统一社会信用代码 check character (MOD 31, GB 32100)",
+         "expression": f"(value.exists() and {fmt}) implies '{USCC_ALPHABET}'.substring((31 - (({terms}) mod 31)) mod 31, 1) = value.substring(17,1)"},
+    ]
+USCC_INVARIANTS = uscc_inv()
+
 def id_slice(base, name, system, mn=0, mx="1", invariants=None):
     out = [el(f"{base}:{name}", min=mn, max=mx, **({"constraint": invariants} if invariants else {})),
            el(f"{base}:{name}.system", min=1, patternUri=system),
@@ -371,10 +388,10 @@ profile("CNPractitioner", "Practitioner", "中国医务人员 (CN Practitioner)"
 
 profile("CNOrganization", "Organization", "中国医疗卫生机构 (CN Organization)", [
     el("Organization.identifier", min=1, slicing={"discriminator": [{"type": "value", "path": "system"}], "rules": "open"}),
-    *id_slice("Organization.identifier", "uscc", NS["uscc"]),
+    *id_slice("Organization.identifier", "uscc", NS["uscc"], invariants=USCC_INVARIANTS),
     *id_slice("Organization.identifier", "registrationNo", NS["institution-registration-no"]),
     el("Organization.name", min=1),
-], "Organization with 统一社会信用代码 and 医疗机构登记号 (the USCC check character is not checked: its algorithm is not in the reference).")
+], "Organization with 统一社会信用代码 (format and GB 32100 check character) and 医疗机构登记号.")
 
 profile("CNEncounter", "Encounter", "中国就诊 (CN Encounter)", [
     el("Encounter.identifier", min=1, slicing={"discriminator": [{"type": "value", "path": "system"}], "rules": "closed"}),
@@ -556,16 +573,18 @@ invalid(P, "two-licenses", mod(pract, lambda r: r["identifier"].append({"system"
 invalid(P, "no-name", mod(pract, lambda r: r.pop("name")), "Practitioner", "Practitioner.name is required: minimum cardinality 1")
 invalid(P, "no-identifier", mod(pract, lambda r: r.pop("identifier")), "Practitioner", "Practitioner.identifier is required: minimum cardinality 1")
 
-org = {"resourceType": "Organization", "id": "hospital-1", "identifier": [{"system": NS["uscc"], "value": "12100000400000000X"}, {"system": NS["institution-registration-no"], "value": "PDY00001X11010515A1001"}],
+org = {"resourceType": "Organization", "id": "hospital-1", "identifier": [{"system": NS["uscc"], "value": "121100004000000001"}, {"system": NS["institution-registration-no"], "value": "PDY00001X11010515A1001"}],
        "name": "北京市某某医院"}
 P = "CNOrganization"
 valid(P, 1, org)
-valid(P, 2, mod(org, lambda r: r.update(identifier=[{"system": NS["uscc"], "value": "12100000400000000X"}])))
+valid(P, 2, mod(org, lambda r: r.update(identifier=[{"system": NS["uscc"], "value": "91350100M000100Y43"}])))
 valid(P, 3, mod(org, lambda r: r.update(identifier=[{"system": "urn:oid:2.16.156.10011.1.5", "value": "H11010500001"}], alias=["某某医院"])))
 invalid(P, "no-name", mod(org, lambda r: r.pop("name")), "Organization", "Organization.name is required: minimum cardinality 1")
-invalid(P, "two-uscc", mod(org, lambda r: r["identifier"].append({"system": NS["uscc"], "value": "2"})), "Organization", "slice 'uscc' of Organization.identifier: maximum cardinality 1, found 2")
+invalid(P, "two-uscc", mod(org, lambda r: r["identifier"].append({"system": NS["uscc"], "value": "91110000600037341L"})), "Organization", "slice 'uscc' of Organization.identifier: maximum cardinality 1, found 2")
 invalid(P, "uscc-without-value", mod(org, lambda r: r["identifier"][0].pop("value")), "Organization.identifier[0]", "Organization.identifier.value is required: minimum cardinality 1")
 invalid(P, "no-identifier", mod(org, lambda r: r.pop("identifier")), "Organization", "Organization.identifier is required: minimum cardinality 1")
+invalid(P, "uscc-check", mod(org, lambda r: r["identifier"][0].update(value="121100004000000002")), "Organization.identifier[0]", "constraint cn-uscc-2")
+invalid(P, "uscc-letters", mod(org, lambda r: r["identifier"][0].update(value="12110000400000000I")), "Organization.identifier[0]", "constraint cn-uscc-1")
 
 ACT = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 enc = {"resourceType": "Encounter", "id": "visit-1", "identifier": [{"system": NS["visit-serial-no"], "value": "MZ20261201001"}, {"system": NS["outpatient-no"], "value": "0001"}],
@@ -820,7 +839,7 @@ lines += ["", "## Unverified facts kept (flagged experimental)", "",
  "- Disease-report tables (报卡类别, 病例分类, 病人属于, 人群分类) are named in the reference without codes: the code is the Chinese term.",
  "- System URIs under `" + BASE + "/sid/` are this guide's own (no OID in the reference): 电子健康卡, 医保电子凭证, 统一社会信用代码, 医疗机构登记号, 医师执业证号, setl_id, 追溯码.",
  "", "## Known gaps", "",
- "- 统一社会信用代码: no check-character invariant (GB 32100's algorithm is not in the reference).",
+ "- 统一社会信用代码: the check-character invariants `cn-uscc-1`/`cn-uscc-2` follow GB 32100-2015 as we know it (not in the reference; checked against the standard's example 91350100M000100Y43).",
  "- GB 3304 ships only 01/HA; the 民族 format (01-56 or two capital letters) is checked by invariant `cn-eth-1` instead.",
  "- GB/T 2260, GB/T 6565, ICD-10 national clinical / 医保版 tables are not shipped (`not-present`).",
  "- The profiles repeat the extensions' value bindings on their slices, because the validator does not yet follow `type.profile` of an extension slice.",

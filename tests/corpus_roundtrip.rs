@@ -74,15 +74,16 @@ async fn every_r4_example_round_trips() {
         println!("  {f}");
     }
     // The server validates every write against the core definition (the default policy), so the
-    // 22 examples that break R4 are refused: the one the parser rejects (400, see
-    // tests/model_examples.rs) and the 21 the validator rejects (422, each listed with its reason in
-    // tests/validation_examples.rs). Nothing else may fail.
+    // 38 examples that break R4 are refused: the one the parser rejects (400, see
+    // tests/model_examples.rs) and the 37 the validator rejects (422, each listed with its reason in
+    // tests/validation_examples.rs: unknown modifier extensions, ConceptMap source codes outside
+    // their value sets, missing required elements, wrong reference targets...). Nothing else may fail.
     let refused_by_validation = failures
         .iter()
         .filter(|f| f.contains("write answered 422"))
         .count();
-    assert_eq!(failures.len(), 22, "{failures:#?}");
-    assert_eq!(refused_by_validation, 21, "{failures:#?}");
+    assert_eq!(failures.len(), 38, "{failures:#?}");
+    assert_eq!(refused_by_validation, 37, "{failures:#?}");
     assert!(
         failures
             .iter()

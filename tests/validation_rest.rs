@@ -396,14 +396,16 @@ async fn broken_profiles_do_not_stop_the_server_and_extensions_are_checked() {
         ),
         "{oo}"
     );
-    // Defined for Patient, used on a HumanName.
-    assert!(
-        has(
-            "Patient.name[0].extension[0]",
-            "is not allowed here (this element is HumanName at Patient.name"
-        ),
-        "{oo}"
-    );
+    // Defined for Patient, used on a HumanName: a warning by default (an error with
+    // `Validator::with_extension_rules(Severity::Error)`, as the suite runner asks).
+    let warned = oo["issue"].as_array().into_iter().flatten().any(|i| {
+        i["severity"] == "warning"
+            && i["expression"][0] == "Patient.name[0].extension[0]"
+            && i["diagnostics"].as_str().is_some_and(|m| {
+                m.contains("is not allowed here (this element is HumanName at Patient.name")
+            })
+    });
+    assert!(warned, "{oo}");
     // Also: birthDate (the profile), and value[x] missing since the only value has the wrong type.
-    assert_eq!(errs.len(), 6, "{oo}");
+    assert_eq!(errs.len(), 5, "{oo}");
 }

@@ -149,7 +149,7 @@ fn validator_test_suite_agreement() {
         }
         let registry = Arc::new(registry);
         let validator = Validator::new(registry.clone(), Arc::new(Terminology::new(registry)))
-            .with_unknown_extensions(Severity::Error);
+            .with_extension_rules(Severity::Error);
         let Some(input) = read_json(&dir.join(case["file"].as_str().unwrap_or(""))) else {
             skipped += 1;
             *skip_reasons

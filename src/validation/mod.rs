@@ -44,7 +44,7 @@ pub struct Validator {
     invariants: Mutex<InvariantCache>,
     /// How an extension whose definition is not loaded is reported (a modifier extension is
     /// always an error).
-    unknown_extensions: Severity,
+    extension_rules: Severity,
 }
 
 /// The outcome of validating one resource.
@@ -91,15 +91,18 @@ impl Validator {
             core: RwLock::new(HashMap::new()),
             profiles: moka::sync::Cache::new(1_000),
             invariants: Mutex::new(InvariantCache::default()),
-            unknown_extensions: Severity::Warning,
+            extension_rules: Severity::Warning,
         }
     }
 
-    /// Reports extensions whose definition is not loaded with `severity` (default: warning, so a
-    /// gateway accepts local extensions it has no definition for; the HL7 validator reports them
-    /// as errors).
-    pub fn with_unknown_extensions(mut self, severity: Severity) -> Validator {
-        self.unknown_extensions = severity;
+    /// Reports extensions whose definition is not loaded, and extensions used outside the contexts
+    /// their definition names, with `severity`. The default is a warning, so a gateway accepts
+    /// local extensions it has no definition for and data whose extensions its senders' tools
+    /// place differently (the R4 examples themselves break the contexts of 1,490 extension uses
+    /// once the package's extension definitions are loaded); the HL7 validator reports both as
+    /// errors, and the suite runner asks for that.
+    pub fn with_extension_rules(mut self, severity: Severity) -> Validator {
+        self.extension_rules = severity;
         self
     }
 

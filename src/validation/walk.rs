@@ -883,7 +883,7 @@ impl<'x, 'v> Walk<'x, 'v> {
         }
         if let Some(allowed) = context_mismatch(&sd, elem, ty, holder_url, self.val.defs) {
             self.issue(
-                Severity::Error,
+                self.val.extension_rules,
                 "business-rule",
                 format!(
                     "the extension {url} is not allowed here (this element is {ty} at {elem}; its contexts are {allowed})"
@@ -949,7 +949,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                 format!("the modifier extension {url} is unknown: a modifier extension that is not understood makes the resource unsafe to process"),
             );
         } else if !example {
-            let severity = self.val.unknown_extensions;
+            let severity = self.val.extension_rules;
             self.issue(
                 severity,
                 "structure",

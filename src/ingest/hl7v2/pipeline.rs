@@ -308,6 +308,7 @@ impl Hl7v2Service {
             &recorded,
         );
         let mut entries = Vec::new();
+        let mut refused = None;
         for r in conversion
             .resources
             .iter()
@@ -335,24 +336,8 @@ impl Hl7v2Service {
             if let Err(e) = checked {
                 let ty = r["resourceType"].as_str().unwrap_or_default();
                 let id = r["id"].as_str().unwrap_or_default();
-                let err = AckError {
-                    location: None,
-                    code: 207,
-                    severity: 'E',
-                    message: format!("{ty}/{id} is not valid: {}", describe(&e)),
-                };
-                return self
-                    .failed(
-                        raw,
-                        header,
-                        &d,
-                        charset,
-                        facility,
-                        control,
-                        AckCode::Error,
-                        err,
-                    )
-                    .await;
+                refused = Some(format!("{ty}/{id} is not valid: {}", describe(&e)));
+                break;
             }
             let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
             let id = r["id"].as_str().unwrap_or_default().to_string();
@@ -364,20 +349,26 @@ impl Hl7v2Service {
             ));
         }
         let bundle = transaction_bundle(&conversion, &provenance);
-        if let Err(e) = transaction::apply(
-            st.store.as_ref(),
-            &st.search,
-            entries,
-            Scope::Bundle,
-            Default::default(),
-        )
-        .await
-        {
+        // A message is applied whole or not at all: one invalid resource refuses it before the store.
+        let stored = match refused {
+            Some(message) => Err(message),
+            None => transaction::apply(
+                st.store.as_ref(),
+                &st.search,
+                entries,
+                Scope::Bundle,
+                Default::default(),
+            )
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("not stored: {}", describe(&e))),
+        };
+        if let Err(message) = stored {
             let err = AckError {
                 location: None,
                 code: 207,
                 severity: 'E',
-                message: format!("not stored: {}", describe(&e)),
+                message,
             };
             return self
                 .failed(
