@@ -665,19 +665,30 @@ fn place(
     Ok(())
 }
 
+/// The object holding the last step of a path, creating the objects on the way; `None` when a
+/// step on the way is not an object.
+fn parent_object<'a>(
+    obj: &'a mut Map<String, Value>,
+    inner: &[Step],
+) -> Option<&'a mut Map<String, Value>> {
+    let mut cur = obj;
+    for step in inner {
+        let slot = cur
+            .entry(step.key.clone())
+            .or_insert_with(|| Value::Object(Map::new()));
+        let Value::Object(next) = slot else {
+            return None;
+        };
+        cur = next;
+    }
+    Some(cur)
+}
+
 /// Sets a value, replacing what is there.
 fn set_value(obj: &mut Map<String, Value>, steps: &[Step], value: &Value) {
-    if let Some((last, inner)) = steps.split_last() {
-        let mut cur = obj;
-        for step in inner {
-            let slot = cur
-                .entry(step.key.clone())
-                .or_insert_with(|| Value::Object(Map::new()));
-            let Value::Object(next) = slot else {
-                return;
-            };
-            cur = next;
-        }
+    if let Some((last, inner)) = steps.split_last()
+        && let Some(cur) = parent_object(obj, inner)
+    {
         cur.insert(last.key.clone(), value.clone());
     }
 }
@@ -687,16 +698,9 @@ fn set_default(obj: &mut Map<String, Value>, steps: &[Step], value: &Value) {
     let Some((last, inner)) = steps.split_last() else {
         return;
     };
-    let mut cur = obj;
-    for step in inner {
-        let slot = cur
-            .entry(step.key.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        let Value::Object(next) = slot else {
-            return;
-        };
-        cur = next;
-    }
+    let Some(cur) = parent_object(obj, inner) else {
+        return;
+    };
     cur.entry(last.key.clone()).or_insert_with(|| {
         if last.repeating && !value.is_array() {
             Value::Array(vec![value.clone()])
