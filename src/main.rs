@@ -184,15 +184,9 @@ fn ingest_hl7v2(config: Option<PathBuf>, flags: Overrides, files: &[PathBuf]) ->
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("huitong: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     match runtime.block_on(huitong::ingest::hl7v2::cli::ingest_files(settings, files)) {
         Ok((ok, failed)) => {
@@ -231,15 +225,9 @@ fn serve(config: Option<PathBuf>, flags: Overrides) -> ExitCode {
         }
     };
     huitong::telemetry::init_logging(settings.log_format, &settings.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!("huitong: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+        Err(code) => return code,
     };
     runtime.block_on(async move {
         // Decode the embedded definitions before accepting traffic, not on the first request.
@@ -350,4 +338,15 @@ fn validate(profiles: &[String], profiles_dir: &std::path::Path, files: &[PathBu
     } else {
         ExitCode::from(1)
     }
+}
+
+/// The multi-threaded tokio runtime the commands run on; failure is reported and exits non-zero.
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("huitong: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        })
 }
