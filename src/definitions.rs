@@ -282,6 +282,21 @@ pub enum DefinitionsError {
 
 static EMBEDDED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/r4-core.json.gz"));
 static CORE: OnceLock<Definitions> = OnceLock::new();
+static EMBEDDED_PROFILES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/r4-profiles.json.gz"));
+static CORE_PROFILES: OnceLock<Vec<serde_json::Value>> = OnceLock::new();
+
+/// The profiles of the core specification (`profiles/core/r4-profiles.json`: vital signs, lipid
+/// profile, genetics...), full StructureDefinitions with snapshots, decoded once. Guides build on
+/// them (US Core's vital signs derive from `vitalsigns`), so the registry starts with them.
+pub fn core_profiles() -> &'static [serde_json::Value] {
+    CORE_PROFILES.get_or_init(|| {
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(EMBEDDED_PROFILES)
+            .read_to_end(&mut json)
+            .and_then(|_| serde_json::from_slice(&json).map_err(std::io::Error::other))
+            .unwrap_or_else(|e| panic!("embedded core profiles: {e}"))
+    })
+}
 
 impl Definitions {
     /// The embedded R4 core definitions, decoded on first use.

@@ -2,8 +2,9 @@
 //! NamingSystem, SearchParameter and Questionnaire the gateway knows, by canonical URL and version.
 //!
 //! Sources, in the order they are loaded: the value sets and code systems of the embedded core
-//! artefact, then every JSON file or FHIR package (`.tgz`) under the `profiles/` folders, then what
-//! clients post to the server. A later resource with the same URL and version replaces an earlier one.
+//! artefact and the core specification's own profiles (`vitalsigns`, ...), then every JSON file or
+//! FHIR package (`.tgz`) under the `profiles/` folders, then what clients post to the server. A
+//! later resource with the same URL and version replaces an earlier one.
 //!
 //! Readers take a cheap snapshot ([`Registry::catalogue`]): an `Arc` of an immutable catalogue that
 //! a writer replaces whole (copy on write). Adding resources is rare (start-up, an administrator
@@ -170,7 +171,7 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// A registry holding the core value sets and code systems.
+    /// A registry holding the core value sets, code systems and profiles.
     pub fn with_core(defs: &Definitions) -> Registry {
         let mut c = Catalogue::default();
         let core: Arc<str> = Arc::from("core");
@@ -179,6 +180,7 @@ impl Registry {
             .value_sets
             .iter()
             .chain(&defs.artefact().code_systems)
+            .chain(crate::definitions::core_profiles())
         {
             // The artefact is generated and tested; a resource without a url is skipped, not fatal.
             let _ = c.insert(r.clone(), core.clone());

@@ -510,3 +510,104 @@ fn lower_first(s: &str) -> String {
         None => String::new(),
     }
 }
+
+/// What the snapshot of a profile says of one element, for comparing two copies of it.
+fn element_key(e: &Value) -> String {
+    let types: Vec<String> = e["type"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| format!("{}{}{}", t["code"], t["profile"], t["targetProfile"]))
+        .collect();
+    let constraints: Vec<String> = e["constraint"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| format!("{}:{}", c["key"], c["expression"]))
+        .collect();
+    let fixed: Vec<String> = e
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| k.starts_with("fixed") || k.starts_with("pattern"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!(
+        "{} {} {}..{} {types:?} {}|{} {constraints:?} {fixed:?} {}",
+        e["id"],
+        e["path"],
+        e["min"],
+        e["max"],
+        e["binding"]["strength"],
+        e["binding"]["valueSet"],
+        e["slicing"]["discriminator"]
+    )
+}
+
+/// The embedded core profiles (`profiles/core/r4-profiles.json`: vital signs, lipid profile,
+/// genetics, shareable artefacts...) are the official package's profiles, each with the same
+/// snapshot, element by element. Not among them: extensions, the two Quantity profiles (the core
+/// artefact carries SimpleQuantity and MoneyQuantity as types) and the two example Composition
+/// profiles (examples in the specification, not profiles to build on).
+#[test]
+fn core_profiles_equal_the_official_package() {
+    let Some(tgz) = corpora() else { return };
+    let official = load_official(&tgz);
+    let embedded: BTreeMap<&str, &Value> = huitong::definitions::core_profiles()
+        .iter()
+        .map(|p| (p["url"].as_str().unwrap(), p))
+        .collect();
+    let wanted: BTreeMap<&str, &Value> = official
+        .structures
+        .iter()
+        .filter(|sd| {
+            sd["derivation"] == "constraint"
+                && sd["type"] != "Extension"
+                && !["SimpleQuantity", "MoneyQuantity"].contains(&sd["id"].as_str().unwrap_or(""))
+                && !sd["id"].as_str().unwrap_or("").starts_with("example-")
+        })
+        .map(|sd| (sd["url"].as_str().unwrap(), sd))
+        .collect();
+    let missing: Vec<&&str> = wanted
+        .keys()
+        .filter(|u| !embedded.contains_key(*u))
+        .collect();
+    let extra: Vec<&&str> = embedded
+        .keys()
+        .filter(|u| !wanted.contains_key(*u))
+        .collect();
+    let mut differ = Vec::new();
+    for (url, ours) in &embedded {
+        let Some(theirs) = wanted.get(url) else {
+            continue;
+        };
+        let keys = |sd: &Value| -> Vec<String> {
+            sd["snapshot"]["element"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(element_key)
+                .collect()
+        };
+        let (a, b) = (keys(ours), keys(theirs));
+        if a != b {
+            let first = a.iter().zip(&b).find(|(x, y)| x != y);
+            differ.push(format!(
+                "{url}: {} vs {} elements, first difference {first:?}",
+                a.len(),
+                b.len()
+            ));
+        }
+    }
+    println!(
+        "core profiles: {} embedded, {} official, {} missing, {} extra, {} differ",
+        embedded.len(),
+        wanted.len(),
+        missing.len(),
+        extra.len(),
+        differ.len()
+    );
+    assert!(missing.is_empty(), "not embedded: {missing:?}");
+    assert!(extra.is_empty(), "not in the official package: {extra:?}");
+    assert!(differ.is_empty(), "{differ:#?}");
+}

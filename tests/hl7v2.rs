@@ -526,3 +526,52 @@ async fn http_ack_bundle_provenance_and_unmapped_fields() {
         String::from_utf8_lossy(&ack)
     );
 }
+
+/// The size limit (`hl7v2-max-message-bytes`) on both transports: over HTTP an exact 413
+/// OperationOutcome, over MLLP an AR whose ERR carries code 207 and the limit; nothing is stored, and
+/// the MLLP connection goes on serving the next frame.
+#[tokio::test]
+async fn oversized_messages_are_refused_on_both_transports() {
+    let srv = TestServer::start_in(tempfile::tempdir().unwrap(), |s| {
+        s.mllp_addr = Some("127.0.0.1:0".parse().unwrap());
+        s.hl7v2_max_message_bytes = 4096;
+    })
+    .await;
+    let mut big = adt("BIG1", "A01", "BIG", "Huge");
+    big.push_str(&format!("NTE|1||{}\r", "x".repeat(8192)));
+
+    let (status, body) = post_v2(&srv, big.as_bytes(), false).await;
+    assert_eq!(status, 413, "{}", String::from_utf8_lossy(&body));
+    let oo: Value = serde_json::from_slice(&body).expect("an OperationOutcome");
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    assert_eq!(oo["issue"][0]["code"], "too-costly");
+    assert_eq!(
+        oo["issue"][0]["diagnostics"],
+        "HL7 v2 message larger than 4096 bytes"
+    );
+
+    let mut sock = TcpStream::connect(srv.mllp_addr().unwrap()).await.unwrap();
+    let ack = String::from_utf8(mllp_roundtrip(&mut sock, big.as_bytes()).await).unwrap();
+    assert!(msa(ack.as_bytes()).starts_with("MSA|AR"), "{ack}");
+    let err = ack.split('\r').find(|s| s.starts_with("ERR")).expect("ERR");
+    assert!(
+        err.contains("207"),
+        "ERR-3 is 207 (application internal error): {err}"
+    );
+    assert!(
+        err.contains("message larger than 4096 bytes; not processed"),
+        "{err}"
+    );
+
+    let (status, _) = json_of(srv.get(&format!("Patient/{}", patient_id("BIG"))).await).await;
+    assert_eq!(status, 404, "an oversized message is never applied");
+    // The same connection takes the next (small) message.
+    let ack = mllp_roundtrip(&mut sock, adt("SMALL1", "A01", "SMALL", "Fits").as_bytes()).await;
+    assert!(
+        msa(&ack).starts_with("MSA|AA|SMALL1"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+    let (status, _) = json_of(srv.get(&format!("Patient/{}", patient_id("SMALL"))).await).await;
+    assert_eq!(status, 200);
+}

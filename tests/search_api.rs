@@ -690,3 +690,46 @@ async fn paging_over_ten_thousand_returns_each_once_while_writes_happen() {
         .collect();
     assert_eq!(sorted, expect);
 }
+
+/// Oversized searches: too many values is a 400 that says so (under lenient handling too, since
+/// ignoring part of a search answers a different one), also through `_search` with a form body; a
+/// long value is simply searched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_searches_are_refused_precisely() {
+    let s = TestServer::start().await;
+    fixture(&s).await;
+    let many: Vec<String> = (0..1500).map(|i| format!("nobody{i}")).collect();
+    let q = format!("Patient?_id={}", many.join(","));
+    let (code, _, msg) = expect_outcome(s.get(&q).await, 400).await;
+    assert_eq!(code, "too-costly");
+    assert_eq!(
+        msg,
+        "the search has 1500 filter values; at most 1000 are allowed in one search (split it into several)"
+    );
+    let lenient = s
+        .http
+        .get(s.url(&q))
+        .header("prefer", "handling=lenient")
+        .send()
+        .await
+        .unwrap();
+    let (code, _, _) = expect_outcome(lenient, 400).await;
+    assert_eq!(code, "too-costly");
+    let form = s
+        .http
+        .post(s.url("Patient/_search"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("_id={}", many.join("%2C")))
+        .send()
+        .await
+        .unwrap();
+    let (code, _, msg) = expect_outcome(form, 400).await;
+    assert_eq!(code, "too-costly", "{msg}");
+    // Exactly at the bound it is an ordinary search.
+    let q = format!("Patient?_id={}", many[..1000].join(","));
+    assert!(found(&s, &q).await.is_empty());
+
+    // A 60 KB value (near the 64 KB a URI may have in the HTTP client) is simply searched.
+    let long = format!("Patient?family={}", "长".repeat(60_000 / 9));
+    assert!(found(&s, &long).await.is_empty());
+}

@@ -16,8 +16,11 @@ use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
 
-/// Verdict agreements reached; CI fails if it drops.
-const FLOOR: usize = 216;
+/// Verdict agreements reached; CI fails if it drops. (216 until the snapshot generator learned to
+/// place children of a renamed choice: `StructureDefinition-Slice23` had agreed only because
+/// generating its snapshot failed; Java's reason, a slice that redefines its group's slicing, is
+/// not a rule here yet.)
+const FLOOR: usize = 215;
 
 /// Packages the runner can supply from the corpora.
 const PACKAGES: &[(&str, &str)] = &[("hl7.fhir.us.core#3.1.0", "us-core-3.1.0")];

@@ -333,10 +333,15 @@ fn run(dir: &Path, out: &Path) -> Res<String> {
     let text = render(&artefact)?;
     let target: PathBuf = out.join("r4-core.json");
     std::fs::write(&target, &text).map_err(|e| format!("{}: {e}", target.display()))?;
+    let profiles = core_profiles(dir)?;
+    let target: PathBuf = out.join("r4-profiles.json");
+    std::fs::write(&target, &profiles.1).map_err(|e| format!("{}: {e}", target.display()))?;
     let missing_list: Vec<String> = missing.into_iter().collect();
     Ok(format!(
-        "r4-core.json: {} bytes, {} structures, {} elements, {} search parameters, {} compartments, {} value sets, {} code systems; \
+        "r4-profiles.json: {} bytes, {} profiles; r4-core.json: {} bytes, {} structures, {} elements, {} search parameters, {} compartments, {} value sets, {} code systems; \
          {} corrections applied; not in the package (external terminology): {}",
+        profiles.1.len(),
+        profiles.0,
         text.len(),
         artefact.structures.len(),
         artefact
@@ -829,4 +834,43 @@ fn render(a: &CoreArtefact) -> Res<String> {
     list(&mut out, "codeSystems", &a.code_systems, true)?;
     out.push_str("}\n");
     Ok(out)
+}
+
+/// The profiles the core specification defines on its own resources (vital signs, lipid profile,
+/// genetics, shareable artefacts...: `profiles-others.json`), which published guides such as US Core
+/// build on. They stay full StructureDefinitions, minus what only people read (narrative, mappings,
+/// element definitions and comments), one per line sorted by url. Returns (count, text).
+fn core_profiles(dir: &Path) -> Res<(usize, String)> {
+    let mut profiles: Vec<Value> = bundle_resources(dir, "profiles-others.json")?
+        .into_iter()
+        .filter(|r| s(r, "resourceType") == Some("StructureDefinition"))
+        .collect();
+    for sd in &mut profiles {
+        let Some(o) = sd.as_object_mut() else {
+            continue;
+        };
+        o.remove("text");
+        o.remove("mapping");
+        for part in ["snapshot", "differential"] {
+            let elements = o
+                .get_mut(part)
+                .and_then(|p| p.get_mut("element"))
+                .and_then(Value::as_array_mut);
+            for el in elements
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_object_mut)
+            {
+                for k in ["definition", "comment", "requirements", "mapping", "alias"] {
+                    el.remove(k);
+                }
+            }
+        }
+    }
+    profiles.sort_by(|a, b| s(a, "url").cmp(&s(b, "url")));
+    let lines: Res<Vec<String>> = profiles
+        .iter()
+        .map(|p| serde_json::to_string(p).map_err(|e| e.to_string()))
+        .collect();
+    Ok((profiles.len(), format!("[\n{}\n]\n", lines?.join(",\n"))))
 }

@@ -38,6 +38,11 @@ impl Default for ParseOptions {
 /// Chains and `_has` nest at most this deep (a bound against hostile queries, not a FHIR rule).
 const MAX_DEPTH: usize = 8;
 
+/// One search carries at most this many filter values (comma-separated ORs counted one each): a
+/// bound against hostile queries that keeps every statement far below SQLite's limit of bound
+/// parameters, so a huge query gets a 400 that says so instead of a database error.
+pub const MAX_VALUES: usize = 1000;
+
 /// Result parameters and controls that are not filters.
 const CONTROLS: &[&str] = &[
     "_count",
@@ -128,6 +133,21 @@ pub fn parse(
         applied: vec![],
         ignored: vec![],
     };
+    let values: usize = params
+        .iter()
+        .filter(|(name, _)| !CONTROLS.contains(&name.as_str()))
+        .map(|(_, value)| split_values(value).len())
+        .sum();
+    if values > MAX_VALUES {
+        // Not subject to lenient handling: ignoring part of it would answer a different search.
+        return Err(FhirError::new(
+            400,
+            "too-costly",
+            format!(
+                "the search has {values} filter values; at most {MAX_VALUES} are allowed in one search (split it into several)"
+            ),
+        ));
+    }
     for (name, value) in params {
         let result = if CONTROLS.contains(&name.as_str())
             || name == "_include:iterate"

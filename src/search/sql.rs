@@ -365,12 +365,26 @@ fn filter_condition(
         if alts.is_empty() {
             continue;
         }
-        parts.push(format!("({})", alts.join(" OR ")));
+        parts.push(balanced(&alts, "OR"));
     }
     if parts.is_empty() {
         "1 = 1".to_string()
     } else {
-        parts.join(" AND ")
+        balanced(&parts, "AND")
+    }
+}
+
+/// `items` joined by `op` as a balanced tree of parentheses. SQLite parses `a OR b OR c ...` into
+/// a tree as deep as the list is long and refuses one deeper than 1,000; balanced, a search with
+/// the most values allowed ([`super::query::MAX_VALUES`]) nests about ten deep.
+fn balanced(items: &[String], op: &str) -> String {
+    match items {
+        [] => String::new(),
+        [one] => format!("({one})"),
+        _ => {
+            let (left, right) = items.split_at(items.len() / 2);
+            format!("({} {op} {})", balanced(left, op), balanced(right, op))
+        }
     }
 }
 

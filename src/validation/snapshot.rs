@@ -272,6 +272,10 @@ impl Builder<'_> {
         if !self.has_children(p) {
             self.expand(p)?;
         }
+        // The parent may have landed under another id: `Observation.valueQuantity` is the slice
+        // `Observation.value[x]:valueQuantity`, so `Observation.valueQuantity.value` is its child.
+        let parent = id_of(&self.elements[p]).to_string();
+        let parent = parent.as_str();
         let plain = format!("{parent}.{name}");
         let base = match self.find(&plain) {
             Some(i) => i,
@@ -281,6 +285,12 @@ impl Builder<'_> {
                 let (i, stem, suffix) = self.choice_rename(parent, name)?;
                 if slice.is_some() {
                     i
+                } else if self.is_backbone_slice(parent) {
+                    // Within a slice of a backbone element (`component:FlowRate.valueQuantity`)
+                    // the choice itself is narrowed, with no rename slice: so the published
+                    // snapshots of the core and US Core profiles have it (while a slice of a
+                    // datatype, `extension:ombCategory.valueCoding`, gets the rename slice).
+                    return Ok(i);
                 } else {
                     let sid = format!("{parent}.{stem}[x]:{name}");
                     let s = self.ensure(&sid)?;
@@ -308,6 +318,16 @@ impl Builder<'_> {
         let at = self.group_end(base);
         self.elements.insert(at, e);
         Ok(at)
+    }
+
+    /// True for a slice (`A.b:s`) of an element whose children the base defines itself (a
+    /// backbone element), rather than through its type.
+    fn is_backbone_slice(&self, id: &str) -> bool {
+        let Some((sliced, slice)) = id.rsplit_once(':') else {
+            return false;
+        };
+        let dot = format!("{sliced}.");
+        !slice.contains('.') && self.original.iter().any(|o| id_of(o).starts_with(&dot))
     }
 
     /// Keeps only the type whose choice suffix is `suffix`.
@@ -438,18 +458,36 @@ impl Builder<'_> {
         let Some(type_snapshot) = core_snapshot(self.defs, &ty) else {
             return Err(format!("type {ty} of {id} is not a core type"));
         };
-        let children: Vec<Value> = type_snapshot
-            .into_iter()
-            .skip(1)
-            .map(|mut c| {
-                let tail = id_of(&c).strip_prefix(&ty).unwrap_or("").to_string();
-                if let Some(o) = c.as_object_mut() {
-                    o.insert("id".into(), json!(format!("{id}{tail}")));
-                    o.insert("path".into(), json!(format!("{path}{tail}")));
-                }
-                c
-            })
-            .collect();
+        let rebase = |snapshot: &[Value], id: &str, path: &str| -> Vec<Value> {
+            snapshot
+                .iter()
+                .skip(1)
+                .map(|c| {
+                    let mut c = c.clone();
+                    let tail = id_of(&c)
+                        .strip_prefix(ty.as_str())
+                        .unwrap_or("")
+                        .to_string();
+                    if let Some(o) = c.as_object_mut() {
+                        o.insert("id".into(), json!(format!("{id}{tail}")));
+                        o.insert("path".into(), json!(format!("{path}{tail}")));
+                    }
+                    c
+                })
+                .collect()
+        };
+        let mut children = rebase(&type_snapshot, &id, &path);
+        // A slice of an extension (a part of a complex extension, `extension:ombCategory`) also
+        // gets the children of its own `extension` element, one level: the published snapshots
+        // (US Core race and ethnicity) list them.
+        let last = id.rsplit('.').next().unwrap_or("");
+        if ty == "Extension" && last.starts_with("extension:") {
+            let inner_id = format!("{id}.extension");
+            if let Some(k) = children.iter().position(|c| id_of(c) == inner_id) {
+                let inner = rebase(&type_snapshot, &inner_id, &format!("{path}.extension"));
+                children.splice(k + 1..k + 1, inner);
+            }
+        }
         let at = i + 1;
         self.elements.splice(at..at, children);
         Ok(())
