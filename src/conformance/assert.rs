@@ -99,7 +99,16 @@ fn evaluate(st: &State<'_>, a: &Value) -> Result<Verdict, String> {
             &format!("header {h}"),
         );
     }
-    if let Some(expr) = s(a, "expression") {
+    // An assert with only `compareToSourceExpression` (as the R4 example script writes one)
+    // compares that expression on the source with the same expression on the subject.
+    let own_expression = s(a, "expression").or_else(|| {
+        if CHECKS.iter().any(|k| a.get(*k).is_some()) {
+            None
+        } else {
+            s(a, "compareToSourceExpression")
+        }
+    });
+    if let Some(expr) = own_expression {
         let expr = st.substitute(expr);
         let json = source
             .json()
@@ -136,7 +145,14 @@ fn evaluate(st: &State<'_>, a: &Value) -> Result<Verdict, String> {
         let got = source.json().ok_or("the body judged is not JSON")?;
         return Ok(navigation_links(got));
     }
-    if let Some(p) = s(a, "path") {
+    let own_path = s(a, "path").or_else(|| {
+        if CHECKS.iter().any(|k| a.get(*k).is_some()) {
+            None
+        } else {
+            s(a, "compareToSourcePath")
+        }
+    });
+    if let Some(p) = own_path {
         let p = st.substitute(p);
         let actual = path_strings(st, &source, &p)?;
         return compare(operator, &actual, expected.as_deref(), &p);
@@ -232,6 +248,22 @@ fn evaluate(st: &State<'_>, a: &Value) -> Result<Verdict, String> {
     }
     Err("the assert names no check this runner knows (contentType, expression, headerField, minimumId, navigationLinks, path, requestMethod, requestURL, resource, response, responseCode, validateProfileId)".into())
 }
+
+/// The elements that make an assert check something.
+const CHECKS: [&str; 12] = [
+    "contentType",
+    "expression",
+    "headerField",
+    "minimumId",
+    "navigationLinks",
+    "path",
+    "requestMethod",
+    "requestURL",
+    "resource",
+    "response",
+    "responseCode",
+    "validateProfileId",
+];
 
 fn verdict(ok: bool, message: String) -> Verdict {
     if ok {
