@@ -3,7 +3,7 @@
 //! reason, and every listed failure still fails for a reason of its own (a listed script that now
 //! passes is printed, so the list can shrink).
 //!
-//! Prints `conformance <suite>: N passed, M failed` per suite and `conformance: N passed, M failed`.
+//! Prints `conformance <suite>: N passed, M failed` per suite and `conformance total: ...`.
 
 mod common;
 

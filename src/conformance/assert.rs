@@ -101,13 +101,7 @@ fn evaluate(st: &State<'_>, a: &Value) -> Result<Verdict, String> {
     }
     // An assert with only `compareToSourceExpression` (as the R4 example script writes one)
     // compares that expression on the source with the same expression on the subject.
-    let own_expression = s(a, "expression").or_else(|| {
-        if CHECKS.iter().any(|k| a.get(*k).is_some()) {
-            None
-        } else {
-            s(a, "compareToSourceExpression")
-        }
-    });
+    let own_expression = own_check(a, "expression", "compareToSourceExpression");
     if let Some(expr) = own_expression {
         let expr = st.substitute(expr);
         let json = source
@@ -145,13 +139,7 @@ fn evaluate(st: &State<'_>, a: &Value) -> Result<Verdict, String> {
         let got = source.json().ok_or("the body judged is not JSON")?;
         return Ok(navigation_links(got));
     }
-    let own_path = s(a, "path").or_else(|| {
-        if CHECKS.iter().any(|k| a.get(*k).is_some()) {
-            None
-        } else {
-            s(a, "compareToSourcePath")
-        }
-    });
+    let own_path = own_check(a, "path", "compareToSourcePath");
     if let Some(p) = own_path {
         let p = st.substitute(p);
         let actual = path_strings(st, &source, &p)?;
@@ -264,6 +252,18 @@ const CHECKS: [&str; 12] = [
     "responseCode",
     "validateProfileId",
 ];
+
+/// The assert's `key` (`expression`, `path`), or, when the assert names no check at all, its
+/// compareTo counterpart: the same expression is then evaluated on both sides.
+fn own_check<'a>(a: &'a Value, key: &str, compare_key: &str) -> Option<&'a str> {
+    s(a, key).or_else(|| {
+        if CHECKS.iter().any(|k| a.get(*k).is_some()) {
+            None
+        } else {
+            s(a, compare_key)
+        }
+    })
+}
 
 fn verdict(ok: bool, message: String) -> Verdict {
     if ok {

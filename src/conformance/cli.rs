@@ -93,10 +93,10 @@ pub async fn run(args: &RunArgs) -> Result<Outcome, String> {
         summary.push(format!("conformance {s}: skipped ({why})"));
     }
     let total_pass = run.runs.iter().filter(|r| r.passed()).count();
+    let failed = run.runs.len() - total_pass;
     summary.push(format!(
-        "conformance: {} passed, {} failed",
-        total_pass,
-        run.runs.len() - total_pass
+        "conformance total: {total_pass} passed, {failed} failed, {} of them unexpected",
+        regressions.len()
     ));
     for n in &newly {
         summary.push(format!(
