@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for the bird's-eye view and the code map.
 
 pub mod config;
+pub mod conformance;
 pub mod definitions;
 pub mod fhirpath;
 pub mod fuzzing;

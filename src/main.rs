@@ -64,6 +64,18 @@ enum Command {
     },
     /// Print the version and the embedded definitions' provenance.
     Version,
+    /// Run TestScript suites against a FHIR server (default: an embedded Huitong).
+    Conformance {
+        #[command(subcommand)]
+        what: ConformanceKind,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConformanceKind {
+    /// `huitong conformance run [--target URL] [--suite NAME|all] [--report DIR]`; exits 1 when a
+    /// script fails that `conformance/expected.toml` does not list.
+    Run(huitong::conformance::cli::RunArgs),
 }
 
 #[derive(Subcommand)]
@@ -156,6 +168,9 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Conformance {
+            what: ConformanceKind::Run(args),
+        } => conformance_run(&args),
         Command::Version => {
             let defs = huitong::definitions::Definitions::core().artefact();
             println!(
@@ -337,6 +352,25 @@ fn validate(profiles: &[String], profiles_dir: &std::path::Path, files: &[PathBu
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+fn conformance_run(args: &huitong::conformance::cli::RunArgs) -> ExitCode {
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    match runtime.block_on(huitong::conformance::cli::run(args)) {
+        Ok(out) => {
+            for line in &out.summary {
+                println!("{line}");
+            }
+            ExitCode::from(out.code)
+        }
+        Err(e) => {
+            eprintln!("huitong conformance: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 
