@@ -64,6 +64,14 @@ enum Command {
     },
     /// Print the version and the embedded definitions' provenance.
     Version,
+    /// Issue a signed JWT bearer token from a local key (development and tests), or print the
+    /// key's public JWKS with `--jwks`.
+    Token(huitong::security::cli::TokenArgs),
+    /// The audit trail: `huitong audit verify --data DIR [--key KEY.pem]`.
+    Audit {
+        #[command(subcommand)]
+        what: huitong::security::cli::AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -156,6 +164,8 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Token(args) => huitong::security::cli::token(&args),
+        Command::Audit { what } => huitong::security::cli::audit(&what),
         Command::Version => {
             let defs = huitong::definitions::Definitions::core().artefact();
             println!(
