@@ -200,7 +200,7 @@ async fn scope_forms_are_enforced_per_interaction() {
         None,
     )
     .await;
-    assert_eq!(s, 200);
+    assert!(s == 200 || s == 204, "delete: {s}");
     let reader = keys.token("patient/*.rs", json!({"patient": "a"}));
     let (s, v) = call(
         &srv,
@@ -813,9 +813,10 @@ async fn hostile_input_neither_leaks_nor_crashes() {
                 .finish();
             let (s, b) = call(&srv, Method::GET, &format!("{ty}?{q}"), Some(&t), None).await;
             assert!(s < 500, "{ty}?{p}={v:?}: {s} {b}");
-            let text = b.to_string();
+            let found = ids(&b);
             assert!(
-                !text.contains("\"ob\"") && !text.contains("Beta"),
+                !found.contains(&"Observation/ob".to_string())
+                    && !found.contains(&"Patient/b".to_string()),
                 "{ty}?{p}={v:?} leaks: {b}"
             );
             n += 1;
@@ -833,8 +834,11 @@ async fn hostile_input_neither_leaks_nor_crashes() {
     ] {
         let (s, b) = call(&srv, Method::GET, path, Some(&t), None).await;
         assert!(s < 500, "{path}: {s} {b}");
+        let found = ids(&b);
         assert!(
-            !b.to_string().contains("\"ob\"") && !b.to_string().contains("Beta"),
+            b["id"] != "ob"
+                && b["id"] != "b"
+                && !found.iter().any(|i| i.ends_with("/ob") || i == "Patient/b"),
             "{path} leaks {b}"
         );
         n += 1;
@@ -1069,7 +1073,7 @@ async fn https_and_mllp_over_tls_with_and_without_client_certificates() {
     let keys = Keys::make();
     let pki = Pki::make();
     let tls = format!(
-        "[tls]\ncert = {:?}\nkey = {:?}\nclient-ca = {:?}\n[[auth.senders]]\nid = \"lab-a\"\ncert-cn = \"lab-a.example\"\nscopes = \"system/*.cru\"\n",
+        "[tls]\ncert = {:?}\nkey = {:?}\nclient-ca = {:?}\n[[auth.senders]]\nid = \"lab-a\"\ncert-cn = \"lab-a.example\"\nscopes = \"system/*.cruds\"\n",
         pki.p("server.pem"),
         pki.p("server.key"),
         pki.p("ca.pem")
@@ -1131,7 +1135,7 @@ async fn https_and_mllp_over_tls_with_and_without_client_certificates() {
 #[tokio::test]
 async fn a_search_past_the_cost_bound_gets_413_with_an_explanation() {
     let keys = Keys::make();
-    let srv = gateway(&keys, "[limits]\nmax-search-cost = 20000\n").await;
+    let srv = gateway(&keys, "[limits]\nmax-search-cost = 3000\n").await;
     let many: Vec<Value> = (0..150)
         .map(|i| patient(&format!("p{i}"), &format!("Fam{i}")))
         .collect();

@@ -151,7 +151,7 @@ pub fn public_jwk(key: &PKey<Private>, kid: &str) -> Result<Value, String> {
             "n": B64.encode(rsa.n().to_vec()), "e": B64.encode(rsa.e().to_vec()),
         }));
     }
-    let ec = key.ec_key().map_err(|_| "key is neither RSA nor EC")?;
+    let ec = sm::ec_public(key).map_err(|_| "key is neither RSA nor EC")?;
     let crv = match ec.group().curve_name() {
         Some(Nid::SM2) => "SM2",
         Some(Nid::X9_62_PRIME256V1) => "P-256",
@@ -176,7 +176,7 @@ pub fn alg_of(key: &PKey<Private>) -> Result<Alg, String> {
     if key.rsa().is_ok() {
         return Ok(Alg::Rs256);
     }
-    match key.ec_key().ok().and_then(|k| k.group().curve_name()) {
+    match sm::ec_public(key).ok().and_then(|k| k.group().curve_name()) {
         Some(Nid::SM2) => Ok(Alg::Sm2Sm3),
         Some(Nid::X9_62_PRIME256V1) => Ok(Alg::Es256),
         _ => Err("key is not RSA, P-256 or SM2".into()),

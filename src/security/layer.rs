@@ -275,7 +275,15 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
     let resp = match authorise(&st, &who, &ask, req).await {
         Ok(Admitted::Run(req)) => {
             let resp = next.run(req).await;
-            filter(&st, &who, resp).await
+            // The answer to a single-resource write is what the caller itself sent (or changed,
+            // after `admit_change` found it visible): nothing to hide from it.
+            let own_write =
+                matches!(&ask, Ask::Type { perm, .. } if perm & (scopes::C | scopes::U) != 0);
+            if own_write {
+                resp
+            } else {
+                filter(&st, &who, resp).await
+            }
         }
         Ok(Admitted::Answered(r)) => r,
         Err(r) => r,
@@ -583,25 +591,21 @@ async fn filter(st: &AppState, who: &Principal, resp: Response) -> Response {
             "searchset" | "history" | "batch-response" | "transaction-response"
         );
     if response_bundle {
-        let mut removed = 0usize;
+        let mut removed = prune(&mut judge, who, &mut v).await;
+        // A batch answers GET entries with nested searchsets: pruned the same way.
         if let Some(entries) = v["entry"].as_array_mut() {
-            let mut kept = Vec::with_capacity(entries.len());
-            for e in entries.drain(..) {
-                let keep = match e.get("resource") {
-                    // Outcomes of batch entries are the caller's own; other resources are judged.
-                    Some(r) if r["resourceType"] == "OperationOutcome" => true,
-                    Some(r) => judge.visible(r).await,
-                    // A history entry of a delete says nothing we can judge: kept only for
-                    // callers that are not patient-bound.
-                    None => bundle_type != "history" || who.patient.is_none(),
-                };
-                if keep {
-                    kept.push(e);
-                } else {
+            for e in entries.iter_mut() {
+                if let Some(r) = e.get_mut("resource")
+                    && r["resourceType"] == "Bundle"
+                    && matches!(r["type"].as_str(), Some("searchset" | "history"))
+                    && prune(&mut judge, who, r).await > 0
+                {
                     removed += 1;
+                    if let Some(o) = r.as_object_mut() {
+                        o.remove("total");
+                    }
                 }
             }
-            *entries = kept;
         }
         if removed == 0 {
             return Response::from_parts(parts, Body::from(bytes));
@@ -630,6 +634,39 @@ async fn filter(st: &AppState, who: &Principal, resp: Response) -> Response {
     );
     out.headers_mut().remove(header::CONTENT_LENGTH);
     out
+}
+
+/// Removes the entries of a response Bundle the caller may not see; returns how many.
+async fn prune(judge: &mut Judge<'_>, who: &Principal, bundle: &mut Value) -> usize {
+    let history = bundle["type"] == "history";
+    let Some(entries) = bundle["entry"].as_array_mut() else {
+        return 0;
+    };
+    let mut removed = 0;
+    let mut kept = Vec::with_capacity(entries.len());
+    for e in entries.drain(..) {
+        let keep = match e.get("resource") {
+            // Outcomes of batch entries are the caller's own; nested Bundles are pruned after.
+            Some(r) if r["resourceType"] == "OperationOutcome" => true,
+            Some(r)
+                if r["resourceType"] == "Bundle"
+                    && matches!(r["type"].as_str(), Some("searchset" | "history")) =>
+            {
+                true
+            }
+            Some(r) => judge.visible(r).await,
+            // A history entry of a delete says nothing we can judge: kept only for callers that
+            // are not patient-bound.
+            None => !history || who.patient.is_none(),
+        };
+        if keep {
+            kept.push(e);
+        } else {
+            removed += 1;
+        }
+    }
+    *entries = kept;
+    removed
 }
 
 /// `GET [base]/AuditEvent[?agent=&subtype=&outcome=&entity=&date=&_count=]` and

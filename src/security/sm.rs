@@ -56,9 +56,18 @@ fn pad32(n: &BigNum) -> Vec<u8> {
     n.to_vec_padded(32).unwrap_or_else(|_| n.to_vec())
 }
 
+/// The EC view of a public key. OpenSSL 3 types SM2-curve keys as `SM2`, for which
+/// `EVP_PKEY_get1_EC_KEY` fails; the SubjectPublicKeyInfo decodes as an EC key on any curve.
+pub fn ec_public<T: HasPublic>(
+    key: &PKeyRef<T>,
+) -> Result<openssl::ec::EcKey<openssl::pkey::Public>, String> {
+    let der = key.public_key_to_der().map_err(|e| e.to_string())?;
+    openssl::ec::EcKey::public_key_from_der(&der).map_err(|_| "not an EC or SM2 key".to_string())
+}
+
 /// `e = SM3(Z || M)` for the key's public point and the default ID.
 fn digest_e<T: HasPublic>(key: &PKeyRef<T>, message: &[u8]) -> Result<[u8; 32], String> {
-    let ec = key.ec_key().map_err(|_| "not an SM2 key".to_string())?;
+    let ec = ec_public(key)?;
     let group: &EcGroupRef = ec.group();
     let mut ctx = BigNumContext::new().map_err(|e| e.to_string())?;
     let (mut p, mut a, mut b) = (
@@ -101,7 +110,7 @@ fn digest_e<T: HasPublic>(key: &PKeyRef<T>, message: &[u8]) -> Result<[u8; 32], 
 
 /// Whether `key` is an SM2 key (its curve is SM2).
 pub fn is_sm2<T: HasPublic>(key: &PKeyRef<T>) -> bool {
-    key.ec_key()
+    ec_public(key)
         .ok()
         .and_then(|k| k.group().curve_name())
         .is_some_and(|n| n == openssl::nid::Nid::SM2)
