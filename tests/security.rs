@@ -186,7 +186,7 @@ async fn scope_forms_are_enforced_per_interaction() {
         Method::POST,
         "Observation",
         Some(&clinician),
-        Some(&obs("x", "a", "laboratory")),
+        Some(&obs("x", "a", "vital-signs")),
     )
     .await;
     assert_eq!(s, 201, "{v}");
