@@ -93,7 +93,7 @@ async fn logs_carry_no_token_key_or_identifier() {
     srv.stop().await;
     let log = String::from_utf8_lossy(&cap.0.lock().unwrap()).into_owned();
     let lines = log.lines().count();
-    assert!(lines > 20, "the run logged ({lines} lines)");
+    assert!(lines > 10, "the run logged ({lines} lines)");
     let sig = token.rsplit('.').next().unwrap();
     for (what, secret) in [
         ("bearer token", token.as_str()),
