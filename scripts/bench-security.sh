@@ -7,19 +7,22 @@
 # user/*.cruds principal with a domain (so responses are judged), and writes one hash-chained
 # AuditEvent per interaction; MLLP senders are identified by source address.
 # Environment: N (2000 reads and searches each), CLIENTS (4), PROFILE (release; `debug` reuses the
-# test build), CARGO_TARGET_DIR.
+# test build), HUITONG_BIN (a built binary: no build), CARGO_TARGET_DIR.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 n="${N:-2000}"
 clients="${CLIENTS:-4}"
 profile="${PROFILE:-release}"
-if [ "$profile" = release ]; then
-    (cd "$root" && cargo build --release --bin huitong)
-else
-    (cd "$root" && cargo build --bin huitong)
+bin="${HUITONG_BIN:-}"   # an already built binary, to skip the build
+if [ -z "$bin" ]; then
+    if [ "$profile" = release ]; then
+        (cd "$root" && cargo build --release --bin huitong)
+    else
+        (cd "$root" && cargo build --bin huitong)
+    fi
+    bin="${CARGO_TARGET_DIR:-$root/target}/$profile/huitong"
 fi
-bin="${CARGO_TARGET_DIR:-$root/target}/$profile/huitong"
 work="$(mktemp -d "${TMPDIR:-/tmp}/huitong-bench-sec.XXXXXX")"
 pid=""
 cleanup() {
