@@ -289,6 +289,10 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
         Err(r) => r,
     };
     record.status = resp.status().as_u16();
+    // Any successful change may have written a Consent (directly, in a Bundle, or by ingest).
+    if method != Method::GET && method != Method::HEAD && record.status < 300 {
+        sec.consents.invalidate_all();
+    }
     record.subtype = resp
         .extensions()
         .get::<Interaction>()
@@ -617,9 +621,8 @@ async fn filter(st: &AppState, who: &Principal, resp: Response) -> Response {
     } else if matches!(
         ty.as_str(),
         "OperationOutcome" | "CapabilityStatement" | "Parameters" | ""
-    ) {
-        return Response::from_parts(parts, Body::from(bytes));
-    } else if judge.visible(&v).await {
+    ) || judge.visible(&v).await
+    {
         return Response::from_parts(parts, Body::from(bytes));
     } else {
         let mut r = hidden(st);

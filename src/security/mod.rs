@@ -150,6 +150,13 @@ pub struct Security {
     senders: Vec<Sender>,
     pub audit: Option<Arc<audit::AuditLog>>,
     pub limiter: Option<limits::RateLimiter>,
+    /// Active Consents per patient, as judged answers need them; emptied whenever anything that
+    /// could write a Consent succeeds (see `layer::guard`).
+    pub consents: moka::sync::Cache<String, Arc<Vec<Value>>>,
+}
+
+fn consent_cache() -> moka::sync::Cache<String, Arc<Vec<Value>>> {
+    moka::sync::Cache::new(100_000)
 }
 
 impl std::fmt::Debug for Security {
@@ -171,6 +178,7 @@ impl Security {
             senders: Vec::new(),
             audit: None,
             limiter: None,
+            consents: consent_cache(),
         }
     }
 
@@ -216,6 +224,7 @@ impl Security {
             senders,
             audit,
             limiter,
+            consents: consent_cache(),
         })
     }
 

@@ -12,6 +12,7 @@ use crate::rest::AppState;
 use crate::store::IndexRows;
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// The `meta.tag` system naming a resource's owner domain (the institution that submitted it).
 pub const DOMAIN_SYSTEM: &str = "urn:huitong:domain";
@@ -62,7 +63,7 @@ pub enum Denial {
 pub struct Judge<'a> {
     st: &'a AppState,
     who: &'a Principal,
-    consents: HashMap<String, Vec<Value>>,
+    consents: HashMap<String, Arc<Vec<Value>>>,
 }
 
 impl<'a> Judge<'a> {
@@ -205,7 +206,19 @@ impl<'a> Judge<'a> {
 
     async fn consent_denies(&mut self, patient: &str, ty: &str, resource: &Value) -> bool {
         if !self.consents.contains_key(patient) {
-            let found = load_consents(self.st, patient).await;
+            let cache = &self.st.security.consents;
+            let found = match cache.get(patient) {
+                Some(c) => c,
+                None => {
+                    let (found, complete) = load_consents(self.st, patient).await;
+                    let found = Arc::new(found);
+                    // A failed look-up (treated as deny) is not remembered.
+                    if complete {
+                        cache.insert(patient.to_string(), found.clone());
+                    }
+                    found
+                }
+            };
             self.consents.insert(patient.to_string(), found);
         }
         let who = self.who;
@@ -343,8 +356,9 @@ fn row_matches(rows: &IndexRows, param: &str, value: &str) -> bool {
     })
 }
 
-/// The active Consents of a patient (searched like any client would).
-async fn load_consents(st: &AppState, patient: &str) -> Vec<Value> {
+/// The active Consents of a patient (searched like any client would), and whether the look-up
+/// succeeded.
+async fn load_consents(st: &AppState, patient: &str) -> (Vec<Value>, bool) {
     let params = vec![
         ("patient".to_string(), format!("Patient/{patient}")),
         ("status".to_string(), "active".to_string()),
@@ -356,19 +370,21 @@ async fn load_consents(st: &AppState, patient: &str) -> Vec<Value> {
     };
     let Ok(plan) = crate::search::parse(&["Consent".to_string()], &params, &st.search, &opts)
     else {
-        return Vec::new();
+        return (Vec::new(), true);
     };
     match crate::search::run::execute(&*st.store, &plan).await {
-        Ok(page) => page
-            .matches
-            .iter()
-            .filter_map(|v| v.body.as_ref())
-            .filter_map(|b| serde_json::from_slice(b).ok())
-            .collect(),
+        Ok(page) => (
+            page.matches
+                .iter()
+                .filter_map(|v| v.body.as_ref())
+                .filter_map(|b| serde_json::from_slice(b).ok())
+                .collect(),
+            true,
+        ),
         Err(e) => {
             // Fail closed: a Consent that cannot be read is taken as a denial.
             tracing::error!(error = %e, "Consent look-up failed; treating as deny");
-            vec![json!({ "provision": { "type": "deny" } })]
+            (vec![json!({ "provision": { "type": "deny" } })], false)
         }
     }
 }

@@ -684,6 +684,7 @@ impl super::mllp::Handler for MllpHandler {
             return Some(self.state.hl7v2.refused_ack(&message, &why));
         }
         let out = self.state.hl7v2.ingest(&self.state, &message).await;
+        sec.consents.invalidate_all();
         if let Some(a) = &sec.audit {
             record.status = match out.code {
                 AckCode::Accept => 200,
