@@ -84,6 +84,8 @@ pub struct Settings {
     pub hl7v2_sender_charsets: HashMap<String, String>,
     /// UTC offset for v2 times that carry none.
     pub hl7v2_timezone: String,
+    /// `[auth]`, `[access]`, `[audit]`, `[limits]`, `[tls]` (config file only).
+    pub security: crate::security::SecurityConfig,
 }
 
 impl Settings {
@@ -124,6 +126,7 @@ impl Default for Settings {
             hl7v2_charset: "ASCII".into(),
             hl7v2_sender_charsets: HashMap::new(),
             hl7v2_timezone: "+08:00".into(),
+            security: Default::default(),
         }
     }
 }
@@ -217,6 +220,21 @@ pub struct Overrides {
     /// UTC offset for v2 times without one [default: +08:00]
     #[arg(long, env = "HUITONG_HL7V2_TIMEZONE")]
     pub hl7v2_timezone: Option<String>,
+    /// Authentication (config file only): `[auth]` jwks-file, audience, `[[auth.senders]]`
+    #[arg(skip)]
+    pub auth: Option<crate::security::config::AuthConfig>,
+    /// Cross-domain and sensitive-data policy (config file only): `[access]`
+    #[arg(skip)]
+    pub access: Option<crate::security::config::AccessConfig>,
+    /// The audit trail (config file only): `[audit]`
+    #[arg(skip)]
+    pub audit: Option<crate::security::config::AuditConfig>,
+    /// Abuse limits (config file only): `[limits]`
+    #[arg(skip)]
+    pub limits: Option<crate::security::config::LimitsConfig>,
+    /// HTTPS and MLLP over TLS (config file only): `[tls]`
+    #[arg(skip)]
+    pub tls: Option<crate::security::config::TlsConfig>,
 }
 
 /// A configuration that cannot be used.
@@ -293,6 +311,21 @@ impl Settings {
             }
             if l.public_base_url.is_some() {
                 s.public_base_url = l.public_base_url.clone();
+            }
+            if l.auth.is_some() {
+                s.security.auth = l.auth.clone();
+            }
+            if let Some(a) = &l.access {
+                s.security.access = a.clone();
+            }
+            if l.audit.is_some() {
+                s.security.audit = l.audit.clone();
+            }
+            if let Some(a) = &l.limits {
+                s.security.limits = a.clone();
+            }
+            if l.tls.is_some() {
+                s.security.tls = l.tls.clone();
             }
         }
         s.validate()?;

@@ -161,3 +161,31 @@ pub fn hl7v2_convert(data: &[u8]) {
         let _ = crate::mapping::convert(&m, maps, &crate::mapping::Options::default());
     }
 }
+
+/// Bearer-token handling on arbitrary input: the JWT verifier (against a fixed P-256 JWKS) and the
+/// SMART scope parser must refuse, never panic; a scope that parses keeps its permission bits.
+pub fn auth_token(data: &[u8]) {
+    use std::sync::OnceLock;
+    static KEYS: OnceLock<Vec<crate::security::jwt::Jwk>> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        // A fixed public point (the P-256 generator) is enough: no fuzz input can sign for it.
+        let jwk = serde_json::json!({"kty": "EC", "crv": "P-256", "kid": "k",
+            "x": "axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpY",
+            "y": "T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU"});
+        crate::security::jwt::jwk_from_json(&jwk)
+            .into_iter()
+            .collect()
+    });
+    let text = String::from_utf8_lossy(data);
+    let exp = crate::security::jwt::Expectations {
+        audience: Some("fuzz"),
+        issuer: None,
+        now_secs: 0,
+        leeway_secs: 0,
+    };
+    assert!(crate::security::jwt::verify(&text, keys, &exp).is_err());
+    for s in crate::security::scopes::parse_all(&text) {
+        assert!(s.perms != 0 && s.perms <= crate::security::scopes::ALL);
+    }
+    let _ = crate::security::jwt::jwks_from_json(data);
+}

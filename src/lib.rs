@@ -14,6 +14,7 @@ pub mod model;
 pub mod registry;
 pub mod rest;
 pub mod search;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -69,6 +69,14 @@ enum Command {
         #[command(subcommand)]
         what: ConformanceKind,
     },
+    /// Issue a signed JWT bearer token from a local key (development and tests), or print the
+    /// key's public JWKS with `--jwks`.
+    Token(huitong::security::cli::TokenArgs),
+    /// The audit trail: `huitong audit verify --data DIR [--key KEY.pem]`.
+    Audit {
+        #[command(subcommand)]
+        what: huitong::security::cli::AuditCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -168,9 +176,20 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Conformance {
-            what: ConformanceKind::Run(args),
-        } => conformance_run(&args),
+    /// Run TestScript suites against a FHIR server (default: an embedded Huitong).
+    Conformance {
+        #[command(subcommand)]
+        what: ConformanceKind,
+    },
+        Command::Token(args) => huitong::security::cli::token(&args),
+        Command::Audit { what } => huitong::security::cli::audit(&what),
+}
+
+#[derive(Subcommand)]
+enum ConformanceKind {
+    /// `huitong conformance run [--target URL] [--suite NAME|all] [--report DIR]`; exits 1 when a
+    /// script fails that `conformance/expected.toml` does not list.
+    Run(huitong::conformance::cli::RunArgs),
         Command::Version => {
             let defs = huitong::definitions::Definitions::core().artefact();
             println!(

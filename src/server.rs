@@ -18,6 +18,8 @@ pub struct RunningServer {
     pub mllp_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
+    /// The TLS acceptor (HTTPS and MLLP/TLS), when `[tls]` is configured.
+    tls: Option<Arc<crate::security::net::Tls>>,
 }
 
 /// Why the gateway could not start or stopped badly.
@@ -31,6 +33,8 @@ pub enum ServerError {
     Serve(std::io::Error),
     #[error("HL7 v2: {0}")]
     Hl7v2(#[from] crate::ingest::hl7v2::pipeline::StartError),
+    #[error("security: {0}")]
+    Security(String),
 }
 
 /// Opens the embedded store under `settings.data_dir` with the read cache in front.
@@ -38,6 +42,7 @@ pub fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StoreError> {
     let opts = SqliteOptions {
         readers: settings.store_readers,
         max_batch: settings.store_max_batch,
+        max_query_steps: settings.security.limits.max_search_cost,
     };
     let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::open(&settings.data_dir, opts)?);
     Ok(Arc::new(CachedStore::new(sqlite, settings.cache_entries)))
@@ -66,7 +71,17 @@ impl RunningServer {
             Some(l) => Some(l.local_addr().map_err(ServerError::Serve)?),
             None => None,
         };
-        let state = AppState::new(store.clone(), settings, hl7v2);
+        let security =
+            Arc::new(crate::security::Security::start(&settings).map_err(ServerError::Security)?);
+        let tls = match &settings.security.tls {
+            Some(t) => Some(Arc::new(
+                crate::security::net::Tls::load(t).map_err(ServerError::Security)?,
+            )),
+            None => None,
+        };
+        let limits = settings.security.limits.clone();
+        let mut state = AppState::new(store.clone(), settings, hl7v2);
+        state.security = security.clone();
         let n = crate::rest::register_stored_conformance(&state).await?;
         tracing::info!(stored_conformance_resources = n, "registry ready");
         let ready = state.ready.clone();
@@ -76,40 +91,71 @@ impl RunningServer {
             let handler = Arc::new(crate::ingest::hl7v2::pipeline::MllpHandler::new(
                 state.clone(),
             ));
+            let mllp_tls = tls.clone().filter(|t| t.for_mllp());
             tokio::spawn(crate::ingest::hl7v2::mllp::serve(
                 listener,
                 handler,
                 max,
                 mllp_stopped,
+                mllp_tls,
             ))
         });
         let app = router(state);
         let (stop, stopped) = oneshot::channel::<()>();
+        let (http_stop, http_stopped) = tokio::sync::watch::channel(false);
+        let http_tls = tls.clone();
         let task = tokio::spawn(async move {
-            let shutdown = async move {
+            tokio::spawn(async move {
                 let _ = stopped.await;
                 ready.store(false, Ordering::Relaxed);
                 // MLLP stops taking frames; a message being processed still gets its ACK.
                 let _ = mllp_stop.send(true);
-            };
+                let _ = http_stop.send(true);
+            });
             // In-flight requests finish before serve returns; then the writer drains its queue.
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(ServerError::Serve)?;
+            crate::security::net::serve_http(listener, app, http_tls, limits, http_stopped).await;
             if let Some(t) = mllp_task {
                 let _ = t.await;
+            }
+            if let Some(a) = &security.audit {
+                a.flush().await;
             }
             store.flush().await?;
             Ok(())
         });
+        #[cfg(unix)]
+        if let Some(t) = &tls
+            && let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            let t = t.clone();
+            tokio::spawn(async move {
+                while hup.recv().await.is_some() {
+                    match t.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                        Err(e) => {
+                            tracing::error!(error = %e, "SIGHUP: TLS reload failed; the previous certificate stays")
+                        }
+                    }
+                }
+            });
+        }
         tracing::info!(%addr, mllp = ?mllp_addr, "huitong listening");
         Ok(RunningServer {
             addr,
             mllp_addr,
             stop: Some(stop),
             task,
+            tls,
         })
+    }
+
+    /// Re-reads the TLS certificate and key (what SIGHUP does).
+    pub fn reload_tls(&self) -> Result<(), String> {
+        match &self.tls {
+            Some(t) => t.reload(),
+            None => Err("no [tls] configured".into()),
+        }
     }
 
     /// Stops accepting, finishes in-flight requests, flushes the store.

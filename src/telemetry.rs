@@ -13,11 +13,20 @@ use std::time::Duration;
 
 /// Installs the global tracing subscriber (once; later calls are ignored, which keeps tests simple).
 pub fn init_logging(format: LogFormat, filter: &str) {
+    init_logging_to(format, filter, std::io::stderr);
+}
+
+/// [`init_logging`] to another writer; every line passes through the secret redaction
+/// (`security::redact`).
+pub fn init_logging_to<W>(format: LogFormat, filter: &str, writer: W)
+where
+    W: for<'a> tracing_subscriber::fmt::MakeWriter<'a> + Send + Sync + 'static,
+{
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(crate::security::redact::Redacting(writer));
     let _ = match format {
         LogFormat::Json => builder
             .json()

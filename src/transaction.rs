@@ -196,6 +196,13 @@ pub fn store_error(e: crate::store::StoreError) -> FhirError {
             format!("{what} was changed concurrently (expected version {v}); retry"),
         ),
         StoreError::Closed => FhirError::new(503, "transient", "the server is shutting down"),
+        StoreError::TooCostly(max) => FhirError::new(
+            413,
+            "too-costly",
+            format!(
+                "this search would take more than the configured cost bound ({max} steps, [limits] max-search-cost); narrow it with more selective parameters, a smaller _count, or _total=none"
+            ),
+        ),
         StoreError::Backend(msg) => {
             tracing::error!(error = %msg, "storage failure");
             FhirError::new(

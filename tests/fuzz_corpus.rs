@@ -60,3 +60,9 @@ fn hl7v2_convert_corpus_replays_without_panic() {
     let n = replay("hl7v2_convert", huitong::fuzzing::hl7v2_convert);
     assert!(n >= 5, "the saved corpus has {n} inputs");
 }
+
+#[test]
+fn auth_token_corpus_replays_without_panic() {
+    let n = replay("auth_token", huitong::fuzzing::auth_token);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}

@@ -60,6 +60,8 @@ pub struct AppState {
     pub identities: Arc<Canonicaliser>,
     /// HL7 v2 ingest: mappings, dead letters, duplicate detection.
     pub hl7v2: Arc<crate::ingest::hl7v2::pipeline::Hl7v2Service>,
+    /// Authentication, authorisation, audit, limits (open until the server installs its own).
+    pub security: Arc<crate::security::Security>,
 }
 
 impl AppState {
@@ -99,6 +101,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             capability,
             ready: Arc::new(AtomicBool::new(true)),
+            security: Arc::new(crate::security::Security::open()),
         }
     }
 
@@ -177,6 +180,11 @@ pub fn router(state: AppState) -> Router {
         .route("/hl7v2", axum::routing::post(hl7v2::post))
         .nest(&base, fhir)
         .fallback(not_found)
+        // Security wraps every route, including those added above later (see `security::layer`).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::security::guard,
+        ))
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,

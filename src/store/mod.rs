@@ -257,6 +257,9 @@ pub enum StoreError {
     Backend(String),
     #[error("store is shutting down")]
     Closed,
+    /// A search statement ran past the configured cost bound (SQLite steps) and was stopped.
+    #[error("query exceeds the cost bound of {0} steps")]
+    TooCostly(u64),
 }
 
 /// The inside of one atomic unit of work. Everything written through it commits together or not at all.

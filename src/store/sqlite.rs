@@ -36,6 +36,9 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// Most units of work folded into one group commit.
     pub max_batch: usize,
+    /// Most SQLite virtual-machine steps one search statement may take (`[limits]
+    /// max-search-cost`); beyond it the statement is interrupted and answered `TooCostly`.
+    pub max_query_steps: Option<u64>,
 }
 
 impl Default for SqliteOptions {
@@ -43,6 +46,7 @@ impl Default for SqliteOptions {
         SqliteOptions {
             readers: 4,
             max_batch: 256,
+            max_query_steps: None,
         }
     }
 }
@@ -237,6 +241,7 @@ pub struct SqliteStore {
     writer: Option<JoinHandle<()>>,
     readers: ReaderPool,
     stats: Arc<WriterStats>,
+    max_query_steps: Option<u64>,
 }
 
 fn db_err(e: rusqlite::Error) -> StoreError {
@@ -253,6 +258,44 @@ fn wall_clock_ms() -> i64 {
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         // A clock before 1970 is a broken host; the writer still keeps time non-decreasing.
         .unwrap_or(0)
+}
+
+/// Steps between two calls of the progress handler that bounds a search statement.
+const STEP_GRANULARITY: i32 = 1000;
+
+/// Runs a search statement under the step bound: SQLite's progress handler interrupts it once it
+/// has run `max` virtual-machine steps, so an expensive query is refused instead of timing out.
+fn bounded<T>(
+    c: &Connection,
+    max: Option<u64>,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let Some(max) = max else {
+        return f(c);
+    };
+    let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = fired.clone();
+    let mut calls: u64 = 0;
+    let budget = max / STEP_GRANULARITY as u64 + 1;
+    c.progress_handler(
+        STEP_GRANULARITY,
+        Some(move || {
+            calls += 1;
+            let stop = calls > budget;
+            if stop {
+                flag.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            stop
+        }),
+    )
+    .map_err(db_err)?;
+    let out = f(c);
+    c.progress_handler(0, None::<fn() -> bool>)
+        .map_err(db_err)?;
+    if fired.load(std::sync::atomic::Ordering::Relaxed) {
+        return Err(StoreError::TooCostly(max));
+    }
+    out
 }
 
 /// Settings every connection needs.
@@ -402,6 +445,7 @@ impl SqliteStore {
                 conns: Arc::new(Mutex::new(conns)),
             },
             stats,
+            max_query_steps: opts.max_query_steps,
         })
     }
 
@@ -602,11 +646,15 @@ impl Store for SqliteStore {
     }
 
     async fn query_keys(&self, query: SqlQuery) -> Result<Vec<ResourceKey>, StoreError> {
-        self.with_reader(move |c| run_query_keys(c, &query)).await
+        let max = self.max_query_steps;
+        self.with_reader(move |c| bounded(c, max, |c| run_query_keys(c, &query)))
+            .await
     }
 
     async fn query_count(&self, query: SqlQuery) -> Result<u64, StoreError> {
-        self.with_reader(move |c| run_query_count(c, &query)).await
+        let max = self.max_query_steps;
+        self.with_reader(move |c| bounded(c, max, |c| run_query_count(c, &query)))
+            .await
     }
 
     fn dialect(&self) -> &'static dyn crate::search::sql::Dialect {
@@ -1164,6 +1212,7 @@ mod tests {
             SqliteOptions {
                 readers: 2,
                 max_batch: 64,
+                max_query_steps: None,
             },
         )
         .expect("open store")
@@ -1989,6 +2038,7 @@ mod tests {
                 SqliteOptions {
                     readers: 1,
                     max_batch: 4,
+                    max_query_steps: None,
                 },
             )
             .expect("open"),

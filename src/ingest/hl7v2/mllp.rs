@@ -6,9 +6,11 @@
 //! messages strictly in order (the next frame is read only after the previous ACK is written) and
 //! many connections concurrently.
 
+use crate::security::PeerInfo;
+use crate::security::net::Tls;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 /// Start block.
@@ -124,27 +126,52 @@ pub fn frame(message: &[u8]) -> Vec<u8> {
 /// Something that answers one message with the bytes of its ACK (or nothing, when the sender's
 /// MSH-15 asks for none).
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, message: Vec<u8>)
-    -> impl std::future::Future<Output = Option<Vec<u8>>> + Send;
+    /// `peer` is the connection's address and TLS client identity (the sender's credentials).
+    fn handle(
+        &self,
+        peer: &crate::security::PeerInfo,
+        message: Vec<u8>,
+    ) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send;
     /// The ACK for a frame that was too large to process.
     fn too_large(&self) -> Vec<u8>;
 }
 
 /// Serves MLLP on a bound listener until `stop` fires; returns after in-flight messages finish.
+/// With `tls`, every connection starts with a TLS handshake (its client certificate, if any, is
+/// the sender's identity).
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     max: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
+    tls: Option<Arc<Tls>>,
 ) {
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((socket, peer)) = accepted else { continue };
+                let Ok((socket, addr)) = accepted else { continue };
+                let _ = socket.set_nodelay(true);
                 let handler = handler.clone();
                 let stop = stop.clone();
-                tasks.spawn(connection(socket, peer, handler, max, stop));
+                match tls.clone() {
+                    None => {
+                        let peer = PeerInfo { addr, cert_cn: None };
+                        tasks.spawn(connection(socket, peer, handler, max, stop));
+                    }
+                    Some(tls) => {
+                        tasks.spawn(async move {
+                            let shake = tokio::time::timeout(std::time::Duration::from_secs(30), tls.accept(socket));
+                            match shake.await {
+                                Ok(Ok((s, cert_cn))) => {
+                                    connection(s, PeerInfo { addr, cert_cn }, handler, max, stop).await
+                                }
+                                Ok(Err(e)) => tracing::warn!(%addr, error = %e, "MLLP: TLS handshake failed"),
+                                Err(_) => tracing::warn!(%addr, "MLLP: TLS handshake timed out"),
+                            }
+                        });
+                    }
+                }
             }
             _ = stop.changed() => break,
         }
@@ -154,14 +181,14 @@ pub async fn serve<H: Handler>(
     while tasks.join_next().await.is_some() {}
 }
 
-async fn connection<H: Handler>(
-    mut socket: tokio::net::TcpStream,
-    peer: SocketAddr,
+async fn connection<H: Handler, S: AsyncRead + AsyncWrite + Unpin>(
+    mut socket: S,
+    info: PeerInfo,
     handler: Arc<H>,
     max: usize,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let _ = socket.set_nodelay(true);
+    let peer: SocketAddr = info.addr;
     let mut decoder = FrameDecoder::new(max);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -175,7 +202,7 @@ async fn connection<H: Handler>(
         };
         for f in decoder.push(&buf[..n]) {
             let reply = match f {
-                Frame::Message(m) => handler.handle(m).await,
+                Frame::Message(m) => handler.handle(&info, m).await,
                 Frame::TooLarge => Some(handler.too_large()),
                 Frame::Garbage(k) => {
                     tracing::warn!(%peer, bytes = k, "MLLP: bytes outside a frame skipped");

@@ -176,6 +176,29 @@ impl Hl7v2Service {
         text.into_bytes()
     }
 
+    /// The AR ACK for a message refused before processing (the sender is not authorised).
+    pub fn refused_ack(&self, raw: &[u8], why: &str) -> Vec<u8> {
+        let (_, dtm) = now_instant();
+        let err = AckError {
+            location: None,
+            code: 207,
+            severity: 'E',
+            message: format!("not authorised: {why}; not processed"),
+        };
+        let header = parse(raw, self.charset_for(raw))
+            .map(|m| Header::of(&m))
+            .unwrap_or_default();
+        ack::render(
+            &header,
+            &Delimiters::default(),
+            Charset::Ascii,
+            AckCode::Reject,
+            &dtm,
+            &[err],
+        )
+        .into_bytes()
+    }
+
     /// Processes one message end to end.
     pub async fn ingest(&self, st: &AppState, raw: &[u8]) -> Ingested {
         let charset = self.charset_for(raw);
@@ -609,8 +632,68 @@ impl MllpHandler {
 }
 
 impl super::mllp::Handler for MllpHandler {
-    async fn handle(&self, message: Vec<u8>) -> Option<Vec<u8>> {
+    async fn handle(&self, peer: &crate::security::PeerInfo, message: Vec<u8>) -> Option<Vec<u8>> {
+        let sec = &self.state.security;
+        let facility = sniff_msh_field(&message, 4)
+            .map(|f| {
+                String::from_utf8_lossy(f)
+                    .split('^')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let mut record = crate::security::audit::Record {
+            agent: "unknown".into(),
+            method: "none".into(),
+            client: None,
+            address: Some(peer.addr.ip().to_string()),
+            subtype: "ingest".into(),
+            action: "C",
+            status: 0,
+            description: None,
+            entity: format!("mllp:{facility}"),
+            query: None,
+        };
+        // The sender's identity (certificate or source address) and the facilities it may send as.
+        let who = match sec.mllp_sender(peer) {
+            Ok(p) => p,
+            Err(f) => {
+                record.subtype = "login".into();
+                record.status = 401;
+                record.description = Some(f.0.clone());
+                if let Some(a) = &sec.audit {
+                    a.record(record);
+                }
+                return Some(self.state.hl7v2.refused_ack(&message, &f.0));
+            }
+        };
+        record.agent = who.id.clone();
+        record.method = who.method.into();
+        if !who.facilities.is_empty() && !who.facilities.iter().any(|f| f == &facility) {
+            let why = format!(
+                "sender '{}' may not send as facility '{facility}' (MSH-4)",
+                who.id
+            );
+            record.status = 403;
+            record.description = Some(why.clone());
+            if let Some(a) = &sec.audit {
+                a.record(record);
+            }
+            return Some(self.state.hl7v2.refused_ack(&message, &why));
+        }
         let out = self.state.hl7v2.ingest(&self.state, &message).await;
+        sec.consents.invalidate_all();
+        if let Some(a) = &sec.audit {
+            record.status = match out.code {
+                AckCode::Accept => 200,
+                AckCode::Reject => 400,
+                _ => 422,
+            };
+            record.description = out.reason.clone();
+            a.record(record);
+        }
         out.send_ack.then_some(out.ack)
     }
 
