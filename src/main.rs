@@ -176,20 +176,11 @@ fn main() -> ExitCode {
                 }
             }
         }
-    /// Run TestScript suites against a FHIR server (default: an embedded Huitong).
-    Conformance {
-        #[command(subcommand)]
-        what: ConformanceKind,
-    },
+        Command::Conformance {
+            what: ConformanceKind::Run(args),
+        } => conformance_run(&args),
         Command::Token(args) => huitong::security::cli::token(&args),
         Command::Audit { what } => huitong::security::cli::audit(&what),
-}
-
-#[derive(Subcommand)]
-enum ConformanceKind {
-    /// `huitong conformance run [--target URL] [--suite NAME|all] [--report DIR]`; exits 1 when a
-    /// script fails that `conformance/expected.toml` does not list.
-    Run(huitong::conformance::cli::RunArgs),
         Command::Version => {
             let defs = huitong::definitions::Definitions::core().artefact();
             println!(
