@@ -19,3 +19,4 @@ pub mod telemetry;
 pub mod terminology;
 pub mod transaction;
 pub mod validation;
+pub mod xml;

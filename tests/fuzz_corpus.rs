@@ -60,3 +60,15 @@ fn hl7v2_convert_corpus_replays_without_panic() {
     let n = replay("hl7v2_convert", huitong::fuzzing::hl7v2_convert);
     assert!(n >= 5, "the saved corpus has {n} inputs");
 }
+
+#[test]
+fn cda_read_corpus_replays_without_panic() {
+    let n = replay("cda_read", huitong::fuzzing::cda_read);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}
+
+#[test]
+fn hl7v3_dispatch_corpus_replays_without_panic() {
+    let n = replay("hl7v3_dispatch", huitong::fuzzing::hl7v3_dispatch);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}

@@ -6,6 +6,7 @@
 
 mod bundle;
 mod capability;
+mod cda;
 mod guide;
 pub mod hl7v2;
 pub mod http;
@@ -60,6 +61,8 @@ pub struct AppState {
     pub identities: Arc<Canonicaliser>,
     /// HL7 v2 ingest: mappings, dead letters, duplicate detection.
     pub hl7v2: Arc<crate::ingest::hl7v2::pipeline::Hl7v2Service>,
+    /// HL7 v3 interactions and CDA documents (`mappings/hl7v3/`, `mappings/cda/`).
+    pub hl7v3: Arc<crate::ingest::hl7v3::Hl7v3Service>,
 }
 
 impl AppState {
@@ -87,9 +90,14 @@ impl AppState {
             registry.clone(),
             settings.canonical_identifier_systems.clone(),
         ));
+        let hl7v3 = Arc::new(crate::ingest::hl7v3::Hl7v3Service::start(
+            &settings.mappings_dir,
+            settings.max_body_bytes,
+        ));
         AppState {
             identities,
             hl7v2,
+            hl7v3,
             registry,
             terminology,
             validator,
@@ -175,6 +183,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/hl7v2", axum::routing::post(hl7v2::post))
+        .route("/cda", axum::routing::post(cda::post))
+        .route("/hl7v3", axum::routing::post(cda::post_hl7v3))
         .nest(&base, fhir)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -344,6 +354,9 @@ async fn instance_sub(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    if method == Method::GET && (op == "$cda" || op == "$hl7v3") {
+        return cda::instance_operation(&st, &ty, &id, &op).await;
+    }
     if op.starts_with('$') || method != Method::GET {
         return operations::instance(
             State(st),
