@@ -78,6 +78,9 @@ pub struct FieldSpec {
     pub systems: Vec<String>,
     #[serde(default)]
     pub required: bool,
+    /// The FHIR system of the codes a vocabulary gives, for a CodeableConcept or Coding target.
+    #[serde(default)]
+    pub system: Option<String>,
 }
 
 /// A checked field.
@@ -91,6 +94,7 @@ pub struct Field {
     pub vocabulary: Option<String>,
     pub systems: Vec<String>,
     pub required: bool,
+    pub system: Option<String>,
 }
 
 /// A resource rule as written.
@@ -203,6 +207,7 @@ pub fn check_field(resource: &str, f: &FieldSpec, vocab: &Vocabulary) -> Result<
         vocabulary: f.vocabulary.clone(),
         systems: f.systems.clone(),
         required: f.required,
+        system: f.system.clone(),
     })
 }
 
@@ -320,8 +325,50 @@ pub fn is_oid(s: &str) -> bool {
     first_ok && n >= 1
 }
 
-fn is_uuid(s: &str) -> bool {
-    s.len() == 36 && s.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+/// UUID-shaped (8-4-4-4-12): senders' UUID roots are taken as they come, even with a stray
+/// non-hex letter, since the root only has to be unique.
+pub fn is_uuid(s: &str) -> bool {
+    s.len() == 36
+        && s.bytes().enumerate().all(|(i, b)| {
+            if matches!(i, 8 | 13 | 18 | 23) {
+                b == b'-'
+            } else {
+                b.is_ascii_alphanumeric()
+            }
+        })
+}
+
+/// Every `root` and `codeSystem` attribute under `n` must be an OID (or a UUID root): the first
+/// that is not, with its line.
+pub fn check_oids(n: Node<'_, '_>) -> Result<(), RuleError> {
+    for d in n.descendants().filter(Node::is_element) {
+        for a in ["root", "codeSystem"] {
+            if let Some(v) = attr(d, a)
+                && !is_oid(v)
+                && !(a == "root" && is_uuid(v))
+            {
+                return Err(RuleError {
+                    line: line(d),
+                    path: format!("{}/@{a}", d.tag_name().name()),
+                    message: format!("'{v}' is not an OID"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A vocabulary's code as the target type: a code, or a Coding/CodeableConcept in `system`.
+fn vocab_code(code: &str, leaf: &str, system: Option<&str>) -> Value {
+    let coding = match system {
+        Some(s) => json!({"system": s, "code": code}),
+        None => json!({"code": code}),
+    };
+    match leaf {
+        "CodeableConcept" => json!({"coding": [coding]}),
+        "Coding" => coding,
+        _ => json!(code),
+    }
 }
 
 /// II -> Identifier. The root must be an OID (or UUID); `extension` is the value. Without an
@@ -668,7 +715,7 @@ fn convert(
         };
         return match (&f.vocabulary, f.datatype) {
             (Some(t), _) => match vocab.tables.get(t).and_then(|m| m.get(&v)) {
-                Some(code) => plain(Some(json!(code))),
+                Some(code) => plain(Some(vocab_code(code, leaf, f.system.as_deref()))),
                 None => Err(format!("code '{v}' is not in vocabulary '{t}'")),
             },
             (None, Datatype::TS) => ts_value(&v, leaf).map(|x| x.map(|v| (None, v))),
@@ -677,7 +724,9 @@ fn convert(
                 .map(|i| Some((None, json!(i))))
                 .map_err(|_| format!("'{v}' is not an integer")),
             (None, Datatype::BL) => Ok(Some((None, json!(v == "true")))),
-            (None, Datatype::CD) if leaf == "CodeableConcept" => plain(Some(json!({"text": v}))),
+            (None, _) if leaf == "CodeableConcept" || leaf == "Annotation" => {
+                plain(Some(json!({"text": v})))
+            }
             (None, _) => plain(Some(Value::String(v))),
         };
     }
@@ -715,7 +764,7 @@ fn convert(
                     return Ok(None);
                 };
                 return match vocab.tables.get(t).and_then(|m| m.get(code)) {
-                    Some(c) => plain(Some(json!(c))),
+                    Some(c) => plain(Some(vocab_code(c, leaf, f.system.as_deref()))),
                     None => Err(format!("code '{code}' is not in vocabulary '{t}'")),
                 };
             }

@@ -98,6 +98,14 @@ impl XPath {
                 if *p == "." {
                     continue;
                 }
+                if *p == ".." {
+                    steps.push(Step {
+                        name: Some("..".into()),
+                        descendant: false,
+                        predicates: Vec::new(),
+                    });
+                    continue;
+                }
                 steps.push(parse_step(p, descendant)?);
                 descendant = false;
             }
@@ -121,7 +129,9 @@ impl XPath {
         for step in &self.steps {
             let mut next = Vec::new();
             for n in &cur {
-                if step.descendant {
+                if step.name.as_deref() == Some("..") {
+                    next.extend(n.parent().filter(|p| p.is_element()));
+                } else if step.descendant {
                     next.extend(n.descendants().skip(1).filter(|c| matches(step, *c)));
                 } else {
                     next.extend(n.children().filter(|c| matches(step, *c)));
@@ -185,6 +195,8 @@ mod tests {
         let p = XPath::parse("*/c/id").unwrap();
         assert_eq!(p.nodes(r).len(), 1);
         assert_eq!(XPath::parse(".").unwrap().nodes(r).len(), 1);
+        let p = XPath::parse("b/c/../../a/id/@root").unwrap();
+        assert_eq!(p.values(r), vec!["1", "2"]);
         assert!(XPath::parse("a/@x/b").is_err());
         assert!(XPath::parse("a[root='1']").is_err());
     }

@@ -115,6 +115,7 @@ pub fn convert_root(
     if !is(root, "ClinicalDocument") {
         return Err(CdaError::NotCda(root.tag_name().name().to_string()));
     }
+    xml::check_oids(root)?;
     let roots: Vec<&str> = children(root, "templateId")
         .filter_map(|t| attr(t, "root"))
         .collect();

@@ -355,6 +355,7 @@ impl Hl7v3Service {
             }
         };
         notes.extend(repairs.iter().cloned());
+        xml::check_oids(root).map_err(|e| refuse(e.to_string()))?;
         let vocab = &self.interactions.vocabulary;
         let plan = match interaction.kind {
             Kind::Write => {
@@ -413,7 +414,7 @@ impl Hl7v3Service {
                     .as_ref()
                     .and_then(|d| d.value(root))
                     .and_then(|b| cda::decode_base64(&b))
-                    .filter(|b| b.windows(17).any(|w| w == b"ClinicalDocument"));
+                    .filter(|b| b.windows(16).any(|w| w == b"ClinicalDocument"));
                 match cda_bytes {
                     Some(b) => {
                         let c = crate::ingest::cda::convert::convert(
