@@ -83,8 +83,9 @@ fn xml_response(status: StatusCode, xml: String, soap: Option<Soap>) -> Response
     r
 }
 
-/// `POST /hl7v3`: AA, AE and query responses are all HTTP 200 (the acknowledgement carries the
-/// outcome, as platforms expect); only an unreadable request size is an HTTP error.
+/// `POST /hl7v3`: AA, AE and query responses are all HTTP 200, an oversized body too (the
+/// acknowledgement carries the outcome, as platforms expect, and is answered before the body is
+/// read).
 pub async fn post_hl7v3(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -92,19 +93,13 @@ pub async fn post_hl7v3(
 ) -> Response {
     if let Some(e) = too_large(&headers, st.settings.max_body_bytes) {
         let reply = st.hl7v3.refusal(&e.issues[0].diagnostics);
-        return tagged(
-            xml_response(StatusCode::PAYLOAD_TOO_LARGE, reply, None),
-            "hl7v3",
-        );
+        return tagged(xml_response(StatusCode::OK, reply, None), "hl7v3");
     }
     let bytes = match body_bytes(&st, body).await {
         Ok(b) => b,
         Err(e) => {
             let reply = st.hl7v3.refusal(&e.issues[0].diagnostics);
-            return tagged(
-                xml_response(StatusCode::PAYLOAD_TOO_LARGE, reply, None),
-                "hl7v3",
-            );
+            return tagged(xml_response(StatusCode::OK, reply, None), "hl7v3");
         }
     };
     let reply = st.hl7v3.handle(&st, &bytes).await;

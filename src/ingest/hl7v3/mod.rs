@@ -502,6 +502,15 @@ impl Hl7v3Service {
                 *r = Value::Object(old);
             }
         }
+        // Two elements naming one entity (the same identifier) are one resource: the first.
+        let mut seen = std::collections::HashSet::new();
+        resources.retain(|r| {
+            seen.insert(format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap_or_default(),
+                r["id"].as_str().unwrap_or_default()
+            ))
+        });
         let written = resources
             .iter()
             .map(|r| {
