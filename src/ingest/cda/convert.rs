@@ -196,10 +196,12 @@ pub fn convert_root(
         r.insert("id".into(), json!(id));
         state
             .names
-            .insert(rule.name.clone(), (rule.resource_type.clone(), id));
+            .insert(rule.name.clone(), (rule.resource_type.clone(), id.clone()));
         match rule.name.as_str() {
             "composition" => composition = Some((rule, r)),
             "document-reference" => docref = Some((rule, r)),
+            // The author who is also the legal authenticator is one Practitioner.
+            _ if !state.seen.insert(format!("{}/{id}", rule.resource_type)) => {}
             _ => state.resources.push((rule.name.clone(), r)),
         }
     }
