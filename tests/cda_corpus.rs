@@ -17,7 +17,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 const V3: &str = "urn:hl7-org:v3";
-const DE_SYSTEM: &str = "urn:oid:2.16.156.10011.2.2.1";
 /// The data elements the WS/T 500 table maps to other resources than Observation.
 const CONDITION_CODES: &[&str] = &["DE05.01.024.00", "DE05.10.130.00", "DE05.01.025.00"];
 const ALLERGY_CODES: &[&str] = &["DE02.10.022.00"];
@@ -187,11 +186,16 @@ async fn every_wst500_sample_is_stored_with_its_key_facts() {
             assert_eq!(patient["gender"], want, "{name}");
         }
         if let Some(b) = el(person, "birthTime").and_then(|b| b.attribute("value")) {
-            assert_eq!(
-                patient["birthDate"],
-                format!("{}-{}-{}", &b[0..4], &b[4..6], &b[6..8]),
-                "{name}"
-            );
+            if [8, 10, 12, 14].contains(&b.len()) {
+                assert_eq!(
+                    patient["birthDate"],
+                    format!("{}-{}-{}", &b[0..4], &b[4..6], &b[6..8]),
+                    "{name}"
+                );
+            } else {
+                // Not an HL7 time (C028 has 9 digits): not placed, and said so in the Provenance.
+                assert!(patient["birthDate"].is_null(), "{name}");
+            }
         }
         // Author.
         if let Some(a) = path(root, "author/assignedAuthor/assignedPerson/name") {
@@ -251,7 +255,8 @@ async fn every_wst500_sample_is_stored_with_its_key_facts() {
         let mut de_in_fhir: BTreeMap<String, usize> = BTreeMap::new();
         for o in resources(&bundle, "Observation") {
             let c = &o["code"]["coding"][0];
-            if c["system"] == DE_SYSTEM {
+            // The data-element code as written (one sample states it under 2.16.156.10011.2.2.2).
+            if c["code"].as_str().is_some_and(|x| x.starts_with("DE")) {
                 *de_in_fhir
                     .entry(c["code"].as_str().unwrap().to_string())
                     .or_default() += 1;
