@@ -382,8 +382,7 @@ async fn register_query_render_and_retrieve_round_trip() {
         let msg = wrapper(
             "PRPA_IN201314UV02",
             &format!("S-{ct}"),
-            &person("2.16.156.10011.1.3", "110101198001020011")
-                .replace("registrationRequest", "registrationRequest"),
+            &person("2.16.156.10011.1.3", "110101198001020011"),
         );
         let env =
             format!(r#"<s:Envelope xmlns:s="{ns}"><s:Header/><s:Body>{msg}</s:Body></s:Envelope>"#);

@@ -598,10 +598,13 @@ impl State<'_> {
             if let Ok(Some((_, val))) = any_value(*extra, self.vocab) {
                 let comp =
                     json!({"code": {"text": "additional value"}, "valueString": val.to_string()});
-                r.entry("component")
+                if let Some(a) = r
+                    .entry("component")
                     .or_insert_with(|| json!([]))
                     .as_array_mut()
-                    .map(|a| a.push(comp));
+                {
+                    a.push(comp);
+                }
             }
         }
         if !is(n, "observation") {

@@ -154,7 +154,7 @@ impl Tables {
     }
 
     /// The table for a document with these templateId roots.
-    pub fn for_templates<'a>(&self, roots: &[&'a str]) -> Option<&Table> {
+    pub fn for_templates(&self, roots: &[&str]) -> Option<&Table> {
         self.tables.iter().find(|t| {
             roots
                 .iter()

@@ -116,7 +116,7 @@ enum Plan {
 }
 
 struct Refusal {
-    header: Header,
+    header: Box<Header>,
     reason: String,
 }
 
@@ -247,7 +247,7 @@ impl Hl7v3Service {
         soap: &mut Option<Soap>,
     ) -> Result<(Header, Interaction, Plan), Refusal> {
         let no_header = |reason: String| Refusal {
-            header: Header::default(),
+            header: Box::default(),
             reason,
         };
         if let Some(e) = &self.load_error {
@@ -312,7 +312,7 @@ impl Hl7v3Service {
     ) -> Result<(Header, Interaction, Plan), Refusal> {
         let header = Header::of(root);
         let refuse = |reason: String| Refusal {
-            header: header.clone(),
+            header: Box::new(header.clone()),
             reason,
         };
         if root.tag_name().namespace() != Some(crate::xml::HL7_NS) {
@@ -725,14 +725,13 @@ fn query_value(
 ) -> Result<Option<String>, String> {
     use crate::mapping::xml::Datatype as D;
     Ok(match p.datatype {
-        D::II => match xml::identifier(n, vocab)? {
-            Some(i) => Some(format!(
+        D::II => xml::identifier(n, vocab)?.map(|i| {
+            format!(
                 "{}|{}",
                 i["system"].as_str().unwrap_or(""),
                 i["value"].as_str().unwrap_or("")
-            )),
-            None => None,
-        },
+            )
+        }),
         D::CD => {
             let code = attr(n, "code");
             match (&p.vocabulary, code) {
