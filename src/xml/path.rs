@@ -190,7 +190,7 @@ mod tests {
         let r = doc.root_element();
         let p = XPath::parse("a/id[@root='2']/@extension").unwrap();
         assert_eq!(p.values(r), vec!["y"]);
-        let p = XPath::parse("//id/@extension").unwrap();
+        let p = XPath::parse(".//id/@extension").unwrap();
         assert_eq!(p.values(r), vec!["x", "y", "z"]);
         let p = XPath::parse("*/c/id").unwrap();
         assert_eq!(p.nodes(r).len(), 1);
