@@ -189,3 +189,48 @@ pub fn auth_token(data: &[u8]) {
     }
     let _ = crate::security::jwt::jwks_from_json(data);
 }
+
+/// Reads arbitrary bytes as a CDA document and converts it with the tables of `mappings/cda/`;
+/// whatever converts must give a Bundle whose first entry is the Composition.
+pub fn cda_read(data: &[u8]) {
+    use std::sync::OnceLock;
+    static TABLES: OnceLock<Option<crate::ingest::cda::table::Tables>> = OnceLock::new();
+    let tables = TABLES.get_or_init(|| {
+        crate::ingest::cda::table::Tables::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings"),
+        )
+        .ok()
+    });
+    let Some(tables) = tables else { return };
+    let limits = crate::xml::Limits {
+        max_bytes: 1 << 20,
+        max_depth: 64,
+        max_nodes: 100_000,
+    };
+    if let Ok(c) =
+        crate::ingest::cda::convert::convert(data, tables, &limits, "2024-01-01T00:00:00Z")
+    {
+        assert_eq!(
+            c.bundle["entry"][0]["resource"]["resourceType"],
+            "Composition"
+        );
+    }
+}
+
+/// Dispatches arbitrary bytes as an HL7 v3 message (parse, interaction, mapping; no store);
+/// every outcome, accepted or refused, renders a well-formed acknowledgement.
+pub fn hl7v3_dispatch(data: &[u8]) {
+    use std::sync::OnceLock;
+    static SERVICE: OnceLock<crate::ingest::hl7v3::Hl7v3Service> = OnceLock::new();
+    let service = SERVICE.get_or_init(|| {
+        crate::ingest::hl7v3::Hl7v3Service::start(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings"),
+            1 << 20,
+        )
+    });
+    let ack = service.dispatch(data);
+    assert!(
+        roxmltree::Document::parse(&ack).is_ok(),
+        "ack is not well-formed: {ack}"
+    );
+}

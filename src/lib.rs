@@ -21,3 +21,4 @@ pub mod telemetry;
 pub mod terminology;
 pub mod transaction;
 pub mod validation;
+pub mod xml;

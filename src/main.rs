@@ -98,6 +98,24 @@ enum IngestKind {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// `huitong ingest cda FILE...`: one CDA document (WS/T 500, C-CDA) per file.
+    Cda {
+        #[arg(long, env = "HUITONG_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// `huitong ingest hl7v3 FILE...`: one HL7 v3 message (bare or in a SOAP envelope) per file.
+    Hl7v3 {
+        #[arg(long, env = "HUITONG_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -149,6 +167,22 @@ fn main() -> ExitCode {
                     files,
                 },
         } => ingest_hl7v2(config, overrides, &files),
+        Command::Ingest {
+            what:
+                IngestKind::Cda {
+                    config,
+                    overrides,
+                    files,
+                },
+        } => ingest_xml(config, overrides, &files, false),
+        Command::Ingest {
+            what:
+                IngestKind::Hl7v3 {
+                    config,
+                    overrides,
+                    files,
+                },
+        } => ingest_xml(config, overrides, &files, true),
         Command::Convert {
             what:
                 ConvertKind::Hl7v2 {
@@ -190,6 +224,47 @@ fn main() -> ExitCode {
                 defs.source
             );
             ExitCode::SUCCESS
+        }
+    }
+}
+
+/// `huitong ingest cda|hl7v3`: exits 1 when any file is not accepted.
+fn ingest_xml(config: Option<PathBuf>, flags: Overrides, files: &[PathBuf], v3: bool) -> ExitCode {
+    let file = match config.as_deref().map(Overrides::from_file).transpose() {
+        Ok(f) => f.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("huitong: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match Settings::resolve(&[&file, &flags]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("huitong: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let run = if v3 {
+        runtime.block_on(huitong::ingest::hl7v3::cli::ingest_files(settings, files))
+    } else {
+        runtime.block_on(huitong::ingest::cda::cli::ingest_files(settings, files))
+    };
+    match run {
+        Ok((ok, failed)) => {
+            println!("{ok} accepted, {failed} failed");
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("huitong ingest: {e}");
+            ExitCode::from(2)
         }
     }
 }

@@ -66,3 +66,15 @@ fn auth_token_corpus_replays_without_panic() {
     let n = replay("auth_token", huitong::fuzzing::auth_token);
     assert!(n >= 5, "the saved corpus has {n} inputs");
 }
+
+#[test]
+fn cda_read_corpus_replays_without_panic() {
+    let n = replay("cda_read", huitong::fuzzing::cda_read);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}
+
+#[test]
+fn hl7v3_dispatch_corpus_replays_without_panic() {
+    let n = replay("hl7v3_dispatch", huitong::fuzzing::hl7v3_dispatch);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}

@@ -8,6 +8,7 @@
 pub mod datatypes;
 pub mod ids;
 pub mod load;
+pub mod xml;
 
 pub use load::{LoadError, Mappings};
 

@@ -6,6 +6,7 @@
 
 mod bundle;
 mod capability;
+mod cda;
 mod guide;
 pub mod hl7v2;
 pub mod http;
@@ -62,6 +63,8 @@ pub struct AppState {
     pub hl7v2: Arc<crate::ingest::hl7v2::pipeline::Hl7v2Service>,
     /// Authentication, authorisation, audit, limits (open until the server installs its own).
     pub security: Arc<crate::security::Security>,
+    /// HL7 v3 interactions and CDA documents (`mappings/hl7v3/`, `mappings/cda/`).
+    pub hl7v3: Arc<crate::ingest::hl7v3::Hl7v3Service>,
 }
 
 impl AppState {
@@ -89,9 +92,14 @@ impl AppState {
             registry.clone(),
             settings.canonical_identifier_systems.clone(),
         ));
+        let hl7v3 = Arc::new(crate::ingest::hl7v3::Hl7v3Service::start(
+            &settings.mappings_dir,
+            settings.max_body_bytes,
+        ));
         AppState {
             identities,
             hl7v2,
+            hl7v3,
             registry,
             terminology,
             validator,
@@ -178,6 +186,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/hl7v2", axum::routing::post(hl7v2::post))
+        .route("/cda", axum::routing::post(cda::post))
+        .route("/hl7v3", axum::routing::post(cda::post_hl7v3))
         .nest(&base, fhir)
         .fallback(not_found)
         // Security wraps every route, including those added above later (see `security::layer`).
@@ -352,6 +362,9 @@ async fn instance_sub(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
+    if method == Method::GET && (op == "$cda" || op == "$hl7v3") {
+        return cda::instance_operation(&st, &ty, &id, &op).await;
+    }
     if op.starts_with('$') || method != Method::GET {
         return operations::instance(
             State(st),
