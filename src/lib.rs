@@ -15,6 +15,7 @@ pub mod rest;
 pub mod search;
 pub mod server;
 pub mod store;
+pub mod subscription;
 pub mod telemetry;
 pub mod terminology;
 pub mod transaction;

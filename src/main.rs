@@ -78,6 +78,24 @@ enum IngestKind {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// `huitong ingest feed NAME FILE...`: records (`.csv`, `.json`, `.ndjson`) through the feed
+    /// `mappings/feeds/NAME`, one transaction per record.
+    Feed {
+        /// TOML config file (the same as `serve`).
+        #[arg(long, env = "HUITONG_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+        /// Charset of CSV files: UTF-8 or GB18030.
+        #[arg(long, default_value = "UTF-8")]
+        charset: String,
+        /// All or nothing per file: one bad record commits none of the file.
+        #[arg(long)]
+        atomic: bool,
+        name: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +147,17 @@ fn main() -> ExitCode {
                     files,
                 },
         } => ingest_hl7v2(config, overrides, &files),
+        Command::Ingest {
+            what:
+                IngestKind::Feed {
+                    config,
+                    overrides,
+                    charset,
+                    atomic,
+                    name,
+                    files,
+                },
+        } => ingest_feed(config, overrides, &charset, atomic, &name, &files),
         Command::Convert {
             what:
                 ConvertKind::Hl7v2 {
@@ -165,6 +194,55 @@ fn main() -> ExitCode {
                 defs.source
             );
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn ingest_feed(
+    config: Option<PathBuf>,
+    flags: Overrides,
+    charset: &str,
+    atomic: bool,
+    name: &str,
+    files: &[PathBuf],
+) -> ExitCode {
+    let Some(charset) = huitong::ingest::feed::csv::CsvCharset::from_label(charset) else {
+        eprintln!("huitong ingest feed: charset '{charset}' is not UTF-8 or GB18030");
+        return ExitCode::from(2);
+    };
+    let file = match config.as_deref().map(Overrides::from_file).transpose() {
+        Ok(f) => f.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("huitong: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match Settings::resolve(&[&file, &flags]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("huitong: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(code) => return code,
+    };
+    let opts = huitong::ingest::feed::cli::FeedFiles { charset, atomic };
+    match runtime.block_on(huitong::ingest::feed::cli::ingest_files(
+        settings, name, files, opts,
+    )) {
+        Ok((ok, failed)) => {
+            println!("{ok} accepted, {failed} rejected");
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("huitong ingest feed: {e}");
+            ExitCode::from(2)
         }
     }
 }

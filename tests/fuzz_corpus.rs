@@ -60,3 +60,15 @@ fn hl7v2_convert_corpus_replays_without_panic() {
     let n = replay("hl7v2_convert", huitong::fuzzing::hl7v2_convert);
     assert!(n >= 5, "the saved corpus has {n} inputs");
 }
+
+#[test]
+fn feed_csv_corpus_replays_without_panic() {
+    let n = replay("feed_csv", huitong::fuzzing::feed_csv);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}
+
+#[test]
+fn feed_map_corpus_replays_without_panic() {
+    let n = replay("feed_map", huitong::fuzzing::feed_map);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}

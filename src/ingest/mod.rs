@@ -1,4 +1,5 @@
 //! Inbound pipelines that turn non-FHIR input into FHIR transactions. Each decoder ends in
 //! [`crate::transaction::apply`]; nothing here writes to the store any other way.
 
+pub mod feed;
 pub mod hl7v2;

@@ -6,6 +6,7 @@
 
 mod bundle;
 mod capability;
+pub mod feeds;
 mod guide;
 pub mod hl7v2;
 pub mod http;
@@ -60,6 +61,10 @@ pub struct AppState {
     pub identities: Arc<Canonicaliser>,
     /// HL7 v2 ingest: mappings, dead letters, duplicate detection.
     pub hl7v2: Arc<crate::ingest::hl7v2::pipeline::Hl7v2Service>,
+    /// Record feeds (`mappings/feeds`); empty until the server (or CLI) loads them.
+    pub feeds: Arc<crate::ingest::feed::FeedService>,
+    /// R4 rest-hook subscriptions; inert until the server starts its worker.
+    pub subscriptions: Arc<crate::subscription::Subscriptions>,
 }
 
 impl AppState {
@@ -90,6 +95,8 @@ impl AppState {
         AppState {
             identities,
             hl7v2,
+            feeds: Arc::new(crate::ingest::feed::FeedService::empty()),
+            subscriptions: Arc::new(crate::subscription::Subscriptions::inert()),
             registry,
             terminology,
             validator,
@@ -175,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/hl7v2", axum::routing::post(hl7v2::post))
+        .route("/feeds/{name}", axum::routing::post(feeds::post))
         .nest(&base, fhir)
         .fallback(not_found)
         .layer(axum::middleware::from_fn_with_state(state.clone(), observe))
@@ -383,6 +391,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render(&state.store.stats());
     text.push_str(&state.hl7v2.render_metrics());
+    text.push_str(&state.feeds.render_metrics());
+    text.push_str(&state.subscriptions.render_metrics());
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
