@@ -178,6 +178,20 @@ impl FeedService {
         row: usize,
         record: Result<Value, RecordError>,
     ) -> Result<Prepared, RecordOutcome> {
+        let mut p = self.map_only(st, feed, row, record)?;
+        let keys = p.lock_keys(feed);
+        p.guards = self.lock(keys).await;
+        Ok(p)
+    }
+
+    /// Maps a record without taking locks (all-or-nothing takes them for the whole batch).
+    fn map_only(
+        &self,
+        st: &AppState,
+        feed: &Arc<Feed>,
+        row: usize,
+        record: Result<Value, RecordError>,
+    ) -> Result<Prepared, RecordOutcome> {
         let record = record.map_err(|e| RecordOutcome {
             row,
             result: Err(vec![e]),
@@ -191,12 +205,16 @@ impl FeedService {
                 row,
                 result: Err(e),
             })?;
-        let mut keys: Vec<String> = mapped
-            .resources
-            .iter()
-            .map(|r| format!("{}/{}", r.resource_type, r.id))
-            .collect();
-        keys.push(provenance_id(feed, &mapped.key));
+        Ok(Prepared {
+            row,
+            feed: feed.clone(),
+            mapped,
+            guards: Vec::new(),
+        })
+    }
+
+    /// Locks the keys (sorted, so two batches never wait on each other in a cycle).
+    async fn lock(&self, mut keys: Vec<String>) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
         keys.sort();
         keys.dedup();
         let mut guards = Vec::new();
@@ -211,12 +229,7 @@ impl FeedService {
             };
             guards.push(lock.lock_owned().await);
         }
-        Ok(Prepared {
-            row,
-            feed: feed.clone(),
-            mapped,
-            guards,
-        })
+        guards
     }
 
     /// Validates and commits a prepared record (one transaction with its Provenance).
@@ -282,23 +295,44 @@ impl FeedService {
     ) -> Vec<RecordOutcome> {
         let mut prepared = Vec::new();
         let mut outcomes: Vec<RecordOutcome> = Vec::new();
+        let mut mapped = Vec::new();
         for (row, r) in records {
-            match self.prepare(st, feed, row, r).await {
-                Ok(p) => match self.entries(st, &p).await {
-                    Ok(e) => prepared.push((p, e)),
-                    Err(e) => outcomes.push(RecordOutcome {
-                        row,
-                        result: Err(e),
-                    }),
-                },
+            match self.map_only(st, feed, row, r) {
+                Ok(p) => mapped.push(p),
                 Err(o) => outcomes.push(o),
+            }
+        }
+        // One set of locks for the batch: records of one batch may share resources.
+        let keys: Vec<String> = mapped.iter().flat_map(|p| p.lock_keys(feed)).collect();
+        let _guards = self.lock(keys).await;
+        for p in mapped {
+            match self.entries(st, &p).await {
+                Ok(e) => prepared.push((p, e)),
+                Err(e) => outcomes.push(RecordOutcome {
+                    row: p.row,
+                    result: Err(e),
+                }),
             }
         }
         let failed: Vec<usize> = outcomes.iter().map(|o| o.row).collect();
         let result = if failed.is_empty() {
             let mut all = Vec::new();
             let mut spans = Vec::new();
-            for (p, e) in &mut prepared {
+            // A resource several records of the batch write (the same clinic, the same payer) is
+            // written once, as the last record maps it: a transaction writes a resource once.
+            let mut last: HashMap<(String, String), usize> = HashMap::new();
+            for (pi, (_, e)) in prepared.iter().enumerate() {
+                for x in e.iter() {
+                    if let Target::Id(id) = &x.target {
+                        last.insert((x.resource_type.clone(), id.clone()), pi);
+                    }
+                }
+            }
+            for (pi, (p, e)) in prepared.iter_mut().enumerate() {
+                e.retain(|x| match &x.target {
+                    Target::Id(id) => last.get(&(x.resource_type.clone(), id.clone())) == Some(&pi),
+                    _ => true,
+                });
                 let refs: Vec<(String, String)> = e
                     .iter()
                     .map(|x| {
@@ -523,6 +557,19 @@ impl FeedService {
     }
 }
 
+impl Prepared {
+    fn lock_keys(&self, feed: &Feed) -> Vec<String> {
+        let mut keys: Vec<String> = self
+            .mapped
+            .resources
+            .iter()
+            .map(|r| format!("{}/{}", r.resource_type, r.id))
+            .collect();
+        keys.push(provenance_id(feed, &self.mapped.key));
+        keys
+    }
+}
+
 impl map::MappedResource {
     /// The record field that filled the element a FHIRPath names (indexes ignored), else the key.
     fn pointer_of(&self, expression: &str) -> String {
@@ -539,6 +586,10 @@ impl map::MappedResource {
             }
             s
         };
+        // A rule on the resource as a whole (an invariant): the record, by its key.
+        if !plain.contains('.') {
+            return self.key_pointer.clone();
+        }
         let best = self
             .trace
             .iter()
