@@ -541,3 +541,247 @@ async fn cli_ingests_files() {
     );
     assert!(stdout.ends_with("1 accepted, 1 rejected\n"), "{stdout}");
 }
+
+#[tokio::test]
+async fn nhsa_2207_settlement_and_2208_cancellation() {
+    let srv = TestServer::start().await;
+    run_examples(&srv, "nhsa-2207").await;
+    let setl = "S1101052026113000001";
+    let eob = read(
+        &srv,
+        "ExplanationOfBenefit",
+        &resource_id("ExplanationOfBenefit", "nhsa", setl),
+    )
+    .await;
+    assert_eq!(eob["status"], "active");
+    assert_eq!(
+        eob["identifier"][0],
+        json!({"system": format!("{CN}/sid/nhsa-setl-id"), "value": setl})
+    );
+    let total = |r: &Value, code: &str| -> String {
+        r["total"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["category"]["coding"][0]["code"] == code)
+            .map(|t| t["amount"]["value"].to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(total(&eob, "medfee_sumamt"), "66.2");
+    assert_eq!(total(&eob, "hifp_pay"), "46.53");
+    assert_eq!(total(&eob, "psn_cash_pay"), "9.67");
+    assert_eq!(
+        eob["payment"]["amount"],
+        json!({"value": 9.67, "currency": "CNY"})
+    );
+    assert_eq!(
+        eob["patient"]["reference"],
+        format!(
+            "Patient/{}",
+            resource_id("Patient", "nhsa", "11000000000000012345")
+        )
+    );
+    assert_eq!(
+        eob["insurance"][0]["coverage"]["reference"],
+        format!(
+            "Coverage/{}",
+            resource_id("Coverage", "nhsa", "11000000000000012345|310")
+        )
+    );
+    let claim = read(&srv, "Claim", &resource_id("Claim", "nhsa", setl)).await;
+    assert_eq!(claim["use"], "claim");
+    assert_eq!(claim["total"], json!({"value": 66.2, "currency": "CNY"}));
+    assert_eq!(claim["diagnosis"][0]["sequence"], 1);
+    assert_eq!(
+        claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0]["code"],
+        "J06.900"
+    );
+    assert_eq!(
+        claim["diagnosis"][0]["type"][0]["coding"][0]["code"],
+        "principal"
+    );
+    assert_eq!(claim["item"].as_array().unwrap().len(), 3);
+    assert_eq!(claim["item"][2]["productOrService"]["text"], "阿莫西林胶囊");
+    assert_eq!(
+        claim["item"][2]["net"],
+        json!({"value": 31.2, "currency": "CNY"})
+    );
+    let cr = read(
+        &srv,
+        "ClaimResponse",
+        &resource_id("ClaimResponse", "nhsa", setl),
+    )
+    .await;
+    assert_eq!(cr["outcome"], "complete");
+    assert_eq!(
+        cr["request"]["reference"],
+        format!("Claim/{}", resource_id("Claim", "nhsa", setl))
+    );
+    // 2208: cancelled, nothing deleted (version 1 keeps the settlement).
+    run_examples(&srv, "nhsa-2208").await;
+    let eob2 = read(
+        &srv,
+        "ExplanationOfBenefit",
+        &resource_id("ExplanationOfBenefit", "nhsa", setl),
+    )
+    .await;
+    assert_eq!(eob2["status"], "cancelled");
+    assert_eq!(eob2["meta"]["versionId"], "2");
+    assert_eq!(
+        total(&eob2, "medfee_sumamt"),
+        "66.2",
+        "the settled content stays"
+    );
+    assert_eq!(
+        read(&srv, "Claim", &resource_id("Claim", "nhsa", setl)).await["status"],
+        "cancelled"
+    );
+    let cr2 = read(
+        &srv,
+        "ClaimResponse",
+        &resource_id("ClaimResponse", "nhsa", setl),
+    )
+    .await;
+    assert_eq!(
+        (cr2["status"].as_str(), cr2["outcome"].as_str()),
+        (Some("cancelled"), Some("error"))
+    );
+    assert_eq!(cr2["processNote"][0]["text"], "患者要求退费");
+    let (s, v1) = json_of(
+        srv.get(&format!(
+            "ExplanationOfBenefit/{}/_history/1",
+            resource_id("ExplanationOfBenefit", "nhsa", setl)
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!((s, v1["status"].as_str()), (200, Some("active")));
+}
+
+#[tokio::test]
+async fn idr_report_correction_replaces_the_case() {
+    let srv = TestServer::start().await;
+    run_examples(&srv, "idr-report").await;
+    let case = resource_id("Condition", "cn-idr", "110105-2026-11-000123");
+    let c = read(&srv, "Condition", &case).await;
+    // The correction card wrote version 2 of the same Condition.
+    assert_eq!(c["meta"]["versionId"], "2");
+    assert_eq!(
+        ext(&c, "cn-report-card-type")["valueCoding"]["code"],
+        "订正报告"
+    );
+    assert_eq!(
+        ext(&c, "cn-case-classification")["valueCoding"]["code"],
+        "确诊病例"
+    );
+    assert_eq!(c["verificationStatus"]["coding"][0]["code"], "confirmed");
+    assert_eq!(
+        codes(&c["category"][0]),
+        vec![(
+            format!("{CN}/CodeSystem/infectious-disease"),
+            "甲类".to_string()
+        )]
+    );
+    assert_eq!(c["code"]["coding"][0]["code"], "0200");
+    assert_eq!(c["code"]["coding"][1]["code"], "A00.100");
+    assert_eq!(c["onsetDateTime"], "2026-11-28");
+    assert_eq!(c["recordedDate"], "2026-11-30T11:15:00+08:00");
+    assert_eq!(c["note"][0]["text"], "霍乱 (O139 群)");
+    let v1 = json_of(srv.get(&format!("Condition/{case}/_history/1")).await)
+        .await
+        .1;
+    assert_eq!(v1["verificationStatus"]["coding"][0]["code"], "provisional");
+    let (_, found) = json_of(
+        srv.get(&format!(
+            "Condition?identifier={CN}/sid/idr-card-id|110105-2026-11-000130"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(found["total"], 1, "one case, not two");
+    let prov = read(
+        &srv,
+        "Provenance",
+        &resource_id(
+            "Provenance",
+            "cn-idr",
+            "feed|idr-report|110105-2026-11-000130",
+        ),
+    )
+    .await;
+    let ents = prov["entity"].as_array().unwrap();
+    assert!(ents.contains(&json!({"role": "revision", "what": {"reference": format!("Condition/{case}/_history/1")}})), "{prov}");
+    // The child's parent, the patient by 身份证号 (the same Patient the immunisation feed uses).
+    let child = resource_id("Patient", "cn-person", "110105202403010026");
+    let p = read(&srv, "Patient", &child).await;
+    assert_eq!(p["name"][0]["text"], "陈子涵");
+    assert_eq!(ext(&p, "cn-occupation")["valueCoding"]["code"], "散居儿童");
+    let rp = read(
+        &srv,
+        "RelatedPerson",
+        &resource_id("RelatedPerson", "cn-person", "110105202403010026|陈志强"),
+    )
+    .await;
+    assert_eq!(rp["patient"]["reference"], format!("Patient/{child}"));
+    assert_eq!(rp["relationship"][0]["coding"][0]["code"], "PRN");
+    let dead = read(
+        &srv,
+        "Patient",
+        &resource_id("Patient", "cn-person", "420106198811300073"),
+    )
+    .await;
+    assert_eq!(dead["deceasedDateTime"], "2026-11-21");
+}
+
+#[tokio::test]
+async fn immunization_records() {
+    let srv = TestServer::start().await;
+    run_examples(&srv, "immunization").await;
+    let i = read(
+        &srv,
+        "Immunization",
+        &resource_id("Immunization", "cn-immunization", "JZ-110105-2025-000001"),
+    )
+    .await;
+    assert_eq!(
+        i["meta"]["profile"][0],
+        format!("{CN}/StructureDefinition/CNImmunization")
+    );
+    assert_eq!(
+        i["identifier"][0],
+        json!({"system": format!("{CN}/sid/vaccine-trace-code"), "value": "81234567890123456789"})
+    );
+    assert_eq!(i["vaccineCode"]["text"], "乙肝疫苗(酿酒酵母)");
+    assert_eq!(i["lotNumber"], "202510A023");
+    assert_eq!(i["expirationDate"], "2027-10-31");
+    assert_eq!(i["protocolApplied"][0]["doseNumberPositiveInt"], 1);
+    assert_eq!(i["site"]["text"], "右上臂三角肌");
+    assert_eq!(i["route"]["text"], "肌内注射");
+    assert_eq!(i["occurrenceDateTime"], "2025-11-20T16:10:00+08:00");
+    assert_eq!(i["fundingSource"]["coding"][0]["code"], "public");
+    assert_eq!(i["performer"][0]["function"]["coding"][0]["code"], "AP");
+    assert_eq!(
+        i["performer"][1]["actor"]["reference"],
+        format!(
+            "Organization/{}",
+            resource_id("Organization", "cn-org", "PDY00011010599")
+        )
+    );
+    let m = read(
+        &srv,
+        "Organization",
+        i["manufacturer"]["reference"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("Organization/"),
+    )
+    .await;
+    assert_eq!(m["name"], "深圳康泰生物制品股份有限公司");
+    let flu = read(
+        &srv,
+        "Immunization",
+        &resource_id("Immunization", "cn-immunization", "JZ-310115-2026-004411"),
+    )
+    .await;
+    assert_eq!(flu["fundingSource"]["coding"][0]["code"], "private");
+}
