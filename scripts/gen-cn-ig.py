@@ -245,6 +245,11 @@ CONCEPTMAPS = [
      [("http://terminology.hl7.org/CodeSystem/discharge-disposition", [("1", "home", "inexact")])], "医嘱离院 (discharge on medical advice) usually means home."),
     ("ethnicity-numeric-to-letter", "GB 3304 民族 数字代码 → 字母代码", "gb-3304-ethnicity", vs_url("gb-3304-ethnicity-letter"), False,
      [(cs_url("gb-3304-ethnicity-letter"), [("01", "HA", "equal")])], "Only the shipped codes are mapped."),
+    ("case-classification-to-condition-ver-status", "传染病报告卡 病例分类 → Condition.verificationStatus", "case-classification",
+     "http://hl7.org/fhir/ValueSet/condition-ver-status", True,
+     [("http://terminology.hl7.org/CodeSystem/condition-ver-status", [("确诊病例", "confirmed", "equivalent"), ("临床诊断病例", "provisional", "wider"),
+      ("疑似病例", "provisional", "wider"), ("病原携带者", "confirmed", "wider")])],
+     "Carriers are confirmed infections without disease and clinical diagnoses are not laboratory-confirmed: the card's class is kept in extension cn-case-classification."),
 ]
 CM = {}
 for (i, title, src, target_vs, exp, groups, note) in CONCEPTMAPS:
@@ -292,6 +297,10 @@ ext("cn-work-unit", "工作单位", ["Patient", "RelatedPerson"], {"type": [{"co
 ext("cn-id-document-type", "证件类别", ["Identifier"], coding_bound(vs_url("cv02-01-101-id-document-type")))
 ext("cn-report-card-type", "报卡类别 (初次/订正)", ["Condition"], coding_bound(vs_url("report-card-type")), exp=True)
 ext("cn-case-classification", "病例分类", ["Condition"], coding_bound(vs_url("case-classification")), exp=True)
+ext("cn-occupation", "人群分类 (传染病报告卡 职业)", ["Patient"], coding_bound(vs_url("disease-report-occupation")), exp=True)
+ext("cn-report-fill-date", "填卡日期", ["Condition"], {"type": [{"code": "date"}]}, exp=True)
+ext("cn-nhsa-account-balance", "个人账户余额 (1101 insuinfo.balc)", ["Coverage"], {"type": [{"code": "Money"}]})
+ext("cn-nhsa-civil-servant", "公务员标志 (1101 insuinfo.cvlserv_flag)", ["Coverage"], {"type": [{"code": "boolean"}]})
 
 # ---------------------------------------------------------------- Profiles
 def el(i, **kw):
@@ -466,7 +475,18 @@ profile("CNClaimResponse", "ClaimResponse", "医保结算结果 (CN ClaimRespons
 ], "ClaimResponse for 2206/2207: identifier, totals and the payment required.")
 
 SETL = lambda code: {"coding": [{"system": cs_url("nhsa-settlement-amount"), "code": code}]}
+# The settlement adds up: the funds' payments plus what the person paid (account and cash) plus what
+# the hospital bears equal the total (医疗费总额); the fund total, when sent, is the sum of the funds.
+def amt(codes): return f"total.where(category.coding.where(system = '{cs_url('nhsa-settlement-amount')}' and code in {codes}).exists()).amount.value"
+EOB_FUND_CODES = "('hifp_pay' | 'cvlserv_pay' | 'hifes_pay' | 'hifmi_pay' | 'hifob_pay' | 'maf_pay' | 'oth_pay')"
+EOB_ALL_CODES = EOB_FUND_CODES[:-1] + " | 'acct_pay' | 'psn_cash_pay' | 'hosp_part_amt')"
+EOB_SUM = {"key": "cn-eob-1", "severity": "error",
+           "human": "Σ fund payments (hifp_pay, cvlserv_pay, hifes_pay, hifmi_pay, hifob_pay, maf_pay, oth_pay) + acct_pay + psn_cash_pay + hosp_part_amt = medfee_sumamt",
+           "expression": amt(EOB_ALL_CODES) + ".aggregate($total + $this, 0) = " + amt("('medfee_sumamt')")}
+EOB_FUND = {"key": "cn-eob-2", "severity": "error", "human": "fund_pay_sumamt, when present, is the sum of the fund payments",
+            "expression": amt("('fund_pay_sumamt')") + ".exists() implies (" + amt(EOB_FUND_CODES) + ".aggregate($total + $this, 0) = " + amt("('fund_pay_sumamt')") + ")"}
 profile("CNExplanationOfBenefit", "ExplanationOfBenefit", "医保结算单 (CN ExplanationOfBenefit)", [
+    el("ExplanationOfBenefit", constraint=[EOB_SUM, EOB_FUND]),
     el("ExplanationOfBenefit.identifier", min=1, slicing={"discriminator": [{"type": "value", "path": "system"}], "rules": "open"}),
     *id_slice("ExplanationOfBenefit.identifier", "setlId", NS["nhsa-setl-id"], mn=1),
     el("ExplanationOfBenefit.total", min=1, slicing={"discriminator": [{"type": "pattern", "path": "category"}], "rules": "open"}),
@@ -734,6 +754,8 @@ valid(P, 3, mod(eob, lambda r: r.update(total=[total("medfee_sumamt", 5), total(
 invalid(P, "no-medfee-sumamt", mod(eob, lambda r: r["total"].pop(0)), "ExplanationOfBenefit", "slice 'medfeeSumamt' of ExplanationOfBenefit.total: minimum cardinality 1, found 0")
 invalid(P, "unknown-amount", mod(eob, lambda r: r["total"].append(total("tip", 1))), "ExplanationOfBenefit.total[3].category", "not in the value set " + vs_url("nhsa-settlement-amount"))
 invalid(P, "no-setl-id", mod(eob, lambda r: r.update(identifier=[{"system": "http://example.org/x", "value": "1"}])), "ExplanationOfBenefit", "slice 'setlId' of ExplanationOfBenefit.identifier: minimum cardinality 1, found 0")
+invalid(P, "totals-do-not-add-up", mod(eob, lambda r: r["total"].__setitem__(0, total("medfee_sumamt", 40))), "ExplanationOfBenefit", "constraint cn-eob-1")
+invalid(P, "fund-total-wrong", mod(eob, lambda r: r["total"].append(total("fund_pay_sumamt", 20))), "ExplanationOfBenefit", "constraint cn-eob-2")
 
 def comp(code, title, enc):
     c = {"resourceType": "Composition", "id": "doc-" + code.lower(), "identifier": {"system": NS["document-serial-no"], "value": "DOC-" + code}, "status": "final",

@@ -234,3 +234,63 @@ pub fn hl7v3_dispatch(data: &[u8]) {
         "ack is not well-formed: {ack}"
     );
 }
+
+/// Feeds arbitrary bytes to the streaming CSV reader in uneven chunks (UTF-8 and GB 18030): it
+/// may refuse, never panic, and never holds a row longer than its bound.
+pub fn feed_csv(data: &[u8]) {
+    use crate::ingest::feed::csv::{CsvCharset, CsvReader};
+    for charset in [CsvCharset::Utf8, CsvCharset::Gb18030] {
+        let mut r = CsvReader::new(charset, 4096);
+        let mut rows = 0usize;
+        let cut = data.first().map(|b| usize::from(*b % 7) + 1).unwrap_or(1);
+        let chunks: Vec<&[u8]> = data.chunks(cut).collect();
+        let mut ok = true;
+        for (i, c) in chunks.iter().enumerate() {
+            if r.push(c, i + 1 == chunks.len(), &mut |_| rows += 1)
+                .is_err()
+            {
+                ok = false;
+                break;
+            }
+        }
+        if ok && chunks.is_empty() {
+            let _ = r.push(b"", true, &mut |_| rows += 1);
+        }
+        assert!(r.peak_row_bytes() <= 4096);
+    }
+}
+
+/// Maps arbitrary bytes (as a JSON record) through every shipped feed; an input may be refused
+/// with errors, never panic, and every error names a JSON Pointer (or the whole record).
+pub fn feed_map(data: &[u8]) {
+    use std::sync::OnceLock;
+    static FEEDS: OnceLock<
+        Option<std::collections::BTreeMap<String, std::sync::Arc<crate::ingest::feed::load::Feed>>>,
+    > = OnceLock::new();
+    let feeds = FEEDS.get_or_init(|| {
+        crate::ingest::feed::load::load_all(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("mappings/feeds"),
+        )
+        .ok()
+    });
+    let Some(feeds) = feeds else { return };
+    let Ok(record) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let lookup = crate::ingest::feed::map::NoLookup;
+    for feed in feeds.values() {
+        match crate::ingest::feed::map::map_record(feed, &record, &lookup, &Default::default()) {
+            Ok(m) => {
+                for r in &m.resources {
+                    assert!(crate::model::primitives::is_id(&r.id));
+                }
+            }
+            Err(errors) => {
+                assert!(!errors.is_empty());
+                for e in errors {
+                    assert!(e.pointer.is_empty() || e.pointer.starts_with('/'), "{e:?}");
+                }
+            }
+        }
+    }
+}

@@ -17,6 +17,7 @@ pub mod search;
 pub mod security;
 pub mod server;
 pub mod store;
+pub mod subscription;
 pub mod telemetry;
 pub mod terminology;
 pub mod transaction;

@@ -116,6 +116,24 @@ enum IngestKind {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// `huitong ingest feed NAME FILE...`: records (`.csv`, `.json`, `.ndjson`) through the feed
+    /// `mappings/feeds/NAME`, one transaction per record.
+    Feed {
+        /// TOML config file (the same as `serve`).
+        #[arg(long, env = "HUITONG_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+        /// Charset of CSV files: UTF-8 or GB18030.
+        #[arg(long, default_value = "UTF-8")]
+        charset: String,
+        /// All or nothing per file: one bad record commits none of the file.
+        #[arg(long)]
+        atomic: bool,
+        name: String,
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -183,6 +201,17 @@ fn main() -> ExitCode {
                     files,
                 },
         } => ingest_xml(config, overrides, &files, true),
+        Command::Ingest {
+            what:
+                IngestKind::Feed {
+                    config,
+                    overrides,
+                    charset,
+                    atomic,
+                    name,
+                    files,
+                },
+        } => ingest_feed(config, overrides, &charset, atomic, &name, &files),
         Command::Convert {
             what:
                 ConvertKind::Hl7v2 {
@@ -228,24 +257,34 @@ fn main() -> ExitCode {
     }
 }
 
+/// `huitong ingest feed`: exits 1 when any record is rejected.
+fn ingest_feed(
+    config: Option<PathBuf>,
+    flags: Overrides,
+    charset: &str,
+    atomic: bool,
+    name: &str,
+    files: &[PathBuf],
+) -> ExitCode {
+    let Some(charset) = huitong::ingest::feed::csv::CsvCharset::from_label(charset) else {
+        eprintln!("huitong ingest feed: charset '{charset}' is not UTF-8 or GB18030");
+        return ExitCode::from(2);
+    };
+    let (settings, runtime) = match ingest_setup(config, flags) {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
+    let opts = huitong::ingest::feed::cli::FeedFiles { charset, atomic };
+    let run = runtime.block_on(huitong::ingest::feed::cli::ingest_files(
+        settings, name, files, opts,
+    ));
+    finish_ingest(run, "rejected")
+}
+
 /// `huitong ingest cda|hl7v3`: exits 1 when any file is not accepted.
 fn ingest_xml(config: Option<PathBuf>, flags: Overrides, files: &[PathBuf], v3: bool) -> ExitCode {
-    let file = match config.as_deref().map(Overrides::from_file).transpose() {
-        Ok(f) => f.unwrap_or_default(),
-        Err(e) => {
-            eprintln!("huitong: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let settings = match Settings::resolve(&[&file, &flags]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("huitong: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match runtime() {
-        Ok(r) => r,
+    let (settings, runtime) = match ingest_setup(config, flags) {
+        Ok(x) => x,
         Err(code) => return code,
     };
     let run = if v3 {
@@ -253,9 +292,35 @@ fn ingest_xml(config: Option<PathBuf>, flags: Overrides, files: &[PathBuf], v3: 
     } else {
         runtime.block_on(huitong::ingest::cda::cli::ingest_files(settings, files))
     };
+    finish_ingest(run, "failed")
+}
+
+/// The settings (file < environment < flags) and the runtime an ingest command runs on.
+fn ingest_setup(
+    config: Option<PathBuf>,
+    flags: Overrides,
+) -> Result<(Settings, tokio::runtime::Runtime), ExitCode> {
+    let file = config
+        .as_deref()
+        .map(Overrides::from_file)
+        .transpose()
+        .map_err(|e| {
+            eprintln!("huitong: {e}");
+            ExitCode::from(2)
+        })?
+        .unwrap_or_default();
+    let settings = Settings::resolve(&[&file, &flags]).map_err(|e| {
+        eprintln!("huitong: {e}");
+        ExitCode::from(2)
+    })?;
+    Ok((settings, runtime()?))
+}
+
+/// Prints the counts; exit 1 when anything was not accepted, 2 when the run itself failed.
+fn finish_ingest<E: std::fmt::Display>(run: Result<(usize, usize), E>, not_ok: &str) -> ExitCode {
     match run {
         Ok((ok, failed)) => {
-            println!("{ok} accepted, {failed} failed");
+            println!("{ok} accepted, {failed} {not_ok}");
             if failed == 0 {
                 ExitCode::SUCCESS
             } else {

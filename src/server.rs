@@ -35,6 +35,10 @@ pub enum ServerError {
     Hl7v2(#[from] crate::ingest::hl7v2::pipeline::StartError),
     #[error("security: {0}")]
     Security(String),
+    #[error("feeds:\n{0}")]
+    Feeds(String),
+    #[error("subscriptions: {0}")]
+    Subscriptions(String),
 }
 
 /// Opens the embedded store under `settings.data_dir` with the read cache in front.
@@ -52,6 +56,19 @@ impl RunningServer {
     /// Opens the store, binds and serves in the background.
     pub async fn start(settings: Settings) -> Result<RunningServer, ServerError> {
         let store = open_store(&settings)?;
+        // Every commit is reported to the subscription matcher (see `subscription::observe`).
+        let (commits_tx, commits_rx) = tokio::sync::mpsc::unbounded_channel();
+        let store: Arc<dyn Store> = Arc::new(crate::subscription::observe::ObservedStore::new(
+            store, commits_tx,
+        ));
+        let feeds = crate::ingest::feed::FeedService::start(&settings).map_err(|errs| {
+            ServerError::Feeds(
+                errs.iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            )
+        })?;
         let listener = TcpListener::bind(settings.addr)
             .await
             .map_err(|e| ServerError::Bind(settings.addr, e))?;
@@ -82,8 +99,15 @@ impl RunningServer {
         let limits = settings.security.limits.clone();
         let mut state = AppState::new(store.clone(), settings, hl7v2);
         state.security = security.clone();
+        state.feeds = Arc::new(feeds);
         let n = crate::rest::register_stored_conformance(&state).await?;
         tracing::info!(stored_conformance_resources = n, "registry ready");
+        let subscriptions = Arc::new(
+            crate::subscription::Subscriptions::start(state.clone(), commits_rx)
+                .await
+                .map_err(ServerError::Subscriptions)?,
+        );
+        state.subscriptions = subscriptions.clone();
         let ready = state.ready.clone();
         let (mllp_stop, mllp_stopped) = tokio::sync::watch::channel(false);
         let mllp_task = mllp.map(|listener| {
@@ -120,6 +144,8 @@ impl RunningServer {
             if let Some(a) = &security.audit {
                 a.flush().await;
             }
+            // Matched writes are queued before the store closes; undelivered ones wait on disk.
+            subscriptions.stop().await;
             store.flush().await?;
             Ok(())
         });

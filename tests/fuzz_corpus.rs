@@ -68,6 +68,12 @@ fn auth_token_corpus_replays_without_panic() {
 }
 
 #[test]
+fn feed_csv_corpus_replays_without_panic() {
+    let n = replay("feed_csv", huitong::fuzzing::feed_csv);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}
+
+#[test]
 fn cda_read_corpus_replays_without_panic() {
     let n = replay("cda_read", huitong::fuzzing::cda_read);
     assert!(n >= 5, "the saved corpus has {n} inputs");
@@ -76,5 +82,11 @@ fn cda_read_corpus_replays_without_panic() {
 #[test]
 fn hl7v3_dispatch_corpus_replays_without_panic() {
     let n = replay("hl7v3_dispatch", huitong::fuzzing::hl7v3_dispatch);
+    assert!(n >= 5, "the saved corpus has {n} inputs");
+}
+
+#[test]
+fn feed_map_corpus_replays_without_panic() {
+    let n = replay("feed_map", huitong::fuzzing::feed_map);
     assert!(n >= 5, "the saved corpus has {n} inputs");
 }

@@ -2,5 +2,6 @@
 //! [`crate::transaction::apply`]; nothing here writes to the store any other way.
 
 pub mod cda;
+pub mod feed;
 pub mod hl7v2;
 pub mod hl7v3;

@@ -602,7 +602,7 @@ fn retarget(target: &FhirPath, suffix: Option<&str>) -> Vec<Step> {
 
 /// Puts a value at a path: the outermost repeating step gets a new element (carrying `with`);
 /// a single-valued leaf that is already set is an error (reported, not overwritten).
-fn place(
+pub(crate) fn place(
     obj: &mut Map<String, Value>,
     steps: &[Step],
     value: Value,
@@ -686,7 +686,7 @@ fn parent_object<'a>(
 }
 
 /// Sets a value, replacing what is there.
-fn set_value(obj: &mut Map<String, Value>, steps: &[Step], value: &Value) {
+pub(crate) fn set_value(obj: &mut Map<String, Value>, steps: &[Step], value: &Value) {
     if let Some((last, inner)) = steps.split_last()
         && let Some(cur) = parent_object(obj, inner)
     {
@@ -695,7 +695,7 @@ fn set_value(obj: &mut Map<String, Value>, steps: &[Step], value: &Value) {
 }
 
 /// Sets a value only where none is.
-fn set_default(obj: &mut Map<String, Value>, steps: &[Step], value: &Value) {
+pub(crate) fn set_default(obj: &mut Map<String, Value>, steps: &[Step], value: &Value) {
     let Some((last, inner)) = steps.split_last() else {
         return;
     };

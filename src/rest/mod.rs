@@ -7,6 +7,7 @@
 mod bundle;
 mod capability;
 mod cda;
+pub mod feeds;
 mod guide;
 pub mod hl7v2;
 pub mod http;
@@ -65,6 +66,10 @@ pub struct AppState {
     pub security: Arc<crate::security::Security>,
     /// HL7 v3 interactions and CDA documents (`mappings/hl7v3/`, `mappings/cda/`).
     pub hl7v3: Arc<crate::ingest::hl7v3::Hl7v3Service>,
+    /// Record feeds (`mappings/feeds`); empty until the server (or CLI) loads them.
+    pub feeds: Arc<crate::ingest::feed::FeedService>,
+    /// R4 rest-hook subscriptions; inert until the server starts its worker.
+    pub subscriptions: Arc<crate::subscription::Subscriptions>,
 }
 
 impl AppState {
@@ -100,6 +105,8 @@ impl AppState {
             identities,
             hl7v2,
             hl7v3,
+            feeds: Arc::new(crate::ingest::feed::FeedService::empty()),
+            subscriptions: Arc::new(crate::subscription::Subscriptions::inert()),
             registry,
             terminology,
             validator,
@@ -188,6 +195,7 @@ pub fn router(state: AppState) -> Router {
         .route("/hl7v2", axum::routing::post(hl7v2::post))
         .route("/cda", axum::routing::post(cda::post))
         .route("/hl7v3", axum::routing::post(cda::post_hl7v3))
+        .route("/feeds/{name}", axum::routing::post(feeds::post))
         .nest(&base, fhir)
         .fallback(not_found)
         // Security wraps every route, including those added above later (see `security::layer`).
@@ -404,6 +412,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render(&state.store.stats());
     text.push_str(&state.hl7v2.render_metrics());
+    text.push_str(&state.feeds.render_metrics());
+    text.push_str(&state.subscriptions.render_metrics());
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

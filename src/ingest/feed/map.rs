@@ -1,0 +1,717 @@
+//! One inbound record -> the resources of one FHIR transaction, by the rules of a feed.
+//!
+//! Invariants: the record is checked against the feed's schema before any rule runs; every error
+//! names the JSON Pointer of the offending field; every valued leaf of the record is either
+//! consumed by a rule or listed in [`Mapped::unmapped`]; ids are derived from business keys
+//! ([`crate::mapping::ids::resource_id`]), so a re-sent or corrected record writes the same
+//! resources.
+
+use super::load::{Converter, Feed, FieldRule, KeyPart, Pointer, ResourceRule, When, WriteMode};
+use crate::mapping::ids::resource_id;
+use crate::mapping::{place, set_default};
+use serde_json::{Map, Value, json};
+use std::collections::HashSet;
+
+/// Code lookups a mapping needs: ConceptMap translation and displays of local code systems.
+pub trait Lookup {
+    /// Translates `code` of `system` with the ConceptMap `map`: the target (system, code,
+    /// display), `Ok(None)` when the map has no usable target, `Err` when the map is unknown.
+    fn translate(
+        &self,
+        map: &str,
+        system: Option<&str>,
+        code: &str,
+    ) -> Result<Option<(String, String, Option<String>)>, String>;
+    /// The display of a code in a loaded code system.
+    fn display(&self, system: &str, code: &str) -> Option<String>;
+}
+
+/// A lookup that knows no maps (fuzzing, tests without profiles).
+pub struct NoLookup;
+
+impl Lookup for NoLookup {
+    fn translate(
+        &self,
+        map: &str,
+        _: Option<&str>,
+        _: &str,
+    ) -> Result<Option<(String, String, Option<String>)>, String> {
+        Err(format!("concept map {map} is not loaded"))
+    }
+    fn display(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// What is wrong with a record, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    /// JSON Pointer of the offending field in the record (`/insuinfo/0/insutype`); `""` for the
+    /// record as a whole.
+    pub pointer: String,
+    pub message: String,
+    /// The FHIRPath of the element in the mapped resource, when validation found it.
+    pub expression: Option<String>,
+}
+
+impl RecordError {
+    fn at(pointer: impl Into<String>, message: impl Into<String>) -> RecordError {
+        RecordError {
+            pointer: pointer.into(),
+            message: message.into(),
+            expression: None,
+        }
+    }
+}
+
+/// One resource mapped from a record.
+#[derive(Debug, Clone)]
+pub struct MappedResource {
+    pub rule: usize,
+    pub resource_type: String,
+    pub id: String,
+    /// The resource (PUT), or the elements to change (PATCH).
+    pub body: Map<String, Value>,
+    pub mode: WriteMode,
+    /// Set when the resource must already exist; the pointer of its key names the field.
+    pub must_exist: Option<String>,
+    /// The pointer of the first key part, for errors about the resource as a whole.
+    pub key_pointer: String,
+    /// (element path, record pointer) of every value placed: validation errors are located
+    /// back in the record through it.
+    pub trace: Vec<(String, String)>,
+}
+
+/// The result of mapping one record.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    /// The record's business key (`|`-joined).
+    pub key: String,
+    pub resources: Vec<MappedResource>,
+    /// (pointer, value) of every valued leaf no rule consumed.
+    pub unmapped: Vec<(String, String)>,
+}
+
+/// Options of a mapping run.
+#[derive(Debug, Clone)]
+pub struct MapOptions {
+    /// UTC offset for date-times without one (`+08:00`).
+    pub default_offset: String,
+}
+
+impl Default for MapOptions {
+    fn default() -> Self {
+        MapOptions {
+            default_offset: "+08:00".into(),
+        }
+    }
+}
+
+/// Checks a record against the feed's schema: one error per violation, located by pointer.
+pub fn check_schema(feed: &Feed, record: &Value) -> Vec<RecordError> {
+    feed.schema
+        .iter_errors(record)
+        .map(|e| {
+            let mut pointer = e.instance_path().to_string();
+            // A missing property is located where it should be, not at its parent.
+            if let jsonschema::error::ValidationErrorKind::Required { property } = e.kind() {
+                let name = property.as_str().unwrap_or_default();
+                pointer = format!("{pointer}/{}", name.replace('~', "~0").replace('/', "~1"));
+            }
+            RecordError::at(pointer, e.to_string())
+        })
+        .collect()
+}
+
+/// Maps one record (schema first, then the rules).
+pub fn map_record(
+    feed: &Feed,
+    record: &Value,
+    lookup: &dyn Lookup,
+    opts: &MapOptions,
+) -> Result<Mapped, Vec<RecordError>> {
+    let errors = check_schema(feed, record);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    let mut run = Run {
+        feed,
+        root: record,
+        lookup,
+        opts,
+        consumed: HashSet::new(),
+        errors: Vec::new(),
+        trace: Vec::new(),
+    };
+    let key = match run.key(&feed.key, record, "") {
+        Some(k) => k,
+        None => {
+            return Err(vec![RecordError::at(
+                pointer_text(feed.key.first()),
+                "the record has no value for its business key",
+            )]);
+        }
+    };
+    let mut instances: Vec<MappedResource> = Vec::new();
+    for (ri, rule) in feed.rules.iter().enumerate() {
+        if let Some(w) = &rule.when
+            && !run.holds(w, record, "")
+        {
+            continue;
+        }
+        let items: Vec<(&Value, String)> = match &rule.for_each {
+            Some(p) => match record.pointer(&p.path) {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v, format!("{}/{i}", p.path)))
+                    .collect(),
+                Some(Value::Null) | None => Vec::new(),
+                Some(v) => vec![(v, p.path.clone())],
+            },
+            None => vec![(record, String::new())],
+        };
+        for (current, base) in items {
+            if let Some(r) = run.instance(ri, rule, current, &base) {
+                instances.push(r);
+            }
+        }
+    }
+    run.link(&mut instances);
+    // The same resource twice (two insuinfo of one 参保地): identical copies are one resource;
+    // different ones are an error (a transaction cannot write one resource twice).
+    let mut seen: Vec<(String, String, Map<String, Value>)> = Vec::new();
+    let mut kept = Vec::new();
+    for r in instances {
+        if let Some((_, _, body)) = seen
+            .iter()
+            .find(|(t, i, _)| *t == r.resource_type && *i == r.id)
+        {
+            if *body == r.body {
+                continue;
+            }
+            run.errors.push(RecordError::at(
+                r.key_pointer.clone(),
+                format!(
+                    "rule '{}' gives {}/{} a second time, with other values (same business key)",
+                    feed.rules[r.rule].name, r.resource_type, r.id
+                ),
+            ));
+            continue;
+        }
+        seen.push((r.resource_type.clone(), r.id.clone(), r.body.clone()));
+        kept.push(r);
+    }
+    let instances = kept;
+    if !run.errors.is_empty() {
+        return Err(run.errors);
+    }
+    let mut unmapped = Vec::new();
+    leaves(record, &mut String::new(), &mut |p, v| {
+        if !run.consumed.contains(p) {
+            unmapped.push((p.to_string(), v));
+        }
+    });
+    Ok(Mapped {
+        key,
+        resources: instances,
+        unmapped,
+    })
+}
+
+fn pointer_text(k: Option<&KeyPart>) -> String {
+    k.and_then(|k| k.first())
+        .map(|p| p.path.clone())
+        .unwrap_or_default()
+}
+
+/// Every valued scalar of a record with its pointer.
+fn leaves(v: &Value, at: &mut String, f: &mut dyn FnMut(&str, String)) {
+    match v {
+        Value::Object(m) => {
+            for (k, x) in m {
+                let len = at.len();
+                at.push('/');
+                at.push_str(&k.replace('~', "~0").replace('/', "~1"));
+                leaves(x, at, f);
+                at.truncate(len);
+            }
+        }
+        Value::Array(a) => {
+            for (i, x) in a.iter().enumerate() {
+                let len = at.len();
+                at.push_str(&format!("/{i}"));
+                leaves(x, at, f);
+                at.truncate(len);
+            }
+        }
+        Value::Null => {}
+        Value::String(s) if s.trim().is_empty() => {}
+        other => f(at, scalar_text(other).unwrap_or_default()),
+    }
+}
+
+fn scalar_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+struct Run<'a> {
+    feed: &'a Feed,
+    root: &'a Value,
+    lookup: &'a dyn Lookup,
+    opts: &'a MapOptions,
+    consumed: HashSet<String>,
+    errors: Vec<RecordError>,
+    trace: Vec<(String, String)>,
+}
+
+impl<'a> Run<'a> {
+    /// The value at a pointer and its absolute pointer in the record.
+    fn at(&self, p: &Pointer, current: &'a Value, base: &str) -> (Option<&'a Value>, String) {
+        if p.root {
+            (self.root.pointer(&p.path), p.path.clone())
+        } else {
+            (current.pointer(&p.path), format!("{base}{}", p.path))
+        }
+    }
+
+    /// The first valued alternative of a key part: (text, absolute pointer).
+    fn part(&mut self, part: &KeyPart, current: &'a Value, base: &str) -> Option<(String, String)> {
+        for p in part {
+            let (v, abs) = self.at(p, current, base);
+            if let Some(t) = v.and_then(scalar_text) {
+                self.consumed.insert(abs.clone());
+                return Some((t, abs));
+            }
+        }
+        None
+    }
+
+    fn key(&mut self, parts: &[KeyPart], current: &'a Value, base: &str) -> Option<String> {
+        let values: Vec<String> = parts
+            .iter()
+            .map(|p| {
+                self.part(p, current, base)
+                    .map(|(t, _)| t)
+                    .unwrap_or_default()
+            })
+            .collect();
+        if values.iter().all(String::is_empty) {
+            return None;
+        }
+        Some(values.join("|"))
+    }
+
+    fn holds(&mut self, w: &When, current: &'a Value, base: &str) -> bool {
+        let mut text = |p: &Pointer| {
+            let (v, abs) = self.at(p, current, base);
+            let t = v.and_then(scalar_text);
+            if t.is_some() {
+                self.consumed.insert(abs);
+            }
+            t
+        };
+        match w {
+            When::Valued(p) => text(p).is_some(),
+            When::NotValued(p) => text(p).is_none(),
+            When::Equals(p, v) => text(p).as_deref() == Some(v.as_str()),
+            When::NotEquals(p, v) => text(p).as_deref() != Some(v.as_str()),
+        }
+    }
+
+    fn instance(
+        &mut self,
+        ri: usize,
+        rule: &ResourceRule,
+        current: &'a Value,
+        base: &str,
+    ) -> Option<MappedResource> {
+        let mut body = Map::new();
+        self.trace.clear();
+        if rule.mode == WriteMode::Put {
+            body.insert("resourceType".into(), json!(rule.resource_type));
+        }
+        for f in &rule.fields {
+            if let Some(w) = &f.when
+                && !self.holds(w, current, base)
+            {
+                continue;
+            }
+            self.field(f, &mut body, current, base);
+        }
+        for g in &rule.groups {
+            let (list, abs) = self.at(&g.each, current, base);
+            let items: Vec<(&'a Value, String)> = match list {
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (v, format!("{abs}/{i}")))
+                    .collect(),
+                Some(Value::Null) | None => Vec::new(),
+                Some(v) => vec![(v, abs.clone())],
+            };
+            for (i, (item, at)) in items.into_iter().enumerate() {
+                let mut element = Map::new();
+                for f in &g.fields {
+                    if let Some(w) = &f.when
+                        && !self.holds(w, item, &at)
+                    {
+                        continue;
+                    }
+                    self.field(f, &mut element, item, &at);
+                }
+                if element.is_empty() {
+                    continue;
+                }
+                if let Some(ix) = &g.index {
+                    crate::mapping::set_value(&mut element, &ix.steps, &json!(i + 1));
+                }
+                if let Some(Value::Object(w)) = &g.with {
+                    for (k, v) in w {
+                        element.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                if let Err(m) = place(&mut body, &g.target.steps, Value::Object(element), None) {
+                    self.errors
+                        .push(RecordError::at(at, format!("{}: {m}", g.target.text)));
+                }
+            }
+        }
+        let key_pointer = rule
+            .id
+            .first()
+            .and_then(|k| k.first())
+            .map(|p| self.at(p, current, base).1)
+            .unwrap_or_default();
+        let Some(key) = self.key(&rule.id, current, base) else {
+            self.errors.push(RecordError::at(
+                key_pointer,
+                format!("{}: no value for the {} key", rule.name, rule.resource_type),
+            ));
+            return None;
+        };
+        let namespace = rule.namespace.as_deref().unwrap_or(&self.feed.namespace);
+        let id = resource_id(&rule.resource_type, namespace, &key);
+        for (path, v) in &rule.defaults {
+            set_default(&mut body, &path.steps, v);
+        }
+        if let Some(p) = &rule.profile
+            && rule.mode == WriteMode::Put
+        {
+            // Merged, so a mapped `meta.tag` stays.
+            let meta = body.entry("meta").or_insert_with(|| json!({}));
+            if let Value::Object(m) = meta {
+                m.insert("profile".into(), json!([p]));
+            }
+        }
+        let must_exist = match &rule.require_existing {
+            Some(w) if self.holds(w, current, base) => Some(key_pointer.clone()),
+            _ => None,
+        };
+        Some(MappedResource {
+            rule: ri,
+            resource_type: rule.resource_type.clone(),
+            id,
+            body,
+            mode: rule.mode,
+            must_exist,
+            key_pointer,
+            trace: std::mem::take(&mut self.trace),
+        })
+    }
+
+    fn field(
+        &mut self,
+        f: &FieldRule,
+        body: &mut Map<String, Value>,
+        current: &'a Value,
+        base: &str,
+    ) {
+        let value = if f.converter == Converter::Reference {
+            let mut parts = Vec::new();
+            let mut first = String::new();
+            for part in &f.from {
+                match self.part(part, current, base) {
+                    Some((t, abs)) => {
+                        if first.is_empty() {
+                            first = abs;
+                        }
+                        parts.push(t);
+                    }
+                    None => parts.push(String::new()),
+                }
+            }
+            if parts.iter().all(String::is_empty) {
+                return;
+            }
+            let ty = f.target_type.as_deref().unwrap_or_default();
+            let ns = f.namespace.as_deref().unwrap_or(&self.feed.namespace);
+            let id = resource_id(ty, ns, &parts.join("|"));
+            (json!({"reference": format!("{ty}/{id}")}), first)
+        } else {
+            let Some(p) = f.from.first().and_then(|k| k.first()) else {
+                return;
+            };
+            let (v, abs) = self.at(p, current, base);
+            let Some(v) = v else { return };
+            if v.is_null() || v.as_str().is_some_and(|s| s.trim().is_empty()) {
+                return;
+            }
+            let Some(text) = scalar_text(v) else {
+                self.errors.push(RecordError::at(
+                    abs,
+                    format!("expected a value for {}, found {}", f.target.text, kind(v)),
+                ));
+                return;
+            };
+            let converted = match &f.value {
+                Some(c) => Ok(c.clone()),
+                None => self.convert(f, v, &text),
+            };
+            match converted {
+                Ok(x) => (x, abs),
+                Err(m) => {
+                    self.errors
+                        .push(RecordError::at(abs, format!("{}: {m}", f.target.text)));
+                    return;
+                }
+            }
+        };
+        let (v, abs) = value;
+        match place(body, &f.target.steps, v, f.with.as_ref()) {
+            Ok(()) => {
+                self.trace.push((f.target.text.clone(), abs.clone()));
+                self.consumed.insert(abs);
+            }
+            Err(m) => self
+                .errors
+                .push(RecordError::at(abs, format!("{}: {m}", f.target.text))),
+        }
+    }
+
+    fn convert(&self, f: &FieldRule, v: &Value, text: &str) -> Result<Value, String> {
+        Ok(match f.converter {
+            Converter::String => json!(text),
+            Converter::Code => match &f.conceptmap {
+                Some(map) => match self.lookup.translate(map, f.system.as_deref(), text)? {
+                    Some((_, code, _)) => json!(code),
+                    None => return Err(format!("code '{text}' has no translation in {map}")),
+                },
+                None => json!(text),
+            },
+            Converter::Date => json!(date_time(text, true, &self.opts.default_offset)?),
+            Converter::DateTime => json!(date_time(text, false, &self.opts.default_offset)?),
+            Converter::Decimal => decimal(v, text)?,
+            Converter::Integer => {
+                let n: i64 = text
+                    .parse()
+                    .map_err(|_| format!("'{text}' is not an integer"))?;
+                json!(n)
+            }
+            Converter::Boolean => match text {
+                "true" | "1" | "是" | "Y" | "y" => json!(true),
+                "false" | "0" | "否" | "N" | "n" => json!(false),
+                _ => return Err(format!("'{text}' is not a yes/no value")),
+            },
+            Converter::Money => json!({"value": decimal(v, text)?, "currency": "CNY"}),
+            Converter::Quantity => {
+                let mut q = Map::new();
+                q.insert("value".into(), decimal(v, text)?);
+                if let Some(u) = &f.unit {
+                    q.insert("unit".into(), json!(u));
+                    q.insert("system".into(), json!("http://unitsofmeasure.org"));
+                    q.insert("code".into(), json!(u));
+                }
+                Value::Object(q)
+            }
+            // With a ConceptMap a Coding is the translation (the record's code is kept elsewhere).
+            Converter::Coding => match &f.conceptmap {
+                Some(map) => match self.lookup.translate(map, f.system.as_deref(), text)? {
+                    Some((system, code, display)) => {
+                        let mut c = json!({"system": system, "code": code});
+                        if let Some(d) = display {
+                            c["display"] = json!(d);
+                        }
+                        c
+                    }
+                    None => return Err(format!("code '{text}' has no translation in {map}")),
+                },
+                None => self.coding(f, text)?,
+            },
+            Converter::CodeableConcept => {
+                let mut codings = vec![self.coding(f, text)?];
+                if let Some(map) = &f.conceptmap
+                    && let Some((system, code, display)) =
+                        self.lookup.translate(map, f.system.as_deref(), text)?
+                {
+                    let mut c = json!({"system": system, "code": code});
+                    if let Some(d) = display {
+                        c["display"] = json!(d);
+                    }
+                    codings.push(c);
+                }
+                json!({"coding": codings})
+            }
+            Converter::Identifier => {
+                json!({"system": f.system.clone().unwrap_or_default(), "value": text})
+            }
+            Converter::HumanName | Converter::Address => json!({"text": text}),
+            Converter::ContactPoint => json!({"system": "phone", "value": text}),
+            Converter::Reference => Value::Null,
+        })
+    }
+
+    fn coding(&self, f: &FieldRule, code: &str) -> Result<Value, String> {
+        let system = f.system.clone().unwrap_or_default();
+        let mut c = json!({"system": system, "code": code});
+        if let Some(d) = self.lookup.display(&system, code) {
+            c["display"] = json!(d);
+        }
+        Ok(c)
+    }
+
+    /// References between the resources of one record: a repeating element gets every instance
+    /// of the target rule, a single one the first.
+    fn link(&mut self, instances: &mut [MappedResource]) {
+        let refs: Vec<(usize, String)> = instances
+            .iter()
+            .map(|r| (r.rule, format!("{}/{}", r.resource_type, r.id)))
+            .collect();
+        for inst in instances.iter_mut() {
+            let rule = &self.feed.rules[inst.rule];
+            for (path, target, with) in &rule.links {
+                let repeating = path.steps.iter().any(|s| s.repeating);
+                let targets = refs.iter().filter(|(r, _)| r == target);
+                for (_, reference) in targets.take(if repeating { usize::MAX } else { 1 }) {
+                    if let Err(m) = place(
+                        &mut inst.body,
+                        &path.steps,
+                        json!({"reference": reference}),
+                        with.as_ref(),
+                    ) {
+                        self.errors.push(RecordError::at(
+                            inst.key_pointer.clone(),
+                            format!("{}: {m}", path.text),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Object(_) => "an object",
+        Value::Array(_) => "a list",
+        _ => "a value",
+    }
+}
+
+/// A record number as a FHIR decimal, keeping its text (`1.50` stays `1.50`).
+fn decimal(v: &Value, text: &str) -> Result<Value, String> {
+    if let Value::Number(n) = v {
+        return Ok(Value::Number(n.clone()));
+    }
+    crate::mapping::datatypes::decimal(text)
+}
+
+fn num(s: &str, lo: u32, hi: u32, what: &str, whole: &str) -> Result<String, String> {
+    match s.parse::<u32>() {
+        Ok(n) if s.bytes().all(|b| b.is_ascii_digit()) && (lo..=hi).contains(&n) => {
+            Ok(s.to_string())
+        }
+        _ => Err(format!("'{whole}': {what} '{s}' is out of range")),
+    }
+}
+
+/// A record date or date-time (`2024-03-01`, `20240301`, `2024-03-01 08:30:00`,
+/// `2024-03-01T08:30:00+08:00`) as a FHIR date (`want_date`) or dateTime.
+pub fn date_time(s: &str, want_date: bool, offset: &str) -> Result<String, String> {
+    let s = s.trim();
+    let (date, time) = match s.find([' ', 'T']) {
+        Some(i) => (&s[..i], Some(s[i + 1..].trim())),
+        None => (s, None),
+    };
+    let compact = date.len() == 8 && date.bytes().all(|b| b.is_ascii_digit());
+    let (y, m, d) = if compact {
+        (&date[0..4], &date[4..6], &date[6..8])
+    } else {
+        let mut it = date.split('-');
+        match (it.next(), it.next(), it.next(), it.next()) {
+            (Some(y), Some(m), Some(d), None) if y.len() == 4 && m.len() == 2 && d.len() == 2 => {
+                (y, m, d)
+            }
+            _ => return Err(format!("'{s}' is not a date (YYYY-MM-DD)")),
+        }
+    };
+    let y = num(y, 1, 9999, "year", s)?;
+    let m = num(m, 1, 12, "month", s)?;
+    let d = num(d, 1, 31, "day", s)?;
+    let date = format!("{y}-{m}-{d}");
+    let Some(time) = time.filter(|_| !want_date) else {
+        return Ok(date);
+    };
+    let (clock, zone) = match time.find(['+', '-', 'Z']) {
+        Some(i) => (&time[..i], Some(&time[i..])),
+        None => (time, None),
+    };
+    let mut parts = clock.split(':');
+    let h = num(parts.next().unwrap_or(""), 0, 23, "hour", s)?;
+    let mi = num(parts.next().unwrap_or("00"), 0, 59, "minute", s)?;
+    let sec = parts.next().unwrap_or("00");
+    let (whole, frac) = sec.split_once('.').unwrap_or((sec, ""));
+    let se = num(whole, 0, 60, "second", s)?;
+    if parts.next().is_some() || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("'{s}' is not a time of day (HH:MM:SS)"));
+    }
+    let frac = if frac.is_empty() {
+        String::new()
+    } else {
+        format!(".{frac}")
+    };
+    let zone = match zone {
+        Some("Z") => "Z".to_string(),
+        Some(z) if z.len() == 6 && &z[3..4] == ":" => z.to_string(),
+        Some(_) => return Err(format!("'{s}': bad time zone")),
+        None => offset.to_string(),
+    };
+    Ok(format!("{date}T{h}:{mi}:{se}{frac}{zone}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_of_records() {
+        assert_eq!(
+            date_time("2024-03-01", true, "+08:00").unwrap(),
+            "2024-03-01"
+        );
+        assert_eq!(
+            date_time("20240301", false, "+08:00").unwrap(),
+            "2024-03-01"
+        );
+        assert_eq!(
+            date_time("2024-03-01 08:30:05", false, "+08:00").unwrap(),
+            "2024-03-01T08:30:05+08:00"
+        );
+        assert_eq!(
+            date_time("2024-03-01 08:30", false, "+08:00").unwrap(),
+            "2024-03-01T08:30:00+08:00"
+        );
+        assert_eq!(
+            date_time("2024-03-01 08:30:05", true, "+08:00").unwrap(),
+            "2024-03-01"
+        );
+        assert!(date_time("2024-13-01", true, "+08:00").is_err());
+        assert!(date_time("2024/03/01", true, "+08:00").is_err());
+        assert!(date_time("2024-03-01 25:00", false, "+08:00").is_err());
+    }
+}

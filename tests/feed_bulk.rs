@@ -1,0 +1,137 @@
+//! A 100,000-row CSV through `POST /feeds/{name}`, streamed both ways: the server answers the
+//! first rows while the client is still holding back the second half of the body (so it cannot
+//! have buffered the file), and the CSV reader reports the largest row it ever held.
+mod common;
+
+use common::TestServer;
+use futures_util::StreamExt;
+use serde_json::Value;
+
+const ROWS: usize = 100_000;
+
+fn write_feed(dir: &std::path::Path) {
+    let feed = dir.join("feeds/bulk-observation");
+    std::fs::create_dir_all(&feed).unwrap();
+    std::fs::write(
+        feed.join("schema.json"),
+        r#"{"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+            "required": ["row_id", "item", "value"],
+            "properties": {"row_id": {"type": "string"}, "item": {"type": "string"}, "value": {"type": "number"}}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        feed.join("mapping.toml"),
+        r#"feed = "bulk-observation"
+namespace = "bulk"
+key = ["/row_id"]
+
+[[resource]]
+name = "obs"
+type = "Observation"
+id = ["/row_id"]
+defaults = { status = "final" }
+
+[[resource.field]]
+from = "/item"
+fhir = "code.text"
+
+[[resource.field]]
+from = "/value"
+fhir = "valueQuantity.value"
+"#,
+    )
+    .unwrap();
+}
+
+fn row(i: usize) -> String {
+    format!("R{i:06},体温 第{i}次,36.{}\n", i % 10)
+}
+
+#[tokio::test]
+async fn a_100000_row_csv_streams_with_bounded_memory() {
+    let mappings = tempfile::tempdir().unwrap();
+    write_feed(mappings.path());
+    let m = mappings.path().to_path_buf();
+    let srv = TestServer::start_in(tempfile::tempdir().unwrap(), move |s| s.mappings_dir = m).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(16);
+    let body = reqwest::Body::wrap_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|c| (c, rx))
+    }));
+    let send = tokio::spawn({
+        let http = srv.http.clone();
+        let url = format!("{}/feeds/bulk-observation", srv.root);
+        async move {
+            http.post(url)
+                .header("content-type", "text/csv; charset=utf-8")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    // The first half, in chunks of 1,000 rows.
+    let mut chunk = String::from("row_id,item,value\n");
+    for i in 1..=ROWS / 2 {
+        chunk.push_str(&row(i));
+        if i % 1000 == 0 {
+            tx.send(Ok(std::mem::take(&mut chunk).into_bytes()))
+                .await
+                .unwrap();
+        }
+    }
+    let resp = send.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut stream = resp.bytes_stream();
+    let mut text = Vec::new();
+    // Outcomes arrive while the second half has not been sent: the server streams.
+    while !String::from_utf8_lossy(&text).contains("\"row\":1000,") {
+        let c = stream.next().await.expect("response ended early").unwrap();
+        text.extend_from_slice(&c);
+    }
+    println!(
+        "feed_bulk: first outcomes received after {} of {ROWS} rows were sent",
+        ROWS / 2
+    );
+    let sender = tokio::spawn(async move {
+        let mut chunk = String::new();
+        for i in ROWS / 2 + 1..=ROWS {
+            chunk.push_str(&row(i));
+            if i % 1000 == 0 {
+                tx.send(Ok(std::mem::take(&mut chunk).into_bytes()))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    while let Some(c) = stream.next().await {
+        text.extend_from_slice(&c.unwrap());
+    }
+    sender.await.unwrap();
+    let v: Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(
+        v["accepted"].as_u64(),
+        Some(ROWS as u64),
+        "rejected: {}",
+        v["rejected"]
+    );
+    assert_eq!(v["records"].as_array().unwrap().len(), ROWS);
+    assert_eq!(v["records"][ROWS - 1]["row"], ROWS);
+    let peak = v["peak_row_bytes"].as_u64().unwrap();
+    // The longest row is 33 bytes; the reader never held more than one row.
+    let longest = (1..=ROWS).map(|i| row(i).len()).max().unwrap() as u64;
+    println!(
+        "feed_bulk: {ROWS} rows accepted, the CSV reader held at most {peak} bytes of a row (longest row {longest})"
+    );
+    assert!(peak <= longest, "{peak} > {longest}");
+    let (s, o) = common::json_of(
+        srv.get(&format!(
+            "Observation/{}",
+            huitong::mapping::ids::resource_id("Observation", "bulk", "R100000")
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(s, 200);
+    assert_eq!(o["code"]["text"], "体温 第100000次");
+    srv.stop().await;
+}

@@ -1,0 +1,787 @@
+//! Record feeds end to end on a real server and SQLite file: every example record of every feed
+//! under `mappings/feeds/*/examples/` is posted; valid ones are read back and checked field by
+//! field, invalid ones must get exactly the errors `examples/expected.json` lists (JSON Pointer
+//! and message). Also: JSON arrays with partial commit and all-or-nothing, CSV in UTF-8 and
+//! GB 18030, and the CLI.
+mod common;
+
+use common::{TestServer, json_of};
+use huitong::mapping::ids::resource_id;
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn feed_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("mappings/feeds")
+        .join(name)
+}
+
+/// The example files of a feed, in name order.
+fn examples(name: &str) -> Vec<(String, Value)> {
+    let dir = feed_dir(name).join("examples");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json") && !p.ends_with("expected.json"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(&p).unwrap();
+            let v: Value =
+                serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p.file_name().unwrap().to_string_lossy().into_owned(), v)
+        })
+        .collect()
+}
+
+/// `examples/expected.json`: file -> the exact issues (location, diagnostics) of an invalid record.
+fn expected(name: &str) -> BTreeMap<String, Vec<(String, String)>> {
+    let p = feed_dir(name).join("examples/expected.json");
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, issues)| {
+            (
+                k.clone(),
+                issues
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| {
+                        (
+                            i["location"].as_str().unwrap().to_string(),
+                            i["diagnostics"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+async fn post_feed(srv: &TestServer, name: &str, body: &Value) -> (u16, Value) {
+    let r = srv
+        .http
+        .post(format!("{}/feeds/{name}", srv.root))
+        .header("content-type", "application/json")
+        .body(serde_json::to_vec(body).unwrap())
+        .send()
+        .await
+        .unwrap();
+    json_of(r).await
+}
+
+async fn read(srv: &TestServer, ty: &str, id: &str) -> Value {
+    let (s, v) = json_of(srv.get(&format!("{ty}/{id}")).await).await;
+    assert_eq!(s, 200, "{ty}/{id}: {v}");
+    v
+}
+
+/// Posts every example of a feed: invalid ones must fail with exactly the expected issues; the
+/// valid ones' record outcomes are returned by file name.
+async fn run_examples(srv: &TestServer, name: &str) -> BTreeMap<String, Value> {
+    let expected = expected(name);
+    let all = examples(name);
+    assert!(
+        all.len() >= 10,
+        "{name}: {} examples, at least 10 wanted",
+        all.len()
+    );
+    let mut ok = BTreeMap::new();
+    let (mut valid, mut invalid) = (0, 0);
+    for (file, record) in all {
+        let (status, v) = post_feed(srv, name, &record).await;
+        match expected.get(&file) {
+            Some(issues) => {
+                invalid += 1;
+                assert_eq!(status, 422, "{name}/{file} must be refused: {v}");
+                assert_eq!(v["resourceType"], "OperationOutcome", "{v}");
+                let got: Vec<(String, String)> = v["issue"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| {
+                        (
+                            i["location"][0].as_str().unwrap_or_default().to_string(),
+                            i["diagnostics"].as_str().unwrap_or_default().to_string(),
+                        )
+                    })
+                    .collect();
+                assert_eq!(&got, issues, "{name}/{file}: issues");
+            }
+            None => {
+                valid += 1;
+                assert_eq!(status, 200, "{name}/{file} must be accepted: {v}");
+                assert_eq!(v["status"], "accepted", "{v}");
+                ok.insert(file, v);
+            }
+        }
+    }
+    assert!(
+        valid >= 3 && invalid >= 3,
+        "{name}: {valid} valid, {invalid} invalid examples"
+    );
+    for k in expected.keys() {
+        assert!(!ok.contains_key(k), "{k} in expected.json but accepted");
+    }
+    println!("feed {name}: {valid} valid and {invalid} invalid examples as expected");
+    ok
+}
+
+fn ext<'a>(r: &'a Value, url_tail: &str) -> &'a Value {
+    r["extension"]
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .find(|e| e["url"].as_str().unwrap_or("").ends_with(url_tail))
+        })
+        .unwrap_or(&Value::Null)
+}
+
+fn codes(cc: &Value) -> Vec<(String, String)> {
+    cc["coding"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    (
+                        c["system"].as_str().unwrap_or("").to_string(),
+                        c["code"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+const CN: &str = "http://huitong.dev/fhir/cn";
+
+#[tokio::test]
+async fn nhsa_1101_person_and_coverages() {
+    let srv = TestServer::start().await;
+    let ok = run_examples(&srv, "nhsa-1101").await;
+    let pid = resource_id("Patient", "nhsa", "11000000000000012345");
+    let p = read(&srv, "Patient", &pid).await;
+    assert_eq!(p["name"][0]["text"], "张伟");
+    assert_eq!(p["gender"], "male");
+    assert_eq!(p["birthDate"], "1985-03-12");
+    assert_eq!(
+        p["meta"]["profile"][0],
+        format!("{CN}/StructureDefinition/CNPatient")
+    );
+    assert_eq!(
+        p["identifier"],
+        json!([{"system": format!("{CN}/sid/nhsa-psn-no"), "value": "11000000000000012345"},
+               {"system": "urn:oid:2.16.156.10011.1.3", "value": "110105198503120020"}])
+    );
+    assert_eq!(ext(&p, "cn-original-sex")["valueCoding"]["code"], "1");
+    assert_eq!(ext(&p, "cn-original-sex")["valueCoding"]["display"], "男性");
+    assert_eq!(ext(&p, "cn-ethnicity")["valueCoding"]["code"], "01");
+    let cid = resource_id("Coverage", "nhsa", "11000000000000012345|310");
+    let c = read(&srv, "Coverage", &cid).await;
+    assert_eq!(c["status"], "active");
+    assert_eq!(
+        codes(&c["type"]),
+        vec![
+            (format!("{CN}/CodeSystem/nhsa-insutype"), "310".to_string()),
+            (
+                "http://terminology.hl7.org/CodeSystem/v3-ActCode".to_string(),
+                "PUBLICPOL".to_string()
+            )
+        ]
+    );
+    assert_eq!(c["type"]["coding"][0]["display"], "职工基本医疗保险");
+    assert_eq!(c["subscriberId"], "11000000000000012345");
+    assert_eq!(c["period"], json!({"start": "2008-07-01"}));
+    assert_eq!(c["class"][0]["value"], "11");
+    assert_eq!(c["beneficiary"]["reference"], format!("Patient/{pid}"));
+    let org = resource_id("Organization", "nhsa", "110105");
+    assert_eq!(c["payor"][0]["reference"], format!("Organization/{org}"));
+    // The decimal text of the balance is kept (3521.40, not 3521.4).
+    assert_eq!(
+        ext(&c, "cn-nhsa-account-balance")["valueMoney"].to_string(),
+        r#"{"value":3521.40,"currency":"CNY"}"#
+    );
+    assert_eq!(ext(&c, "cn-nhsa-civil-servant")["valueBoolean"], false);
+    assert_eq!(c["policyHolder"]["display"], "北京朝阳某某科技有限公司");
+    let o = read(&srv, "Organization", &org).await;
+    assert_eq!(o["identifier"][0]["value"], "110105");
+    assert_eq!(o["name"], "参保地医疗保障经办机构");
+    // Two insuinfo of one 参保地: two Coverages, one Organization.
+    let r2 = &ok["02-resident-390-392.json"];
+    let created: Vec<&str> = r2["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(created.len(), 4, "{r2}");
+    let c392 = read(
+        &srv,
+        "Coverage",
+        &resource_id("Coverage", "nhsa", "31000000000000067890|392"),
+    )
+    .await;
+    assert_eq!(
+        codes(&c392["type"]),
+        vec![(format!("{CN}/CodeSystem/nhsa-insutype"), "392".to_string())],
+        "392 has no FHIR translation"
+    );
+    // A paused insurance: cancelled, with its end date.
+    let c6 = read(
+        &srv,
+        "Coverage",
+        &resource_id("Coverage", "nhsa", "51000000000000033333|310"),
+    )
+    .await;
+    assert_eq!(c6["status"], "cancelled");
+    assert_eq!(
+        c6["period"],
+        json!({"start": "2005-05-01", "end": "2024-06-30"})
+    );
+    // A passport holder: no 身份证 identifier, the document typed 99.
+    let p5 = read(
+        &srv,
+        "Patient",
+        &resource_id("Patient", "nhsa", "11000000000000099999"),
+    )
+    .await;
+    assert_eq!(p5["identifier"][1]["value"], "E12345678");
+    assert_eq!(p5["identifier"][1]["type"]["coding"][0]["code"], "99");
+    // Fields no rule consumed are in the record's Provenance.
+    let prov = read(
+        &srv,
+        "Provenance",
+        &resource_id("Provenance", "nhsa", "feed|nhsa-1101|11000000000000012345"),
+    )
+    .await;
+    let unmapped: Vec<&str> = prov["contained"][0]["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["location"][0].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        unmapped,
+        vec![
+            "/baseinfo/age",
+            "/idetinfo/0/psn_idet_type",
+            "/idetinfo/0/begntime"
+        ]
+    );
+    assert_eq!(
+        prov["target"][0]["reference"],
+        format!("Patient/{pid}/_history/1")
+    );
+    // The same record again: new versions of the same resources, the old ones named as revisions.
+    let again = examples("nhsa-1101")
+        .into_iter()
+        .find(|(f, _)| f.starts_with("01-"))
+        .unwrap()
+        .1;
+    let (s, v) = post_feed(&srv, "nhsa-1101", &again).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["created"], json!([]));
+    assert!(
+        v["updated"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(format!("Patient/{pid}/_history/2"))),
+        "{v}"
+    );
+    let prov = read(
+        &srv,
+        "Provenance",
+        &resource_id("Provenance", "nhsa", "feed|nhsa-1101|11000000000000012345"),
+    )
+    .await;
+    assert!(
+        prov["entity"].as_array().unwrap().contains(
+            &json!({"role": "revision", "what": {"reference": format!("Patient/{pid}/_history/1")}})
+        ),
+        "{prov}"
+    );
+}
+
+const IMM_HEADER: &str = "record_id,trace_code,name,id_no,gender,birth_date,vaccine_code,vaccine_name,lot_no,manufacturer,dose_no,site,route,clinic_code,clinic,vaccinator,vaccination_time,programme";
+
+fn imm_row(i: usize, name: &str) -> String {
+    format!(
+        "JZ-CSV-{i:06},8{i:019},{name},,1,2025-11-20,0201,\"乙肝疫苗(酿酒酵母),10μg\",LOT{i},深圳康泰生物制品股份有限公司,1,右上臂三角肌,肌内注射,PDY00011010599,北京市朝阳区妇幼保健院,刘静,2025-11-20 16:10,免疫规划"
+    )
+}
+
+async fn post_csv(srv: &TestServer, name: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = srv
+        .http
+        .post(format!("{}/feeds/{name}{}", srv.root, ""))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    json_of(r).await
+}
+
+#[tokio::test]
+async fn csv_in_utf8_and_gb18030_with_row_numbers() {
+    let srv = TestServer::start().await;
+    // UTF-8: two good rows and a bad one (dose 0) in the middle; the good ones commit.
+    let mut csv = format!("{IMM_HEADER}\r\n{}\r\n", imm_row(1, "张小宝"));
+    csv.push_str(&imm_row(2, "李小花").replace(",1,右上臂", ",0,右上臂"));
+    csv.push_str("\r\n");
+    csv.push_str(&imm_row(3, "王小明"));
+    csv.push('\n');
+    let (s, v) = post_csv(
+        &srv,
+        "immunization",
+        "text/csv; charset=utf-8",
+        csv.into_bytes(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(2), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["records"][1]["row"], 2);
+    assert_eq!(
+        v["records"][1]["outcome"]["issue"][0]["location"][0],
+        "/dose_no"
+    );
+    assert_eq!(
+        v["records"][1]["outcome"]["issue"][0]["diagnostics"],
+        "row 2: /dose_no: 0 is less than the minimum of 1"
+    );
+    let imm = read(
+        &srv,
+        "Immunization",
+        &resource_id("Immunization", "cn-immunization", "JZ-CSV-000003"),
+    )
+    .await;
+    // CSV cells are typed by the schema: dose_no is an integer, the quoted cell keeps its comma.
+    assert_eq!(imm["protocolApplied"][0]["doseNumberPositiveInt"], 1);
+    assert_eq!(imm["vaccineCode"]["text"], "乙肝疫苗(酿酒酵母),10μg");
+    let p = read(
+        &srv,
+        "Patient",
+        &resource_id("Patient", "cn-person", "JZ-CSV-000003"),
+    )
+    .await;
+    assert_eq!(p["name"][0]["text"], "王小明");
+    // GB 18030: the same content, declared.
+    let csv = format!(
+        "{IMM_HEADER}\n{}\n{}\n",
+        imm_row(4, "赵晓燕"),
+        imm_row(5, "钱㐀")
+    );
+    let (bytes, _, bad) = encoding_rs::GB18030.encode(&csv);
+    assert!(!bad);
+    let (s, v) = post_csv(
+        &srv,
+        "immunization",
+        "text/csv; charset=GB18030",
+        bytes.to_vec(),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["accepted"], 2, "{v}");
+    let p = read(
+        &srv,
+        "Patient",
+        &resource_id("Patient", "cn-person", "JZ-CSV-000005"),
+    )
+    .await;
+    assert_eq!(
+        p["name"][0]["text"], "钱㐀",
+        "a GB 18030 four-byte character survives"
+    );
+    // The same GB 18030 bytes declared UTF-8: refused, with the row.
+    let (s, v) = post_csv(&srv, "immunization", "text/csv", bytes.to_vec()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["accepted"], 0);
+    assert_eq!(
+        v["records"][0]["outcome"]["issue"][0]["diagnostics"],
+        "row 1: CSV: row 0: bytes that are not Utf8; the rest is not read"
+    );
+    // An unknown charset is refused before reading.
+    let (s, _) = post_csv(
+        &srv,
+        "immunization",
+        "text/csv; charset=big5",
+        b"a\n".to_vec(),
+    )
+    .await;
+    assert_eq!(s, 415);
+}
+
+#[tokio::test]
+async fn json_arrays_partial_and_all_or_nothing() {
+    let srv = TestServer::start().await;
+    let ex = examples("immunization");
+    let good: Vec<Value> = ex
+        .iter()
+        .filter(|(f, _)| !f.contains("invalid"))
+        .map(|(_, v)| v.clone())
+        .take(3)
+        .collect();
+    let bad = ex
+        .iter()
+        .find(|(f, _)| f.contains("no-lot"))
+        .unwrap()
+        .1
+        .clone();
+    let batch = json!([good[0], bad, good[1], good[2]]);
+    // All or nothing: one bad record, nothing committed, every record says why.
+    let r = srv
+        .http
+        .post(format!("{}/feeds/immunization?atomic=true", srv.root))
+        .header("content-type", "application/json")
+        .body(batch.to_string())
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json_of(r).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (
+            v["mode"].as_str(),
+            v["accepted"].as_u64(),
+            v["rejected"].as_u64()
+        ),
+        (Some("all-or-nothing"), Some(0), Some(4)),
+        "{v}"
+    );
+    assert_eq!(
+        v["records"][1]["outcome"]["issue"][0]["location"][0],
+        "/lot_no"
+    );
+    assert_eq!(
+        v["records"][0]["outcome"]["issue"][0]["diagnostics"],
+        "row 1: not committed: the batch is all-or-nothing and row(s) 2 failed"
+    );
+    let id = resource_id(
+        "Immunization",
+        "cn-immunization",
+        good[0]["record_id"].as_str().unwrap(),
+    );
+    assert_eq!(
+        srv.get(&format!("Immunization/{id}")).await.status(),
+        404,
+        "nothing committed"
+    );
+    // Partial (the default): the good ones commit, the bad one is reported by row.
+    let (s, v) = post_feed(&srv, "immunization", &batch).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(3), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["records"][1]["row"], 2);
+    assert_eq!(v["records"][1]["status"], "rejected");
+    assert_eq!(
+        read(&srv, "Immunization", &id).await["lotNumber"],
+        good[0]["lot_no"]
+    );
+    // All good, all or nothing: one transaction.
+    let r = srv
+        .http
+        .post(format!("{}/feeds/immunization?atomic=true", srv.root))
+        .header("content-type", "application/json")
+        .body(json!([good[1]]).to_string())
+        .send()
+        .await
+        .unwrap();
+    let (_, v) = json_of(r).await;
+    assert_eq!(v["accepted"], 1, "{v}");
+    // Unknown feed, bad JSON.
+    let (s, _) = post_feed(&srv, "no-such-feed", &json!({})).await;
+    assert_eq!(s, 404);
+}
+
+#[tokio::test]
+async fn cli_ingests_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("imm.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "{IMM_HEADER}\n{}\n{}\n",
+            imm_row(7, "孙悟空"),
+            imm_row(8, "猪八戒").replace("2025-11-20 16:10", "昨天")
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_huitong"))
+        .args(["ingest", "feed", "--data"])
+        .arg(&data)
+        .args(["immunization"])
+        .arg(&csv)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("imm.csv#1: accepted Patient/"), "{stdout}");
+    assert!(
+        stdout.contains("imm.csv#2: rejected\n  /vaccination_time: "),
+        "{stdout}"
+    );
+    assert!(stdout.ends_with("1 accepted, 1 rejected\n"), "{stdout}");
+}
+
+#[tokio::test]
+async fn nhsa_2207_settlement_and_2208_cancellation() {
+    let srv = TestServer::start().await;
+    run_examples(&srv, "nhsa-2207").await;
+    let setl = "S1101052026113000001";
+    let eob = read(
+        &srv,
+        "ExplanationOfBenefit",
+        &resource_id("ExplanationOfBenefit", "nhsa", setl),
+    )
+    .await;
+    assert_eq!(eob["status"], "active");
+    assert_eq!(
+        eob["identifier"][0],
+        json!({"system": format!("{CN}/sid/nhsa-setl-id"), "value": setl})
+    );
+    let total = |r: &Value, code: &str| -> String {
+        r["total"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["category"]["coding"][0]["code"] == code)
+            .map(|t| t["amount"]["value"].to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(total(&eob, "medfee_sumamt"), "66.2");
+    assert_eq!(total(&eob, "hifp_pay"), "46.53");
+    assert_eq!(total(&eob, "psn_cash_pay"), "9.67");
+    assert_eq!(
+        eob["payment"]["amount"],
+        json!({"value": 9.67, "currency": "CNY"})
+    );
+    assert_eq!(
+        eob["patient"]["reference"],
+        format!(
+            "Patient/{}",
+            resource_id("Patient", "nhsa", "11000000000000012345")
+        )
+    );
+    assert_eq!(
+        eob["insurance"][0]["coverage"]["reference"],
+        format!(
+            "Coverage/{}",
+            resource_id("Coverage", "nhsa", "11000000000000012345|310")
+        )
+    );
+    let claim = read(&srv, "Claim", &resource_id("Claim", "nhsa", setl)).await;
+    assert_eq!(claim["use"], "claim");
+    assert_eq!(claim["total"], json!({"value": 66.2, "currency": "CNY"}));
+    assert_eq!(claim["diagnosis"][0]["sequence"], 1);
+    assert_eq!(
+        claim["diagnosis"][0]["diagnosisCodeableConcept"]["coding"][0]["code"],
+        "J06.900"
+    );
+    assert_eq!(
+        claim["diagnosis"][0]["type"][0]["coding"][0]["code"],
+        "principal"
+    );
+    assert_eq!(claim["item"].as_array().unwrap().len(), 3);
+    assert_eq!(claim["item"][2]["productOrService"]["text"], "阿莫西林胶囊");
+    assert_eq!(
+        claim["item"][2]["net"],
+        json!({"value": 31.2, "currency": "CNY"})
+    );
+    let cr = read(
+        &srv,
+        "ClaimResponse",
+        &resource_id("ClaimResponse", "nhsa", setl),
+    )
+    .await;
+    assert_eq!(cr["outcome"], "complete");
+    assert_eq!(
+        cr["request"]["reference"],
+        format!("Claim/{}", resource_id("Claim", "nhsa", setl))
+    );
+    // 2208: cancelled, nothing deleted (version 1 keeps the settlement).
+    run_examples(&srv, "nhsa-2208").await;
+    let eob2 = read(
+        &srv,
+        "ExplanationOfBenefit",
+        &resource_id("ExplanationOfBenefit", "nhsa", setl),
+    )
+    .await;
+    assert_eq!(eob2["status"], "cancelled");
+    assert_eq!(eob2["meta"]["versionId"], "2");
+    assert_eq!(
+        total(&eob2, "medfee_sumamt"),
+        "66.2",
+        "the settled content stays"
+    );
+    assert_eq!(
+        read(&srv, "Claim", &resource_id("Claim", "nhsa", setl)).await["status"],
+        "cancelled"
+    );
+    let cr2 = read(
+        &srv,
+        "ClaimResponse",
+        &resource_id("ClaimResponse", "nhsa", setl),
+    )
+    .await;
+    assert_eq!(
+        (cr2["status"].as_str(), cr2["outcome"].as_str()),
+        (Some("cancelled"), Some("error"))
+    );
+    assert_eq!(cr2["processNote"][0]["text"], "患者要求退费");
+    let (s, v1) = json_of(
+        srv.get(&format!(
+            "ExplanationOfBenefit/{}/_history/1",
+            resource_id("ExplanationOfBenefit", "nhsa", setl)
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!((s, v1["status"].as_str()), (200, Some("active")));
+}
+
+#[tokio::test]
+async fn idr_report_correction_replaces_the_case() {
+    let srv = TestServer::start().await;
+    run_examples(&srv, "idr-report").await;
+    let case = resource_id("Condition", "cn-idr", "110105-2026-11-000123");
+    let c = read(&srv, "Condition", &case).await;
+    // The correction card wrote version 2 of the same Condition.
+    assert_eq!(c["meta"]["versionId"], "2");
+    assert_eq!(
+        ext(&c, "cn-report-card-type")["valueCoding"]["code"],
+        "订正报告"
+    );
+    assert_eq!(
+        ext(&c, "cn-case-classification")["valueCoding"]["code"],
+        "确诊病例"
+    );
+    assert_eq!(c["verificationStatus"]["coding"][0]["code"], "confirmed");
+    assert_eq!(
+        codes(&c["category"][0]),
+        vec![(
+            format!("{CN}/CodeSystem/infectious-disease"),
+            "甲类".to_string()
+        )]
+    );
+    assert_eq!(c["code"]["coding"][0]["code"], "0200");
+    assert_eq!(c["code"]["coding"][1]["code"], "A00.100");
+    assert_eq!(c["onsetDateTime"], "2026-11-28");
+    assert_eq!(c["recordedDate"], "2026-11-30T11:15:00+08:00");
+    assert_eq!(c["note"][0]["text"], "霍乱 (O139 群)");
+    let v1 = json_of(srv.get(&format!("Condition/{case}/_history/1")).await)
+        .await
+        .1;
+    assert_eq!(v1["verificationStatus"]["coding"][0]["code"], "provisional");
+    let (_, found) = json_of(
+        srv.get(&format!(
+            "Condition?identifier={CN}/sid/idr-card-id|110105-2026-11-000130"
+        ))
+        .await,
+    )
+    .await;
+    assert_eq!(found["total"], 1, "one case, not two");
+    let prov = read(
+        &srv,
+        "Provenance",
+        &resource_id(
+            "Provenance",
+            "cn-idr",
+            "feed|idr-report|110105-2026-11-000130",
+        ),
+    )
+    .await;
+    let ents = prov["entity"].as_array().unwrap();
+    assert!(ents.contains(&json!({"role": "revision", "what": {"reference": format!("Condition/{case}/_history/1")}})), "{prov}");
+    // The child's parent, the patient by 身份证号 (the same Patient the immunisation feed uses).
+    let child = resource_id("Patient", "cn-person", "110105202403010026");
+    let p = read(&srv, "Patient", &child).await;
+    assert_eq!(p["name"][0]["text"], "陈子涵");
+    assert_eq!(ext(&p, "cn-occupation")["valueCoding"]["code"], "散居儿童");
+    let rp = read(
+        &srv,
+        "RelatedPerson",
+        &resource_id("RelatedPerson", "cn-person", "110105202403010026|陈志强"),
+    )
+    .await;
+    assert_eq!(rp["patient"]["reference"], format!("Patient/{child}"));
+    assert_eq!(rp["relationship"][0]["coding"][0]["code"], "PRN");
+    let dead = read(
+        &srv,
+        "Patient",
+        &resource_id("Patient", "cn-person", "420106198811300073"),
+    )
+    .await;
+    assert_eq!(dead["deceasedDateTime"], "2026-11-21");
+}
+
+#[tokio::test]
+async fn immunization_records() {
+    let srv = TestServer::start().await;
+    run_examples(&srv, "immunization").await;
+    let i = read(
+        &srv,
+        "Immunization",
+        &resource_id("Immunization", "cn-immunization", "JZ-110105-2025-000001"),
+    )
+    .await;
+    assert_eq!(
+        i["meta"]["profile"][0],
+        format!("{CN}/StructureDefinition/CNImmunization")
+    );
+    assert_eq!(
+        i["identifier"][0],
+        json!({"system": format!("{CN}/sid/vaccine-trace-code"), "value": "81234567890123456789"})
+    );
+    assert_eq!(i["vaccineCode"]["text"], "乙肝疫苗(酿酒酵母)");
+    assert_eq!(i["lotNumber"], "202510A023");
+    assert_eq!(i["expirationDate"], "2027-10-31");
+    assert_eq!(i["protocolApplied"][0]["doseNumberPositiveInt"], 1);
+    assert_eq!(i["site"]["text"], "右上臂三角肌");
+    assert_eq!(i["route"]["text"], "肌内注射");
+    assert_eq!(i["occurrenceDateTime"], "2025-11-20T16:10:00+08:00");
+    assert_eq!(i["fundingSource"]["coding"][0]["code"], "public");
+    assert_eq!(i["performer"][0]["function"]["coding"][0]["code"], "AP");
+    assert_eq!(
+        i["performer"][1]["actor"]["reference"],
+        format!(
+            "Organization/{}",
+            resource_id("Organization", "cn-org", "PDY00011010599")
+        )
+    );
+    let m = read(
+        &srv,
+        "Organization",
+        i["manufacturer"]["reference"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches("Organization/"),
+    )
+    .await;
+    assert_eq!(m["name"], "深圳康泰生物制品股份有限公司");
+    let flu = read(
+        &srv,
+        "Immunization",
+        &resource_id("Immunization", "cn-immunization", "JZ-310115-2026-004411"),
+    )
+    .await;
+    assert_eq!(flu["fundingSource"]["coding"][0]["code"], "private");
+}
