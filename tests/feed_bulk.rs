@@ -47,6 +47,10 @@ fn row(i: usize) -> String {
     format!("R{i:06},体温 第{i}次,36.{}\n", i % 10)
 }
 
+// Not yet seen to finish: in the dev profile on a loaded 2-core machine it ran over five minutes
+// (100,000 transactions), too long for every CI run. Run it with `cargo test --test feed_bulk --
+// --ignored`; issue 9 lists it as not shown.
+#[ignore = "slow (100,000 transactions in the dev profile); run with --ignored"]
 #[tokio::test]
 async fn a_100000_row_csv_streams_with_bounded_memory() {
     let mappings = tempfile::tempdir().unwrap();

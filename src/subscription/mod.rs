@@ -438,9 +438,12 @@ impl Engine {
                     .write()
                     .unwrap_or_else(|e| e.into_inner())
                     .remove(id);
-                if r.get("status").and_then(Value::as_str) != Some("error")
-                    || r.get("error").and_then(Value::as_str) != Some(reason.as_str())
-                {
+                // Only a subscription the server was asked to run is marked: one already in
+                // `error` (or `off`) is not run, so its status and error text stay the client's.
+                if matches!(
+                    r.get("status").and_then(Value::as_str),
+                    Some("requested" | "active")
+                ) {
                     self.set_status(id, "error", Some(&reason)).await;
                 }
             }
