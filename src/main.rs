@@ -335,38 +335,12 @@ fn finish_ingest<E: std::fmt::Display>(run: Result<(usize, usize), E>, not_ok: &
 }
 
 fn ingest_hl7v2(config: Option<PathBuf>, flags: Overrides, files: &[PathBuf]) -> ExitCode {
-    let file = match config.as_deref().map(Overrides::from_file).transpose() {
-        Ok(f) => f.unwrap_or_default(),
-        Err(e) => {
-            eprintln!("huitong: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let settings = match Settings::resolve(&[&file, &flags]) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("huitong: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match runtime() {
-        Ok(r) => r,
+    let (settings, runtime) = match ingest_setup(config, flags) {
+        Ok(x) => x,
         Err(code) => return code,
     };
-    match runtime.block_on(huitong::ingest::hl7v2::cli::ingest_files(settings, files)) {
-        Ok((ok, failed)) => {
-            println!("{ok} accepted, {failed} failed");
-            if failed == 0 {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!("huitong ingest: {e}");
-            ExitCode::from(2)
-        }
-    }
+    let run = runtime.block_on(huitong::ingest::hl7v2::cli::ingest_files(settings, files));
+    finish_ingest(run, "failed")
 }
 
 fn serve(config: Option<PathBuf>, flags: Overrides) -> ExitCode {
