@@ -57,6 +57,12 @@ enum Command {
         #[command(subcommand)]
         what: IngestKind,
     },
+    /// HL7 v2 messages that were not committed: `huitong deadletter list`, `huitong deadletter
+    /// replay ID|all` (after a fix; exits 1 when any fails again).
+    Deadletter {
+        #[command(subcommand)]
+        what: DeadletterKind,
+    },
     /// Convert HL7 v2 messages to FHIR without storing them.
     Convert {
         #[command(subcommand)]
@@ -137,6 +143,26 @@ enum IngestKind {
 }
 
 #[derive(Subcommand)]
+enum DeadletterKind {
+    /// One line per dead letter, newest first: id, received (ms), facility|control id, reason.
+    List {
+        #[arg(long, env = "HUITONG_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Send one dead letter (by id) or `all` (oldest first) through the pipeline again; each
+    /// leaves the list, and one that fails again is listed anew with its new reason.
+    Replay {
+        #[arg(long, env = "HUITONG_CONFIG")]
+        config: Option<PathBuf>,
+        #[command(flatten)]
+        overrides: Overrides,
+        which: huitong::ingest::hl7v2::pipeline::Replay,
+    },
+}
+
+#[derive(Subcommand)]
 enum ConvertKind {
     /// `huitong convert hl7v2 [--explain] FILE`: prints the transaction Bundle of each message.
     Hl7v2 {
@@ -185,6 +211,37 @@ fn main() -> ExitCode {
                     files,
                 },
         } => ingest_hl7v2(config, overrides, &files),
+        Command::Deadletter {
+            what: DeadletterKind::List { config, overrides },
+        } => match ingest_setup(config, overrides) {
+            Ok((settings, _)) => match huitong::ingest::hl7v2::cli::list_dead_letters(&settings) {
+                Ok(n) => {
+                    eprintln!("{n} dead letters");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("huitong deadletter: {e}");
+                    ExitCode::from(2)
+                }
+            },
+            Err(code) => code,
+        },
+        Command::Deadletter {
+            what:
+                DeadletterKind::Replay {
+                    config,
+                    overrides,
+                    which,
+                },
+        } => match ingest_setup(config, overrides) {
+            Ok((settings, runtime)) => finish_ingest(
+                runtime.block_on(huitong::ingest::hl7v2::cli::replay_dead_letters(
+                    settings, which,
+                )),
+                "failed again",
+            ),
+            Err(code) => code,
+        },
         Command::Ingest {
             what:
                 IngestKind::Cda {

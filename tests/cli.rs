@@ -272,3 +272,56 @@ fn fhirpath_prints_typed_results_and_located_errors() {
         String::from_utf8_lossy(&bad.stderr)
     );
 }
+
+#[test]
+fn dead_letters_are_listed_and_replayed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let msg = dir.path().join("dft.hl7");
+    // FT1 without its transaction code: ChargeItem.code is required, so the message is refused.
+    std::fs::write(
+        &msg,
+        "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||DFT^P03^DFT_P03|CLI1|P|2.5\rEVN|P03\rPID|1||M1^^^H1^MR\rFT1|1|T1|||||||||12&CNY\r",
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        let out = huitong()
+            .args(args)
+            .arg("--data")
+            .arg(&data)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, _) = run(&["ingest", "hl7v2", msg.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    let (code, out, err) = run(&["deadletter", "list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(err.trim(), "1 dead letters");
+    let line = out.lines().next().unwrap_or_default().to_string();
+    assert!(line.starts_with("1\t") && line.contains("H1|CLI1"), "{out}");
+    assert!(line.contains("ChargeItem.code"), "{line}");
+    // Nothing fixed: it fails again and is listed anew (id 2).
+    let (code, out, _) = run(&["deadletter", "replay", "1"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.starts_with("dead letter 1 (CLI1): AE"), "{out}");
+    assert!(
+        out.trim_end().ends_with("0 accepted, 1 failed again"),
+        "{out}"
+    );
+    let (_, out, _) = run(&["deadletter", "list"]);
+    assert!(out.starts_with("2\t"), "{out}");
+    let (code, _, err) = run(&["deadletter", "replay", "1"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("no dead letter 1"), "{err}");
+    let (code, _, err) = run(&["deadletter", "replay", "first"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("'first' is neither a dead-letter id nor `all`"),
+        "{err}"
+    );
+}

@@ -212,7 +212,14 @@ fn compare(name: &str, ours: &Value, expected: &Value) -> Vec<String> {
     let mut bad = Vec::new();
     let ours = by_type(ours);
     let exp = by_type(expected);
-    for ty in ["Patient", "Encounter", "DiagnosticReport", "Observation"] {
+    for ty in [
+        "Patient",
+        "Encounter",
+        "DiagnosticReport",
+        "Observation",
+        "MedicationRequest",
+        "ChargeItem",
+    ] {
         let (Some(o), Some(e)) = (ours.get(ty), exp.get(ty)) else {
             continue;
         };
@@ -329,6 +336,63 @@ fn compare(name: &str, ours: &Value, expected: &Value) -> Vec<String> {
                         );
                     }
                 }
+            }
+            "MedicationRequest" => {
+                // That converter makes one request per RXO and per RXE and codes the drug in
+                // Medication resources; we make one per ORDER with the code inline. What must
+                // agree: each of our drugs is one of theirs, and the refills allowed.
+                let code_of = |r: &Value| {
+                    r["code"]["coding"][0]["code"]
+                        .as_str()
+                        .or(r["medicationCodeableConcept"]["coding"][0]["code"].as_str())
+                        .map(str::to_string)
+                };
+                let theirs: Vec<String> = exp
+                    .get("Medication")
+                    .into_iter()
+                    .flatten()
+                    .chain(e.iter())
+                    .filter_map(code_of)
+                    .collect();
+                for m in o {
+                    let code = code_of(m).unwrap_or_default();
+                    if !theirs.contains(&code) {
+                        bad.push(format!(
+                            "{name}: MedicationRequest drug {code} not among {theirs:?}"
+                        ));
+                    }
+                    let refills = &m["dispenseRequest"]["numberOfRepeatsAllowed"];
+                    if !e
+                        .iter()
+                        .any(|x| x["dispenseRequest"]["numberOfRepeatsAllowed"] == *refills)
+                    {
+                        bad.push(format!("{name}: MedicationRequest refills {refills}"));
+                    }
+                }
+            }
+            "ChargeItem" => {
+                let keys = |v: &[Value]| -> Vec<String> {
+                    let mut k: Vec<String> = v
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{} x{} {} {}",
+                                c["code"]["coding"][0]["code"],
+                                c["quantity"]["value"],
+                                c["priceOverride"]["value"],
+                                c["priceOverride"]["currency"]
+                            )
+                        })
+                        .collect();
+                    k.sort();
+                    k
+                };
+                check_eq(
+                    &mut bad,
+                    keys(o),
+                    keys(e),
+                    format!("{name}: ChargeItem code, quantity and price"),
+                );
             }
             _ => {}
         }
@@ -574,4 +638,135 @@ async fn oversized_messages_are_refused_on_both_transports() {
     );
     let (status, _) = json_of(srv.get(&format!("Patient/{}", patient_id("SMALL"))).await).await;
     assert_eq!(status, 200);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// The dead-letter entries as (id, reason).
+async fn dead_letters(srv: &TestServer) -> Vec<(i64, String)> {
+    let (status, body) = json_of(srv.get("$ingest-errors").await).await;
+    assert_eq!(status, 200);
+    body["parameter"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let part = |n: &str| {
+                p["part"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["name"] == n)
+                    .unwrap()
+                    .clone()
+            };
+            (
+                part("id")["valueInteger"].as_i64().unwrap(),
+                part("reason")["valueString"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn replay(srv: &TestServer, which: &str) -> (u16, Value) {
+    json_of(
+        srv.http
+            .post(srv.url(&format!("$ingest-errors?replay={which}")))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn dead_letters_are_replayed_after_a_mapping_fix() {
+    let maps = tempfile::tempdir().unwrap();
+    copy_dir(std::path::Path::new("mappings"), maps.path());
+    let dir = maps.path().to_path_buf();
+    let srv = TestServer::start_in(tempfile::tempdir().unwrap(), move |s| {
+        s.mappings_dir = dir;
+    })
+    .await;
+    // An FT1 without its transaction code: ChargeItem.code is required, so AE and a dead letter.
+    let msg = "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||DFT^P03^DFT_P03|DL1|P|2.5\rEVN|P03|20240102030405\rPID|1||MRN7^^^H1^MR||Li^Si\rFT1|1|T1||20240102|||||||12&CNY\r";
+    let (status, ack) = post_v2(&srv, msg.as_bytes(), false).await;
+    assert_eq!(status, 200);
+    assert!(
+        String::from_utf8_lossy(&ack).contains("MSA|AE|DL1"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+    let first = dead_letters(&srv).await;
+    assert_eq!(first.len(), 1);
+    assert!(first[0].1.contains("ChargeItem.code"), "{first:?}");
+
+    // Replayed unchanged: it fails again, is listed anew with its reason, and the old entry goes.
+    let (status, body) = replay(&srv, &first[0].0.to_string()).await;
+    assert_eq!(status, 200, "{body}");
+    let parts = &body["parameter"][0]["part"];
+    assert_eq!(parts[0]["valueInteger"], first[0].0);
+    assert_eq!(parts[2]["valueCode"], "AE");
+    assert_eq!(parts[3]["valueBoolean"], false);
+    let second = dead_letters(&srv).await;
+    assert_eq!(second.len(), 1);
+    assert_ne!(second[0].0, first[0].0);
+    assert_eq!(second[0].1, first[0].1);
+
+    // The fix: a default code for uncoded charges, reloaded; the replay commits.
+    let ft1 = maps.path().join("hl7v2/segments/FT1-ChargeItem.toml");
+    let text = std::fs::read_to_string(&ft1).unwrap().replace(
+        "[defaults]\nstatus = \"unknown\"\n",
+        "[defaults]\nstatus = \"unknown\"\ncode = { text = \"uncoded charge\" }\n",
+    );
+    std::fs::write(&ft1, text).unwrap();
+    let r = srv
+        .http
+        .post(srv.url("$reload-mappings"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let (status, body) = replay(&srv, "all").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["parameter"].as_array().unwrap().len(), 1);
+    assert_eq!(body["parameter"][0]["part"][2]["valueCode"], "AA");
+    assert_eq!(body["parameter"][0]["part"][3]["valueBoolean"], true);
+    assert!(dead_letters(&srv).await.is_empty());
+    let (_, found) = json_of(srv.get("ChargeItem?code:text=uncoded").await).await;
+    assert_eq!(found["total"], 1, "{found}");
+    assert_eq!(
+        found["entry"][0]["resource"]["priceOverride"]["currency"],
+        "CNY"
+    );
+
+    // Bad requests are named.
+    let r = srv
+        .http
+        .post(srv.url("$ingest-errors"))
+        .send()
+        .await
+        .unwrap();
+    let (code, _, diag) = common::expect_outcome(r, 400).await;
+    assert_eq!(code, "required");
+    assert!(diag.contains("`replay` is required"), "{diag}");
+    let (status, body) = replay(&srv, "first").await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["issue"][0]["diagnostics"],
+        "replay: 'first' is neither a dead-letter id nor `all`"
+    );
+    let (status, body) = replay(&srv, "999").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["issue"][0]["diagnostics"], "no dead letter 999");
 }

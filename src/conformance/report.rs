@@ -5,6 +5,7 @@
 
 use super::maturity::Maturity;
 use super::suite::{Expected, SuitesRun};
+use crate::xml::escape;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -28,23 +29,6 @@ pub fn bundle(run: &SuitesRun) -> Value {
         "total": entries.len(),
         "entry": entries
     })
-}
-
-fn xml_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // XML 1.0 forbids most control characters, even escaped.
-            c if (c as u32) < 0x20 && !matches!(c, '\n' | '\r' | '\t') => out.push('?'),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// JUnit XML: one `testsuite` per suite, one `testcase` per script; an expected failure is
@@ -78,22 +62,22 @@ pub fn junit(run: &SuitesRun, expected: &Expected) -> String {
         let _ = writeln!(
             x,
             r#"  <testsuite name="{}" tests="{}" failures="{f}" skipped="{sk}">"#,
-            xml_escape(suite),
+            escape(suite),
             runs.len()
         );
         for r in runs {
             let _ = write!(
                 x,
                 r#"    <testcase classname="{}" name="{}">"#,
-                xml_escape(&r.suite),
-                xml_escape(&format!("{}: {}", r.id, r.title))
+                escape(&r.suite),
+                escape(&format!("{}: {}", r.id, r.title))
             );
             if !r.passed() {
                 if let Some(reason) = expected.reason(&r.suite, &r.id) {
                     let _ = write!(
                         x,
                         r#"<skipped message="expected failure: {}"/>"#,
-                        xml_escape(reason)
+                        escape(reason)
                     );
                 } else {
                     let first = r
@@ -115,8 +99,8 @@ pub fn junit(run: &SuitesRun, expected: &Expected) -> String {
                     let _ = write!(
                         x,
                         r#"<failure message="{}">{}</failure>"#,
-                        xml_escape(&first),
-                        xml_escape(&detail)
+                        escape(&first),
+                        escape(&detail)
                     );
                 }
             }
@@ -130,7 +114,7 @@ pub fn junit(run: &SuitesRun, expected: &Expected) -> String {
 
 /// The HTML page.
 pub fn html(run: &SuitesRun, expected: &Expected, maturity: Option<&Maturity>) -> String {
-    let e = xml_escape;
+    let e = escape;
     let mut h = String::new();
     let passed = run.runs.iter().filter(|r| r.passed()).count();
     let _ = writeln!(

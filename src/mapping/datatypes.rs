@@ -50,8 +50,12 @@ pub enum Converter {
     Location,
     /// XON/HD -> Reference(Organization), creating the Organization.
     Organization,
-    /// CQ, or NM with units -> Quantity.
+    /// CQ, or NM with units (`units = "RXE-5"`) -> Quantity.
     Quantity,
+    /// MO (amount^currency) -> Money.
+    Money,
+    /// CP (price: an MO in component 1, its parts as sub-components) -> Money.
+    Price,
     /// OBX-5: the type comes from OBX-2 (`type_from`), units from OBX-6.
     Varies,
     /// ST/TX/FT -> Attachment (plain text, base64).
@@ -89,6 +93,8 @@ impl Converter {
             ("PL", "Reference") => Location,
             ("XON" | "HD", "Reference") => Organization,
             ("CQ" | "NM", "Quantity") => Quantity,
+            ("MO", "Money") => Money,
+            ("CP", "Money") => Price,
             ("ST" | "TX" | "FT", "Attachment") => Attachment,
             (_, "string" | "markdown" | "uri" | "id") if text_like || coded => Text,
             (_, "string" | "markdown")
@@ -195,6 +201,8 @@ impl Context<'_> {
                 self.units(&mut q, p.part(2))?;
                 Ok(Some(Value::Object(q)))
             }
+            Converter::Money => money(p),
+            Converter::Price => money(p.part(1)),
             Converter::Varies => Err("OBX-5 needs its value type (type_from)".into()),
             Converter::Attachment => {
                 let t = p.text().map_err(|e| e.to_string())?;
@@ -379,7 +387,8 @@ impl Context<'_> {
         }
     }
 
-    fn units(&self, q: &mut Map<String, Value>, units: Piece<'_>) -> Result<(), String> {
+    /// Sets `unit` (and `system`/`code`) of a Quantity from a CWE of units.
+    pub fn units(&self, q: &mut Map<String, Value>, units: Piece<'_>) -> Result<(), String> {
         let code = text(units.part(1))?;
         let display = text(units.part(2))?;
         let system = text(units.part(3))?;
@@ -601,6 +610,20 @@ impl Context<'_> {
 
 /// An HD read from three pieces (sub-components inside CX.4, components in EI).
 struct SubHd<'m>([Piece<'m>; 3]);
+
+/// An MO: amount, then an ISO 4217 currency (absent: the amount alone).
+fn money(mo: Piece<'_>) -> Converted {
+    let mut m = Map::new();
+    m.insert("value".into(), decimal(&text(mo.part(1))?)?);
+    let currency = text(mo.part(2))?;
+    if !currency.is_empty() {
+        if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
+            return Err(format!("'{currency}' is not an ISO 4217 currency code"));
+        }
+        m.insert("currency".into(), Value::String(currency));
+    }
+    Ok(Some(Value::Object(m)))
+}
 
 fn human_name(p: Piece<'_>) -> Converted {
     let mut n = Map::new();

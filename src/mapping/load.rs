@@ -87,6 +87,12 @@ pub struct Step {
     pub key: String,
     /// True when the element repeats (max > 1).
     pub repeating: bool,
+    /// `name[n]`: the n-th element (0-based) of a repeating element, shared by every rule that
+    /// names it, so that several fields fill one element (one `dosageInstruction`) instead of
+    /// each starting a new one.
+    pub index: Option<usize>,
+    /// For a choice element (`dose[x]`), its base name (`dose`): one of its types at a time.
+    pub choice: Option<String>,
 }
 
 /// A checked FHIR element path relative to a resource.
@@ -105,16 +111,38 @@ pub fn resolve_path(resource: &str, path: &str) -> Result<FhirPath, String> {
     let mut parent = resource.to_string();
     let mut steps = Vec::new();
     let mut leaf_type = String::new();
-    for key in path.split('.') {
+    for written in path.split('.') {
+        let (key, index) =
+            match written.strip_suffix(']').and_then(|w| w.split_once('[')) {
+                Some((key, n)) => (
+                    key,
+                    Some(n.parse::<usize>().map_err(|_| {
+                        format!("{resource}.{path}: '[{n}]' is not an element index")
+                    })?),
+                ),
+                None => (written, None),
+            };
         let step = defs
             .child_step(&parent, key)
             .ok_or_else(|| format!("{resource}.{path}: '{key}' is not an element of {parent}"))?;
         let el = step.matched.element;
         let repeating = el.max == "*" || el.max.parse::<u32>().is_ok_and(|m| m > 1);
+        if index.is_some() && !repeating {
+            return Err(format!(
+                "{resource}.{path}: '{key}' does not repeat, so it takes no index"
+            ));
+        }
         leaf_type = step.matched.type_code.to_string();
+        let choice = el
+            .path
+            .strip_suffix("[x]")
+            .and_then(|p| p.rsplit('.').next())
+            .map(str::to_string);
         steps.push(Step {
             key: key.to_string(),
             repeating,
+            index,
+            choice,
         });
         parent = step.children_path.to_string();
     }
@@ -604,6 +632,13 @@ fn load_segment(
         };
         let type_from = aux(&f.type_from, errors);
         let units = aux(&f.units, errors);
+        if units.is_some() && !matches!(converter, Converter::Varies | Converter::Quantity) {
+            errors.push(err(
+                path,
+                line,
+                &format!("{}: `units` is for a Quantity or OBX-5 only", f.v2),
+            ));
+        }
         let with = f.with.as_ref().and_then(|t| {
             check_with(&file.resource, &target, t)
                 .map_err(|e| errors.push(err(path, line, &e)))

@@ -294,7 +294,7 @@ impl<'a, 'm> Run<'a, 'm> {
                         serde_json::json!({"reference": format!("{ty}/{}", instances[t].id)})
                     })
                     .collect();
-                let repeating = link.element.steps.iter().any(|s| s.repeating);
+                let repeating = takes_every_repetition(&link.element.steps);
                 let mut resource = std::mem::take(&mut instances[i].resource);
                 for r in refs
                     .into_iter()
@@ -325,7 +325,7 @@ impl<'a, 'm> Run<'a, 'm> {
             if !field.is_valued() {
                 continue;
             }
-            let all = rule.target.steps.iter().any(|s| s.repeating);
+            let all = takes_every_repetition(&rule.target.steps);
             let below = rule.v2.below_field();
             for (r, rep) in field.parts().enumerate() {
                 let rep_no = r + 1;
@@ -427,10 +427,20 @@ impl<'a, 'm> Run<'a, 'm> {
                 .varies(&ty, piece, units)?
                 .map(|(suffix, v)| (v, Some(suffix))));
         }
-        Ok(self
+        let mut value = self
             .ctx
-            .convert(rule.converter, piece, rule.vocabulary.as_deref())?
-            .map(|v| (v, None)))
+            .convert(rule.converter, piece, rule.vocabulary.as_deref())?;
+        // An NM amount whose units are another field (RXE-3 with RXE-5).
+        if rule.converter == Converter::Quantity
+            && let (Some(u), Some(Value::Object(q))) = (&rule.units, value.as_mut())
+        {
+            let units = segment.field(u.field).part(1).at(&u.below_field());
+            if units.is_valued() {
+                self.ctx.units(q, units)?;
+                self.consumed.insert((segment.index(), u.field, 0, 0));
+            }
+        }
+        Ok(value.map(|v| (v, None)))
     }
 
     fn finish(
@@ -600,7 +610,23 @@ fn retarget(target: &FhirPath, suffix: Option<&str>) -> Vec<Step> {
     steps
 }
 
-/// Puts a value at a path: the outermost repeating step gets a new element (carrying `with`);
+/// Another type of the same choice element already present (`doseQuantity` for `doseRange`).
+fn other_choice<'o>(obj: &'o Map<String, Value>, step: &Step) -> Option<&'o str> {
+    let base = step.choice.as_deref()?;
+    obj.keys().map(String::as_str).find(|k| {
+        *k != step.key
+            && k.strip_prefix(base)
+                .is_some_and(|t| t.starts_with(|c: char| c.is_ascii_uppercase()))
+    })
+}
+
+/// A path with a repeating step that is not pinned by an index takes every value given to it.
+fn takes_every_repetition(steps: &[Step]) -> bool {
+    steps.iter().any(|s| s.repeating && s.index.is_none())
+}
+
+/// Puts a value at a path: the outermost repeating step gets a new element (carrying `with`),
+/// except an indexed one (`dosageInstruction[0]`), which is shared;
 /// a single-valued leaf that is already set is an error (reported, not overwritten).
 pub(crate) fn place(
     obj: &mut Map<String, Value>,
@@ -626,6 +652,35 @@ pub(crate) fn place(
             let Value::Array(arr) = slot else {
                 return Err(format!("{} is not a list", step.key));
             };
+            if let Some(n) = step.index {
+                // A shared element: the n-th, created when the list has exactly n.
+                if arr.len() == n {
+                    arr.push(if last {
+                        value.clone()
+                    } else {
+                        Value::Object(Map::new())
+                    });
+                    if last {
+                        return Ok(());
+                    }
+                } else if arr.len() < n {
+                    return Err(format!("{}[{n}] has no element before it", step.key));
+                } else if last {
+                    return Err(format!("{}[{n}] already has a value", step.key));
+                }
+                let Some(Value::Object(next)) = arr.get_mut(n) else {
+                    return Err(format!("{}[{n}] holds a non-object", step.key));
+                };
+                if Some(i) == first_rep
+                    && let Some(Value::Object(w)) = with
+                {
+                    for (k, v) in w {
+                        next.entry(k.clone()).or_insert_with(|| v.clone());
+                    }
+                }
+                cur = next;
+                continue;
+            }
             let mut item = if last {
                 value.clone()
             } else {
@@ -651,8 +706,14 @@ pub(crate) fn place(
                 if cur.contains_key(&step.key) {
                     return Err(format!("{} already has a value", step.key));
                 }
+                if let Some(other) = other_choice(cur, step) {
+                    return Err(format!("{other} already has a value"));
+                }
                 cur.insert(step.key.clone(), value);
                 return Ok(());
+            }
+            if let Some(other) = other_choice(cur, step) {
+                return Err(format!("{other} already has a value"));
             }
             let slot = cur
                 .entry(step.key.clone())

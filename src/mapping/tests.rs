@@ -186,3 +186,137 @@ fn unknown_message_types_use_the_generic_map() {
     assert_eq!(of_type(&c, "Patient").len(), 1);
     assert!(c.unmapped.iter().any(|u| u.field == "XYZ-1"));
 }
+
+#[test]
+fn a_pharmacy_order_is_one_medication_request_with_one_dosage() {
+    let c = run(&[
+        "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||RDE^O11^RDE_O11|RX1|P|2.5".to_string(),
+        seg("PID", &[(1, "1"), (3, "MRN1^^^H1^MR"), (5, "Wang^Li")]),
+        seg("PV1", &[(1, "1"), (2, "O"), (19, "V1")]),
+        seg(
+            "ORC",
+            &[
+                (1, "NW"),
+                (2, "P100^HIS"),
+                (9, "20240102030000"),
+                (12, "D1^Zhang^San"),
+            ],
+        ),
+        seg(
+            "RXO",
+            &[(1, "X1^Drug X^NDC"), (2, "1"), (11, "99"), (13, "4")],
+        ),
+        seg("RXR", &[(1, "PO^Oral")]),
+        seg(
+            "RXE",
+            &[
+                (2, "A1^Amoxicillin 250 mg^NDC"),
+                (3, "250"),
+                (5, "mg^milligram^UCUM"),
+                (10, "20"),
+                (11, "CAP^capsule^L"),
+                (12, "2"),
+                (15, "RX-9"),
+                (23, "5"),
+                (24, "mL/h^^UCUM"),
+            ],
+        ),
+        seg("RXR", &[(1, "IV^Intravenous"), (2, "LA^Left arm")]),
+    ]
+    .join("\r"));
+    let mr = of_type(&c, "MedicationRequest");
+    assert_eq!(mr.len(), 1, "{:#?}", c.resources);
+    let mr = mr[0];
+    assert_eq!(mr["status"], "active");
+    assert_eq!(mr["intent"], "order");
+    // RXE's values win; RXO's differing ones are recorded, not dropped.
+    assert_eq!(mr["medicationCodeableConcept"]["coding"][0]["code"], "A1");
+    assert_eq!(mr["dispenseRequest"]["quantity"]["value"], 20);
+    assert_eq!(mr["dispenseRequest"]["quantity"]["unit"], "capsule");
+    assert_eq!(mr["dispenseRequest"]["numberOfRepeatsAllowed"], 2);
+    let dosage = mr["dosageInstruction"].as_array().unwrap();
+    assert_eq!(
+        dosage.len(),
+        1,
+        "every dosage field shares one element: {dosage:#?}"
+    );
+    let rate = &dosage[0]["doseAndRate"];
+    assert_eq!(rate.as_array().unwrap().len(), 1);
+    assert_eq!(
+        rate[0]["doseQuantity"],
+        serde_json::json!({"value": 250, "unit": "milligram", "system": "http://unitsofmeasure.org", "code": "mg"})
+    );
+    assert_eq!(rate[0]["rateQuantity"]["code"], "mL/h");
+    assert_eq!(dosage[0]["route"]["coding"][0]["code"], "IV");
+    assert_eq!(dosage[0]["site"]["coding"][0]["code"], "LA");
+    for (field, reason) in [
+        ("RXO-1", "medicationCodeableConcept already has a value"),
+        ("RXO-11", "quantity already has a value"),
+        // dose[x] holds one type: RXE's doseQuantity, so RXO's doseRange is not placed.
+        ("RXO-2", "doseQuantity already has a value"),
+        ("RXR-1", "route already has a value"),
+    ] {
+        assert!(
+            c.unmapped
+                .iter()
+                .any(|u| u.field == field && u.reason == reason),
+            "{field}: {:#?}",
+            c.unmapped
+        );
+    }
+}
+
+#[test]
+fn a_financial_transaction_is_a_charge_item_with_its_price() {
+    let c = run(&[
+        "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||DFT^P03^DFT_P03|FT1|P|2.5||||||UNICODE UTF-8"
+            .to_string(),
+        "EVN|P03|20240102030405".to_string(),
+        seg("PID", &[(1, "1"), (3, "MRN1^^^H1^MR")]),
+        seg("PV1", &[(1, "1"), (2, "O"), (19, "V1")]),
+        seg(
+            "FT1",
+            &[
+                (1, "1"),
+                (2, "T1"),
+                (4, "20240102"),
+                (6, "CG"),
+                (7, "250101^挂号费^L"),
+                (10, "2"),
+                (11, "12.50&CNY"),
+            ],
+        ),
+        seg("FT1", &[(1, "2"), (2, "T2"), (7, "X"), (11, "3&rmb")]),
+    ]
+    .join("\r"));
+    let items = of_type(&c, "ChargeItem");
+    assert_eq!(items.len(), 2, "{:#?}", c.resources);
+    assert_eq!(items[0]["status"], "unknown");
+    assert_eq!(items[0]["code"]["coding"][0]["display"], "挂号费");
+    assert_eq!(items[0]["quantity"], serde_json::json!({"value": 2}));
+    // The amount's text is kept (12.50, not 12.5).
+    assert_eq!(items[0]["priceOverride"]["value"].to_string(), "12.50");
+    assert_eq!(items[0]["priceOverride"]["currency"], "CNY");
+    assert_eq!(items[0]["occurrenceDateTime"], "2024-01-02");
+    assert!(items[1].get("priceOverride").is_none());
+    assert!(
+        c.unmapped.iter().any(|u| u.field == "FT1-11"
+            && u.sequence == 6
+            && u.reason == "'rmb' is not an ISO 4217 currency code"),
+        "{:#?}",
+        c.unmapped
+    );
+}
+
+#[test]
+fn an_index_on_a_single_element_or_a_bad_index_is_refused() {
+    assert!(load::resolve_path("MedicationRequest", "dosageInstruction[0].text").is_ok());
+    assert_eq!(
+        load::resolve_path("MedicationRequest", "subject[0]").unwrap_err(),
+        "MedicationRequest.subject[0]: 'subject' does not repeat, so it takes no index"
+    );
+    assert_eq!(
+        load::resolve_path("MedicationRequest", "dosageInstruction[x].text").unwrap_err(),
+        "MedicationRequest.dosageInstruction[x].text: '[x]' is not an element index"
+    );
+}

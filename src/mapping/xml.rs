@@ -841,10 +841,12 @@ pub fn place(obj: &mut Map<String, Value>, steps: &[Step], value: Value) -> bool
         });
         let next = match slot {
             Value::Array(a) => {
-                if a.is_empty() {
+                // The element `name[n]` names, or else the last one (created when none is).
+                let n = step.index.unwrap_or(a.len().saturating_sub(1));
+                if a.len() == n {
                     a.push(Value::Object(Map::new()));
                 }
-                a.last_mut()
+                a.get_mut(n)
             }
             other => Some(other),
         };
@@ -858,6 +860,14 @@ pub fn place(obj: &mut Map<String, Value>, steps: &[Step], value: Value) -> bool
             .entry(last.key.clone())
             .or_insert_with(|| Value::Array(Vec::new()));
         if let Value::Array(a) = slot {
+            if let Some(n) = last.index {
+                // `name[n]` holds one value: the first to come.
+                if a.len() != n {
+                    return a.get(n) == Some(&value);
+                }
+                a.push(value);
+                return true;
+            }
             match value {
                 Value::Array(v) => a.extend(v),
                 v => {

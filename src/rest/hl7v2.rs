@@ -107,6 +107,58 @@ pub async fn ingest_errors(State(st): State<AppState>) -> Response {
             ]})
         })
         .collect();
+    dead_letter_parameters(params)
+}
+
+/// `POST [base]/$ingest-errors?replay=ID|all`: sends dead letters through the pipeline again
+/// (after a mapping or profile fix). Each replayed one leaves the list; one that fails again is
+/// listed anew with its new reason. The answer lists every replay with its acknowledgement code.
+pub async fn replay_ingest_errors(
+    State(st): State<AppState>,
+    axum::extract::Query(query): axum::extract::Query<Vec<(String, String)>>,
+) -> Response {
+    let which = match query.iter().find(|(k, _)| k == "replay") {
+        None => Err(FhirError::new(
+            400,
+            "required",
+            "parameter `replay` is required: a dead-letter id (see GET $ingest-errors) or `all`",
+        )),
+        Some((_, v)) => v
+            .parse::<crate::ingest::hl7v2::pipeline::Replay>()
+            .map_err(|e| FhirError::new(400, "value", format!("replay: {e}"))),
+    };
+    let replayed = match which {
+        Ok(w) => st
+            .hl7v2
+            .replay(&st, w)
+            .await
+            .map_err(|e| FhirError::new(404, "not-found", e)),
+        Err(e) => Err(e),
+    };
+    let replayed = match replayed {
+        Ok(r) => r,
+        Err(e) => return tagged(ApiError(e).into_response(), "hl7v2-errors"),
+    };
+    let params: Vec<Value> = replayed
+        .iter()
+        .map(|r| {
+            let mut part = vec![
+                json!({"name": "id", "valueInteger": r.letter.id}),
+                json!({"name": "controlId", "valueString": if r.letter.control_id.is_empty() { "(none)" } else { &r.letter.control_id }}),
+                json!({"name": "ack", "valueCode": r.result.msa_code()}),
+                json!({"name": "committed", "valueBoolean": r.result.code == AckCode::Accept}),
+            ];
+            if let Some(reason) = &r.result.reason {
+                part.push(json!({"name": "reason", "valueString": reason}));
+            }
+            json!({"name": "replayed", "part": part})
+        })
+        .collect();
+    dead_letter_parameters(params)
+}
+
+/// A Parameters resource of dead-letter entries (none: no `parameter`).
+fn dead_letter_parameters(params: Vec<Value>) -> Response {
     let mut body = json!({"resourceType": "Parameters"});
     if !params.is_empty() {
         body["parameter"] = Value::Array(params);

@@ -155,7 +155,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metadata", get(capability::metadata))
         .route("/ImplementationGuide/cn", get(guide::cn))
         .route("/", get(system_root).post(bundle::batch_or_transaction))
-        .route("/$ingest-errors", get(hl7v2::ingest_errors))
+        .route(
+            "/$ingest-errors",
+            get(hl7v2::ingest_errors).post(hl7v2::replay_ingest_errors),
+        )
         .route(
             "/$reload-mappings",
             axum::routing::post(hl7v2::reload_mappings),

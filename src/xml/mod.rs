@@ -341,9 +341,44 @@ pub fn line(node: Node<'_, '_>) -> u32 {
     node.document().text_pos_at(node.range().start).row
 }
 
+/// Escapes text for an XML attribute or element we write (acknowledgements, narrative, reports).
+/// Characters XML 1.0 forbids even as references (C0 controls other than tab, line feed and
+/// carriage return; U+FFFE, U+FFFF) become U+FFFD: senders' bytes echoed in an error message must
+/// not make the answer itself unreadable.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn escaped_text_is_always_well_formed() {
+        let nasty = "a<b>&\"'\u{0}\u{B}\u{1F}\u{FFFE}\u{FFFF}\t\n中";
+        let doc = format!("<r a=\"{}\">{}</r>", escape(nasty), escape(nasty));
+        let parsed = roxmltree::Document::parse(&doc).expect("well-formed");
+        let want = "a<b>&\"'\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\t\n中";
+        assert_eq!(parsed.root_element().text(), Some(want));
+        // Attribute values are normalised by the parser (tab and line feed become spaces).
+        assert_eq!(
+            parsed.root_element().attribute("a"),
+            Some("a<b>&\"'\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}  中")
+        );
+    }
 
     fn parse(s: &str) -> Result<(String, Vec<String>), XmlError> {
         with_document(s.as_bytes(), &Limits::default(), |d, diag| {

@@ -87,14 +87,8 @@ pub fn convert(
     })?
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
 fn narrative(text: &str) -> Value {
-    json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{}</div>", escape(text))})
+    json!({"status": "generated", "div": format!("<div xmlns=\"http://www.w3.org/1999/xhtml\">{}</div>", crate::xml::escape(text))})
 }
 
 fn key_of(id: &Value) -> Option<String> {

@@ -45,6 +45,53 @@ pub async fn ingest_files(settings: Settings, files: &[PathBuf]) -> Result<(usiz
     Ok((ok, failed))
 }
 
+/// `huitong deadletter list`: one line per dead letter, newest first; returns how many.
+pub fn list_dead_letters(settings: &Settings) -> Result<usize, String> {
+    let service = Hl7v2Service::start(settings).map_err(|e| e.to_string())?;
+    let letters = service.dead_letters.list(usize::MAX >> 1);
+    for d in &letters {
+        println!(
+            "{}\t{}\t{}|{}\t{}",
+            d.id,
+            d.received_ms,
+            d.facility,
+            d.control_id,
+            d.reason.replace('\n', " ")
+        );
+    }
+    Ok(letters.len())
+}
+
+/// `huitong deadletter replay ID|all`: replays into the store under `settings.data_dir`, one line
+/// per message; returns (committed, failed again).
+pub async fn replay_dead_letters(
+    settings: Settings,
+    which: super::pipeline::Replay,
+) -> Result<(usize, usize), String> {
+    let store = crate::server::open_store(&settings).map_err(|e| e.to_string())?;
+    let service = Arc::new(Hl7v2Service::start(&settings).map_err(|e| e.to_string())?);
+    let state = crate::rest::AppState::new(store.clone(), settings, service.clone());
+    let (mut ok, mut failed) = (0, 0);
+    for r in service.replay(&state, which).await? {
+        println!(
+            "dead letter {} ({}): {}",
+            r.letter.id,
+            r.letter.control_id,
+            r.result.msa_code()
+        );
+        if let Some(why) = &r.result.reason {
+            println!("  {why}");
+        }
+        if r.result.code == super::ack::AckCode::Accept {
+            ok += 1;
+        } else {
+            failed += 1;
+        }
+    }
+    store.flush().await.map_err(|e| e.to_string())?;
+    Ok((ok, failed))
+}
+
 /// Converts the messages of a file without storing: the transaction Bundle per message, or with
 /// `explain` one line per value saying where it went (or why it went nowhere).
 pub fn convert_file(

@@ -69,15 +69,29 @@ impl DeadLetters {
 
     /// The most recent failures, newest first.
     pub fn list(&self, limit: usize) -> Vec<DeadLetter> {
+        self.select("ORDER BY id DESC LIMIT ?1", limit as i64)
+    }
+
+    /// Every failure, oldest first (the order to replay them in).
+    pub fn oldest_first(&self) -> Vec<DeadLetter> {
+        self.select("WHERE id > ?1 ORDER BY id", 0)
+    }
+
+    /// One failure by its id.
+    pub fn get(&self, id: i64) -> Option<DeadLetter> {
+        self.select("WHERE id = ?1", id).into_iter().next()
+    }
+
+    fn select(&self, tail: &str, arg: i64) -> Vec<DeadLetter> {
         let Ok(conn) = self.conn.lock() else {
             return Vec::new();
         };
-        let Ok(mut st) = conn.prepare(
-            "SELECT id, received_ms, facility, control_id, reason, raw FROM dead_letter ORDER BY id DESC LIMIT ?1",
-        ) else {
+        let Ok(mut st) = conn.prepare(&format!(
+            "SELECT id, received_ms, facility, control_id, reason, raw FROM dead_letter {tail}"
+        )) else {
             return Vec::new();
         };
-        st.query_map([limit as i64], |r| {
+        st.query_map([arg], |r| {
             Ok(DeadLetter {
                 id: r.get(0)?,
                 received_ms: r.get(1)?,

@@ -42,6 +42,32 @@ struct Counters {
     unmapped: BTreeMap<String, u64>,
 }
 
+/// Which dead letters to replay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    One(i64),
+    All,
+}
+
+impl std::str::FromStr for Replay {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Replay, String> {
+        match s.trim() {
+            "all" => Ok(Replay::All),
+            t => t
+                .parse()
+                .map(Replay::One)
+                .map_err(|_| format!("'{t}' is neither a dead-letter id nor `all`")),
+        }
+    }
+}
+
+/// A dead letter and what its replay gave.
+pub struct Replayed {
+    pub letter: super::deadletter::DeadLetter,
+    pub result: Ingested,
+}
+
 /// What became of one message.
 #[derive(Debug, Clone)]
 pub struct Ingested {
@@ -59,6 +85,22 @@ pub struct Ingested {
     pub duplicate: bool,
     /// Why it failed, for logs and the CLI.
     pub reason: Option<String>,
+}
+
+impl Ingested {
+    /// MSA-1 of the acknowledgement (`AA`, `CE`...).
+    pub fn msa_code(&self) -> &str {
+        self.ack_text
+            .split('\r')
+            .find_map(|seg| seg.strip_prefix("MSA"))
+            .and_then(|rest| rest.get(1..))
+            .map(|f| {
+                f.split(|c: char| !c.is_ascii_alphabetic())
+                    .next()
+                    .unwrap_or("")
+            })
+            .unwrap_or("")
+    }
 }
 
 /// Why the service cannot start.
@@ -227,6 +269,27 @@ impl Hl7v2Service {
         self.release(&key, lock);
         self.count(&out);
         out
+    }
+
+    /// Replays dead letters (one, or all oldest first) through [`Self::ingest`]. Each replayed one
+    /// leaves the table: a message that fails again has been recorded anew, with its new reason,
+    /// before the old entry is removed, so nothing is lost between the two.
+    pub async fn replay(&self, st: &AppState, which: Replay) -> Result<Vec<Replayed>, String> {
+        let letters = match which {
+            Replay::All => self.dead_letters.oldest_first(),
+            Replay::One(id) => vec![
+                self.dead_letters
+                    .get(id)
+                    .ok_or_else(|| format!("no dead letter {id}"))?,
+            ],
+        };
+        let mut out = Vec::with_capacity(letters.len());
+        for letter in letters {
+            let result = self.ingest(st, &letter.raw).await;
+            self.dead_letters.remove(letter.id);
+            out.push(Replayed { letter, result });
+        }
+        Ok(out)
     }
 
     fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {

@@ -5,23 +5,8 @@
 
 use super::Header;
 use super::interactions::{Interactions, Query};
+use crate::xml::escape;
 use serde_json::Value;
-
-/// Escapes text for an attribute or element.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 fn fhirpath_text(expr: &str, resource: &Value) -> String {
     match crate::fhirpath::evaluate_json(expr, resource) {
