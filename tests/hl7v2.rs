@@ -770,3 +770,68 @@ async fn dead_letters_are_replayed_after_a_mapping_fix() {
     assert_eq!(status, 404);
     assert_eq!(body["issue"][0]["diagnostics"], "no dead letter 999");
 }
+
+#[tokio::test]
+async fn a_merge_repoints_what_referred_to_the_merged_patient() {
+    let srv = server().await;
+    let old = patient_id("OLD");
+    let new = patient_id("NEW");
+    // The patient registered twice, under two MRNs; the first record gathered an Encounter (from
+    // the ADT) and an Observation (written over REST).
+    for (control, mrn) in [("M1", "OLD"), ("M2", "NEW")] {
+        let (_, ack) = post_v2(&srv, adt(control, "A01", mrn, "Wang").as_bytes(), false).await;
+        assert!(String::from_utf8_lossy(&ack).contains("MSA|AA"));
+    }
+    let obs = serde_json::json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "weight"}, "subject": {"reference": format!("Patient/{old}")},
+        "valueQuantity": {"value": 60, "unit": "kg"}});
+    let (status, created) =
+        json_of(srv.send(reqwest::Method::POST, "Observation", &obs).await).await;
+    assert_eq!(status, 201, "{created}");
+    let obs_id = created["id"].as_str().unwrap().to_string();
+
+    let a40 = "MSH|^~\\&|HIS|H1|HUI|HUI|20240103030405||ADT^A40^ADT_A39|M3|P|2.5\r\
+               EVN|A40|20240103030405\r\
+               PID|1||NEW^^^H1^MR||Wang^Li||19800102|F\r\
+               MRG|OLD^^^H1^MR\r";
+    let (_, ack) = post_v2(&srv, a40.as_bytes(), false).await;
+    assert!(
+        String::from_utf8_lossy(&ack).contains("MSA|AA|M3"),
+        "{}",
+        String::from_utf8_lossy(&ack)
+    );
+
+    let (_, merged) = json_of(srv.get(&format!("Patient/{old}")).await).await;
+    assert_eq!(merged["active"], false);
+    assert_eq!(merged["link"][0]["type"], "replaced-by");
+    assert_eq!(
+        merged["link"][0]["other"]["reference"],
+        format!("Patient/{new}")
+    );
+    // Everything that pointed at the merged record now points at the survivor.
+    let (_, o) = json_of(srv.get(&format!("Observation/{obs_id}")).await).await;
+    assert_eq!(o["subject"]["reference"], format!("Patient/{new}"));
+    assert_eq!(o["meta"]["versionId"], "2");
+    for (query, total) in [
+        (format!("Encounter?subject=Patient/{old}"), 0),
+        (format!("Encounter?subject=Patient/{new}"), 2),
+        (format!("Observation?subject=Patient/{old}"), 0),
+        (format!("Observation?subject=Patient/{new}"), 1),
+    ] {
+        let (_, b) = json_of(srv.get(&query).await).await;
+        assert_eq!(b["total"], total, "{query}: {b}");
+    }
+    // The message's Provenance names what it re-pointed.
+    let prov = resource_id("Provenance", "H1", "message|M3");
+    let (_, p) = json_of(srv.get(&format!("Provenance/{prov}")).await).await;
+    let targets: Vec<&str> = p["target"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["reference"].as_str())
+        .collect();
+    assert!(
+        targets.contains(&format!("Observation/{obs_id}").as_str()),
+        "{targets:?}"
+    );
+}

@@ -123,6 +123,8 @@ pub struct Context<'a> {
     /// Offset for times without one (`+08:00`).
     pub default_offset: &'a str,
     pub vocabularies: &'a HashMap<String, HashMap<String, Concept>>,
+    /// Local identifier systems per sending facility.
+    pub identifier_systems: &'a super::identifiers::IdentifierSystems,
     /// Resources created by references (Practitioner, Location, Organization), by `Type/id`.
     pub created: Vec<(String, Value)>,
 }
@@ -246,10 +248,10 @@ impl Context<'_> {
         let hd = p.part(4);
         let hd_parts = [hd.part(1), hd.part(2), hd.part(3)];
         let authority = SubHd(hd_parts);
-        if let Some(s) = self.authority_system_sub(&authority)? {
+        let ty = text(p.part(5))?;
+        if let Some(s) = self.authority_system_sub(&authority, &ty)? {
             id.insert("system".into(), Value::String(s));
         }
-        let ty = text(p.part(5))?;
         if !ty.is_empty() {
             id.insert(
                 "type".into(),
@@ -277,28 +279,45 @@ impl Context<'_> {
         Ok(Some(Value::Object(id)))
     }
 
-    fn authority_system_sub(&self, hd: &SubHd<'_>) -> Result<Option<String>, String> {
+    /// The system of an identifier from its assigning authority (an HD) and type (CX.5): a
+    /// global one the authority names, else the site's table, else one scoped by facility.
+    fn authority_system_sub(
+        &self,
+        hd: &SubHd<'_>,
+        id_type: &str,
+    ) -> Result<Option<String>, String> {
         let [a, b, c] = hd.0;
         let (ns, uid, kind) = (text(a)?, text(b)?, text(c)?);
-        Ok(match kind.as_str() {
-            "ISO" if !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
-                Some(format!("urn:oid:{uid}"))
-            }
-            "UUID" | "GUID" if !uid.is_empty() => Some(format!("urn:uuid:{}", uid.to_lowercase())),
-            _ if !ns.is_empty() => Some(format!(
+        let is_oid = !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if kind == "ISO" && is_oid {
+            return Ok(Some(format!("urn:oid:{uid}")));
+        }
+        if matches!(kind.as_str(), "UUID" | "GUID") && !uid.is_empty() {
+            return Ok(Some(format!("urn:uuid:{}", uid.to_lowercase())));
+        }
+        let local = if ns.is_empty() { &uid } else { &ns };
+        if let Some(s) = self
+            .identifier_systems
+            .system(self.facility, local, id_type)
+        {
+            return Ok(Some(s.to_string()));
+        }
+        Ok(if !ns.is_empty() {
+            Some(format!(
                 "urn:huitong:hl7v2:id:{}:{}",
                 uri_safe(self.facility),
                 uri_safe(&ns)
-            )),
-            _ if !uid.is_empty() && uid.bytes().all(|b| b.is_ascii_digit() || b == b'.') => {
-                Some(format!("urn:oid:{uid}"))
-            }
-            _ if !uid.is_empty() => Some(format!(
+            ))
+        } else if is_oid {
+            Some(format!("urn:oid:{uid}"))
+        } else if !uid.is_empty() {
+            Some(format!(
                 "urn:huitong:hl7v2:id:{}:{}",
                 uri_safe(self.facility),
                 uri_safe(&uid)
-            )),
-            _ => None,
+            ))
+        } else {
+            None
         })
     }
 
@@ -310,7 +329,7 @@ impl Context<'_> {
         }
         let hd = SubHd([p.part(2), p.part(3), p.part(4)]);
         // EI.2-4 are components, not sub-components: read them as the HD they spell.
-        if let Some(s) = self.authority_system_sub(&hd)? {
+        if let Some(s) = self.authority_system_sub(&hd, "")? {
             id.insert("system".into(), Value::String(s));
         }
         Ok(Some(Value::Object(id)))
@@ -516,7 +535,8 @@ impl Context<'_> {
         let mut r = Map::new();
         r.insert("resourceType".into(), json!("Practitioner"));
         let authority = SubHd([p.part(9).part(1), p.part(9).part(2), p.part(9).part(3)]);
-        let system = self.authority_system_sub(&authority)?;
+        // XCN.13: the identifier type (a 医师执业证号 under its own system, for one).
+        let system = self.authority_system_sub(&authority, &text(p.part(13))?)?;
         if !id_value.is_empty() {
             let mut ident = Map::new();
             if let Some(s) = &system {

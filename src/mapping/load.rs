@@ -259,6 +259,8 @@ pub struct Mappings {
     by_structure: HashMap<String, usize>,
     pub segments: HashMap<String, SegmentMap>,
     pub vocabularies: HashMap<String, HashMap<String, Concept>>,
+    /// Local identifier systems per sending facility (`identifier-systems.toml`).
+    pub identifier_systems: super::identifiers::IdentifierSystems,
     /// Segment id -> field (1-based) -> (data type, name).
     pub fields: HashMap<String, Vec<(String, String)>>,
 }
@@ -297,6 +299,7 @@ impl Mappings {
             by_structure: HashMap::new(),
             segments: HashMap::new(),
             vocabularies: HashMap::new(),
+            identifier_systems: Default::default(),
             fields: HashMap::new(),
         }
     }
@@ -307,6 +310,12 @@ impl Mappings {
         let mut errors = Vec::new();
         let fields = load_fields(&root.join("segment-fields.toml"), &mut errors);
         let vocabularies = load_vocabularies(&root.join("vocabulary.toml"), &mut errors);
+        let systems_file = root.join("identifier-systems.toml");
+        let identifier_systems = super::identifiers::IdentifierSystems::load(&systems_file)
+            .unwrap_or_else(|es| {
+                errors.extend(es.iter().map(|e| err(&systems_file, 0, e)));
+                Default::default()
+            });
         let mut segments = HashMap::new();
         for (path, text) in toml_files(&root.join("segments"), &mut errors) {
             if let Some(m) = load_segment(&path, &text, &fields, &vocabularies, &mut errors) {
@@ -345,6 +354,7 @@ impl Mappings {
                 by_structure,
                 segments,
                 vocabularies,
+                identifier_systems,
                 fields,
             })
         } else {

@@ -6,6 +6,7 @@
 //! in [`Conversion::trace`]) or listed in [`Conversion::unmapped`] with a reason, never neither.
 
 pub mod datatypes;
+pub mod identifiers;
 pub mod ids;
 pub mod load;
 pub mod xml;
@@ -140,6 +141,7 @@ pub fn convert(
             facility: &facility,
             default_offset: &opts.default_offset,
             vocabularies: &maps.vocabularies,
+            identifier_systems: &maps.identifier_systems,
             created: Vec::new(),
         },
         consumed: HashSet::new(),

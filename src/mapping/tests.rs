@@ -320,3 +320,41 @@ fn an_index_on_a_single_element_or_a_bad_index_is_refused() {
         "MedicationRequest.dosageInstruction[x].text: '[x]' is not an element index"
     );
 }
+
+#[test]
+fn a_national_id_without_an_authority_gets_the_configured_system() {
+    let c = run(&[
+        "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||ADT^A04^ADT_A01|ID1|P|2.5".to_string(),
+        "EVN|A04|20240102030405".to_string(),
+        seg(
+            "PID",
+            &[
+                (1, "1"),
+                (
+                    3,
+                    "M1^^^ZSYY^MR~11010519491231002X^^^^NNCHN~M2^^^&1.2.156.1&ISO^MR",
+                ),
+            ],
+        ),
+        seg("PV1", &[(1, "1"), (2, "O")]),
+    ]
+    .join("\r"));
+    let p = of_type(&c, "Patient")[0];
+    let systems: Vec<&str> = p["identifier"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["system"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        systems,
+        [
+            // No rule for H1's ZSYY in the shipped table: scoped by facility and authority.
+            "urn:huitong:hl7v2:id:H1:ZSYY",
+            // mappings/hl7v2/identifier-systems.toml: NNCHN for every facility.
+            "urn:oid:2.16.156.10011.1.3",
+            // An ISO authority keeps its own OID.
+            "urn:oid:1.2.156.1",
+        ]
+    );
+}

@@ -549,6 +549,22 @@ pub fn include_targets(
     q.finish()
 }
 
+/// Every resource (type, id) whose indexed references point at `target_type/target_id`.
+pub fn referrers(dialect: &dyn Dialect, target_type: &str, target_id: &str) -> SqlQuery {
+    let mut q = Sql {
+        dialect,
+        text: String::new(),
+        args: vec![],
+        alias: 0,
+    };
+    let (t, i) = (q.text(target_type), q.text(target_id));
+    q.text = format!(
+        "SELECT DISTINCT resource_type, id FROM idx_reference \
+         WHERE target_type = {t} AND target_id = {i} ORDER BY resource_type, id"
+    );
+    q.finish()
+}
+
 /// The `source` resources referring by `param` (any when `None`) to one of `targets`.
 pub fn revinclude_sources(
     dialect: &dyn Dialect,

@@ -384,8 +384,14 @@ impl Hl7v2Service {
                     .await;
             }
         };
+        // A merge (A40...): what the store holds that refers to the merged-away patient is
+        // re-pointed to the survivor, in the same transaction.
+        let (repointed, repoint_failed) = match repointed(st, &conversion).await {
+            Ok(r) => (r, None),
+            Err(message) => (Vec::new(), Some(message)),
+        };
         let (recorded, dtm) = now_instant();
-        let provenance = provenance(
+        let mut provenance = provenance(
             &conversion,
             provenance_id,
             facility,
@@ -393,13 +399,22 @@ impl Hl7v2Service {
             header,
             &recorded,
         );
+        if let Some(targets) = provenance["target"].as_array_mut() {
+            targets.extend(repointed.iter().filter_map(|e| match &e.target {
+                Target::Id(id) => Some(json!({"reference": format!("{}/{id}", e.resource_type)})),
+                _ => None,
+            }));
+        }
         let mut entries = Vec::new();
-        let mut refused = None;
+        let mut refused = repoint_failed;
         for r in conversion
             .resources
             .iter()
             .chain(std::iter::once(&provenance))
         {
+            if refused.is_some() {
+                break;
+            }
             // Alias identifier systems become the canonical ones, as on every REST write.
             let mut r = r.clone();
             st.identities.current().canonicalise_resource(&mut r);
@@ -434,6 +449,7 @@ impl Hl7v2Service {
                 Some(r.clone()),
             ));
         }
+        entries.extend(repointed);
         let bundle = transaction_bundle(&conversion, &provenance);
         // A message is applied whole or not at all: one invalid resource refuses it before the store.
         let stored = match refused {
@@ -663,6 +679,87 @@ fn provenance(
     );
     p.insert("entity".into(), Value::Array(entity));
     Value::Object(p)
+}
+
+/// For each Patient of the conversion that is `replaced-by` a survivor (the merged-away one of an
+/// A40), an update of every stored resource whose references point at it, now pointing at the
+/// survivor. Found through the reference search index, so a reference in an element no search
+/// parameter covers is not seen. Each update is conditional on the version read (If-Match): a
+/// concurrent change makes the message fail, to be replayed, rather than be overwritten. The
+/// merged patient's own history, Provenance and AuditEvent keep what they recorded.
+async fn repointed(st: &AppState, c: &Conversion) -> Result<Vec<Entry>, String> {
+    let in_message: std::collections::HashSet<(&str, &str)> = c
+        .resources
+        .iter()
+        .filter_map(|r| Some((r["resourceType"].as_str()?, r["id"].as_str()?)))
+        .collect();
+    let mut out = Vec::new();
+    for p in c
+        .resources
+        .iter()
+        .filter(|r| r["resourceType"] == "Patient")
+    {
+        let Some(merged) = p["id"].as_str() else {
+            continue;
+        };
+        let survivor = p["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["type"] == "replaced-by")
+            .and_then(|l| l["other"]["reference"].as_str());
+        let Some(survivor) = survivor else {
+            continue;
+        };
+        let from = format!("Patient/{merged}");
+        let query = crate::search::sql::referrers(st.store.dialect(), "Patient", merged);
+        let keys = st
+            .store
+            .query_keys(query)
+            .await
+            .map_err(|e| format!("the references to {from} could not be found: {e}"))?;
+        for (ty, id) in keys {
+            if matches!(ty.as_str(), "Provenance" | "AuditEvent")
+                || in_message.contains(&(ty.as_str(), id.as_str()))
+            {
+                continue;
+            }
+            let stored = st
+                .store
+                .read(&ty, &id)
+                .await
+                .map_err(|e| format!("{ty}/{id} could not be read to re-point it: {e}"))?;
+            let Some(v) = stored else { continue };
+            let Some(body) = &v.body else { continue };
+            let mut r: Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            if repoint(&mut r, &from, survivor) > 0 {
+                let mut e = Entry::new(Method::Put, &ty, Target::Id(id), Some(r));
+                e.if_match = Some(v.version);
+                out.push(e);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Replaces every `reference` equal to `from` by `to`; returns how many.
+fn repoint(v: &mut Value, from: &str, to: &str) -> usize {
+    match v {
+        Value::Object(m) => {
+            let mut n = 0;
+            for (k, x) in m.iter_mut() {
+                if k == "reference" && x.as_str() == Some(from) {
+                    *x = Value::String(to.to_string());
+                    n += 1;
+                } else {
+                    n += repoint(x, from, to);
+                }
+            }
+            n
+        }
+        Value::Array(a) => a.iter_mut().map(|x| repoint(x, from, to)).sum(),
+        _ => 0,
+    }
 }
 
 fn transaction_bundle(c: &Conversion, provenance: &Value) -> Value {
