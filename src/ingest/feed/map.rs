@@ -154,7 +154,10 @@ pub fn map_record(
     };
     let mut instances: Vec<MappedResource> = Vec::new();
     for (ri, rule) in feed.rules.iter().enumerate() {
-        if let Some(w) = &rule.when
+        // A rule over a list (`for_each`) is conditional per item: its `when` is read from the
+        // item (`$/` for the root), so one list can feed two rules (西医 / 中医 diagnoses).
+        if rule.for_each.is_none()
+            && let Some(w) = &rule.when
             && !run.holds(w, record, "")
         {
             continue;
@@ -172,6 +175,12 @@ pub fn map_record(
             None => vec![(record, String::new())],
         };
         for (current, base) in items {
+            if rule.for_each.is_some()
+                && let Some(w) = &rule.when
+                && !run.holds(w, current, &base)
+            {
+                continue;
+            }
             if let Some(r) = run.instance(ri, rule, current, &base) {
                 instances.push(r);
             }
@@ -202,7 +211,9 @@ pub fn map_record(
         seen.push((r.resource_type.clone(), r.id.clone(), r.body.clone()));
         kept.push(r);
     }
-    let instances = kept;
+    let mut instances = kept;
+    // After the duplicates are gone: a document lists each resource once.
+    run.embed(&mut instances);
     if !run.errors.is_empty() {
         return Err(run.errors);
     }
@@ -452,7 +463,15 @@ impl<'a> Run<'a> {
             let ty = f.target_type.as_deref().unwrap_or_default();
             let ns = f.namespace.as_deref().unwrap_or(&self.feed.namespace);
             let id = resource_id(ty, ns, &parts.join("|"));
-            (json!({"reference": format!("{ty}/{id}")}), first)
+            let mut reference = json!({"reference": format!("{ty}/{id}")});
+            if let Some(d) = &f.display {
+                let (v, abs) = self.at(d, current, base);
+                if let Some(t) = v.and_then(scalar_text) {
+                    reference["display"] = json!(t);
+                    self.consumed.insert(abs);
+                }
+            }
+            (reference, first)
         } else {
             let Some(p) = f.from.first().and_then(|k| k.first()) else {
                 return;
@@ -576,7 +595,7 @@ impl<'a> Run<'a> {
     }
 
     /// References between the resources of one record: a repeating element gets every instance
-    /// of the target rule, a single one the first.
+    /// of the target rules, a single one the first; `gather` puts them in one new element.
     fn link(&mut self, instances: &mut [MappedResource]) {
         let refs: Vec<(usize, String)> = instances
             .iter()
@@ -584,16 +603,72 @@ impl<'a> Run<'a> {
             .collect();
         for inst in instances.iter_mut() {
             let rule = &self.feed.rules[inst.rule];
-            for (path, target, with) in &rule.links {
+            for link in &rule.links {
+                let path = &link.path;
                 let repeating = path.steps.iter().any(|s| s.repeating);
-                let targets = refs.iter().filter(|(r, _)| r == target);
-                for (_, reference) in targets.take(if repeating { usize::MAX } else { 1 }) {
-                    if let Err(m) = place(
-                        &mut inst.body,
-                        &path.steps,
-                        json!({"reference": reference}),
-                        with.as_ref(),
-                    ) {
+                let targets: Vec<&String> = link
+                    .targets
+                    .iter()
+                    .flat_map(|t| refs.iter().filter(move |(r, _)| r == t))
+                    .map(|(_, reference)| reference)
+                    .take(if repeating { usize::MAX } else { 1 })
+                    .collect();
+                let placed = if link.gather {
+                    gather(&mut inst.body, &path.steps, &targets, link.with.as_ref())
+                } else {
+                    targets.iter().try_for_each(|reference| {
+                        place(
+                            &mut inst.body,
+                            &path.steps,
+                            json!({"reference": reference}),
+                            link.with.as_ref(),
+                        )
+                    })
+                };
+                if let Err(m) = placed {
+                    self.errors.push(RecordError::at(
+                        inst.key_pointer.clone(),
+                        format!("{}: {m}", path.text),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Embeds whole resources of other rules (a document Bundle's entries), references between
+    /// them rewritten to their `urn:uuid:` fullUrls.
+    fn embed(&mut self, instances: &mut [MappedResource]) {
+        let copies: Vec<(usize, Value)> = instances
+            .iter()
+            .map(|r| {
+                let mut body = r.body.clone();
+                body.insert("id".into(), json!(r.id));
+                (r.rule, Value::Object(body))
+            })
+            .collect();
+        for inst in instances.iter_mut() {
+            let rule = &self.feed.rules[inst.rule];
+            for (path, targets) in &rule.embeds {
+                let chosen: Vec<&Value> = targets
+                    .iter()
+                    .flat_map(|t| copies.iter().filter(move |(r, _)| r == t))
+                    .map(|(_, v)| v)
+                    .collect();
+                let ids: HashSet<String> = chosen
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}/{}",
+                            r["resourceType"].as_str().unwrap_or_default(),
+                            r["id"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                for r in chosen {
+                    let mut r = r.clone();
+                    crate::ingest::cda::convert::to_urn(&mut r, &ids);
+                    let url = format!("urn:uuid:{}", r["id"].as_str().unwrap_or_default());
+                    if let Err(m) = place(&mut inst.body, &path.steps, r, Some(&json!({"fullUrl": url}))) {
                         self.errors.push(RecordError::at(
                             inst.key_pointer.clone(),
                             format!("{}: {m}", path.text),
@@ -603,6 +678,35 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// Puts references into one new element of the first repeating step of `steps` (carrying `with`):
+/// nothing when there are none.
+fn gather(
+    body: &mut Map<String, Value>,
+    steps: &[crate::mapping::load::Step],
+    references: &[&String],
+    with: Option<&Value>,
+) -> Result<(), String> {
+    let Some(rep) = steps.iter().position(|s| s.repeating) else {
+        return Err("`gather` needs a repeating element".into());
+    };
+    if references.is_empty() {
+        return Ok(());
+    }
+    let mut element = match with {
+        Some(Value::Object(w)) => w.clone(),
+        _ => Map::new(),
+    };
+    for reference in references {
+        place(
+            &mut element,
+            &steps[rep + 1..],
+            json!({"reference": reference}),
+            None,
+        )?;
+    }
+    place(body, &steps[..=rep], Value::Object(element), None)
 }
 
 fn kind(v: &Value) -> &'static str {
