@@ -889,12 +889,12 @@ async fn nhsa_2201_registration_and_2203_visit() {
         unmapped(&srv, "nhsa", "nhsa-2201", mdtrt).await,
         vec![
             "/infno",
+            "/msgid",
             "/insuplc_admdvs",
             "/mdtrtarea_admvs",
-            "/msgid",
             "/data/insutype",
-            "/data/mdtrt_cert_no",
-            "/data/mdtrt_cert_type"
+            "/data/mdtrt_cert_type",
+            "/data/mdtrt_cert_no"
         ]
     );
     // 2203 changes the registered visit (JSON Patch): what 2201 wrote stays.
@@ -916,7 +916,7 @@ async fn nhsa_2201_registration_and_2203_visit() {
     assert_eq!(e3["diagnosis"].as_array().unwrap().len(), 3);
     assert_eq!(
         unmapped(&srv, "nhsa", "nhsa-2203", mdtrt).await,
-        vec!["/fixmedins_code", "/fixmedins_name", "/infno", "/insuplc_admdvs", "/mdtrtarea_admvs", "/msgid", "/mdtrtinfo/begntime", "/mdtrtinfo/psn_no"]
+        vec!["/infno", "/msgid", "/fixmedins_code", "/fixmedins_name", "/insuplc_admdvs", "/mdtrtarea_admvs"]
     );
 }
 

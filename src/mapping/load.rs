@@ -103,7 +103,7 @@ pub struct FhirPath {
 pub fn resolve_path(resource: &str, path: &str) -> Result<FhirPath, String> {
     let defs = Definitions::core();
     let mut parent = resource.to_string();
-    let mut steps = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
     let mut leaf_type = String::new();
     for key in path.split('.') {
         // Below a primitive (`birthDate.extension`) the JSON key is the `_` sibling

@@ -393,10 +393,14 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        // An item of a list is named by its own key part (`/feedetail/2/feedetl_sn`), not by
+        // the record's (`$/mdtrt_id`), which every item shares.
         let key_pointer = rule
             .id
-            .first()
-            .and_then(|k| k.first())
+            .iter()
+            .filter_map(|k| k.first())
+            .find(|p| rule.for_each.is_none() || !p.root)
+            .or_else(|| rule.id.first().and_then(|k| k.first()))
             .map(|p| self.at(p, current, base).1)
             .unwrap_or_default();
         let Some(key) = self.key(&rule.id, current, base) else {
@@ -791,6 +795,124 @@ pub fn date_time(s: &str, want_date: bool, offset: &str) -> Result<String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mapping features the document feeds use, on one small feed: a `for_each` rule's `when`
+    /// per item, links to two rules, `gather`, a Reference's `display`, a path below a primitive,
+    /// and resources embedded in a Bundle with their references as fullUrls.
+    #[test]
+    fn per_item_conditions_gathered_links_and_embedded_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("mapping.toml"),
+            r#"
+feed = "t"
+namespace = "t"
+key = ["/id"]
+
+[[resource]]
+name = "doc"
+type = "Bundle"
+id = ["/id"]
+defaults = { type = "document" }
+embed = { "entry.resource" = ["comp", "patient", "a", "b"] }
+
+[[resource]]
+name = "comp"
+type = "Composition"
+id = ["/id"]
+[resource.links]
+subject = "patient"
+"section.entry" = [
+  { to = ["a", "b"], gather = true, with = { title = "诊断" } },
+  { to = "patient", gather = true, with = { title = "患者" } },
+]
+
+[[resource]]
+name = "patient"
+type = "Patient"
+id = ["/id"]
+[[resource.field]]
+from = "/born"
+fhir = "birthDate.extension.valueDateTime"
+with = { url = "http://hl7.org/fhir/StructureDefinition/patient-birthTime" }
+[[resource.field]]
+from = "/doctor"
+fhir = "generalPractitioner"
+as = "Reference"
+target = "Practitioner"
+display = "/doctor_name"
+
+[[resource]]
+name = "a"
+type = "Condition"
+for_each = "/dx"
+when = "/kind = 1"
+id = ["$/id", "/code"]
+[[resource.field]]
+from = "/code"
+fhir = "code.text"
+
+[[resource]]
+name = "b"
+type = "Condition"
+for_each = "/dx"
+when = "/kind != 1"
+id = ["$/id", "/code"]
+namespace = "t-b"
+[[resource.field]]
+from = "/code"
+fhir = "note.text"
+"#,
+        )
+        .unwrap();
+        let feed = crate::ingest::feed::load::load_feed(dir.path()).unwrap();
+        let record = json!({"id": "1", "born": "2026-11-28 06:42", "doctor": "D1", "doctor_name": "李明",
+            "dx": [{"kind": "1", "code": "J18"}, {"kind": "2", "code": "胸痹"}]});
+        let m = map_record(&feed, &record, &NoLookup, &MapOptions::default()).unwrap();
+        let id = |ty: &str, ns: &str, k: &str| resource_id(ty, ns, k);
+        let (pid, a, b) = (
+            id("Patient", "t", "1"),
+            id("Condition", "t", "1|J18"),
+            id("Condition", "t-b", "1|胸痹"),
+        );
+        let body = |ty: &str| {
+            Value::Object(
+                m.resources
+                    .iter()
+                    .find(|r| r.resource_type == ty)
+                    .unwrap()
+                    .body
+                    .clone(),
+            )
+        };
+        let patient = json!({"resourceType": "Patient",
+            "_birthDate": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime", "valueDateTime": "2026-11-28T06:42:00+08:00"}]},
+            "generalPractitioner": [{"reference": format!("Practitioner/{}", id("Practitioner", "t", "D1")), "display": "李明"}]});
+        assert_eq!(body("Patient"), patient);
+        // One item each: kind 1 is rule a's, kind 2 rule b's.
+        let conditions: Vec<&str> = m.resources.iter().filter(|r| r.resource_type == "Condition").map(|r| r.id.as_str()).collect();
+        assert_eq!(conditions, vec![a.as_str(), b.as_str()]);
+        assert_eq!(
+            body("Composition"),
+            json!({"resourceType": "Composition",
+                "subject": {"reference": format!("Patient/{pid}")},
+                "section": [
+                    {"title": "诊断", "entry": [{"reference": format!("Condition/{a}")}, {"reference": format!("Condition/{b}")}]},
+                    {"title": "患者", "entry": [{"reference": format!("Patient/{pid}")}]}]})
+        );
+        // Embedded in order, with ids, references to other entries as their fullUrls.
+        let bundle = body("Bundle");
+        let urls: Vec<&str> = bundle["entry"].as_array().unwrap().iter().map(|e| e["fullUrl"].as_str().unwrap()).collect();
+        let comp = id("Composition", "t", "1");
+        assert_eq!(urls, vec![format!("urn:uuid:{comp}"), format!("urn:uuid:{pid}"), format!("urn:uuid:{a}"), format!("urn:uuid:{b}")]);
+        assert_eq!(bundle["entry"][0]["resource"]["subject"], json!({"reference": format!("urn:uuid:{pid}")}));
+        assert_eq!(bundle["entry"][0]["resource"]["id"], json!(comp));
+        // A reference to a resource outside the Bundle stays as it was.
+        assert_eq!(bundle["entry"][1]["resource"]["generalPractitioner"][0]["display"], "李明");
+        assert!(bundle["entry"][1]["resource"]["generalPractitioner"][0]["reference"].as_str().unwrap().starts_with("Practitioner/"));
+        assert!(m.unmapped.is_empty(), "{:?}", m.unmapped);
+    }
 
     #[test]
     fn dates_of_records() {
