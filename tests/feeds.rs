@@ -897,6 +897,23 @@ async fn nhsa_2201_registration_and_2203_visit() {
             "/data/mdtrt_cert_no"
         ]
     );
+    // As CSV (header cells are JSON Pointers into the record): a bad row is named by its number
+    // and its column, the good rows commit.
+    let header = "infno,fixmedins_code,fixmedins_name,/data/psn_no,/data/insutype,/data/begntime,/data/mdtrt_cert_type,/data/ipt_otp_no,/data/dr_name,/output/mdtrt_id";
+    let csv = format!(
+        "{header}\n2201,H11010500001,北京市朝阳区第一医院,11000000000000077777,310,2026-12-02 08:01:00,02,MZ20261202000001,李明,M1101052026120200101\n\
+         2201,H11010500001,北京市朝阳区第一医院,11000000000000077778,310,2026-12-02 8:05,02,MZ20261202000002,李明,M1101052026120200102\n"
+    );
+    let (s, v) = post_csv(&srv, "nhsa-2201", "text/csv; charset=utf-8", csv.into_bytes()).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!((v["accepted"].as_u64(), v["rejected"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert_eq!(
+        v["records"][1]["outcome"]["issue"],
+        json!([{"severity": "error", "code": "invalid", "location": ["/data/begntime"],
+                "diagnostics": "row 2: /data/begntime: \"2026-12-02 8:05\" does not match \"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$\""}])
+    );
+    let e = read(&srv, "Encounter", &resource_id("Encounter", "nhsa", "M1101052026120200101")).await;
+    assert_eq!(e["participant"][0]["individual"]["display"], "李明");
     // 2203 changes the registered visit (JSON Patch): what 2201 wrote stays.
     let ok = run_examples(&srv, "nhsa-2203").await;
     assert!(check_fhir(&srv, "nhsa-2203", &ok).await.0 >= 2);
@@ -1110,7 +1127,7 @@ async fn birth_certificate_document() {
     let father = read(&srv, "RelatedPerson", &resource_id("RelatedPerson", "cn-birth", "P530000789|C1234567")).await;
     assert_eq!(
         father["identifier"],
-        json!([{"system": format!("{CN}/sid/other-id-document"), "type": {"coding": [{"system": format!("{CN}/CodeSystem/cv02-01-101-id-document-type", ), "code": "03"}]}, "value": "C1234567"}])
+        json!([{"system": format!("{CN}/sid/other-id-document"), "type": {"coding": [{"system": format!("{CN}/CodeSystem/cv02-01-101-id-document-type"), "code": "03", "display": "护照"}]}, "value": "C1234567"}])
     );
     assert_eq!(
         unmapped(&srv, "cn-birth", "birth-certificate", cert).await,

@@ -215,6 +215,11 @@ pub fn map_record(
     // After the duplicates are gone: a document lists each resource once.
     run.embed(&mut instances);
     if !run.errors.is_empty() {
+        // One value read by several rules of one type (the birth time of every Observation)
+        // is one error, not one per rule.
+        let mut seen = HashSet::new();
+        run.errors
+            .retain(|e| seen.insert((e.pointer.clone(), e.message.clone())));
         return Err(run.errors);
     }
     let mut unmapped = Vec::new();
@@ -259,6 +264,15 @@ fn leaves(v: &Value, at: &mut String, f: &mut dyn FnMut(&str, String)) {
         Value::Null => {}
         Value::String(s) if s.trim().is_empty() => {}
         other => f(at, scalar_text(other).unwrap_or_default()),
+    }
+}
+
+/// Whether a value holds a valued scalar somewhere below.
+fn has_leaf(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.values().any(has_leaf),
+        Value::Array(a) => a.iter().any(has_leaf),
+        other => scalar_text(other).is_some(),
     }
 }
 
@@ -319,6 +333,18 @@ impl<'a> Run<'a> {
     }
 
     fn holds(&mut self, w: &When, current: &'a Value, base: &str) -> bool {
+        // An object or list is valued when it holds a valued leaf (`/father valued`); only
+        // scalars are consumed by a test, the leaves of a block by the rules that read them.
+        let block = |p: &Pointer| {
+            let (v, _) = self.at(p, current, base);
+            v.is_some_and(|v| v.is_object() || v.is_array())
+                .then(|| v.is_some_and(has_leaf))
+        };
+        if let When::Valued(p) | When::NotValued(p) = w
+            && let Some(valued) = block(p)
+        {
+            return valued == matches!(w, When::Valued(_));
+        }
         let mut text = |p: &Pointer| {
             let (v, abs) = self.at(p, current, base);
             let t = v.and_then(scalar_text);
