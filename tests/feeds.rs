@@ -194,7 +194,10 @@ async fn check_fhir(srv: &TestServer, name: &str, ok: &BTreeMap<String, Value>) 
         }
         let want: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        assert_eq!(got, want, "{name}/{file}: the FHIR output differs from examples/fhir/{file}");
+        assert_eq!(
+            got, want,
+            "{name}/{file}: the FHIR output differs from examples/fhir/{file}"
+        );
         files += 1;
         resources += got.as_object().unwrap().len();
     }
@@ -904,15 +907,30 @@ async fn nhsa_2201_registration_and_2203_visit() {
         "{header}\n2201,H11010500001,北京市朝阳区第一医院,11000000000000077777,310,2026-12-02 08:01:00,02,MZ20261202000001,李明,M1101052026120200101\n\
          2201,H11010500001,北京市朝阳区第一医院,11000000000000077778,310,2026-12-02 8:05,02,MZ20261202000002,李明,M1101052026120200102\n"
     );
-    let (s, v) = post_csv(&srv, "nhsa-2201", "text/csv; charset=utf-8", csv.into_bytes()).await;
+    let (s, v) = post_csv(
+        &srv,
+        "nhsa-2201",
+        "text/csv; charset=utf-8",
+        csv.into_bytes(),
+    )
+    .await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!((v["accepted"].as_u64(), v["rejected"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
     assert_eq!(
         v["records"][1]["outcome"]["issue"],
         json!([{"severity": "error", "code": "invalid", "location": ["/data/begntime"],
                 "diagnostics": "row 2: /data/begntime: \"2026-12-02 8:05\" does not match \"^[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}$\""}])
     );
-    let e = read(&srv, "Encounter", &resource_id("Encounter", "nhsa", "M1101052026120200101")).await;
+    let e = read(
+        &srv,
+        "Encounter",
+        &resource_id("Encounter", "nhsa", "M1101052026120200101"),
+    )
+    .await;
     assert_eq!(e["participant"][0]["individual"]["display"], "李明");
     // 2203 changes the registered visit (JSON Patch): what 2201 wrote stays.
     let ok = run_examples(&srv, "nhsa-2203").await;
@@ -920,20 +938,60 @@ async fn nhsa_2201_registration_and_2203_visit() {
     let e = read(&srv, "Encounter", &enc_id).await;
     assert_eq!(e["meta"]["versionId"], "2");
     assert_eq!(e["status"], "in-progress");
-    assert_eq!(e["participant"][0]["individual"]["reference"], format!("Practitioner/{}", resource_id("Practitioner", "nhsa", "D110105000123")));
+    assert_eq!(
+        e["participant"][0]["individual"]["reference"],
+        format!(
+            "Practitioner/{}",
+            resource_id("Practitioner", "nhsa", "D110105000123")
+        )
+    );
     let cond = resource_id("Condition", "nhsa", &format!("{mdtrt}|1|1"));
-    assert_eq!(e["diagnosis"], json!([{"condition": {"reference": format!("Condition/{cond}")}}]));
+    assert_eq!(
+        e["diagnosis"],
+        json!([{"condition": {"reference": format!("Condition/{cond}")}}])
+    );
     // 中医 diagnoses are plain Conditions coded GB/T 15657; the 西医 one is under CNCondition.
-    let tcm = read(&srv, "Condition", &resource_id("Condition", "nhsa", "M3702022026112500003|3|1")).await;
-    assert_eq!(codes(&tcm["code"]), vec![(format!("{CN}/CodeSystem/gbt-15657-tcm"), "B04.04.01.03".to_string())]);
+    let tcm = read(
+        &srv,
+        "Condition",
+        &resource_id("Condition", "nhsa", "M3702022026112500003|3|1"),
+    )
+    .await;
+    assert_eq!(
+        codes(&tcm["code"]),
+        vec![(
+            format!("{CN}/CodeSystem/gbt-15657-tcm"),
+            "B04.04.01.03".to_string()
+        )]
+    );
     assert_eq!(tcm["meta"].get("profile"), None);
-    let wm = read(&srv, "Condition", &resource_id("Condition", "nhsa", "M3702022026112500003|1|1")).await;
-    assert_eq!(wm["meta"]["profile"][0], format!("{CN}/StructureDefinition/CNCondition"));
-    let e3 = read(&srv, "Encounter", &resource_id("Encounter", "nhsa", "M3702022026112500003")).await;
+    let wm = read(
+        &srv,
+        "Condition",
+        &resource_id("Condition", "nhsa", "M3702022026112500003|1|1"),
+    )
+    .await;
+    assert_eq!(
+        wm["meta"]["profile"][0],
+        format!("{CN}/StructureDefinition/CNCondition")
+    );
+    let e3 = read(
+        &srv,
+        "Encounter",
+        &resource_id("Encounter", "nhsa", "M3702022026112500003"),
+    )
+    .await;
     assert_eq!(e3["diagnosis"].as_array().unwrap().len(), 3);
     assert_eq!(
         unmapped(&srv, "nhsa", "nhsa-2203", mdtrt).await,
-        vec!["/infno", "/msgid", "/fixmedins_code", "/fixmedins_name", "/insuplc_admdvs", "/mdtrtarea_admvs"]
+        vec![
+            "/infno",
+            "/msgid",
+            "/fixmedins_code",
+            "/fixmedins_name",
+            "/insuplc_admdvs",
+            "/mdtrtarea_admvs"
+        ]
     );
 }
 
@@ -945,13 +1003,24 @@ async fn nhsa_2204_fee_details_and_2206_presettlement() {
     let batch = "M1101052026113000001|CB2026113000001";
     let claim_id = resource_id("Claim", "nhsa", batch);
     let claim = read(&srv, "Claim", &claim_id).await;
-    assert_eq!((claim["status"].as_str(), claim["use"].as_str()), (Some("draft"), Some("predetermination")));
+    assert_eq!(
+        (claim["status"].as_str(), claim["use"].as_str()),
+        (Some("draft"), Some("predetermination"))
+    );
     // med_list_codg is the productOrService of each item, in line order.
     let items: Vec<(String, String)> = claim["item"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| (i["sequence"].to_string(), i["productOrService"]["coding"][0]["code"].as_str().unwrap().to_string()))
+        .map(|i| {
+            (
+                i["sequence"].to_string(),
+                i["productOrService"]["coding"][0]["code"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         items,
@@ -961,8 +1030,16 @@ async fn nhsa_2204_fee_details_and_2206_presettlement() {
             ("3".to_string(), "XJ01CAA040A001010104422".to_string())
         ]
     );
-    let charge = read(&srv, "ChargeItem", &resource_id("ChargeItem", "nhsa", "M1101052026113000001|3")).await;
-    assert_eq!(charge["priceOverride"].to_string(), r#"{"value":31.2,"currency":"CNY"}"#);
+    let charge = read(
+        &srv,
+        "ChargeItem",
+        &resource_id("ChargeItem", "nhsa", "M1101052026113000001|3"),
+    )
+    .await;
+    assert_eq!(
+        charge["priceOverride"].to_string(),
+        r#"{"value":31.2,"currency":"CNY"}"#
+    );
     assert_eq!(
         unmapped(&srv, "nhsa", "nhsa-2204", batch).await,
         vec![
@@ -985,13 +1062,35 @@ async fn nhsa_2204_fee_details_and_2206_presettlement() {
     let claim = read(&srv, "Claim", &claim_id).await;
     assert_eq!(claim["status"], "active");
     assert_eq!(claim["total"], json!({"value": 66.2, "currency": "CNY"}));
-    assert_eq!(claim["item"].as_array().unwrap().len(), 3, "the items 2204 wrote stay");
+    assert_eq!(
+        claim["item"].as_array().unwrap().len(),
+        3,
+        "the items 2204 wrote stay"
+    );
     // The repeated pre-settlement (no personal account) is the ClaimResponse's second version.
-    let cr = read(&srv, "ClaimResponse", &resource_id("ClaimResponse", "nhsa", batch)).await;
+    let cr = read(
+        &srv,
+        "ClaimResponse",
+        &resource_id("ClaimResponse", "nhsa", batch),
+    )
+    .await;
     assert_eq!(cr["meta"]["versionId"], "2");
     assert_eq!(cr["use"], "predetermination");
-    assert_eq!(cr["payment"]["amount"], json!({"value": 19.67, "currency": "CNY"}));
+    assert_eq!(
+        cr["payment"]["amount"],
+        json!({"value": 19.67, "currency": "CNY"})
+    );
     assert_eq!(cr["request"]["reference"], format!("Claim/{claim_id}"));
+    assert_eq!(
+        unmapped(
+            &srv,
+            "nhsa",
+            "nhsa-2206",
+            &format!("{batch}|H1101050000120261130095001")
+        )
+        .await,
+        Vec::<String>::new()
+    );
     assert_eq!(
         cr["adjudication"],
         json!([{"category": {"coding": [{"system": format!("{CN}/CodeSystem/nhsa-fund-pay-type"), "code": "310100"}], "text": "职工基本医疗保险统筹基金"},
@@ -1009,17 +1108,29 @@ fn document_entries(b: &Value) -> BTreeMap<String, Vec<Value>> {
         .iter()
         .map(|e| {
             let url = e["fullUrl"].as_str().unwrap().to_string();
-            assert_eq!(url, format!("urn:uuid:{}", e["resource"]["id"].as_str().unwrap()));
+            assert_eq!(
+                url,
+                format!("urn:uuid:{}", e["resource"]["id"].as_str().unwrap())
+            );
             url
         })
         .collect();
     let ids: Vec<String> = entries
         .iter()
-        .map(|e| format!("{}/{}", e["resource"]["resourceType"].as_str().unwrap(), e["resource"]["id"].as_str().unwrap()))
+        .map(|e| {
+            format!(
+                "{}/{}",
+                e["resource"]["resourceType"].as_str().unwrap(),
+                e["resource"]["id"].as_str().unwrap()
+            )
+        })
         .collect();
     let text = b.to_string();
     for id in &ids {
-        assert!(!text.contains(&format!("\"reference\":\"{id}\"")), "{id} is referenced by id, not by its fullUrl");
+        assert!(
+            !text.contains(&format!("\"reference\":\"{id}\"")),
+            "{id} is referenced by id, not by its fullUrl"
+        );
     }
     let mut by_type: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for e in entries {
@@ -1038,27 +1149,59 @@ async fn nhsa_4101a_settlement_list_document() {
     let ok = run_examples(&srv, "nhsa-4101a").await;
     assert!(check_fhir(&srv, "nhsa-4101a", &ok).await.0 >= 2);
     let setl = "S3101152026120900211";
-    let b = read(&srv, "Bundle", &resource_id("Bundle", "nhsa-setl-list", setl)).await;
-    assert_eq!(b["identifier"], json!({"system": format!("{CN}/sid/nhsa-setl-id"), "value": setl}));
+    let b = read(
+        &srv,
+        "Bundle",
+        &resource_id("Bundle", "nhsa-setl-list", setl),
+    )
+    .await;
+    assert_eq!(
+        b["identifier"],
+        json!({"system": format!("{CN}/sid/nhsa-setl-id"), "value": setl})
+    );
     assert_eq!(b["timestamp"], "2026-12-10T09:00:00+08:00");
     let by_type = document_entries(&b);
     let counts: Vec<(&str, usize)> = by_type.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
     assert_eq!(
         counts,
-        vec![("Composition", 1), ("Condition", 3), ("Encounter", 1), ("ExplanationOfBenefit", 1), ("Organization", 1), ("Procedure", 2)]
+        vec![
+            ("Composition", 1),
+            ("Condition", 3),
+            ("Encounter", 1),
+            ("ExplanationOfBenefit", 1),
+            ("Organization", 1),
+            ("Procedure", 2)
+        ]
     );
     let comp = &by_type["Composition"][0];
     let sections: Vec<(&str, usize)> = comp["section"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["title"].as_str().unwrap(), s["entry"].as_array().unwrap().len()))
+        .map(|s| {
+            (
+                s["title"].as_str().unwrap(),
+                s["entry"].as_array().unwrap().len(),
+            )
+        })
         .collect();
-    assert_eq!(sections, vec![("结算信息", 1), ("诊断信息", 3), ("手术操作信息", 2)]);
+    assert_eq!(
+        sections,
+        vec![("结算信息", 1), ("诊断信息", 3), ("手术操作信息", 2)]
+    );
     let eob = &by_type["ExplanationOfBenefit"][0];
-    assert_eq!(eob["diagnosis"][0]["type"][0]["coding"][0]["code"], "principal");
-    assert_eq!(eob["procedure"][0]["procedureCodeableConcept"]["coding"][0]["code"], "36.0700");
-    assert_eq!(eob["total"][0]["category"]["coding"][0]["code"], "psn_selfpay");
+    assert_eq!(
+        eob["diagnosis"][0]["type"][0]["coding"][0]["code"],
+        "principal"
+    );
+    assert_eq!(
+        eob["procedure"][0]["procedureCodeableConcept"]["coding"][0]["code"],
+        "36.0700"
+    );
+    assert_eq!(
+        eob["total"][0]["category"]["coding"][0]["code"],
+        "psn_selfpay"
+    );
     // The CCU stay is a location of the Encounter.
     let enc = &by_type["Encounter"][0];
     assert_eq!(
@@ -1066,7 +1209,10 @@ async fn nhsa_4101a_settlement_list_document() {
         json!([{"location": {"display": "CCU"}, "status": "completed", "period": {"start": "2026-11-26T02:00:00+08:00", "end": "2026-11-29T09:00:00+08:00"}}])
     );
     // The anaesthetist of the angiography is its second performer, with the name as display.
-    let pci = by_type["Procedure"].iter().find(|p| p["code"]["coding"][0]["code"] == "88.5500").unwrap();
+    let pci = by_type["Procedure"]
+        .iter()
+        .find(|p| p["code"]["coding"][0]["code"] == "88.5500")
+        .unwrap();
     assert_eq!(pci["performer"][1]["actor"]["display"], "郑宇");
     assert_eq!(
         unmapped(&srv, "nhsa-setl-list", "nhsa-4101a", setl).await,
@@ -1101,13 +1247,30 @@ async fn birth_certificate_document() {
         json!({"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime", "valueDateTime": "2026-11-28T06:42:00+08:00"}]})
     );
     assert_eq!(p["gender"], "male");
-    let weight = read(&srv, "Observation", &resource_id("Observation", "cn-birth-weight", cert)).await;
-    assert_eq!(codes(&weight["code"]), vec![("http://loinc.org".to_string(), "8339-4".to_string())]);
+    let weight = read(
+        &srv,
+        "Observation",
+        &resource_id("Observation", "cn-birth-weight", cert),
+    )
+    .await;
+    assert_eq!(
+        codes(&weight["code"]),
+        vec![("http://loinc.org".to_string(), "8339-4".to_string())]
+    );
     assert_eq!(
         weight["valueQuantity"],
         json!({"value": 3350, "unit": "g", "system": "http://unitsofmeasure.org", "code": "g"})
     );
-    let mother = read(&srv, "RelatedPerson", &resource_id("RelatedPerson", "cn-birth", &format!("{cert}|110105199704150028"))).await;
+    let mother = read(
+        &srv,
+        "RelatedPerson",
+        &resource_id(
+            "RelatedPerson",
+            "cn-birth",
+            &format!("{cert}|110105199704150028"),
+        ),
+    )
+    .await;
     assert_eq!(mother["relationship"][0]["coding"][0]["code"], "MTH");
     let b = read(&srv, "Bundle", &resource_id("Bundle", "cn-birth", cert)).await;
     assert_eq!(b["identifier"]["value"], cert);
@@ -1115,16 +1278,37 @@ async fn birth_certificate_document() {
     let counts: Vec<(&str, usize)> = by_type.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
     assert_eq!(
         counts,
-        vec![("Composition", 1), ("Encounter", 1), ("Observation", 6), ("Organization", 1), ("Patient", 1), ("RelatedPerson", 2)]
+        vec![
+            ("Composition", 1),
+            ("Encounter", 1),
+            ("Observation", 6),
+            ("Organization", 1),
+            ("Patient", 1),
+            ("RelatedPerson", 2)
+        ]
     );
     // Mother only, no Apgar at 10 minutes: no father, no such Observation.
-    let b2 = read(&srv, "Bundle", &resource_id("Bundle", "cn-birth", "R310000456")).await;
+    let b2 = read(
+        &srv,
+        "Bundle",
+        &resource_id("Bundle", "cn-birth", "R310000456"),
+    )
+    .await;
     let t2 = document_entries(&b2);
     assert_eq!(t2["RelatedPerson"].len(), 1);
     assert_eq!(t2["Observation"].len(), 7);
-    assert_eq!(t2["Organization"].len(), 2, "the issuer is not the delivering hospital");
+    assert_eq!(
+        t2["Organization"].len(),
+        2,
+        "the issuer is not the delivering hospital"
+    );
     // A passport: not under the 身份证 OID, typed 03.
-    let father = read(&srv, "RelatedPerson", &resource_id("RelatedPerson", "cn-birth", "P530000789|C1234567")).await;
+    let father = read(
+        &srv,
+        "RelatedPerson",
+        &resource_id("RelatedPerson", "cn-birth", "P530000789|C1234567"),
+    )
+    .await;
     assert_eq!(
         father["identifier"],
         json!([{"system": format!("{CN}/sid/other-id-document"), "type": {"coding": [{"system": format!("{CN}/CodeSystem/cv02-01-101-id-document-type"), "code": "03", "display": "护照"}]}, "value": "C1234567"}])

@@ -477,7 +477,9 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
                 toml::Value::Table(t) => (
                     names_of(t.get("to")),
                     t.get("with").map(json_of),
-                    t.get("gather").and_then(toml::Value::as_bool).unwrap_or(false),
+                    t.get("gather")
+                        .and_then(toml::Value::as_bool)
+                        .unwrap_or(false),
                 ),
                 other => (names_of(Some(other)), None, false),
             };
@@ -530,7 +532,11 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
             };
             let mut targets = Vec::new();
             for target in to {
-                match raw.resource.iter().position(|x| x.get_ref().name == *target) {
+                match raw
+                    .resource
+                    .iter()
+                    .position(|x| x.get_ref().name == *target)
+                {
                     // A patch is a change, not a resource: there is nothing whole to embed.
                     Some(ti) if raw.resource[ti].get_ref().method.as_deref() == Some("patch") => {
                         msgs.push(format!("embed {path}: rule '{target}' is a patch"))

@@ -698,7 +698,12 @@ impl<'a> Run<'a> {
                     let mut r = r.clone();
                     crate::ingest::cda::convert::to_urn(&mut r, &ids);
                     let url = format!("urn:uuid:{}", r["id"].as_str().unwrap_or_default());
-                    if let Err(m) = place(&mut inst.body, &path.steps, r, Some(&json!({"fullUrl": url}))) {
+                    if let Err(m) = place(
+                        &mut inst.body,
+                        &path.steps,
+                        r,
+                        Some(&json!({"fullUrl": url})),
+                    ) {
                         self.errors.push(RecordError::at(
                             inst.key_pointer.clone(),
                             format!("{}: {m}", path.text),
@@ -917,7 +922,12 @@ fhir = "note.text"
             "generalPractitioner": [{"reference": format!("Practitioner/{}", id("Practitioner", "t", "D1")), "display": "李明"}]});
         assert_eq!(body("Patient"), patient);
         // One item each: kind 1 is rule a's, kind 2 rule b's.
-        let conditions: Vec<&str> = m.resources.iter().filter(|r| r.resource_type == "Condition").map(|r| r.id.as_str()).collect();
+        let conditions: Vec<&str> = m
+            .resources
+            .iter()
+            .filter(|r| r.resource_type == "Condition")
+            .map(|r| r.id.as_str())
+            .collect();
         assert_eq!(conditions, vec![a.as_str(), b.as_str()]);
         assert_eq!(
             body("Composition"),
@@ -929,14 +939,38 @@ fhir = "note.text"
         );
         // Embedded in order, with ids, references to other entries as their fullUrls.
         let bundle = body("Bundle");
-        let urls: Vec<&str> = bundle["entry"].as_array().unwrap().iter().map(|e| e["fullUrl"].as_str().unwrap()).collect();
+        let urls: Vec<&str> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["fullUrl"].as_str().unwrap())
+            .collect();
         let comp = id("Composition", "t", "1");
-        assert_eq!(urls, vec![format!("urn:uuid:{comp}"), format!("urn:uuid:{pid}"), format!("urn:uuid:{a}"), format!("urn:uuid:{b}")]);
-        assert_eq!(bundle["entry"][0]["resource"]["subject"], json!({"reference": format!("urn:uuid:{pid}")}));
+        assert_eq!(
+            urls,
+            vec![
+                format!("urn:uuid:{comp}"),
+                format!("urn:uuid:{pid}"),
+                format!("urn:uuid:{a}"),
+                format!("urn:uuid:{b}")
+            ]
+        );
+        assert_eq!(
+            bundle["entry"][0]["resource"]["subject"],
+            json!({"reference": format!("urn:uuid:{pid}")})
+        );
         assert_eq!(bundle["entry"][0]["resource"]["id"], json!(comp));
         // A reference to a resource outside the Bundle stays as it was.
-        assert_eq!(bundle["entry"][1]["resource"]["generalPractitioner"][0]["display"], "李明");
-        assert!(bundle["entry"][1]["resource"]["generalPractitioner"][0]["reference"].as_str().unwrap().starts_with("Practitioner/"));
+        assert_eq!(
+            bundle["entry"][1]["resource"]["generalPractitioner"][0]["display"],
+            "李明"
+        );
+        assert!(
+            bundle["entry"][1]["resource"]["generalPractitioner"][0]["reference"]
+                .as_str()
+                .unwrap()
+                .starts_with("Practitioner/")
+        );
         assert!(m.unmapped.is_empty(), "{:?}", m.unmapped);
     }
 
