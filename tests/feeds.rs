@@ -1089,7 +1089,22 @@ async fn nhsa_2204_fee_details_and_2206_presettlement() {
             &format!("{batch}|H1101050000120261130095001")
         )
         .await,
-        Vec::<String>::new()
+        vec![
+            "/infno",
+            "/mdtrtarea_admvs",
+            "/data/mdtrt_cert_type",
+            "/data/mdtrt_cert_no",
+            "/data/psn_setlway",
+            "/data/acct_used_flag",
+            "/setlinfo/mdtrt_id",
+            "/setlinfo/psn_no",
+            "/setlinfo/insutype",
+            "/setlinfo/med_type",
+            "/setlinfo/balc",
+            "/setldetail/0/inscp_scp_amt",
+            "/setldetail/0/crt_payb_lmt_amt",
+            "/setldetail/0/setl_proc_info"
+        ]
     );
     assert_eq!(
         cr["adjudication"],
