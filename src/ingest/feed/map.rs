@@ -974,6 +974,58 @@ fhir = "note.text"
         assert!(m.unmapped.is_empty(), "{:?}", m.unmapped);
     }
 
+    /// The new mapping keys are checked at load, each error naming the rule and what is wrong.
+    #[test]
+    fn embeds_gathers_and_displays_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("mapping.toml"),
+            r#"feed = "t"
+namespace = "t"
+key = ["/id"]
+
+[[resource]]
+name = "doc"
+type = "Bundle"
+id = ["/id"]
+embed = { "entry.resource" = ["change", "nobody"], "entry.fullUrl" = ["comp"] }
+
+[[resource]]
+name = "comp"
+type = "Composition"
+id = ["/id"]
+links = { custodian = { to = "doc", gather = true } }
+[[resource.field]]
+from = "/x"
+fhir = "title"
+display = "/y"
+
+[[resource]]
+name = "change"
+type = "Claim"
+id = ["/id"]
+method = "patch"
+"#,
+        )
+        .unwrap();
+        let errors: Vec<String> = crate::ingest::feed::load::load_feed(dir.path())
+            .unwrap_err()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.line, e.message))
+            .collect();
+        assert_eq!(
+            errors,
+            vec![
+                "5: doc: embed entry.fullUrl: Bundle.entry.fullUrl is a uri, not a Resource",
+                "5: doc: embed entry.resource: rule 'change' is a patch",
+                "5: doc: embed entry.resource: no resource rule named 'nobody'",
+                "11: comp: link custodian: `gather` needs a repeating element",
+                "16: comp: Composition.title: `display` is for a Reference",
+            ]
+        );
+    }
+
     #[test]
     fn dates_of_records() {
         assert_eq!(
