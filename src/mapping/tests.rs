@@ -186,3 +186,17 @@ fn unknown_message_types_use_the_generic_map() {
     assert_eq!(of_type(&c, "Patient").len(), 1);
     assert!(c.unmapped.iter().any(|u| u.field == "XYZ-1"));
 }
+
+/// Below a primitive the JSON key is its `_` sibling; below a list of primitives that would be a
+/// parallel list, which the maps refuse.
+#[test]
+fn paths_below_a_primitive_use_its_underscore_sibling() {
+    let p = load::resolve_path("Patient", "birthDate.extension.valueDateTime").unwrap();
+    let keys: Vec<&str> = p.steps.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, vec!["_birthDate", "extension", "valueDateTime"]);
+    assert_eq!(p.leaf_type, "dateTime");
+    assert_eq!(
+        load::resolve_path("Patient", "name.given.extension").unwrap_err(),
+        "Patient.name.given.extension: 'extension' below a repeating primitive (given) is not supported"
+    );
+}
