@@ -83,6 +83,9 @@ NAMING = [
      "No OID in the reference: the system URI is this guide's own."),
     ("nhsa-setl-id", "CNNhsaSettlementId", "医保结算 ID (setl_id)",
      [("uri", sid("nhsa-setl-id"), True)], "国家医保信息平台 2207/2304 setl_id", True, "The system URI is this guide's own."),
+    ("birth-certificate-no", "CNBirthCertificateNumber", "出生医学证明编号",
+     [("uri", sid("birth-certificate-no"), True)], "WS/T 483.2 出生医学证明 [V/U]; no OID in the reference", True,
+     "The system URI is this guide's own; the number's format (one letter and nine digits, as the birth-certificate feed checks it) is unverified."),
     ("vaccine-trace-code", "CNVaccineTraceCode", "疫苗追溯码",
      [("uri", sid("vaccine-trace-code"), True)], "预防接种记录 追溯码 [U]", True, "The record's fields are unverified; the system URI is this guide's own."),
 ]

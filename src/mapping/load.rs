@@ -109,7 +109,7 @@ pub struct FhirPath {
 pub fn resolve_path(resource: &str, path: &str) -> Result<FhirPath, String> {
     let defs = Definitions::core();
     let mut parent = resource.to_string();
-    let mut steps = Vec::new();
+    let mut steps: Vec<Step> = Vec::new();
     let mut leaf_type = String::new();
     for written in path.split('.') {
         let (key, index) =
@@ -122,6 +122,19 @@ pub fn resolve_path(resource: &str, path: &str) -> Result<FhirPath, String> {
                 ),
                 None => (written, None),
             };
+        // Below a primitive (`birthDate.extension`) the JSON key is the `_` sibling
+        // (`_birthDate`); of a list of primitives it would be a parallel list, not supported.
+        if leaf_type.starts_with(|c: char| c.is_ascii_lowercase())
+            && let Some(prev) = steps.last_mut()
+        {
+            if prev.repeating {
+                return Err(format!(
+                    "{resource}.{path}: '{key}' below a repeating primitive ({}) is not supported",
+                    prev.key
+                ));
+            }
+            prev.key = format!("_{}", prev.key);
+        }
         let step = defs
             .child_step(&parent, key)
             .ok_or_else(|| format!("{resource}.{path}: '{key}' is not an element of {parent}"))?;

@@ -358,3 +358,17 @@ fn a_national_id_without_an_authority_gets_the_configured_system() {
         ]
     );
 }
+
+/// Below a primitive the JSON key is its `_` sibling; below a list of primitives that would be a
+/// parallel list, which the maps refuse.
+#[test]
+fn paths_below_a_primitive_use_its_underscore_sibling() {
+    let p = load::resolve_path("Patient", "birthDate.extension.valueDateTime").unwrap();
+    let keys: Vec<&str> = p.steps.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(keys, vec!["_birthDate", "extension", "valueDateTime"]);
+    assert_eq!(p.leaf_type, "dateTime");
+    assert_eq!(
+        load::resolve_path("Patient", "name.given.extension").unwrap_err(),
+        "Patient.name.given.extension: 'extension' below a repeating primitive (given) is not supported"
+    );
+}

@@ -352,7 +352,7 @@ pub fn convert_root(
 }
 
 /// Rewrites `Type/id` references to resources of the Bundle as their `urn:uuid:` fullUrls.
-fn to_urn(v: &mut Value, ids: &HashSet<String>) {
+pub(crate) fn to_urn(v: &mut Value, ids: &HashSet<String>) {
     match v {
         Value::Object(o) => {
             for (k, x) in o.iter_mut() {

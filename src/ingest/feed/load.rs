@@ -160,6 +160,9 @@ pub struct FieldRule {
     pub target_type: Option<String>,
     /// Id namespace of a Reference's target (default: the feed's).
     pub namespace: Option<String>,
+    /// A Reference's `display`, from this field (in the same element as the reference, which
+    /// a second rule on `x.display` could not be when `x` repeats).
+    pub display: Option<Pointer>,
     /// JSON merged into the new element of the first repeating step.
     pub with: Option<Value>,
     pub when: Option<When>,
@@ -184,6 +187,20 @@ pub struct GroupRule {
     pub fields: Vec<FieldRule>,
 }
 
+/// References from a rule's resources to the resources of other rules.
+#[derive(Debug, Clone)]
+pub struct LinkRule {
+    pub path: FhirPath,
+    /// Rule indexes, in order: a repeating element gets every resource of each, a single one the
+    /// first.
+    pub targets: Vec<usize>,
+    /// JSON merged into the new element of the first repeating step.
+    pub with: Option<Value>,
+    /// All the references go into one new element of the first repeating step (one
+    /// `Composition.section` listing every diagnosis), not one element each.
+    pub gather: bool,
+}
+
 /// How a rule's resource is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteMode {
@@ -203,12 +220,16 @@ pub struct ResourceRule {
     pub for_each: Option<Pointer>,
     pub profile: Option<String>,
     pub mode: WriteMode,
+    /// The rule applies only when this holds (read from each item under `for_each`).
     pub when: Option<When>,
     /// When this holds, the resource must exist already (a correction must correct something).
     pub require_existing: Option<When>,
     pub defaults: Vec<(FhirPath, Value)>,
-    /// element -> rule index.
-    pub links: Vec<(FhirPath, usize, Option<Value>)>,
+    pub links: Vec<LinkRule>,
+    /// Whole resources of other rules placed in an element of type Resource (`entry.resource` of
+    /// a document Bundle), in the order given; the new element gets `fullUrl = urn:uuid:<id>`
+    /// and references between the embedded resources are rewritten to those fullUrls.
+    pub embeds: Vec<(FhirPath, Vec<usize>)>,
     pub fields: Vec<FieldRule>,
     pub groups: Vec<GroupRule>,
 }
@@ -266,6 +287,8 @@ struct RawResource {
     #[serde(default)]
     links: BTreeMap<String, toml::Value>,
     #[serde(default)]
+    embed: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
     field: Vec<Spanned<RawField>>,
     #[serde(default)]
     group: Vec<Spanned<RawGroup>>,
@@ -294,6 +317,7 @@ struct RawField {
     unit: Option<String>,
     target: Option<String>,
     namespace: Option<String>,
+    display: Option<String>,
     with: Option<toml::Value>,
     when: Option<String>,
     value: Option<toml::Value>,
@@ -425,30 +449,103 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
             }
         }
         let mut links = Vec::new();
-        for (path, v) in &r.links {
-            let (target, with) = match v {
-                toml::Value::String(s) => (s.clone(), None),
+        // A link is a rule name, a list of them (the element gets the resources of each, in
+        // order), a table with `to` (either), `with` and `gather`, or a list of such tables (one
+        // element, several links: a Composition's sections).
+        let declared: Vec<(&String, &toml::Value)> = r
+            .links
+            .iter()
+            .flat_map(|(path, v)| match v {
+                toml::Value::Array(a) if a.iter().all(toml::Value::is_table) && !a.is_empty() => {
+                    a.iter().map(|t| (path, t)).collect::<Vec<_>>()
+                }
+                other => vec![(path, other)],
+            })
+            .collect();
+        for (path, v) in declared {
+            let names_of = |x: Option<&toml::Value>| -> Vec<String> {
+                match x {
+                    Some(toml::Value::String(s)) => vec![s.clone()],
+                    Some(toml::Value::Array(a)) => a
+                        .iter()
+                        .map(|n| n.as_str().unwrap_or_default().to_string())
+                        .collect(),
+                    _ => vec![String::new()],
+                }
+            };
+            let (names_to, with, gather) = match v {
                 toml::Value::Table(t) => (
-                    t.get("to")
-                        .and_then(|x| x.as_str())
-                        .unwrap_or_default()
-                        .to_string(),
+                    names_of(t.get("to")),
                     t.get("with").map(json_of),
+                    t.get("gather")
+                        .and_then(toml::Value::as_bool)
+                        .unwrap_or(false),
                 ),
-                _ => (String::new(), None),
+                other => (names_of(Some(other)), None, false),
             };
-            let Some(ti) = names.iter().position(|n| *n == target) else {
-                msgs.push(format!("link {path}: no resource rule named '{target}'"));
-                continue;
+            let resolved = match resolve_path(&ty, path) {
+                Ok(p) if p.leaf_type == "Reference" => p,
+                Ok(p) => {
+                    msgs.push(format!(
+                        "link {path}: {} is a {}, not a Reference",
+                        p.text, p.leaf_type
+                    ));
+                    continue;
+                }
+                Err(m) => {
+                    msgs.push(m);
+                    continue;
+                }
             };
-            match resolve_path(&ty, path) {
-                Ok(p) if p.leaf_type == "Reference" => links.push((p, ti, with)),
-                Ok(p) => msgs.push(format!(
-                    "link {path}: {} is a {}, not a Reference",
-                    p.text, p.leaf_type
-                )),
-                Err(m) => msgs.push(m),
+            let mut targets = Vec::new();
+            for target in names_to {
+                match names.iter().position(|n| *n == target) {
+                    Some(ti) => targets.push(ti),
+                    None => msgs.push(format!("link {path}: no resource rule named '{target}'")),
+                }
             }
+            if gather && !resolved.steps.iter().any(|s| s.repeating) {
+                msgs.push(format!("link {path}: `gather` needs a repeating element"));
+            }
+            links.push(LinkRule {
+                path: resolved,
+                targets,
+                with,
+                gather,
+            });
+        }
+        let mut embeds = Vec::new();
+        for (path, to) in &r.embed {
+            let resolved = match resolve_path(&ty, path) {
+                Ok(p) if p.leaf_type == "Resource" => p,
+                Ok(p) => {
+                    msgs.push(format!(
+                        "embed {path}: {} is a {}, not a Resource",
+                        p.text, p.leaf_type
+                    ));
+                    continue;
+                }
+                Err(m) => {
+                    msgs.push(m);
+                    continue;
+                }
+            };
+            let mut targets = Vec::new();
+            for target in to {
+                match raw
+                    .resource
+                    .iter()
+                    .position(|x| x.get_ref().name == *target)
+                {
+                    // A patch is a change, not a resource: there is nothing whole to embed.
+                    Some(ti) if raw.resource[ti].get_ref().method.as_deref() == Some("patch") => {
+                        msgs.push(format!("embed {path}: rule '{target}' is a patch"))
+                    }
+                    Some(ti) => targets.push(ti),
+                    None => msgs.push(format!("embed {path}: no resource rule named '{target}'")),
+                }
+            }
+            embeds.push((resolved, targets));
         }
         errors.extend(
             msgs.into_iter()
@@ -536,6 +633,7 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
             require_existing,
             defaults,
             links,
+            embeds,
             fields,
             groups,
         });
@@ -637,6 +735,20 @@ fn field_rule(
             target.text
         ));
     }
+    let display = match &f.display {
+        Some(_) if converter != Converter::Reference => {
+            errors.push(format!("{}: `display` is for a Reference", target.text));
+            None
+        }
+        Some(d) => {
+            let p = Pointer::parse(d);
+            if p.is_none() {
+                errors.push(format!("display: '{d}' is not a JSON Pointer"));
+            }
+            p
+        }
+        None => None,
+    };
     let when_rule = match &f.when {
         Some(s) => match when(s) {
             Some(w) => Some(w),
@@ -659,6 +771,7 @@ fn field_rule(
         unit: f.unit.clone(),
         target_type: f.target.clone(),
         namespace: f.namespace.clone(),
+        display,
         with: f.with.as_ref().map(json_of),
         when: when_rule,
         value: f.value.as_ref().map(json_of),

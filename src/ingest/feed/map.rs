@@ -154,7 +154,10 @@ pub fn map_record(
     };
     let mut instances: Vec<MappedResource> = Vec::new();
     for (ri, rule) in feed.rules.iter().enumerate() {
-        if let Some(w) = &rule.when
+        // A rule over a list (`for_each`) is conditional per item: its `when` is read from the
+        // item (`$/` for the root), so one list can feed two rules (西医 / 中医 diagnoses).
+        if rule.for_each.is_none()
+            && let Some(w) = &rule.when
             && !run.holds(w, record, "")
         {
             continue;
@@ -172,6 +175,12 @@ pub fn map_record(
             None => vec![(record, String::new())],
         };
         for (current, base) in items {
+            if rule.for_each.is_some()
+                && let Some(w) = &rule.when
+                && !run.holds(w, current, &base)
+            {
+                continue;
+            }
             if let Some(r) = run.instance(ri, rule, current, &base) {
                 instances.push(r);
             }
@@ -202,8 +211,15 @@ pub fn map_record(
         seen.push((r.resource_type.clone(), r.id.clone(), r.body.clone()));
         kept.push(r);
     }
-    let instances = kept;
+    let mut instances = kept;
+    // After the duplicates are gone: a document lists each resource once.
+    run.embed(&mut instances);
     if !run.errors.is_empty() {
+        // One value read by several rules of one type (the birth time of every Observation)
+        // is one error, not one per rule.
+        let mut seen = HashSet::new();
+        run.errors
+            .retain(|e| seen.insert((e.pointer.clone(), e.message.clone())));
         return Err(run.errors);
     }
     let mut unmapped = Vec::new();
@@ -248,6 +264,15 @@ fn leaves(v: &Value, at: &mut String, f: &mut dyn FnMut(&str, String)) {
         Value::Null => {}
         Value::String(s) if s.trim().is_empty() => {}
         other => f(at, scalar_text(other).unwrap_or_default()),
+    }
+}
+
+/// Whether a value holds a valued scalar somewhere below.
+fn has_leaf(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.values().any(has_leaf),
+        Value::Array(a) => a.iter().any(has_leaf),
+        other => scalar_text(other).is_some(),
     }
 }
 
@@ -308,6 +333,18 @@ impl<'a> Run<'a> {
     }
 
     fn holds(&mut self, w: &When, current: &'a Value, base: &str) -> bool {
+        // An object or list is valued when it holds a valued leaf (`/father valued`); only
+        // scalars are consumed by a test, the leaves of a block by the rules that read them.
+        let block = |p: &Pointer| {
+            let (v, _) = self.at(p, current, base);
+            v.is_some_and(|v| v.is_object() || v.is_array())
+                .then(|| v.is_some_and(has_leaf))
+        };
+        if let When::Valued(p) | When::NotValued(p) = w
+            && let Some(valued) = block(p)
+        {
+            return valued == matches!(w, When::Valued(_));
+        }
         let mut text = |p: &Pointer| {
             let (v, abs) = self.at(p, current, base);
             let t = v.and_then(scalar_text);
@@ -382,10 +419,14 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        // An item of a list is named by its own key part (`/feedetail/2/feedetl_sn`), not by
+        // the record's (`$/mdtrt_id`), which every item shares.
         let key_pointer = rule
             .id
-            .first()
-            .and_then(|k| k.first())
+            .iter()
+            .filter_map(|k| k.first())
+            .find(|p| rule.for_each.is_none() || !p.root)
+            .or_else(|| rule.id.first().and_then(|k| k.first()))
             .map(|p| self.at(p, current, base).1)
             .unwrap_or_default();
         let Some(key) = self.key(&rule.id, current, base) else {
@@ -452,7 +493,15 @@ impl<'a> Run<'a> {
             let ty = f.target_type.as_deref().unwrap_or_default();
             let ns = f.namespace.as_deref().unwrap_or(&self.feed.namespace);
             let id = resource_id(ty, ns, &parts.join("|"));
-            (json!({"reference": format!("{ty}/{id}")}), first)
+            let mut reference = json!({"reference": format!("{ty}/{id}")});
+            if let Some(d) = &f.display {
+                let (v, abs) = self.at(d, current, base);
+                if let Some(t) = v.and_then(scalar_text) {
+                    reference["display"] = json!(t);
+                    self.consumed.insert(abs);
+                }
+            }
+            (reference, first)
         } else {
             let Some(p) = f.from.first().and_then(|k| k.first()) else {
                 return;
@@ -576,7 +625,7 @@ impl<'a> Run<'a> {
     }
 
     /// References between the resources of one record: a repeating element gets every instance
-    /// of the target rule, a single one the first.
+    /// of the target rules, a single one the first; `gather` puts them in one new element.
     fn link(&mut self, instances: &mut [MappedResource]) {
         let refs: Vec<(usize, String)> = instances
             .iter()
@@ -584,15 +633,76 @@ impl<'a> Run<'a> {
             .collect();
         for inst in instances.iter_mut() {
             let rule = &self.feed.rules[inst.rule];
-            for (path, target, with) in &rule.links {
+            for link in &rule.links {
+                let path = &link.path;
                 let repeating = path.steps.iter().any(|s| s.repeating);
-                let targets = refs.iter().filter(|(r, _)| r == target);
-                for (_, reference) in targets.take(if repeating { usize::MAX } else { 1 }) {
+                let targets: Vec<&String> = link
+                    .targets
+                    .iter()
+                    .flat_map(|t| refs.iter().filter(move |(r, _)| r == t))
+                    .map(|(_, reference)| reference)
+                    .take(if repeating { usize::MAX } else { 1 })
+                    .collect();
+                let placed = if link.gather {
+                    gather(&mut inst.body, &path.steps, &targets, link.with.as_ref())
+                } else {
+                    targets.iter().try_for_each(|reference| {
+                        place(
+                            &mut inst.body,
+                            &path.steps,
+                            json!({"reference": reference}),
+                            link.with.as_ref(),
+                        )
+                    })
+                };
+                if let Err(m) = placed {
+                    self.errors.push(RecordError::at(
+                        inst.key_pointer.clone(),
+                        format!("{}: {m}", path.text),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Embeds whole resources of other rules (a document Bundle's entries), references between
+    /// them rewritten to their `urn:uuid:` fullUrls.
+    fn embed(&mut self, instances: &mut [MappedResource]) {
+        let copies: Vec<(usize, Value)> = instances
+            .iter()
+            .map(|r| {
+                let mut body = r.body.clone();
+                body.insert("id".into(), json!(r.id));
+                (r.rule, Value::Object(body))
+            })
+            .collect();
+        for inst in instances.iter_mut() {
+            let rule = &self.feed.rules[inst.rule];
+            for (path, targets) in &rule.embeds {
+                let chosen: Vec<&Value> = targets
+                    .iter()
+                    .flat_map(|t| copies.iter().filter(move |(r, _)| r == t))
+                    .map(|(_, v)| v)
+                    .collect();
+                let ids: HashSet<String> = chosen
+                    .iter()
+                    .map(|r| {
+                        format!(
+                            "{}/{}",
+                            r["resourceType"].as_str().unwrap_or_default(),
+                            r["id"].as_str().unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                for r in chosen {
+                    let mut r = r.clone();
+                    crate::ingest::cda::convert::to_urn(&mut r, &ids);
+                    let url = format!("urn:uuid:{}", r["id"].as_str().unwrap_or_default());
                     if let Err(m) = place(
                         &mut inst.body,
                         &path.steps,
-                        json!({"reference": reference}),
-                        with.as_ref(),
+                        r,
+                        Some(&json!({"fullUrl": url})),
                     ) {
                         self.errors.push(RecordError::at(
                             inst.key_pointer.clone(),
@@ -603,6 +713,35 @@ impl<'a> Run<'a> {
             }
         }
     }
+}
+
+/// Puts references into one new element of the first repeating step of `steps` (carrying `with`):
+/// nothing when there are none.
+fn gather(
+    body: &mut Map<String, Value>,
+    steps: &[crate::mapping::load::Step],
+    references: &[&String],
+    with: Option<&Value>,
+) -> Result<(), String> {
+    let Some(rep) = steps.iter().position(|s| s.repeating) else {
+        return Err("`gather` needs a repeating element".into());
+    };
+    if references.is_empty() {
+        return Ok(());
+    }
+    let mut element = match with {
+        Some(Value::Object(w)) => w.clone(),
+        _ => Map::new(),
+    };
+    for reference in references {
+        place(
+            &mut element,
+            &steps[rep + 1..],
+            json!({"reference": reference}),
+            None,
+        )?;
+    }
+    place(body, &steps[..=rep], Value::Object(element), None)
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -687,6 +826,205 @@ pub fn date_time(s: &str, want_date: bool, offset: &str) -> Result<String, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The mapping features the document feeds use, on one small feed: a `for_each` rule's `when`
+    /// per item, links to two rules, `gather`, a Reference's `display`, a path below a primitive,
+    /// and resources embedded in a Bundle with their references as fullUrls.
+    #[test]
+    fn per_item_conditions_gathered_links_and_embedded_resources() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("mapping.toml"),
+            r#"
+feed = "t"
+namespace = "t"
+key = ["/id"]
+
+[[resource]]
+name = "doc"
+type = "Bundle"
+id = ["/id"]
+defaults = { type = "document" }
+embed = { "entry.resource" = ["comp", "patient", "a", "b"] }
+
+[[resource]]
+name = "comp"
+type = "Composition"
+id = ["/id"]
+[resource.links]
+subject = "patient"
+"section.entry" = [
+  { to = ["a", "b"], gather = true, with = { title = "诊断" } },
+  { to = "patient", gather = true, with = { title = "患者" } },
+]
+
+[[resource]]
+name = "patient"
+type = "Patient"
+id = ["/id"]
+[[resource.field]]
+from = "/born"
+fhir = "birthDate.extension.valueDateTime"
+with = { url = "http://hl7.org/fhir/StructureDefinition/patient-birthTime" }
+[[resource.field]]
+from = "/doctor"
+fhir = "generalPractitioner"
+as = "Reference"
+target = "Practitioner"
+display = "/doctor_name"
+
+[[resource]]
+name = "a"
+type = "Condition"
+for_each = "/dx"
+when = "/kind = 1"
+id = ["$/id", "/code"]
+[[resource.field]]
+from = "/code"
+fhir = "code.text"
+
+[[resource]]
+name = "b"
+type = "Condition"
+for_each = "/dx"
+when = "/kind != 1"
+id = ["$/id", "/code"]
+namespace = "t-b"
+[[resource.field]]
+from = "/code"
+fhir = "note.text"
+"#,
+        )
+        .unwrap();
+        let feed = crate::ingest::feed::load::load_feed(dir.path()).unwrap();
+        let record = json!({"id": "1", "born": "2026-11-28 06:42", "doctor": "D1", "doctor_name": "李明",
+            "dx": [{"kind": "1", "code": "J18"}, {"kind": "2", "code": "胸痹"}]});
+        let m = map_record(&feed, &record, &NoLookup, &MapOptions::default()).unwrap();
+        let id = |ty: &str, ns: &str, k: &str| resource_id(ty, ns, k);
+        let (pid, a, b) = (
+            id("Patient", "t", "1"),
+            id("Condition", "t", "1|J18"),
+            id("Condition", "t-b", "1|胸痹"),
+        );
+        let body = |ty: &str| {
+            Value::Object(
+                m.resources
+                    .iter()
+                    .find(|r| r.resource_type == ty)
+                    .unwrap()
+                    .body
+                    .clone(),
+            )
+        };
+        let patient = json!({"resourceType": "Patient",
+            "_birthDate": {"extension": [{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime", "valueDateTime": "2026-11-28T06:42:00+08:00"}]},
+            "generalPractitioner": [{"reference": format!("Practitioner/{}", id("Practitioner", "t", "D1")), "display": "李明"}]});
+        assert_eq!(body("Patient"), patient);
+        // One item each: kind 1 is rule a's, kind 2 rule b's.
+        let conditions: Vec<&str> = m
+            .resources
+            .iter()
+            .filter(|r| r.resource_type == "Condition")
+            .map(|r| r.id.as_str())
+            .collect();
+        assert_eq!(conditions, vec![a.as_str(), b.as_str()]);
+        assert_eq!(
+            body("Composition"),
+            json!({"resourceType": "Composition",
+                "subject": {"reference": format!("Patient/{pid}")},
+                "section": [
+                    {"title": "诊断", "entry": [{"reference": format!("Condition/{a}")}, {"reference": format!("Condition/{b}")}]},
+                    {"title": "患者", "entry": [{"reference": format!("Patient/{pid}")}]}]})
+        );
+        // Embedded in order, with ids, references to other entries as their fullUrls.
+        let bundle = body("Bundle");
+        let urls: Vec<&str> = bundle["entry"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["fullUrl"].as_str().unwrap())
+            .collect();
+        let comp = id("Composition", "t", "1");
+        assert_eq!(
+            urls,
+            vec![
+                format!("urn:uuid:{comp}"),
+                format!("urn:uuid:{pid}"),
+                format!("urn:uuid:{a}"),
+                format!("urn:uuid:{b}")
+            ]
+        );
+        assert_eq!(
+            bundle["entry"][0]["resource"]["subject"],
+            json!({"reference": format!("urn:uuid:{pid}")})
+        );
+        assert_eq!(bundle["entry"][0]["resource"]["id"], json!(comp));
+        // A reference to a resource outside the Bundle stays as it was.
+        assert_eq!(
+            bundle["entry"][1]["resource"]["generalPractitioner"][0]["display"],
+            "李明"
+        );
+        assert!(
+            bundle["entry"][1]["resource"]["generalPractitioner"][0]["reference"]
+                .as_str()
+                .unwrap()
+                .starts_with("Practitioner/")
+        );
+        assert!(m.unmapped.is_empty(), "{:?}", m.unmapped);
+    }
+
+    /// The new mapping keys are checked at load, each error naming the rule and what is wrong.
+    #[test]
+    fn embeds_gathers_and_displays_are_checked_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
+        std::fs::write(
+            dir.path().join("mapping.toml"),
+            r#"feed = "t"
+namespace = "t"
+key = ["/id"]
+
+[[resource]]
+name = "doc"
+type = "Bundle"
+id = ["/id"]
+embed = { "entry.resource" = ["change", "nobody"], "entry.fullUrl" = ["comp"] }
+
+[[resource]]
+name = "comp"
+type = "Composition"
+id = ["/id"]
+links = { custodian = { to = "doc", gather = true } }
+[[resource.field]]
+from = "/x"
+fhir = "title"
+display = "/y"
+
+[[resource]]
+name = "change"
+type = "Claim"
+id = ["/id"]
+method = "patch"
+"#,
+        )
+        .unwrap();
+        let errors: Vec<String> = crate::ingest::feed::load::load_feed(dir.path())
+            .unwrap_err()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.line, e.message))
+            .collect();
+        assert_eq!(
+            errors,
+            vec![
+                "5: doc: embed entry.fullUrl: Bundle.entry.fullUrl is a uri, not a Resource",
+                "5: doc: embed entry.resource: rule 'change' is a patch",
+                "5: doc: embed entry.resource: no resource rule named 'nobody'",
+                "11: comp: link custodian: `gather` needs a repeating element",
+                "16: comp: Composition.title: `display` is for a Reference",
+            ]
+        );
+    }
 
     #[test]
     fn dates_of_records() {
