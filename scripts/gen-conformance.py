@@ -1353,7 +1353,8 @@ def query_body(payload, query_id="Q-${runTag}", wrapper="queryByParameter"):
 
 
 def ident(oid, value):
-    return quote(f"urn:oid:{oid}|{value}", safe=":")
+    # `${name}` stays as written: the runner substitutes it before sending.
+    return quote(f"urn:oid:{oid}|{value}", safe=":${}")
 
 
 def v3_post(fid, rid, content_type="application/xml"):
@@ -1799,7 +1800,7 @@ for sid, what, code, title, template, body, bundle_checks, searches in OWN_DOCS:
         cda_retrieve(s, "stored"), ok(), a("CDA media type", contentType="application/hl7-cda+xml"),
         a("the same document id", path="/ClinicalDocument/id/@extension", compareToSourceId="f-doc", compareToSourcePath="/ClinicalDocument/id/@extension"),
         a("as many entries", path="count(//entry)", compareToSourceId="f-doc", compareToSourcePath="count(//entry)"),
-        a("the same patient", path="/ClinicalDocument/recordTarget/patientRole/id/@extension", value=person)])
+        a("the same patient", path=f"/ClinicalDocument/recordTarget/patientRole/id[@root='{HEALTH_RECORD}']/@extension", value=person)])
 
 # Refusals: an OperationOutcome with the status, the issue code and the reason (with its line).
 GOOD = cda_document("DOC-${runTag}", "HR-${runTag}")
@@ -1892,9 +1893,9 @@ def feed_record_tests(s, name, files, expected, prefix=""):
             s.test(f"{prefix}{f[:-5]}", f"{name}/{f} is accepted and what it wrote is readable", [
                 feed_post(name, fid, rid), a("200", responseCode="200"), expr("status = 'accepted'"), expr("row = 1"),
                 expr("(created | updated).count() > 0", "resources written"),
-                expr("(created | updated).all($this.matches('^[A-Za-z]+/[A-Za-z0-9.-]+$'))", "written as Type/id"),
-                op("read", url="${baseUrl}/${" + rid + "Written}", method="get", accept="json"), ok(),
-                a("the first written resource", expression="resourceType + '/' + id", value="${" + rid + "Written}")])
+                expr("(created | updated).all($this.matches('^[A-Za-z]+/[A-Za-z0-9.-]+/_history/[0-9]+$'))", "written as Type/id/_history/n"),
+                op("vread", url="${baseUrl}/${" + rid + "Written}", method="get", accept="json"), ok(),
+                expr("'${" + rid + "Written}'.endsWith('/' + id + '/_history/' + meta.versionId)", "the version the feed wrote")])
 
 
 FEED_DEPENDS = {"nhsa-2208": "nhsa-2207"}  # a cancellation names a settlement of this feed
