@@ -894,7 +894,11 @@ fn v3_message(id: &str) -> String {
 async fn xml_path_asserts_judge_xml_answers_and_fixtures() {
     let canned = start().await;
     let dir = fixtures_dir();
-    std::fs::write(dir.path().join("fixtures/v3.xml"), v3_message("M-${fallback}")).unwrap();
+    std::fs::write(
+        dir.path().join("fixtures/v3.xml"),
+        v3_message("M-${fallback}"),
+    )
+    .unwrap();
     let soap = format!(
         r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>{}</s:Body></s:Envelope>"#,
         v3_message("S-1").split("?>").nth(1).unwrap()
@@ -929,21 +933,32 @@ async fn xml_path_asserts_judge_xml_answers_and_fixtures() {
         ),
         assert_(json!({"path": "//queryAck/queryResponseCode/@code", "operator": "empty"})),
         // The fixture as XML too: its id against the answer's target, and a path with a predicate.
-        assert_(json!({"path": "//targetMessage/id/@extension", "compareToSourceId": "f-corpus",
-                       "compareToSourcePath": "/*/id/@extension", "operator": "notEquals"})),
-        assert_(json!({"sourceId": "f-v3", "path": "//patient/id/item[@root='2.16.156.10011.1.3']/@extension", "value": "X-1"})),
+        assert_(
+            json!({"path": "//targetMessage/id/@extension", "compareToSourceId": "f-corpus",
+                       "compareToSourcePath": "/*/id/@extension", "operator": "notEquals"}),
+        ),
+        assert_(
+            json!({"sourceId": "f-v3", "path": "//patient/id/item[@root='2.16.156.10011.1.3']/@extension", "value": "X-1"}),
+        ),
         // A variable read from the XML answer, sent in the next request.
-        op("read", json!({"resource": "Patient", "params": "/${ackId}"})),
+        op(
+            "read",
+            json!({"resource": "Patient", "params": "/${ackId}"}),
+        ),
         assert_(json!({"response": "notFound"})),
         post("f-soap", "soap"),
         assert_(json!({"contentType": "application/soap+xml"})),
-        assert_(json!({"path": "/soap:Envelope/soap:Body/MCCI_IN000002UV01/acknowledgement/@typeCode", "value": "AA"})),
+        assert_(
+            json!({"path": "/soap:Envelope/soap:Body/MCCI_IN000002UV01/acknowledgement/@typeCode", "value": "AA"}),
+        ),
         assert_(json!({"path": "count(/soap:Envelope/soap:Body)", "value": "1"})),
         // A corpus file, read in place from the corpora folder.
         post("f-corpus", "corpus"),
         assert_(json!({"path": "//targetMessage/id/@extension", "value": "C-7"})),
-        assert_(json!({"path": "//targetMessage/id/@extension", "compareToSourceId": "f-corpus",
-                       "compareToSourcePath": "/PRPA_IN201311UV02/id/@extension"})),
+        assert_(
+            json!({"path": "//targetMessage/id/@extension", "compareToSourceId": "f-corpus",
+                       "compareToSourcePath": "/PRPA_IN201311UV02/id/@extension"}),
+        ),
     ];
     let fixtures = json!([
         {"id": "f-v3", "resource": {"reference": "fixtures/v3.xml"}},
@@ -971,20 +986,63 @@ async fn xml_path_asserts_judge_xml_answers_and_fixtures() {
             .any(|(m, p, _, _)| m == "GET" && p == "/fhir/Patient/ACK-M-Chalmers"),
         "the variable from the XML answer was sent: {seen:?}"
     );
-    assert!(seen.iter().any(|(_, p, _, b)| p == "/hl7v3" && b.contains("C-7")));
+    assert!(
+        seen.iter()
+            .any(|(_, p, _, b)| p == "/hl7v3" && b.contains("C-7"))
+    );
 
     // Asserts that must fail or error, one per test.
     let wrong: Vec<(&str, Value, &str)> = vec![
-        ("value", json!({"path": "//acknowledgement/@typeCode", "value": "AE"}), "fail"),
-        ("count", json!({"path": "count(//acknowledgementDetail)", "value": "3"}), "fail"),
-        ("nothing-selected", json!({"path": "//acknowledgement/@missing", "value": "AA"}), "fail"),
-        ("predicate", json!({"path": "//acknowledgementDetail[@typeCode='E']/text/@value", "operator": "notEmpty"}), "fail"),
-        ("position", json!({"path": "//acknowledgementDetail[3]/@typeCode", "operator": "notEmpty"}), "fail"),
-        ("not-soap", json!({"path": "count(/soap:Envelope)", "value": "1"}), "fail"),
-        ("compare", json!({"path": "//targetMessage/id/@extension", "compareToSourceId": "f-corpus", "compareToSourcePath": "/*/id/@extension"}), "fail"),
-        ("bad-path", json!({"path": "//acknowledgement[@typeCode='AA'", "value": "AA"}), "error"),
-        ("bad-function", json!({"path": "string(//acknowledgement)", "value": "AA"}), "error"),
-        ("bad-prefix", json!({"path": "//x:acknowledgement", "value": "AA"}), "error"),
+        (
+            "value",
+            json!({"path": "//acknowledgement/@typeCode", "value": "AE"}),
+            "fail",
+        ),
+        (
+            "count",
+            json!({"path": "count(//acknowledgementDetail)", "value": "3"}),
+            "fail",
+        ),
+        (
+            "nothing-selected",
+            json!({"path": "//acknowledgement/@missing", "value": "AA"}),
+            "fail",
+        ),
+        (
+            "predicate",
+            json!({"path": "//acknowledgementDetail[@typeCode='E']/text/@value", "operator": "notEmpty"}),
+            "fail",
+        ),
+        (
+            "position",
+            json!({"path": "//acknowledgementDetail[3]/@typeCode", "operator": "notEmpty"}),
+            "fail",
+        ),
+        (
+            "not-soap",
+            json!({"path": "count(/soap:Envelope)", "value": "1"}),
+            "fail",
+        ),
+        (
+            "compare",
+            json!({"path": "//targetMessage/id/@extension", "compareToSourceId": "f-corpus", "compareToSourcePath": "/*/id/@extension"}),
+            "fail",
+        ),
+        (
+            "bad-path",
+            json!({"path": "//acknowledgement[@typeCode='AA'", "value": "AA"}),
+            "error",
+        ),
+        (
+            "bad-function",
+            json!({"path": "string(//acknowledgement)", "value": "AA"}),
+            "error",
+        ),
+        (
+            "bad-prefix",
+            json!({"path": "//x:acknowledgement", "value": "AA"}),
+            "error",
+        ),
     ];
     for (name, a, want) in wrong {
         let s = script(
@@ -995,12 +1053,19 @@ async fn xml_path_asserts_judge_xml_answers_and_fixtures() {
         let mut loaded = LoadedScript::from_json("runner", dir.path(), s);
         loaded.corpora = corpora.path().to_path_buf();
         let run = run_script(&target(&canned.base), &loaded).await;
-        assert_eq!(run.report["result"], "fail", "{name} must fail: {:#}", run.report);
+        assert_eq!(
+            run.report["result"], "fail",
+            "{name} must fail: {:#}",
+            run.report
+        );
         let t = results(&run.report["test"][0]);
         assert_eq!(t[1].1, want, "{name}: {t:?}");
         assert_eq!(run.failures.len(), 1, "{name}");
         assert!(
-            run.failures[0].exchange.as_ref().is_some_and(|e| e.url.ends_with("/hl7v3")),
+            run.failures[0]
+                .exchange
+                .as_ref()
+                .is_some_and(|e| e.url.ends_with("/hl7v3")),
             "{name}: the evidence is the v3 exchange"
         );
     }
@@ -1008,7 +1073,10 @@ async fn xml_path_asserts_judge_xml_answers_and_fixtures() {
     // Without the corpus file: the script says which file and where it looked.
     let s = script(
         "no-corpus",
-        vec![("x", vec![post("f-corpus", "c"), assert_(json!({"response": "okay"}))])],
+        vec![(
+            "x",
+            vec![post("f-corpus", "c"), assert_(json!({"response": "okay"}))],
+        )],
         json!({"fixture": [{"id": "f-corpus", "resource": {"reference": "corpora:cn/absent.xml"}}], "variable": []}),
     );
     let mut loaded = LoadedScript::from_json("runner", dir.path(), s);

@@ -298,7 +298,8 @@ pub async fn run_suites(
             out.skipped.push((name.clone(), why.clone()));
         }
         for (id, why) in &suite.skipped_scripts {
-            out.skipped.push((name.clone(), format!("script {id}: {why}")));
+            out.skipped
+                .push((name.clone(), format!("script {id}: {why}")));
         }
         for (f, e) in suite.broken {
             out.broken.push((name.clone(), f, e));

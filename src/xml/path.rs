@@ -195,7 +195,9 @@ fn parse_predicate(inner: &str, whole: &str) -> Result<Predicate, String> {
     }
     let path = XPath::parse(lhs)?;
     if path.absolute {
-        return Err(format!("'{whole}': a predicate path is relative to its step"));
+        return Err(format!(
+            "'{whole}': a predicate path is relative to its step"
+        ));
     }
     Ok(Predicate::Path(Box::new(path), value))
 }
@@ -354,7 +356,10 @@ impl XPath {
                         next.extend(select(step, g));
                     }
                 } else {
-                    next.extend(select(step, n.children().filter(|c| matches(step, *c)).collect()));
+                    next.extend(select(
+                        step,
+                        n.children().filter(|c| matches(step, *c)).collect(),
+                    ));
                 }
             }
             // `//a` from two nested contexts can reach one node twice.
@@ -500,7 +505,11 @@ mod tests {
         assert_eq!(p.values(r), vec!["1", "2"]);
         // The attribute of each element the steps selected, as the mapping filler reads it.
         let p = XPath::parse("a/id/@extension").unwrap();
-        let got: Vec<_> = p.nodes(r).into_iter().filter_map(|n| p.attribute_of(n)).collect();
+        let got: Vec<_> = p
+            .nodes(r)
+            .into_iter()
+            .filter_map(|n| p.attribute_of(n))
+            .collect();
         assert_eq!(got, vec!["x", "y"]);
         assert!(XPath::parse("a/@x/b").is_err());
         assert!(XPath::parse("a[root=1]").is_err());
@@ -537,7 +546,10 @@ mod tests {
         assert_eq!(strings("//hl7:targetMessage/id/@extension"), vec!["M-1"]);
         assert_eq!(strings("/soap:*/soap:Body/*/id/@extension"), vec!["A-1"]);
         // Relative to the context node (the root element).
-        assert_eq!(strings("soap:Body/*/id/@root"), vec!["2.16.156.10011.2.5.1.1"]);
+        assert_eq!(
+            strings("soap:Body/*/id/@root"),
+            vec!["2.16.156.10011.2.5.1.1"]
+        );
         assert_eq!(strings("//e/name/text()"), vec!["张三", "李四"]);
     }
 
