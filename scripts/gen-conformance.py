@@ -138,6 +138,8 @@ def new(suite, sid, title, description, family=None):
 
 
 def fixture_file(suite, name, body):
+    # One file, one content: scripts sharing a fixture file must mean the same body.
+    assert FIXTURES.get((suite, name), body) == body, f"{suite}/fixtures/{name} written twice with different bodies"
     FIXTURES[(suite, name)] = body
     return name
 
@@ -1232,6 +1234,842 @@ s.test("415", "wrong content type", [op("hl7v2", url="${serverRoot}/hl7v2", meth
 
 
 # ----------------------------------------------------------------------------------------------
+# cn-hospital-platform (WS/T 846 interactions through POST /hl7v3, bare and in SOAP envelopes:
+# the acknowledgement or query response is judged with XML paths, then what was written is
+# searched in FHIR). Messages are written here (fixtures/*.xml, ids made unique by ${runTag});
+# the sample-* scripts send the cn-hie samples read in place from $HUITONG_CORPORA.
+# ----------------------------------------------------------------------------------------------
+V3S = "cn-hospital-platform"
+P_LOCAL = "2.16.156.10011.2.5.1.4"   # patient id in the hospital (患者ID)
+DEPT = "2.16.156.10011.1.26"         # 科室
+ORG = "2.16.156.10011.1.5"           # 医疗机构
+STAFF = "2.16.156.10011.1.4"         # 医务人员
+VISIT = "2.16.156.10011.1.11"        # 门(急)诊号
+ORDER = "2.16.156.10011.1.28"        # 医嘱号
+VS = "2.16.156.10011.2.3.9"          # the value-set ids of these scripts
+SEX = "2.16.156.10011.2.3.3.4"
+
+
+def v3_message(interaction, msg_id, body):
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<{interaction} xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" ITSVersion="XML_1.0">\n'
+            f'<id root="2.16.156.10011.2.5.1.1" extension="{msg_id}"/><creationTime value="20240301101500"/>\n'
+            f'<interactionId root="2.16.156.10011.2.5.1.2" extension="{interaction}"/>\n'
+            f'<processingCode code="P"/><processingModeCode/><acceptAckCode code="AL"/>\n'
+            f'<receiver typeCode="RCV"><device classCode="DEV" determinerCode="INSTANCE"><id><item root="2.16.156.10011.2.5.1.3" extension="HIP"/></id></device></receiver>\n'
+            f'<sender typeCode="SND"><device classCode="DEV" determinerCode="INSTANCE"><id><item root="2.16.156.10011.2.5.1.3" extension="HIS-${{runTag}}"/></id></device></sender>\n'
+            f'<controlActProcess classCode="CACT" moodCode="EVN">\n{body}\n</controlActProcess>\n</{interaction}>\n')
+
+
+def soap(version, message):
+    ns = {"1.1": "http://schemas.xmlsoap.org/soap/envelope/", "1.2": "http://www.w3.org/2003/05/soap-envelope"}[version]
+    inner = message.split("?>", 1)[1].strip()
+    return f'<?xml version="1.0" encoding="UTF-8"?>\n<s:Envelope xmlns:s="{ns}"><s:Header/><s:Body>\n{inner}\n</s:Body></s:Envelope>\n'
+
+
+def en(text):
+    return f'<name xsi:type="DSET_EN"><item><part value="{text}"/></item></name>'
+
+
+def person_body(local, name="钱测试", sex="1", birth="19800102", event="registrationRequest", mood="RQO"):
+    return (f'<subject typeCode="SUBJ"><{event} classCode="REG" moodCode="{mood}"><statusCode code="active"/>\n'
+            f'<subject1 typeCode="SBJ"><patient classCode="PAT">\n'
+            f'<id><item root="{P_LOCAL}" extension="{local}"/></id><statusCode code="active"/>\n'
+            f'<patientPerson classCode="PSN" determinerCode="INSTANCE">{en(name)}\n'
+            f'<administrativeGenderCode code="{sex}" codeSystem="{SEX}"/><birthTime value="{birth}"/></patientPerson>\n'
+            f'<providerOrganization classCode="ORG" determinerCode="INSTANCE"><id><item root="{ORG}" extension="H-${{runTag}}"/></id>{en("测试医院")}</providerOrganization>\n'
+            f'</patient></subject1>\n'
+            f'<author typeCode="AUT"><assignedEntity classCode="ASSIGNED"><id><item root="{STAFF}" extension="A-${{runTag}}"/></id>'
+            f'<assignedPerson classCode="PSN" determinerCode="INSTANCE">{en("赵登记")}</assignedPerson></assignedEntity></author>\n'
+            f'</{event}></subject>')
+
+
+def org_body(name="心内科", principal="测试医院心内科"):
+    return (f'<subject typeCode="SUBJ"><registrationRequest classCode="REG" moodCode="RQO"><statusCode code="active"/>\n'
+            f'<subject1 typeCode="SUBJ"><assignedEntity classCode="ASSIGNED">\n'
+            f'<id><item root="{DEPT}" extension="K-${{runTag}}"/></id>\n'
+            f'<code code="A03" codeSystem="2.16.156.10011.2.3.3.2"><displayName value="内科"/></code>{en(name)}\n'
+            f'<assignedPrincipalOrganization classCode="ORG" determinerCode="INSTANCE">{en(principal)}\n'
+            f'<asAffiliate classCode="AFFL"><scoper2 classCode="ORG" determinerCode="INSTANCE"><id><item root="{ORG}" extension="H-${{runTag}}"/></id>{en("测试医院")}</scoper2></asAffiliate>\n'
+            f'</assignedPrincipalOrganization></assignedEntity></subject1></registrationRequest></subject>')
+
+
+def staff_body(name="孙医生", birth="19750305"):
+    return (f'<subject typeCode="SUBJ"><registrationRequest classCode="REG" moodCode="RQO"><statusCode code="active"/>\n'
+            f'<subject1 typeCode="SUBJ"><healthCareProvider classCode="PROV">\n'
+            f'<id><item root="{STAFF}" extension="D-${{runTag}}"/></id>\n'
+            f'<code code="231" codeSystem="2.16.156.10011.2.3.3.6"><displayName value="主治医师"/></code>\n'
+            f'<healthCarePrincipalPerson classCode="PSN" determinerCode="INSTANCE">{en(name)}\n'
+            f'<administrativeGenderCode code="2" codeSystem="{SEX}"/><birthTime value="{birth}"/>\n'
+            f'<asAffiliate classCode="AFFL"><affiliatedPrincipalOrganization classCode="ORG" determinerCode="INSTANCE"><id><item root="{DEPT}" extension="K-${{runTag}}"/></id>{en("心内科")}</affiliatedPrincipalOrganization></asAffiliate>\n'
+            f'</healthCarePrincipalPerson></healthCareProvider></subject1></registrationRequest></subject>')
+
+
+def valueset_body(codes):
+    items = "".join(f'<valueSetItems><code code="{c}"><displayName value="{d}"/></code><statusCode code="1"/></valueSetItems>' for c, d in codes)
+    return (f'<subject typeCode="SUBJ"><registrationRequest classCode="REG" moodCode="RQO"><subject1 typeCode="SUBJ">\n'
+            f'<valueSet><id root="{VS}" extension="VS-${{runTag}}"/><desc value="测试血型代码表"/><statusCode code="1"/><version code="1.0"/>\n'
+            f'{items}</valueSet></subject1></registrationRequest></subject>')
+
+
+def encounter_body(code="1", high=None):
+    end = f'<high value="{high}"/>' if high else ""
+    return (f'<subject typeCode="SUBJ"><encounterEvent classCode="ENC" moodCode="EVN">\n'
+            f'<id><item root="{VISIT}" extension="V-${{runTag}}"/></id>\n'
+            f'<code code="{code}" codeSystem="2.16.156.10011.2.3.1.271"><displayName value="门诊"/></code><statusCode/>\n'
+            f'<effectiveTime><low value="20240301080000"/>{end}</effectiveTime>\n'
+            f'<subject typeCode="SBJ"><patient classCode="PAT"><id><item root="{P_LOCAL}" extension="P-${{runTag}}"/></id>\n'
+            f'<patientPerson>{en("周就诊")}<administrativeGenderCode code="1" codeSystem="{SEX}"/></patientPerson></patient></subject>\n'
+            f'<admitter typeCode="ADM"><time/><assignedPerson classCode="ASSIGNED"><id><item root="{STAFF}" extension="D-${{runTag}}"/></id>'
+            f'<assignedPerson classCode="PSN" determinerCode="INSTANCE">{en("吴医生")}</assignedPerson></assignedPerson></admitter>\n'
+            f'<location typeCode="LOC"><time/><statusCode code="active"/><serviceDeliveryLocation classCode="SDLOC">\n'
+            f'<location classCode="PLC" determinerCode="INSTANCE"><id><item root="{DEPT}" extension="L-${{runTag}}"/></id>{en("外科")}</location>\n'
+            f'<serviceProviderOrganization classCode="ORG" determinerCode="INSTANCE"><id><item root="{ORG}" extension="H-${{runTag}}"/></id></serviceProviderOrganization>\n'
+            f'</serviceDeliveryLocation></location></encounterEvent></subject>')
+
+
+def order_body(status="active", dose="20"):
+    return (f'<subject typeCode="SUBJ"><placerGroup classCode="GROUPER" moodCode="RQO">\n'
+            f'<author typeCode="AUT" contextControlCode="OP"><time value="20240301090000"/><assignedEntity classCode="ASSIGNED">'
+            f'<id><item root="{STAFF}" extension="D-${{runTag}}"/></id><assignedPerson classCode="PSN" determinerCode="INSTANCE">{en("李医生")}</assignedPerson></assignedEntity></author>\n'
+            f'<component2><sequenceNumber value="1"/><substanceAdministrationRequest classCode="SBADM" moodCode="RQO">\n'
+            f'<id root="{ORDER}" extension="O-${{runTag}}"/>\n'
+            f'<code code="1" codeSystem="2.16.156.10011.2.3.1.268"><displayName value="药品类医嘱"/></code>\n'
+            f'<text value="葡萄糖酸钙片 口服"/><statusCode code="{status}"/>\n'
+            f'<routeCode code="1" codeSystem="2.16.156.10011.2.3.1.158"><displayName value="口服"/></routeCode>\n'
+            f'<doseQuantity value="{dose}" unit="mg"/>\n'
+            f'<consumable2 typeCode="CSM"><manufacturedProduct1 classCode="MANU"><manufacturedProduct classCode="MMAT" determinerCode="KIND">'
+            f'<code code="201056" codeSystem="2.16.156.10011.2.5.1.14"/></manufacturedProduct></manufacturedProduct1></consumable2>\n'
+            f'</substanceAdministrationRequest></component2>\n'
+            f'<componentOf1><encounter classCode="ENC" moodCode="EVN"><id><item root="{VISIT}" extension="V-${{runTag}}"/></id>\n'
+            f'<subject typeCode="SBJ"><patient classCode="PAT"><id><item root="{P_LOCAL}" extension="P-${{runTag}}"/></id>'
+            f'<patientPerson>{en("郑医嘱")}</patientPerson></patient></subject></encounter></componentOf1>\n'
+            f'</placerGroup></subject>')
+
+
+def query_body(payload, query_id="Q-${runTag}", wrapper="queryByParameter"):
+    return (f'<{wrapper}><queryId root="2.16.156.10011.2.5.1.15" extension="{query_id}"/><statusCode code="new"/>'
+            f'<initialQuantity value="10"/>\n{payload}\n</{wrapper}>')
+
+
+def ident(oid, value):
+    # `${name}` stays as written: the runner substitutes it before sending.
+    return quote(f"urn:oid:{oid}|{value}", safe=":${}")
+
+
+def v3_post(fid, rid, content_type="application/xml"):
+    return op("hl7v3", url="${serverRoot}/hl7v3", method="post", sourceId=fid, contentType=content_type, responseId=rid)
+
+
+def v3_answer(msg_id, answer="MCCI_IN000002UV01", code="AA", soap_version=None):
+    base = "/soap:Envelope/soap:Body/" if soap_version else "/"
+    out = [a("200 (the acknowledgement carries the outcome)", response="okay"),
+           a(f"the answer is {answer}", path=f"count({base}{answer})", value="1"),
+           a(f"acknowledgement typeCode {code}", path=f"{base}{answer}/acknowledgement/@typeCode", value=code),
+           a("the answer names the message it answers", path=f"{base}{answer}/acknowledgement/targetMessage/id/@extension", value=msg_id)]
+    if answer == "MCCI_IN000002UV01":
+        out.append(a("interactionId of the acknowledgement", path=f"{base}{answer}/interactionId/@extension", value=answer))
+    return out
+
+
+def query_ok(count, code="OK", qid="Q-${runTag}"):
+    return [a(f"queryResponseCode {code}", path="//controlActProcess/queryAck/queryResponseCode/@code", value=code),
+            a("the queryId is echoed", path="//controlActProcess/queryAck/queryId/@extension", value=qid),
+            a(f"{count} subjects", path="count(//controlActProcess/subject)", value=str(count)),
+            a(f"resultTotalQuantity {count}", path="//queryAck/resultTotalQuantity/@value", value=str(count))]
+
+
+def fhir_search(rtype, params, checks, count=1):
+    return [op("search", resource=rtype, params="?" + params, accept="json"), ok(),
+            expr(f"Bundle.entry.count() = {count}", f"{count} {rtype} found by {params.split('=')[0]}")] + [expr(c) for c in checks]
+
+
+def v3_script(sid, title, description, family, messages, checks):
+    """messages: [(fixture file, interaction, body)]; each but the last must be AA."""
+    s = new(V3S, sid, title, description, family)
+    actions = []
+    for i, (f, interaction, body) in enumerate(messages):
+        # The message id comes from the file, so one fixture file is one message in every script.
+        msg_id = f"{f[:-4]}-${{runTag}}"
+        fixture_file(V3S, f, v3_message(interaction, msg_id, body))
+        fid = s.fixture("f-" + f[:-4], "fixtures/" + f)
+        actions.append(v3_post(fid, f"answer{i + 1}"))
+        if i < len(messages) - 1:
+            actions.append(a(f"{interaction} AA", path="//acknowledgement/@typeCode", value="AA"))
+    s.test("interaction", title, actions + checks(f"{messages[-1][0][:-4]}-${{runTag}}"))
+    return s
+
+
+PAT_Q = "identifier=" + ident(P_LOCAL, "P-${runTag}")
+PERSON_FHIR = ["Bundle.entry.resource.name.text = '钱测试'", "Bundle.entry.resource.gender = 'male'",
+               "Bundle.entry.resource.birthDate = @1980-01-02", "Bundle.entry.resource.managingOrganization.exists()"]
+
+v3_script("v3-person-register", "个人信息注册 PRPA_IN201311UV02: AA, then the Patient, its organisation and the registering person",
+          "WS/T 846.2 person register: the acknowledgement is AA for the message id; the Patient is found by its hospital patient id with name, sex and birth date; the provider organisation and the author are stored.",
+          "person-registry", [("person-register.xml", "PRPA_IN201311UV02", person_body("P-${runTag}"))],
+          lambda m: v3_answer(m) + fhir_search("Patient", PAT_Q, PERSON_FHIR)
+          + fhir_search("Organization", "identifier=" + ident(ORG, "H-${runTag}"), ["Bundle.entry.resource.name = '测试医院'"])
+          + fhir_search("Practitioner", "identifier=" + ident(STAFF, "A-${runTag}"), ["Bundle.entry.resource.name.text = '赵登记'"]))
+v3_script("v3-person-update", "个人信息更新 PRPA_IN201314UV02: the one Patient gets the new name and sex",
+          "WS/T 846.2 person update after a register: AA, and one Patient with the updated name, sex and birth date.",
+          "person-registry", [("person-register.xml", "PRPA_IN201311UV02", person_body("P-${runTag}")),
+                              ("person-update.xml", "PRPA_IN201314UV02", person_body("P-${runTag}", "钱更新", "2", "19800103"))],
+          lambda m: v3_answer(m) + fhir_search("Patient", PAT_Q, ["Bundle.entry.resource.name.text = '钱更新'", "Bundle.entry.resource.gender = 'female'",
+                                                                  "Bundle.entry.resource.birthDate = @1980-01-03"]))
+MERGE = (f'<subject typeCode="SUBJ"><registrationEvent classCode="REG" moodCode="EVN"><statusCode code="active"/>\n'
+         f'<subject1 typeCode="SBJ"><patient classCode="PAT"><id><item root="{P_LOCAL}" extension="P-${{runTag}}"/></id><statusCode code="active"/></patient></subject1>\n'
+         f'<replacementOf typeCode="RPLC"><priorRegistration classCode="REG" moodCode="EVN"><statusCode code="obsolete"/>'
+         f'<subject1 typeCode="SBJ"><priorRegisteredRole classCode="PAT"><id><item root="{P_LOCAL}" extension="Q-${{runTag}}"/></id></priorRegisteredRole></subject1>'
+         f'</priorRegistration></replacementOf></registrationEvent></subject>')
+v3_script("v3-person-merge", "个人信息合并 PRPA_IN201304UV02: the merged Patient is inactive and replaced by the survivor",
+          "WS/T 846.2 merge of two registered persons: AA; the survivor keeps its name and links (replaces) the merged one, which is inactive and links (replaced-by) the survivor.",
+          "person-registry", [("person-register.xml", "PRPA_IN201311UV02", person_body("P-${runTag}")),
+                              ("person-register-2.xml", "PRPA_IN201311UV02", person_body("Q-${runTag}", "钱重复")),
+                              ("person-merge.xml", "PRPA_IN201304UV02", MERGE)],
+          lambda m: v3_answer(m)
+          + fhir_search("Patient", PAT_Q, ["Bundle.entry.resource.name.text = '钱测试'", "Bundle.entry.resource.link.type = 'replaces'",
+                                           "Bundle.entry.resource.link.other.reference.exists()"])
+          + fhir_search("Patient", "identifier=" + ident(P_LOCAL, "Q-${runTag}"), ["Bundle.entry.resource.active = false",
+                                                                                   "Bundle.entry.resource.link.type = 'replaced-by'"]))
+PERSON_QUERY = query_body(f'<parameterList><livingSubjectId><value><item root="{P_LOCAL}" extension="P-${{runTag}}"/></value><semanticsText value="LivingSubject.id"/></livingSubjectId></parameterList>')
+v3_script("v3-person-query", "个人信息查询 PRPA_IN201305UV02: the PRPA_IN201306UV02 response carries the registered person",
+          "WS/T 846.2 query by patient id after a register: the answer is PRPA_IN201306UV02, AA, OK with one subject whose name, sex and birth time are the registered ones.",
+          "person-registry", [("person-register.xml", "PRPA_IN201311UV02", person_body("P-${runTag}")),
+                              ("person-query.xml", "PRPA_IN201305UV02", PERSON_QUERY)],
+          lambda m: v3_answer(m, "PRPA_IN201306UV02") + query_ok(1) + [
+              a("name", path="//subject/registrationEvent/subject1/patient/patientPerson/name/item/part/@value", value="钱测试"),
+              a("sex 1 (GB/T 2261.1)", path="//patientPerson/administrativeGenderCode[@codeSystem='2.16.156.10011.2.3.3.4']/@code", value="1"),
+              a("birth time", path="//patientPerson/birthTime/@value", value="19800102"),
+              a("the hospital patient id", path=f"//patient/id/item[@root='{P_LOCAL}']/@extension", value="P-${runTag}")])
+v3_script("v3-person-query-not-found", "个人信息查询 of an unknown person: NF and no subject",
+          "WS/T 846.2 query for a patient id nobody registered: AA with queryResponseCode NF and no subject.",
+          "person-registry", [("person-query.xml", "PRPA_IN201305UV02", PERSON_QUERY)],
+          lambda m: v3_answer(m, "PRPA_IN201306UV02") + query_ok(0, "NF"))
+
+# SOAP envelopes: the same interactions, the answer in the request's envelope and media type.
+for version, ct, answer_ct in [("1.1", "text/xml", "text/xml"), ("1.2", "application/soap+xml", "application/soap+xml")]:
+    tag = version.replace(".", "")
+    s = new(V3S, f"v3-soap{tag}-register-query", f"SOAP {version}: 个人信息注册 and 查询 in envelopes, answered in the same envelope",
+            f"PRPA_IN201311UV02 then PRPA_IN201305UV02, each in a SOAP {version} envelope ({ct}): the answers come in a SOAP {version} envelope with media type {answer_ct}.",
+            "person-registry")
+    fixture_file(V3S, f"soap{tag}-register.xml", soap(version, v3_message("PRPA_IN201311UV02", "M1-${runTag}", person_body("P-${runTag}"))))
+    fixture_file(V3S, f"soap{tag}-query.xml", soap(version, v3_message("PRPA_IN201305UV02", "M2-${runTag}", PERSON_QUERY)))
+    s.fixture("f-register", f"fixtures/soap{tag}-register.xml")
+    s.fixture("f-query", f"fixtures/soap{tag}-query.xml")
+    env = "soap:Envelope/soap:Body"
+    s.test("register", "register in an envelope", [v3_post("f-register", "ack", ct), a(f"media type {answer_ct}", contentType=answer_ct)]
+           + v3_answer("M1-${runTag}", soap_version=version)
+           + [a(f"SOAP {version} envelope", path="count(/soap:Envelope/soap:Body)", value="1")])
+    s.test("query", "query in an envelope", [v3_post("f-query", "qr", ct), a(f"media type {answer_ct}", contentType=answer_ct)]
+           + v3_answer("M2-${runTag}", "PRPA_IN201306UV02", soap_version=version) + query_ok(1)
+           + [a("name", path=f"/{env}/PRPA_IN201306UV02//patientPerson/name/item/part/@value", value="钱测试")])
+
+# Refusals: AE naming the reason, nothing written.
+REFUSALS = [
+    ("v3-reject-unknown-interaction", "an unknown interaction", "PRPA_IN999999UV99", person_body("P-${runTag}"), "unknown interaction 'PRPA_IN999999UV99'"),
+    ("v3-reject-no-patient-id", "a person without any id", "PRPA_IN201311UV02",
+     person_body("P-${runTag}").replace(f'<id><item root="{P_LOCAL}" extension="P-${{runTag}}"/></id>', ""), "has no identifier"),
+    ("v3-reject-bad-oid", "an identifier root that is not an OID", "PRPA_IN201311UV02",
+     person_body("P-${runTag}").replace(f'root="{P_LOCAL}"', 'root="患者ID"'), "'患者ID' is not an OID"),
+    ("v3-reject-wrong-sex-system", "a sex code from the wrong code system", "PRPA_IN201311UV02",
+     person_body("P-${runTag}").replace(f'codeSystem="{SEX}"', 'codeSystem="2.16.840.1.113883.5.1"'),
+     f"system '2.16.840.1.113883.5.1' is not the expected {SEX}"),
+]
+for sid, what, interaction, body, reason in REFUSALS:
+    v3_script(sid, f"AE for {what}", f"{what}: the acknowledgement is AE, names the message and says why ('{reason}'); no Patient is written.",
+              "person-registry", [(sid[10:] + ".xml", interaction, body)],
+              lambda m, reason=reason: v3_answer(m, code="AE")
+              + [a("the reason", path="//acknowledgement/acknowledgementDetail/text/@value", operator="contains", value=reason),
+                 op("search", resource="Patient", params="?" + PAT_Q, accept="json"), expr("Bundle.entry.count() = 0", "nothing written")])
+s = new(V3S, "v3-reject-dtd", "AE for a message declaring a DTD (XXE)", "A message with a DOCTYPE declaring an external entity is refused AE ('DTD refused at line 2'); nothing is read from the file it names.", "person-registry")
+fixture_file(V3S, "dtd.xml", '<?xml version="1.0"?>\n<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>\n'
+             + v3_message("PRPA_IN201311UV02", "M1-${runTag}", person_body("P-${runTag}", "&e;")).split("?>", 1)[1].lstrip())
+s.fixture("f-dtd", "fixtures/dtd.xml")
+s.test("dtd", "DOCTYPE refused", [v3_post("f-dtd", "r"), ok(), a("AE", path="//acknowledgement/@typeCode", value="AE"),
+                                 a("the reason", path="//acknowledgementDetail/text/@value", operator="contains", value="DTD refused at line 2"),
+                                 a("nothing of /etc/passwd", path="//acknowledgementDetail/text/@value", operator="notContains", value="root:")])
+
+# Organisations (WS/T 846.3).
+ORG_Q = "identifier=" + ident(DEPT, "K-${runTag}")
+v3_script("v3-organisation-register", "医疗卫生机构(科室)注册 PRPM_IN401030UV01: AA, then the department and its parent",
+          "WS/T 846.3 department register: AA; the Organization (name, alias, type, active) is part of the parent organisation, which is stored too.",
+          "organisation-registry", [("org-register.xml", "PRPM_IN401030UV01", org_body())],
+          lambda m: v3_answer(m) + fhir_search("Organization", ORG_Q, [
+              "Bundle.entry.resource.name = '测试医院心内科'", "Bundle.entry.resource.alias = '心内科'", "Bundle.entry.resource.active = true",
+              "Bundle.entry.resource.type.coding.code = 'A03'", "Bundle.entry.resource.partOf.reference.exists()"])
+          + fhir_search("Organization", "identifier=" + ident(ORG, "H-${runTag}"), ["Bundle.entry.resource.name = '测试医院'"]))
+v3_script("v3-organisation-update", "医疗卫生机构(科室)更新 PRPM_IN403010UV01: the one Organization gets the new name",
+          "WS/T 846.3 update after a register: AA; one Organization with the new name and alias.",
+          "organisation-registry", [("org-register.xml", "PRPM_IN401030UV01", org_body()),
+                                    ("org-update.xml", "PRPM_IN403010UV01", org_body("心血管内科", "测试医院心血管内科"))],
+          lambda m: v3_answer(m) + fhir_search("Organization", ORG_Q, ["Bundle.entry.resource.name = '测试医院心血管内科'", "Bundle.entry.resource.alias = '心血管内科'"]))
+v3_script("v3-organisation-query", "医疗卫生机构(科室)查询 PRPM_IN406010UV01: PRPM_IN406110UV01 with the department",
+          "WS/T 846.3 query by organisation id after a register: PRPM_IN406110UV01, AA, OK, one subject naming the Organization.",
+          "organisation-registry", [("org-register.xml", "PRPM_IN401030UV01", org_body()),
+                                    ("org-query.xml", "PRPM_IN406010UV01", query_body(f'<organizationID><value root="{DEPT}" extension="K-${{runTag}}"/></organizationID>', wrapper="queryByParameterPayload"))],
+          lambda m: v3_answer(m, "PRPM_IN406110UV01") + query_ok(1) + [
+              a("the department's id", path=f"//registeredEntity/id/item[@root='{DEPT}']/@extension", value="K-${runTag}"),
+              a("its FHIR id", path="//registeredEntity/id/item[@root='2.16.156.10011.0.2.2']/@extension", operator="contains", value="Organization/"),
+              a("its name", path="//registeredEntity/name/@value", value="测试医院心内科")])
+
+# Practitioners (WS/T 846.4).
+STAFF_Q = "identifier=" + ident(STAFF, "D-${runTag}")
+v3_script("v3-practitioner-register", "医疗卫生人员注册 PRPM_IN301010UV01: AA, then the Practitioner, its role and department",
+          "WS/T 846.4 register: AA; the Practitioner (name, sex, birth date, active), a PractitionerRole with the title code linking the Practitioner and the department Organization.",
+          "practitioner-registry", [("staff-register.xml", "PRPM_IN301010UV01", staff_body())],
+          lambda m: v3_answer(m) + fhir_search("Practitioner", STAFF_Q, [
+              "Bundle.entry.resource.name.text = '孙医生'", "Bundle.entry.resource.gender = 'female'", "Bundle.entry.resource.birthDate = @1975-03-05",
+              "Bundle.entry.resource.active = true"])
+          + fhir_search("PractitionerRole", "practitioner.identifier=" + ident(STAFF, "D-${runTag}"), [
+              "Bundle.entry.resource.code.coding.code = '231'", "Bundle.entry.resource.organization.reference.exists()"])
+          + fhir_search("Organization", ORG_Q, ["Bundle.entry.resource.name = '心内科'"]))
+v3_script("v3-practitioner-update", "医疗卫生人员更新 PRPM_IN303010UV01: the one Practitioner gets the new name",
+          "WS/T 846.4 update after a register: AA; one Practitioner with the new name and birth date.",
+          "practitioner-registry", [("staff-register.xml", "PRPM_IN301010UV01", staff_body()),
+                                    ("staff-update.xml", "PRPM_IN303010UV01", staff_body("孙主任", "19750306"))],
+          lambda m: v3_answer(m) + fhir_search("Practitioner", STAFF_Q, ["Bundle.entry.resource.name.text = '孙主任'", "Bundle.entry.resource.birthDate = @1975-03-06"]))
+v3_script("v3-practitioner-query", "医疗卫生人员查询 PRPM_IN306010UV01: PRPM_IN306011UV01 with the practitioner",
+          "WS/T 846.4 query by provider id after a register: PRPM_IN306011UV01, AA, OK, one subject naming the Practitioner.",
+          "practitioner-registry", [("staff-register.xml", "PRPM_IN301010UV01", staff_body()),
+                                    ("staff-query.xml", "PRPM_IN306010UV01", query_body(f'<providerID><value root="{STAFF}" extension="D-${{runTag}}"/></providerID>', wrapper="queryByParameterPayload"))],
+          lambda m: v3_answer(m, "PRPM_IN306011UV01") + query_ok(1) + [
+              a("the practitioner's id", path=f"//registeredEntity/id/item[@root='{STAFF}']/@extension", value="D-${runTag}"),
+              a("its FHIR id", path="//registeredEntity/id/item[@root='2.16.156.10011.0.2.2']/@extension", operator="contains", value="Practitioner/"),
+              a("its name", path="//registeredEntity/name/@value", value="孙医生")])
+
+# Terminology (WS/T 846.5).
+VS_Q = "identifier=" + ident(VS, "VS-${runTag}")
+BLOOD = [("1", "A型"), ("2", "B型"), ("3", "O型")]
+v3_script("v3-terminology-register", "术语注册 PRVS_IN000001UV01: AA, then a CodeSystem with every item",
+          "WS/T 846.5 value set register: AA; a CodeSystem (title, version, status active, content complete) with one concept per valueSetItems.",
+          "terminology-registry", [("vs-register.xml", "PRVS_IN000001UV01", valueset_body(BLOOD))],
+          lambda m: v3_answer(m) + fhir_search("CodeSystem", VS_Q, [
+              "Bundle.entry.resource.title = '测试血型代码表'", "Bundle.entry.resource.version = '1.0'", "Bundle.entry.resource.status = 'active'",
+              "Bundle.entry.resource.content = 'complete'", "Bundle.entry.resource.concept.count() = 3",
+              "Bundle.entry.resource.concept.where(code = '3').display = 'O型'"]))
+v3_script("v3-terminology-update", "术语更新 PRVS_IN000002UV01: the one CodeSystem gets the added item",
+          "WS/T 846.5 update after a register adding an item: AA; one CodeSystem with four concepts.",
+          "terminology-registry", [("vs-register.xml", "PRVS_IN000001UV01", valueset_body(BLOOD)),
+                                   ("vs-update.xml", "PRVS_IN000002UV01", valueset_body(BLOOD + [("4", "AB型")]))],
+          lambda m: v3_answer(m) + fhir_search("CodeSystem", VS_Q, ["Bundle.entry.resource.concept.count() = 4",
+                                                                    "Bundle.entry.resource.concept.where(code = '4').display = 'AB型'"]))
+v3_script("v3-terminology-query", "术语查询 PRVS_IN000003UV01: PRVS_IN000004UV01 with the value set",
+          "WS/T 846.5 query by value-set id after a register: PRVS_IN000004UV01, AA, OK, one subject naming the CodeSystem.",
+          "terminology-registry", [("vs-register.xml", "PRVS_IN000001UV01", valueset_body(BLOOD)),
+                                   ("vs-query.xml", "PRVS_IN000003UV01", query_body(f'<valueSet><id root="{VS}" extension="VS-${{runTag}}"/></valueSet>'))],
+          lambda m: v3_answer(m, "PRVS_IN000004UV01") + query_ok(1) + [
+              a("its FHIR id", path="//registeredEntity/id/item[@root='2.16.156.10011.0.2.2']/@extension", operator="contains", value="CodeSystem/")])
+
+# Encounters (WS/T 846.7).
+VISIT_Q = "identifier=" + ident(VISIT, "V-${runTag}")
+ENC_BASE = ["Bundle.entry.resource.subject.reference.exists()", "Bundle.entry.resource.period.start.toString().startsWith('2024-03-01')",
+            "Bundle.entry.resource.location.location.reference.exists()", "Bundle.entry.resource.serviceProvider.reference.exists()",
+            "Bundle.entry.resource.participant.individual.reference.exists()"]
+v3_script("v3-encounter-register", "门(急)诊挂号 PRPA_IN400001UV: AA, then the Encounter with its patient, location and practitioner",
+          "WS/T 846.7 outpatient registration: AA; an Encounter (status planned, type, start) referring to the Patient, the Location, the Practitioner and the Organization, each stored.",
+          "encounter", [("enc-register.xml", "PRPA_IN400001UV", encounter_body())],
+          lambda m: v3_answer(m) + fhir_search("Encounter", VISIT_Q, ENC_BASE + ["Bundle.entry.resource.status = 'planned'",
+                                                                                 "Bundle.entry.resource.type.coding.code = '1'"])
+          + fhir_search("Patient", PAT_Q, ["Bundle.entry.resource.name.text = '周就诊'"])
+          + fhir_search("Location", "identifier=" + ident(DEPT, "L-${runTag}"), ["Bundle.entry.resource.name = '外科'"])
+          + fhir_search("Encounter", "patient.identifier=" + ident(P_LOCAL, "P-${runTag}"), []))
+v3_script("v3-encounter-update", "门(急)诊挂号更新 PRPA_IN400002UV: the one Encounter is updated",
+          "WS/T 846.7 registration update after a registration: AA; one Encounter with the new type code.",
+          "encounter", [("enc-register.xml", "PRPA_IN400001UV", encounter_body()), ("enc-update.xml", "PRPA_IN400002UV", encounter_body("2"))],
+          lambda m: v3_answer(m) + fhir_search("Encounter", VISIT_Q, ["Bundle.entry.resource.type.coding.code = '2'"]))
+v3_script("v3-encounter-transfer", "转科 PRPA_IN302011UV: the Encounter is in progress",
+          "WS/T 846.7 transfer after a registration: AA; one Encounter, status in-progress.",
+          "encounter", [("enc-register.xml", "PRPA_IN400001UV", encounter_body()), ("enc-transfer.xml", "PRPA_IN302011UV", encounter_body())],
+          lambda m: v3_answer(m) + fhir_search("Encounter", VISIT_Q, ["Bundle.entry.resource.status = 'in-progress'"]))
+v3_script("v3-encounter-transfer-update", "转科更新 PRPA_IN302012UV: the Encounter stays in progress",
+          "WS/T 846.7 transfer update after a transfer: AA; one Encounter, status in-progress.",
+          "encounter", [("enc-register.xml", "PRPA_IN400001UV", encounter_body()), ("enc-transfer.xml", "PRPA_IN302011UV", encounter_body()),
+                        ("enc-transfer-update.xml", "PRPA_IN302012UV", encounter_body())],
+          lambda m: v3_answer(m) + fhir_search("Encounter", VISIT_Q, ["Bundle.entry.resource.status = 'in-progress'"]))
+v3_script("v3-encounter-discharge", "出院登记 PRPA_IN400003UV: the Encounter is finished with its end",
+          "WS/T 846.7 discharge after a registration: AA; one Encounter, status finished, with the period end.",
+          "encounter", [("enc-register.xml", "PRPA_IN400001UV", encounter_body()),
+                        ("enc-discharge.xml", "PRPA_IN400003UV", encounter_body(high="20240305100000"))],
+          lambda m: v3_answer(m) + fhir_search("Encounter", VISIT_Q, ["Bundle.entry.resource.status = 'finished'",
+                                                                      "Bundle.entry.resource.period.end.toString().startsWith('2024-03-05')"]))
+v3_script("v3-encounter-query", "就诊信息查询 PRPA_IN900300UV: PRPA_IN900350UV with the encounter",
+          "WS/T 846.7 query by visit id after a registration: PRPA_IN900350UV, AA, OK, one subject naming the Encounter.",
+          "encounter", [("enc-register.xml", "PRPA_IN400001UV", encounter_body()),
+                        ("enc-query.xml", "PRPA_IN900300UV", query_body(f'<careEventID><value><item root="{VISIT}" extension="V-${{runTag}}"/></value></careEventID>'))],
+          lambda m: v3_answer(m, "PRPA_IN900350UV") + query_ok(1) + [
+              a("its FHIR id", path="//registeredEntity/id/item[@root='2.16.156.10011.0.2.2']/@extension", operator="contains", value="Encounter/")])
+
+# Orders (WS/T 846.8).
+ORDER_Q = "identifier=" + ident(ORDER, "O-${runTag}")
+v3_script("v3-order-new", "医嘱新增 POOR_IN200901UV: AA, then the MedicationRequest with its patient, encounter and requester",
+          "WS/T 846.8 new medication order: AA; a MedicationRequest (status active, intent order, medication code, route, dose) referring to the Patient, the Encounter and the Practitioner.",
+          "orders", [("order-new.xml", "POOR_IN200901UV", order_body())],
+          lambda m: v3_answer(m) + fhir_search("MedicationRequest", ORDER_Q, [
+              "Bundle.entry.resource.status = 'active'", "Bundle.entry.resource.intent = 'order'",
+              "Bundle.entry.resource.medication.coding.code = '201056'",
+              "Bundle.entry.resource.dosageInstruction.doseAndRate.dose.value = 20",
+              "Bundle.entry.resource.dosageInstruction.route.coding.code = '1'",
+              "Bundle.entry.resource.subject.reference.exists() and Bundle.entry.resource.encounter.reference.exists() and Bundle.entry.resource.requester.reference.exists()"])
+          + fhir_search("MedicationRequest", "patient.identifier=" + ident(P_LOCAL, "P-${runTag}"), []))
+v3_script("v3-order-update", "医嘱更新 POOR_IN200902UV: the one MedicationRequest is stopped",
+          "WS/T 846.8 order update (statusCode aborted) after a new order: AA; one MedicationRequest, status stopped, new dose.",
+          "orders", [("order-new.xml", "POOR_IN200901UV", order_body()), ("order-update.xml", "POOR_IN200902UV", order_body("aborted", "10"))],
+          lambda m: v3_answer(m) + fhir_search("MedicationRequest", ORDER_Q, ["Bundle.entry.resource.status = 'stopped'",
+                                                                              "Bundle.entry.resource.dosageInstruction.doseAndRate.dose.value = 10"]))
+v3_script("v3-order-query", "医嘱查询 QUMT_IN020030UV01: QUMT_IN020040UV01 with the order",
+          "WS/T 846.8 query by order id after a new order: QUMT_IN020040UV01, AA, OK, one subject naming the MedicationRequest.",
+          "orders", [("order-new.xml", "POOR_IN200901UV", order_body()),
+                     ("order-query.xml", "QUMT_IN020030UV01", query_body(f'<queryByParameterPayload><actId><value><item root="{ORDER}" extension="O-${{runTag}}"/></value></actId></queryByParameterPayload>'))],
+          lambda m: v3_answer(m, "QUMT_IN020040UV01") + query_ok(1) + [
+              a("its FHIR id", path="//registeredEntity/id/item[@root='2.16.156.10011.0.2.2']/@extension", operator="contains", value="MedicationRequest/")])
+
+# Documents (WS/T 846.6): a WS/T 500 document of this file, base64 in the register message.
+ID_CARD = "2.16.156.10011.1.3"
+HEALTH_RECORD = "2.16.156.10011.1.2"   # 健康档案号: a person-level id of the Patient
+DOC_ROOT = "2.16.156.10011.1.1"
+
+
+def cda_document(doc_id, person, title="门急诊病历", doc_code="C0002", template="2.16.156.10011.2.1.1.22", entries=None, visit=None):
+    """A small WS/T 500 document: header, one section with coded entries."""
+    entries = entries if entries is not None else [
+        ("DE05.01.024.00", '<value xsi:type="CD" code="J06.9" codeSystem="2.16.156.10011.2.3.3.11" displayName="急性上呼吸道感染"/>'),
+        ("DE04.10.188.00", '<value xsi:type="PQ" value="61.5" unit="kg"/>'),
+    ]
+    body = "".join(f'<entry><observation classCode="OBS" moodCode="EVN"><code code="{c}" codeSystem="2.16.156.10011.2.2.1"/>{v}</observation></entry>\n'
+                   for c, v in entries)
+    visit_id = f'<id root="{VISIT}" extension="{visit}"/>' if visit else ""
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n'
+            f'<ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
+            f'<realmCode code="CN"/><typeId root="2.16.840.1.113883.1.3" extension="POCD_MT000040"/>\n'
+            f'<templateId root="{template}"/><id root="{DOC_ROOT}" extension="{doc_id}"/>\n'
+            f'<code code="{doc_code}" codeSystem="2.16.156.10011.2.4"/><title>{title}</title><effectiveTime value="20240301101500"/>\n'
+            f'<confidentialityCode code="N" codeSystem="2.16.840.1.113883.5.25"/>\n'
+            f'<recordTarget><patientRole>{visit_id}<id root="{HEALTH_RECORD}" extension="{person}"/>\n'
+            f'<patient><name>王测试</name><administrativeGenderCode code="2" codeSystem="{SEX}"/><birthTime value="19491231"/></patient>\n'
+            f'</patientRole></recordTarget>\n'
+            f'<author><time value="20240301"/><assignedAuthor><id root="{STAFF}" extension="AU-{person}"/><assignedPerson><name>赵医生</name></assignedPerson></assignedAuthor></author>\n'
+            f'<custodian><assignedCustodian><representedCustodianOrganization><id root="{ORG}" extension="CU-{person}"/><name>测试医院</name></representedCustodianOrganization></assignedCustodian></custodian>\n'
+            f'<component><structuredBody><component><section><code code="29548-5" codeSystem="2.16.840.1.113883.6.1"/><text>诊断</text>\n'
+            f'{body}</section></component></structuredBody></component>\n</ClinicalDocument>\n')
+
+
+def b64(text):
+    import base64
+    return base64.b64encode(text.encode("utf-8")).decode("ascii")
+
+
+def doc_register(sid, with_cda=True):
+    doc, person = f"DOC-{sid}", f"HR-{sid}"
+    storage = f'<storageCode><originalText value="{b64(cda_document(doc, person))}"/></storageCode>' if with_cda else ""
+    return (f'<subject typeCode="SUBJ"><clinicalDocument classCode="DOCCLIN" moodCode="EVN">\n'
+            f'<id><item root="{DOC_ROOT}" extension="{doc}"/></id><code code="C0002" codeSystem="2.16.156.10011.2.4"/>'
+            f'<effectiveTime value="20240301101500"/>{storage}\n'
+            f'<recordTarget><patient><id><item root="{P_LOCAL}" extension="P-{sid}"/></id><patientPerson>{en("王测试")}</patientPerson></patient></recordTarget>\n'
+            f'</clinicalDocument></subject>')
+
+
+sid = "v3-document-register"
+v3_script(sid, "电子病历文档注册 RCMR_IN000002UV02: AA, then the document's Composition, DocumentReference and entries",
+          "WS/T 846.6 register with a base64 WS/T 500 document: AA naming the DocumentReference; the document's diagnosis is a Condition, its weight an Observation, the DocumentReference is found by the document id.",
+          "document-registry", [(f"{sid[3:]}-register.xml", "RCMR_IN000002UV02", doc_register(sid))],
+          lambda m, sid=sid: v3_answer(m) + [
+              a("the DocumentReference is named", path="//acknowledgementDetail/text/@value", operator="contains", value="DocumentReference/")]
+          + fhir_search("DocumentReference", "identifier=" + ident(DOC_ROOT, f"DOC-{sid}"), [
+              "Bundle.entry.resource.type.coding.code = 'C0002'", "Bundle.entry.resource.content.attachment.contentType contains 'application/hl7-cda+xml'"])
+          + fhir_search("Condition", "code=J06.9&subject.identifier=" + ident(HEALTH_RECORD, f"HR-{sid}"), [
+              "Bundle.entry.resource.code.coding.display = '急性上呼吸道感染'"])
+          + fhir_search("Observation", "code=DE04.10.188.00&subject.identifier=" + ident(HEALTH_RECORD, f"HR-{sid}"), [
+              "Bundle.entry.resource.value.value = 61.5", "Bundle.entry.resource.value.unit = 'kg'"])
+          + fhir_search("Composition", "subject.identifier=" + ident(HEALTH_RECORD, f"HR-{sid}"), ["Bundle.entry.resource.title = '门急诊病历'"]))
+sid = "v3-document-register-metadata"
+v3_script(sid, "电子病历文档注册 without the document: AA, the metadata registered",
+          "WS/T 846.6 register whose message carries no base64 CDA: AA saying only the metadata was registered; the DocumentReference is found by the document id, current, of type C0002.",
+          "document-registry", [("doc-register-metadata.xml", "RCMR_IN000002UV02", doc_register(sid, with_cda=False))],
+          lambda m, sid=sid: v3_answer(m) + [
+              a("says what was registered", path="//acknowledgementDetail/text/@value", operator="contains", value="its metadata was registered")]
+          + fhir_search("DocumentReference", "identifier=" + ident(DOC_ROOT, f"DOC-{sid}"), [
+              "Bundle.entry.resource.status = 'current'", "Bundle.entry.resource.type.coding.code = 'C0002'"]))
+sid = "v3-document-search"
+v3_script(sid, "电子病历文档检索 RCMR_IN000029UV01: RCMR_IN000030UV01 lists the patient's document",
+          "WS/T 846.6 search by the patient's id after a register: RCMR_IN000030UV01, AA, OK, one document with its id and type.",
+          "document-registry", [(f"{sid[3:]}-register.xml", "RCMR_IN000002UV02", doc_register(sid)),
+                                ("doc-search.xml", "RCMR_IN000029UV01", query_body(f'<patient.id><value><item root="{HEALTH_RECORD}" extension="HR-{sid}"/></value></patient.id>'))],
+          lambda m, sid=sid: v3_answer(m, "RCMR_IN000030UV01") + query_ok(1) + [
+              a("the document id", path=f"//subject/clinicalDocument/id/item[@root='{DOC_ROOT}']/@extension", value=f"DOC-{sid}"),
+              a("the document type", path="//subject/clinicalDocument/code/@code", value="C0002")])
+sid = "v3-document-retrieve"
+s = v3_script(sid, "电子病历文档调阅 RCMR_IN000031UV01: RCMR_IN000032UV01 returns the registered document unchanged",
+              "WS/T 846.6 retrieve by document id after a register: RCMR_IN000032UV01, AA, OK, and the base64 document is the one registered, byte for byte.",
+              "document-registry", [(f"{sid[3:]}-register.xml", "RCMR_IN000002UV02", doc_register(sid)),
+                                    ("doc-retrieve.xml", "RCMR_IN000031UV01", query_body(f'<clinicalDocument.id><value root="{DOC_ROOT}" extension="DOC-{sid}"/></clinicalDocument.id>'))],
+              lambda m, sid=sid: v3_answer(m, "RCMR_IN000032UV01") + query_ok(1) + [
+                  a("the document as registered", path="//subject/clinicalDocument/storageCode/originalText/@value",
+                    compareToSourceId="f-document-retrieve-register", compareToSourcePath="//clinicalDocument/storageCode/originalText/@value")])
+
+# The cn-hie samples (read in place): each is answered AA, or its query response, naming it.
+CORPUS_V3 = [("H02", ["H0201", "H0202", "H0203", "H0204"]), ("H03", ["H0301", "H0302", "H0303"]),
+             ("H04", ["H0401", "H0402", "H0403"]), ("H05", ["H0501", "H0502", "H0503"]),
+             ("H06", ["H0601", "H0602", "H0603"]),
+             ("H07", [f"H07{n:02d}" for n in range(1, 16)]), ("H08", ["H0801", "H0802", "H0803"])]
+V3_QUERIES = {"H0204", "H0303", "H0403", "H0503", "H0602", "H0603", "H0703", "H0706", "H0709", "H0712", "H0715", "H0803"}
+V3_FAMILY = {"H02": "person-registry", "H03": "organisation-registry", "H04": "practitioner-registry",
+             "H05": "terminology-registry", "H06": "document-registry", "H07": "encounter", "H08": "orders"}
+for group, names in CORPUS_V3:
+    for n in names:
+        s = new(V3S, "sample-" + n.lower(), f"cn-hie sample {n}Rt.xml through /hl7v3",
+                f"The cn-hie sample v3/{group}/{n}Rt.xml, read in place from $HUITONG_CORPORA: HTTP 200, AA, and the answer names the sample's message id (a query gets its query response, OK or NF).",
+                V3_FAMILY[group])
+        s.fixture("f-sample", f"corpora:cn-hie/v3/{group}/{n}Rt.xml")
+        s.test("sample", "the sample is accepted", [
+            v3_post("f-sample", "answer"), a("200", response="okay"),
+            a("AA", path="/*/acknowledgement/@typeCode", value="AA"),
+            a("the answer names the sample's message id", path="/*/acknowledgement/targetMessage/id/@extension",
+              compareToSourceId="f-sample", compareToSourcePath="/*/id/@extension"),
+        ] + ([a("the query is answered OK or NF", path="/*/controlActProcess/queryAck/queryResponseCode/@code", operator="in", value="OK,NF")]
+             if n in V3_QUERIES else
+             [a("an acknowledgement", path="count(/MCCI_IN000002UV01)", value="1")]))
+
+
+# ----------------------------------------------------------------------------------------------
+# cn-documents (WS/T 500 CDA documents through POST /cda: the document Bundle answered, the
+# resources stored, and the original returned by DocumentReference/{id}/$cda). Documents of this
+# file (fixtures/*.xml) and the cn-hie samples C001-C040 read in place from $HUITONG_CORPORA.
+# ----------------------------------------------------------------------------------------------
+DOCS = "cn-documents"
+
+
+def cda_post(fid, rid):
+    return op("cda", url="${serverRoot}/cda", method="post", sourceId=fid, contentType="application/xml", responseId=rid, accept="json")
+
+
+def cda_retrieve(s, rid):
+    """GET the stored original back through the DocumentReference the answer's Location names."""
+    s.var(rid + "Location", headerField="Location", sourceId=rid)
+    return op("cda-read", url="${serverRoot}${" + rid + "Location}/$cda", method="get", responseId=rid + "Original")
+
+
+def in_bundle(rtype, where="true"):
+    return f"Bundle.entry.resource.ofType({rtype}).where({where})"
+
+
+PRESCRIPTION = ('<entry><substanceAdministration classCode="SBADM" moodCode="EVN">'
+                '<routeCode code="1" codeSystem="2.16.156.10011.2.3.1.158" displayName="口服"/><doseQuantity value="0.5" unit="g"/>'
+                '<consumable><manufacturedProduct><manufacturedLabeledDrug><name>阿莫西林胶囊</name></manufacturedLabeledDrug></manufacturedProduct></consumable>'
+                '</substanceAdministration></entry>\n')
+OWN_DOCS = [
+    ("doc-outpatient-record", "门急诊病历 C0002", "C0002", "门急诊病历", "2.16.156.10011.2.1.1.22", None, [
+        expr(in_bundle("Condition", "code.coding.code = 'J06.9'") + ".count() = 1", "the diagnosis is a Condition"),
+        expr(in_bundle("Condition") + ".subject.reference.exists()", "about the patient"),
+        expr(in_bundle("Observation", "code.coding.code = 'DE04.10.188.00'") + ".value.value = 61.5", "the weight is an Observation"),
+    ], [("Condition", "code=J06.9&subject.identifier=" + ident(HEALTH_RECORD, "HR-doc-outpatient-record"), ["Bundle.entry.resource.code.coding.display = '急性上呼吸道感染'"])]),
+    ("doc-prescription", "西药处方 C0004", "C0004", "西药处方", "2.16.156.10011.2.1.1.24", PRESCRIPTION, [
+        expr(in_bundle("MedicationRequest") + ".count() = 1", "the prescription item is a MedicationRequest"),
+        expr(in_bundle("MedicationRequest") + ".intent = 'order'"),
+        expr(in_bundle("MedicationRequest") + ".dosageInstruction.doseAndRate.dose.value = 0.5"),
+        expr(in_bundle("MedicationRequest") + ".medication.text = '阿莫西林胶囊'"),
+    ], [("MedicationRequest", "subject.identifier=" + ident(HEALTH_RECORD, "HR-doc-prescription"), ["Bundle.entry.resource.dosageInstruction.route.coding.code = '1'"])]),
+]
+for sid, what, code, title, template, body, bundle_checks, searches in OWN_DOCS:
+    s = new(DOCS, sid, f"WS/T 500 {what}: document Bundle, stored resources, original returned",
+            f"POST /cda with a {what} document written for this suite: 201 with the document Bundle (Composition first, of type {code}, about the Patient), "
+            "the entries as resources, found by search afterwards, and DocumentReference/{id}/$cda returns the document as posted.", "document-registry")
+    person = "HR-" + sid
+    doc = cda_document("DOC-" + sid, person, title, code, template, visit="V-" + sid)
+    if body is not None:
+        doc = doc.replace(doc[doc.index("<entry>"):doc.index("</section>")], body)
+    fixture_file(DOCS, sid + ".xml", doc)
+    s.fixture("f-doc", f"fixtures/{sid}.xml")
+    s.test("register", "POST /cda", [
+        cda_post("f-doc", "stored"), a("201", response="created"), a("JSON", contentType="json"), a("a Bundle", resource="Bundle"),
+        expr("Bundle.type = 'document'"), expr("Bundle.entry.first().resource is Composition", "the Composition comes first"),
+        expr(in_bundle("Composition") + f".type.coding.code = '{code}'", f"of type {code}"),
+        expr(in_bundle("Composition") + f".title = '{title}'"),
+        a("the Composition is the document's", expression=in_bundle("Composition") + ".identifier.value",
+          compareToSourceId="f-doc", compareToSourcePath="/ClinicalDocument/id/@extension"),
+        expr(in_bundle("Patient") + ".name.text = '王测试'"), expr(in_bundle("Patient") + ".gender = 'female'"),
+        expr(in_bundle("Patient") + ".birthDate = @1949-12-31"),
+        expr(in_bundle("Encounter") + ".identifier.value = 'V-" + sid + "'", "the visit number is the Encounter's"),
+        a("Location names the DocumentReference", headerField="Location", operator="contains", value="/DocumentReference/"),
+    ] + bundle_checks)
+    actions = []
+    for rtype, params, checks in searches + [("DocumentReference", "identifier=" + ident(DOC_ROOT, "DOC-" + sid), ["Bundle.entry.resource.status = 'current'"]),
+                                             ("Composition", "subject.identifier=" + ident(HEALTH_RECORD, person), [f"Bundle.entry.resource.type.coding.code = '{code}'"])]:
+        actions += fhir_search(rtype, params, checks)
+    s.test("stored", "the resources are searchable", actions)
+    s.test("retrieve", "DocumentReference/{id}/$cda", [
+        cda_retrieve(s, "stored"), ok(), a("CDA media type", contentType="application/hl7-cda+xml"),
+        a("the same document id", path="/ClinicalDocument/id/@extension", compareToSourceId="f-doc", compareToSourcePath="/ClinicalDocument/id/@extension"),
+        a("as many entries", path="count(//entry)", compareToSourceId="f-doc", compareToSourcePath="count(//entry)"),
+        a("the same patient", path=f"/ClinicalDocument/recordTarget/patientRole/id[@root='{HEALTH_RECORD}']/@extension", value=person)])
+
+# Refusals: an OperationOutcome with the status, the issue code and the reason (with its line).
+GOOD = cda_document("DOC-${runTag}", "HR-${runTag}")
+CDA_BAD = [
+    ("doc-reject-dtd", "a DOCTYPE (XXE)", '<!DOCTYPE x [<!ENTITY e SYSTEM "file:///etc/passwd">]>\n' + GOOD.split("?>", 1)[1].lstrip(), 400, "security", "DTD refused at line 1"),
+    ("doc-reject-truncated", "a truncated document", GOOD[:700], 400, "structure", "not well-formed XML at line"),
+    ("doc-reject-no-patient-id", "a document whose patient has no id", GOOD.replace('<id root="2.16.156.10011.1.2" extension="HR-${runTag}"/>', ""), 422, "required", "has no identifier"),
+    ("doc-reject-bad-oid", "an identifier root that is not an OID", GOOD.replace('root="2.16.156.10011.1.2"', 'root="健康档案"'), 422, "required", "'健康档案' is not an OID"),
+    ("doc-reject-wrong-code-system", "a document type from the wrong code system", GOOD.replace('codeSystem="2.16.156.10011.2.4"', 'codeSystem="2.16.156.10011.2.5.1.23"'), 422, "required", "is not the expected 2.16.156.10011.2.4"),
+    ("doc-reject-not-cda", "an XML document that is not CDA", '<?xml version="1.0"?>\n<Patient xmlns="http://hl7.org/fhir"><id value="x"/></Patient>\n', 422, "not-supported", "the root element is 'Patient', not ClinicalDocument"),
+    ("doc-reject-no-table", "a CDA document no mapping table takes", GOOD.replace('<templateId root="2.16.156.10011.2.1.1.22"/>', '<templateId root="1.2.3.4.5"/>'), 422, "not-supported", "no mapping table in mappings/cda/ takes this document (templateId roots: 1.2.3.4.5)"),
+]
+for sid, what, body, status, code, reason in CDA_BAD:
+    s = new(DOCS, sid, f"POST /cda refuses {what}", f"{what}: {status} with an OperationOutcome (issue code {code}) saying '{reason}'; nothing is stored.", "document-registry")
+    fixture_file(DOCS, sid + ".xml", body)
+    s.fixture("f-doc", f"fixtures/{sid}.xml")
+    s.test("refused", what, [cda_post("f-doc", "r"), a(str(status), responseCode=str(status)), a("an OperationOutcome", resource="OperationOutcome"),
+                             expr(f"issue.where(severity = 'error' or severity = 'fatal').code = '{code}'", f"issue code {code}"),
+                             a("the reason", expression="issue.diagnostics", operator="contains", value=reason),
+                             op("search", resource="DocumentReference", params="?identifier=" + ident(DOC_ROOT, "DOC-${runTag}"), accept="json"),
+                             expr("Bundle.entry.count() = 0", "nothing stored")])
+
+# The cn-hie samples: each is stored as a document Bundle whose Composition is the sample's, and
+# its original comes back from $cda.
+CORPUS_CDA = ["C001病历概要", "C002门急诊病历", "C003急诊留观病历", "C004西药处方", "C005中药处方", "C006检查报告", "C007检验报告",
+              "C008治疗记录", "C009一般手术记录", "C010麻醉术前访视记录", "C011麻醉记录", "C012麻醉术后访视记录", "C013输血记录", "C014待产记录",
+              "C015阴道分娩记录", "C016宫剖产记录", "C017一般护理记录", "C018病重病危护理记录", "C019手术护理记录", "C020生命体征测量记录",
+              "C021出入量记录", "C022高值耗材使用记录", "C023入院评估", "C024护理计划", "C025出院评估与指导", "C026手术知情同意书",
+              "C027麻醉知情同意书", "C028输血治疗同意书", "C029特殊检查及特殊治疗同意书", "C030病危重通知书", "C031其他知情同意书",
+              "C032住院病案首页", "C033中医住院病案首页", "C034入院记录", "C035 24h内入出院记录", "C036 24h内入院死亡记录", "C037首次病程记录",
+              "C038日常病程记录", "C039上级医师查房记录", "C040疑难病例讨论记录"]
+for name in CORPUS_CDA:
+    code = name[:4]
+    s = new(DOCS, "sample-" + code.lower(), f"cn-hie sample {name}.xml through /cda and back",
+            f"The cn-hie sample cda/{name}.xml, read in place from $HUITONG_CORPORA: 201 with a document Bundle whose Composition has the sample's id, "
+            "type and patient; DocumentReference/{id}/$cda returns the sample.", "document-registry")
+    s.fixture("f-doc", f"corpora:cn-hie/cda/{name}.xml")
+    s.test("register", "POST /cda", [
+        cda_post("f-doc", "stored"), a("201", response="created"), expr("Bundle.type = 'document'"),
+        expr("Bundle.entry.first().resource is Composition", "the Composition comes first"),
+        a("the Composition has the document's id", expression=in_bundle("Composition") + ".identifier.value",
+          compareToSourceId="f-doc", compareToSourcePath="/ClinicalDocument/id/@extension"),
+        a("the Composition has the document's type", expression=in_bundle("Composition") + ".type.coding.code",
+          compareToSourceId="f-doc", compareToSourcePath="/ClinicalDocument/code/@code"),
+        expr(in_bundle("Composition") + ".subject.reference.exists()", "about a patient"),
+        expr(in_bundle("Patient") + ".count() = 1", "one Patient")])
+    s.test("retrieve", "DocumentReference/{id}/$cda", [
+        cda_retrieve(s, "stored"), ok(),
+        a("the same document id", path="/ClinicalDocument/id/@extension", compareToSourceId="f-doc", compareToSourcePath="/ClinicalDocument/id/@extension"),
+        a("as many sections", path="count(//section)", compareToSourceId="f-doc", compareToSourcePath="count(//section)")])
+
+
+# ----------------------------------------------------------------------------------------------
+# feeds (POST /feeds/{name} for every feed shipped under mappings/feeds/: its example records,
+# read in place; valid ones accepted and what they wrote readable, invalid ones refused 422 with
+# exactly the issues examples/expected.json lists, location and diagnostics)
+# ----------------------------------------------------------------------------------------------
+FEEDS = "feeds"
+FEED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "mappings", "feeds")
+
+
+def feed_post(name, fid, rid, content_type="application/json", params=""):
+    return op("feed", url="${serverRoot}/feeds/" + name + params, method="post", sourceId=fid, contentType=content_type,
+              responseId=rid, accept="json")
+
+
+def feed_examples(name):
+    d = os.path.join(FEED_DIR, name, "examples")
+    with open(os.path.join(d, "expected.json"), encoding="utf-8") as f:
+        expected = json.load(f)
+    files = sorted(x for x in os.listdir(d) if x.endswith(".json") and x != "expected.json")
+    return files, expected
+
+
+def feed_record_tests(s, name, files, expected, prefix=""):
+    for n, f in enumerate(files):
+        fid = s.fixture(f"f-{prefix}{f[:-5]}", f"../../mappings/feeds/{name}/examples/{f}")
+        rid = f"r{prefix.replace('-', '')}{n + 1}"
+        if f in expected:
+            issues = expected[f]
+            checks = [a("422", responseCode="422"), a("an OperationOutcome", resource="OperationOutcome"),
+                      expr(f"issue.count() = {len(issues)}", f"{len(issues)} issues")]
+            for i, issue in enumerate(issues):
+                checks += [a(f"issue {i + 1} is an error", expression=f"issue[{i}].severity", value="error"),
+                           a(f"issue {i + 1} location", expression=f"issue[{i}].location.first()", value=issue["location"]),
+                           a(f"issue {i + 1} diagnostics", expression=f"issue[{i}].diagnostics", value=issue["diagnostics"])]
+            s.test(f"{prefix}{f[:-5]}", f"{name}/{f} is refused with the issues of expected.json", [feed_post(name, fid, rid)] + checks)
+        else:
+            s.var(rid + "Written", expression="(created | updated).first()", sourceId=rid)
+            s.test(f"{prefix}{f[:-5]}", f"{name}/{f} is accepted and what it wrote is readable", [
+                feed_post(name, fid, rid), a("200", responseCode="200"), expr("status = 'accepted'"), expr("row = 1"),
+                expr("(created | updated).count() > 0", "resources written"),
+                expr("(created | updated).all($this.matches('^[A-Za-z]+/[A-Za-z0-9.-]+/_history/[0-9]+$'))", "written as Type/id/_history/n"),
+                op("vread", url="${baseUrl}/${" + rid + "Written}", method="get", accept="json"), ok(),
+                expr("'${" + rid + "Written}'.endsWith('/' + id + '/_history/' + meta.versionId)", "the version the feed wrote")])
+
+
+FEED_DEPENDS = {"nhsa-2208": "nhsa-2207"}  # a cancellation names a settlement of this feed
+for name in sorted(os.listdir(FEED_DIR)):
+    if not os.path.isdir(os.path.join(FEED_DIR, name)):
+        continue
+    files, expected = feed_examples(name)
+    s = new(FEEDS, "feed-" + name, f"Feed {name}: every example record accepted or refused as expected.json says",
+            f"POST /feeds/{name} with each record of mappings/feeds/{name}/examples (read in place), in file order: "
+            f"{len(files) - len(expected)} valid records are accepted and the first resource each wrote is read back; "
+            f"{len(expected)} invalid ones are refused 422 with exactly the issues (JSON Pointer location, diagnostics) of expected.json.")
+    if name in FEED_DEPENDS:
+        dep = FEED_DEPENDS[name]
+        dfiles, dexpected = feed_examples(dep)
+        acts = []
+        for n, f in enumerate(x for x in dfiles if x not in dexpected):
+            fid = s.fixture(f"f-{dep}-{f[:-5]}", f"../../mappings/feeds/{dep}/examples/{f}")
+            acts += [feed_post(dep, fid, f"dep{n + 1}"), a(f"{dep}/{f} accepted", responseCode="200")]
+        s.setup.extend(acts)
+    feed_record_tests(s, name, files, expected)
+
+# Requests the feed endpoint refuses whole, and a JSON array committed record by record.
+name = "nhsa-1101"
+files, expected = feed_examples(name)
+good = next(f for f in files if f not in expected)
+bad = next(f for f in files if f in expected)
+s = new(FEEDS, "feed-refusals", "Feeds: unknown feed 404, wrong media type 415, not JSON 400",
+        "POST /feeds/{name} refusals before any record is read, each an OperationOutcome saying why.")
+s.fixture("f-good", f"../../mappings/feeds/{name}/examples/{good}")
+fixture_file(FEEDS, "not-json.txt", "certno=110101198001020011\n")
+s.fixture("f-not-json", "fixtures/not-json.txt")
+s.test("unknown-feed", "an unknown feed", [feed_post("no-such-feed", "f-good", "r1"), a("404", responseCode="404"), a("OperationOutcome", resource="OperationOutcome"),
+                                           a("names the feeds loaded", expression="issue.diagnostics", operator="contains", value="no feed 'no-such-feed' (loaded: idr-report, immunization, nhsa-1101")])
+s.test("media-type", "a media type that is neither JSON nor CSV", [feed_post(name, "f-good", "r2", "application/xml"), a("415", responseCode="415"),
+                                                                    a("says why", expression="issue.diagnostics", value="content type 'application/xml' is not application/json or text/csv")])
+s.test("charset", "a CSV charset that is neither UTF-8 nor GB18030", [feed_post(name, "f-good", "r3", "text/csv; charset=latin1"), a("415", responseCode="415"),
+                                                                      a("says why", expression="issue.diagnostics", value="charset 'latin1' is not UTF-8 or GB18030")])
+s.test("not-json", "a body that is not JSON", [feed_post(name, "f-not-json", "r4"), a("400", responseCode="400"),
+                                               a("says why", expression="issue.diagnostics", operator="contains", value="not JSON")])
+
+with open(os.path.join(FEED_DIR, name, "examples", good), encoding="utf-8") as f:
+    good_record = json.load(f)
+with open(os.path.join(FEED_DIR, name, "examples", bad), encoding="utf-8") as f:
+    bad_record = json.load(f)
+fixture_file(FEEDS, "nhsa-1101-good-then-bad.json", [good_record, bad_record])
+s = new(FEEDS, "feed-array-partial", "Feeds: a JSON array commits record by record; the bad one is located by row",
+        f"POST /feeds/{name} with [{good}, {bad}]: 200 with a summary (accepted 1, rejected 1); record 2's OperationOutcome names row 2 and the JSON Pointer; "
+        "with ?atomic=true the same array writes nothing and says so.")
+s.fixture("f-array", "fixtures/nhsa-1101-good-then-bad.json")
+issue = expected[bad][0]
+s.test("partial", "partial commit", [feed_post(name, "f-array", "p"), a("200", responseCode="200"), expr(f"feed = '{name}'"), expr("mode = 'partial'"),
+                                     expr("accepted = 1"), expr("rejected = 1"), expr("records[0].status = 'accepted'"), expr("records[1].status = 'rejected'"),
+                                     a("row 2 located", expression="records[1].outcome.issue[0].location.first()", value=issue["location"]),
+                                     a("row 2 named", expression="records[1].outcome.issue[0].diagnostics", value=issue["diagnostics"].replace("row 1:", "row 2:", 1))])
+s.test("atomic", "all or nothing", [feed_post(name, "f-array", "t", params="?atomic=true"), a("200", responseCode="200"), expr("mode = 'all-or-nothing'"),
+                                    expr("accepted = 0", "nothing accepted"), expr("records[1].status = 'rejected'")])
+
+
+# ----------------------------------------------------------------------------------------------
+# security (the security layer on an embedded server of its own, configured by
+# conformance/security/server.toml: API-key senders with SMART scopes and owner domains; no
+# credentials, unknown or malformed credentials, scopes, domains, ingest endpoints)
+# ----------------------------------------------------------------------------------------------
+SEC = "security"
+# Each sender's API key as the scripts send it; the configuration holds only its SM3 digest.
+SENDERS = [
+    ("his-a", "conformance-key-his-a", "system/Patient.cruds system/Observation.cruds", "hosp-a"),
+    ("his-b", "conformance-key-his-b", "system/*.cruds", "hosp-b"),
+    ("reader", "conformance-key-reader", "system/Patient.rs", None),
+    ("operator", "conformance-key-operator", "system/*.cruds", None),
+]
+
+
+def sm3_hex(text):
+    import subprocess
+    out = subprocess.run(["openssl", "dgst", "-sm3"], input=text.encode(), capture_output=True, check=True).stdout.decode()
+    return out.strip().rsplit(" ", 1)[-1]
+
+
+SEC_CONFIG = ["# The embedded server the security suite runs on (suite.toml: server-config). Generated by",
+              "# scripts/gen-conformance.py: the API keys are in the scripts, only their SM3 digests here.", ""]
+for sender_id, key, scopes, domain in SENDERS:
+    SEC_CONFIG += ["[[auth.senders]]", f'id = "{sender_id}"', f'api-key-sm3 = "{sm3_hex(key)}"', f'scopes = "{scopes}"']
+    if domain:
+        SEC_CONFIG.append(f'domain = "{domain}"')
+    SEC_CONFIG.append("")
+SEC_FILES = {"server.toml": "\n".join(SEC_CONFIG),
+             "suite.toml": 'description = "The security layer: authentication, SMART scopes, owner domains, ingest endpoints"\nserver-config = "server.toml"\n'}
+KEY = {sid: key for sid, key, _, _ in SENDERS}
+
+
+def as_sender(sender, **kw):
+    h = kw.pop("headers", {})
+    if sender:
+        h["X-API-Key"] = KEY[sender]
+    return dict(kw, headers=h)
+
+
+def sec_op(code, sender, **kw):
+    return op(code, **as_sender(sender, **kw))
+
+
+SEC_PATIENT = {"resourceType": "Patient", "meta": TAG, "identifier": [{"system": MRN, "value": "${runTag}"}],
+               "name": [{"family": "安全", "given": ["测试"]}], "gender": "female", "birthDate": "1990-01-01"}
+fixture_file(SEC, "patient.json", SEC_PATIENT)
+fixture_file(SEC, "condition.json", {"resourceType": "Condition", "meta": TAG, "code": {"text": "测试"},
+                                      "subject": {"reference": "Patient/${patId}"}})
+
+
+def sec_login_refused(description, reason):
+    return [a("401", responseCode="401"), a("an OperationOutcome", resource="OperationOutcome"),
+            expr("issue.code = 'login'", "issue code login"),
+            a("says why", expression="issue.diagnostics", operator="contains", value=reason),
+            a("WWW-Authenticate names Bearer", headerField="WWW-Authenticate", operator="contains", value="Bearer")]
+
+
+def sec_create(s, sender="his-a"):
+    s.fixture("f-pat", "fixtures/patient.json")
+    s.var("patId", expression="id", sourceId="pat")
+    s.setup.extend([sec_op("create", sender, resource="Patient", sourceId="f-pat", responseId="pat", accept="json", contentType="json",
+                           headers={"Prefer": "return=representation"}), a("Patient created", response="created")])
+    s.teardown.append(sec_op("delete", sender, resource="Patient", targetId="pat"))
+
+
+s = new(SEC, "sec-metadata-public", "The CapabilityStatement needs no credentials", "GET metadata without credentials answers 200 with the CapabilityStatement (clients discover the security before they authenticate).")
+s.test("metadata", "no credentials", [op("capabilities", accept="json"), ok(), a("a CapabilityStatement", resource="CapabilityStatement")])
+
+LOGIN = [
+    ("sec-no-credentials", "no credentials at all", {}, "authentication required"),
+    ("sec-unknown-api-key", "an API key no sender has", {"X-API-Key": "not-a-configured-key"}, "unknown API key"),
+    ("sec-not-bearer", "an Authorization header that is not Bearer", {"Authorization": "Basic aGlzOnNlY3JldA=="}, "Authorization must be 'Bearer <token>'"),
+    ("sec-bad-token", "a bearer token that is not a JWT", {"Authorization": "Bearer not-a-token"}, "the token is not a compact JWS"),
+]
+for sid, what, headers, reason in LOGIN:
+    s = new(SEC, sid, f"401 for {what}", f"GET Patient with {what}: 401, an OperationOutcome with issue code login saying why, and a WWW-Authenticate challenge.")
+    s.test("refused", what, [op("search", resource="Patient", accept="json", headers=headers)] + sec_login_refused(what, reason))
+for sid, path, fixture in [("sec-hl7v3-needs-identity", "hl7v3", None), ("sec-cda-needs-identity", "cda", None), ("sec-feed-needs-identity", "feeds/nhsa-1101", None)]:
+    s = new(SEC, sid, f"POST /{path} without credentials is refused 401", f"The ingest endpoint /{path} is behind the same authentication as the FHIR API: without credentials 401, nothing read.")
+    fixture_file(SEC, "empty.json", {})
+    s.fixture("f-empty", "fixtures/empty.json")
+    s.test("refused", "no credentials", [op("ingest", url="${serverRoot}/" + path, method="post", sourceId="f-empty", contentType="application/xml"),
+                                         a("401", responseCode="401")])
+
+s = new(SEC, "sec-sender-writes-own-domain", "An API-key sender writes within its scopes; what it writes carries its domain",
+        "his-a (system/Patient.cruds, domain hosp-a) creates a Patient: 201, meta.tag names hosp-a; it reads it back.")
+sec_create(s)
+s.test("own", "create and read", [a("tagged with the sender's domain", sourceId="pat", expression="meta.tag.where(code = 'hosp-a').exists()"),
+                                  sec_op("read", "his-a", resource="Patient", targetId="pat", accept="json"), ok(), expr("name.family = '安全'")])
+s = new(SEC, "sec-scope-refuses-type", "A sender's scopes refuse a resource type they do not name",
+        "his-a has Patient and Observation scopes only: creating a Condition is refused 403 (forbidden), nothing written.")
+sec_create(s)
+s.fixture("f-cond", "fixtures/condition.json")
+s.test("condition", "Condition outside the scopes", [sec_op("create", "his-a", resource="Condition", sourceId="f-cond", accept="json", contentType="json"),
+                                                     a("403", responseCode="403"), a("an OperationOutcome", resource="OperationOutcome"), expr("issue.code = 'forbidden'"),
+                                                     sec_op("search", "operator", resource="Condition", params="?subject=Patient/${patId}", accept="json"), ok(),
+                                                     expr("Bundle.entry.count() = 0", "nothing written")])
+s = new(SEC, "sec-read-scope-refuses-write", "A read-only sender may search but not write",
+        "reader (system/Patient.rs) searches Patient (200) but its create is refused 403 (forbidden).")
+s.fixture("f-pat", "fixtures/patient.json")
+s.test("read", "search allowed", [sec_op("search", "reader", resource="Patient", params="?identifier=" + quote(MRN, safe=":") + "|${runTag}", accept="json"), ok(),
+                                  a("a searchset", expression="Bundle.type", value="searchset")])
+s.test("write", "create refused", [sec_op("create", "reader", resource="Patient", sourceId="f-pat", accept="json", contentType="json"),
+                                   a("403", responseCode="403"), expr("issue.code = 'forbidden'")])
+s = new(SEC, "sec-domain-isolation", "A sender of another domain does not see what one domain wrote",
+        "his-a (hosp-a) creates a Patient; his-b (hosp-b, system/*.cruds) reading it gets 404 (the default hidden status: the resource's existence is not disclosed), and its search does not find it.")
+sec_create(s)
+s.test("other", "another domain", [sec_op("read", "his-b", resource="Patient", targetId="pat", accept="json"), a("404", responseCode="404"),
+                                   a("an OperationOutcome", resource="OperationOutcome"), expr("issue.code = 'not-found'"),
+                                   a("the same answer as an unknown id", expression="issue.diagnostics", value="resource not found"),
+                                   sec_op("search", "his-b", resource="Patient", params="?_id=${patId}", accept="json"), ok(),
+                                   expr("Bundle.entry.count() = 0", "not found by search")])
+
+
+# ----------------------------------------------------------------------------------------------
 def write():
     suites = {s.suite for s in SCRIPTS} | {k[0] for k in FIXTURES}
     for suite in suites:
@@ -1246,6 +2084,9 @@ def write():
         with open(os.path.join(ROOT, s.suite, s.id + ".json"), "w", encoding="utf-8") as f:
             json.dump(s.to_json(), f, ensure_ascii=False, indent=1)
             f.write("\n")
+    for name, body in SEC_FILES.items():
+        with open(os.path.join(ROOT, SEC, name), "w", encoding="utf-8") as f:
+            f.write(body)
     for (suite, name), body in FIXTURES.items():
         with open(os.path.join(ROOT, suite, "fixtures", name), "w", encoding="utf-8") as f:
             if isinstance(body, str):

@@ -129,6 +129,34 @@ async fn canned(seen: Seen, base: String, req: Request<Body>) -> Response<Body> 
                 )))
                 .unwrap()
         }
+        ("POST", "/hl7v3") => {
+            // The message id (the first id/@extension) answered in an acknowledgement, in the
+            // request's SOAP 1.2 envelope when it came in one.
+            let id = text
+                .split("extension=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+                .to_string();
+            let ack = format!(
+                r#"<MCCI_IN000002UV01 xmlns="urn:hl7-org:v3"><id extension="ACK-{id}"/><acknowledgement typeCode="AA"><targetMessage><id extension="{id}"/></targetMessage><acknowledgementDetail typeCode="I"><text value="2 resources written"/></acknowledgementDetail><acknowledgementDetail typeCode="W"><text value="a note"/></acknowledgementDetail></acknowledgement></MCCI_IN000002UV01>"#
+            );
+            let (ct, body) = if text.contains("soap-envelope") {
+                (
+                    "application/soap+xml",
+                    format!(
+                        r#"<?xml version="1.0"?><s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>{ack}</s:Body></s:Envelope>"#
+                    ),
+                )
+            } else {
+                ("application/xml", ack)
+            };
+            Response::builder()
+                .status(200)
+                .header("content-type", ct)
+                .body(Body::from(body))
+                .unwrap()
+        }
         _ => fhir(404, outcome("not-found")),
     }
 }
@@ -851,4 +879,224 @@ async fn reports_render_failures_with_evidence() {
         h.contains("not tested"),
         "WS/T 846 families without a suite are shown as not tested"
     );
+}
+
+/// A v3 message of the test (written here), with its message id.
+fn v3_message(id: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<PRPA_IN201311UV02 xmlns="urn:hl7-org:v3"><id root="2.16.156.10011.2.5.1.1" extension="{id}"/>
+<controlActProcess><subject><patient><id><item root="2.16.156.10011.2.5.1.4" extension="P-1"/><item root="2.16.156.10011.1.3" extension="X-1"/></id></patient></subject></controlActProcess></PRPA_IN201311UV02>"#
+    )
+}
+
+#[tokio::test]
+async fn xml_path_asserts_judge_xml_answers_and_fixtures() {
+    let canned = start().await;
+    let dir = fixtures_dir();
+    std::fs::write(
+        dir.path().join("fixtures/v3.xml"),
+        v3_message("M-${fallback}"),
+    )
+    .unwrap();
+    let soap = format!(
+        r#"<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>{}</s:Body></s:Envelope>"#,
+        v3_message("S-1").split("?>").nth(1).unwrap()
+    );
+    std::fs::write(dir.path().join("fixtures/soap.xml"), soap).unwrap();
+    let corpora = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(corpora.path().join("cn")).unwrap();
+    std::fs::write(corpora.path().join("cn/sample.xml"), v3_message("C-7")).unwrap();
+    let post = |fid: &str, rid: &str| {
+        op(
+            "hl7v3",
+            json!({"url": "${serverRoot}/hl7v3", "method": "post", "sourceId": fid, "contentType": "application/xml", "responseId": rid}),
+        )
+    };
+    let pass = vec![
+        post("f-v3", "bare"),
+        assert_(json!({"contentType": "xml"})),
+        assert_(json!({"path": "/MCCI_IN000002UV01/acknowledgement/@typeCode", "value": "AA"})),
+        assert_(
+            json!({"path": "//acknowledgement/targetMessage/id/@extension", "value": "M-Chalmers"}),
+        ),
+        assert_(
+            json!({"path": "//acknowledgementDetail[@typeCode='W']/text/@value", "value": "a note"}),
+        ),
+        assert_(json!({"path": "//acknowledgementDetail[2]/@typeCode", "value": "W"})),
+        assert_(json!({"path": "count(//acknowledgementDetail)", "value": "2"})),
+        assert_(
+            json!({"path": "count(//acknowledgementDetail)", "operator": "greaterThan", "value": "1"}),
+        ),
+        assert_(
+            json!({"path": "//acknowledgementDetail/text/@value", "operator": "contains", "value": "resources written"}),
+        ),
+        assert_(json!({"path": "//queryAck/queryResponseCode/@code", "operator": "empty"})),
+        // The fixture as XML too: its id against the answer's target, and a path with a predicate.
+        assert_(
+            json!({"path": "//targetMessage/id/@extension", "compareToSourceId": "f-corpus",
+                       "compareToSourcePath": "/*/id/@extension", "operator": "notEquals"}),
+        ),
+        assert_(
+            json!({"sourceId": "f-v3", "path": "//patient/id/item[@root='2.16.156.10011.1.3']/@extension", "value": "X-1"}),
+        ),
+        // A variable read from the XML answer, sent in the next request.
+        op(
+            "read",
+            json!({"resource": "Patient", "params": "/${ackId}"}),
+        ),
+        assert_(json!({"response": "notFound"})),
+        post("f-soap", "soap"),
+        assert_(json!({"contentType": "application/soap+xml"})),
+        assert_(
+            json!({"path": "/soap:Envelope/soap:Body/MCCI_IN000002UV01/acknowledgement/@typeCode", "value": "AA"}),
+        ),
+        assert_(json!({"path": "count(/soap:Envelope/soap:Body)", "value": "1"})),
+        // A corpus file, read in place from the corpora folder.
+        post("f-corpus", "corpus"),
+        assert_(json!({"path": "//targetMessage/id/@extension", "value": "C-7"})),
+        assert_(
+            json!({"path": "//targetMessage/id/@extension", "compareToSourceId": "f-corpus",
+                       "compareToSourcePath": "/PRPA_IN201311UV02/id/@extension"}),
+        ),
+    ];
+    let fixtures = json!([
+        {"id": "f-v3", "resource": {"reference": "fixtures/v3.xml"}},
+        {"id": "f-soap", "resource": {"reference": "fixtures/soap.xml"}},
+        {"id": "f-corpus", "resource": {"reference": "corpora:cn/sample.xml"}}
+    ]);
+    let variables = json!([
+        {"name": "fallback", "defaultValue": "Chalmers"},
+        {"name": "ackId", "path": "/MCCI_IN000002UV01/id/@extension", "sourceId": "bare"}
+    ]);
+    let s = script(
+        "xml-pass",
+        vec![("xml", pass)],
+        json!({"fixture": fixtures.clone(), "variable": variables.clone()}),
+    );
+    let mut loaded = LoadedScript::from_json("runner", dir.path(), s);
+    loaded.corpora = corpora.path().to_path_buf();
+    assert!(loaded.missing_corpus_files().is_empty());
+    let run = run_script(&target(&canned.base), &loaded).await;
+    assert_eq!(run.report["result"], "pass", "{:#}", run.report);
+    assert_eq!((run.asserts_passed, run.asserts_total), (17, 17));
+    let seen = canned.seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .any(|(m, p, _, _)| m == "GET" && p == "/fhir/Patient/ACK-M-Chalmers"),
+        "the variable from the XML answer was sent: {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .any(|(_, p, _, b)| p == "/hl7v3" && b.contains("C-7"))
+    );
+
+    // Asserts that must fail or error, one per test.
+    let wrong: Vec<(&str, Value, &str)> = vec![
+        (
+            "value",
+            json!({"path": "//acknowledgement/@typeCode", "value": "AE"}),
+            "fail",
+        ),
+        (
+            "count",
+            json!({"path": "count(//acknowledgementDetail)", "value": "3"}),
+            "fail",
+        ),
+        (
+            "nothing-selected",
+            json!({"path": "//acknowledgement/@missing", "value": "AA"}),
+            "fail",
+        ),
+        (
+            "predicate",
+            json!({"path": "//acknowledgementDetail[@typeCode='E']/text/@value", "operator": "notEmpty"}),
+            "fail",
+        ),
+        (
+            "position",
+            json!({"path": "//acknowledgementDetail[3]/@typeCode", "operator": "notEmpty"}),
+            "fail",
+        ),
+        (
+            "not-soap",
+            json!({"path": "count(/soap:Envelope)", "value": "1"}),
+            "fail",
+        ),
+        (
+            "compare",
+            json!({"path": "//targetMessage/id/@extension", "compareToSourceId": "f-corpus", "compareToSourcePath": "/*/id/@extension"}),
+            "fail",
+        ),
+        (
+            "bad-path",
+            json!({"path": "//acknowledgement[@typeCode='AA'", "value": "AA"}),
+            "error",
+        ),
+        (
+            "bad-function",
+            json!({"path": "string(//acknowledgement)", "value": "AA"}),
+            "error",
+        ),
+        (
+            "bad-prefix",
+            json!({"path": "//x:acknowledgement", "value": "AA"}),
+            "error",
+        ),
+    ];
+    for (name, a, want) in wrong {
+        let s = script(
+            name,
+            vec![(name, vec![post("f-v3", "bare"), assert_(a.clone())])],
+            json!({"fixture": fixtures.clone(), "variable": variables.clone()}),
+        );
+        let mut loaded = LoadedScript::from_json("runner", dir.path(), s);
+        loaded.corpora = corpora.path().to_path_buf();
+        let run = run_script(&target(&canned.base), &loaded).await;
+        assert_eq!(
+            run.report["result"], "fail",
+            "{name} must fail: {:#}",
+            run.report
+        );
+        let t = results(&run.report["test"][0]);
+        assert_eq!(t[1].1, want, "{name}: {t:?}");
+        assert_eq!(run.failures.len(), 1, "{name}");
+        assert!(
+            run.failures[0]
+                .exchange
+                .as_ref()
+                .is_some_and(|e| e.url.ends_with("/hl7v3")),
+            "{name}: the evidence is the v3 exchange"
+        );
+    }
+
+    // Without the corpus file: the script says which file and where it looked.
+    let s = script(
+        "no-corpus",
+        vec![(
+            "x",
+            vec![post("f-corpus", "c"), assert_(json!({"response": "okay"}))],
+        )],
+        json!({"fixture": [{"id": "f-corpus", "resource": {"reference": "corpora:cn/absent.xml"}}], "variable": []}),
+    );
+    let mut loaded = LoadedScript::from_json("runner", dir.path(), s);
+    loaded.corpora = corpora.path().to_path_buf();
+    let missing = loaded.missing_corpus_files();
+    assert_eq!(missing.len(), 1);
+    assert!(
+        missing[0].starts_with("corpus file cn/absent.xml not found in ")
+            && missing[0].contains("set HUITONG_CORPORA"),
+        "{missing:?}"
+    );
+    let run = run_script(&target(&canned.base), &loaded).await;
+    assert_eq!(run.report["result"], "fail");
+    assert_eq!(run.failures[0].message, missing[0]);
+    // A corpus path may not climb out of the corpora.
+    let s = script(
+        "climb",
+        vec![],
+        json!({"fixture": [{"id": "f", "resource": {"reference": "corpora:../etc/passwd"}}], "variable": []}),
+    );
+    let loaded = LoadedScript::from_json("runner", dir.path(), s);
+    assert!(loaded.missing_corpus_files()[0].contains("has no '..'"));
 }

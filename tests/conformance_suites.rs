@@ -26,6 +26,9 @@ fn args(suite: &str, report: Option<PathBuf>) -> RunArgs {
 async fn every_suite_passes_against_huitong_except_the_listed_failures() {
     // The spec-testscripts suite reads the corpora in place; without them it reports itself skipped.
     let _ = common::corpora("fhir-testscripts");
+    // The cn-hie samples are sent by the sample-* scripts of cn-hospital-platform and
+    // cn-documents; without them those scripts are reported skipped (a failure when required).
+    let _ = common::corpora("cn-hie");
     let report = tempfile::tempdir().unwrap();
     let out = run(&args("all", Some(report.path().to_path_buf())))
         .await
@@ -39,6 +42,9 @@ async fn every_suite_passes_against_huitong_except_the_listed_failures() {
         ("fhir-search", 60),
         ("validation", 30),
         ("hl7v2", 6),
+        ("cn-hospital-platform", 30),
+        ("cn-documents", 8),
+        ("feeds", 7),
     ] {
         let (p, f) = per_suite.get(suite).copied().unwrap_or_default();
         assert!(

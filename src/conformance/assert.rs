@@ -9,8 +9,10 @@
 //! default to `equals`; `expression` without a value or operator must be true (`eval`).
 //!
 //! `path` is read as the simple XPath the R4 examples use (`fhir:Bundle/fhir:type/@value`,
-//! translated to FHIRPath) on a FHIR body, and as an HL7 v2 field address (`MSA-1`, `MSH-9.2`,
-//! `ERR-3.1`) on an ER7 body (an acknowledgement).
+//! translated to FHIRPath) on a FHIR JSON body, as an HL7 v2 field address (`MSA-1`, `MSH-9.2`,
+//! `ERR-3.1`) on an ER7 body (an acknowledgement), and as the XPath subset of
+//! [`crate::xml::path`] (`//acknowledgement/@typeCode`, `count(//subject)`) on any other XML
+//! body (HL7 v3 answers, SOAP envelopes, CDA).
 
 use super::run::{Source, State, media_type, response_code_status};
 use crate::fhirpath::{self, Environment, Value as FpValue};
@@ -453,11 +455,30 @@ pub(crate) fn path_strings(
     if body.starts_with(b"MSH") {
         return v2_field(body, path).map(|v| v.into_iter().collect());
     }
+    if source.json().is_none() && is_xml(body) {
+        return xml_path(body, path);
+    }
     let json = source
         .json()
-        .ok_or("the body judged is neither JSON nor HL7 v2")?;
+        .ok_or("the body judged is neither JSON, XML nor HL7 v2")?;
     let expr = xpath_to_fhirpath(path)?;
     fhirpath_strings(st, &expr, json)
+}
+
+/// True when the body looks like an XML document (after a BOM and white space).
+fn is_xml(body: &[u8]) -> bool {
+    let b = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    b.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'<')
+}
+
+/// A path (or `count(path)`) of [`crate::xml::path`] on an XML body, the root element as the
+/// context node; the body is read as the gateway reads its input (no DTD, bounded).
+pub fn xml_path(body: &[u8], path: &str) -> Result<Vec<String>, String> {
+    let query = crate::xml::path::Query::parse(path)?;
+    crate::xml::with_document(body, &crate::xml::Limits::default(), |doc, _| {
+        query.strings(doc.root_element())
+    })
+    .map_err(|e| format!("the body is not readable XML: {e}"))
 }
 
 /// `fhir:Bundle/fhir:type/@value` -> `Bundle.type`; anything with predicates or axes is refused.

@@ -8,7 +8,7 @@
 
 use super::maturity::Maturity;
 use super::run::{Target, local_validator};
-use super::suite::{Expected, SuitesRun, corpora_dir, run_suites};
+use super::suite::{Expected, SuitesRun, corpora_dir, run_suites, selected, server_config};
 use std::path::PathBuf;
 
 /// The flags of `conformance run`.
@@ -43,6 +43,44 @@ pub struct Outcome {
     pub summary: Vec<String>,
 }
 
+/// Runs suites on an embedded Huitong over a fresh store in a temporary directory (removed
+/// afterwards), configured by `config` layered over the defaults when given.
+async fn embedded(
+    args: &RunArgs,
+    config: Option<&std::path::Path>,
+    which: &str,
+    validator: &std::sync::Arc<crate::validation::Validator>,
+    corpora: &std::path::Path,
+) -> Result<SuitesRun, String> {
+    let data = std::env::temp_dir().join(format!(
+        "huitong-conformance-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let mut settings = match config {
+        Some(path) => {
+            let layer = crate::config::Overrides::from_file(path).map_err(|e| e.to_string())?;
+            crate::config::Settings::resolve(&[&layer])
+                .map_err(|e| format!("{}: {e}", path.display()))?
+        }
+        None => crate::config::Settings::default(),
+    };
+    settings.addr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
+    settings.data_dir = data.clone();
+    settings.profiles_dir = args.profiles.clone();
+    let server = crate::server::RunningServer::start(settings)
+        .await
+        .map_err(|e| format!("embedded server: {e}"))?;
+    let target = Target {
+        base: format!("http://{}/fhir", server.addr),
+        client: super::exchange::client(),
+        validator: validator.clone(),
+    };
+    let result = run_suites(&target, &args.dir, which, corpora).await;
+    let _ = server.shutdown().await;
+    let _ = std::fs::remove_dir_all(&data);
+    result
+}
+
 /// Runs the suites as the command does (also used by the tests).
 pub async fn run(args: &RunArgs) -> Result<Outcome, String> {
     let expected_path = args
@@ -52,37 +90,45 @@ pub async fn run(args: &RunArgs) -> Result<Outcome, String> {
     let expected = Expected::load(&expected_path)?;
     let validator = local_validator(&args.profiles);
     let corpora = corpora_dir();
-    let (run, embedded) = match &args.target {
+    // Suites whose suite.toml names a server configuration run on an embedded server of their
+    // own; the others share one.
+    let mut shared = Vec::new();
+    let mut own = Vec::new();
+    for name in selected(&args.dir, &args.suite)? {
+        match server_config(&args.dir, &name)? {
+            Some(cfg) => own.push((name, cfg)),
+            None => shared.push(name),
+        }
+    }
+    let run = match &args.target {
         Some(url) => {
             let target = Target::new(url, validator);
-            (
-                run_suites(&target, &args.dir, &args.suite, &corpora).await?,
-                None,
-            )
+            let mut run = SuitesRun::new(&target.base);
+            if !shared.is_empty() {
+                run = run_suites(&target, &args.dir, &shared.join(","), &corpora).await?;
+            }
+            for (name, cfg) in own {
+                run.skipped.push((
+                    name,
+                    format!(
+                        "not run against --target: it needs the embedded server configured by {}",
+                        cfg.display()
+                    ),
+                ));
+            }
+            run
         }
         None => {
-            let data = std::env::temp_dir().join(format!(
-                "huitong-conformance-{}",
-                uuid::Uuid::new_v4().simple()
-            ));
-            let settings = crate::config::Settings {
-                addr: "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?,
-                data_dir: data.clone(),
-                profiles_dir: args.profiles.clone(),
-                ..Default::default()
-            };
-            let server = crate::server::RunningServer::start(settings)
-                .await
-                .map_err(|e| format!("embedded server: {e}"))?;
-            let target = Target::new(&format!("http://{}/fhir", server.addr), validator);
-            let result = run_suites(&target, &args.dir, &args.suite, &corpora).await;
-            let _ = server.shutdown().await;
-            (result?, Some(data))
+            let mut run = SuitesRun::new("embedded");
+            if !shared.is_empty() {
+                run.extend(embedded(args, None, &shared.join(","), &validator, &corpora).await?);
+            }
+            for (name, cfg) in own {
+                run.extend(embedded(args, Some(&cfg), &name, &validator, &corpora).await?);
+            }
+            run
         }
     };
-    if let Some(d) = embedded {
-        let _ = std::fs::remove_dir_all(d);
-    }
     let regressions = run.regressions(&expected);
     let newly = run.newly_passing(&expected);
     let mut summary = Vec::new();

@@ -1,9 +1,11 @@
 //! TestScripts and their fixtures.
 //!
 //! A fixture's `resource.reference` is resolved in this order: `#id` (a resource contained in the
-//! TestScript), a file relative to the script's folder (`fixtures/patient.json`, or a non-FHIR
-//! body such as `fixtures/adt-a01.hl7`), then the suite's [`FixtureLibrary`] (`Patient/example`
-//! from the R4 examples package, read in place).
+//! TestScript), `corpora:<path>` (a file of the shared corpora, read in place from
+//! `$HUITONG_CORPORA` at run time: a sample message a script sends is never copied into the
+//! project), a file relative to the script's folder (`fixtures/patient.json`, or a non-FHIR body
+//! such as `fixtures/adt-a01.hl7`), then the suite's [`FixtureLibrary`] (`Patient/example` from
+//! the R4 examples package, read in place).
 
 use serde_json::Value;
 use std::collections::HashMap;
@@ -116,7 +118,12 @@ pub struct LoadedScript {
     pub path: PathBuf,
     pub json: Value,
     pub library: Option<Arc<dyn FixtureLibrary>>,
+    /// What `corpora:` fixture references resolve against (`$HUITONG_CORPORA`).
+    pub corpora: PathBuf,
 }
+
+/// The prefix of a fixture reference naming a file of the shared corpora.
+pub const CORPORA_PREFIX: &str = "corpora:";
 
 impl std::fmt::Debug for LoadedScript {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -141,6 +148,7 @@ impl LoadedScript {
             path: path.to_path_buf(),
             json,
             library: None,
+            corpora: super::suite::corpora_dir(),
         })
     }
 
@@ -151,6 +159,7 @@ impl LoadedScript {
             path: dir.join("inline.json"),
             json,
             library: None,
+            corpora: super::suite::corpora_dir(),
         }
     }
 
@@ -215,7 +224,52 @@ impl LoadedScript {
         Ok(out)
     }
 
+    /// The `corpora:` files the fixtures name that are not there (with why), so a run without
+    /// the corpora can say which scripts it could not run instead of failing them one by one.
+    pub fn missing_corpus_files(&self) -> Vec<String> {
+        self.fixture_references()
+            .filter_map(|r| r.strip_prefix(CORPORA_PREFIX).map(str::to_string))
+            .filter_map(|rel| self.corpus_file(&rel).err())
+            .collect()
+    }
+
+    fn fixture_references(&self) -> impl Iterator<Item = &str> {
+        self.json
+            .get("fixture")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f.pointer("/resource/reference").and_then(Value::as_str))
+    }
+
+    /// The path of a corpus file; relative, without `..`, and present.
+    fn corpus_file(&self, rel: &str) -> Result<PathBuf, String> {
+        let p = Path::new(rel);
+        if rel.is_empty()
+            || p.is_absolute()
+            || p.components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "fixture reference '{CORPORA_PREFIX}{rel}': a corpus path is relative to $HUITONG_CORPORA and has no '..' or '.'"
+            ));
+        }
+        let file = self.corpora.join(p);
+        if !file.is_file() {
+            return Err(format!(
+                "corpus file {rel} not found in {} ($HUITONG_CORPORA): set HUITONG_CORPORA to the folder of the shared corpora (corpus files are read in place, never copied into the project)",
+                self.corpora.display()
+            ));
+        }
+        Ok(file)
+    }
+
     fn resolve(&self, dir: &Path, reference: &str) -> Result<Fixture, String> {
+        if let Some(rel) = reference.strip_prefix(CORPORA_PREFIX) {
+            let file = self.corpus_file(rel)?;
+            let bytes = std::fs::read(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+            return Ok(Fixture::from_bytes(bytes, rel));
+        }
         if let Some(local) = reference.strip_prefix('#') {
             return self
                 .json

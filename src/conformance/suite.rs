@@ -25,6 +25,50 @@ pub struct SuiteFile {
     /// A FHIR package (relative to `$HUITONG_CORPORA`) resolving `Type/id` fixture references.
     #[serde(default)]
     pub library_in_corpora: Option<String>,
+    /// A Huitong configuration file (relative to the suite folder) the embedded server runs this
+    /// suite with, on a store of its own (the security suite's senders and scopes). Against
+    /// `--target` the suite is skipped: the target must be configured likewise by its operator.
+    #[serde(default)]
+    pub server_config: Option<String>,
+}
+
+/// The suite's `suite.toml`, when it has one.
+pub fn suite_file(dir: &Path, name: &str) -> Result<Option<SuiteFile>, String> {
+    let p = dir.join(name).join("suite.toml");
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+    toml::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", p.display()))
+}
+
+/// The configuration file a suite's embedded server needs, when it names one.
+pub fn server_config(dir: &Path, name: &str) -> Result<Option<PathBuf>, String> {
+    Ok(suite_file(dir, name)?
+        .and_then(|f| f.server_config)
+        .map(|c| dir.join(name).join(c)))
+}
+
+/// The suite names `which` selects (`all`, one name, or several separated by commas), each
+/// checked to exist.
+pub fn selected(dir: &Path, which: &str) -> Result<Vec<String>, String> {
+    let names: Vec<String> = if which == "all" {
+        suite_names(dir)
+    } else {
+        which.split(',').map(|s| s.trim().to_string()).collect()
+    };
+    for name in &names {
+        if !dir.join(name).is_dir() {
+            return Err(format!(
+                "no suite '{name}' in {} (suites: {})",
+                dir.display(),
+                suite_names(dir).join(", ")
+            ));
+        }
+    }
+    Ok(names)
 }
 
 /// A suite ready to run.
@@ -35,6 +79,8 @@ pub struct Suite {
     pub broken: Vec<(String, String)>,
     /// Why the suite has nothing to run, when its corpus is missing.
     pub skipped: Option<String>,
+    /// (script id, why) for scripts whose `corpora:` fixtures are missing.
+    pub skipped_scripts: Vec<(String, String)>,
 }
 
 /// The corpora folder: `$HUITONG_CORPORA`, default `../shared/corpora`.
@@ -84,15 +130,11 @@ pub fn load_suite(dir: &Path, name: &str, corpora: &Path) -> Result<Suite, Strin
         scripts: Vec::new(),
         broken: Vec::new(),
         skipped: None,
+        skipped_scripts: Vec::new(),
     };
     let mut files = json_files(&folder);
     let mut library: Option<Arc<dyn FixtureLibrary>> = None;
-    let toml_path = folder.join("suite.toml");
-    if toml_path.is_file() {
-        let text = std::fs::read_to_string(&toml_path)
-            .map_err(|e| format!("{}: {e}", toml_path.display()))?;
-        let spec: SuiteFile =
-            toml::from_str(&text).map_err(|e| format!("{}: {e}", toml_path.display()))?;
+    if let Some(spec) = suite_file(dir, name)? {
         for rel in &spec.scripts_in_corpora {
             let d = corpora.join(rel);
             if !d.is_dir() {
@@ -109,11 +151,25 @@ pub fn load_suite(dir: &Path, name: &str, corpora: &Path) -> Result<Suite, Strin
             }
         }
     }
+    // Without the corpora a script sending a corpus sample cannot run: it is listed as skipped
+    // with the reason, unless the corpora are required (CI), where it is a failure.
+    let required = std::env::var("HUITONG_REQUIRE_CORPORA").as_deref() == Ok("1");
     for f in files {
         match LoadedScript::load(name, &f) {
             Ok(mut s) => {
                 s.library = library.clone();
-                suite.scripts.push(s);
+                s.corpora = corpora.to_path_buf();
+                let missing = s.missing_corpus_files();
+                if missing.is_empty() {
+                    suite.scripts.push(s);
+                } else if required {
+                    suite.broken.push((
+                        f.display().to_string(),
+                        format!("HUITONG_REQUIRE_CORPORA=1: {}", missing.join("; ")),
+                    ));
+                } else {
+                    suite.skipped_scripts.push((s.id(), missing.join("; ")));
+                }
             }
             Err(e) => suite.broken.push((f.display().to_string(), e)),
         }
@@ -168,6 +224,26 @@ pub struct SuitesRun {
 }
 
 impl SuitesRun {
+    /// A run with nothing in it yet.
+    pub fn new(target: &str) -> SuitesRun {
+        SuitesRun {
+            target: target.to_string(),
+            runs: Vec::new(),
+            skipped: Vec::new(),
+            broken: Vec::new(),
+        }
+    }
+
+    /// Adds another run's scripts (a suite run on a server of its own).
+    pub fn extend(&mut self, other: SuitesRun) {
+        if self.runs.is_empty() {
+            self.target = other.target;
+        }
+        self.runs.extend(other.runs);
+        self.skipped.extend(other.skipped);
+        self.broken.extend(other.broken);
+    }
+
     /// Scripts that failed and are not expected to (plus broken files).
     pub fn regressions(&self, expected: &Expected) -> Vec<String> {
         let mut out: Vec<String> = self
@@ -215,28 +291,15 @@ pub async fn run_suites(
     which: &str,
     corpora: &Path,
 ) -> Result<SuitesRun, String> {
-    let names: Vec<String> = if which == "all" {
-        suite_names(dir)
-    } else {
-        which.split(',').map(|s| s.trim().to_string()).collect()
-    };
-    let mut out = SuitesRun {
-        target: target.base.clone(),
-        runs: Vec::new(),
-        skipped: Vec::new(),
-        broken: Vec::new(),
-    };
-    for name in names {
-        if !dir.join(&name).is_dir() {
-            return Err(format!(
-                "no suite '{name}' in {} (suites: {})",
-                dir.display(),
-                suite_names(dir).join(", ")
-            ));
-        }
+    let mut out = SuitesRun::new(&target.base);
+    for name in selected(dir, which)? {
         let suite = load_suite(dir, &name, corpora)?;
         if let Some(why) = &suite.skipped {
             out.skipped.push((name.clone(), why.clone()));
+        }
+        for (id, why) in &suite.skipped_scripts {
+            out.skipped
+                .push((name.clone(), format!("script {id}: {why}")));
         }
         for (f, e) in suite.broken {
             out.broken.push((name.clone(), f, e));

@@ -710,7 +710,8 @@ fn convert(
     let plain = |v: Option<Value>| Ok(v.map(|v| (None, v)));
     if f.from.is_attribute() {
         // An attribute value: a code through a vocabulary, or a primitive.
-        let Some(v) = f.from.value(n) else {
+        // `n` is an element the path already selected: read its attribute, not the path again.
+        let Some(v) = f.from.attribute_of(n) else {
             return Ok(None);
         };
         return match (&f.vocabulary, f.datatype) {
@@ -949,7 +950,11 @@ pub fn fill(rule: &ResourceRule, n: Node<'_, '_>, vocab: &Vocabulary) -> Result<
                 }
                 Err(e) => out.unmapped.push(NotPlaced {
                     location: at(node, &f.from),
-                    value: f.from.value(node).unwrap_or_default(),
+                    value: f
+                        .from
+                        .attribute_of(node)
+                        .or_else(|| crate::xml::text(node))
+                        .unwrap_or_default(),
                     reason: e,
                 }),
             }
@@ -1064,6 +1069,43 @@ defaults = { active = true }
         let f = fill(&rule, d.root_element(), &vocab).unwrap();
         assert_eq!(f.unmapped.len(), 1);
         assert!(f.unmapped[0].reason.contains("not in vocabulary"));
+    }
+
+    #[test]
+    fn fields_ending_in_an_attribute_read_it_from_the_selected_element() {
+        let spec: ResourceSpec = toml::from_str(
+            r#"
+name = "codesystem"
+type = "CodeSystem"
+fields = [
+  { from = "id/@extension", as = "ST", fhir = "name" },
+  { from = "desc/@value", as = "ST", fhir = "title" },
+  { from = "statusCode/@code", as = "CS", fhir = "status", vocabulary = "status" },
+]
+"#,
+        )
+        .unwrap();
+        let mut vocab = Vocabulary::default();
+        vocab.tables.insert(
+            "status".into(),
+            [("1".to_string(), "active".to_string())]
+                .into_iter()
+                .collect(),
+        );
+        let rule = check_resource(&spec, &vocab).unwrap();
+        let d = doc(
+            r#"<v xmlns="urn:hl7-org:v3"><id extension="bloodType"/><desc value="血型"/><statusCode code="1"/></v>"#,
+        );
+        let f = fill(&rule, d.root_element(), &vocab).unwrap();
+        assert_eq!(
+            Value::Object(f.resource),
+            json!({"resourceType": "CodeSystem", "name": "bloodType", "title": "血型", "status": "active"})
+        );
+        // A code outside the vocabulary is kept as not placed, with its value.
+        let d = doc(r#"<v xmlns="urn:hl7-org:v3"><statusCode code="9"/></v>"#);
+        let f = fill(&rule, d.root_element(), &vocab).unwrap();
+        assert_eq!(f.unmapped.len(), 1);
+        assert_eq!(f.unmapped[0].value, "9");
     }
 
     #[test]

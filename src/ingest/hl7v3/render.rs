@@ -109,9 +109,22 @@ pub fn query_response(
         .get(&q.subject)
         .map(String::as_str)
         .unwrap_or("");
+    // `{{$reference}}` is the resource's `Type/id`: `resourceType` is not a FHIRPath element, so
+    // a template cannot compute it.
     let subjects: String = found
         .iter()
-        .map(|r| fill(subject, &common(h, now), &[], Some(r)))
+        .map(|r| {
+            let mut vars = common(h, now);
+            vars.push((
+                "reference",
+                format!(
+                    "{}/{}",
+                    r["resourceType"].as_str().unwrap_or_default(),
+                    r["id"].as_str().unwrap_or_default()
+                ),
+            ));
+            fill(subject, &vars, &[], Some(r))
+        })
         .collect();
     let mut vars = common(h, now);
     vars.push(("ack_code", "AA".into()));
