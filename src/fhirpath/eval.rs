@@ -33,6 +33,9 @@ pub struct Evaluator<'e, 'a> {
     /// criteria (`path.contains('.')` once per element) are consumed within the evaluation, and
     /// reusing their buffers saves an allocation per step.
     pub spare: std::cell::RefCell<Vec<Collection<'a>>>,
+    /// Subexpressions with one value per evaluation, and their values once computed.
+    pub hoisted: &'e super::hoist::Hoisted,
+    pub memo: std::cell::RefCell<Vec<Option<Collection<'a>>>>,
 }
 
 /// How many emptied collections an evaluation keeps for reuse.
@@ -197,6 +200,18 @@ pub(crate) fn checked_string<'a>(what: &str, s: String) -> Result<Value<'a>, Eva
 
 impl<'e, 'a> Evaluator<'e, 'a> {
     pub fn eval(&self, e: &Expr, frame: &Frame<'_, 'a>) -> R<'a> {
+        let Some(slot) = self.hoisted.slot(e) else {
+            return self.eval_bounded(e, frame);
+        };
+        if let Some(known) = &self.memo.borrow()[slot] {
+            return Ok(known.clone());
+        }
+        let r = self.eval_bounded(e, frame)?;
+        self.memo.borrow_mut()[slot] = Some(r.clone());
+        Ok(r)
+    }
+
+    fn eval_bounded(&self, e: &Expr, frame: &Frame<'_, 'a>) -> R<'a> {
         let r = self.eval_node(e, frame)?;
         if r.len() > MAX_COLLECTION {
             return Err(EvalError::new(

@@ -18,6 +18,7 @@ mod eval;
 mod functions;
 #[doc(hidden)]
 pub mod fuzzing;
+mod hoist;
 mod lexer;
 mod model;
 mod parser;
@@ -149,6 +150,8 @@ impl<'a> Environment<'a> {
 pub struct Expression {
     source: Arc<str>,
     ast: Arc<Expr>,
+    /// The subexpressions of `ast` evaluated once per evaluation.
+    hoisted: Arc<hoist::Hoisted>,
 }
 
 impl Expression {
@@ -169,6 +172,8 @@ impl Expression {
             depth: std::cell::Cell::new(0),
             steps: model::StepCache::default(),
             spare: std::cell::RefCell::new(Vec::new()),
+            hoisted: &self.hoisted,
+            memo: std::cell::RefCell::new(vec![None; self.hoisted.slots()]),
         };
         let frame = eval::Frame {
             this: &env.context,
@@ -188,10 +193,12 @@ impl Expression {
 
 /// Parses an expression.
 pub fn parse(expression: &str) -> Result<Expression, SyntaxError> {
-    let ast = parser::parse(expression)?;
+    let ast = Arc::new(parser::parse(expression)?);
+    let hoisted = Arc::new(hoist::Hoisted::of(&ast));
     Ok(Expression {
         source: Arc::from(expression),
-        ast: Arc::new(ast),
+        ast,
+        hoisted,
     })
 }
 

@@ -488,10 +488,17 @@ fn fallback_base(name: &str) -> Option<&'static str> {
 /// True when FHIR type `ty` is `target` or derives from it.
 pub fn fhir_subtype(ty: &str, target: &str, defs: Option<&'static Definitions>) -> bool {
     // Walks the base chain by reference (names borrowed from the definitions or static).
+    // Primitive types are named in lower case and complex types and resources in upper case; the
+    // latter never derive from the former, so the walk towards a primitive stops at the first
+    // upper-case name (`as(canonical)` over all descendants asks this of every node).
+    let primitive_target = target.starts_with(|c: char| c.is_ascii_lowercase());
     let mut cur: &str = ty;
     for _ in 0..16 {
         if cur == target {
             return true;
+        }
+        if primitive_target && !cur.starts_with(|c: char| c.is_ascii_lowercase()) {
+            return false;
         }
         let next = match defs.and_then(|d| d.structure(cur)) {
             Some(s) => match &s.base {

@@ -652,3 +652,38 @@ fn parse_cached_shares_one_tree_per_text() {
     assert_eq!(e1, e2);
     assert_eq!(e1, parse("name.(").expect_err("syntax error"));
 }
+
+/// A subexpression that does not depend on the criterion's item is evaluated once per evaluation
+/// (`hoist.rs`), not once per item; the result is the same.
+#[test]
+fn a_free_subexpression_in_a_criterion_is_evaluated_once() {
+    struct Counting {
+        calls: std::cell::Cell<usize>,
+        organization: Json,
+    }
+    impl ReferenceResolver for Counting {
+        fn resolve(&self, _reference: &str) -> Option<&Json> {
+            self.calls.set(self.calls.get() + 1);
+            Some(&self.organization)
+        }
+    }
+    let patient = json!({
+        "resourceType": "Patient",
+        "name": [{"given": ["a"]}, {"given": ["Acme"]}, {"given": ["c"]}],
+        "managingOrganization": {"reference": "Organization/1"}
+    });
+    let resolver = Counting {
+        calls: std::cell::Cell::new(0),
+        organization: json!({"resourceType": "Organization", "id": "1", "name": "Acme"}),
+    };
+    let mut env = Environment::for_resource(&patient);
+    env.resolver = Some(&resolver);
+    let e = parse("name.where(given = %resource.managingOrganization.resolve().name)").unwrap();
+    let found = e.evaluate(&env).unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].to_json(), json!({"given": ["Acme"]}));
+    assert_eq!(resolver.calls.get(), 1, "resolved once for three names");
+    // A second evaluation starts afresh (the memo belongs to one evaluation).
+    e.evaluate(&env).unwrap();
+    assert_eq!(resolver.calls.get(), 2);
+}

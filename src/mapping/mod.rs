@@ -24,12 +24,16 @@ use std::collections::{HashMap, HashSet};
 pub struct Options {
     /// UTC offset for v2 times without one (`+08:00`).
     pub default_offset: String,
+    /// Fill [`Conversion::trace`] (which field went where). Off on the ingest path, which never
+    /// reads it: naming every placed value costs several allocations per field.
+    pub trace: bool,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Options {
             default_offset: "+08:00".into(),
+            trace: false,
         }
     }
 }
@@ -89,10 +93,36 @@ struct Run<'a, 'm> {
     msg: &'a Hl7v2Message<'m>,
     maps: &'a Mappings,
     ctx: Context<'a>,
-    /// (segment index, field, repetition, component; 0 = all).
-    consumed: HashSet<(usize, usize, usize, usize)>,
+    consumed: Consumed,
     unmapped: Vec<Unmapped>,
     trace: Vec<(usize, Trace)>,
+    tracing: bool,
+}
+
+/// The values rules placed (or rejected with a reason): (segment index, field, repetition,
+/// component; 0 = all), plus the repetitions of which some component was taken, so that the
+/// unconsumed report asks one question per repetition instead of one per possible component.
+#[derive(Default)]
+struct Consumed {
+    values: HashSet<(usize, usize, usize, usize), foldhash::fast::RandomState>,
+    partly: HashSet<(usize, usize, usize), foldhash::fast::RandomState>,
+}
+
+impl Consumed {
+    fn insert(&mut self, key: (usize, usize, usize, usize)) {
+        if key.3 > 0 {
+            self.partly.insert((key.0, key.1, key.2));
+        }
+        self.values.insert(key);
+    }
+
+    fn contains(&self, key: &(usize, usize, usize, usize)) -> bool {
+        self.values.contains(key)
+    }
+
+    fn partly(&self, segment: usize, field: usize, repetition: usize) -> bool {
+        self.partly.contains(&(segment, field, repetition))
+    }
 }
 
 fn shown(p: &str) -> String {
@@ -103,8 +133,10 @@ fn common_prefix(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// `at` names the group path `path` or its last steps (`PID` matches `PATIENT.PID`).
 fn path_matches(path: &str, at: &str) -> bool {
-    path == at || path.ends_with(&format!(".{at}"))
+    path.strip_suffix(at)
+        .is_some_and(|head| head.is_empty() || head.ends_with('.'))
 }
 
 fn field_name(v2: &V2Path, rep: usize) -> String {
@@ -144,9 +176,10 @@ pub fn convert(
             identifier_systems: &maps.identifier_systems,
             created: Vec::new(),
         },
-        consumed: HashSet::new(),
+        consumed: Consumed::default(),
         unmapped: Vec::new(),
         trace: Vec::new(),
+        tracing: opts.trace,
     };
     // The envelope: MSH and EVN feed the Provenance and the ACK, not a resource.
     for f in [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 15, 16, 18] {
@@ -346,32 +379,34 @@ impl<'a, 'm> Run<'a, 'm> {
                     rep_no,
                     rule.v2.component.unwrap_or(0),
                 );
-                let name = field_name(&rule.v2, rep_no);
+                let name = || field_name(&rule.v2, rep_no);
                 match value {
                     Ok(Some((v, target))) => {
                         let steps = retarget(&rule.target, target);
                         match place(resource, &steps, v, rule.with.as_ref()) {
                             Ok(()) => {
                                 self.consumed.insert(key);
-                                self.trace.push((
-                                    instance,
-                                    Trace {
-                                        field: name,
-                                        sequence: segment.index() + 1,
-                                        value: shown(piece.raw()),
-                                        target: steps
-                                            .iter()
-                                            .map(|s| s.key.as_str())
-                                            .collect::<Vec<_>>()
-                                            .join("."),
-                                    },
-                                ));
+                                if self.tracing {
+                                    self.trace.push((
+                                        instance,
+                                        Trace {
+                                            field: name(),
+                                            sequence: segment.index() + 1,
+                                            value: shown(piece.raw()),
+                                            target: steps
+                                                .iter()
+                                                .map(|s| s.key.as_str())
+                                                .collect::<Vec<_>>()
+                                                .join("."),
+                                        },
+                                    ));
+                                }
                             }
-                            Err(reason) => self.reject(key, name, segment, piece, reason),
+                            Err(reason) => self.reject(key, name(), segment, piece, reason),
                         }
                     }
                     Ok(None) => {}
-                    Err(reason) => self.reject(key, name, segment, piece, reason),
+                    Err(reason) => self.reject(key, name(), segment, piece, reason),
                 }
             }
         }
@@ -524,7 +559,7 @@ impl<'a, 'm> Run<'a, 'm> {
                     if !rep.is_valued() || self.consumed.contains(&(si, f, rep_no, 0)) {
                         continue;
                     }
-                    let partly = (1..=64).any(|c| self.consumed.contains(&(si, f, rep_no, c)));
+                    let partly = self.consumed.partly(si, f, rep_no);
                     let base = V2Path {
                         segment: seg.id().to_string(),
                         field: f,

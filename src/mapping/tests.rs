@@ -15,7 +15,17 @@ fn maps() -> &'static Mappings {
 
 fn run(text: &str) -> Conversion {
     let msg = parse(text.as_bytes(), Charset::Ascii).unwrap();
-    convert(&msg, maps(), &Options::default()).unwrap()
+    let traced = Options {
+        trace: true,
+        ..Options::default()
+    };
+    let c = convert(&msg, maps(), &traced).unwrap();
+    // The trace is a view on the same conversion: off, the resources and the unmapped are equal.
+    let plain = convert(&msg, maps(), &Options::default()).unwrap();
+    assert!(plain.trace.is_empty());
+    assert_eq!(plain.resources, c.resources);
+    assert_eq!(plain.unmapped, c.unmapped);
+    c
 }
 
 fn of_type<'a>(c: &'a Conversion, ty: &str) -> Vec<&'a Value> {
@@ -371,4 +381,16 @@ fn paths_below_a_primitive_use_its_underscore_sibling() {
         load::resolve_path("Patient", "name.given.extension").unwrap_err(),
         "Patient.name.given.extension: 'extension' below a repeating primitive (given) is not supported"
     );
+}
+
+#[test]
+fn a_rule_path_matches_whole_trailing_steps_only() {
+    assert!(super::path_matches("PID", "PID"));
+    assert!(super::path_matches("PATIENT.PID", "PID"));
+    assert!(super::path_matches(
+        "ORDER.OBSERVATION.OBX",
+        "OBSERVATION.OBX"
+    ));
+    assert!(!super::path_matches("PATIENT.XPID", "PID"));
+    assert!(!super::path_matches("PID", "PATIENT.PID"));
 }

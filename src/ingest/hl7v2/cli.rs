@@ -110,6 +110,7 @@ pub fn convert_file(
     let bytes = std::fs::read(file).map_err(|e| format!("{}: {e}", file.display()))?;
     let opts = Options {
         default_offset: timezone.to_string(),
+        trace: true,
     };
     let mut out = String::new();
     for (i, m) in split_messages(&bytes).into_iter().enumerate() {

@@ -158,6 +158,7 @@ impl Hl7v2Service {
             counters: Mutex::new(Counters::default()),
             options: Options {
                 default_offset: settings.hl7v2_timezone.clone(),
+                trace: false,
             },
             default_charset,
             sender_charsets,
