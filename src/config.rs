@@ -31,6 +31,30 @@ pub enum ValidationPolicy {
     Profiles,
 }
 
+/// What ingest does with data that breaks a named profile rule (an invariant key such as
+/// `cn-id-3`, the GB 11643 check character of a 身份证号).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleAction {
+    /// Accept the data; the issue becomes a warning in the answer and the Provenance, and is
+    /// counted in `/metrics`.
+    Warn,
+    /// Refuse the message, as for any other error.
+    Reject,
+}
+
+/// The profile rules a sender's data may break on ingest by default: the GB 11643 rules of the
+/// 身份证号 (cn-id-3 check character, cn-id-2 birth date, cn-id-1 format). Real feeds carry wrong
+/// check characters (the WS/T 846 sample H0201), masked ids (`4201062XXX01011919`) and
+/// placeholders (`121212121212121212`) in all but a few of the national samples; refusing the
+/// message would lose the clinical record for a flaw of one identifier, so these are let
+/// through with a warning. `$validate` still reports them as errors.
+pub const DEFAULT_INGEST_RULES: &[(&str, RuleAction)] = &[
+    ("cn-id-3", RuleAction::Warn),
+    ("cn-id-2", RuleAction::Warn),
+    ("cn-id-1", RuleAction::Warn),
+];
+
 /// The resolved configuration of a running gateway.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -84,11 +108,29 @@ pub struct Settings {
     pub hl7v2_sender_charsets: HashMap<String, String>,
     /// UTC offset for v2 times that carry none.
     pub hl7v2_timezone: String,
+    /// Profile rules (invariant keys) and what ingest does when a message breaks one, for every
+    /// sender without its own entry (`[ingest-rules]`; [`DEFAULT_INGEST_RULES`] by default).
+    /// A rule not listed refuses the message.
+    pub ingest_rules: HashMap<String, RuleAction>,
+    /// Per sender (the v3 sender device id, the CDA custodian id) overrides of `ingest_rules`
+    /// (`[ingest-rules-by-sender.SENDER]`).
+    pub ingest_rules_by_sender: HashMap<String, HashMap<String, RuleAction>>,
     /// `[auth]`, `[access]`, `[audit]`, `[limits]`, `[tls]` (config file only).
     pub security: crate::security::SecurityConfig,
 }
 
 impl Settings {
+    /// What ingest does when `sender`'s data breaks the profile rule `rule`: the sender's own
+    /// entry, else the default list, else refuse.
+    pub fn ingest_rule_action(&self, sender: &str, rule: &str) -> RuleAction {
+        self.ingest_rules_by_sender
+            .get(sender)
+            .and_then(|m| m.get(rule))
+            .or_else(|| self.ingest_rules.get(rule))
+            .copied()
+            .unwrap_or(RuleAction::Reject)
+    }
+
     /// The validation policy of a resource type.
     pub fn validation_for(&self, resource_type: &str) -> ValidationPolicy {
         self.validation_by_type
@@ -126,6 +168,11 @@ impl Default for Settings {
             hl7v2_charset: "ASCII".into(),
             hl7v2_sender_charsets: HashMap::new(),
             hl7v2_timezone: "+08:00".into(),
+            ingest_rules: DEFAULT_INGEST_RULES
+                .iter()
+                .map(|(k, a)| (k.to_string(), *a))
+                .collect(),
+            ingest_rules_by_sender: HashMap::new(),
             security: Default::default(),
         }
     }
@@ -220,6 +267,13 @@ pub struct Overrides {
     /// UTC offset for v2 times without one [default: +08:00]
     #[arg(long, env = "HUITONG_HL7V2_TIMEZONE")]
     pub hl7v2_timezone: Option<String>,
+    /// What ingest does when a message breaks a profile rule (config file only):
+    /// `[ingest-rules]` `cn-id-3 = "warn"` (or `"reject"`)
+    #[arg(skip)]
+    pub ingest_rules: Option<HashMap<String, RuleAction>>,
+    /// Per sender overrides (config file only): `[ingest-rules-by-sender.HIS-7]` `cn-id-3 = "reject"`
+    #[arg(skip)]
+    pub ingest_rules_by_sender: Option<HashMap<String, HashMap<String, RuleAction>>>,
     /// Authentication (config file only): `[auth]` jwks-file, audience, `[[auth.senders]]`
     #[arg(skip)]
     pub auth: Option<crate::security::config::AuthConfig>,
@@ -299,6 +353,15 @@ impl Settings {
             );
             if let Some(m) = &l.hl7v2_sender_charsets {
                 s.hl7v2_sender_charsets.extend(m.clone());
+            }
+            if let Some(m) = &l.ingest_rules {
+                s.ingest_rules.extend(m.clone());
+            }
+            for (sender, m) in l.ingest_rules_by_sender.iter().flatten() {
+                s.ingest_rules_by_sender
+                    .entry(sender.clone())
+                    .or_default()
+                    .extend(m.clone());
             }
             if let Some(a) = &l.mllp_addr {
                 s.mllp_addr = if a == "off" {
@@ -398,6 +461,25 @@ mod tests {
         assert_eq!(s.validation_for("Binary"), ValidationPolicy::Off);
         assert_eq!(s.validation_for("Observation"), ValidationPolicy::Core);
         assert_eq!(s.type_profiles["Patient"], vec!["http://x/p".to_string()]);
+    }
+
+    #[test]
+    fn ingest_rules_default_per_sender_and_unlisted() {
+        let s = Settings::resolve(&[]).unwrap();
+        assert_eq!(s.ingest_rule_action("any", "cn-id-3"), RuleAction::Warn);
+        assert_eq!(
+            s.ingest_rule_action("any", "cn-pat-sex"),
+            RuleAction::Reject
+        );
+        let file: Overrides = toml::from_str(
+            "[ingest-rules]\ncn-uscc-2 = \"warn\"\n[ingest-rules-by-sender.HIS-7]\ncn-id-3 = \"reject\"",
+        )
+        .unwrap();
+        let s = Settings::resolve(&[&file]).unwrap();
+        assert_eq!(s.ingest_rule_action("HIS-7", "cn-id-3"), RuleAction::Reject);
+        assert_eq!(s.ingest_rule_action("HIS-7", "cn-uscc-2"), RuleAction::Warn);
+        assert_eq!(s.ingest_rule_action("HIS-8", "cn-id-3"), RuleAction::Warn);
+        assert!(toml::from_str::<Overrides>("[ingest-rules]\ncn-id-3 = \"ignore\"").is_err());
     }
 
     #[test]

@@ -139,6 +139,13 @@ async fn every_wst500_sample_is_stored_with_its_key_facts() {
         let patients = resources(&bundle, "Patient");
         assert_eq!(patients.len(), 1, "{name}");
         let patient = patients[0];
+        // Validated against the CN profile it claims (a 身份证号 breaking GB 11643 is let through
+        // with a warning by the default [ingest-rules]; tests/ingest_rule_policy.rs).
+        assert_eq!(
+            patient["meta"]["profile"][0],
+            "http://huitong.dev/fhir/cn/StructureDefinition/CNPatient",
+            "{name}"
+        );
         let role = path(root, "recordTarget/patientRole").unwrap();
         let person = el(role, "patient").unwrap();
         let ids: Vec<(String, String)> = patient["identifier"]

@@ -13,16 +13,7 @@ use std::path::PathBuf;
 const V3: &str = "urn:hl7-org:v3";
 
 async fn post_v3(server: &TestServer, body: impl Into<reqwest::Body>) -> (u16, String) {
-    let r = server
-        .http
-        .post(format!("{}/hl7v3", server.root))
-        .header("content-type", "application/xml")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let s = r.status().as_u16();
-    (s, r.text().await.unwrap())
+    server.post_raw("hl7v3", "application/xml", body).await
 }
 
 /// (root element, acknowledgement typeCode, target message id, detail text, queryResponseCode).
@@ -182,6 +173,16 @@ async fn every_v3_sample_is_answered_and_registered() {
                 facts += 1;
                 if *ty == "Patient" {
                     let pat = &v["entry"][0]["resource"];
+                    // A person registered or updated claims CNPatient and was validated against
+                    // it (messages about a visit, an order or a document only name the person).
+                    if ["PRPA_IN201311UV02", "PRPA_IN201314UV02"].contains(&root.tag_name().name())
+                    {
+                        assert_eq!(
+                            pat["meta"]["profile"][0],
+                            "http://huitong.dev/fhir/cn/StructureDefinition/CNPatient",
+                            "{name}"
+                        );
+                    }
                     let person = root
                         .descendants()
                         .find(|d| d.tag_name().name() == "patientPerson")

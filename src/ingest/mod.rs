@@ -5,3 +5,4 @@ pub mod cda;
 pub mod feed;
 pub mod hl7v2;
 pub mod hl7v3;
+pub mod rule_policy;

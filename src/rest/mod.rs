@@ -144,6 +144,14 @@ pub fn check_write(st: &AppState, resource: &serde_json::Value) -> Result<(), Fh
     validate::check_write(st, resource).map(|_| ())
 }
 
+/// Validates a translated resource before ingest writes it (see [`validate::check_ingest`]).
+pub fn check_ingest(
+    st: &AppState,
+    resource: &serde_json::Value,
+) -> Result<Vec<crate::model::Issue>, FhirError> {
+    validate::check_ingest(st, resource)
+}
+
 /// Registers the conformance resources already in the store (see [`validate::register_stored`]).
 pub async fn register_stored_conformance(st: &AppState) -> Result<usize, crate::store::StoreError> {
     validate::register_stored(st).await
@@ -415,6 +423,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render(&state.store.stats());
     text.push_str(&state.hl7v2.render_metrics());
+    text.push_str(&state.hl7v3.cda.accepted_violations.render());
     text.push_str(&state.feeds.render_metrics());
     text.push_str(&state.subscriptions.render_metrics());
     let mut r = text.into_response();

@@ -98,6 +98,17 @@ pub async fn validate(st: &AppState, inv: Invocation) -> ApiResult {
 /// Applies the configured validation policy to a resource about to be written. Errors refuse the
 /// write with 422; warnings and information are returned for the caller to pass on.
 pub fn check_write(st: &AppState, resource: &Value) -> Result<Vec<Issue>, FhirError> {
+    check(st, resource, false)
+}
+
+/// [`check_write`] for a resource an ingest pipeline translated: the profiles its translation
+/// claims in `meta.profile` are checked whatever the policy (the claim is ours, so it must hold),
+/// unless validation is off for the type.
+pub fn check_ingest(st: &AppState, resource: &Value) -> Result<Vec<Issue>, FhirError> {
+    check(st, resource, true)
+}
+
+fn check(st: &AppState, resource: &Value, claims: bool) -> Result<Vec<Issue>, FhirError> {
     let Some(ty) = resource.get("resourceType").and_then(Value::as_str) else {
         return Ok(Vec::new());
     };
@@ -114,7 +125,7 @@ pub fn check_write(st: &AppState, resource: &Value) -> Result<Vec<Issue>, FhirEr
                 .unwrap_or(&[]),
             true,
         ),
-        _ => (&[], false),
+        _ => (&[], claims),
     };
     let report = st.validator.validate_parsed(resource, profiles, claimed);
     if report.has_errors() {

@@ -47,6 +47,24 @@ pub struct Validator {
     extension_rules: Severity,
 }
 
+/// How a failed invariant is worded: `constraint KEY failed on ELEMENT: EXPRESSION`. Policies
+/// that name rules ([`failed_invariant`]) read the key back from this one wording.
+fn invariant_failure(key: &str, element: &str, expression: &str) -> String {
+    format!("{INVARIANT_FAILED}{key} failed on {element}: {expression}")
+}
+
+const INVARIANT_FAILED: &str = "constraint ";
+
+/// The key of the invariant (`cn-id-3`) an issue reports as failed, if it reports one.
+pub fn failed_invariant(issue: &Issue) -> Option<&str> {
+    if issue.code != "invariant" {
+        return None;
+    }
+    let rest = issue.diagnostics.strip_prefix(INVARIANT_FAILED)?;
+    let (key, tail) = rest.split_once(' ')?;
+    tail.starts_with("failed on ").then_some(key)
+}
+
 /// The outcome of validating one resource.
 #[derive(Debug, Clone, Default)]
 pub struct Report {

@@ -1099,7 +1099,7 @@ impl<'x, 'v> Walk<'x, 'v> {
             match expr.evaluate_boolean(env) {
                 Ok(Some(true)) | Ok(None) => {}
                 Ok(Some(false)) => {
-                    let msg = format!("constraint {} failed on {}: {}", inv.key, r.id, inv.source);
+                    let msg = super::invariant_failure(&inv.key, &r.id, &inv.source);
                     self.issue(inv.severity, "invariant", msg);
                 }
                 Err(e) => {

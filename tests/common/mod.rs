@@ -131,6 +131,35 @@ impl TestServer {
             .expect("request sent")
     }
 
+    /// POSTs a raw body to a path below the root (`hl7v3`, `cda`, `hl7v2`): status and text.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, String) {
+        let r = self
+            .http
+            .post(format!("{}/{}", self.root, path.trim_start_matches('/')))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent");
+        let status = r.status().as_u16();
+        (status, r.text().await.expect("body"))
+    }
+
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.get_text(&format!("{}/metrics", self.root)).await
+    }
+
+    async fn get_text(&self, url: &str) -> String {
+        let r = self.http.get(url).send().await.expect("request sent");
+        r.text().await.expect("body")
+    }
+
     pub async fn get(&self, path: &str) -> reqwest::Response {
         self.http
             .get(self.url(path))

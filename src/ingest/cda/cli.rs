@@ -26,6 +26,9 @@ pub async fn ingest_files(settings: Settings, files: &[PathBuf]) -> Result<(usiz
                     s.converted.resources.len(),
                     s.converted.fallbacks
                 );
+                for a in &s.accepted {
+                    println!("  warning: {}", a.issue.diagnostics);
+                }
             }
             Err(e) => {
                 failed += 1;

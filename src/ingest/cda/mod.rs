@@ -10,6 +10,7 @@ pub mod cli;
 pub mod convert;
 pub mod table;
 
+use crate::ingest::rule_policy::{self, AcceptedViolations, LetThrough};
 use crate::mapping::ids::resource_id;
 use crate::model::{FhirError, Issue};
 use crate::rest::AppState;
@@ -25,6 +26,8 @@ pub struct CdaService {
     /// Why the tables did not load (CDA is then refused with this reason).
     load_error: Option<String>,
     pub limits: Limits,
+    /// Profile rule violations let through on ingest (CDA and HL7 v3), for `/metrics`.
+    pub accepted_violations: AcceptedViolations,
 }
 
 /// A committed document.
@@ -33,6 +36,8 @@ pub struct Stored {
     pub converted: Converted,
     /// The Provenance written with it.
     pub provenance_id: String,
+    /// Profile rules it breaks that the sender's policy let through (recorded in the Provenance).
+    pub accepted: Vec<LetThrough>,
 }
 
 /// The instant now, as FHIR `instant`.
@@ -56,6 +61,7 @@ impl CdaService {
                 tables,
                 load_error: None,
                 limits,
+                accepted_violations: Default::default(),
             },
             Err(errors) => {
                 let e = errors.join("\n");
@@ -64,6 +70,7 @@ impl CdaService {
                     tables: Tables::default(),
                     load_error: Some(e),
                     limits,
+                    accepted_violations: Default::default(),
                 }
             }
         }
@@ -86,23 +93,30 @@ impl CdaService {
         convert::convert(bytes, &self.tables, &self.limits, &now_instant()).map_err(refusal)
     }
 
-    /// Converts, validates and stores one document.
+    /// Converts, validates and stores one document. A bare document names no sending system:
+    /// its sender (for `[ingest-rules-by-sender]`) is its custodian, the organisation keeping it.
     pub async fn ingest(&self, st: &AppState, bytes: &[u8]) -> Result<Stored, FhirError> {
         let converted = self.convert(bytes)?;
-        self.store(st, converted).await
+        let sender = custodian(&converted);
+        self.store(st, converted, &sender).await
     }
 
-    /// Validates and stores an already converted document (with its Provenance).
-    pub async fn store(&self, st: &AppState, converted: Converted) -> Result<Stored, FhirError> {
+    /// Validates and stores an already converted document (with its Provenance) from `sender`.
+    pub async fn store(
+        &self,
+        st: &AppState,
+        converted: Converted,
+        sender: &str,
+    ) -> Result<Stored, FhirError> {
         let provenance = provenance(&converted);
         let provenance_id = provenance["id"].as_str().unwrap_or_default().to_string();
         let mut all = converted.resources.clone();
         all.push(converted.bundle.clone());
-        all.push(provenance);
-        commit(st, all).await?;
+        let accepted = commit(st, all, sender, provenance).await?;
         Ok(Stored {
             converted,
             provenance_id,
+            accepted,
         })
     }
 }
@@ -131,43 +145,36 @@ fn describe(e: &FhirError) -> String {
         .join("; ")
 }
 
-/// Canonicalises, validates and writes resources (PUT by id) in one transaction; the first
-/// invalid resource refuses them all.
+/// Canonicalises, validates (with the profiles the translation claims) and writes resources (PUT
+/// by id) in one transaction with the `provenance` of the ingest; the first invalid resource
+/// refuses them all. Profile rules `sender`'s policy lets through are returned, recorded in the
+/// Provenance's contained OperationOutcome and counted in `/metrics` once committed.
 pub async fn commit(
     st: &AppState,
     resources: Vec<Value>,
-) -> Result<Vec<transaction::Effect>, FhirError> {
-    let identities = st.identities.current();
-    let mut entries = Vec::with_capacity(resources.len());
-    for mut r in resources {
-        identities.canonicalise_resource(&mut r);
-        let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
-        let id = r["id"].as_str().unwrap_or_default().to_string();
-        let structural = crate::model::check_resource(
-            &r,
-            crate::definitions::Definitions::core(),
-            Default::default(),
-        );
-        let checked = if structural.is_empty() {
-            crate::rest::check_write(st, &r)
-        } else {
-            Err(FhirError {
-                status: 422,
-                issues: structural,
-            })
-        };
-        if let Err(e) = checked {
-            let mut out = FhirError::new(
-                422,
-                "invariant",
-                format!("{ty}/{id} is not valid: {}", describe(&e)),
-            );
-            out.issues
-                .extend(e.issues.into_iter().map(|i| i.within(&ty)));
-            return Err(out);
+    sender: &str,
+    mut provenance: Value,
+) -> Result<Vec<LetThrough>, FhirError> {
+    let sender = if sender.is_empty() {
+        rule_policy::UNIDENTIFIED
+    } else {
+        sender
+    };
+    let mut entries = Vec::with_capacity(resources.len() + 1);
+    let mut accepted = Vec::new();
+    for r in resources {
+        // A document Bundle repeats the resources stored on their own: what it lets through is
+        // already recorded once, for the resource itself.
+        let container = r["resourceType"] == "Bundle";
+        let (entry, mut let_through) = checked_entry(st, r, sender)?;
+        entries.push(entry);
+        if !container {
+            accepted.append(&mut let_through);
         }
-        entries.push(Entry::new(Method::Put, &ty, Target::Id(id), Some(r)));
     }
+    record_accepted(&mut provenance, &accepted);
+    let (entry, _) = checked_entry(st, provenance, sender)?;
+    entries.push(entry);
     transaction::apply(
         st.store.as_ref(),
         &st.search,
@@ -175,7 +182,145 @@ pub async fn commit(
         Scope::Bundle,
         Default::default(),
     )
-    .await
+    .await?;
+    st.hl7v3.cda.accepted_violations.record(&accepted);
+    Ok(accepted)
+}
+
+/// One resource canonicalised and validated into its PUT, with the rules its sender's policy
+/// let through; or the refusal naming the resource, the element, the profile and the rule.
+fn checked_entry(
+    st: &AppState,
+    mut r: Value,
+    sender: &str,
+) -> Result<(Entry, Vec<LetThrough>), FhirError> {
+    st.identities.current().canonicalise_resource(&mut r);
+    let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
+    let id = r["id"].as_str().unwrap_or_default().to_string();
+    let structural = crate::model::check_resource(
+        &r,
+        crate::definitions::Definitions::core(),
+        Default::default(),
+    );
+    let checked = if structural.is_empty() {
+        crate::rest::check_ingest(st, &r).map(|_| Vec::new())
+    } else {
+        Err(FhirError {
+            status: 422,
+            issues: structural,
+        })
+    };
+    let let_through = match checked {
+        Ok(none) => none,
+        Err(e) => rule_policy::judge(&st.settings, sender, &format!("{ty}/{id}"), e.issues)
+            .map_err(|issues| {
+                let e = FhirError {
+                    status: 422,
+                    issues,
+                };
+                let mut out = FhirError::new(
+                    422,
+                    "invariant",
+                    format!("{ty}/{id} is not valid: {}", describe(&e)),
+                );
+                // Validator locations already start with the type (`Patient.identifier[0]`).
+                let typed = |i: &Issue| {
+                    i.expression
+                        .as_deref()
+                        .is_some_and(|x| x == ty || x.starts_with(&format!("{ty}.")))
+                };
+                out.issues.extend(
+                    e.issues
+                        .into_iter()
+                        .map(|i| if typed(&i) { i } else { i.within(&ty) }),
+                );
+                out
+            })?,
+    };
+    Ok((
+        Entry::new(Method::Put, &ty, Target::Id(id), Some(r)),
+        let_through,
+    ))
+}
+
+/// Adds the rules let through to the Provenance's contained OperationOutcome (one warning each,
+/// located at the element), so the stored record says what was accepted and why.
+fn record_accepted(provenance: &mut Value, accepted: &[LetThrough]) {
+    if accepted.is_empty() {
+        return;
+    }
+    let warnings: Vec<Value> = accepted
+        .iter()
+        .map(|a| {
+            let mut w = json!({
+                "severity": "warning",
+                "code": "invariant",
+                "details": {"text": format!("rule {} let through for sender '{}'", a.rule, a.sender)},
+                "diagnostics": a.issue.diagnostics,
+            });
+            if let Some(x) = &a.issue.expression {
+                w["expression"] = json!([x]);
+            }
+            w
+        })
+        .collect();
+    let Some(p) = provenance.as_object_mut() else {
+        return;
+    };
+    let contained = p
+        .entry("contained")
+        .or_insert_with(|| json!([]))
+        .as_array_mut();
+    let Some(contained) = contained else {
+        return;
+    };
+    match contained
+        .iter_mut()
+        .find(|c| c["resourceType"] == "OperationOutcome")
+    {
+        Some(oo) => {
+            if let Some(issues) = oo["issue"].as_array_mut() {
+                issues.extend(warnings);
+            }
+        }
+        None => {
+            contained.push(
+                json!({"resourceType": "OperationOutcome", "id": "issues", "issue": warnings}),
+            );
+            if let Some(entity) = p.get_mut("entity").and_then(Value::as_array_mut) {
+                entity.push(json!({"role": "derivation", "what": {"reference": "#issues", "display": "profile rules accepted with a warning"}}));
+            }
+        }
+    }
+}
+
+/// `Type/id` of a resource.
+pub fn type_and_id(r: &Value) -> String {
+    format!(
+        "{}/{}",
+        r["resourceType"].as_str().unwrap_or_default(),
+        r["id"].as_str().unwrap_or_default()
+    )
+}
+
+/// The sender label of a bare CDA document: its custodian's first identifier value.
+fn custodian(c: &Converted) -> String {
+    let Some(reference) = c
+        .resources
+        .iter()
+        .find(|r| r["resourceType"] == "Composition")
+        .and_then(|comp| comp.pointer("/custodian/reference"))
+        .and_then(Value::as_str)
+    else {
+        return String::new();
+    };
+    c.resources
+        .iter()
+        .find(|r| type_and_id(r) == reference)
+        .and_then(|o| o.pointer("/identifier/0/value"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The Provenance of a document: what it wrote and what was not placed (a contained

@@ -3,7 +3,9 @@
 //! [`Hl7v3Service::handle`] parses the message safely ([`crate::xml`]), dispatches on
 //! `interactionId` to the interaction's file in `mappings/hl7v3/`, and
 //! - write interactions (register, update, merge, add): fill the resources the rules name and
-//!   commit them in one `transaction::apply` (through [`crate::ingest::cda::commit`]), then AA;
+//!   commit them with the message's Provenance in one `transaction::apply` (through
+//!   [`crate::ingest::cda::commit`], which validates them against the CN profiles they claim and
+//!   applies the sender's `[ingest-rules]` policy), then AA (detail W for rules let through);
 //! - queries: run the FHIR search the file states and render the query response from templates;
 //! - the document register: the CDA in the message goes through the CDA engine.
 //!
@@ -15,6 +17,7 @@ pub mod interactions;
 pub mod render;
 
 use crate::ingest::cda::{self, CdaService, convert::Converted};
+use crate::ingest::rule_policy::LetThrough;
 use crate::mapping::ids::resource_id;
 use crate::mapping::xml::{self, fill, identifier_key, link};
 use crate::model::FhirError;
@@ -181,33 +184,28 @@ impl Hl7v3Service {
                 resources,
                 merge,
                 notes,
-            } => match self.write(st, resources, &merge).await {
-                Ok(written) => self.ack(&header, ix, true, &notes.join("; "), written, soap),
+            } => match self.write(st, resources, &merge, &header, ix).await {
+                Ok((written, accepted)) => {
+                    self.accept(&header, ix, notes, written, &accepted, soap)
+                }
                 Err(e) => self.refuse(&header, &describe(&e), soap),
             },
-            Plan::Metadata { resources, notes } => match self.write(st, resources, &[]).await {
-                Ok(written) => self.ack(&header, ix, true, &notes.join("; "), written, soap),
-                Err(e) => self.refuse(&header, &describe(&e), soap),
-            },
-            Plan::Document(c) => match self.cda.store(st, *c).await {
+            Plan::Metadata { resources, notes } => {
+                match self.write(st, resources, &[], &header, ix).await {
+                    Ok((written, accepted)) => {
+                        self.accept(&header, ix, notes, written, &accepted, soap)
+                    }
+                    Err(e) => self.refuse(&header, &describe(&e), soap),
+                }
+            }
+            Plan::Document(c) => match self.cda.store(st, *c, &header.sender).await {
                 Ok(s) => {
-                    let written = s
-                        .converted
-                        .resources
-                        .iter()
-                        .map(|r| {
-                            format!(
-                                "{}/{}",
-                                r["resourceType"].as_str().unwrap_or_default(),
-                                r["id"].as_str().unwrap_or_default()
-                            )
-                        })
-                        .collect();
+                    let written = s.converted.resources.iter().map(cda::type_and_id).collect();
                     let note = format!(
                         "document stored: DocumentReference/{}",
                         s.converted.document_reference_id
                     );
-                    self.ack(&header, ix, true, &note, written, soap)
+                    self.accept(&header, ix, vec![note], written, &s.accepted, soap)
                 }
                 Err(e) => self.refuse(&header, &describe(&e), soap),
             },
@@ -442,13 +440,17 @@ impl Hl7v3Service {
     }
 
     /// Writes, after resolving identifier-keyed resources to the ones already stored under the
-    /// same identifier, and merging the `merge` ones into their stored versions.
+    /// same identifier, and merging the `merge` ones into their stored versions; with the
+    /// message's Provenance, in one transaction. Returns what was written and the profile rules
+    /// the sender's policy let through.
     async fn write(
         &self,
         st: &AppState,
         mut resources: Vec<Value>,
         merge: &[usize],
-    ) -> Result<Vec<String>, FhirError> {
+        header: &Header,
+        ix: &Interaction,
+    ) -> Result<(Vec<String>, Vec<LetThrough>), FhirError> {
         let mut renames: HashMap<String, String> = HashMap::new();
         for r in resources.iter_mut() {
             let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
@@ -495,9 +497,16 @@ impl Hl7v3Service {
                 && let Ok(Value::Object(mut old)) = serde_json::from_slice::<Value>(body)
                 && let Value::Object(new) = r.clone()
             {
+                // The stored version's profile claims stay when the message claims none: a visit
+                // message names a registered person without re-registering it, and the merged
+                // record is validated against what the person was registered under.
+                let claims = old.get("meta").and_then(|m| m.get("profile")).cloned();
                 old.remove("meta");
                 for (k, val) in new {
                     old.insert(k, val);
+                }
+                if let (false, Some(p)) = (old.contains_key("meta"), claims) {
+                    old.insert("meta".into(), json!({ "profile": p }));
                 }
                 *r = Value::Object(old);
             }
@@ -520,9 +529,56 @@ impl Hl7v3Service {
                     r["id"].as_str().unwrap_or_default()
                 )
             })
-            .collect();
-        cda::commit(st, resources).await?;
-        Ok(written)
+            .collect::<Vec<String>>();
+        let provenance = provenance(header, ix, &written);
+        let accepted = cda::commit(st, resources, &header.sender, provenance).await?;
+        Ok((written, accepted))
+    }
+
+    /// AA, with the notes of the mapping and one warning per profile rule let through (the
+    /// detail is then of type W, so a platform sees that the message was accepted with issues).
+    fn accept(
+        &self,
+        h: &Header,
+        ix: &Interaction,
+        mut notes: Vec<String>,
+        written: Vec<String>,
+        accepted: &[LetThrough],
+        soap: Option<Soap>,
+    ) -> Reply {
+        if accepted.is_empty() {
+            return self.ack(h, ix, true, &notes.join("; "), written, soap);
+        }
+        if notes.is_empty() {
+            notes.push(format!(
+                "{} ({}): {} resources written",
+                ix.title,
+                ix.part,
+                written.len()
+            ));
+        }
+        for a in accepted {
+            notes.push(match &a.issue.expression {
+                Some(x) => format!("warning: {} at {x}", a.issue.diagnostics),
+                None => format!("warning: {}", a.issue.diagnostics),
+            });
+        }
+        let detail = notes.join("; ");
+        let xml = render::ack(
+            &self.interactions,
+            h,
+            render::Outcome::Warned,
+            &detail,
+            &v3_now(),
+        );
+        Reply {
+            xml: wrap(xml, soap),
+            accepted: true,
+            interaction: ix.id.clone(),
+            soap,
+            detail,
+            written,
+        }
     }
 
     fn ack(
@@ -544,7 +600,12 @@ impl Hl7v3Service {
         } else {
             detail.to_string()
         };
-        let xml = render::ack(&self.interactions, h, ok, &detail, &v3_now());
+        let outcome = if ok {
+            render::Outcome::Accepted
+        } else {
+            render::Outcome::Refused
+        };
+        let xml = render::ack(&self.interactions, h, outcome, &detail, &v3_now());
         Reply {
             xml: wrap(xml, soap),
             accepted: ok,
@@ -556,7 +617,13 @@ impl Hl7v3Service {
     }
 
     fn refuse(&self, h: &Header, reason: &str, soap: Option<Soap>) -> Reply {
-        let xml = render::ack(&self.interactions, h, false, reason, &v3_now());
+        let xml = render::ack(
+            &self.interactions,
+            h,
+            render::Outcome::Refused,
+            reason,
+            &v3_now(),
+        );
         Reply {
             xml: wrap(xml, soap),
             accepted: false,
@@ -573,8 +640,20 @@ impl Hl7v3Service {
     pub fn dispatch(&self, bytes: &[u8]) -> String {
         let mut soap = None;
         match self.plan(bytes, &mut soap) {
-            Ok((h, ix, _)) => render::ack(&self.interactions, &h, true, &ix.title, &v3_now()),
-            Err(r) => render::ack(&self.interactions, &r.header, false, &r.reason, &v3_now()),
+            Ok((h, ix, _)) => render::ack(
+                &self.interactions,
+                &h,
+                render::Outcome::Accepted,
+                &ix.title,
+                &v3_now(),
+            ),
+            Err(r) => render::ack(
+                &self.interactions,
+                &r.header,
+                render::Outcome::Refused,
+                &r.reason,
+                &v3_now(),
+            ),
         }
     }
 
@@ -583,7 +662,7 @@ impl Hl7v3Service {
         render::ack(
             &self.interactions,
             &Header::default(),
-            false,
+            render::Outcome::Refused,
             reason,
             &v3_now(),
         )
@@ -613,6 +692,34 @@ impl Hl7v3Service {
             &v3_now(),
         ))
     }
+}
+
+/// The Provenance of a write message: what it wrote, from which message and sender. Issues
+/// accepted with a warning are added to it by [`cda::commit`].
+fn provenance(h: &Header, ix: &Interaction, written: &[String]) -> Value {
+    let mut targets: Vec<Value> = written.iter().map(|w| json!({"reference": w})).collect();
+    if targets.is_empty() {
+        targets.push(json!({"display": "nothing"}));
+    }
+    let sender = if h.sender.is_empty() {
+        crate::ingest::rule_policy::UNIDENTIFIED
+    } else {
+        &h.sender
+    };
+    json!({
+        "resourceType": "Provenance",
+        "id": resource_id("Provenance", FACILITY, &format!("v3|{}|{}", h.id_root, h.id)),
+        "target": targets,
+        "recorded": cda::now_instant(),
+        "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]},
+        "agent": [
+            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},
+             "who": {"display": format!("sender {sender}")}},
+            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler"}]},
+             "who": {"display": "Huitong HL7 v3 ingest"}}
+        ],
+        "entity": [{"role": "source", "what": {"display": format!("HL7 v3 message {}|{} ({} {}, {})", h.id_root, h.id, ix.id, ix.title, ix.part)}}]
+    })
 }
 
 fn xml_reason(e: &XmlError) -> String {

@@ -76,17 +76,30 @@ fn common(h: &Header, now: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// What an acknowledgement says: AA (detail I), AA with warnings (detail W), AE (detail E).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Accepted,
+    Warned,
+    Refused,
+}
+
 /// MCCI_IN000002UV01 with AA or AE.
-pub fn ack(ix: &Interactions, h: &Header, ok: bool, detail: &str, now: &str) -> String {
+pub fn ack(ix: &Interactions, h: &Header, outcome: Outcome, detail: &str, now: &str) -> String {
     let template = ix
         .templates
         .get("MCCI_IN000002UV01")
         .map(String::as_str)
         .unwrap_or(FALLBACK_ACK);
     let mut vars = common(h, now);
-    vars.push(("ack_code", if ok { "AA" } else { "AE" }.into()));
+    let (code, detail_type) = match outcome {
+        Outcome::Accepted => ("AA", "I"),
+        Outcome::Warned => ("AA", "W"),
+        Outcome::Refused => ("AE", "E"),
+    };
+    vars.push(("ack_code", code.into()));
     vars.push(("detail", detail.to_string()));
-    vars.push(("detail_type", if ok { "I" } else { "E" }.into()));
+    vars.push(("detail_type", detail_type.into()));
     fill(template, &vars, &[], None)
 }
 
