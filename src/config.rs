@@ -84,6 +84,9 @@ pub struct Settings {
     pub hl7v2_sender_charsets: HashMap<String, String>,
     /// UTC offset for v2 times that carry none.
     pub hl7v2_timezone: String,
+    /// How long a delivered subscription notification stays in the queue (the record of its
+    /// latency) before the delivery task deletes it; undelivered ones are never deleted.
+    pub subscription_retention: std::time::Duration,
     /// `[auth]`, `[access]`, `[audit]`, `[limits]`, `[tls]` (config file only).
     pub security: crate::security::SecurityConfig,
 }
@@ -126,6 +129,7 @@ impl Default for Settings {
             hl7v2_charset: "ASCII".into(),
             hl7v2_sender_charsets: HashMap::new(),
             hl7v2_timezone: "+08:00".into(),
+            subscription_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             security: Default::default(),
         }
     }
@@ -220,6 +224,9 @@ pub struct Overrides {
     /// UTC offset for v2 times without one [default: +08:00]
     #[arg(long, env = "HUITONG_HL7V2_TIMEZONE")]
     pub hl7v2_timezone: Option<String>,
+    /// Seconds a delivered subscription notification is kept in the queue [default: 604800 (7 days)]
+    #[arg(long, env = "HUITONG_SUBSCRIPTION_RETENTION_SECS")]
+    pub subscription_retention_secs: Option<u64>,
     /// Authentication (config file only): `[auth]` jwks-file, audience, `[[auth.senders]]`
     #[arg(skip)]
     pub auth: Option<crate::security::config::AuthConfig>,
@@ -297,6 +304,9 @@ impl Settings {
                 hl7v2_charset,
                 hl7v2_timezone
             );
+            if let Some(secs) = l.subscription_retention_secs {
+                s.subscription_retention = std::time::Duration::from_secs(secs);
+            }
             if let Some(m) = &l.hl7v2_sender_charsets {
                 s.hl7v2_sender_charsets.extend(m.clone());
             }
