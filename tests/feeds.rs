@@ -1571,7 +1571,14 @@ async fn patched_results_are_validated_before_commit() {
             )
         })
         .collect();
-    assert_eq!(issues, vec![(String::new(), String::new(), String::new())]);
+    assert_eq!(
+        issues,
+        vec![(
+            "/mdtrtinfo/begntime".to_string(),
+            "Encounter.period".to_string(),
+            format!("row 1: /mdtrtinfo/begntime: Encounter/{enc_id} as changed by this record: constraint per-1 failed on Period: start.hasValue().not() or end.hasValue().not() or (start <= end) (from http://hl7.org/fhir/StructureDefinition/Encounter)")
+        )]
+    );
     // Nothing of the record was written: the Encounter is as the hospital left it, neither the
     // Condition nor the Provenance exists.
     let e = read(&srv, "Encounter", &enc_id).await;
@@ -1591,8 +1598,9 @@ async fn patched_results_are_validated_before_commit() {
         json!({"start": "2026-11-30T09:05:12+08:00", "end": "2026-11-30T09:40:00+08:00"})
     );
     // A stored resource that claims a profile must still conform to it once patched: this
-    // Encounter claims CNEncounter, whose identifier slices admit no NHSA mdtrt_id, so a
-    // cancellation of it is refused, naming the element, and changes nothing.
+    // Encounter claims CNEncounter (stored under the core-only REST policy), which its NHSA
+    // identifiers do not meet, so a cancellation of it is refused, naming the elements, and
+    // changes nothing.
     let mut e = read(&srv, "Encounter", &enc_id).await;
     e["meta"] = json!({"profile": [format!("{CN}/StructureDefinition/CNEncounter")]});
     let (s, v) = json_of(
@@ -1605,13 +1613,33 @@ async fn patched_results_are_validated_before_commit() {
         "data": {"psn_no": "11000000000000012345", "mdtrt_id": mdtrt, "ipt_otp_no": "MZ20261130000123"}});
     let (s, v) = post_feed(&srv, "nhsa-2202", &cancel).await;
     assert_eq!(s, 422, "{v}");
-    let first = &v["issue"][0];
-    assert_eq!(first["location"][0], "/data/mdtrt_id");
+    // CNEncounter's identifier slices (a visitSerialNo is required, the slicing is closed) and
+    // its class binding: each issue names the element, at the record's key field.
+    let issues: Vec<(&str, &str)> = v["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["location"][0].as_str().unwrap(),
+                i["expression"][0].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        issues,
+        vec![
+            ("/data/mdtrt_id", "Encounter"),
+            ("/data/mdtrt_id", "Encounter.identifier[0]"),
+            ("/data/mdtrt_id", "Encounter.class")
+        ],
+        "{v}"
+    );
     assert!(
-        first["expression"][0]
+        v["issue"][1]["diagnostics"]
             .as_str()
             .unwrap()
-            .starts_with("Encounter.identifier"),
+            .ends_with("Encounter.identifier: the slicing is closed and this matches no slice (from http://huitong.dev/fhir/cn/StructureDefinition/CNEncounter)"),
         "{v}"
     );
     let e = read(&srv, "Encounter", &enc_id).await;
