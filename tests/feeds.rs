@@ -1576,7 +1576,9 @@ async fn patched_results_are_validated_before_commit() {
         vec![(
             "/mdtrtinfo/begntime".to_string(),
             "Encounter.period".to_string(),
-            format!("row 1: /mdtrtinfo/begntime: Encounter/{enc_id} as changed by this record: constraint per-1 failed on Period: start.hasValue().not() or end.hasValue().not() or (start <= end) (from http://hl7.org/fhir/StructureDefinition/Encounter)")
+            format!(
+                "row 1: /mdtrtinfo/begntime: Encounter/{enc_id} as changed by this record: constraint per-1 failed on Period: start.hasValue().not() or end.hasValue().not() or (start <= end) (from http://hl7.org/fhir/StructureDefinition/Encounter)"
+            )
         )]
     );
     // Nothing of the record was written: the Encounter is as the hospital left it, neither the
