@@ -901,15 +901,29 @@ pub fn date_time(s: &str, want_date: bool, offset: &str) -> Result<String, Strin
 mod tests {
     use super::*;
 
+    /// A feed folder with an open schema and this mapping.
+    fn feed_folder(mapping: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
+        std::fs::write(dir.path().join("mapping.toml"), mapping).unwrap();
+        dir
+    }
+
+    /// The load errors of a feed folder, as `line: message`.
+    fn load_errors(dir: &tempfile::TempDir) -> Vec<String> {
+        crate::ingest::feed::load::load_feed(dir.path())
+            .unwrap_err()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.line, e.message))
+            .collect()
+    }
+
     /// The mapping features the document feeds use, on one small feed: a `for_each` rule's `when`
     /// per item, links to two rules, `gather`, a Reference's `display`, a path below a primitive,
     /// and resources embedded in a Bundle with their references as fullUrls.
     #[test]
     fn per_item_conditions_gathered_links_and_embedded_resources() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
-        std::fs::write(
-            dir.path().join("mapping.toml"),
+        let dir = feed_folder(
             r#"
 feed = "t"
 namespace = "t"
@@ -969,8 +983,7 @@ namespace = "t-b"
 from = "/code"
 fhir = "note.text"
 "#,
-        )
-        .unwrap();
+        );
         let feed = crate::ingest::feed::load::load_feed(dir.path()).unwrap();
         let record = json!({"id": "1", "born": "2026-11-28 06:42", "doctor": "D1", "doctor_name": "李明",
             "dx": [{"kind": "1", "code": "J18"}, {"kind": "2", "code": "胸痹"}]});
@@ -1051,10 +1064,7 @@ fhir = "note.text"
     /// The new mapping keys are checked at load, each error naming the rule and what is wrong.
     #[test]
     fn embeds_gathers_and_displays_are_checked_at_load() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
-        std::fs::write(
-            dir.path().join("mapping.toml"),
+        let dir = feed_folder(
             r#"feed = "t"
 namespace = "t"
 key = ["/id"]
@@ -1081,13 +1091,8 @@ type = "Claim"
 id = ["/id"]
 method = "patch"
 "#,
-        )
-        .unwrap();
-        let errors: Vec<String> = crate::ingest::feed::load::load_feed(dir.path())
-            .unwrap_err()
-            .into_iter()
-            .map(|e| format!("{}: {}", e.line, e.message))
-            .collect();
+        );
+        let errors = load_errors(&dir);
         assert_eq!(
             errors,
             vec![
@@ -1104,10 +1109,7 @@ method = "patch"
     /// as the id those values derive), its pointers consumed; a missing value names its field.
     #[test]
     fn selections_are_filled_from_the_record() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
-        std::fs::write(
-            dir.path().join("mapping.toml"),
+        let dir = feed_folder(
             r#"feed = "t"
 namespace = "t"
 key = ["/visit", "/batch"]
@@ -1119,8 +1121,7 @@ method = "patch"
 select = "identifier=s|{/batch}&context=Encounter/{Encounter:/visit}&x={Claim:/visit,/batch}"
 defaults = { status = "entered-in-error" }
 "#,
-        )
-        .unwrap();
+        );
         let feed = crate::ingest::feed::load::load_feed(dir.path()).unwrap();
         let m = map_record(
             &feed,
@@ -1164,10 +1165,7 @@ defaults = { status = "entered-in-error" }
     /// pointers and types valid; `optional` only with it.
     #[test]
     fn selections_are_checked_at_load() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
-        std::fs::write(
-            dir.path().join("mapping.toml"),
+        let dir = feed_folder(
             r#"feed = "t"
 namespace = "t"
 key = ["/id"]
@@ -1197,13 +1195,8 @@ type = "Claim"
 method = "patch"
 select = "status=active"
 "#,
-        )
-        .unwrap();
-        let errors: Vec<String> = crate::ingest::feed::load::load_feed(dir.path())
-            .unwrap_err()
-            .into_iter()
-            .map(|e| format!("{}: {}", e.line, e.message))
-            .collect();
+        );
+        let errors = load_errors(&dir);
         assert_eq!(
             errors,
             vec![
