@@ -115,6 +115,9 @@ pub struct Settings {
     /// Per sender (the v3 sender device id, the CDA custodian id) overrides of `ingest_rules`
     /// (`[ingest-rules-by-sender.SENDER]`).
     pub ingest_rules_by_sender: HashMap<String, HashMap<String, RuleAction>>,
+    /// How long a delivered subscription notification stays in the queue (the record of its
+    /// latency) before the delivery task deletes it; undelivered ones are never deleted.
+    pub subscription_retention: std::time::Duration,
     /// `[auth]`, `[access]`, `[audit]`, `[limits]`, `[tls]` (config file only).
     pub security: crate::security::SecurityConfig,
 }
@@ -173,6 +176,7 @@ impl Default for Settings {
                 .map(|(k, a)| (k.to_string(), *a))
                 .collect(),
             ingest_rules_by_sender: HashMap::new(),
+            subscription_retention: std::time::Duration::from_secs(7 * 24 * 3600),
             security: Default::default(),
         }
     }
@@ -274,6 +278,9 @@ pub struct Overrides {
     /// Per sender overrides (config file only): `[ingest-rules-by-sender.HIS-7]` `cn-id-3 = "reject"`
     #[arg(skip)]
     pub ingest_rules_by_sender: Option<HashMap<String, HashMap<String, RuleAction>>>,
+    /// Seconds a delivered subscription notification is kept in the queue [default: 604800 (7 days)]
+    #[arg(long, env = "HUITONG_SUBSCRIPTION_RETENTION_SECS")]
+    pub subscription_retention_secs: Option<u64>,
     /// Authentication (config file only): `[auth]` jwks-file, audience, `[[auth.senders]]`
     #[arg(skip)]
     pub auth: Option<crate::security::config::AuthConfig>,
@@ -351,6 +358,9 @@ impl Settings {
                 hl7v2_charset,
                 hl7v2_timezone
             );
+            if let Some(secs) = l.subscription_retention_secs {
+                s.subscription_retention = std::time::Duration::from_secs(secs);
+            }
             if let Some(m) = &l.hl7v2_sender_charsets {
                 s.hl7v2_sender_charsets.extend(m.clone());
             }

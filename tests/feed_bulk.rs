@@ -7,7 +7,15 @@ use common::TestServer;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-const ROWS: usize = 100_000;
+/// 100,000 rows; `HUITONG_FEED_BULK_ROWS` sets fewer (a multiple of 2,000) to measure how the time
+/// grows with the count.
+fn rows() -> usize {
+    std::env::var("HUITONG_FEED_BULK_ROWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| n % 2000 == 0 && *n > 0)
+        .unwrap_or(100_000)
+}
 
 fn write_feed(dir: &std::path::Path) {
     let feed = dir.join("feeds/bulk-observation");
@@ -47,12 +55,16 @@ fn row(i: usize) -> String {
     format!("R{i:06},体温 第{i}次,36.{}\n", i % 10)
 }
 
-// Not yet seen to finish: in the dev profile on a loaded 2-core machine it ran over five minutes
-// (100,000 transactions), too long for every CI run. Run it with `cargo test --test feed_bulk --
-// --ignored`; issue 9 lists it as not shown.
-#[ignore = "slow (100,000 transactions in the dev profile); run with --ignored"]
+// Measured (debug profile, `nice -n 19`, the shared 2-core machine under load from other builds):
+// 4,000 rows 3.0 s, 8,000 7.1 s, 16,000 12.5 s, 32,000 24.7 s — linear, about 0.77 ms a row (a
+// transaction each: schema, mapping, core validation, the Observation and its Provenance); the
+// full 100,000 rows passed in 95.8 s. It finishes; nothing in it is quadratic, it is only too long
+// for every CI run. Run it with `cargo test --test feed_bulk -- --ignored` (`HUITONG_FEED_BULK_ROWS`
+// for fewer rows).
+#[ignore = "about 100 s (100,000 transactions in the dev profile); run with --ignored"]
 #[tokio::test]
 async fn a_100000_row_csv_streams_with_bounded_memory() {
+    let total = rows();
     let mappings = tempfile::tempdir().unwrap();
     write_feed(mappings.path());
     let m = mappings.path().to_path_buf();
@@ -75,7 +87,7 @@ async fn a_100000_row_csv_streams_with_bounded_memory() {
     });
     // The first half, in chunks of 1,000 rows.
     let mut chunk = String::from("row_id,item,value\n");
-    for i in 1..=ROWS / 2 {
+    for i in 1..=total / 2 {
         chunk.push_str(&row(i));
         if i % 1000 == 0 {
             tx.send(Ok(std::mem::take(&mut chunk).into_bytes()))
@@ -93,12 +105,12 @@ async fn a_100000_row_csv_streams_with_bounded_memory() {
         text.extend_from_slice(&c);
     }
     println!(
-        "feed_bulk: first outcomes received after {} of {ROWS} rows were sent",
-        ROWS / 2
+        "feed_bulk: first outcomes received after {} of {total} rows were sent",
+        total / 2
     );
     let sender = tokio::spawn(async move {
         let mut chunk = String::new();
-        for i in ROWS / 2 + 1..=ROWS {
+        for i in total / 2 + 1..=total {
             chunk.push_str(&row(i));
             if i % 1000 == 0 {
                 tx.send(Ok(std::mem::take(&mut chunk).into_bytes()))
@@ -114,28 +126,28 @@ async fn a_100000_row_csv_streams_with_bounded_memory() {
     let v: Value = serde_json::from_slice(&text).unwrap();
     assert_eq!(
         v["accepted"].as_u64(),
-        Some(ROWS as u64),
+        Some(total as u64),
         "rejected: {}",
         v["rejected"]
     );
-    assert_eq!(v["records"].as_array().unwrap().len(), ROWS);
-    assert_eq!(v["records"][ROWS - 1]["row"], ROWS);
+    assert_eq!(v["records"].as_array().unwrap().len(), total);
+    assert_eq!(v["records"][total - 1]["row"], total);
     let peak = v["peak_row_bytes"].as_u64().unwrap();
     // The longest row is 33 bytes; the reader never held more than one row.
-    let longest = (1..=ROWS).map(|i| row(i).len()).max().unwrap() as u64;
+    let longest = (1..=total).map(|i| row(i).len()).max().unwrap() as u64;
     println!(
-        "feed_bulk: {ROWS} rows accepted, the CSV reader held at most {peak} bytes of a row (longest row {longest})"
+        "feed_bulk: {total} rows accepted, the CSV reader held at most {peak} bytes of a row (longest row {longest})"
     );
     assert!(peak <= longest, "{peak} > {longest}");
     let (s, o) = common::json_of(
         srv.get(&format!(
             "Observation/{}",
-            huitong::mapping::ids::resource_id("Observation", "bulk", "R100000")
+            huitong::mapping::ids::resource_id("Observation", "bulk", &format!("R{total:06}"))
         ))
         .await,
     )
     .await;
     assert_eq!(s, 200);
-    assert_eq!(o["code"]["text"], "体温 第100000次");
+    assert_eq!(o["code"]["text"], format!("体温 第{total}次"));
     srv.stop().await;
 }

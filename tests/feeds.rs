@@ -993,6 +993,73 @@ async fn nhsa_2201_registration_and_2203_visit() {
             "/mdtrtarea_admvs"
         ]
     );
+    // 2202 cancels registrations: the Encounter becomes cancelled (a new version; what 2201 and
+    // 2203 wrote stays), and the record's Provenance names the version it replaced.
+    let ok = run_examples(&srv, "nhsa-2202").await;
+    assert_eq!(ok.len(), 4);
+    assert_eq!(check_fhir(&srv, "nhsa-2202", &ok).await, (4, 4));
+    let child = resource_id("Encounter", "nhsa", "M3101152026112800002");
+    let e = read(&srv, "Encounter", &child).await;
+    assert_eq!(
+        (e["status"].as_str(), e["meta"]["versionId"].as_str()),
+        (Some("cancelled"), Some("3"))
+    );
+    assert_eq!(
+        e["diagnosis"].as_array().unwrap().len(),
+        2,
+        "2203's diagnoses stay"
+    );
+    let (s, v2) = json_of(srv.get(&format!("Encounter/{child}/_history/2")).await).await;
+    assert_eq!((s, v2["status"].as_str()), (200, Some("in-progress")));
+    let prov = read(
+        &srv,
+        "Provenance",
+        &resource_id("Provenance", "nhsa", "feed|nhsa-2202|M3101152026112800002"),
+    )
+    .await;
+    assert_eq!(
+        prov["target"],
+        json!([{"reference": format!("Encounter/{child}/_history/3")}])
+    );
+    assert_eq!(
+        prov["entity"][1]["what"]["reference"],
+        format!("Encounter/{child}/_history/2")
+    );
+    assert_eq!(prov["activity"]["coding"][0]["code"], "UPDATE");
+    // A cancelled visit is not reopened by a late 2203.
+    let late = examples("nhsa-2203")
+        .into_iter()
+        .find(|(f, _)| f.starts_with("02-"))
+        .unwrap()
+        .1;
+    let (s, v) = post_feed(&srv, "nhsa-2203", &late).await;
+    assert_eq!(s, 422, "{v}");
+    assert_eq!(
+        v["issue"][0]["diagnostics"],
+        "row 1: /mdtrtinfo/mdtrt_id: encounter: no stored Encounter matches _id={Encounter M3101152026112800002}&status:not=cancelled: nothing to change"
+    );
+    assert_eq!(
+        read(&srv, "Encounter", &child).await["meta"]["versionId"],
+        "3"
+    );
+    // The refused ones (another person, another 门诊号) changed nothing.
+    let e = read(&srv, "Encounter", &enc_id).await;
+    assert_eq!(
+        (e["status"].as_str(), e["meta"]["versionId"].as_str()),
+        (Some("in-progress"), Some("2"))
+    );
+    assert_eq!(
+        unmapped(&srv, "nhsa", "nhsa-2202", "M3101152026112800002").await,
+        vec![
+            "/infno",
+            "/msgid",
+            "/fixmedins_code",
+            "/fixmedins_name",
+            "/insuplc_admdvs",
+            "/mdtrtarea_admvs",
+            "/inf_time"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -1111,6 +1178,79 @@ async fn nhsa_2204_fee_details_and_2206_presettlement() {
         json!([{"category": {"coding": [{"system": format!("{CN}/CodeSystem/nhsa-fund-pay-type"), "code": "310100"}], "text": "职工基本医疗保险统筹基金"},
                 "amount": {"value": 46.53, "currency": "CNY"}}])
     );
+    // 2205 withdraws batches: their lines become entered-in-error, the Claim cancelled, and the
+    // pre-settlement of a pre-settled batch cancelled; nothing is deleted.
+    let ok = run_examples(&srv, "nhsa-2205").await;
+    assert_eq!(ok.len(), 3);
+    // 3 batches: 2 + 2 + 3 lines, 3 Claims, 2 pre-settlements (CB2026112800007 had none).
+    assert_eq!(check_fhir(&srv, "nhsa-2205", &ok).await, (3, 12));
+    for sn in ["1", "2", "3"] {
+        let c = read(
+            &srv,
+            "ChargeItem",
+            &resource_id("ChargeItem", "nhsa", &format!("M1101052026113000001|{sn}")),
+        )
+        .await;
+        assert_eq!(
+            (c["status"].as_str(), c["meta"]["versionId"].as_str()),
+            (Some("entered-in-error"), Some("2"))
+        );
+        assert!(c["priceOverride"].is_object(), "the line's content stays");
+    }
+    let claim = read(&srv, "Claim", &claim_id).await;
+    assert_eq!(
+        (
+            claim["status"].as_str(),
+            claim["meta"]["versionId"].as_str()
+        ),
+        (Some("cancelled"), Some("4"))
+    );
+    assert_eq!(claim["total"], json!({"value": 66.2, "currency": "CNY"}));
+    let cr = read(
+        &srv,
+        "ClaimResponse",
+        &resource_id("ClaimResponse", "nhsa", batch),
+    )
+    .await;
+    assert_eq!(
+        (cr["status"].as_str(), cr["disposition"].as_str()),
+        (Some("cancelled"), Some("费用明细已撤销 (2205)"))
+    );
+    // The batch's Provenance lists the 3 lines, the Claim and the pre-settlement it changed, with
+    // the versions they replaced.
+    let prov = read(
+        &srv,
+        "Provenance",
+        &resource_id("Provenance", "nhsa", &format!("feed|nhsa-2205|{batch}")),
+    )
+    .await;
+    assert_eq!(prov["target"].as_array().unwrap().len(), 5);
+    let revisions: Vec<&str> = prov["entity"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["role"] == "revision")
+        .map(|e| e["what"]["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(revisions.len(), 5);
+    // The Claim was pre-settled twice (versions 2 and 3); the withdrawal replaced version 3.
+    assert!(revisions.contains(&format!("Claim/{claim_id}/_history/3").as_str()));
+    // Re-uploading a withdrawn batch writes its lines anew; the withdrawn version stays.
+    let refund = examples("nhsa-2204")
+        .into_iter()
+        .find(|(f, _)| f.starts_with("03-"))
+        .unwrap()
+        .1;
+    let (s, v) = post_feed(&srv, "nhsa-2204", &refund).await;
+    assert_eq!(s, 200, "{v}");
+    let line = resource_id("ChargeItem", "nhsa", "M3101152026112800002|1");
+    let c = read(&srv, "ChargeItem", &line).await;
+    assert_eq!(
+        (c["status"].as_str(), c["meta"]["versionId"].as_str()),
+        (Some("billable"), Some("3"))
+    );
+    let (s, v2) = json_of(srv.get(&format!("ChargeItem/{line}/_history/2")).await).await;
+    assert_eq!((s, v2["status"].as_str()), (200, Some("entered-in-error")));
 }
 
 /// The resources of a document Bundle by type, with the Bundle's checks: Composition first,
@@ -1247,6 +1387,66 @@ async fn nhsa_4101a_settlement_list_document() {
             "/icuinfo/0/scs_cutd_sum_dura"
         ]
     );
+    // A 门诊慢特病 list (no admission, no 2201 before it) is a document too: its Encounter is the
+    // outpatient care it settles (AMB, finished, the settlement period), Conditions recorded on
+    // the period's end.
+    let setl = "S3101152026113000311";
+    let b = read(
+        &srv,
+        "Bundle",
+        &resource_id("Bundle", "nhsa-setl-list", setl),
+    )
+    .await;
+    let by_type = document_entries(&b);
+    let counts: Vec<(&str, usize)> = by_type.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
+    assert_eq!(
+        counts,
+        vec![
+            ("Composition", 1),
+            ("Condition", 2),
+            ("Encounter", 1),
+            ("ExplanationOfBenefit", 1),
+            ("Organization", 1)
+        ]
+    );
+    let enc = &by_type["Encounter"][0];
+    assert_eq!(enc["class"]["code"], "AMB");
+    assert_eq!(enc["status"], "finished");
+    assert_eq!(
+        enc["period"],
+        json!({"start": "2026-11-30", "end": "2026-11-30"})
+    );
+    assert!(enc.get("hospitalization").is_none() && enc.get("length").is_none());
+    let enc_url = format!("urn:uuid:{}", enc["id"].as_str().unwrap());
+    for c in &by_type["Condition"] {
+        assert_eq!(c["encounter"]["reference"], enc_url.as_str());
+        assert_eq!(c["recordedDate"], "2026-11-30");
+    }
+    assert_eq!(
+        by_type["Composition"][0]["encounter"]["reference"],
+        enc_url.as_str()
+    );
+    let sections: Vec<&str> = by_type["Composition"][0]["section"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["title"].as_str().unwrap())
+        .collect();
+    assert_eq!(sections, vec!["结算信息", "诊断信息", "门诊慢特病诊断信息"]);
+    // The Bundle as stored is a valid document (core and the profiles its entries claim).
+    let (s, v) = json_of(
+        srv.send(reqwest::Method::POST, "Bundle/$validate", &b)
+            .await,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let errors: Vec<&Value> = v["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["severity"] == "error" || i["severity"] == "fatal")
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
 }
 
 #[tokio::test]
@@ -1331,5 +1531,122 @@ async fn birth_certificate_document() {
     assert_eq!(
         unmapped(&srv, "cn-birth", "birth-certificate", cert).await,
         vec!["/mother/age", "/father/age"]
+    );
+}
+
+/// A patch rule's result (2203 here) is validated as the store would hold it — core definitions,
+/// the rule's profile and the profiles the stored resource claims — before anything is written:
+/// an invalid result is refused naming the element and the record field, and nothing of the
+/// record is stored. Objects merge, so a later message keeps what an earlier one wrote inside them.
+#[tokio::test]
+async fn patched_results_are_validated_before_commit() {
+    let srv = TestServer::start().await;
+    let registration = examples("nhsa-2201").remove(0).1;
+    assert_eq!(post_feed(&srv, "nhsa-2201", &registration).await.0, 200);
+    let mdtrt = "M1101052026113000001";
+    let enc_id = resource_id("Encounter", "nhsa", mdtrt);
+    // The hospital's own system closes the visit at 09:40.
+    let mut e = read(&srv, "Encounter", &enc_id).await;
+    e["period"]["end"] = json!("2026-11-30T09:40:00+08:00");
+    let (s, v) = json_of(
+        srv.send(reqwest::Method::PUT, &format!("Encounter/{enc_id}"), &e)
+            .await,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    // A 2203 whose begntime was keyed as 19:05 would start the visit after its end (per-1).
+    let mut visit = examples("nhsa-2203").remove(0).1;
+    visit["mdtrtinfo"]["begntime"] = json!("2026-11-30 19:05:12");
+    let (s, v) = post_feed(&srv, "nhsa-2203", &visit).await;
+    assert_eq!(s, 422, "{v}");
+    let issues: Vec<(String, String, String)> = v["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["location"][0].as_str().unwrap_or_default().to_string(),
+                i["expression"][0].as_str().unwrap_or_default().to_string(),
+                i["diagnostics"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        issues,
+        vec![(
+            "/mdtrtinfo/begntime".to_string(),
+            "Encounter.period".to_string(),
+            format!(
+                "row 1: /mdtrtinfo/begntime: Encounter/{enc_id} as changed by this record: constraint per-1 failed on Period: start.hasValue().not() or end.hasValue().not() or (start <= end) (from http://hl7.org/fhir/StructureDefinition/Encounter)"
+            )
+        )]
+    );
+    // Nothing of the record was written: the Encounter is as the hospital left it, neither the
+    // Condition nor the Provenance exists.
+    let e = read(&srv, "Encounter", &enc_id).await;
+    assert_eq!(e["meta"]["versionId"], "2");
+    assert_eq!(e["status"], "arrived");
+    let cond = resource_id("Condition", "nhsa", &format!("{mdtrt}|1|1"));
+    assert_eq!(srv.get(&format!("Condition/{cond}")).await.status(), 404);
+    let prov = resource_id("Provenance", "nhsa", &format!("feed|nhsa-2203|{mdtrt}"));
+    assert_eq!(srv.get(&format!("Provenance/{prov}")).await.status(), 404);
+    // Sent right, it is accepted, and the patch merges into `period`: the end stays.
+    let visit = examples("nhsa-2203").remove(0).1;
+    let (s, v) = post_feed(&srv, "nhsa-2203", &visit).await;
+    assert_eq!(s, 200, "{v}");
+    let e = read(&srv, "Encounter", &enc_id).await;
+    assert_eq!(
+        e["period"],
+        json!({"start": "2026-11-30T09:05:12+08:00", "end": "2026-11-30T09:40:00+08:00"})
+    );
+    // A stored resource that claims a profile must still conform to it once patched: this
+    // Encounter claims CNEncounter (stored under the core-only REST policy), which its NHSA
+    // identifiers do not meet, so a cancellation of it is refused, naming the elements, and
+    // changes nothing.
+    let mut e = read(&srv, "Encounter", &enc_id).await;
+    e["meta"] = json!({"profile": [format!("{CN}/StructureDefinition/CNEncounter")]});
+    let (s, v) = json_of(
+        srv.send(reqwest::Method::PUT, &format!("Encounter/{enc_id}"), &e)
+            .await,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let cancel = json!({"infno": "2202", "fixmedins_code": "H11010500001",
+        "data": {"psn_no": "11000000000000012345", "mdtrt_id": mdtrt, "ipt_otp_no": "MZ20261130000123"}});
+    let (s, v) = post_feed(&srv, "nhsa-2202", &cancel).await;
+    assert_eq!(s, 422, "{v}");
+    // CNEncounter's identifier slices (a visitSerialNo is required, the slicing is closed) and
+    // its class binding: each issue names the element, at the record's key field.
+    let issues: Vec<(&str, &str)> = v["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["location"][0].as_str().unwrap(),
+                i["expression"][0].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        issues,
+        vec![
+            ("/data/mdtrt_id", "Encounter"),
+            ("/data/mdtrt_id", "Encounter.identifier[0]"),
+            ("/data/mdtrt_id", "Encounter.class")
+        ],
+        "{v}"
+    );
+    assert!(
+        v["issue"][1]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .ends_with("Encounter.identifier: the slicing is closed and this matches no slice (from http://huitong.dev/fhir/cn/StructureDefinition/CNEncounter)"),
+        "{v}"
+    );
+    let e = read(&srv, "Encounter", &enc_id).await;
+    assert_eq!(
+        (e["status"].as_str(), e["meta"]["versionId"].as_str()),
+        (Some("in-progress"), Some("4"))
     );
 }

@@ -323,3 +323,71 @@ async fn a_bad_criteria_is_an_error_status() {
     );
     srv.stop().await;
 }
+
+/// (subscription, delivered) of every row in the queue file, read over its own connection.
+fn queue_rows(dir: &std::path::Path) -> Vec<(String, bool)> {
+    let c = rusqlite::Connection::open(dir.join("subscriptions.sqlite")).unwrap();
+    let mut q = c
+        .prepare("SELECT subscription, done_ms IS NOT NULL FROM delivery ORDER BY id")
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// The delivery task deletes delivered rows once they are older than the retention (1 s here);
+/// a row still undelivered — its receiver is down — stays, however old, and is delivered later.
+#[tokio::test]
+async fn delivered_rows_are_pruned_after_the_retention_undelivered_ones_never() {
+    let srv = TestServer::start_in(tempfile::tempdir().unwrap(), |s| {
+        s.subscription_retention = Duration::from_secs(1);
+    })
+    .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = listener.local_addr().unwrap().port();
+    let (seen, _rx) = receiver(listener);
+    let down = free_port().await;
+    let delivered = subscribe(&srv, CLASS_A, up).await;
+    let pending = subscribe(&srv, CLASS_A, down).await;
+    wait_status(&srv, &delivered, "active").await;
+    wait_status(&srv, &pending, "active").await;
+    post_card(&srv, &card("110105-2026-11-400001", "甲类", "0100", "鼠疫")).await;
+    wait_seen(&seen, 1).await;
+    wait_status(&srv, &pending, "error").await;
+    // Both rows were queued; the delivered one goes once it is older than a second.
+    let start = Instant::now();
+    loop {
+        let rows = queue_rows(srv.dir.path());
+        if !rows.iter().any(|(s, _)| *s == delivered) {
+            assert_eq!(
+                rows,
+                vec![(pending.clone(), false)],
+                "the pending row stays"
+            );
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the delivered row was never pruned: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        metric(&srv, "huitong_subscription_pruned_total")
+            .await
+            .unwrap()
+            >= 1.0
+    );
+    // Several retentions later the undelivered row is still there, and still retried.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(queue_rows(srv.dir.path()), vec![(pending.clone(), false)]);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", down))
+        .await
+        .unwrap();
+    let (late, _rx2) = receiver(listener);
+    wait_seen(&late, 1).await;
+    let body: Value = serde_json::from_slice(&late.lock().unwrap()[0].2).unwrap();
+    assert_eq!(body["code"]["text"], "鼠疫");
+    srv.stop().await;
+}

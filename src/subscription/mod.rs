@@ -84,6 +84,7 @@ struct Counters {
     ok: AtomicU64,
     failed: AtomicU64,
     depth: AtomicU64,
+    pruned: AtomicU64,
     latency: [AtomicU64; LATENCY_BOUNDS.len() + 1],
     latency_sum_ms: AtomicU64,
     last_latency_ms: RwLock<HashMap<String, i64>>,
@@ -203,6 +204,13 @@ impl Subscriptions {
             out,
             "huitong_subscription_queue_depth {}",
             c.depth.load(Ordering::Relaxed)
+        );
+        out.push_str("# HELP huitong_subscription_pruned_total Delivered notifications deleted from the queue after the retention.\n");
+        out.push_str("# TYPE huitong_subscription_pruned_total counter\n");
+        let _ = writeln!(
+            out,
+            "huitong_subscription_pruned_total {}",
+            c.pruned.load(Ordering::Relaxed)
         );
         out.push_str("# HELP huitong_subscription_notification_latency_seconds Commit to acknowledged delivery.\n");
         out.push_str("# TYPE huitong_subscription_notification_latency_seconds histogram\n");
@@ -594,10 +602,12 @@ impl Engine {
     }
 
     async fn deliverer(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut pruned_at = 0;
         loop {
             if *stop.borrow() {
                 return;
             }
+            pruned_at = self.prune(pruned_at).await;
             let pending = self.queue.pending(512).await.unwrap_or_default();
             if let Ok(n) = self.queue.depth().await {
                 self.counters.depth.store(n, Ordering::Relaxed);
@@ -651,6 +661,27 @@ impl Engine {
                 _ = stop.changed() => return,
             }
         }
+    }
+
+    /// Deletes the delivered rows older than the retention, at most once a minute (more often
+    /// when the retention is shorter), so the queue file does not grow without end; returns when
+    /// it last pruned. The delivery task does it: it is the one writer of finished rows.
+    async fn prune(&self, last_ms: i64) -> i64 {
+        let retention = self.state.settings.subscription_retention.as_millis() as i64;
+        let now = now_ms();
+        if now - last_ms < retention.clamp(100, 60_000) {
+            return last_ms;
+        }
+        match self.queue.prune(now - retention).await {
+            Ok(n) => {
+                self.counters.pruned.fetch_add(n as u64, Ordering::Relaxed);
+                if n > 0 {
+                    tracing::debug!(rows = n, "pruned delivered subscription notifications");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning the subscription queue failed"),
+        }
+        now
     }
 
     /// One attempt; true when delivered (or nothing to deliver to any more).

@@ -2,7 +2,8 @@
 //! file beside the store (`subscriptions.sqlite`, WAL, `synchronous=FULL`), with the cursor (the
 //! highest store `seq` already matched). Rows are inserted with the cursor in one transaction, so
 //! after a crash the matcher resumes exactly where the queue says and nothing is matched twice or
-//! skipped; a delivered row keeps its measured latency.
+//! skipped; a delivered row keeps its measured latency until the retention has passed
+//! ([`Queue::prune`]: delivered rows only, so nothing undelivered is ever lost).
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
@@ -157,6 +158,18 @@ impl Queue {
                 params![id, next_ms, error],
             )
             .map(|_| ())
+        })
+        .await
+    }
+
+    /// Deletes the deliveries done before `before_ms`; a pending one (not delivered yet, however
+    /// old) is never deleted. Returns how many went.
+    pub async fn prune(&self, before_ms: i64) -> Result<usize, String> {
+        self.run(move |c| {
+            c.execute(
+                "DELETE FROM delivery WHERE done_ms IS NOT NULL AND done_ms < ?1",
+                params![before_ms],
+            )
         })
         .await
     }

@@ -210,12 +210,83 @@ pub enum WriteMode {
     Patch,
 }
 
+/// One piece of a [`Selection`]: text as written, a record value, or the id record values derive
+/// for a resource type (`{Encounter:/data/mdtrt_id}`, `{Claim:/data/mdtrt_id,/data/chrg_bchno}`,
+/// as a Reference field derives it from its `from` list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SelectPart {
+    Text(String),
+    Value(Pointer),
+    Id(String, Vec<Pointer>),
+}
+
+/// The stored resources a patch rule changes, found by search criteria filled from the record:
+/// a cancellation names the batch, not each line the batch wrote (2205).
+#[derive(Debug, Clone)]
+pub struct Selection {
+    /// As written in `mapping.toml`, for messages.
+    pub text: String,
+    pub parts: Vec<SelectPart>,
+}
+
+impl Selection {
+    /// Parses `identifier=s|{/x}&context=Encounter/{Encounter:/y}`; the error names the bad piece.
+    fn parse(s: &str) -> Result<Selection, String> {
+        let mut parts = Vec::new();
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(SelectPart::Text(rest[..open].to_string()));
+            }
+            let Some(close) = rest[open..].find('}') else {
+                return Err(format!("select: '{{' without '}}' in '{s}'"));
+            };
+            let inner = &rest[open + 1..open + close];
+            let part = match inner.split_once(':') {
+                Some((ty, p)) => {
+                    if !crate::definitions::Definitions::core().is_resource_type(ty) {
+                        return Err(format!("select: '{ty}' is not an R4 resource type"));
+                    }
+                    p.split(',')
+                        .map(Pointer::parse)
+                        .collect::<Option<Vec<_>>>()
+                        .map(|p| SelectPart::Id(ty.to_string(), p))
+                }
+                None => Pointer::parse(inner).map(SelectPart::Value),
+            };
+            match part {
+                Some(p) => parts.push(p),
+                None => return Err(format!("select: '{inner}' is not a JSON Pointer")),
+            }
+            rest = &rest[open + close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(SelectPart::Text(rest.to_string()));
+        }
+        if parts.iter().all(|p| matches!(p, SelectPart::Text(_))) {
+            return Err(format!(
+                "select: '{s}' takes nothing from the record (it would change the same resources for every record)"
+            ));
+        }
+        Ok(Selection {
+            text: s.to_string(),
+            parts,
+        })
+    }
+}
+
 /// One resource per record (or per element of `for_each`).
 #[derive(Debug, Clone)]
 pub struct ResourceRule {
     pub name: String,
     pub resource_type: String,
+    /// The key the resource's id derives from; empty for a rule with `select`.
     pub id: Vec<KeyPart>,
+    /// A patch of every stored resource these criteria find (instead of one by `id`).
+    pub select: Option<Selection>,
+    /// With `select`: finding nothing is nothing to change (the pre-settlement of a batch that
+    /// may never have been pre-settled), not a refusal.
+    pub optional: bool,
     pub namespace: Option<String>,
     pub for_each: Option<Pointer>,
     pub profile: Option<String>,
@@ -275,7 +346,11 @@ struct RawResource {
     name: String,
     #[serde(rename = "type")]
     resource_type: String,
+    #[serde(default)]
     id: Vec<String>,
+    select: Option<String>,
+    #[serde(default)]
+    optional: bool,
     namespace: Option<String>,
     for_each: Option<String>,
     profile: Option<String>,
@@ -424,6 +499,30 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
             }
             w
         };
+        let select = match &r.select {
+            Some(s) => match Selection::parse(s) {
+                Ok(sel) => Some(sel),
+                Err(m) => {
+                    msgs.push(m);
+                    None
+                }
+            },
+            None => None,
+        };
+        match (r.select.is_some(), r.id.is_empty()) {
+            (true, false) => msgs.push("`id` and `select` exclude each other".into()),
+            (false, true) => msgs.push("no `id` (nor `select`)".into()),
+            _ => {}
+        }
+        if r.select.is_some() && r.method.as_deref() != Some("patch") {
+            msgs.push("`select` changes stored resources: it needs method = \"patch\"".into());
+        }
+        if r.optional && r.select.is_none() {
+            msgs.push("`optional` is for a rule with `select`".into());
+        }
+        if r.select.is_some() && r.for_each.is_some() {
+            msgs.push("`select` and `for_each` exclude each other".into());
+        }
         let rule_when = cond(&r.when, &mut msgs);
         let require_existing = cond(&r.require_existing, &mut msgs);
         let for_each = r.for_each.as_ref().and_then(|s| {
@@ -500,6 +599,10 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
             let mut targets = Vec::new();
             for target in names_to {
                 match names.iter().position(|n| *n == target) {
+                    // Its resources are known only when the store is searched, after mapping.
+                    Some(ti) if raw.resource[ti].get_ref().select.is_some() => msgs.push(format!(
+                        "link {path}: rule '{target}' selects stored resources; it cannot be linked to"
+                    )),
                     Some(ti) => targets.push(ti),
                     None => msgs.push(format!("link {path}: no resource rule named '{target}'")),
                 }
@@ -625,6 +728,8 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
             name: r.name.clone(),
             resource_type: ty,
             id,
+            select,
+            optional: r.optional,
             namespace: r.namespace.clone(),
             for_each,
             profile: r.profile.clone(),

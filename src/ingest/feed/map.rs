@@ -6,7 +6,10 @@
 //! ([`crate::mapping::ids::resource_id`]), so a re-sent or corrected record writes the same
 //! resources.
 
-use super::load::{Converter, Feed, FieldRule, KeyPart, Pointer, ResourceRule, When, WriteMode};
+use super::load::{
+    Converter, Feed, FieldRule, KeyPart, Pointer, ResourceRule, SelectPart, Selection, When,
+    WriteMode,
+};
 use crate::mapping::ids::resource_id;
 use crate::mapping::{place, set_default};
 use serde_json::{Map, Value, json};
@@ -75,6 +78,10 @@ pub struct MappedResource {
     pub mode: WriteMode,
     /// Set when the resource must already exist; the pointer of its key names the field.
     pub must_exist: Option<String>,
+    /// For a rule with `select`: the search criteria filled from the record, and the same as
+    /// people read them (record values where the criteria hold derived ids); the stored
+    /// resources they find are patched (`id` is then a placeholder, `?` + the criteria).
+    pub select: Option<(String, String)>,
     /// The pointer of the first key part, for errors about the resource as a whole.
     pub key_pointer: String,
     /// (element path, record pointer) of every value placed: validation errors are located
@@ -429,15 +436,27 @@ impl<'a> Run<'a> {
             .or_else(|| rule.id.first().and_then(|k| k.first()))
             .map(|p| self.at(p, current, base).1)
             .unwrap_or_default();
-        let Some(key) = self.key(&rule.id, current, base) else {
-            self.errors.push(RecordError::at(
-                key_pointer,
-                format!("{}: no value for the {} key", rule.name, rule.resource_type),
-            ));
-            return None;
+        let (id, key_pointer, select) = match &rule.select {
+            Some(sel) => {
+                let (criteria, shown, at) = self.criteria(rule, sel, current, base)?;
+                (format!("?{criteria}"), at, Some((criteria, shown)))
+            }
+            None => {
+                let Some(key) = self.key(&rule.id, current, base) else {
+                    self.errors.push(RecordError::at(
+                        key_pointer,
+                        format!("{}: no value for the {} key", rule.name, rule.resource_type),
+                    ));
+                    return None;
+                };
+                let namespace = rule.namespace.as_deref().unwrap_or(&self.feed.namespace);
+                (
+                    resource_id(&rule.resource_type, namespace, &key),
+                    key_pointer,
+                    None,
+                )
+            }
         };
-        let namespace = rule.namespace.as_deref().unwrap_or(&self.feed.namespace);
-        let id = resource_id(&rule.resource_type, namespace, &key);
         for (path, v) in &rule.defaults {
             set_default(&mut body, &path.steps, v);
         }
@@ -461,9 +480,64 @@ impl<'a> Run<'a> {
             body,
             mode: rule.mode,
             must_exist,
+            select,
             key_pointer,
             trace: std::mem::take(&mut self.trace),
         })
+    }
+
+    /// The search criteria of a `select` rule with the record's values (URL-encoded), as shown
+    /// in messages, and the pointer of its first value (which names the record when nothing
+    /// matches).
+    fn criteria(
+        &mut self,
+        rule: &ResourceRule,
+        sel: &Selection,
+        current: &'a Value,
+        base: &str,
+    ) -> Option<(String, String, String)> {
+        let namespace = rule.namespace.as_deref().unwrap_or(&self.feed.namespace);
+        let mut criteria = String::new();
+        let mut shown = String::new();
+        let mut first = None;
+        for part in &sel.parts {
+            let (pointers, ty) = match part {
+                SelectPart::Text(t) => {
+                    criteria.push_str(t);
+                    shown.push_str(t);
+                    continue;
+                }
+                SelectPart::Value(p) => (std::slice::from_ref(p), None),
+                SelectPart::Id(ty, p) => (p.as_slice(), Some(ty)),
+            };
+            let mut values = Vec::new();
+            for p in pointers {
+                let (v, abs) = self.at(p, current, base);
+                let Some(text) = v.and_then(scalar_text) else {
+                    self.errors.push(RecordError::at(
+                        abs,
+                        format!("{}: no value for the selection {}", rule.name, sel.text),
+                    ));
+                    return None;
+                };
+                self.consumed.insert(abs.clone());
+                first.get_or_insert(abs);
+                values.push(text);
+            }
+            let text = values.join("|");
+            let text = match ty {
+                Some(ty) => {
+                    shown.push_str(&format!("{{{ty} {text}}}"));
+                    resource_id(ty, namespace, &text)
+                }
+                None => {
+                    shown.push_str(&text);
+                    text
+                }
+            };
+            criteria.extend(form_urlencoded::byte_serialize(text.as_bytes()));
+        }
+        Some((criteria, shown, first.unwrap_or_default()))
     }
 
     fn field(
@@ -827,15 +901,29 @@ pub fn date_time(s: &str, want_date: bool, offset: &str) -> Result<String, Strin
 mod tests {
     use super::*;
 
+    /// A feed folder with an open schema and this mapping.
+    fn feed_folder(mapping: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
+        std::fs::write(dir.path().join("mapping.toml"), mapping).unwrap();
+        dir
+    }
+
+    /// The load errors of a feed folder, as `line: message`.
+    fn load_errors(dir: &tempfile::TempDir) -> Vec<String> {
+        crate::ingest::feed::load::load_feed(dir.path())
+            .unwrap_err()
+            .into_iter()
+            .map(|e| format!("{}: {}", e.line, e.message))
+            .collect()
+    }
+
     /// The mapping features the document feeds use, on one small feed: a `for_each` rule's `when`
     /// per item, links to two rules, `gather`, a Reference's `display`, a path below a primitive,
     /// and resources embedded in a Bundle with their references as fullUrls.
     #[test]
     fn per_item_conditions_gathered_links_and_embedded_resources() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
-        std::fs::write(
-            dir.path().join("mapping.toml"),
+        let dir = feed_folder(
             r#"
 feed = "t"
 namespace = "t"
@@ -895,8 +983,7 @@ namespace = "t-b"
 from = "/code"
 fhir = "note.text"
 "#,
-        )
-        .unwrap();
+        );
         let feed = crate::ingest::feed::load::load_feed(dir.path()).unwrap();
         let record = json!({"id": "1", "born": "2026-11-28 06:42", "doctor": "D1", "doctor_name": "李明",
             "dx": [{"kind": "1", "code": "J18"}, {"kind": "2", "code": "胸痹"}]});
@@ -977,10 +1064,7 @@ fhir = "note.text"
     /// The new mapping keys are checked at load, each error naming the rule and what is wrong.
     #[test]
     fn embeds_gathers_and_displays_are_checked_at_load() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("schema.json"), r#"{"type": "object"}"#).unwrap();
-        std::fs::write(
-            dir.path().join("mapping.toml"),
+        let dir = feed_folder(
             r#"feed = "t"
 namespace = "t"
 key = ["/id"]
@@ -1007,13 +1091,8 @@ type = "Claim"
 id = ["/id"]
 method = "patch"
 "#,
-        )
-        .unwrap();
-        let errors: Vec<String> = crate::ingest::feed::load::load_feed(dir.path())
-            .unwrap_err()
-            .into_iter()
-            .map(|e| format!("{}: {}", e.line, e.message))
-            .collect();
+        );
+        let errors = load_errors(&dir);
         assert_eq!(
             errors,
             vec![
@@ -1022,6 +1101,111 @@ method = "patch"
                 "5: doc: embed entry.resource: no resource rule named 'nobody'",
                 "11: comp: link custodian: `gather` needs a repeating element",
                 "16: comp: Composition.title: `display` is for a Reference",
+            ]
+        );
+    }
+
+    /// A `select` rule's criteria are filled from the record (values URL-encoded, `{Type:/p,/q}`
+    /// as the id those values derive), its pointers consumed; a missing value names its field.
+    #[test]
+    fn selections_are_filled_from_the_record() {
+        let dir = feed_folder(
+            r#"feed = "t"
+namespace = "t"
+key = ["/visit", "/batch"]
+
+[[resource]]
+name = "lines"
+type = "ChargeItem"
+method = "patch"
+select = "identifier=s|{/batch}&context=Encounter/{Encounter:/visit}&x={Claim:/visit,/batch}"
+defaults = { status = "entered-in-error" }
+"#,
+        );
+        let feed = crate::ingest::feed::load::load_feed(dir.path()).unwrap();
+        let m = map_record(
+            &feed,
+            &json!({"visit": "M1", "batch": "CB 1&2"}),
+            &NoLookup,
+            &MapOptions::default(),
+        )
+        .unwrap();
+        let (criteria, shown) = m.resources[0].select.clone().unwrap();
+        assert_eq!(
+            criteria,
+            format!(
+                "identifier=s|CB+1%262&context=Encounter/{}&x={}",
+                resource_id("Encounter", "t", "M1"),
+                resource_id("Claim", "t", "M1|CB 1&2")
+            )
+        );
+        assert_eq!(
+            shown,
+            "identifier=s|CB 1&2&context=Encounter/{Encounter M1}&x={Claim M1|CB 1&2}"
+        );
+        assert_eq!(m.resources[0].key_pointer, "/batch");
+        assert!(m.unmapped.is_empty(), "{:?}", m.unmapped);
+        let errors = map_record(
+            &feed,
+            &json!({"visit": "M1"}),
+            &NoLookup,
+            &MapOptions::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            errors,
+            vec![RecordError::at(
+                "/batch",
+                "lines: no value for the selection identifier=s|{/batch}&context=Encounter/{Encounter:/visit}&x={Claim:/visit,/batch}"
+            )]
+        );
+    }
+
+    /// `select` is checked at load: patch only, not with `id` or `for_each`, not a link target,
+    /// pointers and types valid; `optional` only with it.
+    #[test]
+    fn selections_are_checked_at_load() {
+        let dir = feed_folder(
+            r#"feed = "t"
+namespace = "t"
+key = ["/id"]
+
+[[resource]]
+name = "a"
+type = "Claim"
+select = "_id={Claim:/id}"
+
+[[resource]]
+name = "b"
+type = "Claim"
+method = "patch"
+id = ["/id"]
+select = "_id={Nothing:/id}"
+
+[[resource]]
+name = "c"
+type = "ClaimResponse"
+id = ["/id"]
+optional = true
+links = { request = "a" }
+
+[[resource]]
+name = "d"
+type = "Claim"
+method = "patch"
+select = "status=active"
+"#,
+        );
+        let errors = load_errors(&dir);
+        assert_eq!(
+            errors,
+            vec![
+                "5: a: `select` changes stored resources: it needs method = \"patch\"",
+                "10: b: select: 'Nothing' is not an R4 resource type",
+                "10: b: `id` and `select` exclude each other",
+                "17: c: `optional` is for a rule with `select`",
+                "17: c: link request: rule 'a' selects stored resources; it cannot be linked to",
+                "24: d: select: 'status=active' takes nothing from the record (it would change the same resources for every record)",
             ]
         );
     }

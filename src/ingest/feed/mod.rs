@@ -15,6 +15,7 @@ pub mod cli;
 pub mod csv;
 pub mod load;
 pub mod map;
+pub mod patch;
 
 use crate::mapping::LoadError;
 use crate::mapping::ids::resource_id;
@@ -406,9 +407,10 @@ impl FeedService {
         let mut errors = Vec::new();
         let mut targets = Vec::new();
         let mut revisions = Vec::new();
-        for r in &p.mapped.resources {
-            let head = match st.store.read(&r.resource_type, &r.id).await {
-                Ok(v) => v.filter(|v| !v.is_deleted()).map(|v| v.version),
+        let resources = self.selected(st, feed, &p.mapped.resources).await?;
+        for r in &resources {
+            let stored = match st.store.read(&r.resource_type, &r.id).await {
+                Ok(v) => v.filter(|v| !v.is_deleted()),
                 Err(e) => {
                     errors.push(RecordError {
                         pointer: String::new(),
@@ -418,6 +420,7 @@ impl FeedService {
                     continue;
                 }
             };
+            let head = stored.as_ref().map(|v| v.version);
             if head.is_none() && (r.must_exist.is_some() || r.mode == WriteMode::Patch) {
                 errors.push(RecordError {
                     pointer: r.key_pointer.clone(),
@@ -440,39 +443,16 @@ impl FeedService {
             if let Some(v) = head {
                 revisions.push(format!("{}/{}/_history/{v}", r.resource_type, r.id));
             }
+            let profiles: Vec<String> = feed.rules[r.rule].profile.iter().cloned().collect();
             let mut entry = match r.mode {
                 WriteMode::Put => {
                     let mut body = r.body.clone();
                     body.insert("id".into(), json!(r.id));
                     let mut body = Value::Object(body);
                     st.identities.current().canonicalise_resource(&mut body);
-                    let profiles: Vec<String> =
-                        feed.rules[r.rule].profile.iter().cloned().collect();
-                    let mut issues = crate::model::check_resource(
-                        &body,
-                        crate::definitions::Definitions::core(),
-                        Default::default(),
-                    );
-                    if issues.is_empty() {
-                        issues = st.validator.validate_parsed(&body, &profiles, false).issues;
-                    }
-                    let bad: Vec<_> = issues
-                        .into_iter()
-                        .filter(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
-                        .collect();
+                    let bad = conformance_errors(st, &body, &profiles, false);
                     if !bad.is_empty() {
-                        for i in bad {
-                            let pointer = i
-                                .expression
-                                .as_deref()
-                                .map(|x| r.pointer_of(x))
-                                .unwrap_or_else(|| r.key_pointer.clone());
-                            errors.push(RecordError {
-                                pointer,
-                                message: i.diagnostics.clone(),
-                                expression: i.expression.clone(),
-                            });
-                        }
+                        errors.extend(located(r, bad));
                         continue;
                     }
                     Entry::new(
@@ -483,13 +463,38 @@ impl FeedService {
                     )
                 }
                 WriteMode::Patch => {
-                    let ops: Vec<Value> = r
-                        .body
-                        .iter()
-                        .map(|(k, v)| json!({"op": "add", "path": format!("/{k}"), "value": v}))
-                        .collect();
-                    let patch: json_patch::Patch = match serde_json::from_value(Value::Array(ops)) {
-                        Ok(p) => p,
+                    let current: Value = match stored
+                        .as_ref()
+                        .and_then(|v| v.body.as_ref())
+                        .map(|b| serde_json::from_slice(b))
+                    {
+                        Some(Ok(v)) => v,
+                        _ => {
+                            errors.push(RecordError {
+                                pointer: r.key_pointer.clone(),
+                                message: format!(
+                                    "{}/{}: the stored resource is unreadable",
+                                    r.resource_type, r.id
+                                ),
+                                expression: None,
+                            });
+                            continue;
+                        }
+                    };
+                    let ops = patch::operations(&current, &r.body);
+                    // The result is validated as the store will hold it: against the core
+                    // definitions, the rule's profile and every profile the stored resource
+                    // claims; If-Match below makes sure it is that result which is written.
+                    let mut result = current;
+                    let applied = serde_json::from_value::<json_patch::Patch>(Value::Array(ops))
+                        .map_err(|e| e.to_string())
+                        .and_then(|patch| {
+                            json_patch::patch(&mut result, &patch)
+                                .map(|_| patch)
+                                .map_err(|e| e.to_string())
+                        });
+                    let patch = match applied {
+                        Ok(patch) => patch,
                         Err(e) => {
                             errors.push(RecordError {
                                 pointer: r.key_pointer.clone(),
@@ -499,6 +504,17 @@ impl FeedService {
                             continue;
                         }
                     };
+                    let bad = conformance_errors(st, &result, &profiles, true);
+                    if !bad.is_empty() {
+                        errors.extend(located(r, bad).into_iter().map(|mut e| {
+                            e.message = format!(
+                                "{}/{} as changed by this record: {}",
+                                r.resource_type, r.id, e.message
+                            );
+                            e
+                        }));
+                        continue;
+                    }
                     let mut e = Entry::new(
                         Method::Patch,
                         &r.resource_type,
@@ -525,6 +541,64 @@ impl FeedService {
             Some(prov),
         ));
         Ok(entries)
+    }
+
+    /// The mapped resources with every `select` rule replaced by the stored resources its
+    /// criteria find (one copy each); a selection that finds nothing refuses the record.
+    async fn selected(
+        &self,
+        st: &AppState,
+        feed: &Feed,
+        mapped: &[map::MappedResource],
+    ) -> Result<Vec<map::MappedResource>, Vec<RecordError>> {
+        let mut out = Vec::new();
+        let mut errors = Vec::new();
+        for r in mapped {
+            let Some((criteria, shown)) = &r.select else {
+                out.push(r.clone());
+                continue;
+            };
+            let found =
+                match crate::search::conditional_plan(&st.search, &r.resource_type, criteria) {
+                    Ok(plan) => st
+                        .store
+                        .query_keys(crate::search::sql::all(&plan, st.store.dialect()))
+                        .await
+                        .map_err(|e| format!("store: {e}")),
+                    Err(e) => Err(describe(&e)),
+                };
+            match found {
+                Ok(keys) if keys.is_empty() && feed.rules[r.rule].optional => {}
+                Ok(keys) if keys.is_empty() => errors.push(RecordError {
+                    pointer: r.key_pointer.clone(),
+                    message: format!(
+                        "{}: no stored {} matches {shown}: nothing to change",
+                        feed.rules[r.rule].name, r.resource_type
+                    ),
+                    expression: None,
+                }),
+                Ok(keys) => {
+                    let mut ids: Vec<String> = keys.into_iter().map(|(_, id)| id).collect();
+                    ids.sort();
+                    for id in ids {
+                        let mut one = r.clone();
+                        one.id = id;
+                        one.select = None;
+                        out.push(one);
+                    }
+                }
+                Err(m) => errors.push(RecordError {
+                    pointer: r.key_pointer.clone(),
+                    message: format!("{}: selection {shown}: {m}", feed.rules[r.rule].name),
+                    expression: None,
+                }),
+            }
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(errors)
+        }
     }
 
     fn count(&self, feed: &str, o: &RecordOutcome) {
@@ -609,6 +683,47 @@ impl map::MappedResource {
         best.map(|(_, p)| p.clone())
             .unwrap_or_else(|| self.key_pointer.clone())
     }
+}
+
+/// The errors (and fatals) of a resource against the core definitions, then against `profiles`
+/// (and, with `claimed`, the profiles in its `meta.profile`).
+fn conformance_errors(
+    st: &AppState,
+    resource: &Value,
+    profiles: &[String],
+    claimed: bool,
+) -> Vec<crate::model::Issue> {
+    let mut issues = crate::model::check_resource(
+        resource,
+        crate::definitions::Definitions::core(),
+        Default::default(),
+    );
+    if issues.is_empty() {
+        issues = st
+            .validator
+            .validate_parsed(resource, profiles, claimed)
+            .issues;
+    }
+    issues
+        .into_iter()
+        .filter(|i| matches!(i.severity, Severity::Error | Severity::Fatal))
+        .collect()
+}
+
+/// Validation issues as record errors, each located at the record field that filled the element.
+fn located(r: &map::MappedResource, issues: Vec<crate::model::Issue>) -> Vec<RecordError> {
+    issues
+        .into_iter()
+        .map(|i| RecordError {
+            pointer: i
+                .expression
+                .as_deref()
+                .map(|x| r.pointer_of(x))
+                .unwrap_or_else(|| r.key_pointer.clone()),
+            message: i.diagnostics.clone(),
+            expression: i.expression.clone(),
+        })
+        .collect()
 }
 
 fn written(effects: &[Effect], refs: &[(String, String)]) -> Vec<Written> {
