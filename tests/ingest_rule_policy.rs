@@ -42,26 +42,7 @@ async fn post(server: &TestServer, path: &str, ct: &str, body: Vec<u8>) -> (u16,
     server.post_raw(path, ct, body).await
 }
 
-/// (acknowledgement typeCode, acknowledgementDetail typeCode, detail text).
-fn ack(xml: &str) -> (String, String, String) {
-    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("{e}: {xml}"));
-    let find = |name: &str| {
-        doc.descendants()
-            .find(|d| d.is_element() && d.tag_name().name() == name)
-    };
-    let code = find("acknowledgement")
-        .and_then(|a| a.attribute("typeCode"))
-        .unwrap_or_default();
-    let detail = find("acknowledgementDetail");
-    let detail_type = detail
-        .and_then(|d| d.attribute("typeCode"))
-        .unwrap_or_default();
-    let text = detail
-        .and_then(|d| d.children().find(|c| c.is_element()))
-        .and_then(|t| t.attribute("value"))
-        .unwrap_or_default();
-    (code.into(), detail_type.into(), text.into())
-}
+use common::v3_ack as ack;
 
 async fn total(server: &TestServer) -> u64 {
     let (s, v) = json_of(server.get("?_summary=count").await).await;

@@ -5,4 +5,5 @@ pub mod cda;
 pub mod feed;
 pub mod hl7v2;
 pub mod hl7v3;
+pub mod merge;
 pub mod rule_policy;

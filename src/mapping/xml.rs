@@ -297,6 +297,9 @@ pub struct Filled {
     pub unmapped: Vec<NotPlaced>,
     /// How many values the fields placed (defaults not counted).
     pub placed: usize,
+    /// Top-level elements only the rule's defaults filled: assumed, not stated by the message
+    /// (a merge into a stored record does not let them contradict it, `ingest::merge`).
+    pub assumed: std::collections::BTreeSet<String>,
 }
 
 /// An error a rule states, with its location.
@@ -969,6 +972,11 @@ pub fn fill(rule: &ResourceRule, n: Node<'_, '_>, vocab: &Vocabulary) -> Result<
     }
     for (p, v) in &rule.defaults {
         if !has(&out.resource, &p.steps) {
+            if let Some(first) = p.steps.first()
+                && !out.resource.contains_key(&first.key)
+            {
+                out.assumed.insert(first.key.clone());
+            }
             place(&mut out.resource, &p.steps, v.clone());
         }
     }

@@ -206,3 +206,25 @@ pub async fn expect_outcome(
             .to_string(),
     )
 }
+
+/// An HL7 v3 acknowledgement: (acknowledgement typeCode, acknowledgementDetail typeCode, detail
+/// text).
+pub fn v3_ack(xml: &str) -> (String, String, String) {
+    let doc = roxmltree::Document::parse(xml).unwrap_or_else(|e| panic!("{e}: {xml}"));
+    let find = |name: &str| {
+        doc.descendants()
+            .find(|d| d.is_element() && d.tag_name().name() == name)
+    };
+    let code = find("acknowledgement")
+        .and_then(|a| a.attribute("typeCode"))
+        .unwrap_or_default();
+    let detail = find("acknowledgementDetail");
+    let detail_type = detail
+        .and_then(|d| d.attribute("typeCode"))
+        .unwrap_or_default();
+    let text = detail
+        .and_then(|d| d.children().find(|c| c.is_element()))
+        .and_then(|t| t.attribute("value"))
+        .unwrap_or_default();
+    (code.into(), detail_type.into(), text.into())
+}

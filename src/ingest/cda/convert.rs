@@ -17,7 +17,7 @@ use crate::mapping::xml::{
 use crate::xml::{Limits, XmlError, attr, child, children, is, line, text, with_document};
 use roxmltree::Node;
 use serde_json::{Map, Value, json};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 /// The clinical statement elements of CDA R2.
 const STATEMENTS: &[&str] = &[
@@ -71,6 +71,10 @@ pub struct Converted {
     pub repairs: Vec<String>,
     /// Statements no entry rule matched, stored as Observations.
     pub fallbacks: usize,
+    /// `Type/id` of the header resources keyed by their identifiers (the patient, authors,
+    /// custodian, visit: records the document names, which may be stored already), each with
+    /// the elements only its rule's defaults filled. The rest belong to the document.
+    pub named: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Converts the bytes of one CDA document.
@@ -146,6 +150,7 @@ pub fn convert_root(
     };
     let mut composition = None;
     let mut docref = None;
+    let mut named = BTreeMap::new();
     for rule in &table.header {
         let Some(node) = rule.at.first(root) else {
             if rule.required {
@@ -164,7 +169,11 @@ pub fn convert_root(
         let mut r = filled.resource;
         let id = if rule.id_from_identifier {
             match xml::identifier_key(&r) {
-                Some(k) => resource_id(&rule.resource_type, FACILITY, &k),
+                Some(k) => {
+                    let id = resource_id(&rule.resource_type, FACILITY, &k);
+                    named.insert(format!("{}/{id}", rule.resource_type), filled.assumed);
+                    id
+                }
                 None if rule.required => {
                     return Err(CdaError::Missing {
                         line: line(node),
@@ -348,6 +357,7 @@ pub fn convert_root(
         unmapped: state.unmapped,
         repairs: Vec::new(),
         fallbacks: state.fallbacks,
+        named,
     })
 }
 

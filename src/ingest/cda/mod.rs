@@ -1,6 +1,8 @@
 //! CDA R2 documents (WS/T 500, C-CDA) into FHIR: `convert` (bytes -> resources + document
-//! Bundle, by the tables of `mappings/cda/`), then [`commit`]: identifier systems canonicalised,
-//! structural and policy validation of every resource, one `transaction::apply`. Every entry point
+//! Bundle, by the tables of `mappings/cda/`), then [`commit_stated`]: the records the header
+//! names (patient, authors, custodian, visit) resolved to and merged into their stored versions
+//! ([`crate::ingest::merge`]), identifier systems canonicalised, structural and policy
+//! validation of every resource, one `transaction::apply`. Every entry point
 //! (`POST /cda`, `huitong ingest cda`, the v3 document register) calls [`CdaService::ingest`].
 //!
 //! Invariants: a document is stored whole or not at all; the answer names the document's
@@ -10,6 +12,7 @@ pub mod cli;
 pub mod convert;
 pub mod table;
 
+use crate::ingest::merge::{self, Conflict, Standing, Statement};
 use crate::ingest::rule_policy::{self, AcceptedViolations, LetThrough};
 use crate::mapping::ids::resource_id;
 use crate::model::{FhirError, Issue};
@@ -18,6 +21,7 @@ use crate::transaction::{self, Entry, Method, Scope, Target};
 use crate::xml::Limits;
 use convert::{CdaError, Converted};
 use serde_json::{Map, Value, json};
+use std::collections::{HashMap, HashSet};
 use table::Tables;
 
 /// The CDA side of a running gateway.
@@ -38,6 +42,11 @@ pub struct Stored {
     pub provenance_id: String,
     /// Profile rules it breaks that the sender's policy let through (recorded in the Provenance).
     pub accepted: Vec<LetThrough>,
+    /// Values of the records it names that the store kept over the document's (in the
+    /// Provenance too).
+    pub conflicts: Vec<Conflict>,
+    /// `Type/id` of what was written (after resolving the named records to the stored ones).
+    pub written: Vec<String>,
 }
 
 /// The instant now, as FHIR `instant`.
@@ -110,13 +119,36 @@ impl CdaService {
     ) -> Result<Stored, FhirError> {
         let provenance = provenance(&converted);
         let provenance_id = provenance["id"].as_str().unwrap_or_default().to_string();
-        let mut all = converted.resources.clone();
-        all.push(converted.bundle.clone());
-        let accepted = commit(st, all, sender, provenance).await?;
+        // The header's patient, authors, custodian and visit are records the document names;
+        // everything else is the document's own.
+        let stated = converted
+            .resources
+            .iter()
+            .map(|r| {
+                let statement = match converted.named.get(&type_and_id(r)) {
+                    Some(assumed) => Statement {
+                        standing: Standing::Named,
+                        assumed: assumed.clone(),
+                    },
+                    None => Statement::new(Standing::Owned),
+                };
+                (r.clone(), statement)
+            })
+            .collect();
+        let done = commit_stated(
+            st,
+            stated,
+            vec![converted.bundle.clone()],
+            sender,
+            provenance,
+        )
+        .await?;
         Ok(Stored {
             converted,
             provenance_id,
-            accepted,
+            accepted: done.accepted,
+            conflicts: done.conflicts,
+            written: done.written,
         })
     }
 }
@@ -145,13 +177,217 @@ fn describe(e: &FhirError) -> String {
         .join("; ")
 }
 
+/// What [`commit_stated`] wrote.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// `Type/id` of the stated resources, as written (resolved to the stored ids).
+    pub written: Vec<String>,
+    /// Profile rules the sender's policy let through.
+    pub accepted: Vec<LetThrough>,
+    /// Values of named records the store kept over the message's.
+    pub conflicts: Vec<Conflict>,
+}
+
+/// How often a merge is recomputed when a record it merged into changed before the commit.
+const MERGE_ATTEMPTS: usize = 4;
+
+/// The one write path of HL7 v3 and CDA ingest: every resource the ingest states, with how it
+/// stands to it ([`Statement`]), is resolved to the stored resource with one of its identifiers
+/// (so one person is one Patient whichever number a message keys it by), merged into its stored
+/// version by the rules of [`crate::ingest::merge`] (a resource the ingest owns is written as
+/// stated), and committed with `containers` (stored as they are: a document Bundle) and the
+/// `provenance`, which records the conflicts. Each merged resource is written `If-Match` the
+/// version it was merged into, so a concurrent write is never overwritten: the merge is
+/// recomputed on the newer version instead (a few times, then the 412 is the answer).
+pub async fn commit_stated(
+    st: &AppState,
+    stated: Vec<(Value, Statement)>,
+    containers: Vec<Value>,
+    sender: &str,
+    mut provenance: Value,
+) -> Result<Committed, FhirError> {
+    let renames = resolve_stored(st, &stated).await?;
+    let mut unique = HashSet::new();
+    let mut kept: Vec<(Value, Statement)> = Vec::with_capacity(stated.len());
+    for (mut r, s) in stated {
+        st.identities.current().canonicalise_resource(&mut r);
+        rename(&mut r, &renames);
+        if let Some(id) = renames
+            .get(&type_and_id(&r))
+            .and_then(|n| n.split('/').nth(1))
+        {
+            r["id"] = json!(id);
+        }
+        // Two elements naming one entity (the same identifier) are one resource: the first.
+        if unique.insert(type_and_id(&r)) {
+            kept.push((r, s));
+        }
+    }
+    rename(&mut provenance, &renames);
+    let written: Vec<String> = kept.iter().map(|(r, _)| type_and_id(r)).collect();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut resources = Vec::with_capacity(kept.len() + containers.len());
+        let mut preconditions = HashMap::new();
+        let mut conflicts = Vec::new();
+        for (r, s) in &kept {
+            if s.standing == Standing::Owned {
+                resources.push(r.clone());
+                continue;
+            }
+            let ty = r["resourceType"].as_str().unwrap_or_default();
+            let id = r["id"].as_str().unwrap_or_default();
+            let stored = st
+                .store
+                .read(ty, id)
+                .await
+                .map_err(transaction::store_error)?;
+            let body = stored.as_ref().and_then(|v| {
+                let b: Value = serde_json::from_slice(v.body.as_ref()?).ok()?;
+                Some((v.version, b))
+            });
+            match body {
+                Some((version, old)) => {
+                    let single = single_systems(st, ty, [&old, r]);
+                    let (merged, mut found) = merge::merge(&old, r, s, &single);
+                    conflicts.append(&mut found);
+                    preconditions.insert(type_and_id(r), version);
+                    resources.push(merged);
+                }
+                None => resources.push(r.clone()),
+            }
+        }
+        resources.extend(containers.iter().cloned());
+        let mut prov = provenance.clone();
+        record_conflicts(&mut prov, &conflicts);
+        match commit_checked(st, resources, &preconditions, sender, prov).await {
+            Ok(accepted) => {
+                return Ok(Committed {
+                    written,
+                    accepted,
+                    conflicts,
+                });
+            }
+            Err(e) if e.status == 412 && attempt < MERGE_ATTEMPTS => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The identifier systems the profiles claimed by `versions` allow once per record.
+fn single_systems<'a>(
+    st: &AppState,
+    resource_type: &str,
+    versions: impl IntoIterator<Item = &'a Value>,
+) -> std::collections::BTreeSet<String> {
+    let catalogue = st.registry.catalogue();
+    let mut out = std::collections::BTreeSet::new();
+    for v in versions {
+        for url in v
+            .pointer("/meta/profile")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if let Some(sd) = catalogue.resource("StructureDefinition", url) {
+                out.extend(merge::one_per_system(sd, resource_type));
+            }
+        }
+    }
+    out
+}
+
+/// `Type/id` -> `Type/stored-id` for every stated (not owned) resource stored under one of its
+/// identifiers with another id.
+async fn resolve_stored(
+    st: &AppState,
+    stated: &[(Value, Statement)],
+) -> Result<HashMap<String, String>, FhirError> {
+    let mut renames = HashMap::new();
+    for (r, s) in stated {
+        if s.standing == Standing::Owned {
+            continue;
+        }
+        let ty = r["resourceType"].as_str().unwrap_or_default();
+        let id = r["id"].as_str().unwrap_or_default();
+        let ids = r
+            .get("identifier")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| Some((i["system"].as_str()?, i["value"].as_str()?)));
+        for (system, value) in ids {
+            let found = crate::ingest::hl7v3::search(
+                st,
+                ty,
+                &[("identifier".into(), format!("{system}|{value}"))],
+                2,
+            )
+            .await?;
+            if let Some(eid) = found.first().and_then(|e| e["id"].as_str()) {
+                if eid != id {
+                    renames.insert(format!("{ty}/{id}"), format!("{ty}/{eid}"));
+                }
+                break;
+            }
+        }
+    }
+    Ok(renames)
+}
+
+/// Rewrites references `Type/id` by `renames`.
+fn rename(v: &mut Value, renames: &HashMap<String, String>) {
+    if renames.is_empty() {
+        return;
+    }
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if k == "reference"
+                    && let Value::String(s) = x
+                    && let Some(n) = renames.get(s.as_str())
+                {
+                    *s = n.clone();
+                    continue;
+                }
+                rename(x, renames);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rename(x, renames)),
+        _ => {}
+    }
+}
+
+/// The conflicts in the Provenance: a contained OperationOutcome of their own (`#kept`).
+fn record_conflicts(provenance: &mut Value, conflicts: &[Conflict]) {
+    if conflicts.is_empty() {
+        return;
+    }
+    let Some(p) = provenance.as_object_mut() else {
+        return;
+    };
+    let oo = json!({"resourceType": "OperationOutcome", "id": "kept",
+        "issue": conflicts.iter().map(Conflict::issue).collect::<Vec<_>>()});
+    match p.entry("contained").or_insert_with(|| json!([])) {
+        Value::Array(c) => c.push(oo),
+        _ => return,
+    }
+    if let Some(entity) = p.get_mut("entity").and_then(Value::as_array_mut) {
+        entity.push(json!({"role": "derivation", "what": {"reference": "#kept",
+            "display": "values of named records the store kept over the message's"}}));
+    }
+}
+
 /// Canonicalises, validates (with the profiles the translation claims) and writes resources (PUT
 /// by id) in one transaction with the `provenance` of the ingest; the first invalid resource
 /// refuses them all. Profile rules `sender`'s policy lets through are returned, recorded in the
 /// Provenance's contained OperationOutcome and counted in `/metrics` once committed.
-pub async fn commit(
+async fn commit_checked(
     st: &AppState,
     resources: Vec<Value>,
+    preconditions: &HashMap<String, u64>,
     sender: &str,
     mut provenance: Value,
 ) -> Result<Vec<LetThrough>, FhirError> {
@@ -166,7 +402,12 @@ pub async fn commit(
         // A document Bundle repeats the resources stored on their own: what it lets through is
         // already recorded once, for the resource itself.
         let container = r["resourceType"] == "Bundle";
-        let (entry, mut let_through) = checked_entry(st, r, sender)?;
+        let (mut entry, mut let_through) = checked_entry(st, r, sender)?;
+        if let Target::Id(id) = &entry.target {
+            entry.if_match = preconditions
+                .get(&format!("{}/{id}", entry.resource_type))
+                .copied();
+        }
         entries.push(entry);
         if !container {
             accepted.append(&mut let_through);
@@ -276,7 +517,7 @@ fn record_accepted(provenance: &mut Value, accepted: &[LetThrough]) {
     };
     match contained
         .iter_mut()
-        .find(|c| c["resourceType"] == "OperationOutcome")
+        .find(|c| c["resourceType"] == "OperationOutcome" && c["id"] != "kept")
     {
         Some(oo) => {
             if let Some(issues) = oo["issue"].as_array_mut() {

@@ -63,9 +63,11 @@ struct InteractionSpec {
     note: Option<String>,
     #[serde(default)]
     resource: Vec<ResourceSpec>,
-    /// Rules whose resource is merged into the stored one instead of replacing it.
+    /// The rules whose resource the interaction registers, updates or adds: its single values
+    /// win over the stored version's (`ingest::merge`); every other resource the message names
+    /// is merged into its stored version keeping the stored values.
     #[serde(default)]
-    merge: Vec<String>,
+    subject: Vec<String>,
     #[serde(default)]
     query: Option<QuerySpec>,
     /// Document register: where the base64 CDA is.
@@ -101,7 +103,8 @@ pub struct Interaction {
     pub part: String,
     pub kind: Kind,
     pub resources: Vec<ResourceRule>,
-    pub merge: Vec<String>,
+    /// Names of the subject rules (see `InteractionSpec::subject`).
+    pub subject: Vec<String>,
     pub query: Option<Query>,
     pub document: Option<XPath>,
 }
@@ -165,9 +168,9 @@ impl Interactions {
                     Err(e) => errors.push(format!("{}: {e}", file.display())),
                 }
             }
-            for m in &spec.merge {
+            for m in &spec.subject {
                 if !resources.iter().any(|r| &r.name == m) {
-                    errors.push(format!("{}: merge names no rule '{m}'", file.display()));
+                    errors.push(format!("{}: subject names no rule '{m}'", file.display()));
                 }
             }
             let query = match &spec.query {
@@ -248,7 +251,7 @@ impl Interactions {
                     part: spec.part,
                     kind: spec.kind,
                     resources,
-                    merge: spec.merge,
+                    subject: spec.subject,
                     query,
                     document,
                 },

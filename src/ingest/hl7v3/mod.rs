@@ -4,8 +4,10 @@
 //! `interactionId` to the interaction's file in `mappings/hl7v3/`, and
 //! - write interactions (register, update, merge, add): fill the resources the rules name and
 //!   commit them with the message's Provenance in one `transaction::apply` (through
-//!   [`crate::ingest::cda::commit`], which validates them against the CN profiles they claim and
-//!   applies the sender's `[ingest-rules]` policy), then AA (detail W for rules let through);
+//!   [`crate::ingest::cda::commit_stated`], which merges the records the message names into
+//!   their stored versions by [`crate::ingest::merge`], validates them against the CN profiles
+//!   they claim and applies the sender's `[ingest-rules]` policy), then AA (detail W for rules
+//!   let through and for stored values kept over the message's);
 //! - queries: run the FHIR search the file states and render the query response from templates;
 //! - the document register: the CDA in the message goes through the CDA engine.
 //!
@@ -17,6 +19,7 @@ pub mod interactions;
 pub mod render;
 
 use crate::ingest::cda::{self, CdaService, convert::Converted};
+use crate::ingest::merge::{Conflict, Standing, Statement};
 use crate::ingest::rule_policy::LetThrough;
 use crate::mapping::ids::resource_id;
 use crate::mapping::xml::{self, fill, identifier_key, link};
@@ -101,9 +104,8 @@ impl Header {
 /// What the synchronous part (parse, map) decided; the async part commits or searches.
 enum Plan {
     Write {
-        resources: Vec<Value>,
-        /// Indexes of resources to merge into their stored versions.
-        merge: Vec<usize>,
+        /// Each with how the message stands to it (subject, named, its own).
+        resources: Vec<(Value, Statement)>,
         notes: Vec<String>,
     },
     Query {
@@ -113,7 +115,7 @@ enum Plan {
     Document(Box<Converted>),
     /// The document register without a CDA in it: the metadata only.
     Metadata {
-        resources: Vec<Value>,
+        resources: Vec<(Value, Statement)>,
         notes: Vec<String>,
     },
 }
@@ -180,32 +182,23 @@ impl Hl7v3Service {
         };
         let ix = &interaction;
         match plan {
-            Plan::Write {
-                resources,
-                merge,
-                notes,
-            } => match self.write(st, resources, &merge, &header, ix).await {
-                Ok((written, accepted)) => {
-                    self.accept(&header, ix, notes, written, &accepted, soap)
-                }
-                Err(e) => self.refuse(&header, &describe(&e), soap),
-            },
-            Plan::Metadata { resources, notes } => {
-                match self.write(st, resources, &[], &header, ix).await {
-                    Ok((written, accepted)) => {
-                        self.accept(&header, ix, notes, written, &accepted, soap)
+            Plan::Write { resources, notes } | Plan::Metadata { resources, notes } => {
+                match self.write(st, resources, &header, ix).await {
+                    Ok(c) => {
+                        let warnings = warnings(&c.accepted, &c.conflicts);
+                        self.accept(&header, ix, notes, c.written, warnings, soap)
                     }
                     Err(e) => self.refuse(&header, &describe(&e), soap),
                 }
             }
             Plan::Document(c) => match self.cda.store(st, *c, &header.sender).await {
                 Ok(s) => {
-                    let written = s.converted.resources.iter().map(cda::type_and_id).collect();
                     let note = format!(
                         "document stored: DocumentReference/{}",
                         s.converted.document_reference_id
                     );
-                    self.accept(&header, ix, vec![note], written, &s.accepted, soap)
+                    let warnings = warnings(&s.accepted, &s.conflicts);
+                    self.accept(&header, ix, vec![note], s.written, warnings, soap)
                 }
                 Err(e) => self.refuse(&header, &describe(&e), soap),
             },
@@ -357,13 +350,8 @@ impl Hl7v3Service {
         let vocab = &self.interactions.vocabulary;
         let plan = match interaction.kind {
             Kind::Write => {
-                let (resources, merge) =
-                    fill_all(interaction, root, vocab, &header).map_err(refuse)?;
-                Plan::Write {
-                    resources,
-                    merge,
-                    notes,
-                }
+                let resources = fill_all(interaction, root, vocab, &header).map_err(refuse)?;
+                Plan::Write { resources, notes }
             }
             Kind::Query => {
                 let Some(q) = &interaction.query else {
@@ -425,7 +413,7 @@ impl Hl7v3Service {
                         Plan::Document(Box::new(c))
                     }
                     None => {
-                        let (resources, _) =
+                        let resources =
                             fill_all(interaction, root, vocab, &header).map_err(refuse)?;
                         notes.push(format!(
                             "the message carries no base64 CDA document at {}: its metadata was registered",
@@ -439,100 +427,25 @@ impl Hl7v3Service {
         Ok((header, interaction.clone(), plan))
     }
 
-    /// Writes, after resolving identifier-keyed resources to the ones already stored under the
-    /// same identifier, and merging the `merge` ones into their stored versions; with the
-    /// message's Provenance, in one transaction. Returns what was written and the profile rules
-    /// the sender's policy let through.
+    /// Writes the stated resources through [`cda::commit_stated`] (resolved to the ones already
+    /// stored under one of their identifiers, merged into their stored versions) with the
+    /// message's Provenance, in one transaction.
     async fn write(
         &self,
         st: &AppState,
-        mut resources: Vec<Value>,
-        merge: &[usize],
+        resources: Vec<(Value, Statement)>,
         header: &Header,
         ix: &Interaction,
-    ) -> Result<(Vec<String>, Vec<LetThrough>), FhirError> {
-        let mut renames: HashMap<String, String> = HashMap::new();
-        for r in resources.iter_mut() {
-            let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
-            let id = r["id"].as_str().unwrap_or_default().to_string();
-            let ids: Vec<(String, String)> = r
-                .get("identifier")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|i| {
-                            Some((
-                                i["system"].as_str()?.to_string(),
-                                i["value"].as_str()?.to_string(),
-                            ))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            for (s, v) in ids {
-                let found =
-                    search(st, &ty, &[("identifier".into(), format!("{s}|{v}"))], 2).await?;
-                if let Some(existing) = found.first()
-                    && let Some(eid) = existing["id"].as_str()
-                {
-                    if eid != id {
-                        renames.insert(format!("{ty}/{id}"), format!("{ty}/{eid}"));
-                        r["id"] = json!(eid);
-                    }
-                    break;
-                }
+    ) -> Result<cda::Committed, FhirError> {
+        let mut written: Vec<String> = Vec::new();
+        for (r, _) in &resources {
+            let w = cda::type_and_id(r);
+            if !written.contains(&w) {
+                written.push(w);
             }
         }
-        for r in resources.iter_mut() {
-            rename(r, &renames);
-        }
-        for &i in merge {
-            let Some(r) = resources.get_mut(i) else {
-                continue;
-            };
-            let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
-            let id = r["id"].as_str().unwrap_or_default().to_string();
-            if let Ok(Some(v)) = st.store.read(&ty, &id).await
-                && let Some(body) = &v.body
-                && let Ok(Value::Object(mut old)) = serde_json::from_slice::<Value>(body)
-                && let Value::Object(new) = r.clone()
-            {
-                // The stored version's profile claims stay when the message claims none: a visit
-                // message names a registered person without re-registering it, and the merged
-                // record is validated against what the person was registered under.
-                let claims = old.get("meta").and_then(|m| m.get("profile")).cloned();
-                old.remove("meta");
-                for (k, val) in new {
-                    old.insert(k, val);
-                }
-                if let (false, Some(p)) = (old.contains_key("meta"), claims) {
-                    old.insert("meta".into(), json!({ "profile": p }));
-                }
-                *r = Value::Object(old);
-            }
-        }
-        // Two elements naming one entity (the same identifier) are one resource: the first.
-        let mut seen = std::collections::HashSet::new();
-        resources.retain(|r| {
-            seen.insert(format!(
-                "{}/{}",
-                r["resourceType"].as_str().unwrap_or_default(),
-                r["id"].as_str().unwrap_or_default()
-            ))
-        });
-        let written = resources
-            .iter()
-            .map(|r| {
-                format!(
-                    "{}/{}",
-                    r["resourceType"].as_str().unwrap_or_default(),
-                    r["id"].as_str().unwrap_or_default()
-                )
-            })
-            .collect::<Vec<String>>();
         let provenance = provenance(header, ix, &written);
-        let accepted = cda::commit(st, resources, &header.sender, provenance).await?;
-        Ok((written, accepted))
+        cda::commit_stated(st, resources, Vec::new(), &header.sender, provenance).await
     }
 
     /// AA, with the notes of the mapping and one warning per profile rule let through (the
@@ -543,10 +456,10 @@ impl Hl7v3Service {
         ix: &Interaction,
         mut notes: Vec<String>,
         written: Vec<String>,
-        accepted: &[LetThrough],
+        warnings: Vec<String>,
         soap: Option<Soap>,
     ) -> Reply {
-        if accepted.is_empty() {
+        if warnings.is_empty() {
             return self.ack(h, ix, true, &notes.join("; "), written, soap);
         }
         if notes.is_empty() {
@@ -557,12 +470,7 @@ impl Hl7v3Service {
                 written.len()
             ));
         }
-        for a in accepted {
-            notes.push(match &a.issue.expression {
-                Some(x) => format!("warning: {} at {x}", a.issue.diagnostics),
-                None => format!("warning: {}", a.issue.diagnostics),
-            });
-        }
+        notes.extend(warnings);
         let detail = notes.join("; ");
         let xml = render::ack(
             &self.interactions,
@@ -694,8 +602,26 @@ impl Hl7v3Service {
     }
 }
 
+/// One line per profile rule let through and per stored value kept over the message's: the
+/// acknowledgement's warnings (detail type W).
+fn warnings(accepted: &[LetThrough], conflicts: &[Conflict]) -> Vec<String> {
+    let mut out: Vec<String> = accepted
+        .iter()
+        .map(|a| match &a.issue.expression {
+            Some(x) => format!("warning: {} at {x}", a.issue.diagnostics),
+            None => format!("warning: {}", a.issue.diagnostics),
+        })
+        .collect();
+    out.extend(
+        conflicts
+            .iter()
+            .map(|c| format!("warning: {}", c.describe())),
+    );
+    out
+}
+
 /// The Provenance of a write message: what it wrote, from which message and sender. Issues
-/// accepted with a warning are added to it by [`cda::commit`].
+/// accepted with a warning and stored values kept are added to it by [`cda::commit_stated`].
 fn provenance(h: &Header, ix: &Interaction, written: &[String]) -> Value {
     let mut targets: Vec<Value> = written.iter().map(|w| json!({"reference": w})).collect();
     if targets.is_empty() {
@@ -738,36 +664,15 @@ fn describe(e: &FhirError) -> String {
         .join("; ")
 }
 
-fn rename(v: &mut Value, renames: &HashMap<String, String>) {
-    if renames.is_empty() {
-        return;
-    }
-    match v {
-        Value::Object(o) => {
-            for (k, x) in o.iter_mut() {
-                if k == "reference"
-                    && let Value::String(s) = x
-                    && let Some(n) = renames.get(s.as_str())
-                {
-                    *s = n.clone();
-                    continue;
-                }
-                rename(x, renames);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| rename(x, renames)),
-        _ => {}
-    }
-}
-
-/// Fills every resource rule of a write interaction; returns the resources and the indexes of
-/// those to merge.
+/// Fills every resource rule of a write interaction; returns the resources, each with how the
+/// message stands to it: the interaction's `subject` rules are its subject, the other resources
+/// keyed by their identifiers are records it names, the rest (keyed by the message) its own.
 fn fill_all(
     ix: &Interaction,
     root: Node<'_, '_>,
     vocab: &xml::Vocabulary,
     header: &Header,
-) -> Result<(Vec<Value>, Vec<usize>), String> {
+) -> Result<Vec<(Value, Statement)>, String> {
     let mut names: HashMap<String, (String, String)> = HashMap::new();
     let mut filled = Vec::new();
     for rule in &ix.resources {
@@ -787,8 +692,10 @@ fn fill_all(
                 continue;
             }
             let mut r = f.resource;
+            let mut standing = Standing::Owned;
             let id = match identifier_key(&r) {
                 Some(key) if rule.id_from_identifier => {
+                    standing = Standing::Named;
                     resource_id(&rule.resource_type, FACILITY, &key)
                 }
                 None if rule.id_from_identifier && rule.required => {
@@ -809,19 +716,22 @@ fn fill_all(
             if k == 0 {
                 names.insert(rule.name.clone(), (rule.resource_type.clone(), id));
             }
-            filled.push((rule, r));
+            if ix.subject.contains(&rule.name) {
+                standing = Standing::Subject;
+            }
+            let statement = Statement {
+                standing,
+                assumed: f.assumed,
+            };
+            filled.push((rule, r, statement));
         }
     }
     let mut out = Vec::new();
-    let mut merge = Vec::new();
-    for (rule, mut r) in filled {
+    for (rule, mut r, statement) in filled {
         link(rule, &mut r, &names);
-        if ix.merge.contains(&rule.name) {
-            merge.push(out.len());
-        }
-        out.push(Value::Object(r));
+        out.push((Value::Object(r), statement));
     }
-    Ok((out, merge))
+    Ok(out)
 }
 
 /// One query parameter's search value.
