@@ -69,6 +69,10 @@ pub struct Entry {
     pub if_match: Option<u64>,
     /// `If-None-Exist` query for a conditional create.
     pub if_none_exist: Option<String>,
+    /// The version the store held when it was found to say exactly what this entry's resource
+    /// says (see [`skip_unchanged`]): if that is still the current version when the entry is
+    /// applied, nothing is written.
+    pub stored_same: Option<u64>,
 }
 
 impl Entry {
@@ -88,6 +92,7 @@ impl Entry {
             patch: None,
             if_match: None,
             if_none_exist: None,
+            stored_same: None,
         }
     }
 }
@@ -101,7 +106,8 @@ pub enum Effect {
     Updated(Arc<StoredVersion>),
     /// A delete tombstone.
     Deleted(Arc<StoredVersion>),
-    /// A conditional create that matched an existing resource: nothing written.
+    /// A conditional create that matched an existing resource, or a write of what the resource
+    /// already says (see [`skip_unchanged`]): nothing written.
     Existing { resource_type: String, id: String },
     /// A delete of something absent or already deleted: nothing written.
     Nothing,
@@ -184,6 +190,56 @@ pub async fn apply(
             .unwrap_or_else(|_| FhirError::new(500, "exception", "transaction failed"))),
         Err(TxAbort::Store(e)) => Err(store_error(e)),
     }
+}
+
+/// Marks every unconditional PUT by id whose resource the store already holds exactly, so that
+/// applying it writes no new version.
+///
+/// The ingest paths send the same content again and again: an ADT update re-sends the whole
+/// patient, every insurance record names the same payer, a sender retries a message. A new
+/// version per re-send would grow the history and the index without recording anything new (a
+/// PUT may leave an unchanged resource as it is: FHIR R4 http.html#update). The reads run here, on
+/// the caller's task; the writer only checks that the version read is still the current one.
+/// Not for REST: a client that PUTs expects its version.
+pub async fn skip_unchanged(store: &dyn Store, entries: &mut [Entry]) {
+    for e in entries
+        .iter_mut()
+        .filter(|e| e.method == Method::Put && e.if_match.is_none())
+    {
+        let (Target::Id(id), Some(resource)) = (&e.target, &e.resource) else {
+            continue;
+        };
+        // A failed read only means the entry is written as sent.
+        if let Ok(Some(v)) = store.read(&e.resource_type, id).await
+            && holds(&v, resource)
+        {
+            e.stored_same = Some(v.version);
+        }
+    }
+}
+
+/// Whether a stored version already holds `resource`, its `meta.versionId` and
+/// `meta.lastUpdated` aside (JSON objects compare regardless of key order).
+pub fn holds(stored: &StoredVersion, resource: &Value) -> bool {
+    let Some(Ok(mut old)) = stored
+        .body
+        .as_ref()
+        .map(|b| serde_json::from_slice::<Value>(b))
+    else {
+        return false;
+    };
+    let bare_meta = match old.get_mut("meta").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.remove("versionId");
+            meta.remove("lastUpdated");
+            meta.is_empty()
+        }
+        None => false,
+    };
+    if bare_meta && let Some(o) = old.as_object_mut() {
+        o.remove("meta");
+    }
+    &old == resource
 }
 
 /// Maps a storage failure to the client-facing error.
@@ -481,7 +537,8 @@ impl Run<'_> {
     fn write(&mut self, r: Resolved) -> Result<Effect, Failure> {
         let ty = r.entry.resource_type.clone();
         let id = r.id.unwrap_or_else(new_id);
-        if r.existing {
+        let unchanged = matches!((r.entry.stored_same, r.head), (Some(same), Some(h)) if h.version == same && !h.deleted);
+        if r.existing || unchanged {
             return Ok(Effect::Existing {
                 resource_type: ty,
                 id,

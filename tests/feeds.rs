@@ -155,7 +155,7 @@ async fn run_examples(srv: &TestServer, name: &str) -> BTreeMap<String, Value> {
 }
 
 /// The exact FHIR output of valid examples: `examples/fhir/<example file>` holds, by `Type/id`, every
-/// resource the record wrote, as stored (the version that record wrote; `meta.versionId` and
+/// resource the record wrote or found unchanged, as stored (the version that record wrote or found; `meta.versionId` and
 /// `meta.lastUpdated` left out). `HUITONG_BLESS_FEEDS=1` writes missing files, to be read and checked
 /// by hand before they are committed. Returns (examples checked, resources compared).
 async fn check_fhir(srv: &TestServer, name: &str, ok: &BTreeMap<String, Value>) -> (usize, usize) {
@@ -163,7 +163,7 @@ async fn check_fhir(srv: &TestServer, name: &str, ok: &BTreeMap<String, Value>) 
     let (mut files, mut resources) = (0, 0);
     for (file, outcome) in ok {
         let mut got = serde_json::Map::new();
-        for r in ["created", "updated"]
+        for r in ["created", "updated", "unchanged"]
             .iter()
             .flat_map(|k| outcome[*k].as_array().unwrap().iter())
         {
@@ -368,7 +368,8 @@ async fn nhsa_1101_person_and_coverages() {
         prov["target"][0]["reference"],
         format!("Patient/{pid}/_history/1")
     );
-    // The same record again: new versions of the same resources, the old ones named as revisions.
+    // The same record again changes nothing: no new versions, the stored ones named as unchanged
+    // and as the Provenance's targets.
     let again = examples("nhsa-1101")
         .into_iter()
         .find(|(f, _)| f.starts_with("01-"))
@@ -376,20 +377,43 @@ async fn nhsa_1101_person_and_coverages() {
         .1;
     let (s, v) = post_feed(&srv, "nhsa-1101", &again).await;
     assert_eq!(s, 200, "{v}");
-    assert_eq!(v["created"], json!([]));
+    assert_eq!(v["created"], json!([]), "{v}");
+    assert_eq!(v["updated"], json!([]), "{v}");
+    let unchanged = v["unchanged"].as_array().unwrap();
+    assert_eq!(unchanged.len(), 3, "Patient, Coverage, payer: {v}");
     assert!(
-        v["updated"]
-            .as_array()
-            .unwrap()
-            .contains(&json!(format!("Patient/{pid}/_history/2"))),
+        unchanged.contains(&json!(format!("Patient/{pid}/_history/1"))),
         "{v}"
     );
-    let prov = read(
-        &srv,
-        "Provenance",
-        &resource_id("Provenance", "nhsa", "feed|nhsa-1101|11000000000000012345"),
-    )
-    .await;
+    let prov_id = resource_id("Provenance", "nhsa", "feed|nhsa-1101|11000000000000012345");
+    let prov = read(&srv, "Provenance", &prov_id).await;
+    let targets: Vec<&Value> = prov["target"].as_array().unwrap().iter().collect();
+    assert_eq!(targets.len(), 3, "{prov}");
+    assert!(
+        targets.contains(&&json!({"reference": format!("Patient/{pid}/_history/1")})),
+        "{prov}"
+    );
+    assert!(
+        !prov["entity"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["role"] == "revision"),
+        "nothing revised: {prov}"
+    );
+    // The record with one field changed: a new version of the Patient, the old one named as the
+    // revision; the Coverage and the payer stay as they were.
+    let mut changed = again.clone();
+    changed["baseinfo"]["psn_name"] = json!("张维");
+    let (s, v) = post_feed(&srv, "nhsa-1101", &changed).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["updated"],
+        json!([format!("Patient/{pid}/_history/2")]),
+        "{v}"
+    );
+    assert_eq!(v["unchanged"].as_array().unwrap().len(), 2, "{v}");
+    let prov = read(&srv, "Provenance", &prov_id).await;
     assert!(
         prov["entity"].as_array().unwrap().contains(
             &json!({"role": "revision", "what": {"reference": format!("Patient/{pid}/_history/1")}})

@@ -835,3 +835,29 @@ async fn a_merge_repoints_what_referred_to_the_merged_patient() {
         "{targets:?}"
     );
 }
+
+#[tokio::test]
+async fn a_message_re_sending_what_is_stored_writes_no_new_versions() {
+    let srv = server().await;
+    let version = |v: &Value| v["meta"]["versionId"].as_str().unwrap().to_string();
+    let pid = patient_id("M-RESEND");
+    let (s, _) = post_v2(&srv, adt("R1", "A08", "M-RESEND", "Wang").as_bytes(), false).await;
+    assert_eq!(s, 200);
+    // The same content in a new message (another control id): the Patient and the Encounter stay
+    // at version 1; the message's own Provenance is written and names them.
+    let (s, ack) = post_v2(&srv, adt("R2", "A08", "M-RESEND", "Wang").as_bytes(), false).await;
+    assert_eq!(s, 200);
+    assert!(msa(&ack).starts_with("MSA|AA|R2"), "{}", msa(&ack));
+    let (_, p) = json_of(srv.get(&format!("Patient/{pid}")).await).await;
+    assert_eq!(version(&p), "1", "{p}");
+    let (_, history) = json_of(srv.get(&format!("Patient/{pid}/_history")).await).await;
+    assert_eq!(history["total"], 1, "{history}");
+    let (_, provs) = json_of(srv.get(&format!("Provenance?target=Patient/{pid}")).await).await;
+    assert_eq!(provs["total"], 2, "one Provenance per message: {provs}");
+    // A changed family name is a new version.
+    let (s, _) = post_v2(&srv, adt("R3", "A08", "M-RESEND", "Zhao").as_bytes(), false).await;
+    assert_eq!(s, 200);
+    let (_, p) = json_of(srv.get(&format!("Patient/{pid}")).await).await;
+    assert_eq!(version(&p), "2", "{p}");
+    assert_eq!(p["name"][0]["family"], "Zhao", "{p}");
+}

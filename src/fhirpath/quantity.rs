@@ -169,7 +169,8 @@ fn reduce_term(term: &str) -> Option<Reduced> {
     } else {
         (term, 1)
     };
-    if base.is_empty() {
+    // No real unit has a power beyond 8; refusing larger ones keeps the arithmetic in range.
+    if base.is_empty() || exp.unsigned_abs() > 8 {
         return None;
     }
     let (factor, dims) = match atom(base) {
@@ -181,7 +182,8 @@ fn reduce_term(term: &str) -> Option<Reduced> {
                     && base.is_char_boundary(plen)
                     && let (Some(p), Some((f, d))) = (prefix(&base[..plen]), atom(&base[plen..]))
                 {
-                    found = Some((p * f, d));
+                    // A large prefix on a large atom ('Yd') leaves Decimal's range: no unit.
+                    found = Some((p.checked_mul(f)?, d));
                     break;
                 }
             }
@@ -200,7 +202,7 @@ fn reduce_term(term: &str) -> Option<Reduced> {
         }
     };
     let mut f = Decimal::ONE;
-    for _ in 0..exp.unsigned_abs().min(8) {
+    for _ in 0..exp.unsigned_abs() {
         f = if exp > 0 {
             f.checked_mul(factor)?
         } else {
@@ -209,7 +211,7 @@ fn reduce_term(term: &str) -> Option<Reduced> {
     }
     let mut out = BTreeMap::new();
     for (d, e) in dims {
-        out.insert((*d).to_string(), e * exp);
+        out.insert((*d).to_string(), e.checked_mul(exp)?);
     }
     Some(Reduced {
         factor: f,
@@ -235,7 +237,7 @@ fn reduce(unit: &str) -> Option<Reduced> {
         };
         for (d, e) in r.dims {
             let v = acc.dims.entry(d).or_insert(0);
-            *v += if divide { -e } else { e };
+            *v = v.checked_add(if divide { -e } else { e })?;
         }
         Some(())
     };
@@ -480,5 +482,13 @@ mod tests {
                 .map(|x| (x.value, x.unit)),
             Some((dec("3"), "1".to_string()))
         );
+    }
+
+    #[test]
+    fn units_beyond_decimal_range_are_incomparable_not_a_panic() {
+        // Found by cargo-fuzz: yotta-days exceed Decimal's range.
+        assert_eq!(q("98.6", "Yd").compare(&q("4", "d")), None);
+        assert_eq!(q("1", "m2147483647").compare(&q("1", "m")), None);
+        assert_eq!(q("1", "m8.m8").compare(&q("1", "m16")), None);
     }
 }

@@ -19,6 +19,8 @@
 //!   an error can never commit half a write.
 
 use super::*;
+
+mod index;
 use crossbeam_channel::{Receiver, Sender};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, types::Value};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -56,6 +58,9 @@ const DB_FILE: &str = "huitong.db";
 
 /// How long a connection waits for a lock held by another connection (e.g. a checkpoint) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The writer connection's page cache, in KiB (a negative `cache_size` is KiB, not pages).
+const WRITER_CACHE_KIB: i64 = -65536;
 
 /// Upper bounds of the batch-size histogram; the implicit last bucket is +Inf.
 const BATCH_BUCKETS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
@@ -147,17 +152,6 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE resource_head ADD COLUMN last_updated_ms INTEGER NOT NULL DEFAULT 0;
     UPDATE resource_head SET last_updated_ms =
         (SELECT v.last_updated_ms FROM resource_version v WHERE v.seq = resource_head.seq);",
-];
-
-/// The index tables, in the order [`write_index`] fills them.
-const INDEX_TABLES: [&str; 7] = [
-    "idx_string",
-    "idx_token",
-    "idx_reference",
-    "idx_date",
-    "idx_number",
-    "idx_quantity",
-    "idx_uri",
 ];
 
 /// A message to the writer thread.
@@ -400,7 +394,15 @@ impl SqliteStore {
         writer
             .pragma_update(None, "synchronous", "FULL")
             .map_err(db_err)?;
+        // The writer touches the index tables' lookup B-trees all over: a page cache much larger than
+        // SQLite's 2 MB default keeps their interior and hot leaf pages in memory instead of re-reading
+        // them from the OS for every batch. Savepoint sub-journals (one per job) stay in memory too.
+        writer
+            .pragma_update(None, "cache_size", WRITER_CACHE_KIB)
+            .and_then(|()| writer.pragma_update(None, "temp_store", "MEMORY"))
+            .map_err(db_err)?;
         migrate(&mut writer)?;
+        let checkpoints = Checkpointer::start(&path, &writer)?;
 
         // The writer keeps `now_ms` non-decreasing from here, even if the wall clock went back since the
         // last run: history `_since` and `seq` order must agree.
@@ -434,7 +436,7 @@ impl SqliteStore {
         let writer_stats = stats.clone();
         let handle = std::thread::Builder::new()
             .name("huitong-sqlite-writer".into())
-            .spawn(move || run_writer(writer, rx, max_batch, writer_stats, last_ms))
+            .spawn(move || run_writer(writer, rx, max_batch, writer_stats, last_ms, checkpoints))
             .map_err(|e| StoreError::Backend(format!("cannot start writer thread: {e}")))?;
 
         Ok(SqliteStore {
@@ -685,12 +687,20 @@ fn run_writer(
     max_batch: usize,
     stats: Arc<WriterStats>,
     mut last_ms: i64,
+    checkpoints: Checkpointer,
 ) {
     let mut shutdown_reply = None;
+    // Whether the last batch held more than one job: writers are arriving concurrently.
+    let mut concurrent = false;
     loop {
         // Block for the first message only; the rest of the batch is whatever is already queued, so an
-        // idle store commits a lone job at once and a busy one amortises each fsync over many jobs.
+        // idle store (or one sequential client) commits a lone job at once and a busy one amortises
+        // each fsync over many jobs. When the last batch shows concurrent writers, the batch also
+        // waits up to `GROUP_COMMIT_WINDOW` for jobs still being prepared: a commit costs one fsync
+        // plus every page it dirtied, and concurrent jobs dirty many of the same index pages, so one
+        // commit of ten jobs writes far fewer pages than ten commits of one.
         let Ok(first) = rx.recv() else { break };
+        let deadline = concurrent.then(|| std::time::Instant::now() + GROUP_COMMIT_WINDOW);
         let mut work = Vec::new();
         let mut flushes = Vec::new();
         let mut pending = Some(first);
@@ -704,14 +714,20 @@ fn run_writer(
                 }
             }
             if work.len() < max_batch {
-                // Empty or disconnected both end the batch; a disconnect is seen by the next `recv`.
-                pending = rx.try_recv().ok();
+                // Empty (or the window over) and disconnected both end the batch; a disconnect is
+                // seen by the next `recv`.
+                pending = match deadline {
+                    Some(d) => rx.recv_deadline(d).ok(),
+                    None => rx.try_recv().ok(),
+                };
             }
         }
+        concurrent = work.len() > 1;
         if !work.is_empty() {
             // One timestamp per batch, never behind the previous batch's.
             last_ms = last_ms.max(wall_clock_ms());
             run_batch(&conn, work, last_ms, &stats);
+            checkpoints.committed();
         }
         // Everything queued before these flushes has been committed (or failed) by now.
         for f in flushes {
@@ -723,10 +739,77 @@ fn run_writer(
     }
     // Jobs queued after a shutdown are dropped with the receiver; their callers see `Closed`.
     drop(rx);
-    // Closing the last connection checkpoints the WAL into the main file.
+    // The checkpointer stops first, so that closing the last connection checkpoints the whole WAL
+    // into the main file.
+    checkpoints.stop();
     drop(conn);
     if let Some(r) = shutdown_reply {
         let _ = r.send(());
+    }
+}
+
+/// Copies committed WAL frames into the main database file on its own thread and connection.
+///
+/// SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold, on the single
+/// writer: every batch queued behind that commit waited for thousands of page copies and the
+/// database file's fsync. A PASSIVE checkpoint on another connection does the same work while the
+/// writer goes on appending to the WAL (it never blocks the writer or a reader), so the writer's
+/// own connection has automatic checkpoints turned off.
+struct Checkpointer {
+    signal: Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+/// Longest a batch waits for more jobs once writers are seen to arrive concurrently (see
+/// [`run_writer`]); it bounds the latency that waiting adds to any one write.
+const GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(1);
+
+/// Least time between two checkpoints: a page rewritten by many commits in between is copied once.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Checkpointer {
+    fn start(path: &Path, writer: &Connection) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        configure_common(&conn)?;
+        // FULL: the checkpoint syncs the WAL before copying and the database file after.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db_err)?;
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(db_err)?;
+        // One pending signal is enough: a checkpoint copies everything committed before it started.
+        let (signal, rx) = crossbeam_channel::bounded::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("huitong-sqlite-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let started = std::time::Instant::now();
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                    {
+                        tracing::warn!(error = %e, "WAL checkpoint failed; retried after the next commit");
+                    }
+                    if let Some(rest) = CHECKPOINT_INTERVAL.checked_sub(started.elapsed()) {
+                        std::thread::sleep(rest);
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Backend(format!("cannot start checkpoint thread: {e}")))?;
+        Ok(Checkpointer { signal, thread })
+    }
+
+    /// Called after each commit; never waits.
+    fn committed(&self) {
+        let _ = self.signal.try_send(());
+    }
+
+    /// Stops the thread (after a checkpoint it is running) and closes its connection.
+    fn stop(self) {
+        drop(self.signal);
+        let _ = self.thread.join();
     }
 }
 
@@ -883,14 +966,11 @@ impl WriterTx<'_> {
                 ])
             })
             .map_err(db_err)?;
-        // Index rows describe the current version only: replace them wholesale. A first version has
-        // none to remove.
-        if v.version > 1 {
-            clear_index(self.conn, &v.resource_type, &v.id)?;
-        }
-        if v.body.is_some() {
-            write_index(self.conn, &v.resource_type, &v.id, &v.index)?;
-        }
+        // Index rows describe the current version only, and a delete has none whatever it carries;
+        // a first version has no rows to compare with.
+        let none = IndexRows::default();
+        let rows = if v.body.is_some() { &v.index } else { &none };
+        index::sync(self.conn, &v.resource_type, &v.id, rows, v.version > 1)?;
         Ok(Arc::new(StoredVersion {
             resource_type: v.resource_type,
             id: v.id,
@@ -901,111 +981,6 @@ impl WriterTx<'_> {
             seq,
         }))
     }
-}
-
-/// Removes every index row of one resource.
-fn clear_index(conn: &Connection, rt: &str, id: &str) -> Result<(), StoreError> {
-    for table in INDEX_TABLES {
-        conn.prepare_cached(&format!(
-            "DELETE FROM {table} WHERE resource_type = ? AND id = ?"
-        ))
-        .and_then(|mut st| st.execute(params![rt, id]))
-        .map_err(db_err)?;
-    }
-    Ok(())
-}
-
-/// Inserts the index rows of one resource (duplicates collapse on the primary key).
-fn write_index(conn: &Connection, rt: &str, id: &str, rows: &IndexRows) -> Result<(), StoreError> {
-    fn insert<'c>(
-        conn: &'c Connection,
-        table: &str,
-        columns: &str,
-        n: usize,
-    ) -> Result<rusqlite::CachedStatement<'c>, StoreError> {
-        let marks = vec!["?"; n + 2].join(", ");
-        conn.prepare_cached(&format!(
-            "INSERT INTO {table} (resource_type, id, {columns}) VALUES ({marks}) ON CONFLICT DO NOTHING"
-        ))
-        .map_err(db_err)
-    }
-    if !rows.strings.is_empty() {
-        let mut st = insert(conn, "idx_string", "param, norm, exact", 3)?;
-        for r in &rows.strings {
-            st.execute(params![rt, id, r.param, r.norm, r.exact])
-                .map_err(db_err)?;
-        }
-    }
-    if !rows.tokens.is_empty() {
-        let mut st = insert(conn, "idx_token", "param, system, code, text", 4)?;
-        for r in &rows.tokens {
-            st.execute(params![
-                rt,
-                id,
-                r.param,
-                r.system.as_deref().unwrap_or(""),
-                r.code,
-                r.text.as_deref().unwrap_or("")
-            ])
-            .map_err(db_err)?;
-        }
-    }
-    if !rows.references.is_empty() {
-        let mut st = insert(
-            conn,
-            "idx_reference",
-            "param, url, target_type, target_id",
-            4,
-        )?;
-        for r in &rows.references {
-            st.execute(params![
-                rt,
-                id,
-                r.param,
-                r.url,
-                r.target_type.as_deref().unwrap_or(""),
-                r.target_id.as_deref().unwrap_or("")
-            ])
-            .map_err(db_err)?;
-        }
-    }
-    if !rows.dates.is_empty() {
-        let mut st = insert(conn, "idx_date", "param, low, high", 3)?;
-        for r in &rows.dates {
-            st.execute(params![rt, id, r.param, r.low, r.high])
-                .map_err(db_err)?;
-        }
-    }
-    if !rows.numbers.is_empty() {
-        let mut st = insert(conn, "idx_number", "param, value", 2)?;
-        for r in &rows.numbers {
-            st.execute(params![rt, id, r.param, r.value])
-                .map_err(db_err)?;
-        }
-    }
-    if !rows.quantities.is_empty() {
-        let mut st = insert(conn, "idx_quantity", "param, value, system, code, unit", 5)?;
-        for r in &rows.quantities {
-            st.execute(params![
-                rt,
-                id,
-                r.param,
-                r.value,
-                r.system.as_deref().unwrap_or(""),
-                r.code.as_deref().unwrap_or(""),
-                r.unit.as_deref().unwrap_or("")
-            ])
-            .map_err(db_err)?;
-        }
-    }
-    if !rows.uris.is_empty() {
-        let mut st = insert(conn, "idx_uri", "param, uri", 2)?;
-        for r in &rows.uris {
-            st.execute(params![rt, id, r.param, r.uri])
-                .map_err(db_err)?;
-        }
-    }
-    Ok(())
 }
 
 fn sql_args(args: &[SqlArg]) -> Vec<Value> {
@@ -1099,8 +1074,7 @@ impl TxContext for WriterTx<'_> {
         id: &str,
         rows: &IndexRows,
     ) -> Result<(), StoreError> {
-        let result = clear_index(self.conn, resource_type, id)
-            .and_then(|()| write_index(self.conn, resource_type, id, rows));
+        let result = index::sync(self.conn, resource_type, id, rows, true);
         if let Err(e) = &result
             && self.failed.is_none()
         {

@@ -38,12 +38,22 @@ pub struct RecordOutcome {
     pub result: Result<Vec<Written>, Vec<RecordError>>,
 }
 
-/// One resource a committed record wrote.
+/// One resource of a committed record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
-    /// `Type/id/_history/N`.
+    /// `Type/id/_history/N`: the version the record wrote, or the stored one it left as it was.
     pub reference: String,
-    pub created: bool,
+    pub change: Change,
+}
+
+/// What a committed record did to one of its resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    /// The stored resource already said exactly what the record maps to (a re-sent record, the
+    /// payer every insurance record names): no new version is written.
+    Unchanged,
 }
 
 impl RecordOutcome {
@@ -53,8 +63,9 @@ impl RecordOutcome {
             Ok(w) => json!({
                 "row": self.row,
                 "status": "accepted",
-                "created": w.iter().filter(|x| x.created).map(|x| x.reference.clone()).collect::<Vec<_>>(),
-                "updated": w.iter().filter(|x| !x.created).map(|x| x.reference.clone()).collect::<Vec<_>>(),
+                "created": references(w, Change::Created),
+                "updated": references(w, Change::Updated),
+                "unchanged": references(w, Change::Unchanged),
             }),
             Err(errors) => json!({
                 "row": self.row,
@@ -63,6 +74,13 @@ impl RecordOutcome {
             }),
         }
     }
+}
+
+fn references(w: &[Written], change: Change) -> Vec<String> {
+    w.iter()
+        .filter(|x| x.change == change)
+        .map(|x| x.reference.clone())
+        .collect()
 }
 
 /// An OperationOutcome for a rejected record: `location` is the JSON Pointer in the record,
@@ -97,7 +115,10 @@ pub struct FeedService {
     feeds: RwLock<Arc<BTreeMap<String, Arc<Feed>>>>,
     dir: PathBuf,
     counters: Mutex<Counters>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
+    /// By `Type/id`: a hash of the content the last record to claim that resource maps it to
+    /// (see [`FeedService::claim`]).
+    foreseen: Mutex<HashMap<String, u64>>,
     options: MapOptions,
     /// Records in flight at once in partial mode (their commits share group commits).
     pub concurrency: usize,
@@ -108,8 +129,34 @@ pub struct Prepared {
     row: usize,
     feed: Arc<Feed>,
     mapped: Mapped,
-    guards: Vec<tokio::sync::OwnedMutexGuard<()>>,
+    guards: Vec<Guard>,
 }
+
+/// A record's hold on one resource, released when dropped.
+enum Guard {
+    Shared {
+        _held: tokio::sync::OwnedRwLockReadGuard<()>,
+    },
+    Exclusive {
+        _held: tokio::sync::OwnedRwLockWriteGuard<()>,
+    },
+}
+
+/// How a record holds a resource while it commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Access {
+    /// It may change the resource: records that name it wait for each other, in input order.
+    Exclusive,
+    /// It maps the resource exactly as the record before it did, so it will most likely find it
+    /// unchanged and write nothing: such records go on together.
+    Shared,
+}
+
+/// Entries kept in [`FeedService::foreseen`] before it is started afresh (it is only a hint).
+const FORESEEN_LIMIT: usize = 65_536;
+
+/// Times a record is tried again when a resource it read changed before its commit.
+const CONFLICT_ATTEMPTS: usize = 3;
 
 impl FeedService {
     /// Loads every feed under `<mappings-dir>/feeds`.
@@ -124,6 +171,7 @@ impl FeedService {
             dir,
             counters: Mutex::new(Counters::default()),
             locks: Mutex::new(HashMap::new()),
+            foreseen: Mutex::new(HashMap::new()),
             options: MapOptions {
                 default_offset: settings.hl7v2_timezone.clone(),
             },
@@ -139,6 +187,7 @@ impl FeedService {
             dir: PathBuf::new(),
             counters: Mutex::new(Counters::default()),
             locks: Mutex::new(HashMap::new()),
+            foreseen: Mutex::new(HashMap::new()),
             options: MapOptions::default(),
             concurrency: 32,
         }
@@ -179,10 +228,43 @@ impl FeedService {
         row: usize,
         record: Result<Value, RecordError>,
     ) -> Result<Prepared, RecordOutcome> {
-        let mut p = self.map_only(st, feed, row, record)?;
-        let keys = p.lock_keys(feed);
+        let p = self.map_only(st, feed, row, record)?;
+        Ok(self.claim(p).await)
+    }
+
+    /// Takes the locks of the resources a mapped record writes, waiting for earlier records that
+    /// change them. Call in input order: that order is the order the records apply in.
+    ///
+    /// Most records of a feed change resources only they write (a patient, a claim) and name some
+    /// that many records share (the payer, the clinic), which they map exactly as the record before
+    /// did and find unchanged (see [`FeedService::entries`]). Those are held shared, so that the
+    /// records naming the same payer are not committed one at a time.
+    async fn claim(&self, mut p: Prepared) -> Prepared {
+        let mut keys = Vec::new();
+        {
+            let mut foreseen = self.foreseen.lock().unwrap_or_else(|e| e.into_inner());
+            if foreseen.len() > FORESEEN_LIMIT {
+                foreseen.clear();
+            }
+            for r in &p.mapped.resources {
+                let key = format!("{}/{}", r.resource_type, r.id);
+                let access = if r.mode == WriteMode::Put && r.select.is_none() {
+                    let h = content_hash(&r.body);
+                    if foreseen.insert(key.clone(), h) == Some(h) {
+                        Access::Shared
+                    } else {
+                        Access::Exclusive
+                    }
+                } else {
+                    foreseen.remove(&key);
+                    Access::Exclusive
+                };
+                keys.push((key, access));
+            }
+        }
+        keys.push((provenance_id(&p.feed, &p.mapped.key), Access::Exclusive));
         p.guards = self.lock(keys).await;
-        Ok(p)
+        p
     }
 
     /// Maps a record without taking locks (all-or-nothing takes them for the whole batch).
@@ -214,12 +296,13 @@ impl FeedService {
         })
     }
 
-    /// Locks the keys (sorted, so two batches never wait on each other in a cycle).
-    async fn lock(&self, mut keys: Vec<String>) -> Vec<tokio::sync::OwnedMutexGuard<()>> {
+    /// Locks the keys (sorted, so two batches never wait on each other in a cycle; a key named
+    /// twice is held exclusively if either asks so).
+    async fn lock(&self, mut keys: Vec<(String, Access)>) -> Vec<Guard> {
         keys.sort();
-        keys.dedup();
+        keys.dedup_by(|later, kept| later.0 == kept.0);
         let mut guards = Vec::new();
-        for k in keys {
+        for (k, access) in keys {
             let lock = {
                 let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
                 // Forget locks nobody holds, so the map stays the size of what is in flight.
@@ -228,7 +311,14 @@ impl FeedService {
                 }
                 m.entry(k).or_default().clone()
             };
-            guards.push(lock.lock_owned().await);
+            guards.push(match access {
+                Access::Shared => Guard::Shared {
+                    _held: lock.read_owned().await,
+                },
+                Access::Exclusive => Guard::Exclusive {
+                    _held: lock.write_owned().await,
+                },
+            });
         }
         guards
     }
@@ -236,32 +326,43 @@ impl FeedService {
     /// Validates and commits a prepared record (one transaction with its Provenance).
     pub async fn commit(&self, st: &AppState, p: Prepared) -> RecordOutcome {
         let row = p.row;
-        let out = match self.entries(st, &p).await {
-            Ok(entries) => {
-                let refs: Vec<(String, String)> = entries
-                    .iter()
-                    .map(|e| {
-                        let id = match &e.target {
-                            Target::Id(id) => id.clone(),
-                            _ => String::new(),
-                        };
-                        (e.resource_type.clone(), id)
-                    })
-                    .collect();
-                match transaction::apply(
-                    st.store.as_ref(),
-                    &st.search,
-                    entries,
-                    Scope::Bundle,
-                    Default::default(),
-                )
-                .await
-                {
-                    Ok(effects) => Ok(written(&effects, &refs)),
-                    Err(e) => Err(errors_of_store(&e, &p.mapped)),
+        let mut attempt = 0;
+        let out = loop {
+            attempt += 1;
+            let (entries, unchanged) = match self.entries(st, &p, true).await {
+                Ok(e) => e,
+                Err(e) => break Err(e),
+            };
+            let refs: Vec<(String, String)> = entries
+                .iter()
+                .map(|e| {
+                    let id = match &e.target {
+                        Target::Id(id) => id.clone(),
+                        _ => String::new(),
+                    };
+                    (e.resource_type.clone(), id)
+                })
+                .collect();
+            match transaction::apply(
+                st.store.as_ref(),
+                &st.search,
+                entries,
+                Scope::Bundle,
+                Default::default(),
+            )
+            .await
+            {
+                Ok(effects) => {
+                    let mut w = written(&effects, &refs);
+                    w.extend(unchanged);
+                    break Ok(w);
                 }
+                // Every write carries If-Match on the version read. Records holding a resource
+                // shared (see `claim`) that find it changed by someone else both write it; the one
+                // that loses reads it again, and most likely finds it unchanged now.
+                Err(e) if e.status == 412 && attempt < CONFLICT_ATTEMPTS => continue,
+                Err(e) => break Err(errors_of_store(&e, &p.mapped)),
             }
-            Err(e) => Err(e),
         };
         drop(p.guards);
         let outcome = RecordOutcome { row, result: out };
@@ -304,11 +405,17 @@ impl FeedService {
             }
         }
         // One set of locks for the batch: records of one batch may share resources.
-        let keys: Vec<String> = mapped.iter().flat_map(|p| p.lock_keys(feed)).collect();
+        let keys: Vec<(String, Access)> = mapped
+            .iter()
+            .flat_map(|p| p.lock_keys(feed))
+            .map(|k| (k, Access::Exclusive))
+            .collect();
         let _guards = self.lock(keys).await;
         for p in mapped {
-            match self.entries(st, &p).await {
-                Ok(e) => prepared.push((p, e)),
+            // Every resource is written: which record's version of a shared one is kept is decided
+            // over the whole batch below, not by what is stored.
+            match self.entries(st, &p, false).await {
+                Ok((e, _)) => prepared.push((p, e)),
                 Err(e) => outcomes.push(RecordOutcome {
                     row: p.row,
                     result: Err(e),
@@ -400,10 +507,18 @@ impl FeedService {
         outcomes
     }
 
-    /// The transaction entries of a record: its resources (validated) and its Provenance.
-    async fn entries(&self, st: &AppState, p: &Prepared) -> Result<Vec<Entry>, Vec<RecordError>> {
+    /// The transaction entries of a record: its resources (validated) and its Provenance. With
+    /// `skip_unchanged`, a resource the store already holds exactly as mapped is not written again
+    /// but returned as [`Change::Unchanged`]; the Provenance still names it, at its stored version.
+    async fn entries(
+        &self,
+        st: &AppState,
+        p: &Prepared,
+        skip_unchanged: bool,
+    ) -> Result<(Vec<Entry>, Vec<Written>), Vec<RecordError>> {
         let feed = &p.feed;
         let mut entries = Vec::new();
+        let mut unchanged = Vec::new();
         let mut errors = Vec::new();
         let mut targets = Vec::new();
         let mut revisions = Vec::new();
@@ -438,11 +553,6 @@ impl FeedService {
                 });
                 continue;
             }
-            let next = head.map(|v| v + 1).unwrap_or(1);
-            targets.push(format!("{}/{}/_history/{next}", r.resource_type, r.id));
-            if let Some(v) = head {
-                revisions.push(format!("{}/{}/_history/{v}", r.resource_type, r.id));
-            }
             let profiles: Vec<String> = feed.rules[r.rule].profile.iter().cloned().collect();
             let mut entry = match r.mode {
                 WriteMode::Put => {
@@ -450,6 +560,19 @@ impl FeedService {
                     body.insert("id".into(), json!(r.id));
                     let mut body = Value::Object(body);
                     st.identities.current().canonicalise_resource(&mut body);
+                    if skip_unchanged
+                        && let Some(v) = &stored
+                        && transaction::holds(v, &body)
+                    {
+                        let reference =
+                            format!("{}/{}/_history/{}", r.resource_type, r.id, v.version);
+                        targets.push(reference.clone());
+                        unchanged.push(Written {
+                            reference,
+                            change: Change::Unchanged,
+                        });
+                        continue;
+                    }
                     let bad = conformance_errors(st, &body, &profiles, false);
                     if !bad.is_empty() {
                         errors.extend(located(r, bad));
@@ -525,6 +648,11 @@ impl FeedService {
                     e
                 }
             };
+            let next = head.map(|v| v + 1).unwrap_or(1);
+            targets.push(format!("{}/{}/_history/{next}", r.resource_type, r.id));
+            if let Some(v) = head {
+                revisions.push(format!("{}/{}/_history/{v}", r.resource_type, r.id));
+            }
             // The versions in the Provenance hold only if nobody wrote in between.
             entry.if_match = head;
             entries.push(entry);
@@ -540,7 +668,7 @@ impl FeedService {
             Target::Id(id),
             Some(prov),
         ));
-        Ok(entries)
+        Ok((entries, unchanged))
     }
 
     /// The mapped resources with every `select` rule replaced by the stored resources its
@@ -734,15 +862,23 @@ fn written(effects: &[Effect], refs: &[(String, String)]) -> Vec<Written> {
         .filter_map(|(e, (ty, id))| match e {
             Effect::Created(v) => Some(Written {
                 reference: format!("{ty}/{id}/_history/{}", v.version),
-                created: true,
+                change: Change::Created,
             }),
             Effect::Updated(v) => Some(Written {
                 reference: format!("{ty}/{id}/_history/{}", v.version),
-                created: false,
+                change: Change::Updated,
             }),
             _ => None,
         })
         .collect()
+}
+
+/// A hash of a mapped resource's content, stable within one run.
+fn content_hash(body: &Map<String, Value>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(body).unwrap_or_default().hash(&mut h);
+    h.finish()
 }
 
 fn describe(e: &FhirError) -> String {
@@ -1063,31 +1199,63 @@ pub async fn run_partial(
     mut records: tokio::sync::mpsc::Receiver<(usize, Result<Value, RecordError>)>,
     sink: tokio::sync::mpsc::Sender<RecordOutcome>,
 ) {
+    use tokio::sync::mpsc::error::TryRecvError;
+    type Window<T> = std::collections::VecDeque<(usize, tokio::task::JoinHandle<T>)>;
     let sink = &sink;
     let service = st.feeds.clone();
-    let mut window: std::collections::VecDeque<(usize, tokio::task::JoinHandle<RecordOutcome>)> =
-        std::collections::VecDeque::new();
-    while let Some((row, r)) = records.recv().await {
-        let prepared = service.prepare(st, feed, row, r).await;
-        let handle = match prepared {
-            Ok(p) => {
-                let st = st.clone();
-                let service = service.clone();
+    let depth = service.concurrency.max(1);
+    // Three stages: up to `depth` records are mapped at once; each then claims its resources in
+    // input order (so that two records of one patient apply in the order sent); up to `depth`
+    // claimed records commit at once, sharing the store's group commits.
+    let mut mapping: Window<Result<Prepared, RecordOutcome>> = Window::new();
+    let mut committing: Window<RecordOutcome> = Window::new();
+    let mut open = true;
+    while open || !mapping.is_empty() {
+        // Start mapping what has arrived; wait for input only when nothing is being mapped.
+        while open && mapping.len() < depth {
+            let next = if mapping.is_empty() {
+                records.recv().await
+            } else {
+                match records.try_recv() {
+                    Ok(r) => Some(r),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some((row, r)) = next else {
+                open = false;
+                break;
+            };
+            let (st, feed, service) = (st.clone(), feed.clone(), service.clone());
+            let h = tokio::spawn(async move { service.map_only(&st, &feed, row, r) });
+            mapping.push_back((row, h));
+        }
+        let Some((row, h)) = mapping.pop_front() else {
+            continue;
+        };
+        let h = match h.await {
+            Ok(Ok(p)) => {
+                let p = service.claim(p).await;
+                let (st, service) = (st.clone(), service.clone());
                 tokio::spawn(async move { service.commit(&st, p).await })
             }
-            Err(o) => {
+            Ok(Err(o)) => {
                 service.count(&feed.name, &o);
                 tokio::spawn(async move { o })
             }
+            Err(e) => {
+                let o = failed(row, &e);
+                tokio::spawn(async move { o })
+            }
         };
-        window.push_back((row, handle));
-        while window.len() >= service.concurrency.max(1) {
-            if let Some((row, h)) = window.pop_front() {
+        committing.push_back((row, h));
+        while committing.len() >= depth {
+            if let Some((row, h)) = committing.pop_front() {
                 deliver(row, h, sink).await;
             }
         }
     }
-    while let Some((row, h)) = window.pop_front() {
+    while let Some((row, h)) = committing.pop_front() {
         deliver(row, h, sink).await;
     }
 }
@@ -1097,17 +1265,19 @@ async fn deliver(
     h: tokio::task::JoinHandle<RecordOutcome>,
     sink: &tokio::sync::mpsc::Sender<RecordOutcome>,
 ) {
-    let o = match h.await {
-        Ok(o) => o,
-        // A panic rolled its unit of work back; the record is reported, not dropped.
-        Err(e) => RecordOutcome {
-            row,
-            result: Err(vec![RecordError {
-                pointer: String::new(),
-                message: format!("internal error, nothing stored: {e}"),
-                expression: None,
-            }]),
-        },
-    };
+    let o = h.await.unwrap_or_else(|e| failed(row, &e));
     let _ = sink.send(o).await;
+}
+
+/// A record whose task panicked: nothing of it is stored (a commit's unit of work is rolled back),
+/// and it is reported, not dropped.
+fn failed(row: usize, e: &tokio::task::JoinError) -> RecordOutcome {
+    RecordOutcome {
+        row,
+        result: Err(vec![RecordError {
+            pointer: String::new(),
+            message: format!("internal error, nothing stored: {e}"),
+            expression: None,
+        }]),
+    }
 }

@@ -450,6 +450,9 @@ impl Hl7v2Service {
                 Some(r.clone()),
             ));
         }
+        // A message that re-sends what is stored (an A08 of an unchanged patient, a retry) writes
+        // only its Provenance.
+        transaction::skip_unchanged(st.store.as_ref(), &mut entries).await;
         entries.extend(repointed);
         let bundle = transaction_bundle(&conversion, &provenance);
         // A message is applied whole or not at all: one invalid resource refuses it before the store.
