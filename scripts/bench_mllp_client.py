@@ -10,6 +10,10 @@ empty MSH-15/16 (original acknowledgement mode: one ACK per message, sent after 
 samples say NE (never acknowledge), which would leave a waiting sender hanging.
 Prints one line: MLLP-BENCH messages=.. secs=.. msgs_per_s=.. p50_ms=.. p99_ms=.. max_ms=.. and
 the ACK codes seen; exits 1 if any ACK is not AA.
+
+The corpus is repeated, so by default most messages re-send content the store already holds
+(which the gateway stores as no new version). MLLP_DISTINCT=1 makes every message name its own
+patient and visit (PID-3 and PV1-19 get a per-message suffix), so that every message writes.
 """
 import asyncio
 import os
@@ -42,6 +46,27 @@ def with_control_id(segments, control_id):
     fields[9] = control_id
     fields[14] = fields[15] = ""
     return "\r".join([sep.join(fields)] + segments[1:]).encode("utf-8") + CR
+
+
+def distinct(segments, i):
+    """PID-3 and PV1-19 (first component of each repetition) made unique to message i."""
+    sep = segments[0][3]
+    comp = segments[0][4] if len(segments[0]) > 4 else "^"
+    rep = segments[0][5] if len(segments[0]) > 5 else "~"
+    out = []
+    for seg in segments:
+        for name, n in (("PID", 3), ("PV1", 19)):
+            if seg.startswith(name + sep):
+                f = seg.split(sep)
+                if len(f) > n and f[n]:
+                    f[n] = rep.join(
+                        comp.join([c[0] + f"-{i}"] + c[1:]) if c[0] else r
+                        for r in f[n].split(rep)
+                        for c in [r.split(comp)]
+                    )
+                seg = sep.join(f)
+        out.append(seg)
+    return out
 
 
 async def sender(host, port, work, latencies, codes):
@@ -77,7 +102,11 @@ async def main():
         with open(os.path.join(d, f), "rb") as fh:
             corpus.extend(split_messages(fh.read()))
     run = f"{os.getpid()}-{int(time.time())}"
-    payloads = [with_control_id(corpus[i % len(corpus)], f"B{run}-{i}") for i in range(n)]
+    unique = os.environ.get("MLLP_DISTINCT") == "1"
+    payloads = [
+        with_control_id(distinct(corpus[i % len(corpus)], i) if unique else corpus[i % len(corpus)], f"B{run}-{i}")
+        for i in range(n)
+    ]
     shares = [payloads[k::c] for k in range(c)]
     latencies, codes = [], {}
     t = time.perf_counter()

@@ -753,8 +753,14 @@ fn run_writer(
 /// SQLite's automatic checkpoint runs inside the COMMIT that crosses its threshold, on the single
 /// writer: every batch queued behind that commit waited for thousands of page copies and the
 /// database file's fsync. A PASSIVE checkpoint on another connection does the same work while the
-/// writer goes on appending to the WAL (it never blocks the writer or a reader), so the writer's
-/// own connection has automatic checkpoints turned off.
+/// writer goes on appending to the WAL (it never blocks the writer or a reader).
+///
+/// The WAL only starts again from its beginning when a write finds every frame copied, which a
+/// checkpoint running beside a busy writer rarely achieves: left alone, the WAL grows for as long
+/// as writes keep coming. So the writer keeps an automatic checkpoint too, at a higher threshold
+/// ([`WAL_BACKSTOP_PAGES`]); by then the background has copied nearly everything, the writer
+/// copies the rest, and its next write restarts the WAL. `journal_size_limit` then gives the
+/// file's space back.
 struct Checkpointer {
     signal: Sender<()>,
     thread: JoinHandle<()>,
@@ -763,6 +769,12 @@ struct Checkpointer {
 /// Longest a batch waits for more jobs once writers are seen to arrive concurrently (see
 /// [`run_writer`]); it bounds the latency that waiting adds to any one write.
 const GROUP_COMMIT_WINDOW: Duration = Duration::from_millis(1);
+
+/// WAL pages after which the writer checkpoints itself (SQLite's default is 1,000).
+const WAL_BACKSTOP_PAGES: i64 = 4_000;
+
+/// Bytes a restarted WAL file is truncated to.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
 
 /// Least time between two checkpoints: a page rewritten by many commits in between is copied once.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
@@ -779,12 +791,13 @@ impl Checkpointer {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err)?;
         writer
-            .pragma_update(None, "wal_autocheckpoint", 0)
+            .pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)
+            .and_then(|()| writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT))
             .map_err(db_err)?;
         // One pending signal is enough: a checkpoint copies everything committed before it started.
         let (signal, rx) = crossbeam_channel::bounded::<()>(1);
         let thread = std::thread::Builder::new()
-            .name("huitong-sqlite-checkpoint".into())
+            .name("huitong-checkpoint".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
                     let started = std::time::Instant::now();
@@ -1839,6 +1852,37 @@ mod tests {
         v.index = tokens(vec![token("identifier", Some("urn:mrn"), "999")]); // ignored for a tombstone
         commit(&store, v).await;
         assert!(find(&store, None, "999").await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_wal_starts_again_under_sustained_writes() {
+        // 2,400 commits of 16 KB each put about 40 MB through the WAL; with the background
+        // checkpointer alone it would hold all of them. The writer's backstop checkpoint
+        // restarts it at about `WAL_BACKSTOP_PAGES` pages (16 MB).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = open(dir.path());
+        let big = format!("{{\"text\":\"{}\"}}", "x".repeat(16 * 1024));
+        let mut largest = 0;
+        for i in 0..2_400u64 {
+            let method = if i == 0 {
+                WriteMethod::Create
+            } else {
+                WriteMethod::Update
+            };
+            commit(
+                &store,
+                new_version("Binary", "b1", i + 1, method, body(&big)),
+            )
+            .await;
+            let wal = std::fs::metadata(dir.path().join(format!("{DB_FILE}-wal")))
+                .map(|m| m.len())
+                .unwrap_or(0);
+            largest = largest.max(wal);
+        }
+        assert!(
+            largest < 28 << 20,
+            "the WAL grew to {largest} bytes for 40 MB written"
+        );
     }
 
     #[tokio::test]
