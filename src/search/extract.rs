@@ -68,6 +68,8 @@ pub fn extract_in(
     let mut env = Environment::for_resource(resource);
     let resolver = TypeOnly { aliases };
     env.resolver = Some(&resolver);
+    // Where composite components are evaluated, one repetition at a time.
+    let mut part_env: Option<Environment> = None;
     for spec in params.by_code.values() {
         let Some(expr) = &spec.expression else {
             continue;
@@ -80,8 +82,13 @@ pub fn extract_in(
             continue;
         };
         if spec.kind == ParamKind::Composite {
+            let part_env = part_env.get_or_insert_with(|| {
+                let mut e = Environment::for_resource(resource);
+                e.resolver = Some(&resolver);
+                e
+            });
             for item in found {
-                add_composite(&mut rows, spec, resource, &resolver, item);
+                add_composite(&mut rows, spec, part_env, item);
             }
             continue;
         }
@@ -122,20 +129,19 @@ pub fn composite_key(system: Option<&str>, code: Option<&str>) -> String {
 
 /// The rows of one repetition of a composite (one item of its expression): each row of the second
 /// component, under a parameter name carrying each key of the first, so a search matches both
-/// parts within the same repetition.
+/// parts within the same repetition. `part_env` is one per resource, its context moved from
+/// repetition to repetition, since this runs on every write.
 fn add_composite<'a>(
     rows: &mut IndexRows,
     spec: &ParamSpec,
-    resource: &'a Value,
-    resolver: &'a TypeOnly<'a>,
+    part_env: &mut Environment<'a>,
     item: PathValue<'a>,
 ) {
     let [first, second] = spec.components.as_slice() else {
         return;
     };
-    let mut part_env = Environment::for_resource(resource);
-    part_env.resolver = Some(resolver);
     part_env.context = vec![item];
+    let part_env = &*part_env;
     let eval = |c: &super::params::Component| -> IndexRows {
         let mut part = IndexRows::default();
         let shape = ParamSpec {
@@ -147,18 +153,20 @@ fn add_composite<'a>(
             targets: vec![],
             components: vec![],
         };
-        if let Ok(found) = c.expression.evaluate(&part_env) {
+        if let Ok(found) = c.expression.evaluate(part_env) {
             for v in &found {
                 add_value(&mut part, &shape, v);
             }
         }
         part
     };
-    let keys = composite_keys(&eval(first).tokens);
-    if keys.is_empty() {
+    // The value first: most repetitions lack the value type of most composites (an Observation
+    // has one value[x]), and then the code need not be evaluated at all.
+    let values = eval(second);
+    if values.is_empty() {
         return;
     }
-    let values = eval(second);
+    let keys = composite_keys(&eval(first).tokens);
     for key in keys {
         let param = format!("{}${key}", spec.code);
         macro_rules! renamed {
