@@ -3,21 +3,10 @@
 //! Bundles, conditional operations by full search and `$reindex` of a custom SearchParameter.
 mod common;
 
-use common::{TestServer, expect_outcome, json_of};
+use common::{TestServer, expect_outcome, ids, json_of, put, set};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashSet};
-
-/// Ids of the matches (search.mode = match) of one page.
-fn ids(bundle: &Value) -> BTreeSet<String> {
-    bundle["entry"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|e| e["search"]["mode"] == "match")
-        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
-        .collect()
-}
 
 fn mode_ids(bundle: &Value, mode: &str) -> BTreeSet<String> {
     bundle["entry"]
@@ -33,25 +22,6 @@ fn mode_ids(bundle: &Value, mode: &str) -> BTreeSet<String> {
             )
         })
         .collect()
-}
-
-fn set(items: &[&str]) -> BTreeSet<String> {
-    items.iter().map(|s| s.to_string()).collect()
-}
-
-async fn put(s: &TestServer, r: Value) {
-    let path = format!(
-        "{}/{}",
-        r["resourceType"].as_str().unwrap(),
-        r["id"].as_str().unwrap()
-    );
-    let resp = s.send(Method::PUT, &path, &r).await;
-    let status = resp.status().as_u16();
-    assert!(
-        status == 201 || status == 200,
-        "{path}: {status} {}",
-        resp.text().await.unwrap()
-    );
 }
 
 async fn search(s: &TestServer, q: &str) -> Value {

@@ -4,6 +4,7 @@ use super::AppState;
 use super::http::{self, Params, finish, json_response};
 use crate::config::Settings;
 use crate::definitions::Definitions;
+use crate::search::params::{ParamKind, composite_indexable};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
@@ -23,11 +24,22 @@ const INTERACTIONS: [&str; 9] = [
     "create",
 ];
 
-/// The core search parameters of a type that search supports (composite and special ones are not).
+/// The core search parameters of a type that search supports: not the special ones, nor the
+/// composites it cannot index (see `search::params::composite_indexable`).
 fn search_params(ty: &str) -> Vec<Value> {
-    let mut params: Vec<Value> = Definitions::core()
+    let defs = Definitions::core();
+    let kind_of = |url: &str| {
+        defs.search_parameters(ty)
+            .find(|d| d.url == url)
+            .and_then(|d| ParamKind::from_code(&d.kind))
+    };
+    let indexable = |p: &crate::definitions::SearchParamDef| {
+        let kinds: Option<Vec<ParamKind>> = p.component.iter().map(|(u, _)| kind_of(u)).collect();
+        kinds.is_some_and(|k| composite_indexable(&k))
+    };
+    let mut params: Vec<Value> = defs
         .search_parameters(ty)
-        .filter(|p| p.kind != "composite" && p.kind != "special")
+        .filter(|p| p.kind != "special" && (p.kind != "composite" || indexable(p)))
         .map(|p| json!({"name": p.code, "definition": p.url, "type": p.kind}))
         .collect();
     params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -66,7 +78,7 @@ pub fn render(settings: &Settings) -> Bytes {
         "patchFormat": ["application/json-patch+json"],
         "rest": [{
             "mode": "server",
-            "documentation": "Search: every R4 parameter type except composite; strict unless Prefer: handling=lenient.",
+            "documentation": "Search: every R4 parameter type (composites of a token and one other value); token :in, :not-in, :above and :below through the terminology service; strict unless Prefer: handling=lenient.",
             "resource": resources,
             "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}, {"code": "search-system"}],
         }],

@@ -108,14 +108,16 @@ impl AppState {
             feeds: Arc::new(crate::ingest::feed::FeedService::empty()),
             subscriptions: Arc::new(crate::subscription::Subscriptions::inert()),
             registry,
-            terminology,
             validator,
-            search: Arc::new(crate::search::Catalogue::new()),
+            search: Arc::new(crate::search::Catalogue::with_terminology(
+                terminology.clone(),
+            )),
             store,
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
             capability,
             ready: Arc::new(AtomicBool::new(true)),
+            terminology,
             security: Arc::new(crate::security::Security::open()),
         }
     }

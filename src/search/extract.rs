@@ -68,6 +68,8 @@ pub fn extract_in(
     let mut env = Environment::for_resource(resource);
     let resolver = TypeOnly { aliases };
     env.resolver = Some(&resolver);
+    // Where composite components are evaluated, one repetition at a time.
+    let mut part_env: Option<Environment> = None;
     for spec in params.by_code.values() {
         let Some(expr) = &spec.expression else {
             continue;
@@ -79,11 +81,111 @@ pub fn extract_in(
         let Ok(found) = expr.evaluate(&env) else {
             continue;
         };
+        if spec.kind == ParamKind::Composite {
+            let part_env = part_env.get_or_insert_with(|| {
+                let mut e = Environment::for_resource(resource);
+                e.resolver = Some(&resolver);
+                e
+            });
+            for item in found {
+                add_composite(&mut rows, spec, part_env, item);
+            }
+            continue;
+        }
         for v in &found {
             add_value(&mut rows, spec, v);
         }
     }
     rows
+}
+
+/// The keys a token part of a composite is searched by: `system|code` (or `|code` without a
+/// system) and the bare `code`, which matches in any system.
+fn composite_keys(tokens: &[TokenRow]) -> Vec<String> {
+    let mut keys = Vec::new();
+    for t in tokens.iter().filter(|t| !t.code.is_empty()) {
+        // A code without a system is found by `|code` too.
+        keys.push(composite_key(
+            Some(t.system.as_deref().unwrap_or("")),
+            Some(&t.code),
+        ));
+        keys.push(composite_key(None, Some(&t.code)));
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// The parameter name of a composite's index row for one token key (see
+/// `params::composite_indexable`): `code-value-quantity$http://loinc.org|8480-6`. `system`
+/// `None` is any system, `Some("")` none.
+pub fn composite_key(system: Option<&str>, code: Option<&str>) -> String {
+    let code = code.unwrap_or("");
+    match system {
+        Some(s) => format!("{s}|{code}"),
+        None => code.to_string(),
+    }
+}
+
+/// The rows of one repetition of a composite (one item of its expression): each row of the second
+/// component, under a parameter name carrying each key of the first, so a search matches both
+/// parts within the same repetition. `part_env` is one per resource, its context moved from
+/// repetition to repetition, since this runs on every write.
+fn add_composite<'a>(
+    rows: &mut IndexRows,
+    spec: &ParamSpec,
+    part_env: &mut Environment<'a>,
+    item: PathValue<'a>,
+) {
+    let [first, second] = spec.components.as_slice() else {
+        return;
+    };
+    part_env.context = vec![item];
+    let part_env = &*part_env;
+    let eval = |c: &super::params::Component| -> IndexRows {
+        let mut part = IndexRows::default();
+        let shape = ParamSpec {
+            code: String::new(),
+            kind: c.kind,
+            url: String::new(),
+            expression_text: None,
+            expression: None,
+            targets: vec![],
+            components: vec![],
+        };
+        if let Ok(found) = c.expression.evaluate(part_env) {
+            for v in &found {
+                add_value(&mut part, &shape, v);
+            }
+        }
+        part
+    };
+    // The value first: most repetitions lack the value type of most composites (an Observation
+    // has one value[x]), and then the code need not be evaluated at all.
+    let values = eval(second);
+    if values.is_empty() {
+        return;
+    }
+    let keys = composite_keys(&eval(first).tokens);
+    for key in keys {
+        let param = format!("{}${key}", spec.code);
+        macro_rules! renamed {
+            ($field:ident) => {
+                rows.$field.extend(values.$field.iter().map(|r| {
+                    let mut r = r.clone();
+                    r.param = param.clone();
+                    r
+                }))
+            };
+        }
+        renamed!(strings);
+        renamed!(tokens);
+        renamed!(references);
+        renamed!(dates);
+        renamed!(numbers);
+        renamed!(quantities);
+        renamed!(uris);
+    }
 }
 
 /// The JSON behind a result item and its FHIR type name.
@@ -423,5 +525,37 @@ mod tests {
         assert!(rows.references.iter().any(|r| r.param == "organization"
             && r.target_type.as_deref() == Some("Organization")
             && r.target_id.as_deref() == Some("o1")));
+    }
+
+    #[test]
+    fn composite_tuples_stay_within_their_component() {
+        let c = Catalogue::new();
+        let o = json!({"resourceType": "Observation", "id": "bp", "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "85354-9"}]},
+            "component": [
+                {"code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                 "valueQuantity": {"value": 95, "code": "mm[Hg]"}},
+                {"code": {"coding": [{"code": "8462-4"}]},
+                 "valueQuantity": {"value": 130, "code": "mm[Hg]"}}]});
+        let rows = extract(&c.for_type("Observation"), &o);
+        let tuples = |param: &str| -> Vec<f64> {
+            rows.quantities
+                .iter()
+                .filter(|r| r.param == param)
+                .map(|r| r.value)
+                .collect()
+        };
+        let p = "component-code-value-quantity";
+        assert_eq!(tuples(&format!("{p}$http://loinc.org|8480-6")), vec![95.0]);
+        assert_eq!(tuples(&format!("{p}$8480-6")), vec![95.0]);
+        assert_eq!(tuples(&format!("{p}$|8462-4")), vec![130.0]);
+        assert_eq!(tuples(&format!("{p}$8462-4")), vec![130.0]);
+        // The panel has no value of its own.
+        assert!(
+            !rows
+                .quantities
+                .iter()
+                .any(|r| r.param.starts_with("code-value-quantity$"))
+        );
     }
 }

@@ -6,6 +6,7 @@
 
 use crate::definitions::{Definitions, SearchParamDef};
 use crate::fhirpath::{self, Expression};
+use crate::terminology::Terminology;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -69,6 +70,26 @@ pub struct ParamSpec {
     pub expression: Option<Expression>,
     /// Target resource types of a reference parameter.
     pub targets: Vec<String>,
+    /// The components of a composite parameter, evaluated on each item of `expression`; empty
+    /// for other types and for composites search cannot index (see [`composite_indexable`]).
+    pub components: Vec<Component>,
+}
+
+/// One component of a composite parameter.
+#[derive(Debug, Clone)]
+pub struct Component {
+    /// The type of the component's own SearchParameter.
+    pub kind: ParamKind,
+    /// Relative to an item of the composite's expression (`code`, `value.as(Quantity)`).
+    pub expression: Expression,
+}
+
+/// Whether a composite can be indexed: two components, the first a token (every R4 core composite
+/// but MolecularSequence's three-part coordinates). The token part is folded into the parameter
+/// name of the second part's index row (`code-value-quantity$http://loinc.org|8480-6`), so the
+/// existing index tables hold the tuples and one row matches both parts of one repetition.
+pub fn composite_indexable(kinds: &[ParamKind]) -> bool {
+    matches!(kinds, [ParamKind::Token, second] if !matches!(second, ParamKind::Composite | ParamKind::Special))
 }
 
 /// The parameters of one resource type.
@@ -132,7 +153,39 @@ pub fn restrict_to_type(expr: &str, ty: &str, defs: &Definitions) -> Option<Stri
     (!kept.is_empty()).then(|| kept.join(" | "))
 }
 
-fn spec_of(def: &SearchParamDef, ty: &str, defs: &Definitions) -> Option<ParamSpec> {
+/// The kind of the SearchParameter `url` among `known` (the definitions of the type).
+fn kind_of_url(url: &str, known: &[&SearchParamDef]) -> Option<ParamKind> {
+    known
+        .iter()
+        .find(|d| d.url == url)
+        .and_then(|d| ParamKind::from_code(&d.kind))
+}
+
+/// The components of a composite, or none when it cannot be indexed (an unknown component
+/// definition, an expression that does not parse, an unsupported shape).
+fn components_of(def: &SearchParamDef, known: &[&SearchParamDef]) -> Vec<Component> {
+    let parts: Option<Vec<Component>> = def
+        .component
+        .iter()
+        .map(|(url, expr)| {
+            Some(Component {
+                kind: kind_of_url(url, known)?,
+                expression: fhirpath::parse(expr).ok()?,
+            })
+        })
+        .collect();
+    match parts {
+        Some(p) if composite_indexable(&p.iter().map(|c| c.kind).collect::<Vec<_>>()) => p,
+        _ => vec![],
+    }
+}
+
+fn spec_of(
+    def: &SearchParamDef,
+    ty: &str,
+    defs: &Definitions,
+    known: &[&SearchParamDef],
+) -> Option<ParamSpec> {
     let kind = ParamKind::from_code(&def.kind)?;
     let expression_text = match &def.expression {
         Some(e) => Some(restrict_to_type(e, ty, defs)?),
@@ -154,6 +207,11 @@ fn spec_of(def: &SearchParamDef, ty: &str, defs: &Definitions) -> Option<ParamSp
         expression_text,
         expression,
         targets: def.target.clone(),
+        components: if kind == ParamKind::Composite {
+            components_of(def, known)
+        } else {
+            vec![]
+        },
     })
 }
 
@@ -182,7 +240,18 @@ pub fn def_from_resource(r: &Value) -> Option<SearchParamDef> {
         target: strings("target"),
         modifier: strings("modifier"),
         comparator: strings("comparator"),
-        component: vec![],
+        component: r
+            .get("component")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| {
+                Some((
+                    c.get("definition")?.as_str()?.to_string(),
+                    c.get("expression")?.as_str()?.to_string(),
+                ))
+            })
+            .collect(),
     })
 }
 
@@ -192,12 +261,28 @@ pub struct Catalogue {
     types: RwLock<HashMap<String, Arc<TypeParams>>>,
     /// Custom definitions activated so far, per type.
     custom: RwLock<HashMap<String, Vec<SearchParamDef>>>,
+    /// Answers token `:in`, `:not-in`, `:above` and `:below` (absent: those modifiers are refused).
+    terminology: Option<Arc<Terminology>>,
 }
 
 impl Catalogue {
     /// An empty catalogue (core parameters are built on first use of each type).
     pub fn new() -> Catalogue {
         Catalogue::default()
+    }
+
+    /// An empty catalogue whose searches expand value sets and walk code system hierarchies
+    /// through `terminology`.
+    pub fn with_terminology(terminology: Arc<Terminology>) -> Catalogue {
+        Catalogue {
+            terminology: Some(terminology),
+            ..Catalogue::default()
+        }
+    }
+
+    /// The terminology service searches use, when there is one.
+    pub fn terminology(&self) -> Option<&Arc<Terminology>> {
+        self.terminology.as_ref()
     }
 
     /// The parameters of a type (the core ones and any activated custom ones).
@@ -217,21 +302,13 @@ impl Catalogue {
     fn build(&self, ty: &str) -> TypeParams {
         let defs = Definitions::core();
         let mut by_code = HashMap::new();
-        for def in defs.search_parameters(ty) {
-            if let Some(spec) = spec_of(def, ty, defs) {
+        let custom = self.custom.read().unwrap_or_else(|e| e.into_inner());
+        let custom = custom.get(ty).map(Vec::as_slice).unwrap_or_default();
+        // Composite components name their definitions by URL, core or custom.
+        let known: Vec<&SearchParamDef> = defs.search_parameters(ty).chain(custom).collect();
+        for def in defs.search_parameters(ty).chain(custom) {
+            if let Some(spec) = spec_of(def, ty, defs, &known) {
                 by_code.insert(spec.code.clone(), Arc::new(spec));
-            }
-        }
-        if let Some(custom) = self
-            .custom
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(ty)
-        {
-            for def in custom {
-                if let Some(spec) = spec_of(def, ty, defs) {
-                    by_code.insert(spec.code.clone(), Arc::new(spec));
-                }
             }
         }
         TypeParams {

@@ -107,6 +107,13 @@ pub enum Predicate {
         system: Option<String>,
         code: Option<String>,
     },
+    /// One of a set of `(system, code)` pairs: `:in` (a value set's expansion), `:below` and
+    /// `:above` (a code with its descendants or ancestors); `:not-in` is its [`Predicate::Not`].
+    /// Sorted, without duplicates.
+    TokenIn {
+        param: String,
+        codes: Vec<(String, String)>,
+    },
     /// `:text` (normalised substring of display/text).
     TokenText { param: String, text: String },
     /// Date range comparison; `margin` widens the search range for `ap`.

@@ -43,6 +43,11 @@ const MAX_DEPTH: usize = 8;
 /// parameters, so a huge query gets a 400 that says so instead of a database error.
 pub const MAX_VALUES: usize = 1000;
 
+/// The most codes a search may match by `:in`, `:not-in`, `:above` and `:below` together (each
+/// code is a bound argument). A larger expansion is refused as too costly, never truncated: a
+/// truncated set would answer a different search.
+pub const MAX_SET_CODES: usize = 5_000;
+
 /// Result parameters and controls that are not filters.
 const CONTROLS: &[&str] = &[
     "_count",
@@ -71,11 +76,18 @@ fn unsupported(msg: impl Into<String>) -> FhirError {
 
 /// Splits a value at commas not escaped by `\`, unescaping `\,`, `\|`, `\$` and `\\`.
 pub fn split_values(v: &str) -> Vec<String> {
+    split_values_keeping(v, false)
+}
+
+/// [`split_values`], keeping `\$` escaped when `keep_dollar` (a composite value is split at its
+/// unescaped `$` afterwards).
+fn split_values_keeping(v: &str, keep_dollar: bool) -> Vec<String> {
     let mut out = vec![String::new()];
     let mut chars = v.chars();
     while let Some(c) = chars.next() {
         match c {
             '\\' => match chars.next() {
+                Some('$') if keep_dollar => out.last_mut().map_or((), |s| s.push_str("\\$")),
                 Some(n @ (',' | '$' | '\\')) => out.last_mut().map_or((), |s| s.push(n)),
                 Some('|') => out.last_mut().map_or((), |s| s.push_str("\\|")),
                 Some(n) => out.last_mut().map_or((), |s| {
@@ -91,8 +103,8 @@ pub fn split_values(v: &str) -> Vec<String> {
     out
 }
 
-/// Splits `system|code` at the first unescaped `|`.
-fn split_bar(v: &str) -> Option<(String, String)> {
+/// Splits `v` at the first `sep` not escaped by `\\`.
+fn split_unescaped(v: &str, sep: u8) -> Option<(&str, &str)> {
     let bytes = v.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -100,12 +112,17 @@ fn split_bar(v: &str) -> Option<(String, String)> {
             i += 2;
             continue;
         }
-        if bytes[i] == b'|' {
-            return Some((unescape_bar(&v[..i]), unescape_bar(&v[i + 1..])));
+        if bytes[i] == sep {
+            return Some((&v[..i], &v[i + 1..]));
         }
         i += 1;
     }
     None
+}
+
+/// Splits `system|code` at the first unescaped `|`.
+fn split_bar(v: &str) -> Option<(String, String)> {
+    split_unescaped(v, b'|').map(|(s, c)| (unescape_bar(s), unescape_bar(c)))
 }
 
 fn unescape_bar(s: &str) -> String {
@@ -180,7 +197,30 @@ pub fn parse(
             Err(e) => return Err(e),
         }
     }
+    let codes: usize = plan.filters.iter().map(|ors| set_codes(ors)).sum();
+    if codes > MAX_SET_CODES {
+        return Err(FhirError::new(
+            400,
+            "too-costly",
+            format!(
+                "the search matches {codes} codes by :in, :not-in, :above and :below; at most {MAX_SET_CODES} are allowed in one search"
+            ),
+        ));
+    }
     Ok(plan)
+}
+
+/// The codes of the code sets in `preds`, nested ones included.
+fn set_codes(preds: &[Predicate]) -> usize {
+    preds
+        .iter()
+        .map(|p| match p {
+            Predicate::TokenIn { codes, .. } => codes.len(),
+            Predicate::Not(inner) => set_codes(std::slice::from_ref(inner)),
+            Predicate::Chain { inner, .. } | Predicate::Has { inner, .. } => set_codes(inner),
+            _ => 0,
+        })
+        .sum()
 }
 
 fn parse_key(v: &str) -> Option<(String, String)> {
@@ -456,7 +496,8 @@ fn filter(
             missing,
         }]);
     }
-    split_values(value)
+    let composite = spec.kind == ParamKind::Composite;
+    split_values_keeping(value, composite)
         .iter()
         .map(|v| {
             if v.is_empty() {
@@ -464,9 +505,204 @@ fn filter(
                     "parameter '{name}' has an empty value in its list"
                 )));
             }
-            one_value(&spec, modifier, v, opts, types)
+            one_value(&spec, modifier, v, opts, types, catalogue)
         })
         .collect()
+}
+
+/// One value of a composite (`http://loinc.org|8480-6$gt100`): the token part picks the index
+/// rows of that code (see `extract::composite_key`), the rest is matched by the second
+/// component's own rules (prefixes, units).
+fn composite_value(
+    spec: &ParamSpec,
+    modifier: Option<&str>,
+    v: &str,
+    opts: &ParseOptions,
+    types: &[String],
+    catalogue: &Catalogue,
+) -> Result<Predicate, FhirError> {
+    let code = &spec.code;
+    if let Some(m) = modifier {
+        return Err(bad(format!(
+            "modifier ':{m}' is not supported on '{code}' (a composite parameter)"
+        )));
+    }
+    let [_, second] = spec.components.as_slice() else {
+        return Err(unsupported(format!(
+            "'{code}' is a composite parameter whose components cannot be indexed (only two components, the first a token, are supported)"
+        )));
+    };
+    let Some((head, tail)) = split_unescaped(v, b'$') else {
+        return Err(bad(format!(
+            "'{v}' for '{code}' is not two values joined by '$'"
+        )));
+    };
+    if tail.is_empty() || split_unescaped(tail, b'$').is_some() {
+        return Err(bad(format!(
+            "'{v}' for '{code}' must have exactly two parts joined by '$'"
+        )));
+    }
+    let tail = tail.replace("\\$", "$");
+    let Predicate::Token {
+        system,
+        code: Some(token_code),
+        ..
+    } = token(code, code, &head.replace("\\$", "$"))?
+    else {
+        return Err(bad(format!(
+            "the first part of '{v}' for '{code}' needs a code (code, system|code or |code)"
+        )));
+    };
+    let part = ParamSpec {
+        code: format!(
+            "{code}${}",
+            super::extract::composite_key(system.as_deref(), Some(&token_code))
+        ),
+        kind: second.kind,
+        url: spec.url.clone(),
+        expression_text: None,
+        expression: None,
+        targets: vec![],
+        components: vec![],
+    };
+    one_value(&part, None, &tail, opts, types, catalogue).map_err(|e| {
+        bad(format!(
+            "{} (in the second part of '{code}={v}')",
+            e.issues
+                .first()
+                .map(|i| i.diagnostics.as_str())
+                .unwrap_or("invalid")
+        ))
+    })
+}
+
+/// The codes of the value set `canonical` for `code:in` / `code:not-in`, through the server's
+/// terminology service. Every failure is the client's 400: an unknown value set, one whose codes
+/// cannot be listed here (it includes all of LOINC, say), or one larger than [`MAX_SET_CODES`].
+fn value_set_codes(
+    catalogue: &Catalogue,
+    code: &str,
+    modifier: &str,
+    canonical: &str,
+) -> Result<Vec<(String, String)>, FhirError> {
+    let shown = format!("{code}:{modifier}");
+    let terminology = catalogue.terminology().ok_or_else(|| {
+        unsupported(format!(
+            "'{shown}' needs the terminology service, which is not available to this search"
+        ))
+    })?;
+    let scope = terminology.scope();
+    let expansion = terminology
+        .expand_canonical(
+            &scope,
+            canonical,
+            &crate::terminology::expand::ExpandOptions::default(),
+        )
+        .map_err(|e| match e {
+            crate::terminology::TermError::NotFound(_) => bad(format!(
+                "'{shown}': value set '{canonical}' is not known to this server"
+            )),
+            crate::terminology::TermError::Expand(
+                crate::terminology::expand::ExpandError::TooCostly(_),
+            ) => FhirError::new(
+                400,
+                "too-costly",
+                format!("'{shown}': value set '{canonical}' is too large to search by: {e}"),
+            ),
+            other => bad(format!(
+                "'{shown}': value set '{canonical}' cannot be expanded: {other}"
+            )),
+        })?;
+    if let Some(open) = expansion.open.first() {
+        return Err(FhirError::new(
+            400,
+            "not-supported",
+            format!(
+                "'{shown}': value set '{canonical}' includes codes of {} that this server cannot list, so it cannot be searched by",
+                open.system
+            ),
+        ));
+    }
+    let codes = code_set(
+        expansion
+            .contains
+            .iter()
+            .map(|e| (e.system.clone(), e.code.clone())),
+    );
+    check_set_size(&shown, canonical, codes)
+}
+
+/// Sorted, without duplicates (so equal searches give equal plans).
+fn code_set(codes: impl Iterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = codes.collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+fn check_set_size(
+    shown: &str,
+    what: &str,
+    codes: Vec<(String, String)>,
+) -> Result<Vec<(String, String)>, FhirError> {
+    if codes.len() > MAX_SET_CODES {
+        return Err(FhirError::new(
+            400,
+            "too-costly",
+            format!(
+                "'{shown}': '{what}' stands for {} codes; at most {MAX_SET_CODES} can be searched by",
+                codes.len()
+            ),
+        ));
+    }
+    Ok(codes)
+}
+
+/// The code `system|code` with its descendants (`:below`) or ancestors (`:above`) in a code
+/// system the server holds, through the terminology service's compiled hierarchy.
+fn hierarchy_codes(
+    catalogue: &Catalogue,
+    code: &str,
+    modifier: &str,
+    v: &str,
+) -> Result<Vec<(String, String)>, FhirError> {
+    let shown = format!("{code}:{modifier}");
+    let Some((system, concept)) = split_bar(v).filter(|(s, c)| !s.is_empty() && !c.is_empty())
+    else {
+        return Err(bad(format!(
+            "'{shown}' needs system|code (the code system names the hierarchy), not '{v}'"
+        )));
+    };
+    let terminology = catalogue.terminology().ok_or_else(|| {
+        unsupported(format!(
+            "'{shown}' needs the terminology service, which is not available to this search"
+        ))
+    })?;
+    let scope = terminology.scope();
+    let cs = terminology
+        .code_system_in(&scope, &system, None)
+        .filter(|cs| cs.content != "not-present")
+        .ok_or_else(|| {
+            bad(format!(
+                "'{shown}': code system '{system}' is not held by this server, so its hierarchy is unknown"
+            ))
+        })?;
+    let i = cs.index_of(&concept).ok_or_else(|| {
+        bad(format!(
+            "'{shown}': code '{concept}' is not in code system '{system}'"
+        ))
+    })?;
+    let related = if modifier == "below" {
+        cs.descendants(i)
+    } else {
+        cs.ancestors(i)
+    };
+    let codes = code_set(
+        std::iter::once(i)
+            .chain(related)
+            .map(|j| (system.clone(), cs.concepts[j].code.clone())),
+    );
+    check_set_size(&shown, v, codes)
 }
 
 fn one_value(
@@ -475,6 +711,7 @@ fn one_value(
     v: &str,
     opts: &ParseOptions,
     types: &[String],
+    catalogue: &Catalogue,
 ) -> Result<Predicate, FhirError> {
     let code = spec.code.clone();
     let bad_modifier = |m: &str| {
@@ -527,9 +764,19 @@ fn one_value(
                 })
             }
             None => token(&code, &code, v),
-            Some(m @ ("above" | "below" | "in" | "not-in")) => Err(unsupported(format!(
-                "modifier ':{m}' on token parameters is not supported yet"
-            ))),
+            Some("in") => Ok(Predicate::TokenIn {
+                param: code.clone(),
+                codes: value_set_codes(catalogue, &code, "in", v)?,
+            }),
+            // The complement, like `:not`: resources with no code of the parameter in the set.
+            Some("not-in") => Ok(Predicate::Not(Box::new(Predicate::TokenIn {
+                param: code.clone(),
+                codes: value_set_codes(catalogue, &code, "not-in", v)?,
+            }))),
+            Some(m @ ("above" | "below")) => Ok(Predicate::TokenIn {
+                param: code.clone(),
+                codes: hierarchy_codes(catalogue, &code, m, v)?,
+            }),
             Some(m) => bad_modifier(m),
         },
         ParamKind::Date => {
@@ -603,9 +850,9 @@ fn one_value(
                 value: v.to_string(),
             })
         }
-        ParamKind::Composite | ParamKind::Special => Err(unsupported(format!(
-            "'{code}' is a {} parameter; these are not supported yet",
-            spec.kind.code()
+        ParamKind::Composite => composite_value(spec, modifier, v, opts, types, catalogue),
+        ParamKind::Special => Err(unsupported(format!(
+            "'{code}' is a special parameter; these are not supported yet"
         ))),
     }
 }

@@ -227,6 +227,33 @@ fn key_set(q: &mut Sql, types: &[String], p: &Predicate) -> (String, bool) {
             }
             (s, false)
         }
+        Predicate::TokenIn { param, codes } => {
+            let base = scope(q, "idx_token", param);
+            // Grouped by system, so each group is one `code IN (...)` probe of the lookup index
+            // (resource_type, param, code, system).
+            let mut groups: Vec<(&str, Vec<String>)> = Vec::new();
+            for (system, code) in codes {
+                match groups.last_mut() {
+                    Some((s, cs)) if *s == system.as_str() => cs.push(code.clone()),
+                    _ => groups.push((system.as_str(), vec![code.clone()])),
+                }
+            }
+            let alts: Vec<String> = groups
+                .iter()
+                .map(|(system, cs)| {
+                    let list = q.list(cs);
+                    let sys = q.text(system);
+                    format!("code IN {list} AND system = {sys}")
+                })
+                .collect();
+            let cond = if alts.is_empty() {
+                // An empty set matches nothing.
+                "1 = 0".to_string()
+            } else {
+                balanced(&alts, "OR")
+            };
+            (format!("{base} AND {cond}"), false)
+        }
         Predicate::TokenText { param, text } => {
             let base = scope(q, "idx_token", param);
             let v = q.text(&format!("%{}%", like_escape(text)));

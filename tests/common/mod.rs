@@ -228,3 +228,35 @@ pub fn v3_ack(xml: &str) -> (String, String, String) {
         .unwrap_or_default();
     (code.into(), detail_type.into(), text.into())
 }
+
+/// Ids of the matches (search.mode = match) of one page.
+pub fn ids(bundle: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    bundle["entry"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["search"]["mode"] == "match")
+        .map(|e| e["resource"]["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A set of ids.
+pub fn set(items: &[&str]) -> std::collections::BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+/// PUTs a resource to `Type/id`, asserting it was stored.
+pub async fn put(s: &TestServer, r: serde_json::Value) {
+    let path = format!(
+        "{}/{}",
+        r["resourceType"].as_str().unwrap(),
+        r["id"].as_str().unwrap()
+    );
+    let resp = s.send(reqwest::Method::PUT, &path, &r).await;
+    let status = resp.status().as_u16();
+    assert!(
+        status == 201 || status == 200,
+        "{path}: {status} {}",
+        resp.text().await.unwrap()
+    );
+}
