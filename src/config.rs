@@ -118,6 +118,9 @@ pub struct Settings {
     /// How long a delivered subscription notification stays in the queue (the record of its
     /// latency) before the delivery task deletes it; undelivered ones are never deleted.
     pub subscription_retention: std::time::Duration,
+    /// PEM file of CA certificates trusted for `https://` subscription endpoints in addition to
+    /// the system's (a regional platform's private CA); certificates are always verified.
+    pub subscription_ca_file: Option<PathBuf>,
     /// `[auth]`, `[access]`, `[audit]`, `[limits]`, `[tls]` (config file only).
     pub security: crate::security::SecurityConfig,
 }
@@ -177,6 +180,7 @@ impl Default for Settings {
                 .collect(),
             ingest_rules_by_sender: HashMap::new(),
             subscription_retention: std::time::Duration::from_secs(7 * 24 * 3600),
+            subscription_ca_file: None,
             security: Default::default(),
         }
     }
@@ -281,6 +285,10 @@ pub struct Overrides {
     /// Seconds a delivered subscription notification is kept in the queue [default: 604800 (7 days)]
     #[arg(long, env = "HUITONG_SUBSCRIPTION_RETENTION_SECS")]
     pub subscription_retention_secs: Option<u64>,
+    /// PEM file of extra CA certificates trusted for https:// subscription endpoints (a
+    /// regional platform's private CA) [default: the system's trust store only]
+    #[arg(long, env = "HUITONG_SUBSCRIPTION_CA_FILE")]
+    pub subscription_ca_file: Option<PathBuf>,
     /// Authentication (config file only): `[auth]` jwks-file, audience, `[[auth.senders]]`
     #[arg(skip)]
     pub auth: Option<crate::security::config::AuthConfig>,
@@ -358,6 +366,9 @@ impl Settings {
                 hl7v2_charset,
                 hl7v2_timezone
             );
+            if l.subscription_ca_file.is_some() {
+                s.subscription_ca_file = l.subscription_ca_file.clone();
+            }
             if let Some(secs) = l.subscription_retention_secs {
                 s.subscription_retention = std::time::Duration::from_secs(secs);
             }
@@ -436,8 +447,27 @@ impl Settings {
                 )));
             }
         }
+        if let Some(p) = &self.subscription_ca_file {
+            subscription_ca_certificates(p).map_err(ConfigError::Invalid)?;
+        }
         Ok(())
     }
+}
+
+/// The CA certificates (DER) of the `subscription-ca-file`: read at start, so a missing or
+/// unreadable file stops the gateway instead of failing every https delivery later.
+pub fn subscription_ca_certificates(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    let what = || format!("subscription-ca-file '{}'", path.display());
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", what()))?;
+    let certs = openssl::x509::X509::stack_from_pem(&pem)
+        .map_err(|e| format!("{}: not PEM certificates: {e}", what()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no certificate in it", what()));
+    }
+    certs
+        .iter()
+        .map(|c| c.to_der().map_err(|e| format!("{}: {e}", what())))
+        .collect()
 }
 
 #[cfg(test)]
@@ -490,6 +520,62 @@ mod tests {
         assert_eq!(s.ingest_rule_action("HIS-7", "cn-uscc-2"), RuleAction::Warn);
         assert_eq!(s.ingest_rule_action("HIS-8", "cn-id-3"), RuleAction::Warn);
         assert!(toml::from_str::<Overrides>("[ingest-rules]\ncn-id-3 = \"ignore\"").is_err());
+    }
+
+    /// The extra CA file is a setting like the others (file, flag, env), and a file that is not
+    /// there or holds no certificate stops the start.
+    #[test]
+    fn subscription_ca_file_must_hold_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("missing.pem");
+        let file: Overrides = toml::from_str(&format!(
+            "subscription-ca-file = {:?}",
+            missing.display().to_string()
+        ))
+        .unwrap();
+        let e = Settings::resolve(&[&file]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid setting: subscription-ca-file '"),
+            "{e}"
+        );
+        let not_pem = dir.path().join("ca.pem");
+        std::fs::write(&not_pem, "省平台 CA\n").unwrap();
+        let layer = Overrides {
+            subscription_ca_file: Some(not_pem.clone()),
+            ..Default::default()
+        };
+        let e = Settings::resolve(&[&layer]).unwrap_err().to_string();
+        assert!(
+            e.contains("no certificate in it") || e.contains("not PEM"),
+            "{e}"
+        );
+        let key = openssl::pkey::PKey::from_ec_key(
+            openssl::ec::EcKey::generate(
+                &openssl::ec::EcGroup::from_curve_name(openssl::nid::Nid::X9_62_PRIME256V1)
+                    .unwrap(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let mut name = openssl::x509::X509NameBuilder::new().unwrap();
+        name.append_entry_by_text("CN", "Regional Platform CA")
+            .unwrap();
+        let name = name.build();
+        let mut b = openssl::x509::X509::builder().unwrap();
+        b.set_subject_name(&name).unwrap();
+        b.set_issuer_name(&name).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        std::fs::write(&not_pem, b.build().to_pem().unwrap()).unwrap();
+        let s = Settings::resolve(&[&layer]).unwrap();
+        assert_eq!(s.subscription_ca_file.as_deref(), Some(not_pem.as_path()));
+        assert_eq!(subscription_ca_certificates(&not_pem).unwrap().len(), 1);
+        assert!(toml::from_str::<Overrides>("subscription-ca = \"x\"").is_err());
     }
 
     #[test]

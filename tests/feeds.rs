@@ -2,7 +2,8 @@
 //! under `mappings/feeds/*/examples/` is posted; valid ones are read back and checked field by
 //! field, invalid ones must get exactly the errors `examples/expected.json` lists (JSON Pointer
 //! and message). Also: JSON arrays with partial commit and all-or-nothing, CSV in UTF-8 and
-//! GB 18030, and the CLI.
+//! GB 18030, the CLI, and the order of the NHSA process (`[[refuse]]`: no 2202 while the visit's
+//! fee details stand, no 2205 once it is settled; accepted once the later step is undone).
 mod common;
 
 use common::{TestServer, json_of};
@@ -35,6 +36,15 @@ fn examples(name: &str) -> Vec<(String, Value)> {
             (p.file_name().unwrap().to_string_lossy().into_owned(), v)
         })
         .collect()
+}
+
+/// The example of a feed whose file name starts with `prefix` (`03-`).
+fn example(name: &str, prefix: &str) -> Value {
+    examples(name)
+        .into_iter()
+        .find(|(f, _)| f.starts_with(prefix))
+        .unwrap_or_else(|| panic!("{name}: no example {prefix}*"))
+        .1
 }
 
 /// `examples/expected.json`: file -> the exact issues (location, diagnostics) of an invalid record.
@@ -370,11 +380,7 @@ async fn nhsa_1101_person_and_coverages() {
     );
     // The same record again changes nothing: no new versions, the stored ones named as unchanged
     // and as the Provenance's targets.
-    let again = examples("nhsa-1101")
-        .into_iter()
-        .find(|(f, _)| f.starts_with("01-"))
-        .unwrap()
-        .1;
+    let again = example("nhsa-1101", "01-");
     let (s, v) = post_feed(&srv, "nhsa-1101", &again).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["created"], json!([]), "{v}");
@@ -1017,6 +1023,10 @@ async fn nhsa_2201_registration_and_2203_visit() {
             "/mdtrtarea_admvs"
         ]
     );
+    // The visit's fee details are uploaded (2204): its cancellation (13-invalid-fees-uploaded)
+    // is refused while they stand.
+    let (s, v) = post_feed(&srv, "nhsa-2204", &example("nhsa-2204", "01-")).await;
+    assert_eq!(s, 200, "{v}");
     // 2202 cancels registrations: the Encounter becomes cancelled (a new version; what 2201 and
     // 2203 wrote stays), and the record's Provenance names the version it replaced.
     let ok = run_examples(&srv, "nhsa-2202").await;
@@ -1051,11 +1061,7 @@ async fn nhsa_2201_registration_and_2203_visit() {
     );
     assert_eq!(prov["activity"]["coding"][0]["code"], "UPDATE");
     // A cancelled visit is not reopened by a late 2203.
-    let late = examples("nhsa-2203")
-        .into_iter()
-        .find(|(f, _)| f.starts_with("02-"))
-        .unwrap()
-        .1;
+    let late = example("nhsa-2203", "02-");
     let (s, v) = post_feed(&srv, "nhsa-2203", &late).await;
     assert_eq!(s, 422, "{v}");
     assert_eq!(
@@ -1066,11 +1072,25 @@ async fn nhsa_2201_registration_and_2203_visit() {
         read(&srv, "Encounter", &child).await["meta"]["versionId"],
         "3"
     );
-    // The refused ones (another person, another 门诊号) changed nothing.
+    // The refused ones (another person, another 门诊号, fees uploaded) changed nothing, not even
+    // a Provenance.
     let e = read(&srv, "Encounter", &enc_id).await;
     assert_eq!(
         (e["status"].as_str(), e["meta"]["versionId"].as_str()),
         (Some("in-progress"), Some("2"))
+    );
+    let cancel_prov = resource_id("Provenance", "nhsa", &format!("feed|nhsa-2202|{mdtrt}"));
+    let (s, _) = json_of(srv.get(&format!("Provenance/{cancel_prov}")).await).await;
+    assert_eq!(s, 404);
+    // Fees withdrawn (2205), the same cancellation is accepted.
+    let (s, v) = post_feed(&srv, "nhsa-2205", &example("nhsa-2205", "03-")).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = post_feed(&srv, "nhsa-2202", &example("nhsa-2202", "13-")).await;
+    assert_eq!(s, 200, "{v}");
+    let e = read(&srv, "Encounter", &enc_id).await;
+    assert_eq!(
+        (e["status"].as_str(), e["meta"]["versionId"].as_str()),
+        (Some("cancelled"), Some("3"))
     );
     assert_eq!(
         unmapped(&srv, "nhsa", "nhsa-2202", "M3101152026112800002").await,
@@ -1202,6 +1222,10 @@ async fn nhsa_2204_fee_details_and_2206_presettlement() {
         json!([{"category": {"coding": [{"system": format!("{CN}/CodeSystem/nhsa-fund-pay-type"), "code": "310100"}], "text": "职工基本医疗保险统筹基金"},
                 "amount": {"value": 46.53, "currency": "CNY"}}])
     );
+    // A settled visit (2207, 深圳 M4403052026112000004): its fee withdrawal
+    // (12-invalid-visit-settled) is refused.
+    let (s, v) = post_feed(&srv, "nhsa-2207", &example("nhsa-2207", "04-")).await;
+    assert_eq!(s, 200, "{v}");
     // 2205 withdraws batches: their lines become entered-in-error, the Claim cancelled, and the
     // pre-settlement of a pre-settled batch cancelled; nothing is deleted.
     let ok = run_examples(&srv, "nhsa-2205").await;
@@ -1260,11 +1284,7 @@ async fn nhsa_2204_fee_details_and_2206_presettlement() {
     // The Claim was pre-settled twice (versions 2 and 3); the withdrawal replaced version 3.
     assert!(revisions.contains(&format!("Claim/{claim_id}/_history/3").as_str()));
     // Re-uploading a withdrawn batch writes its lines anew; the withdrawn version stays.
-    let refund = examples("nhsa-2204")
-        .into_iter()
-        .find(|(f, _)| f.starts_with("03-"))
-        .unwrap()
-        .1;
+    let refund = example("nhsa-2204", "03-");
     let (s, v) = post_feed(&srv, "nhsa-2204", &refund).await;
     assert_eq!(s, 200, "{v}");
     let line = resource_id("ChargeItem", "nhsa", "M3101152026112800002|1");
@@ -1275,6 +1295,40 @@ async fn nhsa_2204_fee_details_and_2206_presettlement() {
     );
     let (s, v2) = json_of(srv.get(&format!("ChargeItem/{line}/_history/2")).await).await;
     assert_eq!((s, v2["status"].as_str()), (200, Some("entered-in-error")));
+    // The re-uploaded batch's visit is settled (2207): withdrawing the batch is refused at the
+    // visit's key, and nothing changes; once the settlement is cancelled (2208) the same
+    // withdrawal is accepted.
+    let (s, v) = post_feed(&srv, "nhsa-2207", &example("nhsa-2207", "02-")).await;
+    assert_eq!(s, 200, "{v}");
+    let batch_claim = resource_id("Claim", "nhsa", "M3101152026112800002|CB2026112800007");
+    let before = read(&srv, "Claim", &batch_claim).await;
+    let withdraw = example("nhsa-2205", "01-");
+    let (s, v) = post_feed(&srv, "nhsa-2205", &withdraw).await;
+    assert_eq!(s, 422, "{v}");
+    let settlement = resource_id("Claim", "nhsa", "S3101152026112800002");
+    assert_eq!(
+        v["issue"],
+        json!([{"severity": "error", "code": "invalid", "location": ["/data/mdtrt_id"],
+                "diagnostics": format!("row 1: /data/mdtrt_id: visit-settled: the visit is settled (2207) and the settlement is not cancelled: cancel it first (2208), then withdraw the fee details (Claim/{settlement} matches identifier=http://huitong.dev/fhir/cn/sid/nhsa-mdtrt-id|M3101152026112800002&use=claim&status:not=cancelled)")}])
+    );
+    assert_eq!(read(&srv, "Claim", &batch_claim).await, before);
+    let c = read(&srv, "ChargeItem", &line).await;
+    assert_eq!(
+        (c["status"].as_str(), c["meta"]["versionId"].as_str()),
+        (Some("billable"), Some("3"))
+    );
+    let (s, v) = post_feed(&srv, "nhsa-2208", &example("nhsa-2208", "02-")).await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = post_feed(&srv, "nhsa-2205", &withdraw).await;
+    assert_eq!(s, 200, "{v}");
+    let c = read(&srv, "ChargeItem", &line).await;
+    assert_eq!(
+        (c["status"].as_str(), c["meta"]["versionId"].as_str()),
+        (Some("entered-in-error"), Some("4"))
+    );
+    let after = read(&srv, "Claim", &batch_claim).await;
+    assert_eq!(after["status"], "cancelled");
+    assert_ne!(after["meta"]["versionId"], before["meta"]["versionId"]);
 }
 
 /// The resources of a document Bundle by type, with the Bundle's checks: Composition first,

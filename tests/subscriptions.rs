@@ -1,7 +1,8 @@
 //! R4 rest-hook Subscriptions on a real server with a real local HTTP receiver: delivery of
 //! matching commits only, the 甲类 deadline (a class A report reaches the subscriber within 2 s
 //! of its commit, measured and recorded), retry after the receiver was down, a restart with
-//! deliveries pending, and a bad criteria reported in `Subscription.status`/`error`.
+//! deliveries pending, and a bad criteria reported in `Subscription.status`/`error`; https
+//! endpoints behind a private CA (trusted with `subscription-ca-file`, refused without it).
 mod common;
 
 use common::{TestServer, json_of};
@@ -55,9 +56,13 @@ const CLASS_A: &str =
     "Condition?category=http://huitong.dev/fhir/cn/CodeSystem/infectious-disease|甲类";
 
 async fn subscribe(srv: &TestServer, criteria: &str, port: u16) -> String {
+    subscribe_to(srv, criteria, &format!("http://127.0.0.1:{port}/hook")).await
+}
+
+async fn subscribe_to(srv: &TestServer, criteria: &str, endpoint: &str) -> String {
     let sub = json!({"resourceType": "Subscription", "status": "requested", "reason": "甲类传染病实时通报 (疾控中心)",
         "criteria": criteria,
-        "channel": {"type": "rest-hook", "endpoint": format!("http://127.0.0.1:{port}/hook"), "payload": "application/fhir+json",
+        "channel": {"type": "rest-hook", "endpoint": endpoint, "payload": "application/fhir+json",
                     "header": ["Authorization: Bearer cdc-token"]}});
     let (s, v) = json_of(srv.send(reqwest::Method::POST, "Subscription", &sub).await).await;
     assert_eq!(s, 201, "{v}");
@@ -390,4 +395,220 @@ async fn delivered_rows_are_pruned_after_the_retention_undelivered_ones_never() 
     let body: Value = serde_json::from_slice(&late.lock().unwrap()[0].2).unwrap();
     assert_eq!(body["code"]["text"], "鼠疫");
     srv.stop().await;
+}
+
+/// A throw-away PKI like a regional platform's: a private root CA and a server certificate it
+/// issued for 127.0.0.1 (EC P-256, made in-process, valid one day).
+struct PrivateCa {
+    ca_pem: Vec<u8>,
+    server: openssl::x509::X509,
+    server_key: openssl::pkey::PKey<openssl::pkey::Private>,
+}
+
+fn private_ca() -> PrivateCa {
+    use openssl::asn1::Asn1Time;
+    use openssl::bn::BigNum;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::hash::MessageDigest;
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectAlternativeName};
+    use openssl::x509::{X509, X509NameBuilder};
+    let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+    let key = || PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+    let name = |cn: &str| {
+        let mut n = X509NameBuilder::new().unwrap();
+        n.append_entry_by_text("O", "某省全民健康信息平台").unwrap();
+        n.append_entry_by_text("CN", cn).unwrap();
+        n.build()
+    };
+    let (ca_key, server_key) = (key(), key());
+    let ca_name = name("Regional Platform Test Root CA");
+    let mut ca = X509::builder().unwrap();
+    ca.set_version(2).unwrap();
+    ca.set_serial_number(&BigNum::from_u32(1).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    ca.set_subject_name(&ca_name).unwrap();
+    ca.set_issuer_name(&ca_name).unwrap();
+    ca.set_pubkey(&ca_key).unwrap();
+    ca.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    ca.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    ca.append_extension(BasicConstraints::new().critical().ca().build().unwrap())
+        .unwrap();
+    ca.append_extension(
+        KeyUsage::new()
+            .critical()
+            .key_cert_sign()
+            .crl_sign()
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    ca.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    let ca = ca.build();
+    let mut srv = X509::builder().unwrap();
+    srv.set_version(2).unwrap();
+    srv.set_serial_number(&BigNum::from_u32(2).unwrap().to_asn1_integer().unwrap())
+        .unwrap();
+    srv.set_subject_name(&name("cdc-receiver.test")).unwrap();
+    srv.set_issuer_name(ca.subject_name()).unwrap();
+    srv.set_pubkey(&server_key).unwrap();
+    srv.set_not_before(&Asn1Time::days_from_now(0).unwrap())
+        .unwrap();
+    srv.set_not_after(&Asn1Time::days_from_now(1).unwrap())
+        .unwrap();
+    let san = SubjectAlternativeName::new()
+        .ip("127.0.0.1")
+        .build(&srv.x509v3_context(Some(&ca), None))
+        .unwrap();
+    srv.append_extension(san).unwrap();
+    srv.sign(&ca_key, MessageDigest::sha256()).unwrap();
+    PrivateCa {
+        ca_pem: ca.to_pem().unwrap(),
+        server: srv.build(),
+        server_key,
+    }
+}
+
+/// An HTTPS receiver (OpenSSL, the server certificate of `pki`) recording every POST like
+/// [`receiver`]; handshakes the client aborts are counted, so a test can tell that a refused
+/// delivery did reach the receiver's socket and was stopped by certificate verification.
+fn https_receiver(
+    listener: tokio::net::TcpListener,
+    pki: &PrivateCa,
+) -> (Seen, Arc<Mutex<usize>>, tokio::task::JoinHandle<()>) {
+    use openssl::ssl::{Ssl, SslAcceptor, SslMethod};
+    let mut acceptor = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server()).unwrap();
+    acceptor.set_private_key(&pki.server_key).unwrap();
+    acceptor.set_certificate(&pki.server).unwrap();
+    let acceptor = acceptor.build();
+    let seen: Seen = Arc::new(Mutex::new(Vec::new()));
+    let failed = Arc::new(Mutex::new(0));
+    let (s, f) = (seen.clone(), failed.clone());
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let ssl = Ssl::new(acceptor.context()).unwrap();
+            let mut tls = tokio_openssl::SslStream::new(ssl, tcp).unwrap();
+            let (s, f) = (s.clone(), f.clone());
+            tokio::spawn(async move {
+                if std::pin::Pin::new(&mut tls).accept().await.is_err() {
+                    *f.lock().unwrap() += 1;
+                    return;
+                }
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let s = s.clone();
+                        async move {
+                            use http_body_util::BodyExt;
+                            let h = req
+                                .headers()
+                                .iter()
+                                .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                                .collect();
+                            let body = req.into_body().collect().await?.to_bytes();
+                            s.lock().unwrap().push((now_ms(), h, body.to_vec()));
+                            Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                                bytes::Bytes::from_static(b"ok"),
+                            )))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (seen, failed, task)
+}
+
+/// An https endpoint whose certificate a private CA issued: delivered when that CA is in
+/// `subscription-ca-file`; without it the handshake fails, nothing reaches the receiver's
+/// handler, and the Subscription is `error` with OpenSSL's verification failure as the reason.
+#[tokio::test]
+async fn https_endpoint_is_delivered_with_the_private_ca_and_refused_without_it() {
+    let pki = private_ca();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!(
+        "https://127.0.0.1:{}/hook",
+        listener.local_addr().unwrap().port()
+    );
+    let (seen, failed, task) = https_receiver(listener, &pki);
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("regional-ca.pem");
+    std::fs::write(&ca_file, &pki.ca_pem).unwrap();
+    let trusting = TestServer::start_in(tempfile::tempdir().unwrap(), |s| {
+        s.subscription_ca_file = Some(ca_file.clone());
+    })
+    .await;
+    let id = subscribe_to(&trusting, CLASS_A, &endpoint).await;
+    wait_status(&trusting, &id, "active").await;
+    let v = post_card(
+        &trusting,
+        &card("110105202611300201", "甲类", "0200", "霍乱"),
+    )
+    .await;
+    let written = v["created"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r.as_str().unwrap().starts_with("Condition/"))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_seen(&seen, 1).await;
+    {
+        let got = seen.lock().unwrap();
+        assert_eq!(
+            header(&got[0].1, "x-huitong-resource"),
+            Some(written.as_str())
+        );
+        assert_eq!(header(&got[0].1, "authorization"), Some("Bearer cdc-token"));
+        let body: Value = serde_json::from_slice(&got[0].2).unwrap();
+        assert_eq!(body["code"]["text"], "霍乱", "{body}");
+    }
+    assert_eq!(*failed.lock().unwrap(), 0);
+    let (_, sub) = json_of(trusting.get(&format!("Subscription/{id}")).await).await;
+    assert_eq!(
+        (sub["status"].as_str(), sub.get("error")),
+        (Some("active"), None)
+    );
+    trusting.stop().await;
+
+    // The same endpoint from a gateway that trusts only the system's roots.
+    let plain = TestServer::start().await;
+    let id = subscribe_to(&plain, CLASS_A, &endpoint).await;
+    wait_status(&plain, &id, "active").await;
+    post_card(&plain, &card("110105202611300202", "甲类", "0100", "鼠疫")).await;
+    let sub = wait_status(&plain, &id, "error").await;
+    let error = sub["error"].as_str().unwrap();
+    assert!(
+        error.starts_with(&format!(
+            "delivery failed (retrying): {endpoint} not reached: "
+        )),
+        "{error}"
+    );
+    assert!(error.contains("certificate verify failed"), "{error}");
+    assert!(
+        error.contains("unable to get local issuer certificate"),
+        "{error}"
+    );
+    assert!(
+        *failed.lock().unwrap() >= 1,
+        "the handshake reached the receiver"
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "nothing delivered without the CA"
+    );
+    plain.stop().await;
+    task.abort();
 }

@@ -5,6 +5,12 @@
 //! (`requested` -> `active`; `error` with `Subscription.error` while deliveries fail, `active`
 //! again after one succeeds).
 //!
+//! Endpoints are `http://` or `https://`. TLS is the system OpenSSL (reqwest's `native-tls`):
+//! the server certificate and host name are always verified, against the system's trust store
+//! plus the CA certificates of `subscription-ca-file` (a regional platform's private CA); a
+//! failed handshake is a failed delivery like any other, its reason (OpenSSL's verify error) in
+//! `Subscription.error`.
+//!
 //! Flow: [`observe::ObservedStore`] reports each commit (after COMMIT) -> the matcher evaluates
 //! the criteria of the subscriptions on that type as a search restricted to the written id (the
 //! same search engine as `GET [type]?criteria`) -> matches go into [`queue::Queue`] together with
@@ -132,10 +138,19 @@ impl Subscriptions {
     ) -> Result<Subscriptions, String> {
         let queue = Queue::open(&state.settings.data_dir)
             .map_err(|e| format!("subscription queue: {e}"))?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(10));
+        if let Some(p) = &state.settings.subscription_ca_file {
+            let mut extra = Vec::new();
+            for der in crate::config::subscription_ca_certificates(p)? {
+                extra.push(
+                    reqwest::Certificate::from_der(&der)
+                        .map_err(|e| format!("subscription-ca-file: {}", error_chain(&e)))?,
+                );
+            }
+            // Merged with the system's roots, not instead of them: public endpoints still verify.
+            http = http.tls_certs_merge(extra);
+        }
+        let http = http.build().map_err(|e| error_chain(&e))?;
         let engine = Arc::new(Engine {
             state,
             queue,
@@ -281,9 +296,9 @@ fn parse_sub(
         .and_then(Value::as_str)
         .ok_or("rest-hook needs channel.endpoint")?
         .to_string();
-    if !endpoint.starts_with("http://") {
+    if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
         return Err(format!(
-            "endpoint '{endpoint}': only http:// endpoints are supported yet"
+            "endpoint '{endpoint}': only http:// and https:// endpoints are supported"
         ));
     }
     let criteria = r
@@ -767,8 +782,12 @@ impl Engine {
                 false
             }
             Err(e) => {
-                self.retry(d, &sub, format!("{} not reached: {e}", sub.endpoint))
-                    .await;
+                self.retry(
+                    d,
+                    &sub,
+                    format!("{} not reached: {}", sub.endpoint, error_chain(&e)),
+                )
+                .await;
                 false
             }
         }
@@ -786,4 +805,22 @@ impl Engine {
             self.set_status(&sub.id, "error", Some(&text)).await;
         }
     }
+}
+
+/// An error with its causes: reqwest's own text ("error sending request") hides why, and for a
+/// TLS failure the why (OpenSSL's "certificate verify failed ... (unable to get local issuer
+/// certificate)") is what the subscriber's operator needs in `Subscription.error`.
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let t = c.to_string();
+        // Some errors print their cause themselves.
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        cause = c.source();
+    }
+    text
 }

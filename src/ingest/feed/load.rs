@@ -305,6 +305,21 @@ pub struct ResourceRule {
     pub groups: Vec<GroupRule>,
 }
 
+/// A business rule that refuses a record while a later step of the same process stands: if a
+/// search over the stored resources, filled from the record, finds anything, the record is
+/// refused and nothing is written (`[[refuse]]`: no 挂号撤销 while fee details are uploaded, no
+/// 费用明细撤销 once the visit is settled).
+#[derive(Debug, Clone)]
+pub struct RefusalRule {
+    pub name: String,
+    /// The type searched.
+    pub resource_type: String,
+    /// The search criteria (same syntax as `select`); the record is refused when they match.
+    pub if_found: Selection,
+    /// Why, for the error (what stands, and what must come first).
+    pub message: String,
+}
+
 /// One feed: its schema, compiled once, and its rules.
 pub struct Feed {
     pub name: String,
@@ -316,6 +331,9 @@ pub struct Feed {
     /// The schema as written (CSV cells are typed by it).
     pub schema_json: Value,
     pub rules: Vec<ResourceRule>,
+    /// Checked once the `select` rules found what they change, before anything is written; any
+    /// one that finds something refuses the record.
+    pub refusals: Vec<RefusalRule>,
     pub dir: PathBuf,
 }
 
@@ -338,6 +356,18 @@ struct RawFeed {
     key: Vec<String>,
     #[serde(default)]
     resource: Vec<Spanned<RawResource>>,
+    #[serde(default)]
+    refuse: Vec<Spanned<RawRefusal>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRefusal {
+    name: String,
+    #[serde(rename = "type")]
+    resource_type: String,
+    if_found: String,
+    message: String,
 }
 
 #[derive(Deserialize)]
@@ -743,6 +773,30 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
             groups,
         });
     }
+    let mut refusals = Vec::new();
+    for r in &raw.refuse {
+        let line = line_of(&text, r.span().start);
+        let r = r.get_ref();
+        let mut bad = |m: String| errors.push(err(&mf, line, format!("refuse {}: {m}", r.name)));
+        if !crate::definitions::Definitions::core().is_resource_type(&r.resource_type) {
+            bad(format!("'{}' is not an R4 resource type", r.resource_type));
+            continue;
+        }
+        if r.message.trim().is_empty() {
+            bad("`message` is empty (say what stands and what must come first)".into());
+        }
+        // As for `select`, criteria must take a record value: without one a rule would refuse
+        // every record, or none.
+        match Selection::parse(&r.if_found) {
+            Ok(sel) => refusals.push(RefusalRule {
+                name: r.name.clone(),
+                resource_type: r.resource_type.clone(),
+                if_found: sel,
+                message: r.message.trim().to_string(),
+            }),
+            Err(m) => bad(m.replacen("select:", "if_found:", 1)),
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -754,6 +808,7 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
         schema,
         schema_json,
         rules,
+        refusals,
         dir: dir.to_path_buf(),
     })
 }

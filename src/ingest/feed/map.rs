@@ -89,12 +89,28 @@ pub struct MappedResource {
     pub trace: Vec<(String, String)>,
 }
 
+/// A refusal rule of the feed filled from the record: the search that must find nothing.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    /// Index in [`Feed::refusals`].
+    pub rule: usize,
+    /// The search criteria with the record's values (URL-encoded), and as people read them.
+    pub criteria: String,
+    pub shown: String,
+    /// The record field the refusal is located at: the first value of the criteria (the key
+    /// of the visit, the batch...).
+    pub pointer: String,
+}
+
 /// The result of mapping one record.
 #[derive(Debug, Clone)]
 pub struct Mapped {
     /// The record's business key (`|`-joined).
     pub key: String,
     pub resources: Vec<MappedResource>,
+    /// The feed's refusal rules, filled from this record (a rule whose values the record does
+    /// not have does not apply: there is nothing to search by).
+    pub refusals: Vec<Refusal>,
     /// (pointer, value) of every valued leaf no rule consumed.
     pub unmapped: Vec<(String, String)>,
 }
@@ -221,6 +237,29 @@ pub fn map_record(
     let mut instances = kept;
     // After the duplicates are gone: a document lists each resource once.
     run.embed(&mut instances);
+    let mut refusals = Vec::new();
+    for (i, rule) in feed.refusals.iter().enumerate() {
+        let valued = rule.if_found.parts.iter().all(|p| match p {
+            SelectPart::Text(_) => true,
+            SelectPart::Value(p) => run.at(p, record, "").0.and_then(scalar_text).is_some(),
+            SelectPart::Id(_, ps) => ps
+                .iter()
+                .all(|p| run.at(p, record, "").0.and_then(scalar_text).is_some()),
+        });
+        if !valued {
+            continue;
+        }
+        if let Some((criteria, shown, pointer)) =
+            run.criteria(&rule.name, None, &rule.if_found, record, "")
+        {
+            refusals.push(Refusal {
+                rule: i,
+                criteria,
+                shown,
+                pointer,
+            });
+        }
+    }
     if !run.errors.is_empty() {
         // One value read by several rules of one type (the birth time of every Observation)
         // is one error, not one per rule.
@@ -238,6 +277,7 @@ pub fn map_record(
     Ok(Mapped {
         key,
         resources: instances,
+        refusals,
         unmapped,
     })
 }
@@ -438,7 +478,8 @@ impl<'a> Run<'a> {
             .unwrap_or_default();
         let (id, key_pointer, select) = match &rule.select {
             Some(sel) => {
-                let (criteria, shown, at) = self.criteria(rule, sel, current, base)?;
+                let (criteria, shown, at) =
+                    self.criteria(&rule.name, rule.namespace.as_deref(), sel, current, base)?;
                 (format!("?{criteria}"), at, Some((criteria, shown)))
             }
             None => {
@@ -486,17 +527,19 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// The search criteria of a `select` rule with the record's values (URL-encoded), as shown
-    /// in messages, and the pointer of its first value (which names the record when nothing
-    /// matches).
+    /// The search criteria of a `select` rule (or a refusal) with the record's values
+    /// (URL-encoded), as shown in messages, and the pointer of its first value (which names the
+    /// record when nothing matches). `name` is the rule's, for errors; derived ids are in
+    /// `namespace`, else the feed's.
     fn criteria(
         &mut self,
-        rule: &ResourceRule,
+        name: &str,
+        namespace: Option<&str>,
         sel: &Selection,
         current: &'a Value,
         base: &str,
     ) -> Option<(String, String, String)> {
-        let namespace = rule.namespace.as_deref().unwrap_or(&self.feed.namespace);
+        let namespace = namespace.unwrap_or(&self.feed.namespace);
         let mut criteria = String::new();
         let mut shown = String::new();
         let mut first = None;
@@ -516,7 +559,7 @@ impl<'a> Run<'a> {
                 let Some(text) = v.and_then(scalar_text) else {
                     self.errors.push(RecordError::at(
                         abs,
-                        format!("{}: no value for the selection {}", rule.name, sel.text),
+                        format!("{name}: no value for the selection {}", sel.text),
                     ));
                     return None;
                 };
@@ -1158,6 +1201,93 @@ defaults = { status = "entered-in-error" }
                 "/batch",
                 "lines: no value for the selection identifier=s|{/batch}&context=Encounter/{Encounter:/visit}&x={Claim:/visit,/batch}"
             )]
+        );
+    }
+
+    /// A `[[refuse]]` rule's search is filled from the record like a `select` (located at its
+    /// first value); a record without the value has nothing to search by, so the rule does not
+    /// apply to it. At load: the type, the criteria (a record value in it) and a message.
+    #[test]
+    fn refusals_are_filled_from_the_record_and_checked_at_load() {
+        let dir = feed_folder(
+            r#"feed = "t"
+namespace = "t"
+key = ["/data/visit"]
+
+[[resource]]
+name = "visit"
+type = "Encounter"
+id = ["/data/visit"]
+method = "patch"
+defaults = { status = "cancelled" }
+
+[[refuse]]
+name = "fees-uploaded"
+type = "Claim"
+if_found = "identifier=s|{/data/visit}&use=predetermination&x={Encounter:/data/visit}"
+message = "fees stand: withdraw them first"
+
+[[refuse]]
+name = "optional-field"
+type = "Claim"
+if_found = "identifier=b|{/data/batch}"
+message = "a batch stands"
+"#,
+        );
+        let feed = crate::ingest::feed::load::load_feed(dir.path()).unwrap();
+        let m = map_record(
+            &feed,
+            &json!({"data": {"visit": "M 1"}}),
+            &NoLookup,
+            &MapOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            m.refusals.len(),
+            1,
+            "the rule on /data/batch does not apply"
+        );
+        let r = &m.refusals[0];
+        assert_eq!(
+            (r.rule, r.pointer.as_str(), r.shown.as_str()),
+            (
+                0,
+                "/data/visit",
+                "identifier=s|M 1&use=predetermination&x={Encounter M 1}"
+            )
+        );
+        assert_eq!(
+            r.criteria,
+            format!(
+                "identifier=s|M+1&use=predetermination&x={}",
+                resource_id("Encounter", "t", "M 1")
+            )
+        );
+        let bad = feed_folder(
+            r#"feed = "t"
+namespace = "t"
+key = ["/id"]
+
+[[refuse]]
+name = "a"
+type = "Bill"
+if_found = "identifier={/id}"
+message = "x"
+
+[[refuse]]
+name = "b"
+type = "Claim"
+if_found = "status=active"
+message = " "
+"#,
+        );
+        assert_eq!(
+            load_errors(&bad),
+            vec![
+                "5: refuse a: 'Bill' is not an R4 resource type",
+                "11: refuse b: `message` is empty (say what stands and what must come first)",
+                "11: refuse b: if_found: 'status=active' takes nothing from the record (it would change the same resources for every record)",
+            ]
         );
     }
 

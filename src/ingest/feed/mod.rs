@@ -16,6 +16,7 @@ pub mod csv;
 pub mod load;
 pub mod map;
 pub mod patch;
+mod refuse;
 
 use crate::mapping::LoadError;
 use crate::mapping::ids::resource_id;
@@ -523,6 +524,7 @@ impl FeedService {
         let mut targets = Vec::new();
         let mut revisions = Vec::new();
         let resources = self.selected(st, feed, &p.mapped.resources).await?;
+        refuse::check(st, feed, &p.mapped).await?;
         for r in &resources {
             let stored = match st.store.read(&r.resource_type, &r.id).await {
                 Ok(v) => v.filter(|v| !v.is_deleted()),
