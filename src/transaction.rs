@@ -22,6 +22,11 @@ use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+/// The `if_match` of a write that expects the resource not to exist (versions start at 1): an
+/// ingest that found no stored record creates one this way, so that a record another message
+/// created meanwhile is merged into on the retry, not overwritten.
+pub const ABSENT: u64 = 0;
+
 /// What an entry asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -65,7 +70,7 @@ pub struct Entry {
     pub resource: Option<Value>,
     /// The JSON Patch document for PATCH.
     pub patch: Option<json_patch::Patch>,
-    /// `If-Match` version.
+    /// `If-Match` version; [`ABSENT`] asks that there be no current version.
     pub if_match: Option<u64>,
     /// `If-None-Exist` query for a conditional create.
     pub if_none_exist: Option<String>,
@@ -446,14 +451,19 @@ impl Run<'_> {
         };
         if let Some(expected) = entry.if_match {
             let actual = head.filter(|h| !h.deleted).map(|h| h.version);
-            if actual != Some(expected) {
+            if actual.unwrap_or(ABSENT) != expected {
                 let found =
                     actual.map_or("no current version".to_string(), |v| format!("version {v}"));
+                let wanted = if expected == ABSENT {
+                    "no current version".to_string()
+                } else {
+                    format!("version {expected}")
+                };
                 return Err(FhirError::new(
                     412,
                     "conflict",
                     format!(
-                        "If-Match expects version {expected} of {ty}/{} but found {found}",
+                        "If-Match expects {wanted} of {ty}/{} but found {found}",
                         id.as_deref().unwrap_or("?")
                     ),
                 )

@@ -378,6 +378,7 @@ async fn nhsa_1101_person_and_coverages() {
         prov["target"][0]["reference"],
         format!("Patient/{pid}/_history/1")
     );
+    assert_eq!(prov["activity"]["coding"][0]["code"], "CREATE", "{prov}");
     // The same record again changes nothing: no new versions, the stored ones named as unchanged
     // and as the Provenance's targets.
     let again = example("nhsa-1101", "01-");
@@ -407,6 +408,11 @@ async fn nhsa_1101_person_and_coverages() {
             .any(|e| e["role"] == "revision"),
         "nothing revised: {prov}"
     );
+    assert_eq!(
+        prov["activity"],
+        json!({"text": "no change: every resource already held what the record states"}),
+        "not a CREATE: {prov}"
+    );
     // The record with one field changed: a new version of the Patient, the old one named as the
     // revision; the Coverage and the payer stay as they were.
     let mut changed = again.clone();
@@ -426,6 +432,7 @@ async fn nhsa_1101_person_and_coverages() {
         ),
         "{prov}"
     );
+    assert_eq!(prov["activity"]["coding"][0]["code"], "UPDATE", "{prov}");
 }
 
 const IMM_HEADER: &str = "record_id,trace_code,name,id_no,gender,birth_date,vaccine_code,vaccine_name,lot_no,manufacturer,dose_no,site,route,clinic_code,clinic,vaccinator,vaccination_time,programme";
@@ -1104,6 +1111,58 @@ async fn nhsa_2201_registration_and_2203_visit() {
             "/inf_time"
         ]
     );
+}
+
+/// A 2202 (cancel the registration) and a 2204 (upload fees) of one visit sent at the same time,
+/// for twelve visits: the refusal rule of 2202 (no cancellation while fees stand) must read the
+/// store with the other record either committed or not begun, never in between. So whenever both
+/// are accepted, the fees were written after the cancellation, not before it.
+#[tokio::test]
+async fn a_refusal_is_never_decided_beside_a_commit_of_the_same_visit() {
+    let srv = TestServer::start().await;
+    let (register, fees, cancel) = (
+        example("nhsa-2201", "01-"),
+        example("nhsa-2204", "01-"),
+        example("nhsa-2202", "13-"),
+    );
+    for i in 0..12 {
+        let visit = format!("M-RACE-{i:04}");
+        let mut r = register.clone();
+        r["output"]["mdtrt_id"] = json!(visit);
+        let (s, v) = post_feed(&srv, "nhsa-2201", &r).await;
+        assert_eq!(s, 200, "{v}");
+        let (mut f, mut c) = (fees.clone(), cancel.clone());
+        f["mdtrt_id"] = json!(visit);
+        c["data"]["mdtrt_id"] = json!(visit);
+        let ((fs, fv), (cs, cv)) = futures_util::future::join(
+            post_feed(&srv, "nhsa-2204", &f),
+            post_feed(&srv, "nhsa-2202", &c),
+        )
+        .await;
+        assert_eq!(fs, 200, "2204 has no refusal rule: {fv}");
+        let enc = read(&srv, "Encounter", &resource_id("Encounter", "nhsa", &visit)).await;
+        let batch = format!("{visit}|{}", f["chrg_bchno"].as_str().unwrap());
+        let claim = read(&srv, "Claim", &resource_id("Claim", "nhsa", &batch)).await;
+        match cs {
+            200 => {
+                assert_eq!(enc["status"], "cancelled", "{enc}");
+                assert!(
+                    claim["meta"]["lastUpdated"].as_str() >= enc["meta"]["lastUpdated"].as_str(),
+                    "the cancellation was accepted while fees were committing: {enc} {claim}"
+                );
+            }
+            422 => {
+                assert_ne!(enc["status"], "cancelled", "{enc}");
+                assert!(
+                    cv["issue"][0]["diagnostics"]
+                        .as_str()
+                        .is_some_and(|d| d.contains("fees-uploaded")),
+                    "{cv}"
+                );
+            }
+            _ => panic!("2202: {cs} {cv}"),
+        }
+    }
 }
 
 #[tokio::test]

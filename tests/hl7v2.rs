@@ -836,6 +836,55 @@ async fn a_merge_repoints_what_referred_to_the_merged_patient() {
     );
 }
 
+/// The same merge sent eight times at once under eight control ids (a HIS retrying on several
+/// connections): each reads the Observation at the version it finds and re-points it on that
+/// condition, so all but one meet a version conflict. None may be refused for it.
+#[tokio::test]
+async fn concurrent_merges_of_one_patient_are_all_accepted_and_repoint_once() {
+    let srv = server().await;
+    let old = patient_id("C-OLD");
+    let new = patient_id("C-NEW");
+    for (control, mrn) in [("CM1", "C-OLD"), ("CM2", "C-NEW")] {
+        let (_, ack) = post_v2(&srv, adt(control, "A01", mrn, "Zhao").as_bytes(), false).await;
+        assert!(String::from_utf8_lossy(&ack).contains("MSA|AA"));
+    }
+    let obs = serde_json::json!({"resourceType": "Observation", "status": "final",
+        "code": {"text": "weight"}, "subject": {"reference": format!("Patient/{old}")},
+        "valueQuantity": {"value": 61, "unit": "kg"}});
+    let (status, created) =
+        json_of(srv.send(reqwest::Method::POST, "Observation", &obs).await).await;
+    assert_eq!(status, 201, "{created}");
+    let obs_id = created["id"].as_str().unwrap().to_string();
+
+    let merges = (0..8).map(|i| {
+        let msg = format!(
+            "MSH|^~\\&|HIS|H1|HUI|HUI|20240103030405||ADT^A40^ADT_A39|CM-MERGE-{i}|P|2.5\r\
+             EVN|A40|20240103030405\r\
+             PID|1||C-NEW^^^H1^MR||Zhao^Li||19800102|F\r\
+             MRG|C-OLD^^^H1^MR\r"
+        );
+        let srv = &srv;
+        async move { post_v2(srv, msg.as_bytes(), false).await }
+    });
+    for (i, (status, ack)) in futures_util::future::join_all(merges)
+        .await
+        .into_iter()
+        .enumerate()
+    {
+        let ack = String::from_utf8_lossy(&ack);
+        assert_eq!(status, 200, "{ack}");
+        assert!(
+            ack.contains(&format!("MSA|AA|CM-MERGE-{i}")),
+            "merge {i}: {ack}"
+        );
+    }
+    assert!(dead_letters(&srv).await.is_empty());
+    // Re-pointed once: the later merges found nothing left to re-point.
+    let (_, o) = json_of(srv.get(&format!("Observation/{obs_id}")).await).await;
+    assert_eq!(o["subject"]["reference"], format!("Patient/{new}"));
+    assert_eq!(o["meta"]["versionId"], "2", "{o}");
+}
+
 #[tokio::test]
 async fn a_message_re_sending_what_is_stored_writes_no_new_versions() {
     let srv = server().await;

@@ -228,6 +228,43 @@ async fn messages_and_documents_naming_a_registered_person_lose_nothing() {
     );
 }
 
+/// The register and an order naming the same, not yet stored, person arrive at the same moment
+/// (four times, each on a fresh store): both create the Patient only if it is still absent, so
+/// the one that finds it created meanwhile merges into it. One Patient holds every identifier
+/// either stated and the register's telephone, in whichever order they commit.
+#[tokio::test]
+async fn two_messages_creating_one_person_at_once_end_as_one_merged_record() {
+    let Some(v3) = common::corpora("cn-hie/v3") else {
+        return;
+    };
+    let register = sample(&v3, "H02/H0201Rt.xml");
+    let order = sample(&v3, "H08/H0801Rt.xml").replace(
+        r#"<item root="2.16.156.10011.1.3" extension="1234567890"/>"#,
+        &format!(r#"<item root="2.16.156.10011.1.3" extension="{ID_CARD}"/>"#),
+    );
+    assert!(order.contains(ID_CARD));
+    for round in 0..4 {
+        let server = TestServer::start().await;
+        let ((a, _, a_detail), (b, _, b_detail)) = futures_util::future::join(
+            post_v3(&server, register.clone()),
+            post_v3(&server, order.clone()),
+        )
+        .await;
+        assert_eq!(
+            (a.as_str(), b.as_str()),
+            ("AA", "AA"),
+            "round {round}: {a_detail} / {b_detail}"
+        );
+        let p = the_patient(&server).await;
+        for v in [ID_CARD, "38273N237", "HA201102113366666"] {
+            assert!(has_identifier(&p, v), "round {round}: {v} lost: {p}");
+        }
+        // The register's telephone whichever came first: a later register replaces the order's
+        // (it is the person's own update), a later order adds to the register's.
+        assert!(has_telecom(&p, "028-2222444"), "round {round}: {p}");
+    }
+}
+
 #[tokio::test]
 async fn an_update_replaces_what_it_states_and_keeps_identifiers_it_does_not_replace() {
     let Some(v3) = common::corpora("cn-hie/v3") else {

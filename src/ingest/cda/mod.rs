@@ -255,7 +255,12 @@ pub async fn commit_stated(
                     preconditions.insert(type_and_id(r), version);
                     resources.push(merged);
                 }
-                None => resources.push(r.clone()),
+                None => {
+                    // Created only if still absent: a concurrent message creating the same
+                    // person makes this one merge into it on the next attempt.
+                    preconditions.insert(type_and_id(r), transaction::ABSENT);
+                    resources.push(r.clone());
+                }
             }
         }
         resources.extend(containers.iter().cloned());

@@ -334,6 +334,11 @@ pub struct Feed {
     /// Checked once the `select` rules found what they change, before anything is written; any
     /// one that finds something refuses the record.
     pub refusals: Vec<RefusalRule>,
+    /// Keys a record holds exclusively while it is checked and committed, besides the resources
+    /// it writes (`lock = ["Encounter/{Encounter:/data/mdtrt_id}"]`): the records of one visit
+    /// from different feeds apply one at a time, so a refusal rule never reads the store while a
+    /// record it would refuse because of is committing.
+    pub locks: Vec<Selection>,
     pub dir: PathBuf,
 }
 
@@ -358,6 +363,8 @@ struct RawFeed {
     resource: Vec<Spanned<RawResource>>,
     #[serde(default)]
     refuse: Vec<Spanned<RawRefusal>>,
+    #[serde(default)]
+    lock: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -797,6 +804,13 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
             Err(m) => bad(m.replacen("select:", "if_found:", 1)),
         }
     }
+    let mut locks = Vec::new();
+    for l in &raw.lock {
+        match Selection::parse(l) {
+            Ok(sel) => locks.push(sel),
+            Err(m) => errors.push(err(&mf, 1, m.replacen("select:", "lock:", 1))),
+        }
+    }
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -809,6 +823,7 @@ pub fn load_feed(dir: &Path) -> Result<Feed, Vec<LoadError>> {
         schema_json,
         rules,
         refusals,
+        locks,
         dir: dir.to_path_buf(),
     })
 }

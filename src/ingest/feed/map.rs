@@ -111,6 +111,8 @@ pub struct Mapped {
     /// The feed's refusal rules, filled from this record (a rule whose values the record does
     /// not have does not apply: there is nothing to search by).
     pub refusals: Vec<Refusal>,
+    /// The feed's `lock` keys, filled from this record.
+    pub locks: Vec<String>,
     /// (pointer, value) of every valued leaf no rule consumed.
     pub unmapped: Vec<(String, String)>,
 }
@@ -239,14 +241,7 @@ pub fn map_record(
     run.embed(&mut instances);
     let mut refusals = Vec::new();
     for (i, rule) in feed.refusals.iter().enumerate() {
-        let valued = rule.if_found.parts.iter().all(|p| match p {
-            SelectPart::Text(_) => true,
-            SelectPart::Value(p) => run.at(p, record, "").0.and_then(scalar_text).is_some(),
-            SelectPart::Id(_, ps) => ps
-                .iter()
-                .all(|p| run.at(p, record, "").0.and_then(scalar_text).is_some()),
-        });
-        if !valued {
+        if !run.valued(&rule.if_found, record) {
             continue;
         }
         if let Some((criteria, shown, pointer)) =
@@ -258,6 +253,16 @@ pub fn map_record(
                 shown,
                 pointer,
             });
+        }
+    }
+    // A lock whose values the record lacks orders nothing (the schema requires them where the
+    // process needs them).
+    let mut locks = Vec::new();
+    for sel in &feed.locks {
+        if run.valued(sel, record)
+            && let Some((key, _, _)) = run.criteria("lock", None, sel, record, "")
+        {
+            locks.push(key);
         }
     }
     if !run.errors.is_empty() {
@@ -278,6 +283,7 @@ pub fn map_record(
         key,
         resources: instances,
         refusals,
+        locks,
         unmapped,
     })
 }
@@ -524,6 +530,17 @@ impl<'a> Run<'a> {
             select,
             key_pointer,
             trace: std::mem::take(&mut self.trace),
+        })
+    }
+
+    /// Whether the record has every value the selection takes.
+    fn valued(&mut self, sel: &Selection, record: &'a Value) -> bool {
+        sel.parts.iter().all(|p| match p {
+            SelectPart::Text(_) => true,
+            SelectPart::Value(p) => self.at(p, record, "").0.and_then(scalar_text).is_some(),
+            SelectPart::Id(_, ps) => ps
+                .iter()
+                .all(|p| self.at(p, record, "").0.and_then(scalar_text).is_some()),
         })
     }
 

@@ -264,6 +264,12 @@ impl FeedService {
             }
         }
         keys.push((provenance_id(&p.feed, &p.mapped.key), Access::Exclusive));
+        keys.extend(
+            p.mapped
+                .locks
+                .iter()
+                .map(|k| (k.clone(), Access::Exclusive)),
+        );
         p.guards = self.lock(keys).await;
         p
     }
@@ -662,7 +668,8 @@ impl FeedService {
         if !errors.is_empty() {
             return Err(errors);
         }
-        let prov = provenance(feed, &p.mapped, &targets, &revisions);
+        let rewritten = !entries.is_empty();
+        let prov = provenance(feed, &p.mapped, &targets, &revisions, rewritten);
         let id = prov["id"].as_str().unwrap_or_default().to_string();
         entries.push(Entry::new(
             Method::Put,
@@ -770,6 +777,7 @@ impl Prepared {
             .map(|r| format!("{}/{}", r.resource_type, r.id))
             .collect();
         keys.push(provenance_id(feed, &self.mapped.key));
+        keys.extend(self.mapped.locks.iter().cloned());
         keys
     }
 }
@@ -932,8 +940,15 @@ fn provenance_id(feed: &Feed, key: &str) -> String {
 }
 
 /// The Provenance of one record: what it wrote (exact versions), what those replaced, where it
-/// came from, and every value no rule consumed (a contained OperationOutcome).
-fn provenance(feed: &Feed, m: &Mapped, targets: &[String], revisions: &[String]) -> Value {
+/// came from, and every value no rule consumed (a contained OperationOutcome). `rewritten` is
+/// false when the record changed nothing (a re-send of what is stored).
+fn provenance(
+    feed: &Feed,
+    m: &Mapped,
+    targets: &[String],
+    revisions: &[String],
+    rewritten: bool,
+) -> Value {
     let id = resource_id(
         "Provenance",
         &feed.namespace,
@@ -976,6 +991,7 @@ fn provenance(feed: &Feed, m: &Mapped, targets: &[String], revisions: &[String])
         );
         entity.push(json!({"role": "derivation", "what": {"reference": "#unmapped", "display": "values no mapping consumed"}}));
     }
+    let mapped_any = !targets.is_empty();
     let targets: Vec<Value> = if targets.is_empty() {
         vec![json!({"display": "no resource was mapped from this record"})]
     } else {
@@ -983,10 +999,20 @@ fn provenance(feed: &Feed, m: &Mapped, targets: &[String], revisions: &[String])
     };
     p.insert("target".into(), Value::Array(targets));
     p.insert("recorded".into(), json!(recorded));
-    p.insert(
-        "activity".into(),
-        json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": if revisions.is_empty() { "CREATE" } else { "UPDATE" }}]}),
-    );
+    // v3-DataOperation has no code for "received again, nothing changed"; the binding is
+    // extensible, so that case says so in text rather than claim a CREATE that did not happen.
+    let activity = match (rewritten, revisions.is_empty()) {
+        (false, _) if mapped_any => {
+            json!({"text": "no change: every resource already held what the record states"})
+        }
+        (_, true) => {
+            json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]})
+        }
+        (_, false) => {
+            json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}]})
+        }
+    };
+    p.insert("activity".into(), activity);
     p.insert(
         "agent".into(),
         json!([{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}]},

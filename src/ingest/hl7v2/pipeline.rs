@@ -21,6 +21,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 
+/// Commits of one message tried before a version conflict on a re-pointed resource is its AE.
+const CONFLICT_ATTEMPTS: usize = 3;
+
 /// The HL7 v2 side of a running gateway.
 pub struct Hl7v2Service {
     mappings: RwLock<Arc<Mappings>>,
@@ -385,89 +388,103 @@ impl Hl7v2Service {
                     .await;
             }
         };
-        // A merge (A40...): what the store holds that refers to the merged-away patient is
-        // re-pointed to the survivor, in the same transaction.
-        let (repointed, repoint_failed) = match repointed(st, &conversion).await {
-            Ok(r) => (r, None),
-            Err(message) => (Vec::new(), Some(message)),
-        };
-        let (recorded, dtm) = now_instant();
-        let mut provenance = provenance(
-            &conversion,
-            provenance_id,
-            facility,
-            control,
-            header,
-            &recorded,
-        );
-        if let Some(targets) = provenance["target"].as_array_mut() {
-            targets.extend(repointed.iter().filter_map(|e| match &e.target {
-                Target::Id(id) => Some(json!({"reference": format!("{}/{id}", e.resource_type)})),
-                _ => None,
-            }));
-        }
-        let mut entries = Vec::new();
-        let mut refused = repoint_failed;
-        for r in conversion
-            .resources
-            .iter()
-            .chain(std::iter::once(&provenance))
-        {
-            if refused.is_some() {
-                break;
-            }
-            // Alias identifier systems become the canonical ones, as on every REST write.
-            let mut r = r.clone();
-            st.identities.current().canonicalise_resource(&mut r);
-            let r = &r;
-            // The structural rules first (REST gets them from the parser; mapped JSON must pass
-            // them too), then the validation policy.
-            let structural = crate::model::check_resource(
-                r,
-                crate::definitions::Definitions::core(),
-                Default::default(),
-            );
-            let checked = if structural.is_empty() {
-                crate::rest::check_write(st, r)
-            } else {
-                Err(FhirError {
-                    status: 422,
-                    issues: structural,
-                })
+        let mut attempt = 0;
+        let (stored, bundle, dtm) = loop {
+            attempt += 1;
+            // A merge (A40...): what the store holds that refers to the merged-away patient is
+            // re-pointed to the survivor, in the same transaction.
+            let (repointed, repoint_failed) = match repointed(st, &conversion).await {
+                Ok(r) => (r, None),
+                Err(message) => (Vec::new(), Some(message)),
             };
-            if let Err(e) = checked {
-                let ty = r["resourceType"].as_str().unwrap_or_default();
-                let id = r["id"].as_str().unwrap_or_default();
-                refused = Some(format!("{ty}/{id} is not valid: {}", describe(&e)));
-                break;
+            let (recorded, dtm) = now_instant();
+            let mut provenance = provenance(
+                &conversion,
+                provenance_id,
+                facility,
+                control,
+                header,
+                &recorded,
+            );
+            if let Some(targets) = provenance["target"].as_array_mut() {
+                targets.extend(repointed.iter().filter_map(|e| match &e.target {
+                    Target::Id(id) => {
+                        Some(json!({"reference": format!("{}/{id}", e.resource_type)}))
+                    }
+                    _ => None,
+                }));
             }
-            let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
-            let id = r["id"].as_str().unwrap_or_default().to_string();
-            entries.push(Entry::new(
-                Method::Put,
-                &ty,
-                Target::Id(id),
-                Some(r.clone()),
-            ));
-        }
-        // A message that re-sends what is stored (an A08 of an unchanged patient, a retry) writes
-        // only its Provenance.
-        transaction::skip_unchanged(st.store.as_ref(), &mut entries).await;
-        entries.extend(repointed);
-        let bundle = transaction_bundle(&conversion, &provenance);
-        // A message is applied whole or not at all: one invalid resource refuses it before the store.
-        let stored = match refused {
-            Some(message) => Err(message),
-            None => transaction::apply(
-                st.store.as_ref(),
-                &st.search,
-                entries,
-                Scope::Bundle,
-                Default::default(),
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| format!("not stored: {}", describe(&e))),
+            let mut entries = Vec::new();
+            let mut refused = repoint_failed;
+            for r in conversion
+                .resources
+                .iter()
+                .chain(std::iter::once(&provenance))
+            {
+                if refused.is_some() {
+                    break;
+                }
+                // Alias identifier systems become the canonical ones, as on every REST write.
+                let mut r = r.clone();
+                st.identities.current().canonicalise_resource(&mut r);
+                let r = &r;
+                // The structural rules first (REST gets them from the parser; mapped JSON must pass
+                // them too), then the validation policy.
+                let structural = crate::model::check_resource(
+                    r,
+                    crate::definitions::Definitions::core(),
+                    Default::default(),
+                );
+                let checked = if structural.is_empty() {
+                    crate::rest::check_write(st, r)
+                } else {
+                    Err(FhirError {
+                        status: 422,
+                        issues: structural,
+                    })
+                };
+                if let Err(e) = checked {
+                    let ty = r["resourceType"].as_str().unwrap_or_default();
+                    let id = r["id"].as_str().unwrap_or_default();
+                    refused = Some(format!("{ty}/{id} is not valid: {}", describe(&e)));
+                    break;
+                }
+                let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
+                let id = r["id"].as_str().unwrap_or_default().to_string();
+                entries.push(Entry::new(
+                    Method::Put,
+                    &ty,
+                    Target::Id(id),
+                    Some(r.clone()),
+                ));
+            }
+            // A message that re-sends what is stored (an A08 of an unchanged patient, a retry) writes
+            // only its Provenance.
+            transaction::skip_unchanged(st.store.as_ref(), &mut entries).await;
+            entries.extend(repointed);
+            let bundle = transaction_bundle(&conversion, &provenance);
+            // A message is applied whole or not at all: one invalid resource refuses it before the store.
+            let outcome = match refused {
+                Some(message) => Err(message),
+                None => match transaction::apply(
+                    st.store.as_ref(),
+                    &st.search,
+                    entries,
+                    Scope::Bundle,
+                    Default::default(),
+                )
+                .await
+                {
+                    // A version conflict is a concurrent write to a re-pointed resource (or a
+                    // re-pointed resource written by a concurrent message): read again and re-point
+                    // on top of it, rather than refuse a valid message for another one's timing.
+                    Err(e) if e.status == 412 && attempt < CONFLICT_ATTEMPTS => continue,
+                    r => r
+                        .map(|_| ())
+                        .map_err(|e| format!("not stored: {}", describe(&e))),
+                },
+            };
+            break (outcome, bundle, dtm);
         };
         if let Err(message) = stored {
             let err = AckError {
@@ -689,7 +706,8 @@ fn provenance(
 /// A40), an update of every stored resource whose references point at it, now pointing at the
 /// survivor. Found through the reference search index, so a reference in an element no search
 /// parameter covers is not seen. Each update is conditional on the version read (If-Match): a
-/// concurrent change makes the message fail, to be replayed, rather than be overwritten. The
+/// concurrent change is never overwritten; the caller reads again and re-points on top of it
+/// ([`CONFLICT_ATTEMPTS`] times, then the message fails, to be replayed). The
 /// merged patient's own history, Provenance and AuditEvent keep what they recorded.
 async fn repointed(st: &AppState, c: &Conversion) -> Result<Vec<Entry>, String> {
     let in_message: std::collections::HashSet<(&str, &str)> = c
