@@ -273,10 +273,16 @@ fn set_codes(preds: &[Predicate]) -> usize {
         .sum()
 }
 
+/// A page cursor's `Type/id`; the id may be a contained resource's key (`_contained=true`).
 fn parse_key(v: &str) -> Option<(String, String)> {
     let (t, id) = v.split_once('/')?;
-    (Definitions::core().is_resource_type(t) && crate::model::primitives::is_id(id))
-        .then(|| (t.to_string(), id.to_string()))
+    let defs = Definitions::core();
+    let is_id = crate::model::primitives::is_id;
+    let valid = is_id(id)
+        || crate::store::split_contained_key(id).is_some_and(|(ct, cid, inner)| {
+            defs.is_resource_type(ct) && is_id(cid) && is_id(inner)
+        });
+    (defs.is_resource_type(t) && valid).then(|| (t.to_string(), id.to_string()))
 }
 
 fn control(
