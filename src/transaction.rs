@@ -615,6 +615,9 @@ impl Run<'_> {
                 r.target_id = target.map(|t| t.1);
             }
         }
+        for c in &mut rows.contained {
+            self.fix_references(&mut c.rows);
+        }
     }
 
     /// Writes one version, refusing a second write to the same resource in one transaction.

@@ -40,8 +40,22 @@ fn search_params(ty: &str) -> Vec<Value> {
     let mut params: Vec<Value> = defs
         .search_parameters(ty)
         .filter(|p| p.kind != "special" && (p.kind != "composite" || indexable(p)))
-        .map(|p| json!({"name": p.code, "definition": p.url, "type": p.kind}))
+        .filter(|p| p.code != "_query")
+        .map(|p| {
+            let mut v = json!({"name": p.code, "definition": p.url, "type": p.kind});
+            if crate::search::fulltext::is_fulltext(&p.code) {
+                v["documentation"] = json!(format!(
+                    "simple full-text: every word must occur (at a word start; Chinese anywhere), \
+                     commas for alternatives; at most {} bytes of text indexed per resource",
+                    crate::search::fulltext::MAX_TEXT_BYTES
+                ));
+            }
+            v
+        })
         .collect();
+    // `_list` has no SearchParameter in R4 core; it is defined by the search page itself.
+    params.push(json!({"name": "_list", "type": "special",
+        "documentation": "the entries of List/[id] (List.entry.item); functional lists ($current-allergies, ...) are not supported"}));
     params.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     params
 }

@@ -162,6 +162,14 @@ fn plan_for(
     {
         super::check_type(compartment)?;
         super::check_id(id)?;
+        if plan.contained != crate::search::plan::Contained::No {
+            return Err(FhirError::new(
+                400,
+                "not-supported",
+                "_contained other than false is not supported on a compartment search",
+            )
+            .at("http._contained"));
+        }
         plan.filters
             .push(compartment_filter(compartment, id, resource_type)?);
     }
@@ -206,8 +214,15 @@ fn entry(
     if let Some(view) = view {
         resource = view.apply(resource);
     }
+    // A contained resource returned alone is addressed inside its container (R4 search
+    // 3.1.1.5.9): `[base]/Container/id#contained-id`, which is its key.
+    let full_url = if crate::store::split_contained_key(&v.id).is_some() {
+        format!("{base}/{}", v.id)
+    } else {
+        format!("{base}/{}/{}", v.resource_type, v.id)
+    };
     Ok(json!({
-        "fullUrl": format!("{base}/{}/{}", v.resource_type, v.id),
+        "fullUrl": full_url,
         "resource": resource,
         "search": {"mode": mode},
     }))

@@ -96,6 +96,24 @@ pub fn extract_in(
             add_value(&mut rows, spec, v);
         }
     }
+    // `_text` and `_content` have no expression: their one row each is the searchable text.
+    for (code, text) in [
+        (
+            super::fulltext::TEXT,
+            super::fulltext::narrative_text as fn(&Value) -> Option<String>,
+        ),
+        (super::fulltext::CONTENT, super::fulltext::content_text),
+    ] {
+        if params.get(code).is_some()
+            && let Some(norm) = text(resource)
+        {
+            rows.strings.push(StringRow {
+                param: code.to_string(),
+                norm,
+                exact: String::new(),
+            });
+        }
+    }
     rows
 }
 

@@ -4,6 +4,7 @@
 //! - `extract`: resource -> index rows, by evaluating each parameter's FHIRPath (pure CPU; runs on
 //!   the request's worker thread, outside the single writer).
 //! - `normalize`, `dates`: the normalised string form and date ranges both sides agree on.
+//! - `fulltext`: the searchable text of `_text` (narrative) and `_content` (all string content).
 //! - `plan` + `query`: the query string -> [`SearchPlan`], strict by default.
 //! - `sql`: [`SearchPlan`] -> one SQL statement over the index tables, behind a [`sql::Dialect`].
 //! - `run`: a page of matches with cursors, totals and includes over any [`crate::store::Store`].
@@ -14,6 +15,7 @@
 
 pub mod dates;
 pub mod extract;
+pub mod fulltext;
 pub mod normalize;
 pub mod params;
 pub mod plan;
@@ -26,18 +28,43 @@ pub use plan::SearchPlan;
 pub use query::{ParseOptions, parse};
 
 use crate::model::FhirError;
-use crate::store::IndexRows;
+use crate::store::{ContainedRows, IndexRows};
 use serde_json::Value;
 
-/// The index rows of a resource under the catalogue's parameters for its type; `aliases` maps the
-/// fullUrls of a Bundle's entries to their types (empty outside Bundles).
+/// The index rows of a resource under the catalogue's parameters for its type, with those of its
+/// contained resources under theirs; `aliases` maps the fullUrls of a Bundle's entries to their
+/// types (empty outside Bundles).
 pub fn index_rows(
     catalogue: &Catalogue,
     resource_type: &str,
     resource: &Value,
     aliases: &std::collections::HashMap<String, String>,
 ) -> IndexRows {
-    extract::extract_in(&catalogue.for_type(resource_type), resource, aliases)
+    let mut rows = extract::extract_in(&catalogue.for_type(resource_type), resource, aliases);
+    let defs = crate::definitions::Definitions::core();
+    for item in resource
+        .get("contained")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        // A contained resource without a valid type and id cannot be referred to, nor found.
+        let (Some(ty), Some(id)) = (
+            item.get("resourceType").and_then(Value::as_str),
+            item.get("id").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        if !defs.is_resource_type(ty) || !crate::model::primitives::is_id(id) {
+            continue;
+        }
+        rows.contained.push(ContainedRows {
+            resource_type: ty.to_string(),
+            id: id.to_string(),
+            rows: extract::extract_in(&catalogue.for_type(ty), item, aliases),
+        });
+    }
+    rows
 }
 
 /// The plan of a conditional operation's criteria (`identifier=s|v&name=x`): filters only, strict,
@@ -61,7 +88,16 @@ pub fn conditional_plan(
         k.starts_with('_')
             && !matches!(
                 k.as_str(),
-                "_id" | "_lastUpdated" | "_tag" | "_profile" | "_security" | "_source" | "_has"
+                "_id"
+                    | "_lastUpdated"
+                    | "_tag"
+                    | "_profile"
+                    | "_security"
+                    | "_source"
+                    | "_has"
+                    | "_text"
+                    | "_content"
+                    | "_list"
             )
             && !k.starts_with("_has:")
     }) {

@@ -116,6 +116,11 @@ pub enum Predicate {
     },
     /// `:text` (normalised substring of display/text).
     TokenText { param: String, text: String },
+    /// `_text` / `_content` (`param`): the searchable text contains every one of `terms` (see
+    /// `fulltext::term`: a leading space anchors a term at a word start).
+    Text { param: String, terms: Vec<String> },
+    /// `_list`: the resource is an entry (`List.entry.item`) of the List with this id.
+    List(String),
     /// Date range comparison; `margin` widens the search range for `ap`.
     Date {
         param: String,
@@ -209,6 +214,26 @@ pub enum Total {
     Accurate,
 }
 
+/// `_contained`: which resources a search looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contained {
+    /// Top-level resources only (`false`, the default).
+    No,
+    /// Contained resources only (`true`).
+    Only,
+    /// Both (`both`).
+    Both,
+}
+
+/// `_containedType`: what a match inside a container returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainedType {
+    /// The container resource (the default).
+    Container,
+    /// The contained resource alone, with the fullUrl `[base]/Container/id#contained-id`.
+    Contained,
+}
+
 /// Where a page starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
@@ -237,6 +262,8 @@ pub struct SearchPlan {
     pub summary: Option<Summary>,
     pub elements: Option<Vec<String>>,
     pub total: Total,
+    pub contained: Contained,
+    pub contained_type: ContainedType,
     /// The parameters applied, in order, as (name, value): what `Bundle.link[self]` shows.
     pub applied: Vec<(String, String)>,
     /// Parameters ignored under `Prefer: handling=lenient`, with the reason.

@@ -3,6 +3,7 @@
 //! the same problems are collected in `SearchPlan::ignored` instead.
 
 use super::dates;
+use super::fulltext;
 use super::normalize::normalize;
 use super::params::{Catalogue, ParamKind, ParamSpec};
 use super::plan::*;
@@ -63,6 +64,7 @@ const CONTROLS: &[&str] = &[
     "_before",
     "_offset",
     "_contained",
+    "_containedType",
     "_type",
 ];
 
@@ -147,6 +149,8 @@ pub fn parse(
         summary: None,
         elements: None,
         total: Total::Accurate,
+        contained: Contained::No,
+        contained_type: ContainedType::Container,
         applied: vec![],
         ignored: vec![],
     };
@@ -194,9 +198,10 @@ pub fn parse(
                         .unwrap_or("invalid")
                 ));
             }
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.at(&format!("http.{name}"))),
         }
     }
+    check_contained(&plan)?;
     let codes: usize = plan.filters.iter().map(|ors| set_codes(ors)).sum();
     if codes > MAX_SET_CODES {
         return Err(FhirError::new(
@@ -208,6 +213,51 @@ pub fn parse(
         ));
     }
     Ok(plan)
+}
+
+/// What `_contained=true|both` cannot answer, refused rather than answered differently: contained
+/// resources have no version, `meta.lastUpdated` or history of their own, and their keys have no
+/// place in a system-wide order or an offset-paged sort.
+fn check_contained(plan: &SearchPlan) -> Result<(), FhirError> {
+    let refuse = |what: &str| -> Result<(), FhirError> {
+        Err(unsupported(format!(
+            "_contained={} is not supported {what}",
+            match plan.contained {
+                Contained::Both => "both",
+                _ => "true",
+            }
+        ))
+        .at("http._contained"))
+    };
+    match plan.contained {
+        Contained::No => {
+            if plan.contained_type == ContainedType::Contained {
+                return Err(bad(
+                    "_containedType=contained needs _contained=true or _contained=both (only contained resources can be returned alone)",
+                )
+                .at("http._containedType"));
+            }
+            return Ok(());
+        }
+        Contained::Only | Contained::Both => {}
+    }
+    if plan.types.len() != 1 {
+        return refuse("on a system search (search one type)");
+    }
+    if !plan.sort.is_empty() {
+        return refuse("with _sort");
+    }
+    if plan
+        .filters
+        .iter()
+        .flatten()
+        .any(|p| matches!(p, Predicate::Id(_) | Predicate::LastUpdated { .. }))
+    {
+        return refuse(
+            "with _id or _lastUpdated (contained resources are not versioned on their own)",
+        );
+    }
+    Ok(())
 }
 
 /// The codes of the code sets in `preds`, nested ones included.
@@ -223,10 +273,16 @@ fn set_codes(preds: &[Predicate]) -> usize {
         .sum()
 }
 
+/// A page cursor's `Type/id`; the id may be a contained resource's key (`_contained=true`).
 fn parse_key(v: &str) -> Option<(String, String)> {
     let (t, id) = v.split_once('/')?;
-    (Definitions::core().is_resource_type(t) && crate::model::primitives::is_id(id))
-        .then(|| (t.to_string(), id.to_string()))
+    let defs = Definitions::core();
+    let is_id = crate::model::primitives::is_id;
+    let valid = is_id(id)
+        || crate::store::split_contained_key(id).is_some_and(|(ct, cid, inner)| {
+            defs.is_resource_type(ct) && is_id(cid) && is_id(inner)
+        });
+    (defs.is_resource_type(t) && valid).then(|| (t.to_string(), id.to_string()))
 }
 
 fn control(
@@ -268,10 +324,31 @@ fn control(
             plan.cursor = Cursor::Offset(n);
             Ok(())
         }
-        "_contained" => match value {
-            "false" => Ok(()),
-            _ => Err(unsupported("_contained other than false is not supported")),
-        },
+        "_contained" => {
+            plan.contained = match value {
+                "false" => Contained::No,
+                "true" => Contained::Only,
+                "both" => Contained::Both,
+                _ => {
+                    return Err(bad(format!(
+                        "_contained '{value}' is not true, false or both"
+                    )));
+                }
+            };
+            Ok(())
+        }
+        "_containedType" => {
+            plan.contained_type = match value {
+                "container" => ContainedType::Container,
+                "contained" => ContainedType::Contained,
+                _ => {
+                    return Err(bad(format!(
+                        "_containedType '{value}' is not container or contained"
+                    )));
+                }
+            };
+            Ok(())
+        }
         "_summary" => {
             plan.summary = Some(match value {
                 "true" => Summary::True,
@@ -325,6 +402,11 @@ fn control(
                 }
                 let table = match code {
                     "_id" | "_lastUpdated" => None,
+                    c if fulltext::is_fulltext(c) => {
+                        return Err(unsupported(format!(
+                            "cannot sort by '{c}' (a full-text parameter)"
+                        )));
+                    }
                     _ => {
                         let spec = common_param(&plan.types, code, catalogue)?;
                         Some(table_of(&spec).ok_or_else(|| {
@@ -481,7 +563,20 @@ fn filter(
             })
             .collect();
     }
+    if code == "_list" {
+        return list_members(name, modifier, value);
+    }
     let spec = common_param(types, code, catalogue)?;
+    if fulltext::is_fulltext(code) && modifier != Some("missing") {
+        return full_text(name, code, modifier, value);
+    }
+    if spec.expression.is_none() && !fulltext::is_fulltext(code) {
+        // Nothing is indexed for it (R4's `_query` names a query this server does not have), so
+        // any answer would be silently empty.
+        return Err(unsupported(format!(
+            "'{code}' is not supported: it has no expression this server can index"
+        )));
+    }
     if modifier == Some("missing") {
         let table = table_of(&spec)
             .ok_or_else(|| unsupported(format!("':missing' is not supported on '{code}'")))?;
@@ -506,6 +601,64 @@ fn filter(
                 )));
             }
             one_value(&spec, modifier, v, opts, types, catalogue)
+        })
+        .collect()
+}
+
+/// `_list=id[,id]`: entries of those Lists. A functional list (`$current-allergies`) would need the
+/// server to keep such lists; it keeps none, so it is refused, not answered empty.
+fn list_members(
+    name: &str,
+    modifier: Option<&str>,
+    value: &str,
+) -> Result<Vec<Predicate>, FhirError> {
+    if let Some(m) = modifier {
+        return Err(bad(format!(
+            "modifier ':{m}' is not supported on _list (it takes List ids)"
+        )));
+    }
+    split_values(value)
+        .into_iter()
+        .map(|v| {
+            if v.starts_with('$') {
+                Err(unsupported(format!(
+                    "functional list '{v}' is not supported: this server keeps no functional lists; name a List by its id"
+                )))
+            } else if crate::model::primitives::is_id(&v) {
+                Ok(Predicate::List(v))
+            } else {
+                Err(bad(format!("{name} '{v}' is not a List id")))
+            }
+        })
+        .collect()
+}
+
+/// `_text` / `_content`: simple full-text, each comma-separated value an alternative whose
+/// whitespace-separated terms must all occur (see `fulltext`).
+fn full_text(
+    name: &str,
+    code: &str,
+    modifier: Option<&str>,
+    value: &str,
+) -> Result<Vec<Predicate>, FhirError> {
+    if let Some(m) = modifier {
+        return Err(bad(format!(
+            "modifier ':{m}' is not supported on '{code}' (simple full-text takes no modifier but :missing)"
+        )));
+    }
+    split_values(value)
+        .iter()
+        .map(|v| {
+            let terms: Vec<String> = v.split_whitespace().filter_map(fulltext::term).collect();
+            if terms.is_empty() {
+                return Err(bad(format!(
+                    "{name} '{v}' has no word to search for (letters or digits)"
+                )));
+            }
+            Ok(Predicate::Text {
+                param: code.to_string(),
+                terms,
+            })
         })
         .collect()
 }

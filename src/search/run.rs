@@ -5,7 +5,7 @@
 
 use super::plan::*;
 use super::sql;
-use crate::store::{ResourceKey, Store, StoreError, StoredVersion};
+use crate::store::{ResourceKey, Store, StoreError, StoredVersion, split_contained_key};
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -35,6 +35,12 @@ async fn read_live(
 ) -> Result<Vec<Arc<StoredVersion>>, StoreError> {
     let mut out = Vec::with_capacity(keys.len());
     for (t, id) in keys {
+        if let Some((container_type, container_id, cid)) = split_contained_key(id) {
+            if let Some(v) = read_contained(store, container_type, container_id, t, cid).await? {
+                out.push(v);
+            }
+            continue;
+        }
         // A key whose resource was deleted between the query and the read is simply gone.
         if let Some(v) = store.read(t, id).await?
             && !v.is_deleted()
@@ -43,6 +49,42 @@ async fn read_live(
         }
     }
     Ok(out)
+}
+
+/// A contained resource as a version of its own: the container's version, with the contained
+/// resource as its body and its [`contained_key`](crate::store::contained_key) as its id.
+async fn read_contained(
+    store: &dyn Store,
+    container_type: &str,
+    container_id: &str,
+    ty: &str,
+    cid: &str,
+) -> Result<Option<Arc<StoredVersion>>, StoreError> {
+    let Some(container) = store.read(container_type, container_id).await? else {
+        return Ok(None);
+    };
+    let Some(body) = &container.body else {
+        return Ok(None);
+    };
+    let json: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| StoreError::Backend(format!("stored {container_type}/{container_id}: {e}")))?;
+    let found = json
+        .get("contained")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|c| c["resourceType"] == ty && c["id"] == cid);
+    let Some(found) = found else {
+        return Ok(None);
+    };
+    let bytes = serde_json::to_vec(found)
+        .map_err(|e| StoreError::Backend(format!("contained {ty}/{cid}: {e}")))?;
+    Ok(Some(Arc::new(StoredVersion {
+        resource_type: ty.to_string(),
+        id: crate::store::contained_key(container_type, container_id, cid),
+        body: Some(bytes.into()),
+        ..(*container).clone()
+    })))
 }
 
 /// Runs one page of `plan`.

@@ -8,7 +8,7 @@
 //! predicate's set never needs a join with the heads; the outer query filters `deleted = 0`.
 
 use super::plan::*;
-use crate::store::{SqlArg, SqlQuery};
+use crate::store::{CONTAINER_MARK, SqlArg, SqlQuery};
 
 /// What differs between SQL databases for the statements generated here.
 pub trait Dialect: Send + Sync {
@@ -259,6 +259,27 @@ fn key_set(q: &mut Sql, types: &[String], p: &Predicate) -> (String, bool) {
             let v = q.text(&format!("%{}%", like_escape(text)));
             (format!("{base} AND text LIKE {v} ESCAPE '\\'"), false)
         }
+        Predicate::Text { param, terms } => {
+            // One row per resource holds all its searchable text, so every term is a condition
+            // on that row.
+            let mut s = scope(q, "idx_string", param);
+            for t in terms {
+                let pattern = format!("%{}%", like_escape(t));
+                s.push_str(&format!(" AND norm LIKE {} ESCAPE '\\'", q.text(&pattern)));
+            }
+            (s, false)
+        }
+        Predicate::List(id) => {
+            let l = q.text(id);
+            let t = q.list(types);
+            (
+                format!(
+                    "SELECT target_type, target_id FROM idx_reference WHERE resource_type = 'List' \
+                     AND id = {l} AND param = 'item' AND target_type IN {t}"
+                ),
+                false,
+            )
+        }
         Predicate::Date {
             param,
             prefix,
@@ -427,9 +448,38 @@ fn heads_matching(q: &mut Sql, types: &[String], filters: &[Vec<Predicate>]) -> 
 }
 
 fn where_clause(q: &mut Sql, plan: &SearchPlan) -> String {
+    if plan.contained == Contained::No {
+        let t = q.list(&plan.types);
+        let cond = filter_condition(q, "h", &plan.types, &plan.filters);
+        return format!(
+            "FROM resource_head h WHERE h.deleted = 0 AND h.resource_type IN {t} AND {cond}"
+        );
+    }
+    // The contained resources of the types are the owners of their marker rows; a container's
+    // key is in its contained resources' markers. Their index rows exist only while the
+    // container is live, like every index row. Parts are generated in text order, since
+    // SQLite binds `?` by position.
+    let mut parts = Vec::new();
+    if plan.contained == Contained::Both {
+        let t = q.list(&plan.types);
+        let cond = filter_condition(q, "h0", &plan.types, &plan.filters);
+        parts.push(format!(
+            "SELECT h0.resource_type, h0.id FROM resource_head h0 WHERE h0.deleted = 0 \
+             AND h0.resource_type IN {t} AND {cond}"
+        ));
+    }
     let t = q.list(&plan.types);
-    let cond = filter_condition(q, "h", &plan.types, &plan.filters);
-    format!("FROM resource_head h WHERE h.deleted = 0 AND h.resource_type IN {t} AND {cond}")
+    let mark = q.text(CONTAINER_MARK);
+    let cond = filter_condition(q, "m", &plan.types, &plan.filters);
+    let columns = match plan.contained_type {
+        ContainedType::Contained => "m.resource_type, m.id",
+        ContainedType::Container => "m.system AS resource_type, m.code AS id",
+    };
+    parts.push(format!(
+        "SELECT DISTINCT {columns} FROM idx_token m WHERE m.resource_type IN {t} AND m.param = {mark} AND {cond}"
+    ));
+    let universe = parts.join(" UNION ");
+    format!("FROM ({universe}) h WHERE 1 = 1")
 }
 
 /// The value one sort key orders by.
@@ -651,6 +701,8 @@ mod tests {
             summary: None,
             elements: None,
             total: Total::Accurate,
+            contained: Contained::No,
+            contained_type: ContainedType::Container,
             applied: vec![],
             ignored: vec![],
         };

@@ -92,10 +92,44 @@ pub struct IndexRows {
     pub numbers: Vec<NumberRow>,
     pub quantities: Vec<QuantityRow>,
     pub uris: Vec<UriRow>,
+    /// The rows of each contained resource, kept under keys of their own (see [`contained_key`]).
+    pub contained: Vec<ContainedRows>,
+}
+
+/// The index rows of one contained resource (`_contained=true|both` searches them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ContainedRows {
+    pub resource_type: String,
+    /// The id inside its container (`#m1` is `m1`).
+    pub id: String,
+    pub rows: IndexRows,
+}
+
+/// The token parameter of a contained resource's marker row: system the container's type, code
+/// its id. Every contained resource has one, so the contained resources of a type are a scan of
+/// the token lookup index.
+pub const CONTAINER_MARK: &str = "_container";
+
+/// The token parameter of a container's marker rows, one per contained resource: system its
+/// type, code its id (what a rewrite of the container must remove).
+pub const CONTAINED_MARK: &str = "_contained";
+
+/// The key a contained resource's index rows are stored under: its own type, and the id
+/// `Container/id#contained-id`, which can never be a resource id (ids have no `/` or `#`), so
+/// a search of top-level resources never meets these rows.
+pub fn contained_key(container_type: &str, container_id: &str, id: &str) -> String {
+    format!("{container_type}/{container_id}#{id}")
+}
+
+/// The container type, container id and contained id of a [`contained_key`].
+pub fn split_contained_key(key: &str) -> Option<(&str, &str, &str)> {
+    let (container, id) = key.split_once('#')?;
+    let (ty, container_id) = container.split_once('/')?;
+    Some((ty, container_id, id))
 }
 
 impl IndexRows {
-    /// Total number of rows.
+    /// Total number of rows of the resource itself (not counting contained resources).
     pub fn len(&self) -> usize {
         self.strings.len()
             + self.tokens.len()

@@ -9,7 +9,7 @@
 //! only those that are new. A resource's rows are still exactly those of its current version.
 
 use super::db_err;
-use crate::store::{IndexRows, StoreError};
+use crate::store::{CONTAINED_MARK, CONTAINER_MARK, IndexRows, StoreError, contained_key};
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql, params_from_iter};
 use std::collections::HashSet;
@@ -190,6 +190,11 @@ fn owned<'a>(owner: &'a (&str, &str), row: &'a [Cell]) -> impl Iterator<Item = &
 
 /// Makes the index rows of `(rt, id)` exactly `rows`. `had_rows` is false for a first version,
 /// which has nothing to compare with; an empty `rows` (a delete) removes them all.
+///
+/// Contained resources are rows under keys of their own ([`contained_key`]), tied to the
+/// container by marker rows on both sides ([`CONTAINED_MARK`], [`CONTAINER_MARK`]). They are
+/// few, so they are replaced wholesale: the ones the container had (its old markers) lose all
+/// their rows, the ones it has now get theirs.
 pub(super) fn sync(
     conn: &Connection,
     rt: &str,
@@ -197,8 +202,68 @@ pub(super) fn sync(
     rows: &IndexRows,
     had_rows: bool,
 ) -> Result<(), StoreError> {
-    let owner = (rt, id);
-    for (sql, mut new) in SQL.iter().zip(by_table(rows)) {
+    if had_rows {
+        for (ty, cid) in contained_of(conn, rt, id)? {
+            let key = contained_key(rt, id, &cid);
+            for sql in SQL.iter() {
+                conn.prepare_cached(&sql.delete_all)
+                    .and_then(|mut st| st.execute(rusqlite::params![ty, key]))
+                    .map_err(db_err)?;
+            }
+        }
+    }
+    let mut own = by_table(rows);
+    for c in &rows.contained {
+        own[1].push(marker(CONTAINED_MARK, &c.resource_type, &c.id));
+    }
+    write_rows(conn, (rt, id), own, had_rows)?;
+    for c in &rows.contained {
+        let key = contained_key(rt, id, &c.id);
+        let mut tables = by_table(&c.rows);
+        tables[1].push(marker(CONTAINER_MARK, rt, id));
+        write_rows(
+            conn,
+            (c.resource_type.as_str(), key.as_str()),
+            tables,
+            false,
+        )?;
+    }
+    Ok(())
+}
+
+/// A marker token row (see [`CONTAINED_MARK`]).
+fn marker(param: &str, system: &str, code: &str) -> Row {
+    vec![text(param), text(system), text(code), text("")]
+}
+
+/// The (type, id) of the contained resources `(rt, id)` has rows for.
+fn contained_of(
+    conn: &Connection,
+    rt: &str,
+    id: &str,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT system, code FROM idx_token WHERE resource_type = ? AND id = ? AND param = ?",
+        )
+        .map_err(db_err)?;
+    let found = st
+        .query_map(rusqlite::params![rt, id, CONTAINED_MARK], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })
+        .map_err(db_err)?;
+    found.collect::<Result<Vec<_>, _>>().map_err(db_err)
+}
+
+/// Makes the rows of `owner` exactly `tables` (per table in [`TABLES`] order).
+fn write_rows(
+    conn: &Connection,
+    owner: (&str, &str),
+    tables: [Vec<Row>; 7],
+    had_rows: bool,
+) -> Result<(), StoreError> {
+    let (rt, id) = owner;
+    for (sql, mut new) in SQL.iter().zip(tables) {
         if had_rows {
             if new.is_empty() {
                 conn.prepare_cached(&sql.delete_all)
