@@ -289,7 +289,7 @@ pub struct Overrides {
     /// regional platform's private CA) [default: the system's trust store only]
     #[arg(long, env = "HUITONG_SUBSCRIPTION_CA_FILE")]
     pub subscription_ca_file: Option<PathBuf>,
-    /// Authentication (config file only): `[auth]` jwks-file, audience, `[[auth.senders]]`
+    /// Authentication (config file only): `[auth]` jwks-file or jwks-url, audience, `[[auth.senders]]`
     #[arg(skip)]
     pub auth: Option<crate::security::config::AuthConfig>,
     /// Cross-domain and sensitive-data policy (config file only): `[access]`

@@ -88,8 +88,11 @@ impl RunningServer {
             Some(l) => Some(l.local_addr().map_err(ServerError::Serve)?),
             None => None,
         };
-        let security =
-            Arc::new(crate::security::Security::start(&settings).map_err(ServerError::Security)?);
+        let security = Arc::new(
+            crate::security::Security::start(&settings)
+                .await
+                .map_err(ServerError::Security)?,
+        );
         let tls = match &settings.security.tls {
             Some(t) => Some(Arc::new(
                 crate::security::net::Tls::load(t).map_err(ServerError::Security)?,

@@ -86,6 +86,117 @@ fn security_support_b64(v: &Value) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
 }
 
+/// A JWKS endpoint on a real socket: serves whatever key set it holds now, counts its fetches.
+struct JwksServer {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    async fn start(keys: Value) -> JwksServer {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::{Arc, Mutex};
+        let keys = Arc::new(Mutex::new(keys));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (k, f) = (keys.clone(), fetches.clone());
+        let app = axum::Router::new().route(
+            "/jwks.json",
+            axum::routing::get(move || {
+                let (k, f) = (k.clone(), f.clone());
+                async move {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    let body = k.lock().unwrap().to_string();
+                    (
+                        [
+                            ("content-type", "application/jwk-set+json"),
+                            ("cache-control", "public, max-age=3600"),
+                        ],
+                        body,
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        JwksServer { url, keys, fetches }
+    }
+
+    fn fetched(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn jwk_of(keys: &Keys, file: &str, kid: &str) -> Value {
+    let pem = std::fs::read(keys.dir.path().join(format!("{file}.pem"))).unwrap();
+    let key = openssl::pkey::PKey::private_key_from_pem(&pem).unwrap();
+    huitong::security::jwt::public_jwk(&key, kid).unwrap()
+}
+
+fn settings_with_auth(auth: &str) -> huitong::config::Settings {
+    let layer: huitong::config::Overrides = toml::from_str(auth).expect("test config parses");
+    huitong::config::Settings::resolve(&[&layer]).expect("test config resolves")
+}
+
+#[tokio::test]
+async fn jwks_from_a_url_is_fetched_cached_and_refreshed_on_an_unknown_kid() {
+    let keys = Keys::make();
+    let jwks = JwksServer::start(json!({ "keys": [jwk_of(&keys, "ec", "k1")] })).await;
+    // A refresh for an unknown kid at most once an hour: the test runs well inside one window.
+    let resolved = settings_with_auth(&format!(
+        "[auth]\njwks-url = \"{}\"\naudience = \"{AUD}\"\njwks-min-refresh-secs = 3600\n",
+        jwks.url
+    ));
+    let srv = TestServer::start_in(tempfile::tempdir().unwrap(), move |s| {
+        s.security = resolved.security
+    })
+    .await;
+    assert_eq!(jwks.fetched(), 1, "fetched once at start");
+    let c = claims("system/*.*", json!({}));
+    let t1 = keys.sign("ec", "k1", &c);
+    for _ in 0..3 {
+        let (s, v) = call(&srv, Method::GET, "Patient", Some(&t1), None).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    assert_eq!(jwks.fetched(), 1, "the keys are cached");
+
+    // The provider rotates to a new key: a token under the new kid makes the gateway fetch again.
+    *jwks.keys.lock().unwrap() = json!({ "keys": [jwk_of(&keys, "ec-other", "k2")] });
+    let t2 = keys.sign("ec-other", "k2", &c);
+    let (s, v) = call(&srv, Method::GET, "Patient", Some(&t2), None).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(jwks.fetched(), 2);
+    let (s, _) = call(&srv, Method::GET, "Patient", Some(&t2), None).await;
+    assert_eq!(s, 200);
+
+    // Forgeries: the old key under the new kid, and made-up kids, get 401; made-up kids do not
+    // make it fetch again inside the rate limit, and the rotated-out key no longer verifies.
+    let forged = keys.sign("ec", "k2", &c);
+    expect_401(&srv, Some(&forged), "old key under the new kid").await;
+    for kid in ["k3", "k4", "k5"] {
+        expect_401(&srv, Some(&keys.sign("ec", kid, &c)), kid).await;
+    }
+    expect_401(&srv, Some(&t1), "rotated-out key").await;
+    assert_eq!(jwks.fetched(), 2, "unknown kids are rate-limited");
+    srv.stop().await;
+
+    // Start-up: plain http to another host and an unreachable URL are refused with the reason.
+    for (url, why) in [
+        (
+            "http://sso.example.cn/jwks.json",
+            "only to a loopback address",
+        ),
+        ("http://127.0.0.1:1/jwks.json", "cannot fetch JWKS"),
+    ] {
+        let s = settings_with_auth(&format!(
+            "[auth]\njwks-url = \"{url}\"\naudience = \"{AUD}\"\n"
+        ));
+        let e = huitong::security::Security::start(&s).await.unwrap_err();
+        assert!(e.contains(why), "{url}: {e}");
+    }
+}
+
 #[tokio::test]
 async fn sm2_token_signed_by_the_openssl_cli_with_the_default_id_is_accepted() {
     let keys = Keys::make();
@@ -639,6 +750,152 @@ async fn every_interaction_is_audited_once_and_tampering_is_detected() {
     assert_eq!(code, 1, "tail removal is caught by the signed head: {out}");
 }
 
+fn audit_record(agent: &str) -> huitong::security::audit::Record {
+    huitong::security::audit::Record {
+        agent: agent.into(),
+        method: "token".into(),
+        client: None,
+        address: Some("127.0.0.1".into()),
+        subtype: "read".into(),
+        action: "R",
+        status: 200,
+        description: None,
+        entity: format!("Patient/{agent}"),
+        query: None,
+    }
+}
+
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+fn agents(dir: &std::path::Path) -> Vec<(i64, String, String)> {
+    let c = rusqlite::Connection::open(dir.join("huitong.db")).unwrap();
+    let mut q = c
+        .prepare("SELECT seq, agent, subtype FROM audit_log ORDER BY seq")
+        .unwrap();
+    q.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[tokio::test]
+async fn audit_retention_purge_keeps_the_chain_verifiable() {
+    use huitong::security::audit::{self, AuditLog, Verdict};
+    use huitong::security::config::AuditConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log = AuditLog::open(d, &AuditConfig::default()).unwrap();
+    for _ in 0..4 {
+        log.record(audit_record("early"));
+    }
+    log.flush().await;
+    // Records carry the millisecond they were written: a few ms apart, the two groups are on
+    // either side of `middle` (only the order matters, not how long anything takes).
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let middle = wall_ms();
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    for _ in 0..3 {
+        log.record(audit_record("late"));
+    }
+    log.flush().await;
+    drop(log);
+    assert_eq!(
+        audit::verify(d, None).unwrap(),
+        Verdict::Intact {
+            records: 7,
+            seals: 0
+        }
+    );
+    // 180 days after `middle`, what was written before it is past the retention.
+    let purged = audit::purge(d, 180, middle + 180 * 86_400_000)
+        .unwrap()
+        .expect("something was old enough");
+    assert_eq!((purged.up_to, purged.removed, purged.record_seq), (4, 4, 8));
+    let kept = agents(d);
+    let names: Vec<&str> = kept.iter().map(|(_, a, _)| a.as_str()).collect();
+    assert_eq!(names, vec!["late", "late", "late", "huitong"], "{kept:?}");
+    assert_eq!(kept[0].0, 5);
+    assert_eq!(kept[3].2, audit::PURGE_SUBTYPE);
+    // The purge is itself in the trail, as an AuditEvent auditors can find.
+    let (events, _) = audit::search(
+        d,
+        &audit::AuditQuery {
+            subtype: Some(audit::PURGE_SUBTYPE.into()),
+            count: 10,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["action"], "D");
+    assert!(
+        events[0]["outcomeDesc"]
+            .as_str()
+            .unwrap()
+            .contains("4 records up to 4"),
+        "{}",
+        events[0]
+    );
+    assert_eq!(
+        audit::verify(d, None).unwrap(),
+        Verdict::Intact {
+            records: 4,
+            seals: 0
+        }
+    );
+    let (code, out) = verify_cli(d, None);
+    assert_eq!(code, 0, "a purge is not tampering: {out}");
+    // Nothing newer than the retention goes, however often the purge runs.
+    assert_eq!(
+        audit::purge(d, 180, middle + 180 * 86_400_000).unwrap(),
+        None
+    );
+
+    // After the purge, removing a record in the middle is still caught...
+    let removed = copy_db(d);
+    tamper(removed.path(), "DELETE FROM audit_log WHERE seq = 6;");
+    let (code, out) = verify_cli(removed.path(), None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("record 6 is missing"), "{out}");
+    // ...and so is removing the first kept records and moving the anchor past them: no purge
+    // record accounts for it.
+    let moved = copy_db(d);
+    tamper(
+        moved.path(),
+        "DELETE FROM audit_log WHERE seq = 5; UPDATE audit_anchor SET seq = 6, prev_hash = (SELECT prev_hash FROM audit_log WHERE seq = 6);",
+    );
+    let (code, out) = verify_cli(moved.path(), None);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no purge record"), "{out}");
+
+    // The gateway's own writer purges at start (here with a retention of 0 days: everything but
+    // the head) and goes on chaining from the purge record.
+    let cfg = AuditConfig {
+        retention_days: 0,
+        ..AuditConfig::default()
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let log = AuditLog::open(d, &cfg).unwrap();
+    log.record(audit_record("after"));
+    log.flush().await;
+    drop(log);
+    let kept = agents(d);
+    let names: Vec<&str> = kept.iter().map(|(_, a, _)| a.as_str()).collect();
+    assert_eq!(names, vec!["huitong", "huitong", "after"], "{kept:?}");
+    assert_eq!(
+        audit::verify(d, None).unwrap(),
+        Verdict::Intact {
+            records: 3,
+            seals: 0
+        }
+    );
+}
+
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
     let keys = Keys::make();
@@ -936,6 +1193,229 @@ async fn api_keys_identify_system_senders() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
+    srv.stop().await;
+}
+
+/// An ADT^A01 whose patient is keyed by `mrn` (two messages with one `mrn` name one Patient).
+fn adt_for(facility: &str, control: &str, mrn: &str) -> String {
+    format!(
+        "MSH|^~\\&|HIS|{facility}|HUI|HUI|20240102030405||ADT^A01^ADT_A01|{control}|P|2.5\rEVN|A01|20240102030405\rPID|1||{mrn}^^^{facility}^MR||Wang^Li||19800102|F\rPV1|1|I|W1^R1^B1\r"
+    )
+}
+
+/// A WS/T 500 document (the one of tests/hl7v3.rs, trimmed).
+const OWNED_CDA: &str = r#"<?xml version="1.0" encoding="UTF-8"?>
+<ClinicalDocument xmlns="urn:hl7-org:v3" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">
+  <realmCode code="CN"/>
+  <typeId root="2.16.840.1.113883.1.3" extension="POCD_MT000040"/>
+  <templateId root="2.16.156.10011.2.1.1.22"/>
+  <id root="2.16.156.10011.1.1" extension="OWNED-DOC-1"/>
+  <code code="C0002" codeSystem="2.16.156.10011.2.4"/>
+  <title>门急诊病历</title>
+  <effectiveTime value="20240301101500"/>
+  <recordTarget><patientRole>
+    <id root="2.16.156.10011.1.11" extension="MZ-88"/>
+    <patient><id root="2.16.156.10011.1.3" extension="11010519491231002X"/><name>王测试</name>
+      <administrativeGenderCode code="2" codeSystem="2.16.156.10011.2.3.3.4"/><birthTime value="19491231"/></patient>
+  </patientRole></recordTarget>
+  <author><time value="20240301"/><assignedAuthor><id root="2.16.156.10011.1.4" extension="D-9"/><assignedPerson><name>赵医生</name></assignedPerson></assignedAuthor></author>
+  <custodian><assignedCustodian><representedCustodianOrganization><id root="2.16.156.10011.1.5" extension="H-1"/><name>测试医院</name></representedCustodianOrganization></assignedCustodian></custodian>
+  <component><structuredBody><component><section>
+    <code code="29548-5" codeSystem="2.16.840.1.113883.6.1"/><text>诊断</text>
+    <entry><observation classCode="OBS" moodCode="EVN"><code code="DE05.01.024.00" codeSystem="2.16.156.10011.2.2.1"/>
+      <value xsi:type="CD" code="J06.9" codeSystem="2.16.156.10011.2.3.3.11" displayName="急性上呼吸道感染"/></observation></entry>
+  </section></component></structuredBody></component>
+</ClinicalDocument>"#;
+
+fn owner(r: &Value) -> Option<&str> {
+    huitong::security::policy::domain_of(r)
+}
+
+/// Everything the store holds now (`[base]?_summary=count`).
+async fn stored_total(srv: &TestServer, op: &str) -> u64 {
+    let (s, v) = call(srv, Method::GET, "?_summary=count", Some(op), None).await;
+    assert_eq!(s, 200, "{v}");
+    v["total"].as_u64().unwrap()
+}
+
+async fn as_sender(
+    srv: &TestServer,
+    key: &str,
+    path: &str,
+    content_type: &str,
+    accept: &str,
+    body: &str,
+) -> (u16, String) {
+    let r = srv
+        .http
+        .post(format!("{}/{path}", srv.root))
+        .header("x-api-key", key)
+        .header("content-type", content_type)
+        .header("accept", accept)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn ingest_is_owned_by_the_senders_domain_and_not_overwritten_by_another() {
+    let keys = Keys::make();
+    let (ka, kb) = ("his-a-secret", "his-b-secret");
+    let srv = gateway_in(
+        tempfile::tempdir().unwrap(),
+        &keys,
+        &format!(
+            "[[auth.senders]]\nid = \"his-a\"\napi-key-sm3 = \"{}\"\nmllp-ips = [\"127.0.0.1\"]\ndomain = \"hosp-a\"\n\
+             [[auth.senders]]\nid = \"his-b\"\napi-key-sm3 = \"{}\"\ndomain = \"hosp-b\"\n",
+            huitong::security::sm::sm3_hex(ka.as_bytes()),
+            huitong::security::sm::sm3_hex(kb.as_bytes()),
+        ),
+        |s| s.mllp_addr = Some("127.0.0.1:0".parse().unwrap()),
+    )
+    .await;
+    // The platform operator (no domain, every grant) reads everything back.
+    let op = keys.token("system/*.*", json!({"huitong_grants": ["*"]}));
+    let read = async |path: &str| {
+        let (s, v) = call(&srv, Method::GET, path, Some(&op), None).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        v
+    };
+    let er7 = "x-application/hl7-v2+er7";
+    let fhir = "application/fhir+json";
+
+    // POST /hl7v2 as hospital A: every resource of the message (its Provenance too) is A's.
+    let (s, body) = as_sender(&srv, ka, "hl7v2", er7, fhir, &adt_for("H1", "A1", "M-1")).await;
+    assert_eq!(s, 200, "{body}");
+    let bundle: Value = serde_json::from_str(&body).unwrap();
+    let written = ids(&bundle);
+    assert!(
+        written.iter().any(|w| w.starts_with("Patient/"))
+            && written.iter().any(|w| w.starts_with("Provenance/")),
+        "{written:?}"
+    );
+    for w in &written {
+        assert_eq!(owner(&read(w).await), Some("hosp-a"), "{w}");
+    }
+    let patient = written
+        .iter()
+        .find(|w| w.starts_with("Patient/"))
+        .unwrap()
+        .clone();
+
+    // The same patient from hospital B: refused, whole, and nothing of it is written.
+    let before = stored_total(&srv, &op).await;
+    let (s, body) = as_sender(&srv, kb, "hl7v2", er7, fhir, &adt_for("H1", "B1", "M-1")).await;
+    assert_eq!(s, 422, "{body}");
+    let oo: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    let diag = oo["issue"][0]["diagnostics"].as_str().unwrap();
+    assert!(
+        diag.contains("belongs to domain 'hosp-a'") && diag.contains("sender 'his-b'"),
+        "{diag}"
+    );
+    let (s, ack) = as_sender(&srv, kb, "hl7v2", er7, er7, &adt_for("H1", "B2", "M-1")).await;
+    assert_eq!(s, 200);
+    assert!(ack.contains("MSA|AE"), "{ack}");
+    assert_eq!(
+        stored_total(&srv, &op).await,
+        before,
+        "nothing of B's written"
+    );
+    let p = read(&patient).await;
+    assert_eq!(
+        (owner(&p), p["meta"]["versionId"].as_str()),
+        (Some("hosp-a"), Some("1"))
+    );
+
+    // MLLP: the source address names hospital A, whose domain owns what the message writes.
+    let mut mllp = TcpStream::connect(srv.mllp_addr().unwrap()).await.unwrap();
+    let msa = mllp_ack(&mut mllp, &adt_for("H1", "A2", "M-2")).await;
+    assert!(msa.starts_with("MSA|AA"), "{msa}");
+    let found = read("Patient?identifier=M-2").await;
+    assert_eq!(found["entry"].as_array().map(Vec::len), Some(1), "{found}");
+    assert_eq!(owner(&found["entry"][0]["resource"]), Some("hosp-a"));
+
+    // A record feed: A's record is A's; B re-sending it is rejected and changes nothing.
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("mappings/feeds/immunization/examples/01-hepb-birth-dose.json"),
+    )
+    .unwrap();
+    let record: Value = serde_json::from_str(&example).unwrap();
+    let batch = json!([record]).to_string();
+    let (s, body) = as_sender(
+        &srv,
+        ka,
+        "feeds/immunization",
+        "application/json",
+        "application/json",
+        &batch,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["accepted"], 1, "{v}");
+    let imm = format!(
+        "Immunization/{}",
+        huitong::mapping::ids::resource_id(
+            "Immunization",
+            "cn-immunization",
+            record["record_id"].as_str().unwrap()
+        )
+    );
+    assert_eq!(owner(&read(&imm).await), Some("hosp-a"));
+    let before = stored_total(&srv, &op).await;
+    let (s, body) = as_sender(
+        &srv,
+        kb,
+        "feeds/immunization",
+        "application/json",
+        "application/json",
+        &batch,
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(0), Some(1)),
+        "{v}"
+    );
+    assert!(v.to_string().contains("belongs to domain 'hosp-a'"), "{v}");
+    let i = read(&imm).await;
+    assert_eq!(
+        (owner(&i), i["meta"]["versionId"].as_str()),
+        (Some("hosp-a"), Some("1"))
+    );
+    assert_eq!(stored_total(&srv, &op).await, before);
+
+    // A CDA document: A's, and B posting the same document gets a 403 OperationOutcome.
+    let xml = "application/xml";
+    let (s, body) = as_sender(&srv, ka, "cda", xml, fhir, OWNED_CDA).await;
+    assert_eq!(s, 201, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    let docs: Vec<String> = ids(&doc);
+    assert!(!docs.is_empty(), "{doc}");
+    let composition = docs
+        .iter()
+        .find(|d| d.starts_with("Composition/"))
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(owner(&read(composition).await), Some("hosp-a"));
+    let before = stored_total(&srv, &op).await;
+    let (s, body) = as_sender(&srv, kb, "cda", xml, fhir, OWNED_CDA).await;
+    assert_eq!(s, 403, "{body}");
+    let oo: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(oo["resourceType"], "OperationOutcome");
+    assert!(
+        oo["issue"][0]["diagnostics"]
+            .as_str()
+            .unwrap()
+            .contains("belongs to domain 'hosp-a'"),
+        "{oo}"
+    );
+    assert_eq!(stored_total(&srv, &op).await, before);
     srv.stop().await;
 }
 

@@ -7,7 +7,7 @@ use super::AppState;
 use super::http::{ApiError, json_response, tagged};
 use crate::ingest::hl7v3::Soap;
 use crate::model::FhirError;
-use axum::extract::State;
+use crate::security::ownership::IngestState;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -40,7 +40,7 @@ fn too_large(headers: &HeaderMap, max: usize) -> Option<FhirError> {
 
 /// `POST /cda`.
 pub async fn post(
-    State(st): State<AppState>,
+    IngestState(st): IngestState,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -87,7 +87,7 @@ fn xml_response(status: StatusCode, xml: String, soap: Option<Soap>) -> Response
 /// acknowledgement carries the outcome, as platforms expect, and is answered before the body is
 /// read).
 pub async fn post_hl7v3(
-    State(st): State<AppState>,
+    IngestState(st): IngestState,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {

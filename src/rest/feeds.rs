@@ -13,7 +13,8 @@ use crate::ingest::feed::csv::{CsvCharset, CsvReader};
 use crate::ingest::feed::map::RecordError;
 use crate::ingest::feed::{CsvRecords, RecordOutcome, collect_partial, outcome_of, run_partial};
 use crate::model::FhirError;
-use axum::extract::{Path, RawQuery, State};
+use crate::security::ownership::IngestState;
+use axum::extract::{Path, RawQuery};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -32,7 +33,7 @@ fn error(status: u16, code: &'static str, msg: String) -> Response {
 
 /// `POST /feeds/{name}`.
 pub async fn post(
-    State(st): State<AppState>,
+    IngestState(st): IngestState,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,

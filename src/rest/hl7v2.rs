@@ -6,6 +6,7 @@ use super::AppState;
 use super::http::{ApiError, json_response, tagged};
 use crate::ingest::hl7v2::ack::AckCode;
 use crate::model::FhirError;
+use crate::security::ownership::IngestState;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -14,7 +15,7 @@ use serde_json::{Value, json};
 
 /// `POST /hl7v2`.
 pub async fn post(
-    State(st): State<AppState>,
+    IngestState(st): IngestState,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {

@@ -70,6 +70,9 @@ pub struct AppState {
     pub feeds: Arc<crate::ingest::feed::FeedService>,
     /// R4 rest-hook subscriptions; inert until the server starts its worker.
     pub subscriptions: Arc<crate::subscription::Subscriptions>,
+    /// The authenticated sender of the ingest this state serves (see `security::ownership`);
+    /// `None` for REST handlers, the CLI and the gateway's own work.
+    pub writer: Option<Arc<crate::security::Principal>>,
 }
 
 impl AppState {
@@ -119,6 +122,7 @@ impl AppState {
             ready: Arc::new(AtomicBool::new(true)),
             terminology,
             security: Arc::new(crate::security::Security::open()),
+            writer: None,
         }
     }
 

@@ -3,7 +3,8 @@
 //!
 //! Invariants: `hash(n) = SM3(hash(n-1) | seq | recorded_ms | agent | subtype | outcome | entity |
 //! event)`, seqs are gapless from the anchor (the first kept record after a retention purge names
-//! its predecessor's hash in `audit_anchor`); with a signing key, the head is SM2-signed every
+//! its predecessor's hash in `audit_anchor`, and the purge appends a record of its own naming the
+//! last seq it removed, which the anchor must agree with); with a signing key, the head is SM2-signed every
 //! `seal-every` records and at shutdown (`audit_seal`), so truncating the tail is detected too.
 //! Triggers refuse UPDATE and DELETE (outside a retention purge) to the application; someone with
 //! the file can drop them, which the chain then reveals: [`verify`] names the first broken record.
@@ -22,6 +23,9 @@ use tokio::sync::oneshot;
 const DB_FILE: &str = "huitong.db";
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const MAX_BATCH: usize = 512;
+/// The subtype of the record a retention purge appends to the chain.
+pub const PURGE_SUBTYPE: &str = "audit-purge";
+const DAY_MS: i64 = 86_400_000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS audit_log (
@@ -87,6 +91,10 @@ impl Record {
             "login" => (
                 json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110114", "display": "User Authentication"}),
                 "http://dicom.nema.org/resources/ontology/DCM",
+            ),
+            PURGE_SUBTYPE => (
+                json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110101", "display": "Audit Log Used"}),
+                "urn:huitong:audit-subtype",
             ),
             "ingest" => (
                 json!({"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110107", "display": "Import"}),
@@ -217,30 +225,9 @@ impl Writer {
     fn write_batch(&mut self, batch: &[Box<Record>]) -> Result<(), String> {
         let tx = self.conn.transaction().map_err(|e| e.to_string())?;
         let (mut seq, mut hash) = (self.last_seq, self.last_hash.clone());
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO audit_log (seq, recorded_ms, agent, subtype, outcome, entity, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                )
-                .map_err(|e| e.to_string())?;
-            for r in batch {
-                let ms = now_ms();
-                let event = serde_json::to_vec(&r.event(ms)).unwrap_or_default();
-                let next = seq + 1;
-                let cols = [
-                    r.agent.as_str(),
-                    r.subtype.as_str(),
-                    r.outcome(),
-                    r.entity.as_str(),
-                ];
-                let h = chain_hash(&hash, next, ms, cols, &event)?;
-                stmt.execute(params![
-                    next, ms, cols[0], cols[1], cols[2], cols[3], event, hash, h
-                ])
-                .map_err(|e| e.to_string())?;
-                seq = next;
-                hash = h;
-            }
+        for r in batch {
+            hash = append(&tx, seq, &hash, r, now_ms())?;
+            seq += 1;
         }
         tx.commit().map_err(|e| e.to_string())?;
         self.last_seq = seq;
@@ -271,45 +258,148 @@ impl Writer {
         Ok(())
     }
 
-    /// Removes records older than the retention, keeping the chain verifiable from the anchor.
+    /// Removes records older than the retention (as of now) and goes on from the new head.
     fn purge(&mut self) -> Result<(), String> {
-        let cutoff = now_ms() - self.retention_ms;
-        let tx = self.conn.transaction().map_err(|e| e.to_string())?;
-        let up_to: Option<i64> = tx
-            .query_row(
-                "SELECT MAX(seq) FROM audit_log WHERE recorded_ms < ?",
-                [cutoff],
-                |r| r.get(0),
-            )
-            .map_err(|e| e.to_string())?;
-        // Keep the head: the chain must go on from it.
-        let Some(up_to) = up_to.filter(|u| *u < self.last_seq) else {
-            return Ok(());
-        };
-        let next_prev: String = tx
-            .query_row(
-                "SELECT prev_hash FROM audit_log WHERE seq = ?",
-                [up_to + 1],
-                |r| r.get(0),
-            )
-            .map_err(|e| e.to_string())?;
-        tx.execute("INSERT INTO audit_purge (up_to) VALUES (?)", [up_to])
-            .map_err(|e| e.to_string())?;
-        tx.execute("DELETE FROM audit_log WHERE seq <= ?", [up_to])
-            .map_err(|e| e.to_string())?;
-        tx.execute("DELETE FROM audit_anchor", [])
-            .map_err(|e| e.to_string())?;
-        tx.execute(
-            "INSERT INTO audit_anchor (seq, prev_hash) VALUES (?, ?)",
-            params![up_to + 1, next_prev],
-        )
-        .map_err(|e| e.to_string())?;
-        tx.execute("DELETE FROM audit_seal WHERE seq <= ?", [up_to])
-            .map_err(|e| e.to_string())?;
-        tx.commit().map_err(|e| e.to_string())?;
-        tracing::info!(up_to, "audit retention purge");
+        if let Some(p) = purge_before(&mut self.conn, now_ms() - self.retention_ms)? {
+            self.last_seq = p.record_seq;
+            self.last_hash = p.record_hash;
+            self.since_seal += 1;
+        }
         Ok(())
     }
+}
+
+/// Appends one record after (`seq`, `hash`); returns its hash.
+fn append(
+    tx: &rusqlite::Transaction<'_>,
+    seq: i64,
+    hash: &str,
+    r: &Record,
+    ms: i64,
+) -> Result<String, String> {
+    let mut stmt = tx
+        .prepare_cached(
+            "INSERT INTO audit_log (seq, recorded_ms, agent, subtype, outcome, entity, event, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .map_err(|e| e.to_string())?;
+    let event = serde_json::to_vec(&r.event(ms)).unwrap_or_default();
+    let next = seq + 1;
+    let cols = [
+        r.agent.as_str(),
+        r.subtype.as_str(),
+        r.outcome(),
+        r.entity.as_str(),
+    ];
+    let h = chain_hash(hash, next, ms, cols, &event)?;
+    stmt.execute(params![
+        next, ms, cols[0], cols[1], cols[2], cols[3], event, hash, h
+    ])
+    .map_err(|e| e.to_string())?;
+    Ok(h)
+}
+
+/// What a retention purge removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purged {
+    /// Records `..=up_to` are gone; the chain is anchored at `up_to + 1`.
+    pub up_to: i64,
+    pub removed: u64,
+    /// The seq and hash of the record the purge appended about itself (the new head).
+    pub record_seq: i64,
+    pub record_hash: String,
+}
+
+/// The entity of a purge record: the last seq it removed (what [`verify`] holds the anchor to).
+fn purge_entity(up_to: i64) -> String {
+    format!("AuditEvent?seq=le{up_to}")
+}
+
+fn purged_up_to(entity: &str) -> Option<i64> {
+    entity.strip_prefix("AuditEvent?seq=le")?.parse().ok()
+}
+
+/// The retention purge as of `now_ms`: removes the records of `dir`'s trail older than
+/// `retention_days`. The running gateway purges at start and every 100 000 records; this entry
+/// point takes the clock as an argument so the rule can be exercised without waiting months, and
+/// must not run while a gateway writes to the same trail.
+pub fn purge(dir: &Path, retention_days: u32, now_ms: i64) -> Result<Option<Purged>, String> {
+    let mut conn = open_db(dir)?;
+    purge_before(&mut conn, now_ms - i64::from(retention_days) * DAY_MS)
+}
+
+/// Removes the records recorded before `cutoff_ms`, in one transaction: the head is always kept
+/// (the chain goes on from it, even when it is older), the first kept record becomes the anchor, and a record of the
+/// purge (who: the gateway, what: the seqs removed) is appended to the chain, so removing old
+/// records leaves a trace in the trail itself and cannot be passed off as a purge without one.
+fn purge_before(conn: &mut Connection, cutoff_ms: i64) -> Result<Option<Purged>, String> {
+    let tx = conn.transaction().map_err(|e| e.to_string())?;
+    let (head_seq, head_hash): (i64, String) = match tx
+        .query_row(
+            "SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()
+        .map_err(|e| e.to_string())?
+    {
+        Some(h) => h,
+        None => return Ok(None),
+    };
+    let up_to: Option<i64> = tx
+        .query_row(
+            "SELECT MAX(seq) FROM audit_log WHERE recorded_ms < ? AND seq < ?",
+            [cutoff_ms, head_seq],
+            |r| r.get(0),
+        )
+        .map_err(|e| e.to_string())?;
+    let Some(up_to) = up_to else {
+        return Ok(None);
+    };
+    let next_prev: String = tx
+        .query_row(
+            "SELECT prev_hash FROM audit_log WHERE seq = ?",
+            [up_to + 1],
+            |r| r.get(0),
+        )
+        .map_err(|e| e.to_string())?;
+    tx.execute("INSERT INTO audit_purge (up_to) VALUES (?)", [up_to])
+        .map_err(|e| e.to_string())?;
+    let removed = tx
+        .execute("DELETE FROM audit_log WHERE seq <= ?", [up_to])
+        .map_err(|e| e.to_string())? as u64;
+    tx.execute("DELETE FROM audit_anchor", [])
+        .map_err(|e| e.to_string())?;
+    tx.execute(
+        "INSERT INTO audit_anchor (seq, prev_hash) VALUES (?, ?)",
+        params![up_to + 1, next_prev],
+    )
+    .map_err(|e| e.to_string())?;
+    tx.execute("DELETE FROM audit_seal WHERE seq <= ?", [up_to])
+        .map_err(|e| e.to_string())?;
+    let record = Record {
+        agent: "huitong".into(),
+        method: "retention".into(),
+        client: None,
+        address: None,
+        subtype: PURGE_SUBTYPE.into(),
+        action: "D",
+        status: 200,
+        description: Some(format!(
+            "retention purge: {removed} records up to {up_to}, recorded before {}, removed",
+            rfc3339(cutoff_ms)
+        )),
+        entity: purge_entity(up_to),
+        query: None,
+    };
+    let record_hash = append(&tx, head_seq, &head_hash, &record, now_ms())?;
+    tx.commit().map_err(|e| e.to_string())?;
+    tracing::info!(up_to, removed, "audit retention purge");
+    Ok(Some(Purged {
+        up_to,
+        removed,
+        record_seq: head_seq + 1,
+        record_hash,
+    }))
 }
 
 fn seal_message(seq: i64, hash: &str) -> String {
@@ -351,7 +441,7 @@ impl AuditLog {
             key: load_key(cfg)?,
             seal_every: cfg.seal_every.max(1),
             since_seal: 0,
-            retention_ms: i64::from(cfg.retention_days) * 86_400_000,
+            retention_ms: i64::from(cfg.retention_days) * DAY_MS,
         };
         writer.purge()?;
         let (tx, rx) = crossbeam_channel::unbounded::<Msg>();
@@ -446,6 +536,8 @@ pub fn verify(dir: &Path, public_key_pem: Option<&[u8]>) -> Result<Verdict, Stri
         })
         .optional()
         .map_err(|e| e.to_string())?;
+    let anchor_seq = anchor.as_ref().map(|a| a.0);
+    let mut last_purge: Option<i64> = None;
     let (mut expect_seq, mut prev) = anchor.unwrap_or((1, GENESIS.to_string()));
     let mut stmt = conn
         .prepare("SELECT seq, recorded_ms, agent, subtype, outcome, entity, event, prev_hash, hash FROM audit_log ORDER BY seq")
@@ -493,10 +585,24 @@ pub fn verify(dir: &Path, public_key_pem: Option<&[u8]>) -> Result<Verdict, Stri
                 reason: format!("record {seq} was changed: its content does not match its hash"),
             });
         }
+        if c[1] == PURGE_SUBTYPE {
+            last_purge = purged_up_to(c[3]).or(last_purge);
+        }
         hashes.insert(seq, h.clone());
         prev = h;
         expect_seq += 1;
         n += 1;
+    }
+    // Records before the anchor may only have gone by a purge, and the purge says so in the chain.
+    if let Some(a) = anchor_seq
+        && last_purge.map(|u| u + 1) != Some(a)
+    {
+        return Ok(Verdict::Broken {
+            seq: a,
+            reason: format!(
+                "the chain starts at record {a}, but no purge record in it removed the records before it"
+            ),
+        });
     }
     let last = expect_seq - 1;
     let mut seals = 0u64;

@@ -35,6 +35,16 @@ impl SecurityConfig {
 pub struct AuthConfig {
     /// JWKS file of the keys bearer tokens are signed with.
     pub jwks_file: Option<PathBuf>,
+    /// JWKS URL of the identity provider (https; plain http only to a loopback address), fetched
+    /// at start (start-up fails without it), cached and refreshed (see `security::jwks`).
+    pub jwks_url: Option<String>,
+    /// How long fetched keys are used when the response has no `Cache-Control: max-age`.
+    #[serde(default = "default_jwks_refresh")]
+    pub jwks_refresh_secs: u64,
+    /// Least time between two fetches of the JWKS URL (a token naming an unknown `kid` asks for
+    /// one; this bounds how often).
+    #[serde(default = "default_jwks_min_refresh")]
+    pub jwks_min_refresh_secs: u64,
     /// The `aud` every token must carry (the gateway's base URL, usually). Required with a JWKS.
     pub audience: Option<String>,
     /// The `iss` every token must carry, when set.
@@ -49,6 +59,12 @@ pub struct AuthConfig {
 
 fn default_leeway() -> i64 {
     60
+}
+fn default_jwks_refresh() -> u64 {
+    300
+}
+fn default_jwks_min_refresh() -> u64 {
+    30
 }
 
 /// One system sender and what it may do.

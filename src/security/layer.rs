@@ -223,7 +223,7 @@ pub async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Resp
         entity: path.clone(),
         query: query.clone(),
     };
-    let who = match sec.authenticate(req.headers(), peer.as_ref()) {
+    let who = match sec.authenticate(req.headers(), peer.as_ref()).await {
         Ok(p) => p,
         Err(f) => {
             record.subtype = "login".into();
@@ -357,6 +357,9 @@ async fn authorise(
         }
         Ask::Ingest => {
             if who.allows_all(scopes::C) {
+                // The pipeline owns what it writes by this sender (`ownership::IngestState`).
+                let mut req = req;
+                req.extensions_mut().insert(who.clone());
                 Ok(Admitted::Run(req))
             } else {
                 Err(forbidden(

@@ -8,14 +8,17 @@
 //! [`layer::PUBLIC_PATHS`] opt out. MLLP goes through [`Security::mllp_sender`] and the audit in
 //! `ingest::hl7v2::pipeline::MllpHandler`. Without `[auth]` the gateway stays open as before (a
 //! warning says so at start), so nothing changes for deployments and tests that do not opt in.
+//! What ingest writes is owned by the sender's domain through [`ownership`].
 
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod jwks;
 pub mod jwt;
 pub mod layer;
 pub mod limits;
 pub mod net;
+pub mod ownership;
 pub mod policy;
 pub mod redact;
 pub mod scopes;
@@ -146,7 +149,7 @@ struct Sender {
 /// The security runtime: keys, senders, policy, audit trail, rate limiter.
 pub struct Security {
     pub config: SecurityConfig,
-    keys: Vec<jwt::Jwk>,
+    keys: jwks::KeySource,
     senders: Vec<Sender>,
     pub audit: Option<Arc<audit::AuditLog>>,
     pub limiter: Option<limits::RateLimiter>,
@@ -174,7 +177,7 @@ impl Security {
     pub fn open() -> Security {
         Security {
             config: SecurityConfig::default(),
-            keys: Vec::new(),
+            keys: jwks::KeySource::none(),
             senders: Vec::new(),
             audit: None,
             limiter: None,
@@ -182,22 +185,18 @@ impl Security {
         }
     }
 
-    /// Loads keys and senders and opens the audit trail, from the settings.
-    pub fn start(settings: &Settings) -> Result<Security, String> {
+    /// Loads (or fetches) keys and senders and opens the audit trail, from the settings.
+    pub async fn start(settings: &Settings) -> Result<Security, String> {
         let config = settings.security.clone();
-        let mut keys = Vec::new();
+        let mut keys = jwks::KeySource::none();
         let mut senders = Vec::new();
         match &config.auth {
             Some(auth) => {
-                if let Some(f) = &auth.jwks_file {
-                    let bytes = std::fs::read(f)
-                        .map_err(|e| format!("cannot read JWKS {}: {e}", f.display()))?;
-                    keys = jwt::jwks_from_json(&bytes)
-                        .map_err(|e| format!("JWKS {}: {e}", f.display()))?;
-                    if auth.audience.is_none() {
-                        return Err("[auth] audience is required with jwks-file".into());
-                    }
+                if (auth.jwks_file.is_some() || auth.jwks_url.is_some()) && auth.audience.is_none()
+                {
+                    return Err("[auth] audience is required with jwks-file or jwks-url".into());
                 }
+                keys = jwks::KeySource::load(auth).await?;
                 for s in &auth.senders {
                     senders.push(Sender {
                         principal: sender_principal(s, &config.access),
@@ -240,7 +239,7 @@ impl Security {
 
     /// The caller of an HTTP request: a bearer token, an API key or a client certificate.
     /// `Ok(open principal)` when not enforcing.
-    pub fn authenticate(
+    pub async fn authenticate(
         &self,
         headers: &axum::http::HeaderMap,
         peer: Option<&PeerInfo>,
@@ -263,8 +262,18 @@ impl Security {
                 now_secs: now_secs(),
                 leeway_secs: auth.leeway_secs,
             };
-            let claims =
-                jwt::verify(token, &self.keys, &exp).map_err(|e| AuthFailure(e.to_string()))?;
+            let keys = self.keys.current();
+            let claims = match jwt::verify(token, &keys, &exp) {
+                // Perhaps the provider rotated its keys: fetch them again (rate-limited).
+                Err(e @ jwt::TokenError::UnknownKey(_)) => {
+                    match self.keys.refreshed_for_unknown_key(&keys).await {
+                        Some(fresh) => jwt::verify(token, &fresh, &exp),
+                        None => Err(e),
+                    }
+                }
+                other => other,
+            }
+            .map_err(|e| AuthFailure(e.to_string()))?;
             return Ok(token_principal(&claims, &self.config.access));
         }
         if let Some(v) = headers.get("x-api-key") {

@@ -421,6 +421,7 @@ async fn commit_checked(
     record_accepted(&mut provenance, &accepted);
     let (entry, _) = checked_entry(st, provenance, sender)?;
     entries.push(entry);
+    crate::security::ownership::claim(st, &mut entries).await?;
     transaction::apply(
         st.store.as_ref(),
         &st.search,

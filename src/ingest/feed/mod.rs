@@ -562,12 +562,27 @@ impl FeedService {
                 continue;
             }
             let profiles: Vec<String> = feed.rules[r.rule].profile.iter().cloned().collect();
+            let what = format!("{}/{}", r.resource_type, r.id);
+            let owned = |body: Option<&mut Value>| {
+                crate::security::ownership::admit(st, &what, body, stored.as_deref()).map_err(|e| {
+                    RecordError {
+                        pointer: r.key_pointer.clone(),
+                        message: describe(&e),
+                        expression: None,
+                    }
+                })
+            };
             let mut entry = match r.mode {
                 WriteMode::Put => {
                     let mut body = r.body.clone();
                     body.insert("id".into(), json!(r.id));
                     let mut body = Value::Object(body);
                     st.identities.current().canonicalise_resource(&mut body);
+                    // Owned by the sender's domain before it is compared with what is stored.
+                    if let Err(e) = owned(Some(&mut body)) {
+                        errors.push(e);
+                        continue;
+                    }
                     if skip_unchanged
                         && let Some(v) = &stored
                         && transaction::holds(v, &body)
@@ -594,6 +609,10 @@ impl FeedService {
                     )
                 }
                 WriteMode::Patch => {
+                    if let Err(e) = owned(None) {
+                        errors.push(e);
+                        continue;
+                    }
                     let current: Value = match stored
                         .as_ref()
                         .and_then(|v| v.body.as_ref())
@@ -671,12 +690,16 @@ impl FeedService {
         let rewritten = !entries.is_empty();
         let prov = provenance(feed, &p.mapped, &targets, &revisions, rewritten);
         let id = prov["id"].as_str().unwrap_or_default().to_string();
-        entries.push(Entry::new(
-            Method::Put,
-            "Provenance",
-            Target::Id(id),
-            Some(prov),
-        ));
+        let mut prov = Entry::new(Method::Put, "Provenance", Target::Id(id), Some(prov));
+        if let Err(e) = crate::security::ownership::claim(st, std::slice::from_mut(&mut prov)).await
+        {
+            return Err(vec![RecordError {
+                pointer: String::new(),
+                message: describe(&e),
+                expression: None,
+            }]);
+        }
+        entries.push(prov);
         Ok((entries, unchanged))
     }
 

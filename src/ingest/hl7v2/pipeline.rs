@@ -458,10 +458,17 @@ impl Hl7v2Service {
                     Some(r.clone()),
                 ));
             }
+            entries.extend(repointed);
+            // Owned by the sender's domain, never over another domain's (before the comparison
+            // below, which must see the resources as they would be stored).
+            if refused.is_none()
+                && let Err(e) = crate::security::ownership::claim(st, &mut entries).await
+            {
+                refused = Some(describe(&e));
+            }
             // A message that re-sends what is stored (an A08 of an unchanged patient, a retry) writes
             // only its Provenance.
             transaction::skip_unchanged(st.store.as_ref(), &mut entries).await;
-            entries.extend(repointed);
             let bundle = transaction_bundle(&conversion, &provenance);
             // A message is applied whole or not at all: one invalid resource refuses it before the store.
             let outcome = match refused {
@@ -865,7 +872,8 @@ impl super::mllp::Handler for MllpHandler {
             }
             return Some(self.state.hl7v2.refused_ack(&message, &why));
         }
-        let out = self.state.hl7v2.ingest(&self.state, &message).await;
+        let st = self.state.clone().writing_as(Some(who));
+        let out = st.hl7v2.ingest(&st, &message).await;
         sec.consents.invalidate_all();
         if let Some(a) = &sec.audit {
             record.status = match out.code {
