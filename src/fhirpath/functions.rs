@@ -1601,13 +1601,19 @@ fn decimal_boundary(d: Decimal, high: bool, p: Option<i64>) -> Option<Decimal> {
     }
     let p = p as u32;
     let scale = d.scale();
-    // Half a unit in the last place the value states.
-    let half = Decimal::new(5, scale + 1);
+    // Half a unit in the last place the value states. A value stating all 28 places the decimal
+    // type holds has no representable half unit, and one at the type's limit no representable
+    // widening: no boundary (empty) rather than a wrong one or a panic.
+    let half = Decimal::try_new(5, scale + 1).ok()?;
     let neg = d.is_sign_negative();
-    let widened = if high { d + half } else { d - half };
+    let widened = if high {
+        d.checked_add(half)?
+    } else {
+        d.checked_sub(half)?
+    };
     let unit = Decimal::new(1, p);
     // A value entirely below the requested precision has boundaries of zero at that precision.
-    if p < scale && d.abs() + half < unit && !d.is_zero() {
+    if p < scale && d.abs().checked_add(half)? < unit && !d.is_zero() {
         let mut z = Decimal::ZERO;
         z.rescale(p);
         if neg && !high {

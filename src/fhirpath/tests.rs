@@ -427,6 +427,11 @@ fn math_functions() {
         ("1.587.highBoundary(2)", "[1.59]"),
         ("@2014.highBoundary(6)", "[@2014-12]"),
         ("1.580.precision()", "[3]"),
+        // All 28 places the decimal type holds: no half unit to widen by (found by cargo-fuzz).
+        (
+            "1.56666666666666666666666666666666666666666666687.lowBoundary(1)",
+            "[]",
+        ),
     ]);
 }
 
