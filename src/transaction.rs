@@ -197,8 +197,8 @@ pub async fn apply(
     }
 }
 
-/// Marks every unconditional PUT by id whose resource the store already holds exactly, so that
-/// applying it writes no new version.
+/// Marks every PUT by id whose resource the store already holds exactly (unconditional, or
+/// conditional on the version that holds it), so that applying it writes no new version.
 ///
 /// The ingest paths send the same content again and again: an ADT update re-sends the whole
 /// patient, every insurance record names the same payer, a sender retries a message. A new
@@ -207,15 +207,15 @@ pub async fn apply(
 /// the caller's task; the writer only checks that the version read is still the current one.
 /// Not for REST: a client that PUTs expects its version.
 pub async fn skip_unchanged(store: &dyn Store, entries: &mut [Entry]) {
-    for e in entries
-        .iter_mut()
-        .filter(|e| e.method == Method::Put && e.if_match.is_none())
-    {
+    for e in entries.iter_mut().filter(|e| e.method == Method::Put) {
         let (Target::Id(id), Some(resource)) = (&e.target, &e.resource) else {
             continue;
         };
-        // A failed read only means the entry is written as sent.
+        // A failed read only means the entry is written as sent. A conditional entry is
+        // skipped only if the version it is conditional on holds it (a merge that changed
+        // nothing).
         if let Ok(Some(v)) = store.read(&e.resource_type, id).await
+            && e.if_match.is_none_or(|m| m == v.version)
             && holds(&v, resource)
         {
             e.stored_same = Some(v.version);

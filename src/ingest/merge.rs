@@ -2,6 +2,9 @@
 //! interactions and CDA documents (one rule set for both; [`crate::ingest::cda::commit_stated`]
 //! runs it).
 //!
+//! HL7 v2 messages go through the same rules: each resource rule of `mappings/hl7v2/messages/`
+//! states its standing (the PID of an ADT^A08 is the subject, the PID of an ORU^R01 is named).
+//!
 //! A message names persons, practitioners, organisations and visits that are usually already
 //! registered, often with a fraction of what the register stated (one identifier and a name). A
 //! PUT of that fraction, or a top-level merge where each key the message carries replaces the
@@ -50,8 +53,10 @@
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 
-/// How a message stands to one resource it writes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How a message stands to one resource it writes (`standing = "named"` in an HL7 v2 message
+/// map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Standing {
     /// The subject of a register / update / add interaction: its single values win.
     Subject,

@@ -4,6 +4,7 @@
 use super::datatypes::Converter;
 use crate::definitions::Definitions;
 use crate::ingest::hl7v2::Grammar;
+use crate::ingest::merge::Standing;
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
@@ -243,6 +244,9 @@ pub struct ResourceRule {
     pub defaults: Vec<(FhirPath, Value)>,
     /// Values set for an event (MSH-9.2), over whatever the fields gave (A03: `finished`).
     pub set_by_event: HashMap<String, Vec<(FhirPath, Value)>>,
+    /// How the message stands to the resource: whether it replaces, is merged into or only
+    /// names what the store holds ([`crate::ingest::merge`]).
+    pub standing: Standing,
 }
 
 /// A message structure's map (`messages/ORU_R01.toml`).
@@ -753,6 +757,8 @@ struct RuleFile {
     defaults: toml::Table,
     #[serde(default)]
     set_by_event: BTreeMap<String, toml::Table>,
+    #[serde(default)]
+    standing: Standing,
 }
 
 #[derive(Deserialize)]
@@ -871,6 +877,7 @@ fn load_message(
             id_within,
             defaults: defaults_v,
             set_by_event: by_event,
+            standing: r.standing,
         });
     }
     (errors.len() == before).then(|| MessageMap {

@@ -14,10 +14,11 @@ pub mod xml;
 pub use load::{LoadError, Mappings};
 
 use crate::ingest::hl7v2::{Hl7v2Message, Piece, Placement, Segment};
+use crate::ingest::merge::{Standing, Statement};
 use datatypes::{Context, Converter};
 use load::{Condition, FhirPath, MessageMap, SegmentMap, Step, V2Path};
 use serde_json::{Map, Value};
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 /// Options of a conversion.
 #[derive(Debug, Clone)]
@@ -70,6 +71,10 @@ pub struct Conversion {
     pub event: String,
     /// Resources with `resourceType` and `id`, in rule order, then created references.
     pub resources: Vec<Value>,
+    /// How the message stands to each of `resources` (same order): its rule's standing and the
+    /// top-level elements only defaults filled; a created reference (a practitioner or location
+    /// a field names) is named.
+    pub statements: Vec<Statement>,
     pub unmapped: Vec<Unmapped>,
     pub trace: Vec<Trace>,
 }
@@ -87,6 +92,8 @@ struct Instance {
     chain: Vec<u32>,
     resource: Map<String, Value>,
     id: String,
+    /// Top-level elements that only defaults filled.
+    assumed: BTreeSet<String>,
 }
 
 struct Run<'a, 'm> {
@@ -246,6 +253,7 @@ impl<'a, 'm> Run<'a, 'm> {
                             chain: pl.chain.clone(),
                             resource: r,
                             id: String::new(),
+                            assumed: BTreeSet::new(),
                         });
                         Some(instances.len() - 1)
                     }
@@ -270,7 +278,16 @@ impl<'a, 'm> Run<'a, 'm> {
             }
             // The rule's defaults before the segment map's: the more specific one wins.
             for (path, v) in rule.defaults.iter().chain(&seg_map.defaults) {
+                let top = path
+                    .steps
+                    .first()
+                    .map(|s| s.key.as_str())
+                    .unwrap_or_default();
+                let stated = inst.resource.contains_key(top);
                 set_default(&mut inst.resource, &path.steps, v);
+                if !stated && inst.resource.contains_key(top) {
+                    inst.assumed.insert(top.to_string());
+                }
             }
         }
         // Ids, in rule order so that `id_within` parents have theirs first.
@@ -488,8 +505,8 @@ impl<'a, 'm> Run<'a, 'm> {
         event: &str,
         _control: &str,
     ) -> Conversion {
-        let _ = map;
         let mut resources = Vec::new();
+        let mut statements = Vec::new();
         let mut seen = HashSet::new();
         let mut trace = Vec::new();
         let mut ids_of: HashMap<usize, String> = HashMap::new();
@@ -520,10 +537,15 @@ impl<'a, 'm> Run<'a, 'm> {
             let mut r = inst.resource;
             r.insert("id".into(), Value::String(inst.id));
             resources.push(Value::Object(r));
+            statements.push(Statement {
+                standing: map.rules[inst.rule].standing,
+                assumed: inst.assumed,
+            });
         }
         for (key, r) in std::mem::take(&mut self.ctx.created) {
             if seen.insert(key) {
                 resources.push(r);
+                statements.push(Statement::new(Standing::Named));
             }
         }
         for (i, mut t) in std::mem::take(&mut self.trace) {
@@ -537,6 +559,7 @@ impl<'a, 'm> Run<'a, 'm> {
             structure: structure.to_string(),
             event: event.to_string(),
             resources,
+            statements,
             unmapped: self.unmapped,
             trace,
         }

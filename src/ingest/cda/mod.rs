@@ -236,32 +236,10 @@ pub async fn commit_stated(
                 resources.push(r.clone());
                 continue;
             }
-            let ty = r["resourceType"].as_str().unwrap_or_default();
-            let id = r["id"].as_str().unwrap_or_default();
-            let stored = st
-                .store
-                .read(ty, id)
-                .await
-                .map_err(transaction::store_error)?;
-            let body = stored.as_ref().and_then(|v| {
-                let b: Value = serde_json::from_slice(v.body.as_ref()?).ok()?;
-                Some((v.version, b))
-            });
-            match body {
-                Some((version, old)) => {
-                    let single = single_systems(st, ty, [&old, r]);
-                    let (merged, mut found) = merge::merge(&old, r, s, &single);
-                    conflicts.append(&mut found);
-                    preconditions.insert(type_and_id(r), version);
-                    resources.push(merged);
-                }
-                None => {
-                    // Created only if still absent: a concurrent message creating the same
-                    // person makes this one merge into it on the next attempt.
-                    preconditions.insert(type_and_id(r), transaction::ABSENT);
-                    resources.push(r.clone());
-                }
-            }
+            let onto = onto_stored(st, r, s).await?;
+            conflicts.extend(onto.conflicts);
+            preconditions.insert(type_and_id(r), onto.if_match);
+            resources.push(onto.resource);
         }
         resources.extend(containers.iter().cloned());
         let mut prov = provenance.clone();
@@ -278,6 +256,53 @@ pub async fn commit_stated(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// A stated resource merged onto the version stored under its id.
+pub(crate) struct Onto {
+    pub resource: Value,
+    /// The version it was merged onto, or [`transaction::ABSENT`]: the write's `If-Match`, so
+    /// that a concurrent write makes the caller merge again rather than overwrite it.
+    pub if_match: u64,
+    pub conflicts: Vec<Conflict>,
+}
+
+/// `stated` (a named or subject resource, never an owned one) merged by [`merge::merge`] onto
+/// what the store holds under its type and id, or as stated when nothing is stored.
+pub(crate) async fn onto_stored(
+    st: &AppState,
+    stated: &Value,
+    statement: &Statement,
+) -> Result<Onto, FhirError> {
+    let ty = stated["resourceType"].as_str().unwrap_or_default();
+    let id = stated["id"].as_str().unwrap_or_default();
+    let stored = st
+        .store
+        .read(ty, id)
+        .await
+        .map_err(transaction::store_error)?;
+    let body = stored.as_ref().and_then(|v| {
+        let b: Value = serde_json::from_slice(v.body.as_ref()?).ok()?;
+        Some((v.version, b))
+    });
+    Ok(match body {
+        Some((version, old)) => {
+            let single = single_systems(st, ty, [&old, stated]);
+            let (resource, conflicts) = merge::merge(&old, stated, statement, &single);
+            Onto {
+                resource,
+                if_match: version,
+                conflicts,
+            }
+        }
+        // Created only if still absent: a concurrent message creating the same record makes
+        // this one merge into it on the next attempt.
+        None => Onto {
+            resource: stated.clone(),
+            if_match: transaction::ABSENT,
+            conflicts: Vec::new(),
+        },
+    })
 }
 
 /// The identifier systems the profiles claimed by `versions` allow once per record.
@@ -366,7 +391,7 @@ fn rename(v: &mut Value, renames: &HashMap<String, String>) {
 }
 
 /// The conflicts in the Provenance: a contained OperationOutcome of their own (`#kept`).
-fn record_conflicts(provenance: &mut Value, conflicts: &[Conflict]) {
+pub(crate) fn record_conflicts(provenance: &mut Value, conflicts: &[Conflict]) {
     if conflicts.is_empty() {
         return;
     }

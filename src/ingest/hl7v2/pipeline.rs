@@ -12,6 +12,8 @@ use super::charset::sniff_msh_field;
 use super::deadletter::DeadLetters;
 use super::er7::{Delimiters, Hl7v2Message, ParseError};
 use super::{Charset, parse};
+use crate::ingest::cda;
+use crate::ingest::merge::Standing;
 use crate::mapping::{self, Conversion, Mappings, Options, ids::resource_id};
 use crate::model::FhirError;
 use crate::rest::AppState;
@@ -21,8 +23,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 
-/// Commits of one message tried before a version conflict on a re-pointed resource is its AE.
-const CONFLICT_ATTEMPTS: usize = 3;
+/// Commits of one message tried before a version conflict on a re-pointed or merged resource is
+/// its AE. Each conflict means another message committed, so this bounds the wait of a message
+/// among that many concurrent ones naming the same record (a ward's Location, one patient).
+const CONFLICT_ATTEMPTS: usize = 12;
 
 /// The HL7 v2 side of a running gateway.
 pub struct Hl7v2Service {
@@ -389,7 +393,7 @@ impl Hl7v2Service {
             }
         };
         let mut attempt = 0;
-        let (stored, bundle, dtm) = loop {
+        let (stored, bundle, dtm, conflicts) = loop {
             attempt += 1;
             // A merge (A40...): what the store holds that refers to the merged-away patient is
             // re-pointed to the survivor, in the same transaction.
@@ -414,20 +418,39 @@ impl Hl7v2Service {
                     _ => None,
                 }));
             }
-            let mut entries = Vec::new();
+            // What the message states, merged onto what the store holds where the message only
+            // names a resource or is its subject (an ORU's PID never overwrites the registered
+            // patient); what the store kept over the message's values is recorded.
             let mut refused = repoint_failed;
-            for r in conversion
-                .resources
-                .iter()
-                .chain(std::iter::once(&provenance))
-            {
+            let mut written: Vec<(Value, Option<u64>)> = Vec::new();
+            let mut conflicts = Vec::new();
+            for (i, r) in conversion.resources.iter().enumerate() {
                 if refused.is_some() {
                     break;
                 }
                 // Alias identifier systems become the canonical ones, as on every REST write.
                 let mut r = r.clone();
                 st.identities.current().canonicalise_resource(&mut r);
-                let r = &r;
+                let statement = conversion.statements.get(i).cloned().unwrap_or_default();
+                if statement.standing == Standing::Owned {
+                    written.push((r, None));
+                    continue;
+                }
+                match cda::onto_stored(st, &r, &statement).await {
+                    Ok(onto) => {
+                        conflicts.extend(onto.conflicts);
+                        written.push((onto.resource, Some(onto.if_match)));
+                    }
+                    Err(e) => refused = Some(format!("not stored: {}", describe(&e))),
+                }
+            }
+            cda::record_conflicts(&mut provenance, &conflicts);
+            written.push((provenance, None));
+            let mut entries = Vec::new();
+            for (r, if_match) in &written {
+                if refused.is_some() {
+                    break;
+                }
                 // The structural rules first (REST gets them from the parser; mapped JSON must pass
                 // them too), then the validation policy.
                 let structural = crate::model::check_resource(
@@ -451,12 +474,9 @@ impl Hl7v2Service {
                 }
                 let ty = r["resourceType"].as_str().unwrap_or_default().to_string();
                 let id = r["id"].as_str().unwrap_or_default().to_string();
-                entries.push(Entry::new(
-                    Method::Put,
-                    &ty,
-                    Target::Id(id),
-                    Some(r.clone()),
-                ));
+                let mut entry = Entry::new(Method::Put, &ty, Target::Id(id), Some(r.clone()));
+                entry.if_match = *if_match;
+                entries.push(entry);
             }
             entries.extend(repointed);
             // Owned by the sender's domain, never over another domain's (before the comparison
@@ -469,7 +489,7 @@ impl Hl7v2Service {
             // A message that re-sends what is stored (an A08 of an unchanged patient, a retry) writes
             // only its Provenance.
             transaction::skip_unchanged(st.store.as_ref(), &mut entries).await;
-            let bundle = transaction_bundle(&conversion, &provenance);
+            let bundle = transaction_bundle(&written);
             // A message is applied whole or not at all: one invalid resource refuses it before the store.
             let outcome = match refused {
                 Some(message) => Err(message),
@@ -482,16 +502,16 @@ impl Hl7v2Service {
                 )
                 .await
                 {
-                    // A version conflict is a concurrent write to a re-pointed resource (or a
-                    // re-pointed resource written by a concurrent message): read again and re-point
-                    // on top of it, rather than refuse a valid message for another one's timing.
+                    // A version conflict is a concurrent write to a re-pointed or merged resource:
+                    // read again and re-point or merge on top of it, rather than refuse a valid
+                    // message for another one's timing.
                     Err(e) if e.status == 412 && attempt < CONFLICT_ATTEMPTS => continue,
                     r => r
                         .map(|_| ())
                         .map_err(|e| format!("not stored: {}", describe(&e))),
                 },
             };
-            break (outcome, bundle, dtm);
+            break (outcome, bundle, dtm, conflicts);
         };
         if let Err(message) = stored {
             let err = AckError {
@@ -520,7 +540,17 @@ impl Hl7v2Service {
                 *c.unmapped.entry(field.to_string()).or_default() += 1;
             }
         }
-        let text = ack::render(header, &d, charset, AckCode::Accept, &dtm, &[]);
+        // Values the store kept over the message's are accepted, and the sender is told (ERR-4 W).
+        let warnings: Vec<AckError> = conflicts
+            .iter()
+            .map(|c| AckError {
+                location: None,
+                code: 0,
+                severity: 'W',
+                message: c.describe(),
+            })
+            .collect();
+        let text = ack::render(header, &d, charset, AckCode::Accept, &dtm, &warnings);
         Ingested {
             code: AckCode::Accept,
             ack: ack::encode(&text, charset),
@@ -791,18 +821,22 @@ fn repoint(v: &mut Value, from: &str, to: &str) -> usize {
     }
 }
 
-fn transaction_bundle(c: &Conversion, provenance: &Value) -> Value {
-    let entries: Vec<Value> = c
-        .resources
+/// The transaction as committed: each resource as written (merged where the message named it or
+/// was its subject, with the version it was merged onto as `ifMatch`), then the Provenance.
+fn transaction_bundle(written: &[(Value, Option<u64>)]) -> Value {
+    let entries: Vec<Value> = written
         .iter()
-        .chain(std::iter::once(provenance))
-        .map(|r| {
+        .map(|(r, if_match)| {
             let url = format!(
                 "{}/{}",
                 r["resourceType"].as_str().unwrap_or_default(),
                 r["id"].as_str().unwrap_or_default()
             );
-            json!({"fullUrl": url, "resource": r, "request": {"method": "PUT", "url": url}})
+            let mut request = json!({"method": "PUT", "url": url});
+            if let Some(v) = if_match.filter(|&v| v != transaction::ABSENT) {
+                request["ifMatch"] = json!(format!("W/\"{v}\""));
+            }
+            json!({"fullUrl": url, "resource": r, "request": request})
         })
         .collect();
     json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
