@@ -81,6 +81,103 @@ async fn tokens_of_each_algorithm_verify_and_bad_ones_get_401() {
     srv.stop().await;
 }
 
+/// `huitong_token_cache_total{result=...}` from `/metrics` (hit, miss).
+async fn token_cache_counts(srv: &TestServer, token: &str) -> (u64, u64) {
+    let text = srv
+        .http
+        .get(format!("{}/metrics", srv.root))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |result: &str| {
+        let name = format!("huitong_token_cache_total{{result=\"{result}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name.as_str()))
+            .unwrap_or_else(|| panic!("no {name} in /metrics: {text}"))
+            .parse::<u64>()
+            .unwrap()
+    };
+    (count("hit"), count("miss"))
+}
+
+#[tokio::test]
+async fn a_verified_token_is_cached_until_it_expires_and_forgeries_are_not_served_from_it() {
+    let keys = Keys::make();
+    // No leeway, so a token expires the second its `exp` has passed.
+    let srv = gateway(&keys, "leeway-secs = 0\n").await;
+    let c = claims("system/*.*", json!({}));
+    let t = keys.sign("ec", "ec", &c);
+    for i in 0..5 {
+        let (s, v) = call(&srv, Method::GET, "Patient", Some(&t), None).await;
+        assert_eq!(s, 200, "use {i}: {v}");
+    }
+    // One signature verification, four answers from the cache (the metrics call is a fifth).
+    assert_eq!(token_cache_counts(&srv, &t).await, (5, 1));
+
+    // The same header and claims under another key's signature, and the valid signature with one
+    // byte changed: other tokens, verified afresh and refused, while the real one stays valid.
+    let forged = keys.sign("ec-other", "ec", &c);
+    let (h, rest) = t.split_once('.').unwrap();
+    let (p, _) = rest.split_once('.').unwrap();
+    let forged_sig = forged.rsplit('.').next().unwrap();
+    let same_claims_forged_sig = format!("{h}.{p}.{forged_sig}");
+    assert_ne!(same_claims_forged_sig, t);
+    let mut flipped = t.clone().into_bytes();
+    let last = flipped.len() - 2;
+    flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+    for (what, bad) in [
+        ("other key's signature", &same_claims_forged_sig),
+        ("changed signature byte", &flipped),
+    ] {
+        for _ in 0..2 {
+            let (s, v) = call(&srv, Method::GET, "Patient", Some(bad), None).await;
+            assert_eq!(s, 401, "{what}: {v}");
+            let text = v["issue"][0]["diagnostics"].as_str().unwrap_or("");
+            assert!(text.contains("signature does not verify"), "{what}: {v}");
+        }
+    }
+    let (hits, misses) = token_cache_counts(&srv, &t).await;
+    assert_eq!(
+        (hits, misses),
+        (6, 5),
+        "each forgery is verified every time"
+    );
+
+    // A token valid for two more seconds is cached, then refused once its `exp` has passed.
+    let exp = now() + 2;
+    let short = keys.sign("ec", "ec", &claims("system/*.*", json!({"exp": exp})));
+    for _ in 0..2 {
+        let (s, v) = call(&srv, Method::GET, "Patient", Some(&short), None).await;
+        assert_eq!(s, 200, "{v}");
+    }
+    assert_eq!(
+        token_cache_counts(&srv, &t).await,
+        (8, 6),
+        "the short token was cached"
+    );
+    while now() <= exp {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    for _ in 0..2 {
+        let (s, v) = call(&srv, Method::GET, "Patient", Some(&short), None).await;
+        assert_eq!(s, 401, "expired: {v}");
+        let text = v["issue"][0]["diagnostics"].as_str().unwrap_or("");
+        assert!(text.contains("expired"), "{v}");
+    }
+    // The long-lived token is still served from the cache.
+    let (s, _) = call(&srv, Method::GET, "Patient", Some(&t), None).await;
+    assert_eq!(s, 200);
+    println!(
+        "security token cache: 1 verification for 6 uses; forgeries and an expired cached token refused"
+    );
+    srv.stop().await;
+}
+
 fn security_support_b64(v: &Value) -> String {
     use base64::Engine;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
@@ -177,6 +274,7 @@ async fn jwks_from_a_url_is_fetched_cached_and_refreshed_on_an_unknown_kid() {
     for kid in ["k3", "k4", "k5"] {
         expect_401(&srv, Some(&keys.sign("ec", kid, &c)), kid).await;
     }
+    // t1 was verified and cached under the old key set: the new set makes it verify again.
     expect_401(&srv, Some(&t1), "rotated-out key").await;
     assert_eq!(jwks.fetched(), 2, "unknown kids are rate-limited");
     srv.stop().await;

@@ -432,6 +432,7 @@ async fn metrics(State(state): State<AppState>) -> Response {
     text.push_str(&state.hl7v3.cda.accepted_violations.render());
     text.push_str(&state.feeds.render_metrics());
     text.push_str(&state.subscriptions.render_metrics());
+    text.push_str(&state.security.render_metrics());
     let mut r = text.into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,

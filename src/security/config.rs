@@ -52,6 +52,10 @@ pub struct AuthConfig {
     /// Clock skew allowed on `exp`/`nbf`.
     #[serde(default = "default_leeway")]
     pub leeway_secs: i64,
+    /// How many verified tokens are remembered (until each one's `exp`), so a token's signature
+    /// is checked once rather than on every request; 0 verifies every request.
+    #[serde(default = "default_token_cache_entries")]
+    pub token_cache_entries: u64,
     /// System senders (HIS, NHSA feeds, MLLP sources): API keys, client certificates, source IPs.
     #[serde(default)]
     pub senders: Vec<SenderConfig>,
@@ -59,6 +63,9 @@ pub struct AuthConfig {
 
 fn default_leeway() -> i64 {
     60
+}
+fn default_token_cache_entries() -> u64 {
+    10_000
 }
 fn default_jwks_refresh() -> u64 {
     300

@@ -15,6 +15,7 @@
 
 use super::config::AuthConfig;
 use super::jwt::{self, Jwk};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -23,10 +24,27 @@ const MAX_JWKS_BYTES: usize = 1 << 20;
 /// The longest a fetched key set is used without asking again, whatever `max-age` says.
 const MAX_AGE_CAP: Duration = Duration::from_secs(86_400);
 
+/// One key set as read or fetched. Its generation is unique in the process, so what was verified
+/// with it (`tokens::TokenCache`) can tell when it has been replaced.
+pub struct KeySet {
+    pub keys: Vec<Jwk>,
+    pub generation: u64,
+}
+
+impl KeySet {
+    fn new(keys: Vec<Jwk>) -> Arc<KeySet> {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        Arc::new(KeySet {
+            keys,
+            generation: NEXT.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+}
+
 /// Where verification keys come from.
 pub enum KeySource {
     /// Read once at start (`jwks-file`), or none.
-    Fixed(Arc<Vec<Jwk>>),
+    Fixed(Arc<KeySet>),
     /// Fetched from `jwks-url` and kept fresh.
     Remote(Arc<RemoteJwks>),
 }
@@ -43,7 +61,7 @@ pub struct RemoteJwks {
 }
 
 struct Cached {
-    keys: Arc<Vec<Jwk>>,
+    keys: Arc<KeySet>,
     fresh_until: Instant,
     /// The last refresh an unknown `kid` asked for.
     last_forced: Option<Instant>,
@@ -61,22 +79,22 @@ impl KeySource {
                     .map_err(|e| format!("cannot read JWKS {}: {e}", f.display()))?;
                 let keys = jwt::jwks_from_json(&bytes)
                     .map_err(|e| format!("JWKS {}: {e}", f.display()))?;
-                Ok(KeySource::Fixed(Arc::new(keys)))
+                Ok(KeySource::Fixed(KeySet::new(keys)))
             }
             (None, Some(u)) => Ok(KeySource::Remote(Arc::new(
                 RemoteJwks::start(u, auth).await?,
             ))),
-            (None, None) => Ok(KeySource::Fixed(Arc::new(Vec::new()))),
+            (None, None) => Ok(KeySource::none()),
         }
     }
 
     /// No keys at all.
     pub fn none() -> KeySource {
-        KeySource::Fixed(Arc::new(Vec::new()))
+        KeySource::Fixed(KeySet::new(Vec::new()))
     }
 
     /// The keys in force. A stale remote key set is still used while a refresh runs behind.
-    pub fn current(&self) -> Arc<Vec<Jwk>> {
+    pub fn current(&self) -> Arc<KeySet> {
         match self {
             KeySource::Fixed(k) => k.clone(),
             KeySource::Remote(r) => r.current(),
@@ -85,7 +103,7 @@ impl KeySource {
 
     /// The keys after fetching again for a token whose `kid` none of `seen` has (when the rate
     /// limit allows): `None` when nothing new came, so the token's refusal stands.
-    pub async fn refreshed_for_unknown_key(&self, seen: &Arc<Vec<Jwk>>) -> Option<Arc<Vec<Jwk>>> {
+    pub async fn refreshed_for_unknown_key(&self, seen: &Arc<KeySet>) -> Option<Arc<KeySet>> {
         let KeySource::Remote(r) = self else {
             return None;
         };
@@ -95,7 +113,7 @@ impl KeySource {
 
     /// How many keys are in force.
     pub fn len(&self) -> usize {
-        self.current().len()
+        self.current().keys.len()
     }
 
     /// Whether no key is in force.
@@ -159,7 +177,7 @@ impl RemoteJwks {
             default_max_age: Duration::from_secs(auth.jwks_refresh_secs),
             min_interval: Duration::from_secs(auth.jwks_min_refresh_secs),
             cache: RwLock::new(Cached {
-                keys: Arc::new(Vec::new()),
+                keys: KeySet::new(Vec::new()),
                 fresh_until: Instant::now(),
                 last_forced: None,
                 refreshing: false,
@@ -175,7 +193,7 @@ impl RemoteJwks {
         Ok(remote)
     }
 
-    fn current(self: &Arc<Self>) -> Arc<Vec<Jwk>> {
+    fn current(self: &Arc<Self>) -> Arc<KeySet> {
         let (keys, stale) = {
             let c = self.cache.read().unwrap_or_else(|e| e.into_inner());
             (
@@ -220,7 +238,7 @@ impl RemoteJwks {
         }
     }
 
-    async fn refresh_for_unknown_key(&self) -> Arc<Vec<Jwk>> {
+    async fn refresh_for_unknown_key(&self) -> Arc<KeySet> {
         let _one = self.fetching.lock().await;
         {
             let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
@@ -249,7 +267,7 @@ impl RemoteJwks {
     fn store(&self, keys: Vec<Jwk>, age: Duration) {
         let age = age.clamp(self.min_interval.min(MAX_AGE_CAP), MAX_AGE_CAP);
         let mut c = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        c.keys = Arc::new(keys);
+        c.keys = KeySet::new(keys);
         c.fresh_until = Instant::now() + age;
     }
 

@@ -258,6 +258,24 @@ pub struct Expectations<'a> {
     pub leeway_secs: i64,
 }
 
+/// Whether `now` lies within a token's `exp` and `nbf`, with the leeway (also what a remembered
+/// token is held to on every use, `tokens::TokenCache`).
+pub fn check_lifetime(
+    expiry: i64,
+    not_before: Option<i64>,
+    exp: &Expectations<'_>,
+) -> Result<(), TokenError> {
+    if exp.now_secs > expiry.saturating_add(exp.leeway_secs) {
+        return Err(TokenError::Expired);
+    }
+    if let Some(nbf) = not_before
+        && exp.now_secs.saturating_add(exp.leeway_secs) < nbf
+    {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
+}
+
 /// Verifies a compact JWS against `keys` and the expectations; returns its claims.
 pub fn verify(token: &str, keys: &[Jwk], exp: &Expectations<'_>) -> Result<Value, TokenError> {
     let mut parts = token.split('.');
@@ -284,14 +302,7 @@ pub fn verify(token: &str, keys: &[Jwk], exp: &Expectations<'_>) -> Result<Value
     }
     let claims: Value = serde_json::from_slice(&b64(p)?).map_err(|_| TokenError::Malformed)?;
     let expiry = claims["exp"].as_i64().ok_or(TokenError::NoExpiry)?;
-    if exp.now_secs > expiry + exp.leeway_secs {
-        return Err(TokenError::Expired);
-    }
-    if let Some(nbf) = claims["nbf"].as_i64()
-        && exp.now_secs + exp.leeway_secs < nbf
-    {
-        return Err(TokenError::NotYetValid);
-    }
+    check_lifetime(expiry, claims["nbf"].as_i64(), exp)?;
     if let Some(aud) = exp.audience {
         let ok = match &claims["aud"] {
             Value::String(a) => a == aud,

@@ -23,6 +23,7 @@ pub mod policy;
 pub mod redact;
 pub mod scopes;
 pub mod sm;
+pub mod tokens;
 
 pub use config::SecurityConfig;
 pub use layer::guard;
@@ -153,6 +154,8 @@ pub struct Security {
     senders: Vec<Sender>,
     pub audit: Option<Arc<audit::AuditLog>>,
     pub limiter: Option<limits::RateLimiter>,
+    /// Bearer tokens that verified, until their `exp` (one signature check per token).
+    tokens: tokens::TokenCache,
     /// Active Consents per patient, as judged answers need them; emptied whenever anything that
     /// could write a Consent succeeds (see `layer::guard`).
     pub consents: moka::sync::Cache<String, Arc<Vec<Value>>>,
@@ -181,6 +184,7 @@ impl Security {
             senders: Vec::new(),
             audit: None,
             limiter: None,
+            tokens: tokens::TokenCache::new(0),
             consents: consent_cache(),
         }
     }
@@ -217,12 +221,15 @@ impl Security {
         };
         let limiter = (config.limits.rate_per_second > 0.0)
             .then(|| limits::RateLimiter::new(config.limits.rate_per_second, config.limits.burst));
+        let tokens =
+            tokens::TokenCache::new(config.auth.as_ref().map_or(0, |a| a.token_cache_entries));
         Ok(Security {
             config,
             keys,
             senders,
             audit,
             limiter,
+            tokens,
             consents: consent_cache(),
         })
     }
@@ -243,9 +250,9 @@ impl Security {
         &self,
         headers: &axum::http::HeaderMap,
         peer: Option<&PeerInfo>,
-    ) -> Result<Principal, AuthFailure> {
+    ) -> Result<Arc<Principal>, AuthFailure> {
         let Some(auth) = &self.config.auth else {
-            return Ok(Principal::open());
+            return Ok(Arc::new(Principal::open()));
         };
         if let Some(v) = headers.get(axum::http::header::AUTHORIZATION) {
             let v = v
@@ -262,19 +269,30 @@ impl Security {
                 now_secs: now_secs(),
                 leeway_secs: auth.leeway_secs,
             };
-            let keys = self.keys.current();
-            let claims = match jwt::verify(token, &keys, &exp) {
+            let mut keys = self.keys.current();
+            match self.tokens.lookup(token, keys.generation, &exp) {
+                tokens::Lookup::Accepted(p) => return Ok(p),
+                tokens::Lookup::Refused(e) => return Err(AuthFailure(e.to_string())),
+                tokens::Lookup::Unknown => {}
+            }
+            let claims = match jwt::verify(token, &keys.keys, &exp) {
                 // Perhaps the provider rotated its keys: fetch them again (rate-limited).
                 Err(e @ jwt::TokenError::UnknownKey(_)) => {
                     match self.keys.refreshed_for_unknown_key(&keys).await {
-                        Some(fresh) => jwt::verify(token, &fresh, &exp),
+                        Some(fresh) => {
+                            keys = fresh;
+                            jwt::verify(token, &keys.keys, &exp)
+                        }
                         None => Err(e),
                     }
                 }
                 other => other,
             }
             .map_err(|e| AuthFailure(e.to_string()))?;
-            return Ok(token_principal(&claims, &self.config.access));
+            let principal = Arc::new(token_principal(&claims, &self.config.access));
+            self.tokens
+                .remember(token, keys.generation, &claims, principal.clone(), &exp);
+            return Ok(principal);
         }
         if let Some(v) = headers.get("x-api-key") {
             let digest = sm::sm3_hex(v.as_bytes());
@@ -287,7 +305,7 @@ impl Security {
                         .as_deref()
                         .is_some_and(|h| constant_time_eq(h.as_bytes(), digest.as_bytes()))
                 })
-                .map(|s| with_method(&s.principal, "api-key"))
+                .map(|s| Arc::new(with_method(&s.principal, "api-key")))
                 .ok_or_else(|| AuthFailure("unknown API key".into()));
         }
         if let Some(cn) = peer.and_then(|p| p.cert_cn.as_deref())
@@ -296,7 +314,7 @@ impl Security {
                 .iter()
                 .find(|s| s.config.cert_cn.as_deref() == Some(cn))
         {
-            return Ok(with_method(&s.principal, "certificate"));
+            return Ok(Arc::new(with_method(&s.principal, "certificate")));
         }
         Err(AuthFailure(
             "authentication required: send 'Authorization: Bearer <token>' or an API key".into(),
@@ -327,6 +345,11 @@ impl Security {
                     peer.addr.ip()
                 ))
             })
+    }
+
+    /// Prometheus text of the security layer (the verified-token cache).
+    pub fn render_metrics(&self) -> String {
+        self.tokens.render_metrics()
     }
 
     /// The status of a hidden resource (`[access] hidden-status`).

@@ -9,6 +9,7 @@ use super::Principal;
 use super::scopes::{self, Perms};
 use crate::definitions::Definitions;
 use crate::rest::AppState;
+use crate::search::params::TypeParams;
 use crate::store::IndexRows;
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -75,9 +76,29 @@ impl<'a> Judge<'a> {
         }
     }
 
+    /// The index rows judging reads: those of the Patient compartment's parameters and of the
+    /// principal's scope restrictions on the type; extracting every parameter of the type (full
+    /// text included) for each judged answer was work nothing here reads.
     fn rows(&self, resource: &Value) -> IndexRows {
         let ty = resource["resourceType"].as_str().unwrap_or("");
-        crate::search::index_rows(&self.st.search, ty, resource, &HashMap::new())
+        let all = self.st.search.for_type(ty);
+        let compartment = compartment_params(ty);
+        let restricted = |code: &str| {
+            self.who
+                .scopes
+                .iter()
+                .any(|s| s.covers(ty) && s.restrictions.iter().any(|(k, _)| k == code))
+        };
+        let wanted = TypeParams {
+            resource_type: ty.to_string(),
+            by_code: all
+                .by_code
+                .iter()
+                .filter(|(code, _)| compartment.contains(&code.as_str()) || restricted(code))
+                .map(|(code, spec)| (code.clone(), spec.clone()))
+                .collect(),
+        };
+        crate::search::extract::extract(&wanted, resource)
     }
 
     /// The patients whose compartment holds the resource (itself, for a Patient).
