@@ -1514,6 +1514,59 @@ async fn ingest_is_owned_by_the_senders_domain_and_not_overwritten_by_another() 
         "{oo}"
     );
     assert_eq!(stored_total(&srv, &op).await, before);
+
+    // B's own document about the same person: accepted and B's. The patient, author and
+    // custodian it names are A's records: they stay as A stored them (no new version, A's
+    // name), and B's Provenance keeps what B's document said of them.
+    let patient = docs
+        .iter()
+        .find(|d| d.starts_with("Patient/"))
+        .unwrap_or_else(|| panic!("{doc}"))
+        .clone();
+    let stored_patient = read(&patient).await;
+    let b_doc = OWNED_CDA
+        .replace("OWNED-DOC-1", "B-DOC-1")
+        .replace("<name>王测试</name>", "<name>王测式</name>");
+    let (s, body) = as_sender(&srv, kb, "cda", xml, fhir, &b_doc).await;
+    assert_eq!(s, 201, "{body}");
+    let b_bundle: Value = serde_json::from_str(&body).unwrap();
+    let b_written = ids(&b_bundle);
+    let b_composition = b_written
+        .iter()
+        .find(|d| d.starts_with("Composition/"))
+        .unwrap_or_else(|| panic!("{b_bundle}"));
+    assert_ne!(
+        Some(b_composition),
+        docs.iter().find(|d| d.starts_with("Composition/"))
+    );
+    assert_eq!(owner(&read(b_composition).await), Some("hosp-b"));
+    let p = read(&patient).await;
+    assert_eq!(owner(&p), Some("hosp-a"), "{p}");
+    assert_eq!(
+        p["meta"]["versionId"], stored_patient["meta"]["versionId"],
+        "{p}"
+    );
+    assert_eq!(p["name"], stored_patient["name"], "{p}");
+    let found = read(&format!("Provenance?target={b_composition}")).await;
+    let prov = &found["entry"][0]["resource"];
+    let kept = prov["contained"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"] == "kept")
+        .unwrap_or_else(|| panic!("no #kept in {prov}"));
+    let issue = kept["issue"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| {
+            i["details"]["text"]
+                .as_str()
+                .is_some_and(|t| t.starts_with(&patient))
+        })
+        .unwrap_or_else(|| panic!("{kept}"));
+    let said = issue["diagnostics"].as_str().unwrap();
+    assert!(said.contains("hosp-a") && said.contains("王测式"), "{said}");
     srv.stop().await;
 }
 

@@ -102,6 +102,19 @@ pub struct Conflict {
 }
 
 impl Conflict {
+    /// A named record another domain owns, left as stored: `stated` is everything the message
+    /// said of it, kept here since it is written nowhere else.
+    pub fn foreign(target: String, owner: &str, stated: &Value) -> Conflict {
+        let ty = target.split('/').next().unwrap_or_default().to_string();
+        Conflict {
+            target,
+            path: ty,
+            kept: json!(format!("the record of domain '{owner}'")),
+            dropped: stated.clone(),
+            replaced: false,
+        }
+    }
+
     fn words(&self) -> String {
         if self.replaced {
             format!(

@@ -96,6 +96,19 @@ pub fn admit(
     Ok(())
 }
 
+/// The domain that owns `stored` when it is not the sender's own (and the sender is not the
+/// platform operator): a record the sender may name but not write. A message that only names it
+/// (a document's patient registered by another hospital) leaves it as stored.
+pub fn foreign_owner(st: &AppState, stored: &Value) -> Option<String> {
+    let who = st.writer.as_deref()?;
+    if who.is_operator() {
+        return None;
+    }
+    domain_of(stored)
+        .filter(|owner| Some(*owner) != who.domain.as_deref())
+        .map(str::to_string)
+}
+
 /// [`admit`] for every write of an ingest about to be committed, reading each one's stored
 /// version; the first refusal refuses the ingest (nothing of it is written).
 pub async fn claim(st: &AppState, entries: &mut [Entry]) -> Result<(), FhirError> {

@@ -17,6 +17,7 @@ use crate::ingest::rule_policy::{self, AcceptedViolations, LetThrough};
 use crate::mapping::ids::resource_id;
 use crate::model::{FhirError, Issue};
 use crate::rest::AppState;
+use crate::security::ownership;
 use crate::transaction::{self, Entry, Method, Scope, Target};
 use crate::xml::Limits;
 use convert::{CdaError, Converted};
@@ -238,8 +239,10 @@ pub async fn commit_stated(
             }
             let onto = onto_stored(st, r, s).await?;
             conflicts.extend(onto.conflicts);
-            preconditions.insert(type_and_id(r), onto.if_match);
-            resources.push(onto.resource);
+            if !onto.foreign {
+                preconditions.insert(type_and_id(r), onto.if_match);
+                resources.push(onto.resource);
+            }
         }
         resources.extend(containers.iter().cloned());
         let mut prov = provenance.clone();
@@ -265,6 +268,9 @@ pub(crate) struct Onto {
     /// that a concurrent write makes the caller merge again rather than overwrite it.
     pub if_match: u64,
     pub conflicts: Vec<Conflict>,
+    /// The record belongs to another domain than the sender's and the message only names it:
+    /// it is not written (the conflict records what the message said of it).
+    pub foreign: bool,
 }
 
 /// `stated` (a named or subject resource, never an owned one) merged by [`merge::merge`] onto
@@ -286,6 +292,17 @@ pub(crate) async fn onto_stored(
         Some((v.version, b))
     });
     Ok(match body {
+        Some((version, old))
+            if statement.standing == Standing::Named
+                && let Some(owner) = ownership::foreign_owner(st, &old) =>
+        {
+            Onto {
+                resource: old,
+                if_match: version,
+                conflicts: vec![Conflict::foreign(type_and_id(stated), &owner, stated)],
+                foreign: true,
+            }
+        }
         Some((version, old)) => {
             let single = single_systems(st, ty, [&old, stated]);
             let (resource, conflicts) = merge::merge(&old, stated, statement, &single);
@@ -293,6 +310,7 @@ pub(crate) async fn onto_stored(
                 resource,
                 if_match: version,
                 conflicts,
+                foreign: false,
             }
         }
         // Created only if still absent: a concurrent message creating the same record makes
@@ -301,6 +319,7 @@ pub(crate) async fn onto_stored(
             resource: stated.clone(),
             if_match: transaction::ABSENT,
             conflicts: Vec::new(),
+            foreign: false,
         },
     })
 }

@@ -439,7 +439,9 @@ impl Hl7v2Service {
                 match cda::onto_stored(st, &r, &statement).await {
                     Ok(onto) => {
                         conflicts.extend(onto.conflicts);
-                        written.push((onto.resource, Some(onto.if_match)));
+                        if !onto.foreign {
+                            written.push((onto.resource, Some(onto.if_match)));
+                        }
                     }
                     Err(e) => refused = Some(format!("not stored: {}", describe(&e))),
                 }
