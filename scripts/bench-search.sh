@@ -11,6 +11,7 @@
 # issue's targets. No peer is run.
 # Environment: HUITONG_CORPORA, TOTAL (1000000 resources), MAX_LOAD_SECONDS (1500: no patient bundle
 # is started after that; the size reached is printed and searched), CLIENTS (4), N (200),
+# SEARCH_SECONDS (20: a slower search stops after that many seconds of runs),
 # KEEP_DATA (set: the data directory is kept and its path printed), DATA (a data directory kept
 # by an earlier run: served as it is, the ingest is skipped), CARGO_TARGET_DIR.
 set -euo pipefail
@@ -21,6 +22,7 @@ corpora="${HUITONG_CORPORA:-$root/../shared/corpora}"
 tgz="$corpora/synthea/synthea-r4-bundles.tgz"
 clients="${CLIENTS:-4}"
 n="${N:-200}"
+search_seconds="${SEARCH_SECONDS:-20}"
 total="${TOTAL:-1000000}"
 max_load_seconds="${MAX_LOAD_SECONDS:-1500}"
 prefer="return=minimal"
@@ -67,5 +69,5 @@ else
 fi
 
 echo "== searches ($n each after one warm-up, sequential, one keep-alive connection)"
-python3 "$here/bench_search_client.py" "$base" "$n" | tee "$work/search.txt"
+python3 "$here/bench_search_client.py" "$base" "$n" --seconds "$search_seconds" | tee "$work/search.txt"
 echo "== load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
