@@ -34,7 +34,7 @@ if ! command -v wrk >/dev/null; then
 fi
 
 echo "== building the release binary"
-(cd "$root" && cargo build --release --bin huitong)
+(cd "$root" && cargo build --release --locked --bin huitong)
 bin="${CARGO_TARGET_DIR:-$root/target}/release/huitong"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/huitong-bench.XXXXXX")"
@@ -48,8 +48,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-mkdir -p "$work/bundles" "$work/data"
-tar xzf "$tgz" -C "$work/bundles" --strip-components=1
+mkdir -p "$work/data"
 
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 base="http://127.0.0.1:$port/fhir"
@@ -64,8 +63,8 @@ curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "bench-ingest: se
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(free -h | awk '/^Mem:/ {print $2}') RAM; $(date -u +%Y-%m-%dT%H:%MZ); $("$bin" version)"
 echo "== load average before the run: $(cut -d' ' -f1-3 /proc/loadavg) (other processes on the machine distort the figures)"
-echo "== ingest: $(ls "$work/bundles" | wc -l) bundle files into $base"
-python3 "$here/bench_ingest_loader.py" "$base" "$work/bundles" --clients "$clients" --prefer "$prefer" \
+echo "== ingest: the bundles of $tgz (read in place) into $base"
+python3 "$here/bench_ingest_loader.py" "$base" "$tgz" --clients "$clients" --prefer "$prefer" \
     --server-pid "$server_pid" --patient-id-file "$work/patient-id" | tee "$work/ingest.txt"
 patient_id="$(cat "$work/patient-id")"
 echo "== store after ingest: $(du -sh "$work/data" | cut -f1) on disk"

@@ -304,6 +304,11 @@ fn num_matches(prefix: &str, x: f64, v: &str) -> bool {
     let t: f64 = v.parse().unwrap();
     let decimals = v.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
     let half = 0.5 * 10f64.powi(-decimals);
+    prefix_matches(prefix, x, t, half)
+}
+
+/// `x` against the searched `t`, whose precision implies `[t - half, t + half)`.
+fn prefix_matches(prefix: &str, x: f64, t: f64, half: f64) -> bool {
     match prefix {
         "eq" => x >= t - half && x < t + half,
         "ne" => !(x >= t - half && x < t + half),
@@ -314,6 +319,40 @@ fn num_matches(prefix: &str, x: f64, v: &str) -> bool {
         "ap" => x >= t - (t * 0.1).abs() && x <= t + (t * 0.1).abs(),
         _ => false,
     }
+}
+
+const UCUM: &str = "http://unitsofmeasure.org";
+
+/// The factor of a UCUM unit over its base units and the base-unit expression, by the FHIRPath
+/// engine's conversion (`None` when the unit has no such form).
+fn ucum_base(unit: &str) -> Option<(rust_decimal::Decimal, String)> {
+    let q = fhirpath::Quantity {
+        value: rust_decimal::Decimal::ONE,
+        unit: unit.to_string(),
+    }
+    .canonical()?;
+    Some((q.value, q.unit))
+}
+
+/// [`num_matches`] of a stored value `x` (in a unit of factor `fx`) against a searched `v` (in a
+/// unit of factor `fv`), both taken to base units; the searched precision scales too.
+fn num_matches_scaled(
+    prefix: &str,
+    x: &str,
+    fx: rust_decimal::Decimal,
+    v: &str,
+    fv: rust_decimal::Decimal,
+) -> bool {
+    use rust_decimal::prelude::ToPrimitive;
+    let dec = |s: &str| s.parse::<rust_decimal::Decimal>().ok();
+    let (Some(x), Some(t)) = (dec(x), dec(v)) else {
+        return false;
+    };
+    let x = (x * fx).to_f64().unwrap();
+    let t = (t * fv).to_f64().unwrap();
+    let decimals = v.split_once('.').map_or(0, |(_, f)| f.len()) as i32;
+    let half = 0.5 * 10f64.powi(-decimals) * fv.to_f64().unwrap();
+    prefix_matches(prefix, x, t, half)
 }
 
 fn ref_target(v: &str) -> Option<(String, String)> {
@@ -444,6 +483,18 @@ fn matches(w: &World, ty: &str, id: &str, r: &Value, name: &str, value: &str) ->
                 let s = j.get("system").and_then(Value::as_str).unwrap_or("");
                 let c = j.get("code").and_then(Value::as_str).unwrap_or("");
                 let u = j.get("unit").and_then(Value::as_str).unwrap_or("");
+                if system == UCUM && !unit.is_empty() {
+                    // A UCUM unit: both sides in base units, where the unit has that form.
+                    let stored = if c.is_empty() { u } else { c };
+                    if let Some((factor, canon)) = ucum_base(unit) {
+                        let value = j.get("value").map(Value::to_string).unwrap_or_default();
+                        return s == UCUM
+                            && ucum_base(stored).is_some_and(|(f, cu)| {
+                                cu == canon && num_matches_scaled(prefix, &value, f, num, factor)
+                            });
+                    }
+                    return s == UCUM && stored == unit && num_matches(prefix, x, num);
+                }
                 num_matches(prefix, x, num)
                     && (system.is_empty() || s == system)
                     && (unit.is_empty() || c == unit || (c.is_empty() && u == unit))

@@ -266,6 +266,27 @@ fn reduce(unit: &str) -> Option<Reduced> {
     Some(acc)
 }
 
+/// The atoms every unit [`atom`] knows is reduced to.
+const BASE_ATOMS: [&str; 5] = ["g", "m", "s", "mol", "K"];
+
+/// The unit expression of reduced dimensions: `g.m-1.s-2`, `1` for none.
+fn dims_unit(dims: &BTreeMap<String, i32>) -> String {
+    let mut unit = String::new();
+    for (d, e) in dims {
+        if !unit.is_empty() {
+            unit.push('.');
+        }
+        unit.push_str(d);
+        if *e != 1 {
+            unit.push_str(&e.to_string());
+        }
+    }
+    if unit.is_empty() {
+        unit.push('1');
+    }
+    unit
+}
+
 fn temperature_to_kelvin(value: Decimal, unit: &str) -> Option<Decimal> {
     match unit {
         "Cel" => Some(value + dec("273.15")),
@@ -403,20 +424,29 @@ impl Quantity {
             self.value.checked_mul(other.value)?
         };
         let value = raw.checked_mul(factor)?;
-        let mut unit = String::new();
-        for (d, e) in &dims {
-            if !unit.is_empty() {
-                unit.push('.');
-            }
-            unit.push_str(d);
-            if *e != 1 {
-                unit.push_str(&e.to_string());
-            }
+        Some(Quantity {
+            value,
+            unit: dims_unit(&dims),
+        })
+    }
+
+    /// This quantity in UCUM base units, the one form all quantities of a dimension share
+    /// (`5400 mg` is `5.4 g`, `120 mm[Hg]` is `15998640 g.m-1.s-2`, `50 %` is `0.5 1`): what a
+    /// search compares when it names a UCUM unit. `None` when the unit has no such form: an atom
+    /// this engine does not know (it would only be its own dimension), a scale with an offset
+    /// (`Cel`, `[degF]`), a calendar keyword (not UCUM).
+    pub fn canonical(&self) -> Option<Quantity> {
+        if is_calendar_unit(&self.unit) {
+            return None;
         }
-        if unit.is_empty() {
-            unit.push('1');
+        let r = reduce(&self.unit)?;
+        if !r.dims.keys().all(|d| BASE_ATOMS.contains(&d.as_str())) {
+            return None;
         }
-        Some(Quantity { value, unit })
+        Some(Quantity {
+            value: self.value.checked_mul(r.factor)?.normalize(),
+            unit: dims_unit(&r.dims),
+        })
     }
 
     /// Adds or subtracts; the result carries this quantity's unit.
@@ -482,6 +512,22 @@ mod tests {
                 .map(|x| (x.value, x.unit)),
             Some((dec("3"), "1".to_string()))
         );
+    }
+
+    #[test]
+    fn canonical_form_is_shared_by_a_dimension_and_absent_without_one() {
+        let c = |v: &str, u: &str| q(v, u).canonical().map(|x| (x.value, x.unit));
+        assert_eq!(c("5400", "mg"), Some((dec("5.4"), "g".to_string())));
+        assert_eq!(c("5.4", "g"), c("5400", "mg"));
+        assert_eq!(
+            c("120", "mm[Hg]"),
+            Some((dec("15998640"), "g.m-1.s-2".to_string()))
+        );
+        assert_eq!(c("1", "mg/dL"), Some((dec("10"), "g.m-3".to_string())));
+        assert_eq!(c("50", "%"), Some((dec("0.5"), "1".to_string())));
+        assert_eq!(c("36.6", "Cel"), None);
+        assert_eq!(c("3", "[iU]/L"), None);
+        assert_eq!(c("1", "year"), None);
     }
 
     #[test]

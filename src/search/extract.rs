@@ -481,7 +481,10 @@ fn number(json: &Value) -> Option<f64> {
 }
 
 fn add_quantity(rows: &mut IndexRows, param: &str, ty: &str, json: &Value) {
-    let Some(value) = json.get("value").and_then(number) else {
+    let Some(raw) = json.get("value") else {
+        return;
+    };
+    let Some(value) = number(raw) else {
         return;
     };
     let code = str_of(json, "code").or(if ty == "Money" {
@@ -489,12 +492,22 @@ fn add_quantity(rows: &mut IndexRows, param: &str, ty: &str, json: &Value) {
     } else {
         None
     });
+    let system = str_of(json, "system");
+    let unit = str_of(json, "unit");
+    // The decimal as written, so the conversion is exact (`120 mm[Hg]` stays an exact value).
+    let written = match raw {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let canonical = super::units::of_stored(&written, value, system, code, unit);
     rows.quantities.push(QuantityRow {
         param: param.to_string(),
         value,
-        system: str_of(json, "system").map(str::to_string),
+        system: system.map(str::to_string),
         code: code.map(str::to_string),
-        unit: str_of(json, "unit").map(str::to_string),
+        unit: unit.map(str::to_string),
+        canonical_value: canonical.value,
+        canonical_code: canonical.code,
     });
 }
 

@@ -22,6 +22,7 @@ pub mod plan;
 pub mod query;
 pub mod run;
 pub mod sql;
+pub mod units;
 
 pub use params::Catalogue;
 pub use plan::SearchPlan;

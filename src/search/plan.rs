@@ -34,6 +34,16 @@ impl Prefix {
     }
 }
 
+/// A searched quantity in canonical UCUM units (`search::units::of_search`): the value, the
+/// bounds `[low, high)` its precision implies, scaled alike, and the canonical unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanonicalQuantity {
+    pub value: f64,
+    pub low: f64,
+    pub high: f64,
+    pub code: String,
+}
+
 /// How a string value matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StringMatch {
@@ -145,6 +155,9 @@ pub enum Predicate {
         high: f64,
         system: Option<String>,
         code: Option<String>,
+        /// The same in canonical UCUM units, when the search names a UCUM unit: then that is
+        /// what is compared.
+        canonical: Option<CanonicalQuantity>,
     },
     /// A reference to `Type/id` (type optional) or to a URL as written.
     Reference {

@@ -979,6 +979,12 @@ fn one_value(
             let unit = parts.next().filter(|s| !s.is_empty()).map(str::to_string);
             let (value, low, high) = number_range(num)
                 .ok_or_else(|| bad(format!("'{v}' is not number|system|code for '{code}'")))?;
+            let canonical = super::units::of_search(
+                num,
+                (value, low, high),
+                system.as_deref(),
+                unit.as_deref(),
+            );
             Ok(Predicate::Quantity {
                 param: code,
                 prefix,
@@ -987,6 +993,7 @@ fn one_value(
                 high,
                 system,
                 code: unit,
+                canonical,
             })
         }
         ParamKind::Reference => reference(spec, modifier, v, opts, types),

@@ -310,8 +310,20 @@ fn key_set(q: &mut Sql, types: &[String], p: &Predicate) -> (String, bool) {
             high,
             system,
             code,
+            canonical,
         } => {
             let mut s = scope(q, "idx_quantity", param);
+            if let Some(c) = canonical {
+                // A UCUM unit: compared in canonical units, whatever unit each row was stored in.
+                // (Arguments are bound in the order they appear in the text.)
+                let unit = q.text(&c.code);
+                let cond = number_condition(q, "canonical_value", *prefix, c.value, c.low, c.high);
+                let sys = q.text(crate::terminology::ucum::SYSTEM);
+                s.push_str(&format!(
+                    " AND canonical_code = {unit} AND {cond} AND system = {sys}"
+                ));
+                return (s, false);
+            }
             let c = number_condition(q, "value", *prefix, *value, *low, *high);
             s.push_str(&format!(" AND {c}"));
             if let Some(sys) = system {

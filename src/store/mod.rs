@@ -190,7 +190,9 @@ pub struct NumberRow {
     pub value: f64,
 }
 
-/// A quantity index row: the value with its unit as given.
+/// A quantity index row: the value with its unit as given, and what a search naming a UCUM unit
+/// compares (`search::units::of_stored`): the value in canonical UCUM units and that unit, or the
+/// value and code as given when there is no canonical form.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantityRow {
     pub param: String,
@@ -198,6 +200,8 @@ pub struct QuantityRow {
     pub system: Option<String>,
     pub code: Option<String>,
     pub unit: Option<String>,
+    pub canonical_value: f64,
+    pub canonical_code: String,
 }
 
 /// A uri index row.

@@ -152,6 +152,16 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE resource_head ADD COLUMN last_updated_ms INTEGER NOT NULL DEFAULT 0;
     UPDATE resource_head SET last_updated_ms =
         (SELECT v.last_updated_ms FROM resource_version v WHERE v.seq = resource_head.seq);",
+    // v3: quantity rows carry the value in canonical UCUM units (`search::units`), looked up by
+    // canonical unit and value. SQL cannot convert units: existing rows get their own value and
+    // code (what a quantity without a canonical form is compared by), correct for searches in the
+    // unit as stored; a `$reindex` converts them.
+    "ALTER TABLE idx_quantity ADD COLUMN canonical_value REAL NOT NULL DEFAULT 0;
+    ALTER TABLE idx_quantity ADD COLUMN canonical_code TEXT NOT NULL DEFAULT '';
+    UPDATE idx_quantity SET canonical_value = value,
+        canonical_code = CASE WHEN code = '' THEN unit ELSE code END;
+    CREATE INDEX idx_quantity_canonical ON idx_quantity
+        (resource_type, param, canonical_code, canonical_value);",
 ];
 
 /// A message to the writer thread.

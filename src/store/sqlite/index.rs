@@ -62,7 +62,15 @@ const TABLES: [(&str, &[&str]); 7] = [
     ("idx_number", &["param", "value"]),
     (
         "idx_quantity",
-        &["param", "value", "system", "code", "unit"],
+        &[
+            "param",
+            "value",
+            "system",
+            "code",
+            "unit",
+            "canonical_value",
+            "canonical_code",
+        ],
     ),
     ("idx_uri", &["param", "uri"]),
 ];
@@ -140,6 +148,8 @@ fn by_table(rows: &IndexRows) -> [Vec<Row>; 7] {
                     opt(&r.system),
                     opt(&r.code),
                     opt(&r.unit),
+                    real(r.canonical_value),
+                    text(&r.canonical_code),
                 ]
             })
             .collect(),
