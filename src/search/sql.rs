@@ -100,9 +100,11 @@ fn range_condition(
     shi: i64,
     margin: i64,
 ) -> String {
+    // `{lo} <= b` is implied (a row's low is at most its high) but bounds the scan of the
+    // `(type, param, low, high)` index to the searched range instead of every later row.
     let eq = |q: &mut Sql| {
-        let (a, b) = (q.int(slo), q.int(shi));
-        format!("({lo} >= {a} AND {hi} <= {b})")
+        let (a, b, c) = (q.int(slo), q.int(shi), q.int(shi));
+        format!("({lo} >= {a} AND {lo} <= {b} AND {hi} <= {c})")
     };
     match prefix {
         Prefix::Eq => eq(q),

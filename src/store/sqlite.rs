@@ -950,26 +950,26 @@ struct WriterTx<'c> {
 impl WriterTx<'_> {
     fn write_version(&mut self, v: NewVersion) -> Result<Arc<StoredVersion>, StoreError> {
         let version = to_i64(v.version, "version")?;
-        let mut st = self
-            .conn
+        // `seq` is the rowid. Not `RETURNING seq`: closing a RETURNING statement releases its
+        // statement savepoint, which inside a large group commit cost more than half the
+        // writer's time (measured with perf on the Synthea load).
+        self.conn
             .prepare_cached(
                 "INSERT INTO resource_version (resource_type, id, version, last_updated_ms, method, body)
-                 VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+                 VALUES (?, ?, ?, ?, ?, ?)",
             )
-            .map_err(db_err)?;
-        let seq: i64 = st
-            .query_row(
-                params![
+            .and_then(|mut st| {
+                st.execute(params![
                     v.resource_type,
                     v.id,
                     version,
                     self.now_ms,
                     v.method.code(),
                     v.body.as_deref()
-                ],
-                |r| r.get(0),
-            )
+                ])
+            })
             .map_err(db_err)?;
+        let seq = self.conn.last_insert_rowid();
         self.conn
             .prepare_cached(
                 "INSERT INTO resource_head (resource_type, id, version, seq, deleted, last_updated_ms)
