@@ -282,3 +282,25 @@ pub struct SearchPlan {
     /// Parameters ignored under `Prefer: handling=lenient`, with the reason.
     pub ignored: Vec<String>,
 }
+
+impl SearchPlan {
+    /// Everything of `types`, `count` per page, in the default order, with no views.
+    pub fn over(types: Vec<String>, count: usize) -> SearchPlan {
+        SearchPlan {
+            types,
+            filters: vec![],
+            sort: vec![],
+            count,
+            cursor: Cursor::Start,
+            include: vec![],
+            revinclude: vec![],
+            summary: None,
+            elements: None,
+            total: Total::Accurate,
+            contained: Contained::No,
+            contained_type: ContainedType::Container,
+            applied: vec![],
+            ignored: vec![],
+        }
+    }
+}

@@ -138,22 +138,7 @@ pub fn parse(
     catalogue: &Catalogue,
     opts: &ParseOptions,
 ) -> Result<SearchPlan, FhirError> {
-    let mut plan = SearchPlan {
-        types: types.to_vec(),
-        filters: vec![],
-        sort: vec![],
-        count: opts.default_count.min(opts.max_count),
-        cursor: Cursor::Start,
-        include: vec![],
-        revinclude: vec![],
-        summary: None,
-        elements: None,
-        total: Total::Accurate,
-        contained: Contained::No,
-        contained_type: ContainedType::Container,
-        applied: vec![],
-        ignored: vec![],
-    };
+    let mut plan = SearchPlan::over(types.to_vec(), opts.default_count.min(opts.max_count));
     let values: usize = params
         .iter()
         .filter(|(name, _)| !CONTROLS.contains(&name.as_str()))

@@ -700,26 +700,12 @@ mod tests {
 
     #[test]
     fn dialects_differ_only_in_placeholders() {
-        let plan = SearchPlan {
-            types: vec!["Patient".into()],
-            filters: vec![vec![Predicate::Token {
-                param: "gender".into(),
-                system: None,
-                code: Some("male".into()),
-            }]],
-            sort: vec![],
-            count: 10,
-            cursor: Cursor::Start,
-            include: vec![],
-            revinclude: vec![],
-            summary: None,
-            elements: None,
-            total: Total::Accurate,
-            contained: Contained::No,
-            contained_type: ContainedType::Container,
-            applied: vec![],
-            ignored: vec![],
-        };
+        let mut plan = SearchPlan::over(vec!["Patient".into()], 10);
+        plan.filters = vec![vec![Predicate::Token {
+            param: "gender".into(),
+            system: None,
+            code: Some("male".into()),
+        }]];
         let a = page(&plan, &Sqlite, 11);
         let b = page(&plan, &Postgres, 11);
         assert_eq!(a.args, b.args);

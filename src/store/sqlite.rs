@@ -162,6 +162,9 @@ const MIGRATIONS: &[&str] = &[
         canonical_code = CASE WHEN code = '' THEN unit ELSE code END;
     CREATE INDEX idx_quantity_canonical ON idx_quantity
         (resource_type, param, canonical_code, canonical_value);",
+    // v4: `gt`/`ge`/`eb` compare a row's high end only; without an index that leads with it,
+    // they read every row of the parameter (`ge` becomes a union of this and the low index).
+    "CREATE INDEX idx_date_high ON idx_date (resource_type, param, high);",
 ];
 
 /// A message to the writer thread.
@@ -2162,5 +2165,51 @@ mod tests {
         }
         let r = SqliteStore::open(dir.path(), SqliteOptions::default());
         assert!(matches!(r, Err(StoreError::Backend(ref m)) if m.contains("newer")));
+    }
+
+    /// Every date prefix except `ne` and `ap` (whose matches are not one range of either end)
+    /// finds its rows by a range of the low or the high index, never by reading every row of the
+    /// parameter.
+    #[tokio::test]
+    async fn date_searches_read_a_range_of_an_index() {
+        use crate::search::plan::{Predicate, Prefix};
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(dir.path()));
+        let c = Connection::open(dir.path().join(DB_FILE)).expect("open");
+        for prefix in [
+            Prefix::Eq,
+            Prefix::Gt,
+            Prefix::Ge,
+            Prefix::Lt,
+            Prefix::Le,
+            Prefix::Sa,
+            Prefix::Eb,
+        ] {
+            let mut plan = crate::search::plan::SearchPlan::over(vec!["Observation".into()], 10);
+            plan.filters = vec![vec![Predicate::Date {
+                param: "date".into(),
+                prefix,
+                low: 1_000,
+                high: 2_000,
+                margin: 0,
+            }]];
+            let q = crate::search::sql::page(&plan, &crate::search::sql::Sqlite, 11);
+            let mut st = c
+                .prepare(&format!("EXPLAIN QUERY PLAN {}", q.sql))
+                .expect("explain");
+            let steps: Vec<String> = st
+                .query_map(rusqlite::params_from_iter(sql_args(&q.args)), |r| r.get(3))
+                .expect("plan")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            let on_dates: Vec<&String> = steps.iter().filter(|s| s.contains("idx_date")).collect();
+            assert!(!on_dates.is_empty(), "{prefix:?}: {steps:#?}");
+            for step in on_dates {
+                assert!(
+                    step.contains("low>") || step.contains("low<") || step.contains("high"),
+                    "{prefix:?} reads every row of the parameter: {steps:#?}"
+                );
+            }
+        }
     }
 }
