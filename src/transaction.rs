@@ -78,6 +78,11 @@ pub struct Entry {
     /// says (see [`skip_unchanged`]): if that is still the current version when the entry is
     /// applied, nothing is written.
     pub stored_same: Option<u64>,
+    /// The current version as the caller read it while preparing the entry (`Some(None)`:
+    /// nothing stored), so that the checks before [`apply`] ([`skip_unchanged`], the ingest
+    /// ownership rule) do not read it again. The unit of work does not trust it: `if_match` and
+    /// `stored_same` are checked against the store there.
+    pub read_before: Option<Option<Arc<StoredVersion>>>,
 }
 
 impl Entry {
@@ -98,6 +103,7 @@ impl Entry {
             if_match: None,
             if_none_exist: None,
             stored_same: None,
+            read_before: None,
         }
     }
 }
@@ -213,8 +219,13 @@ pub async fn skip_unchanged(store: &dyn Store, entries: &mut [Entry]) {
         };
         // A failed read only means the entry is written as sent. A conditional entry is
         // skipped only if the version it is conditional on holds it (a merge that changed
-        // nothing).
-        if let Ok(Some(v)) = store.read(&e.resource_type, id).await
+        // nothing). A version the caller read is as good as a fresh read: the writer writes
+        // nothing only if it is still the current one.
+        let read = match &e.read_before {
+            Some(read) => read.clone(),
+            None => store.read(&e.resource_type, id).await.ok().flatten(),
+        };
+        if let Some(v) = read
             && e.if_match.is_none_or(|m| m == v.version)
             && holds(&v, resource)
         {

@@ -1005,3 +1005,259 @@ async fn a_result_naming_a_registered_patient_adds_to_it_and_never_overwrites_it
     let ids = strings(&p["identifier"], "value");
     assert!(ids.contains(&"HC9"), "{ids:?}");
 }
+
+/// The contained resource `id` of the Provenance of message `control` from facility H1.
+async fn provenance_part(srv: &TestServer, control: &str, id: &str) -> Option<Value> {
+    let prov = resource_id("Provenance", "H1", &format!("message|{control}"));
+    let (status, pr) = json_of(srv.get(&format!("Provenance/{prov}")).await).await;
+    assert_eq!(status, 200, "{pr}");
+    pr["contained"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["id"] == id)
+        .cloned()
+}
+
+/// Asserts that the Provenance of message `control` reports none of `fields` as not mapped.
+async fn assert_consumed(srv: &TestServer, control: &str, fields: &[&str]) {
+    let Some(oo) = provenance_part(srv, control, "unmapped").await else {
+        return;
+    };
+    // Located as `PID-13 (segment 3)`.
+    let unmapped: Vec<&str> = oo["issue"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["location"][0].as_str())
+        .collect();
+    for f in fields {
+        let here = format!("{f} ");
+        assert!(
+            !unmapped.iter().any(|u| u.starts_with(&here)),
+            "{f}: {unmapped:?}"
+        );
+    }
+}
+
+/// A04 registering patient `mrn` with a home and a work telephone, a sex and an address.
+fn registration(control: &str, mrn: &str) -> String {
+    format!(
+        "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||ADT^A04^ADT_A01|{control}|P|2.5\r\
+         EVN|A04|20240102030405\r\
+         PID|1||{mrn}^^^H1^MR||Wang^Li||19800102|F|||Road 1^^Beijing^^100000||^PRN^PH^^^^13800000000|^WPN^PH^^^^01088880000||M\r\
+         PV1|1|O|||||||||||||||||V-{mrn}^^^H1^VN\r"
+    )
+}
+
+#[tokio::test]
+async fn an_explicit_null_in_an_update_deletes_the_element_and_an_empty_field_deletes_nothing() {
+    let srv = server().await;
+    let pid = patient_id("NUL1");
+    let (_, ack) = post_v2(&srv, registration("X1", "NUL1").as_bytes(), false).await;
+    assert!(msa(&ack).starts_with("MSA|AA|X1"), "{}", msa(&ack));
+    let (_, p) = json_of(srv.get(&format!("Patient/{pid}")).await).await;
+    assert_eq!(p["telecom"].as_array().map(Vec::len), Some(2), "{p}");
+
+    // The register's update: PID-8 and PID-13 are `""` (delete), PID-11 and PID-14 are empty
+    // (not sent: no change).
+    let a08 = "MSH|^~\\&|HIS|H1|HUI|HUI|20240106030405||ADT^A08^ADT_A01|X2|P|2.5\r\
+               EVN|A08|20240106030405\r\
+               PID|1||NUL1^^^H1^MR||Wang^Li||19800102|\"\"|||||\"\"|||M\r\
+               PV1|1|O|||||||||||||||||V-NUL1^^^H1^VN\r";
+    let (_, ack) = post_v2(&srv, a08.as_bytes(), false).await;
+    assert!(msa(&ack).starts_with("MSA|AA|X2"), "{}", msa(&ack));
+    let (_, p) = json_of(srv.get(&format!("Patient/{pid}")).await).await;
+    assert!(p.get("gender").is_none(), "PID-8 \"\" deletes the sex: {p}");
+    assert_eq!(
+        strings(&p["telecom"], "value"),
+        ["01088880000"],
+        "PID-13 \"\" deletes the home telephone, not PID-14's work one: {p}"
+    );
+    assert_eq!(p["telecom"][0]["use"], "work", "{p}");
+    assert_eq!(
+        p["address"][0]["city"], "Beijing",
+        "an empty PID-11 deletes nothing: {p}"
+    );
+    assert!(p["maritalStatus"].is_object(), "{p}");
+    assert_eq!(p["meta"]["versionId"], "2", "{p}");
+    assert!(
+        !p.to_string().contains(r#"\"\""#),
+        "no literal \"\" stored: {p}"
+    );
+    // A `""` a rule maps is consumed, not reported as unmapped.
+    assert_consumed(&srv, "X2", &["PID-8", "PID-13"]).await;
+    assert!(
+        provenance_part(&srv, "X2", "kept").await.is_none(),
+        "the subject's deletions are applied, nothing kept"
+    );
+
+    // An empty field in a later update deletes nothing either: the work telephone stays.
+    let a08 = a08
+        .replace("|X2|", "|X3|")
+        .replace("|\"\"|||||\"\"|||M", "|M||||||||M");
+    let (_, ack) = post_v2(&srv, a08.as_bytes(), false).await;
+    assert!(msa(&ack).starts_with("MSA|AA|X3"), "{}", msa(&ack));
+    let (_, p) = json_of(srv.get(&format!("Patient/{pid}")).await).await;
+    assert_eq!(p["gender"], "male", "{p}");
+    assert_eq!(strings(&p["telecom"], "value"), ["01088880000"], "{p}");
+    assert_eq!(p["address"][0]["city"], "Beijing", "{p}");
+}
+
+#[tokio::test]
+async fn an_explicit_null_in_a_result_deletes_nothing_of_the_patient_it_names_and_is_recorded() {
+    let srv = server().await;
+    let pid = patient_id("NUL2");
+    let (_, ack) = post_v2(&srv, registration("Y1", "NUL2").as_bytes(), false).await;
+    assert!(msa(&ack).starts_with("MSA|AA|Y1"), "{}", msa(&ack));
+    let (_, registered) = json_of(srv.get(&format!("Patient/{pid}")).await).await;
+
+    let oru = "MSH|^~\\&|LAB|H1|HUI|HUI|20240105080000||ORU^R01^ORU_R01|Y2|P|2.5\r\
+               PID|1||NUL2^^^H1^MR||Wang^Li||19800102|\"\"|||||\"\"\r\
+               OBR|1|PO2|FO2|GLU^Glucose^L\r\
+               OBX|1|NM|GLU^Glucose^L||5.4|mmol/L|||||F\r";
+    let (_, ack) = post_v2(&srv, oru.as_bytes(), false).await;
+    let ack = String::from_utf8_lossy(&ack).to_string();
+    assert!(ack.contains("MSA|AA|Y2"), "{ack}");
+    assert!(
+        ack.split('\r')
+            .any(|s| s.starts_with("ERR") && s.contains("|W|") && s.contains("PID-13")),
+        "the sender is told its deletion was not applied: {ack}"
+    );
+
+    let (_, p) = json_of(srv.get(&format!("Patient/{pid}")).await).await;
+    assert_eq!(p["gender"], "female", "{p}");
+    assert_eq!(p["telecom"], registered["telecom"], "{p}");
+    assert_eq!(
+        p["meta"]["versionId"], registered["meta"]["versionId"],
+        "nothing changed: {p}"
+    );
+
+    let kept = provenance_part(&srv, "Y2", "kept")
+        .await
+        .expect("a #kept outcome");
+    let issues = kept["issue"].as_array().unwrap();
+    for (path, field) in [("Patient.gender", "PID-8"), ("Patient.telecom", "PID-13")] {
+        let issue = issues
+            .iter()
+            .find(|i| i["expression"][0] == path)
+            .unwrap_or_else(|| panic!("no issue at {path}: {kept}"));
+        let text = issue["details"]["text"].as_str().unwrap();
+        assert!(
+            text.contains(field) && text.contains("not applied"),
+            "{text}"
+        );
+    }
+    // The home telephone is what the deletion would have removed; the work one is not named.
+    let telecom = issues
+        .iter()
+        .find(|i| i["expression"][0] == "Patient.telecom")
+        .unwrap();
+    let text = telecom["details"]["text"].as_str().unwrap();
+    assert!(
+        text.contains("13800000000") && !text.contains("01088880000"),
+        "{text}"
+    );
+    assert_consumed(&srv, "Y2", &["PID-8", "PID-13"]).await;
+}
+
+#[tokio::test]
+async fn an_explicit_null_in_an_owned_resource_leaves_the_element_absent() {
+    let srv = server().await;
+    let result = |control: &str, interpretation: &str| {
+        format!(
+            "MSH|^~\\&|LAB|H1|HUI|HUI|20240105080000||ORU^R01^ORU_R01|{control}|P|2.5\r\
+             PID|1||NUL3^^^H1^MR||Wang^Li||19800102|F\r\
+             OBR|1|PO3|FO3|GLU^Glucose^L\r\
+             OBX|1|NM|GLU^Glucose^L||9.4|mmol/L||{interpretation}|||F\r"
+        )
+    };
+    let (_, bundle) = post_v2(&srv, result("Z1", "H").as_bytes(), true).await;
+    let bundle: Value = serde_json::from_slice(&bundle).unwrap();
+    let observation = bundle["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "Observation")
+        .map(|e| e["fullUrl"].as_str().unwrap().to_string())
+        .unwrap_or_else(|| panic!("no Observation: {bundle}"));
+    let (_, o) = json_of(srv.get(&observation).await).await;
+    assert!(o["interpretation"].is_array(), "{o}");
+
+    // The corrected result: OBX-8 `""` (no interpretation any more).
+    let (_, ack) = post_v2(&srv, result("Z2", "\"\"").as_bytes(), false).await;
+    assert!(msa(&ack).starts_with("MSA|AA|Z2"), "{}", msa(&ack));
+    let (_, o) = json_of(srv.get(&observation).await).await;
+    assert!(o.get("interpretation").is_none(), "{o}");
+    assert_eq!(o["meta"]["versionId"], "2", "{o}");
+    assert!(!o.to_string().contains(r#"\"\""#), "{o}");
+    assert_consumed(&srv, "Z2", &["OBX-8"]).await;
+}
+
+#[tokio::test]
+async fn a_result_names_the_patient_registered_elsewhere_under_its_identifier() {
+    let srv = server().await;
+    // A patient registered through another entry point (a REST client, as a CDA document or an
+    // HL7 v3 register would) under its 居民身份证号.
+    let id_card = "urn:oid:2.16.156.10011.1.3";
+    common::put(
+        &srv,
+        serde_json::json!({
+            "resourceType": "Patient", "id": "registered-elsewhere",
+            "identifier": [{"system": id_card, "value": "110101199003070011"}],
+            "name": [{"family": "Wang", "given": ["Li"]}],
+            "gender": "female",
+            "telecom": [{"system": "phone", "value": "13800000000"}]
+        }),
+    )
+    .await;
+
+    // The laboratory keys the patient by the same number (type NNCHN: the national system).
+    let oru = "MSH|^~\\&|LAB|H1|HUI|HUI|20240105080000||ORU^R01^ORU_R01|R1|P|2.5\r\
+               PID|1||110101199003070011^^^^NNCHN~LAB77^^^H1^MR||Wang^Li||19900307|F\r\
+               OBR|1|PO4|FO4|GLU^Glucose^L\r\
+               OBX|1|NM|GLU^Glucose^L||5.4|mmol/L|||||F\r";
+    let (_, bundle) = post_v2(&srv, oru.as_bytes(), true).await;
+    let bundle: Value = serde_json::from_str(&String::from_utf8_lossy(&bundle))
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&bundle)));
+    let resources: Vec<&Value> = bundle["entry"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{bundle}"))
+        .iter()
+        .map(|e| &e["resource"])
+        .collect();
+    for ty in ["Observation", "DiagnosticReport"] {
+        let r = resources
+            .iter()
+            .find(|r| r["resourceType"] == ty)
+            .unwrap_or_else(|| panic!("no {ty}: {bundle}"));
+        let (status, stored) = json_of(
+            srv.get(&format!("{ty}/{}", r["id"].as_str().unwrap()))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{stored}");
+        assert_eq!(
+            stored["subject"]["reference"], "Patient/registered-elsewhere",
+            "{stored}"
+        );
+    }
+    // One Patient: the registered one, with the laboratory's number added.
+    let own_id = resource_id("Patient", "H1", "110101199003070011|");
+    let (status, _) = json_of(srv.get(&format!("Patient/{own_id}")).await).await;
+    assert_eq!(status, 404, "no second Patient under the message's own id");
+    let (_, all) = json_of(srv.get("Patient").await).await;
+    assert_eq!(
+        common::ids(&all),
+        common::set(&["registered-elsewhere"]),
+        "{all}"
+    );
+    let (_, p) = json_of(srv.get("Patient/registered-elsewhere").await).await;
+    let values = strings(&p["identifier"], "value");
+    assert!(
+        values.contains(&"110101199003070011") && values.contains(&"LAB77"),
+        "{values:?}"
+    );
+    assert_eq!(p["telecom"][0]["value"], "13800000000", "{p}");
+    assert_eq!(p["meta"]["versionId"], "2", "{p}");
+}

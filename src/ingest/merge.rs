@@ -1,6 +1,6 @@
 //! Merging what an ingest says about a resource into the version already stored, for HL7 v3
 //! interactions and CDA documents (one rule set for both; [`crate::ingest::cda::commit_stated`]
-//! runs it).
+//! runs it, through [`crate::ingest::stored`]).
 //!
 //! HL7 v2 messages go through the same rules: each resource rule of `mappings/hl7v2/messages/`
 //! states its standing (the PID of an ADT^A08 is the subject, the PID of an ORU^R01 is named).
@@ -47,8 +47,13 @@
 //! `versionId` and `lastUpdated`. A resource the message owns ([`Standing::Owned`], keyed by the
 //! message or the document: an order's dose, a document's entries) is written as stated.
 //!
-//! The functions here are pure; reading the stored versions and retrying on a concurrent write
-//! is the caller's ([`crate::ingest::cda::commit_stated`]).
+//! An **explicit deletion** ([`Erasure`]: an HL7 v2 field whose value is `""`) removes the
+//! element from the stored record when the message is its subject; a message that only names
+//! the record deletes nothing (the deletion is recorded as not applied, like a kept value), and
+//! identifiers are never deleted.
+//!
+//! The functions here are pure; reading the stored versions is [`crate::ingest::stored`]'s,
+//! retrying on a concurrent write the pipeline's.
 
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
@@ -73,6 +78,8 @@ pub struct Statement {
     pub standing: Standing,
     /// Top-level elements filled only by a rule's defaults (assumed, not stated).
     pub assumed: BTreeSet<String>,
+    /// Elements the message explicitly deleted (HL7 v2 `""`).
+    pub erasures: Vec<Erasure>,
 }
 
 impl Statement {
@@ -80,9 +87,129 @@ impl Statement {
     pub fn new(standing: Standing) -> Statement {
         Statement {
             standing,
-            assumed: BTreeSet::new(),
+            ..Statement::default()
         }
     }
+}
+
+/// An element a message explicitly deleted: an HL7 v2 field whose value is `""` ("delete this
+/// value at the receiver") that a rule maps to the element. The subject's deletion removes it
+/// from the stored record; a message that only names the record deletes nothing of it (the
+/// deletion is recorded as not applied, [`Conflict::not_erased`]); a resource the message owns
+/// is written as stated, so the element is simply absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Erasure {
+    /// Where the message said it (`PID-13`).
+    pub source: String,
+    /// The keys from the resource down to the element; an index pins one element of a list (as
+    /// `dosageInstruction[0]` does in a rule). The last step is the element deleted: a list
+    /// loses the entries of [`Self::matching`], anything else is removed.
+    pub steps: Vec<(String, Option<usize>)>,
+    /// Of a list, the entries deleted are those containing all of this (the rule's `with`: the
+    /// `use = "work"` of PID-14's telecoms)...
+    pub matching: Map<String, Value>,
+    /// ...and none of these (the `with` of the other rules filling the same list: PID-13's
+    /// deletion leaves PID-14's work telephones).
+    pub excluding: Vec<Map<String, Value>>,
+}
+
+impl Erasure {
+    /// The deletion of the element at `steps` said in `source`: of a list, the entries holding
+    /// `matching` and none of `others` (an other pattern that `matching` holds is no exclusion:
+    /// it would exclude every entry).
+    pub fn new(
+        source: String,
+        steps: Vec<(String, Option<usize>)>,
+        matching: Map<String, Value>,
+        others: Vec<Map<String, Value>>,
+    ) -> Erasure {
+        let mine = Value::Object(matching.clone());
+        let excluding = others
+            .into_iter()
+            .filter(|x| !x.is_empty() && !contains(&mine, x))
+            .collect();
+        Erasure {
+            source,
+            steps,
+            matching,
+            excluding,
+        }
+    }
+
+    /// Whether a stored entry of the list is one this deletion removes.
+    fn takes(&self, entry: &Value) -> bool {
+        contains(entry, &self.matching) && !self.excluding.iter().any(|x| contains(entry, x))
+    }
+
+    /// Applies the deletion to `out`; returns what it removed (nothing: `None`).
+    fn apply(&self, out: &mut Map<String, Value>) -> Option<Value> {
+        remove_at(out, &self.steps, self)
+    }
+
+    /// What the deletion would remove from `stored`, without removing it.
+    fn would_remove(&self, stored: &Map<String, Value>) -> Option<Value> {
+        self.apply(&mut stored.clone())
+    }
+
+    /// FHIRPath of the element (`Patient.telecom`).
+    fn path(&self, ty: &str) -> String {
+        let mut p = ty.to_string();
+        for (k, i) in &self.steps {
+            p.push('.');
+            p.push_str(k);
+            if let Some(i) = i {
+                p.push_str(&format!("[{i}]"));
+            }
+        }
+        p
+    }
+}
+
+/// Whether every key of `pattern` is in `entry` with a value containing the pattern's.
+fn contains(entry: &Value, pattern: &Map<String, Value>) -> bool {
+    pattern.iter().all(|(k, p)| match (entry.get(k), p) {
+        (Some(v), Value::Object(p)) => contains(v, p),
+        (Some(v), p) => v == p,
+        (None, _) => false,
+    })
+}
+
+/// Removes what `e` deletes below `obj` along `steps`, and the objects and lists it leaves
+/// empty (FHIR has no empty elements); returns what was removed.
+fn remove_at(
+    obj: &mut Map<String, Value>,
+    steps: &[(String, Option<usize>)],
+    e: &Erasure,
+) -> Option<Value> {
+    let ((key, index), below) = steps.split_first()?;
+    let removed = match (obj.get_mut(key.as_str())?, index, below.is_empty()) {
+        (Value::Array(list), Some(i), true) => (*i < list.len()).then(|| list.remove(*i)),
+        (Value::Array(list), Some(i), false) => match list.get_mut(*i)? {
+            Value::Object(next) => remove_at(next, below, e),
+            _ => None,
+        },
+        (Value::Array(list), None, true) => {
+            let (gone, stay): (Vec<Value>, Vec<Value>) = list.drain(..).partition(|v| e.takes(v));
+            *list = stay;
+            (!gone.is_empty()).then_some(Value::Array(gone))
+        }
+        (Value::Object(next), None, false) => remove_at(next, below, e),
+        (_, None, true) => {
+            // A primitive's extensions (`_birthDate`) go with its value.
+            obj.remove(&format!("_{key}"));
+            obj.remove(key.as_str())
+        }
+        _ => None,
+    };
+    let empty = match obj.get(key.as_str()) {
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+        _ => false,
+    };
+    if empty {
+        obj.remove(key.as_str());
+    }
+    removed
 }
 
 /// A stored value and a stated one that could not both be kept: a named resource's message
@@ -99,6 +226,9 @@ pub struct Conflict {
     pub dropped: Value,
     /// True when the subject's value replaced the stored one (`dropped` is the stored value).
     pub replaced: bool,
+    /// An explicit deletion ([`Erasure`]) not applied, and why: `kept` is what it would have
+    /// removed (`dropped` is null).
+    pub not_erased: Option<String>,
 }
 
 impl Conflict {
@@ -112,11 +242,14 @@ impl Conflict {
             kept: json!(format!("the record of domain '{owner}'")),
             dropped: stated.clone(),
             replaced: false,
+            not_erased: None,
         }
     }
 
     fn words(&self) -> String {
-        if self.replaced {
+        if let Some(why) = &self.not_erased {
+            format!("the stored {} was kept: {why}", self.kept)
+        } else if self.replaced {
             format!(
                 "the message's {} replaced the stored {}",
                 self.kept, self.dropped
@@ -206,6 +339,7 @@ pub fn merge(
     };
     let mut out = old.clone();
     out.remove("meta");
+    m.erase(&mut out, &statement.erasures, ty);
     let assumed = |k: &str| {
         statement.standing != Standing::Subject
             && statement.assumed.contains(k)
@@ -327,6 +461,7 @@ impl Merger<'_> {
                 kept: out.get(k).cloned().unwrap_or(Value::Null),
                 dropped: v.clone(),
                 replaced: false,
+                not_erased: None,
             }),
         }
     }
@@ -349,6 +484,7 @@ impl Merger<'_> {
                         kept: base[i].clone(),
                         dropped: v.clone(),
                         replaced: false,
+                        not_erased: None,
                     }),
                     Standing::Subject | Standing::Owned => {
                         self.conflicts.push(Conflict {
@@ -357,6 +493,7 @@ impl Merger<'_> {
                             kept: v.clone(),
                             dropped: base[i].clone(),
                             replaced: true,
+                            not_erased: None,
                         });
                         base[i] = v.clone();
                         if !restated.contains(&i) {
@@ -384,6 +521,7 @@ impl Merger<'_> {
                                         kept: base[i].clone(),
                                         dropped: v.clone(),
                                         replaced: false,
+                                        not_erased: None,
                                     });
                                     base[i].clone()
                                 }
@@ -422,6 +560,37 @@ impl Merger<'_> {
 }
 
 impl Merger<'_> {
+    /// The message's explicit deletions: applied for the subject (what it carries then replaces
+    /// or adds as for any stored record), not applied and recorded where the message only names
+    /// the record. Identifiers are never deleted: a number does not stop being the person's
+    /// because a message cleared a field (they are unioned for the subject too).
+    fn erase(&mut self, out: &mut Map<String, Value>, erasures: &[Erasure], ty: &str) {
+        for e in erasures {
+            let identifier = e.steps.first().is_some_and(|(k, _)| k == "identifier");
+            let why = match self.standing {
+                Standing::Named => "a message that only names a record deletes nothing of it",
+                _ if identifier => "an identifier is not deleted by a message",
+                _ => {
+                    e.apply(out);
+                    continue;
+                }
+            };
+            if let Some(kept) = e.would_remove(out) {
+                self.conflicts.push(Conflict {
+                    target: self.target.clone(),
+                    path: e.path(ty),
+                    kept,
+                    dropped: Value::Null,
+                    replaced: false,
+                    not_erased: Some(format!(
+                        "the message's explicit null (\"\" in {}) was not applied: {why}",
+                        e.source
+                    )),
+                });
+            }
+        }
+    }
+
     /// The stored identifier of a once-per-system system that `v` states another number of.
     fn other_number(&self, base: &[Value], v: &Value) -> Option<usize> {
         let system = v.get("system")?.as_str()?;
@@ -532,6 +701,7 @@ mod tests {
                 kept: json!("male"),
                 dropped: json!("female"),
                 replaced: false,
+                not_erased: None,
             }]
         );
         let issue = conflicts[0].issue();
@@ -646,6 +816,100 @@ mod tests {
             ["urn:oid:2.16.156.10011.1.19".to_string()].into()
         );
         assert!(one_per_system(&sd, "Practitioner").is_empty());
+    }
+
+    fn erasure(source: &str, path: &[&str], matching: Value, others: &[Value]) -> Erasure {
+        let obj = |v: &Value| v.as_object().cloned().unwrap_or_default();
+        Erasure::new(
+            source.into(),
+            path.iter().map(|k| (k.to_string(), None)).collect(),
+            obj(&matching),
+            others.iter().map(obj).collect(),
+        )
+    }
+
+    fn with_erasures(standing: Standing, erasures: Vec<Erasure>) -> Statement {
+        Statement {
+            standing,
+            erasures,
+            ..Statement::default()
+        }
+    }
+
+    fn telephones() -> Value {
+        let mut r = registered();
+        r["telecom"] = json!([
+            {"system": "phone", "value": "1", "use": "home"},
+            {"system": "phone", "value": "2", "use": "work"}
+        ]);
+        r["_birthDate"] = json!({"extension": [{"url": "http://e/x", "valueString": "y"}]});
+        r["period"] = json!({"start": "2024"});
+        r
+    }
+
+    #[test]
+    fn the_subjects_explicit_null_removes_the_entries_its_field_makes() {
+        let home = erasure("PID-13", &["telecom"], json!({}), &[json!({"use": "work"})]);
+        let sex = erasure("PID-8", &["gender"], json!({}), &[]);
+        let born = erasure("PID-7", &["birthDate"], json!({}), &[]);
+        let start = erasure("PV1-44", &["period", "start"], json!({}), &[]);
+        let s = with_erasures(Standing::Subject, vec![home, sex, born, start]);
+        let stub = json!({"resourceType": "Patient", "id": "p1"});
+        let (m, conflicts) = merge(&telephones(), &stub, &s, &none());
+        assert!(conflicts.is_empty(), "{conflicts:?}");
+        assert_eq!(
+            m["telecom"],
+            json!([{"system": "phone", "value": "2", "use": "work"}])
+        );
+        for gone in ["gender", "birthDate", "_birthDate", "period"] {
+            assert!(m.get(gone).is_none(), "{gone}: {m}");
+        }
+        assert_eq!(m["address"], registered()["address"]);
+        // The work telephones' own deletion leaves none: the list goes.
+        let work = erasure("PID-14", &["telecom"], json!({"use": "work"}), &[json!({})]);
+        let s = with_erasures(Standing::Subject, vec![work]);
+        let (m, _) = merge(&m, &stub, &s, &none());
+        assert!(m.get("telecom").is_none(), "{m}");
+    }
+
+    #[test]
+    fn a_named_records_explicit_null_deletes_nothing_and_is_recorded() {
+        let home = erasure("PID-13", &["telecom"], json!({}), &[json!({"use": "work"})]);
+        let sex = erasure("PID-8", &["gender"], json!({}), &[]);
+        let absent = erasure("PID-16", &["maritalStatus"], json!({}), &[]);
+        let s = with_erasures(Standing::Named, vec![home, sex, absent]);
+        let stub = json!({"resourceType": "Patient", "id": "p1"});
+        let (m, conflicts) = merge(&telephones(), &stub, &s, &none());
+        assert_eq!(m["telecom"], telephones()["telecom"]);
+        assert_eq!(m["gender"], "male");
+        // Nothing stored under PID-16's element: nothing kept to record.
+        assert_eq!(conflicts.len(), 2, "{conflicts:?}");
+        assert_eq!(conflicts[0].path, "Patient.telecom");
+        assert_eq!(
+            conflicts[0].kept,
+            json!([{"system": "phone", "value": "1", "use": "home"}])
+        );
+        assert_eq!(conflicts[1].path, "Patient.gender");
+        let text = conflicts[1].describe();
+        assert!(
+            text.contains("PID-8") && text.contains("not applied") && text.contains("\"male\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_explicit_null_never_deletes_identifiers() {
+        let ids = erasure("PID-3", &["identifier"], json!({}), &[]);
+        let s = with_erasures(Standing::Subject, vec![ids]);
+        let stub = json!({"resourceType": "Patient", "id": "p1"});
+        let (m, conflicts) = merge(&registered(), &stub, &s, &none());
+        assert_eq!(m["identifier"], registered()["identifier"]);
+        assert_eq!(conflicts.len(), 1);
+        assert!(
+            conflicts[0]
+                .describe()
+                .contains("identifier is not deleted")
+        );
     }
 
     #[test]

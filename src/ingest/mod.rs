@@ -7,3 +7,4 @@ pub mod hl7v2;
 pub mod hl7v3;
 pub mod merge;
 pub mod rule_policy;
+pub mod stored;

@@ -14,7 +14,7 @@ pub mod xml;
 pub use load::{LoadError, Mappings};
 
 use crate::ingest::hl7v2::{Hl7v2Message, Piece, Placement, Segment};
-use crate::ingest::merge::{Standing, Statement};
+use crate::ingest::merge::{Erasure, Standing, Statement};
 use datatypes::{Context, Converter};
 use load::{Condition, FhirPath, MessageMap, SegmentMap, Step, V2Path};
 use serde_json::{Map, Value};
@@ -104,6 +104,8 @@ struct Run<'a, 'm> {
     unmapped: Vec<Unmapped>,
     trace: Vec<(usize, Trace)>,
     tracing: bool,
+    /// The explicit nulls (`""`) of each instance.
+    erasures: Vec<(usize, Erasure)>,
 }
 
 /// The values rules placed (or rejected with a reason): (segment index, field, repetition,
@@ -187,6 +189,7 @@ pub fn convert(
         unmapped: Vec::new(),
         trace: Vec::new(),
         tracing: opts.trace,
+        erasures: Vec::new(),
     };
     // The envelope: MSH and EVN feed the Provenance and the ACK, not a resource.
     for f in [1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 15, 16, 18] {
@@ -389,7 +392,6 @@ impl<'a, 'm> Run<'a, 'm> {
                 if !piece.is_valued() {
                     continue;
                 }
-                let value = self.value(rule, segment, piece);
                 let key = (
                     segment.index(),
                     rule.v2.field,
@@ -397,6 +399,23 @@ impl<'a, 'm> Run<'a, 'm> {
                     rule.v2.component.unwrap_or(0),
                 );
                 let name = || field_name(&rule.v2, rep_no);
+                if piece.is_null() {
+                    // `""`: nothing placed, the element deleted where the message may delete
+                    // (the type of an OBX-5 `""` goes with it).
+                    self.consumed.insert(key);
+                    if let Some(t) = &rule.type_from {
+                        self.consumed.insert((segment.index(), t.field, 0, 0));
+                    }
+                    if self.tracing {
+                        let target = format!("{} (explicit null: deleted)", rule.target.text);
+                        self.traced(instance, name(), segment, piece, target);
+                    }
+                    if let Some(e) = erasure(rule, seg_map, name()) {
+                        self.erasures.push((instance, e));
+                    }
+                    continue;
+                }
+                let value = self.value(rule, segment, piece);
                 match value {
                     Ok(Some((v, target))) => {
                         let steps = retarget(&rule.target, target);
@@ -404,19 +423,12 @@ impl<'a, 'm> Run<'a, 'm> {
                             Ok(()) => {
                                 self.consumed.insert(key);
                                 if self.tracing {
-                                    self.trace.push((
-                                        instance,
-                                        Trace {
-                                            field: name(),
-                                            sequence: segment.index() + 1,
-                                            value: shown(piece.raw()),
-                                            target: steps
-                                                .iter()
-                                                .map(|s| s.key.as_str())
-                                                .collect::<Vec<_>>()
-                                                .join("."),
-                                        },
-                                    ));
+                                    let target = steps
+                                        .iter()
+                                        .map(|s| s.key.as_str())
+                                        .collect::<Vec<_>>()
+                                        .join(".");
+                                    self.traced(instance, name(), segment, piece, target);
                                 }
                             }
                             Err(reason) => self.reject(key, name(), segment, piece, reason),
@@ -427,6 +439,24 @@ impl<'a, 'm> Run<'a, 'm> {
                 }
             }
         }
+    }
+
+    /// Records where a value went (`target`, under the instance's `Type/id` once it has one).
+    fn traced(
+        &mut self,
+        instance: usize,
+        field: String,
+        segment: Segment<'_>,
+        piece: Piece<'_>,
+        target: String,
+    ) {
+        let trace = Trace {
+            field,
+            sequence: segment.index() + 1,
+            value: shown(piece.raw()),
+            target,
+        };
+        self.trace.push((instance, trace));
     }
 
     fn reject(
@@ -537,9 +567,16 @@ impl<'a, 'm> Run<'a, 'm> {
             let mut r = inst.resource;
             r.insert("id".into(), Value::String(inst.id));
             resources.push(Value::Object(r));
+            let erasures = self
+                .erasures
+                .iter()
+                .filter(|(at, _)| *at == i)
+                .map(|(_, e)| e.clone())
+                .collect();
             statements.push(Statement {
                 standing: map.rules[inst.rule].standing,
                 assumed: inst.assumed,
+                erasures,
             });
         }
         for (key, r) in std::mem::take(&mut self.ctx.created) {
@@ -617,6 +654,44 @@ impl<'a, 'm> Run<'a, 'm> {
             }
         }
     }
+}
+
+/// The deletion an explicit null (`""`) in `rule`'s field says: the rule's element, down to its
+/// first repeating step (an entry of a list is deleted whole, not a component of it), and of
+/// that list the entries the rule would make (its `with`) and no other rule of the segment
+/// would. `None` for a `varies` value, whose element is named by the type of a value it lacks.
+fn erasure(rule: &load::FieldRule, seg_map: &SegmentMap, source: String) -> Option<Erasure> {
+    if rule.converter == Converter::Varies {
+        return None;
+    }
+    let cut = |steps: &[Step]| -> (Vec<(String, Option<usize>)>, bool) {
+        let mut out = Vec::new();
+        for (i, s) in steps.iter().enumerate() {
+            out.push((s.key.clone(), s.index));
+            if s.repeating && s.index.is_none() {
+                // `with` fills the element of the first repeating step.
+                return (out, !steps[..i].iter().any(|s| s.repeating));
+            }
+        }
+        (out, false)
+    };
+    let (steps, listed) = cut(&rule.target.steps);
+    let pattern = |w: Option<&Value>| match w {
+        Some(Value::Object(m)) if listed => m.clone(),
+        _ => Map::new(),
+    };
+    let others = seg_map
+        .fields
+        .iter()
+        .filter(|o| !std::ptr::eq(*o, rule) && cut(&o.target.steps).0 == steps)
+        .map(|o| pattern(o.with.as_ref()))
+        .collect();
+    Some(Erasure::new(
+        source,
+        steps,
+        pattern(rule.with.as_ref()),
+        others,
+    ))
 }
 
 /// Instances of `rule` sharing the longest group-instance prefix with `chain`.

@@ -394,3 +394,63 @@ fn a_rule_path_matches_whole_trailing_steps_only() {
     assert!(!super::path_matches("PATIENT.XPID", "PID"));
     assert!(!super::path_matches("PID", "PATIENT.PID"));
 }
+
+#[test]
+fn an_explicit_null_places_nothing_is_consumed_and_says_what_it_deletes() {
+    let msg = [
+        "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||ADT^A08^ADT_A01|MSG9|P|2.5".to_string(),
+        "EVN|A08|20240102030405".to_string(),
+        seg(
+            "PID",
+            &[(3, "MRN9^^^H1^MR"), (8, "\"\""), (13, "\"\""), (14, "\"\"")],
+        ),
+        seg("PV1", &[(2, "I"), (7, "\"\""), (19, "V9^^^H1^VN")]),
+        seg("OBX", &[(1, "1"), (2, "ST"), (3, "X^Y^L"), (5, "\"\"")]),
+    ]
+    .join("\r");
+    let c = run(&msg);
+    assert!(
+        !serde_json::to_string(&c.resources)
+            .unwrap()
+            .contains("\\\"\\\"")
+    );
+    let unmapped: Vec<&str> = c.unmapped.iter().map(|u| u.field.as_str()).collect();
+    for f in ["PID-8", "PID-13", "PID-14", "PV1-7", "OBX-2", "OBX-5"] {
+        assert!(!unmapped.contains(&f), "{f}: {unmapped:?}");
+    }
+    assert!(
+        c.trace
+            .iter()
+            .any(|t| t.field == "PID-8" && t.target.ends_with("gender (explicit null: deleted)"))
+    );
+    let patient = c
+        .resources
+        .iter()
+        .position(|r| r["resourceType"] == "Patient")
+        .unwrap();
+    assert!(c.resources[patient].get("gender").is_none());
+    let erasures = &c.statements[patient].erasures;
+    let by = |f: &str| erasures.iter().find(|e| e.source == f).unwrap();
+    assert_eq!(by("PID-8").steps, [("gender".to_string(), None)]);
+    // PID-13 and PID-14 share telecom: each deletes its own entries only.
+    let work: Map<String, Value> = serde_json::from_str(r#"{"use": "work"}"#).unwrap();
+    assert!(by("PID-13").matching.is_empty());
+    assert_eq!(by("PID-13").excluding, std::slice::from_ref(&work));
+    assert_eq!(by("PID-14").matching, work);
+    assert!(by("PID-14").excluding.is_empty());
+    // PV1-7 deletes the attending participants, not the others.
+    let encounter = c
+        .resources
+        .iter()
+        .position(|r| r["resourceType"] == "Encounter")
+        .unwrap();
+    let attender = c.statements[encounter]
+        .erasures
+        .iter()
+        .find(|e| e.source == "PV1-7")
+        .unwrap();
+    assert_eq!(attender.steps, [("participant".to_string(), None)]);
+    assert!(attender.matching["type"].to_string().contains("ATND"));
+    // PV1-8, PV1-9, PV1-17 and PV1-52 fill participants too.
+    assert_eq!(attender.excluding.len(), 4);
+}

@@ -109,19 +109,25 @@ pub fn foreign_owner(st: &AppState, stored: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-/// [`admit`] for every write of an ingest about to be committed, reading each one's stored
-/// version; the first refusal refuses the ingest (nothing of it is written).
+/// [`admit`] for every write of an ingest about to be committed, over each one's stored
+/// version (the one the pipeline read, [`Entry::read_before`], else read here and kept there);
+/// the first refusal refuses the ingest (nothing of it is written).
 pub async fn claim(st: &AppState, entries: &mut [Entry]) -> Result<(), FhirError> {
     if st.writer.as_deref().is_none_or(Principal::is_operator) {
         return Ok(());
     }
     for e in entries.iter_mut() {
-        let stored = match &e.target {
-            Target::Id(id) if e.method != Method::Post => st
-                .store
-                .read(&e.resource_type, id)
-                .await
-                .map_err(crate::transaction::store_error)?,
+        let stored = match (&e.target, &e.read_before) {
+            (Target::Id(_), Some(read)) if e.method != Method::Post => read.clone(),
+            (Target::Id(id), None) if e.method != Method::Post => {
+                let read = st
+                    .store
+                    .read(&e.resource_type, id)
+                    .await
+                    .map_err(crate::transaction::store_error)?;
+                e.read_before = Some(read.clone());
+                read
+            }
             _ => None,
         };
         let what = match &e.target {

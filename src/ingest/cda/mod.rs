@@ -12,17 +12,19 @@ pub mod cli;
 pub mod convert;
 pub mod table;
 
-use crate::ingest::merge::{self, Conflict, Standing, Statement};
+use crate::ingest::merge::{Conflict, Standing, Statement};
 use crate::ingest::rule_policy::{self, AcceptedViolations, LetThrough};
+use crate::ingest::stored::{self, type_and_id};
 use crate::mapping::ids::resource_id;
 use crate::model::{FhirError, Issue};
 use crate::rest::AppState;
-use crate::security::ownership;
+use crate::store::StoredVersion;
 use crate::transaction::{self, Entry, Method, Scope, Target};
 use crate::xml::Limits;
 use convert::{CdaError, Converted};
 use serde_json::{Map, Value, json};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use table::Tables;
 
 /// The CDA side of a running gateway.
@@ -130,6 +132,7 @@ impl CdaService {
                     Some(assumed) => Statement {
                         standing: Standing::Named,
                         assumed: assumed.clone(),
+                        ..Statement::default()
                     },
                     None => Statement::new(Standing::Owned),
                 };
@@ -207,24 +210,18 @@ pub async fn commit_stated(
     sender: &str,
     mut provenance: Value,
 ) -> Result<Committed, FhirError> {
-    let renames = resolve_stored(st, &stated).await?;
+    let renames = stored::resolve(st, stated.iter().map(|(r, s)| (r, s))).await?;
     let mut unique = HashSet::new();
     let mut kept: Vec<(Value, Statement)> = Vec::with_capacity(stated.len());
     for (mut r, s) in stated {
         st.identities.current().canonicalise_resource(&mut r);
-        rename(&mut r, &renames);
-        if let Some(id) = renames
-            .get(&type_and_id(&r))
-            .and_then(|n| n.split('/').nth(1))
-        {
-            r["id"] = json!(id);
-        }
+        stored::rename(&mut r, &renames);
         // Two elements naming one entity (the same identifier) are one resource: the first.
         if unique.insert(type_and_id(&r)) {
             kept.push((r, s));
         }
     }
-    rename(&mut provenance, &renames);
+    stored::rename(&mut provenance, &renames);
     let written: Vec<String> = kept.iter().map(|(r, _)| type_and_id(r)).collect();
     let mut attempt = 0;
     loop {
@@ -237,16 +234,16 @@ pub async fn commit_stated(
                 resources.push(r.clone());
                 continue;
             }
-            let onto = onto_stored(st, r, s).await?;
+            let onto = stored::onto_stored(st, r, s).await?;
             conflicts.extend(onto.conflicts);
             if !onto.foreign {
-                preconditions.insert(type_and_id(r), onto.if_match);
+                preconditions.insert(type_and_id(r), (onto.if_match, onto.read));
                 resources.push(onto.resource);
             }
         }
         resources.extend(containers.iter().cloned());
         let mut prov = provenance.clone();
-        record_conflicts(&mut prov, &conflicts);
+        stored::record_conflicts(&mut prov, &conflicts);
         match commit_checked(st, resources, &preconditions, sender, prov).await {
             Ok(accepted) => {
                 return Ok(Committed {
@@ -261,174 +258,6 @@ pub async fn commit_stated(
     }
 }
 
-/// A stated resource merged onto the version stored under its id.
-pub(crate) struct Onto {
-    pub resource: Value,
-    /// The version it was merged onto, or [`transaction::ABSENT`]: the write's `If-Match`, so
-    /// that a concurrent write makes the caller merge again rather than overwrite it.
-    pub if_match: u64,
-    pub conflicts: Vec<Conflict>,
-    /// The record belongs to another domain than the sender's and the message only names it:
-    /// it is not written (the conflict records what the message said of it).
-    pub foreign: bool,
-}
-
-/// `stated` (a named or subject resource, never an owned one) merged by [`merge::merge`] onto
-/// what the store holds under its type and id, or as stated when nothing is stored.
-pub(crate) async fn onto_stored(
-    st: &AppState,
-    stated: &Value,
-    statement: &Statement,
-) -> Result<Onto, FhirError> {
-    let ty = stated["resourceType"].as_str().unwrap_or_default();
-    let id = stated["id"].as_str().unwrap_or_default();
-    let stored = st
-        .store
-        .read(ty, id)
-        .await
-        .map_err(transaction::store_error)?;
-    let body = stored.as_ref().and_then(|v| {
-        let b: Value = serde_json::from_slice(v.body.as_ref()?).ok()?;
-        Some((v.version, b))
-    });
-    Ok(match body {
-        Some((version, old))
-            if statement.standing == Standing::Named
-                && let Some(owner) = ownership::foreign_owner(st, &old) =>
-        {
-            Onto {
-                resource: old,
-                if_match: version,
-                conflicts: vec![Conflict::foreign(type_and_id(stated), &owner, stated)],
-                foreign: true,
-            }
-        }
-        Some((version, old)) => {
-            let single = single_systems(st, ty, [&old, stated]);
-            let (resource, conflicts) = merge::merge(&old, stated, statement, &single);
-            Onto {
-                resource,
-                if_match: version,
-                conflicts,
-                foreign: false,
-            }
-        }
-        // Created only if still absent: a concurrent message creating the same record makes
-        // this one merge into it on the next attempt.
-        None => Onto {
-            resource: stated.clone(),
-            if_match: transaction::ABSENT,
-            conflicts: Vec::new(),
-            foreign: false,
-        },
-    })
-}
-
-/// The identifier systems the profiles claimed by `versions` allow once per record.
-fn single_systems<'a>(
-    st: &AppState,
-    resource_type: &str,
-    versions: impl IntoIterator<Item = &'a Value>,
-) -> std::collections::BTreeSet<String> {
-    let catalogue = st.registry.catalogue();
-    let mut out = std::collections::BTreeSet::new();
-    for v in versions {
-        for url in v
-            .pointer("/meta/profile")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-        {
-            if let Some(sd) = catalogue.resource("StructureDefinition", url) {
-                out.extend(merge::one_per_system(sd, resource_type));
-            }
-        }
-    }
-    out
-}
-
-/// `Type/id` -> `Type/stored-id` for every stated (not owned) resource stored under one of its
-/// identifiers with another id.
-async fn resolve_stored(
-    st: &AppState,
-    stated: &[(Value, Statement)],
-) -> Result<HashMap<String, String>, FhirError> {
-    let mut renames = HashMap::new();
-    for (r, s) in stated {
-        if s.standing == Standing::Owned {
-            continue;
-        }
-        let ty = r["resourceType"].as_str().unwrap_or_default();
-        let id = r["id"].as_str().unwrap_or_default();
-        let ids = r
-            .get("identifier")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|i| Some((i["system"].as_str()?, i["value"].as_str()?)));
-        for (system, value) in ids {
-            let found = crate::ingest::hl7v3::search(
-                st,
-                ty,
-                &[("identifier".into(), format!("{system}|{value}"))],
-                2,
-            )
-            .await?;
-            if let Some(eid) = found.first().and_then(|e| e["id"].as_str()) {
-                if eid != id {
-                    renames.insert(format!("{ty}/{id}"), format!("{ty}/{eid}"));
-                }
-                break;
-            }
-        }
-    }
-    Ok(renames)
-}
-
-/// Rewrites references `Type/id` by `renames`.
-fn rename(v: &mut Value, renames: &HashMap<String, String>) {
-    if renames.is_empty() {
-        return;
-    }
-    match v {
-        Value::Object(o) => {
-            for (k, x) in o.iter_mut() {
-                if k == "reference"
-                    && let Value::String(s) = x
-                    && let Some(n) = renames.get(s.as_str())
-                {
-                    *s = n.clone();
-                    continue;
-                }
-                rename(x, renames);
-            }
-        }
-        Value::Array(a) => a.iter_mut().for_each(|x| rename(x, renames)),
-        _ => {}
-    }
-}
-
-/// The conflicts in the Provenance: a contained OperationOutcome of their own (`#kept`).
-pub(crate) fn record_conflicts(provenance: &mut Value, conflicts: &[Conflict]) {
-    if conflicts.is_empty() {
-        return;
-    }
-    let Some(p) = provenance.as_object_mut() else {
-        return;
-    };
-    let oo = json!({"resourceType": "OperationOutcome", "id": "kept",
-        "issue": conflicts.iter().map(Conflict::issue).collect::<Vec<_>>()});
-    match p.entry("contained").or_insert_with(|| json!([])) {
-        Value::Array(c) => c.push(oo),
-        _ => return,
-    }
-    if let Some(entity) = p.get_mut("entity").and_then(Value::as_array_mut) {
-        entity.push(json!({"role": "derivation", "what": {"reference": "#kept",
-            "display": "values of named records the store kept over the message's"}}));
-    }
-}
-
 /// Canonicalises, validates (with the profiles the translation claims) and writes resources (PUT
 /// by id) in one transaction with the `provenance` of the ingest; the first invalid resource
 /// refuses them all. Profile rules `sender`'s policy lets through are returned, recorded in the
@@ -436,7 +265,7 @@ pub(crate) fn record_conflicts(provenance: &mut Value, conflicts: &[Conflict]) {
 async fn commit_checked(
     st: &AppState,
     resources: Vec<Value>,
-    preconditions: &HashMap<String, u64>,
+    preconditions: &HashMap<String, (u64, Option<Arc<StoredVersion>>)>,
     sender: &str,
     mut provenance: Value,
 ) -> Result<Vec<LetThrough>, FhirError> {
@@ -452,10 +281,13 @@ async fn commit_checked(
         // already recorded once, for the resource itself.
         let container = r["resourceType"] == "Bundle";
         let (mut entry, mut let_through) = checked_entry(st, r, sender)?;
-        if let Target::Id(id) = &entry.target {
-            entry.if_match = preconditions
-                .get(&format!("{}/{id}", entry.resource_type))
-                .copied();
+        if let Target::Id(id) = &entry.target
+            && let Some((version, read)) =
+                preconditions.get(&format!("{}/{id}", entry.resource_type))
+        {
+            entry.if_match = Some(*version);
+            // The version merged onto, so the ownership check does not read it again.
+            entry.read_before = Some(read.clone());
         }
         entries.push(entry);
         if !container {
@@ -583,15 +415,6 @@ fn record_accepted(provenance: &mut Value, accepted: &[LetThrough]) {
             }
         }
     }
-}
-
-/// `Type/id` of a resource.
-pub fn type_and_id(r: &Value) -> String {
-    format!(
-        "{}/{}",
-        r["resourceType"].as_str().unwrap_or_default(),
-        r["id"].as_str().unwrap_or_default()
-    )
 }
 
 /// The sender label of a bare CDA document: its custodian's first identifier value.

@@ -12,11 +12,12 @@ use super::charset::sniff_msh_field;
 use super::deadletter::DeadLetters;
 use super::er7::{Delimiters, Hl7v2Message, ParseError};
 use super::{Charset, parse};
-use crate::ingest::cda;
 use crate::ingest::merge::Standing;
+use crate::ingest::stored;
 use crate::mapping::{self, Conversion, Mappings, Options, ids::resource_id};
 use crate::model::FhirError;
 use crate::rest::AppState;
+use crate::store::StoredVersion;
 use crate::transaction::{self, Entry, Method, Scope, Target};
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -339,7 +340,9 @@ impl Hl7v2Service {
     ) -> Ingested {
         let d = *msg.delimiters();
         let charset = msg.charset();
-        if let Ok(Some(prev)) = st.store.read("Provenance", provenance_id).await
+        // The message's record: also the Provenance entry's stored version, read once.
+        let recorded_before = st.store.read("Provenance", provenance_id).await;
+        if let Ok(Some(prev)) = &recorded_before
             && let Some(body) = &prev.body
         {
             let recorded = serde_json::from_slice::<Value>(body)
@@ -369,7 +372,7 @@ impl Hl7v2Service {
                 reason: None,
             };
         }
-        let conversion = match mapping::convert(msg, &self.mappings(), &self.options) {
+        let mut conversion = match mapping::convert(msg, &self.mappings(), &self.options) {
             Ok(c) => c,
             Err(e) => {
                 let err = AckError {
@@ -392,6 +395,16 @@ impl Hl7v2Service {
                     .await;
             }
         };
+        // Alias identifier systems become the canonical ones, as on every REST write; then a
+        // record the message names or is the subject of is the one stored under any of its
+        // identifiers, whichever format registered it (a patient of a CDA document).
+        for r in &mut conversion.resources {
+            st.identities.current().canonicalise_resource(r);
+        }
+        let unresolved = resolve_stored(st, &mut conversion)
+            .await
+            .err()
+            .map(|e| format!("not stored: {}", describe(&e)));
         let mut attempt = 0;
         let (stored, bundle, dtm, conflicts) = loop {
             attempt += 1;
@@ -421,35 +434,44 @@ impl Hl7v2Service {
             // What the message states, merged onto what the store holds where the message only
             // names a resource or is its subject (an ORU's PID never overwrites the registered
             // patient); what the store kept over the message's values is recorded.
-            let mut refused = repoint_failed;
-            let mut written: Vec<(Value, Option<u64>)> = Vec::new();
+            let mut refused = unresolved.clone().or(repoint_failed);
+            let mut written: Vec<Outgoing> = Vec::new();
             let mut conflicts = Vec::new();
             for (i, r) in conversion.resources.iter().enumerate() {
                 if refused.is_some() {
                     break;
                 }
-                // Alias identifier systems become the canonical ones, as on every REST write.
-                let mut r = r.clone();
-                st.identities.current().canonicalise_resource(&mut r);
                 let statement = conversion.statements.get(i).cloned().unwrap_or_default();
                 if statement.standing == Standing::Owned {
-                    written.push((r, None));
+                    written.push(Outgoing::stated(r.clone()));
                     continue;
                 }
-                match cda::onto_stored(st, &r, &statement).await {
+                match stored::onto_stored(st, r, &statement).await {
                     Ok(onto) => {
                         conflicts.extend(onto.conflicts);
                         if !onto.foreign {
-                            written.push((onto.resource, Some(onto.if_match)));
+                            written.push(Outgoing {
+                                resource: onto.resource,
+                                if_match: Some(onto.if_match),
+                                read: Some(onto.read),
+                            });
                         }
                     }
                     Err(e) => refused = Some(format!("not stored: {}", describe(&e))),
                 }
             }
-            cda::record_conflicts(&mut provenance, &conflicts);
-            written.push((provenance, None));
+            stored::record_conflicts(&mut provenance, &conflicts);
+            written.push(Outgoing {
+                read: recorded_before.as_ref().ok().cloned(),
+                ..Outgoing::stated(provenance)
+            });
             let mut entries = Vec::new();
-            for (r, if_match) in &written {
+            for Outgoing {
+                resource: r,
+                if_match,
+                read,
+            } in &written
+            {
                 if refused.is_some() {
                     break;
                 }
@@ -478,6 +500,7 @@ impl Hl7v2Service {
                 let id = r["id"].as_str().unwrap_or_default().to_string();
                 let mut entry = Entry::new(Method::Put, &ty, Target::Id(id), Some(r.clone()));
                 entry.if_match = *if_match;
+                entry.read_before = read.clone();
                 entries.push(entry);
             }
             entries.extend(repointed);
@@ -796,6 +819,7 @@ async fn repointed(st: &AppState, c: &Conversion) -> Result<Vec<Entry>, String> 
             if repoint(&mut r, &from, survivor) > 0 {
                 let mut e = Entry::new(Method::Put, &ty, Target::Id(id), Some(r));
                 e.if_match = Some(v.version);
+                e.read_before = Some(Some(v.clone()));
                 out.push(e);
             }
         }
@@ -823,12 +847,65 @@ fn repoint(v: &mut Value, from: &str, to: &str) -> usize {
     }
 }
 
+/// One resource of the message about to be written.
+struct Outgoing {
+    resource: Value,
+    /// The version it was merged onto ([`transaction::ABSENT`]: none), for a named or subject
+    /// resource.
+    if_match: Option<u64>,
+    /// Its stored version as read for the merge ([`Entry::read_before`]).
+    read: Option<Option<Arc<StoredVersion>>>,
+}
+
+impl Outgoing {
+    /// A resource written as stated.
+    fn stated(resource: Value) -> Outgoing {
+        Outgoing {
+            resource,
+            if_match: None,
+            read: None,
+        }
+    }
+}
+
+/// Resolves the named and subject resources of `c` to the records stored under one of their
+/// identifiers ([`stored::resolve`]): their ids and every reference to them become the stored
+/// ones. Two resources of the message that resolve to one record are one: the first, the other
+/// is reported as not mapped (a transaction cannot write one resource twice).
+async fn resolve_stored(st: &AppState, c: &mut Conversion) -> Result<(), FhirError> {
+    let renames = stored::resolve(st, c.resources.iter().zip(&c.statements)).await?;
+    if renames.is_empty() {
+        return Ok(());
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut kept = Vec::with_capacity(c.resources.len());
+    let statements = std::mem::take(&mut c.statements);
+    for (mut r, s) in std::mem::take(&mut c.resources).into_iter().zip(statements) {
+        let before = stored::type_and_id(&r);
+        stored::rename(&mut r, &renames);
+        let key = stored::type_and_id(&r);
+        if seen.insert(key.clone()) {
+            kept.push((r, s));
+        } else {
+            c.unmapped.push(mapping::Unmapped {
+                field: r["resourceType"].as_str().unwrap_or_default().to_string(),
+                sequence: 0,
+                value: before,
+                reason: format!("the same stored record as an earlier resource ({key})"),
+            });
+        }
+    }
+    (c.resources, c.statements) = kept.into_iter().unzip();
+    Ok(())
+}
+
 /// The transaction as committed: each resource as written (merged where the message named it or
 /// was its subject, with the version it was merged onto as `ifMatch`), then the Provenance.
-fn transaction_bundle(written: &[(Value, Option<u64>)]) -> Value {
+fn transaction_bundle(written: &[Outgoing]) -> Value {
     let entries: Vec<Value> = written
         .iter()
-        .map(|(r, if_match)| {
+        .map(|o| {
+            let (r, if_match) = (&o.resource, o.if_match);
             let url = format!(
                 "{}/{}",
                 r["resourceType"].as_str().unwrap_or_default(),

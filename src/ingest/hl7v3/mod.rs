@@ -439,7 +439,7 @@ impl Hl7v3Service {
     ) -> Result<cda::Committed, FhirError> {
         let mut written: Vec<String> = Vec::new();
         for (r, _) in &resources {
-            let w = cda::type_and_id(r);
+            let w = crate::ingest::stored::type_and_id(r);
             if !written.contains(&w) {
                 written.push(w);
             }
@@ -722,6 +722,7 @@ fn fill_all(
             let statement = Statement {
                 standing,
                 assumed: f.assumed,
+                ..Statement::default()
             };
             filled.push((rule, r, statement));
         }

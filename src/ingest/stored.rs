@@ -1,0 +1,207 @@
+//! The stored side of [`crate::ingest::merge`], shared by every ingest that names records (HL7
+//! v2, HL7 v3, CDA): find the stored record a stated one is (by any of its identifiers, so one
+//! person is one Patient whichever format registered it), read its current version, merge the
+//! statement onto it, and record in the ingest's Provenance what the store kept.
+//!
+//! The merge rules themselves are pure and live in [`crate::ingest::merge`]; retrying on a
+//! concurrent write is the caller's (each pipeline writes `If-Match` [`Onto::if_match`]).
+
+use crate::ingest::merge::{self, Conflict, Standing, Statement};
+use crate::model::FhirError;
+use crate::rest::AppState;
+use crate::security::ownership;
+use crate::store::StoredVersion;
+use crate::transaction;
+use serde_json::{Value, json};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// A stated resource merged onto the version stored under its id.
+pub struct Onto {
+    pub resource: Value,
+    /// The version it was merged onto, or [`transaction::ABSENT`]: the write's `If-Match`, so
+    /// that a concurrent write makes the caller merge again rather than overwrite it.
+    pub if_match: u64,
+    pub conflicts: Vec<Conflict>,
+    /// The record belongs to another domain than the sender's and the message only names it:
+    /// it is not written (the conflict records what the message said of it).
+    pub foreign: bool,
+    /// The current version as read (`None`: nothing stored), for the checks before the commit
+    /// ([`transaction::Entry::read_before`]).
+    pub read: Option<Arc<StoredVersion>>,
+}
+
+/// `stated` (a named or subject resource, never an owned one) merged by [`merge::merge`] onto
+/// what the store holds under its type and id, or as stated when nothing is stored.
+pub async fn onto_stored(
+    st: &AppState,
+    stated: &Value,
+    statement: &Statement,
+) -> Result<Onto, FhirError> {
+    let ty = stated["resourceType"].as_str().unwrap_or_default();
+    let id = stated["id"].as_str().unwrap_or_default();
+    let read = st
+        .store
+        .read(ty, id)
+        .await
+        .map_err(transaction::store_error)?;
+    let body = read.as_ref().and_then(|v| {
+        let b: Value = serde_json::from_slice(v.body.as_ref()?).ok()?;
+        Some((v.version, b))
+    });
+    let (resource, if_match, conflicts, foreign) = match body {
+        Some((version, old))
+            if statement.standing == Standing::Named
+                && let Some(owner) = ownership::foreign_owner(st, &old) =>
+        {
+            let conflict = Conflict::foreign(type_and_id(stated), &owner, stated);
+            (old, version, vec![conflict], true)
+        }
+        Some((version, old)) => {
+            let single = single_systems(st, ty, [&old, stated]);
+            let (resource, conflicts) = merge::merge(&old, stated, statement, &single);
+            (resource, version, conflicts, false)
+        }
+        // Created only if still absent: a concurrent message creating the same record makes
+        // this one merge into it on the next attempt.
+        None => (stated.clone(), transaction::ABSENT, Vec::new(), false),
+    };
+    Ok(Onto {
+        resource,
+        if_match,
+        conflicts,
+        foreign,
+        read,
+    })
+}
+
+/// The identifier systems the profiles claimed by `versions` allow once per record.
+fn single_systems<'a>(
+    st: &AppState,
+    resource_type: &str,
+    versions: impl IntoIterator<Item = &'a Value>,
+) -> BTreeSet<String> {
+    let catalogue = st.registry.catalogue();
+    let mut out = BTreeSet::new();
+    for v in versions {
+        for url in v
+            .pointer("/meta/profile")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            if let Some(sd) = catalogue.resource("StructureDefinition", url) {
+                out.extend(merge::one_per_system(sd, resource_type));
+            }
+        }
+    }
+    out
+}
+
+/// `Type/id` -> `Type/stored-id` for every stated (not owned) resource stored under one of its
+/// identifiers with another id: a patient a CDA document, an HL7 v3 message, a feed or a REST
+/// client registered is the one an HL7 v2 message with the same identifier names, whatever id
+/// each format derives. The first identifier found decides.
+pub async fn resolve<'a>(
+    st: &AppState,
+    stated: impl IntoIterator<Item = (&'a Value, &'a Statement)>,
+) -> Result<HashMap<String, String>, FhirError> {
+    let stated: Vec<(&Value, &Statement)> = stated.into_iter().collect();
+    let mut renames = HashMap::new();
+    for (r, s) in stated {
+        if s.standing == Standing::Owned {
+            continue;
+        }
+        let ty = r["resourceType"].as_str().unwrap_or_default();
+        let id = r["id"].as_str().unwrap_or_default();
+        let ids = r
+            .get("identifier")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|i| Some((i["system"].as_str()?, i["value"].as_str()?)));
+        for (system, value) in ids {
+            let found = crate::ingest::hl7v3::search(
+                st,
+                ty,
+                &[("identifier".into(), format!("{system}|{value}"))],
+                2,
+            )
+            .await?;
+            // Its own id among those found (a record stored twice before it was resolved)
+            // keeps it where it is.
+            let ids: Vec<&str> = found.iter().filter_map(|e| e["id"].as_str()).collect();
+            if let Some(eid) = ids.first() {
+                if !ids.contains(&id) {
+                    renames.insert(format!("{ty}/{id}"), format!("{ty}/{eid}"));
+                }
+                break;
+            }
+        }
+    }
+    Ok(renames)
+}
+
+/// Applies [`resolve`]'s renames to one resource: its own id, and every `reference` to a
+/// renamed resource.
+pub fn rename(r: &mut Value, renames: &HashMap<String, String>) {
+    if renames.is_empty() {
+        return;
+    }
+    if let Some(id) = renames
+        .get(&type_and_id(r))
+        .and_then(|n| n.split('/').nth(1))
+    {
+        r["id"] = json!(id);
+    }
+    rename_references(r, renames);
+}
+
+fn rename_references(v: &mut Value, renames: &HashMap<String, String>) {
+    match v {
+        Value::Object(o) => {
+            for (k, x) in o.iter_mut() {
+                if k == "reference"
+                    && let Value::String(s) = x
+                    && let Some(n) = renames.get(s.as_str())
+                {
+                    *s = n.clone();
+                    continue;
+                }
+                rename_references(x, renames);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| rename_references(x, renames)),
+        _ => {}
+    }
+}
+
+/// The conflicts in the Provenance: a contained OperationOutcome of their own (`#kept`).
+pub fn record_conflicts(provenance: &mut Value, conflicts: &[Conflict]) {
+    if conflicts.is_empty() {
+        return;
+    }
+    let Some(p) = provenance.as_object_mut() else {
+        return;
+    };
+    let oo = json!({"resourceType": "OperationOutcome", "id": "kept",
+        "issue": conflicts.iter().map(Conflict::issue).collect::<Vec<_>>()});
+    match p.entry("contained").or_insert_with(|| json!([])) {
+        Value::Array(c) => c.push(oo),
+        _ => return,
+    }
+    if let Some(entity) = p.get_mut("entity").and_then(Value::as_array_mut) {
+        entity.push(json!({"role": "derivation", "what": {"reference": "#kept",
+            "display": "values of named records the store kept over the message's"}}));
+    }
+}
+
+/// `Type/id` of a resource.
+pub fn type_and_id(r: &Value) -> String {
+    format!(
+        "{}/{}",
+        r["resourceType"].as_str().unwrap_or_default(),
+        r["id"].as_str().unwrap_or_default()
+    )
+}
