@@ -26,14 +26,14 @@ pub fn resource_id(resource_type: &str, facility: &str, key: &str) -> String {
     let parts = [resource_type, facility, key];
     let a = fnv1a(0xCBF2_9CE4_8422_2325, &parts);
     let b = fnv1a(0x6C62_272E_07BB_0142, &parts);
-    let hex = format!("{a:016x}{b:016x}");
+    // 8-4-4-4-12 hex digits, written straight into the id (ids are derived for every resource).
     format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xFFFF,
+        a & 0xFFFF,
+        b >> 48,
+        b & 0xFFFF_FFFF_FFFF
     )
 }
 

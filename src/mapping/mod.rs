@@ -135,6 +135,10 @@ impl Consumed {
 }
 
 fn shown(p: &str) -> String {
+    // 200 bytes hold at most 200 characters: no per-character copy for the common short value.
+    if p.len() <= 200 {
+        return p.to_string();
+    }
     p.chars().take(200).collect()
 }
 
@@ -149,15 +153,25 @@ fn path_matches(path: &str, at: &str) -> bool {
 }
 
 fn field_name(v2: &V2Path, rep: usize) -> String {
-    let mut s = format!("{}-{}", v2.segment, v2.field);
+    v2_name(&v2.segment, v2.field, rep, v2.component, v2.subcomponent)
+}
+
+/// `PID-11[2].7`: written into one buffer (the unconsumed report names thousands per message).
+fn v2_name(
+    segment: &str,
+    field: usize,
+    rep: usize,
+    component: Option<usize>,
+    subcomponent: Option<usize>,
+) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(16);
+    let _ = write!(s, "{segment}-{field}");
     if rep > 1 {
-        s.push_str(&format!("[{rep}]"));
+        let _ = write!(s, "[{rep}]");
     }
-    if let Some(c) = v2.component {
-        s.push_str(&format!(".{c}"));
-    }
-    if let Some(c) = v2.subcomponent {
-        s.push_str(&format!(".{c}"));
+    for c in [component, subcomponent].into_iter().flatten() {
+        let _ = write!(s, ".{c}");
     }
     s
 }
@@ -619,23 +633,12 @@ impl<'a, 'm> Run<'a, 'm> {
                     if !rep.is_valued() || self.consumed.contains(&(si, f, rep_no, 0)) {
                         continue;
                     }
-                    let partly = self.consumed.partly(si, f, rep_no);
-                    let base = V2Path {
-                        segment: seg.id().to_string(),
-                        field: f,
-                        component: None,
-                        subcomponent: None,
-                    };
-                    if partly {
+                    if self.consumed.partly(si, f, rep_no) {
                         for (c, comp) in rep.parts().enumerate() {
                             if comp.is_valued() && !self.consumed.contains(&(si, f, rep_no, c + 1))
                             {
-                                let p = V2Path {
-                                    component: Some(c + 1),
-                                    ..base.clone()
-                                };
                                 self.unmapped.push(Unmapped {
-                                    field: field_name(&p, rep_no),
+                                    field: v2_name(seg.id(), f, rep_no, Some(c + 1), None),
                                     sequence: si + 1,
                                     value: shown(comp.raw()),
                                     reason: "no mapping".into(),
@@ -644,7 +647,7 @@ impl<'a, 'm> Run<'a, 'm> {
                         }
                     } else {
                         self.unmapped.push(Unmapped {
-                            field: field_name(&base, rep_no),
+                            field: v2_name(seg.id(), f, rep_no, None, None),
                             sequence: si + 1,
                             value: shown(rep.raw()),
                             reason: "no mapping".into(),
@@ -729,10 +732,14 @@ fn holds(c: &Condition, seg: Segment<'_>) -> bool {
     }
 }
 
-/// For `varies`, the last key becomes `value` + the chosen type (`valueQuantity`).
-fn retarget(target: &FhirPath, suffix: Option<&str>) -> Vec<Step> {
+/// For `varies`, the last key becomes `value` + the chosen type (`valueQuantity`); every other
+/// placement borrows the rule's steps.
+fn retarget<'p>(target: &'p FhirPath, suffix: Option<&str>) -> std::borrow::Cow<'p, [Step]> {
+    let Some(suffix) = suffix else {
+        return std::borrow::Cow::Borrowed(&target.steps);
+    };
     let mut steps = target.steps.clone();
-    if let (Some(suffix), Some(last)) = (suffix, steps.last_mut()) {
+    if let Some(last) = steps.last_mut() {
         let leaf = &target.leaf_type;
         let base = last
             .key
@@ -742,7 +749,7 @@ fn retarget(target: &FhirPath, suffix: Option<&str>) -> Vec<Step> {
             .unwrap_or_else(|| "value".into());
         last.key = format!("{base}{suffix}");
     }
-    steps
+    std::borrow::Cow::Owned(steps)
 }
 
 /// Another type of the same choice element already present (`doseQuantity` for `doseRange`).
@@ -781,10 +788,7 @@ pub(crate) fn place(
     for (i, step) in steps.iter().enumerate() {
         let last = i + 1 == steps.len();
         if step.repeating {
-            let slot = cur
-                .entry(step.key.clone())
-                .or_insert_with(|| Value::Array(Vec::new()));
-            let Value::Array(arr) = slot else {
+            let Some(Value::Array(arr)) = slot(cur, &step.key, || Value::Array(Vec::new())) else {
                 return Err(format!("{} is not a list", step.key));
             };
             if let Some(n) = step.index {
@@ -850,16 +854,27 @@ pub(crate) fn place(
             if let Some(other) = other_choice(cur, step) {
                 return Err(format!("{other} already has a value"));
             }
-            let slot = cur
-                .entry(step.key.clone())
-                .or_insert_with(|| Value::Object(Map::new()));
-            let Value::Object(next) = slot else {
+            let Some(Value::Object(next)) = slot(cur, &step.key, || Value::Object(Map::new()))
+            else {
                 return Err(format!("{} is not an object", step.key));
             };
             cur = next;
         }
     }
     Ok(())
+}
+
+/// The value under `key`, created by `new` when absent; the key is copied only then (`entry`
+/// would copy it for every placement).
+fn slot<'o>(
+    obj: &'o mut Map<String, Value>,
+    key: &str,
+    new: impl FnOnce() -> Value,
+) -> Option<&'o mut Value> {
+    if !obj.contains_key(key) {
+        obj.insert(key.to_string(), new());
+    }
+    obj.get_mut(key)
 }
 
 /// The object holding the last step of a path, creating the objects on the way; `None` when a
@@ -870,10 +885,7 @@ fn parent_object<'a>(
 ) -> Option<&'a mut Map<String, Value>> {
     let mut cur = obj;
     for step in inner {
-        let slot = cur
-            .entry(step.key.clone())
-            .or_insert_with(|| Value::Object(Map::new()));
-        let Value::Object(next) = slot else {
+        let Some(Value::Object(next)) = slot(cur, &step.key, || Value::Object(Map::new())) else {
             return None;
         };
         cur = next;

@@ -579,11 +579,10 @@ impl<'m> Piece<'m> {
         let delimiters = self.delimiters;
         let charset = self.charset;
         let raw = self.raw;
-        let pieces: Vec<&'m str> = match sep {
-            None => vec![raw],
-            Some(s) => raw.split(s as char).collect(),
-        };
-        pieces.into_iter().map(move |raw| Piece {
+        // Lazy: most callers stop at the first repetition, so nothing is collected.
+        let split = sep.map(|s| raw.split(s as char)).into_iter().flatten();
+        let whole = sep.is_none().then_some(raw);
+        split.chain(whole).map(move |raw| Piece {
             raw,
             delimiters,
             charset,
