@@ -115,6 +115,17 @@ pub async fn resolve<'a>(
         }
         let ty = r["resourceType"].as_str().unwrap_or_default();
         let id = r["id"].as_str().unwrap_or_default();
+        // Already stored under its own id (the usual case: a sender naming its record again),
+        // it stays there, as when its id is among those found; one read instead of a search
+        // per identifier.
+        let own = st
+            .store
+            .read(ty, id)
+            .await
+            .map_err(transaction::store_error)?;
+        if own.is_some_and(|v| !v.is_deleted()) {
+            continue;
+        }
         let ids = r
             .get("identifier")
             .and_then(Value::as_array)

@@ -786,6 +786,8 @@ pub async fn search(
     let params = st.identities.current().canonicalise_params(params);
     let mut with_count = params.clone();
     with_count.push(("_count".into(), count.to_string()));
+    // The callers want the records, not how many there are.
+    with_count.push(("_total".into(), "none".into()));
     let opts = crate::search::ParseOptions::default();
     let plan = crate::search::parse(&[resource_type.to_string()], &with_count, &st.search, &opts)?;
     let page = crate::search::run::execute(st.store.as_ref(), &plan)
