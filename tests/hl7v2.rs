@@ -481,15 +481,7 @@ async fn mllp_thousand_messages_ten_connections_in_order_once() {
     assert!(msa(&first).starts_with("MSA|AA|C3-7-A08"));
     let (_, p) = json_of(srv.get(&format!("Patient/{}", patient_id("K3-7"))).await).await;
     assert_eq!(p["meta"]["versionId"], "2", "the duplicate was not applied");
-    let metrics = srv
-        .http
-        .get(format!("{}/metrics", srv.root))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics().await;
     assert!(
         metrics.contains("huitong_hl7v2_duplicates_total 2"),
         "{metrics}"
@@ -594,15 +586,7 @@ async fn http_ack_bundle_provenance_and_unmapped_fields() {
             .any(|i| i["location"][0].as_str().unwrap().starts_with("ZPV-1")),
         "{issues:?}"
     );
-    let metrics = srv
-        .http
-        .get(format!("{}/metrics", srv.root))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = srv.metrics().await;
     assert!(
         metrics.contains("huitong_hl7v2_unmapped_values_total{field=\"ZPV-1\"} 1"),
         "{metrics}"
@@ -904,6 +888,61 @@ async fn concurrent_merges_of_one_patient_are_all_accepted_and_repoint_once() {
     let (_, o) = json_of(srv.get(&format!("Observation/{obs_id}")).await).await;
     assert_eq!(o["subject"]["reference"], format!("Patient/{new}"));
     assert_eq!(o["meta"]["versionId"], "2", "{o}");
+}
+
+/// Sixteen messages at once change one registered patient: eight A08s each give it another family
+/// name, eight results each add an identifier. Each merges onto the version the one before it
+/// committed (the patient is locked from before the read until the commit), so none is refused,
+/// none is tried again after a version conflict, and no change is lost.
+#[tokio::test]
+async fn concurrent_messages_changing_one_patient_apply_one_after_the_other() {
+    let srv = server().await;
+    let pid = patient_id("LOCK1");
+    let (_, ack) = post_v2(&srv, registration("LK0", "LOCK1").as_bytes(), false).await;
+    assert!(msa(&ack).starts_with("MSA|AA|LK0"), "{}", msa(&ack));
+    let messages = (0..8).flat_map(|i| {
+        [
+            format!(
+                "MSH|^~\\&|HIS|H1|HUI|HUI|20240102030405||ADT^A08^ADT_A01|LK-A{i}|P|2.5\r\
+                 EVN|A08|20240102030405\r\
+                 PID|1||LOCK1^^^H1^MR||Family{i}^Li||19800102|F\r\
+                 PV1|1|O|||||||||||||||||V-LOCK1^^^H1^VN\r"
+            ),
+            format!(
+                "MSH|^~\\&|LAB|H1|HUI|HUI|20240105080000||ORU^R01^ORU_R01|LK-R{i}|P|2.5\r\
+                 PID|1||LOCK1^^^H1^MR~CARD{i}^^^H1^PI||Wang^Li||19800102|F\r\
+                 OBR|1|PO-LK{i}|FO-LK{i}|GLU^Glucose^L\r\
+                 OBX|1|NM|GLU^Glucose^L||5.{i}|mmol/L|||||F\r"
+            ),
+        ]
+    });
+    let sent = messages.map(|m| {
+        let srv = &srv;
+        async move { post_v2(srv, m.as_bytes(), false).await }
+    });
+    for (status, ack) in futures_util::future::join_all(sent).await {
+        assert_eq!(status, 200);
+        assert!(msa(&ack).starts_with("MSA|AA"), "{}", msa(&ack));
+    }
+    assert!(dead_letters(&srv).await.is_empty());
+
+    let (_, p) = json_of(srv.get(&format!("Patient/{pid}")).await).await;
+    let ids = strings(&p["identifier"], "value");
+    for i in 0..8 {
+        assert!(
+            ids.contains(&format!("CARD{i}").as_str()),
+            "CARD{i} lost: {ids:?}"
+        );
+    }
+    let family = p["name"][0]["family"].as_str().unwrap_or_default();
+    assert!(family.starts_with("Family"), "{p}");
+    // The registration and one version per message.
+    assert_eq!(p["meta"]["versionId"], "17", "{p}");
+    let metrics = srv.metrics().await;
+    assert!(
+        metrics.contains("huitong_hl7v2_conflict_retries_total 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

@@ -781,15 +781,7 @@ async fn operations_endpoints() {
         .await;
     s.get(&format!("Patient/{}", p["id"].as_str().unwrap()))
         .await;
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.root))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("huitong_requests_total{interaction=\"read\",status=\"200\"} 2"),
         "{metrics}"

@@ -123,15 +123,7 @@ fn header<'a>(h: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 async fn metric(srv: &TestServer, line_prefix: &str) -> Option<f64> {
-    let text = srv
-        .http
-        .get(format!("{}/metrics", srv.root))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = srv.metrics().await;
     text.lines()
         .find(|l| l.starts_with(line_prefix))
         .and_then(|l| l.rsplit(' ').next())

@@ -232,18 +232,36 @@ pub struct Conflict {
 }
 
 impl Conflict {
+    /// The stored value `kept` over the message's `dropped` (a record the message only names).
+    pub fn kept(target: String, path: String, kept: Value, dropped: Value) -> Conflict {
+        Conflict {
+            target,
+            path,
+            kept,
+            dropped,
+            replaced: false,
+            not_erased: None,
+        }
+    }
+
+    /// The subject's value `kept` in place of the stored `dropped`.
+    pub fn replaced(target: String, path: String, kept: Value, dropped: Value) -> Conflict {
+        Conflict {
+            replaced: true,
+            ..Conflict::kept(target, path, kept, dropped)
+        }
+    }
+
     /// A named record another domain owns, left as stored: `stated` is everything the message
     /// said of it, kept here since it is written nowhere else.
     pub fn foreign(target: String, owner: &str, stated: &Value) -> Conflict {
         let ty = target.split('/').next().unwrap_or_default().to_string();
-        Conflict {
+        Conflict::kept(
             target,
-            path: ty,
-            kept: json!(format!("the record of domain '{owner}'")),
-            dropped: stated.clone(),
-            replaced: false,
-            not_erased: None,
-        }
+            ty,
+            json!(format!("the record of domain '{owner}'")),
+            stated.clone(),
+        )
     }
 
     fn words(&self) -> String {
@@ -455,14 +473,12 @@ impl Merger<'_> {
             Standing::Subject | Standing::Owned => {
                 out.insert(k.to_string(), v.clone());
             }
-            Standing::Named => self.conflicts.push(Conflict {
-                target: self.target.clone(),
-                path: path.to_string(),
-                kept: out.get(k).cloned().unwrap_or(Value::Null),
-                dropped: v.clone(),
-                replaced: false,
-                not_erased: None,
-            }),
+            Standing::Named => self.conflicts.push(Conflict::kept(
+                self.target.clone(),
+                path.to_string(),
+                out.get(k).cloned().unwrap_or(Value::Null),
+                v.clone(),
+            )),
         }
     }
 
@@ -478,23 +494,19 @@ impl Merger<'_> {
             {
                 let here = format!("{path}[{i}]");
                 match self.standing {
-                    Standing::Named => self.conflicts.push(Conflict {
-                        target: self.target.clone(),
-                        path: here,
-                        kept: base[i].clone(),
-                        dropped: v.clone(),
-                        replaced: false,
-                        not_erased: None,
-                    }),
+                    Standing::Named => self.conflicts.push(Conflict::kept(
+                        self.target.clone(),
+                        here,
+                        base[i].clone(),
+                        v.clone(),
+                    )),
                     Standing::Subject | Standing::Owned => {
-                        self.conflicts.push(Conflict {
-                            target: self.target.clone(),
-                            path: here,
-                            kept: v.clone(),
-                            dropped: base[i].clone(),
-                            replaced: true,
-                            not_erased: None,
-                        });
+                        self.conflicts.push(Conflict::replaced(
+                            self.target.clone(),
+                            here,
+                            v.clone(),
+                            base[i].clone(),
+                        ));
                         base[i] = v.clone();
                         if !restated.contains(&i) {
                             restated.push(i);
@@ -515,14 +527,12 @@ impl Merger<'_> {
                             }
                             _ => match self.standing {
                                 Standing::Named => {
-                                    self.conflicts.push(Conflict {
-                                        target: self.target.clone(),
-                                        path: format!("{path}[{i}]"),
-                                        kept: base[i].clone(),
-                                        dropped: v.clone(),
-                                        replaced: false,
-                                        not_erased: None,
-                                    });
+                                    self.conflicts.push(Conflict::kept(
+                                        self.target.clone(),
+                                        format!("{path}[{i}]"),
+                                        base[i].clone(),
+                                        v.clone(),
+                                    ));
                                     base[i].clone()
                                 }
                                 _ => v.clone(),
@@ -577,15 +587,11 @@ impl Merger<'_> {
             };
             if let Some(kept) = e.would_remove(out) {
                 self.conflicts.push(Conflict {
-                    target: self.target.clone(),
-                    path: e.path(ty),
-                    kept,
-                    dropped: Value::Null,
-                    replaced: false,
                     not_erased: Some(format!(
                         "the message's explicit null (\"\" in {}) was not applied: {why}",
                         e.source
                     )),
+                    ..Conflict::kept(self.target.clone(), e.path(ty), kept, Value::Null)
                 });
             }
         }
@@ -695,14 +701,12 @@ mod tests {
         assert_eq!(m["maritalStatus"], stub["maritalStatus"]);
         assert_eq!(
             conflicts,
-            vec![Conflict {
-                target: "Patient/p1".into(),
-                path: "Patient.gender".into(),
-                kept: json!("male"),
-                dropped: json!("female"),
-                replaced: false,
-                not_erased: None,
-            }]
+            vec![Conflict::kept(
+                "Patient/p1".into(),
+                "Patient.gender".into(),
+                json!("male"),
+                json!("female")
+            )]
         );
         let issue = conflicts[0].issue();
         assert_eq!(issue["expression"], json!(["Patient.gender"]));

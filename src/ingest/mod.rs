@@ -5,6 +5,7 @@ pub mod cda;
 pub mod feed;
 pub mod hl7v2;
 pub mod hl7v3;
+pub mod locks;
 pub mod merge;
 pub mod rule_policy;
 pub mod stored;

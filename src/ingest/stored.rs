@@ -6,6 +6,7 @@
 //! The merge rules themselves are pure and live in [`crate::ingest::merge`]; retrying on a
 //! concurrent write is the caller's (each pipeline writes `If-Match` [`Onto::if_match`]).
 
+use crate::ingest::locks::{Access, Guard};
 use crate::ingest::merge::{self, Conflict, Standing, Statement};
 use crate::model::FhirError;
 use crate::rest::AppState;
@@ -29,6 +30,9 @@ pub struct Onto {
     /// The current version as read (`None`: nothing stored), for the checks before the commit
     /// ([`transaction::Entry::read_before`]).
     pub read: Option<Arc<StoredVersion>>,
+    /// Whether writing `resource` changes the record (false: the merge found everything the
+    /// statement says already stored, or the record is foreign and not written).
+    pub changed: bool,
 }
 
 /// `stated` (a named or subject resource, never an owned one) merged by [`merge::merge`] onto
@@ -49,22 +53,23 @@ pub async fn onto_stored(
         let b: Value = serde_json::from_slice(v.body.as_ref()?).ok()?;
         Some((v.version, b))
     });
-    let (resource, if_match, conflicts, foreign) = match body {
+    let (resource, if_match, conflicts, foreign, changed) = match body {
         Some((version, old))
             if statement.standing == Standing::Named
                 && let Some(owner) = ownership::foreign_owner(st, &old) =>
         {
             let conflict = Conflict::foreign(type_and_id(stated), &owner, stated);
-            (old, version, vec![conflict], true)
+            (old, version, vec![conflict], true, false)
         }
         Some((version, old)) => {
             let single = single_systems(st, ty, [&old, stated]);
             let (resource, conflicts) = merge::merge(&old, stated, statement, &single);
-            (resource, version, conflicts, false)
+            let changed = resource != old;
+            (resource, version, conflicts, false, changed)
         }
         // Created only if still absent: a concurrent message creating the same record makes
         // this one merge into it on the next attempt.
-        None => (stated.clone(), transaction::ABSENT, Vec::new(), false),
+        None => (stated.clone(), transaction::ABSENT, Vec::new(), false, true),
     };
     Ok(Onto {
         resource,
@@ -72,7 +77,74 @@ pub async fn onto_stored(
         conflicts,
         foreign,
         read,
+        changed,
     })
+}
+
+/// The merges of an ingest's stated records onto what is stored, and the locks
+/// ([`crate::ingest::locks`]) of the records it changes.
+#[derive(Default)]
+pub struct Merges {
+    /// By stated record: its first merge, until used (`None` for an owned one).
+    first: Vec<Option<Onto>>,
+    _held: Vec<Guard>,
+}
+
+impl Merges {
+    /// Merges each stated record onto what is stored and then locks those the merges change
+    /// and the owned ones (written as stated), so that ingests changing one record apply one
+    /// after the other, in the order they locked it. A record the merge finds unchanged (the
+    /// sending facility, a ward, a patient the message only names again) is not locked, so
+    /// ingests naming it go on together: it is not written, or, if it changes before the
+    /// commit, its `If-Match` refuses the commit and the caller merges again.
+    pub async fn lock<'a>(
+        st: &AppState,
+        stated: impl IntoIterator<Item = (&'a Value, &'a Statement)>,
+    ) -> Result<Merges, FhirError> {
+        // Collected before the first await: the future then holds no caller's closure.
+        let stated: Vec<(&Value, &Statement)> = stated.into_iter().collect();
+        let mut first = Vec::with_capacity(stated.len());
+        let mut keys = Vec::new();
+        for (r, s) in stated {
+            let onto = if s.standing == Standing::Owned {
+                None
+            } else {
+                Some(onto_stored(st, r, s).await?)
+            };
+            if onto.as_ref().is_none_or(|o| o.changed) {
+                keys.push((type_and_id(r), Access::Exclusive));
+            }
+            first.push(onto);
+        }
+        let held = st.record_locks.lock(keys).await;
+        Ok(Merges { first, _held: held })
+    }
+
+    /// The merge of stated record `i` onto the record's current version: the first merge while
+    /// the version it read is still the current one, else a new merge.
+    pub async fn onto(
+        &mut self,
+        st: &AppState,
+        i: usize,
+        stated: &Value,
+        statement: &Statement,
+    ) -> Result<Onto, FhirError> {
+        if let Some(first) = self.first.get_mut(i).and_then(Option::take) {
+            let (ty, id) = (
+                stated["resourceType"].as_str().unwrap_or_default(),
+                stated["id"].as_str().unwrap_or_default(),
+            );
+            let now = st
+                .store
+                .read(ty, id)
+                .await
+                .map_err(transaction::store_error)?;
+            if now.map(|v| v.version) == first.read.as_ref().map(|v| v.version) {
+                return Ok(first);
+            }
+        }
+        onto_stored(st, stated, statement).await
+    }
 }
 
 /// The identifier systems the profiles claimed by `versions` allow once per record.

@@ -50,11 +50,15 @@ pub async fn post(
             return tagged(ApiError(e).into_response(), "hl7v2");
         }
     };
-    let out = st.hl7v2.ingest(&st, &bytes).await;
     let wants_fhir = headers
         .get(header::ACCEPT)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("application/fhir+json"));
+    let out = if wants_fhir {
+        st.hl7v2.ingest_returning_bundle(&st, &bytes).await
+    } else {
+        st.hl7v2.ingest(&st, &bytes).await
+    };
     let resp = if wants_fhir {
         match (&out.bundle, out.code) {
             (Some(b), _) => json_response(

@@ -68,6 +68,8 @@ pub struct AppState {
     pub hl7v3: Arc<crate::ingest::hl7v3::Hl7v3Service>,
     /// Record feeds (`mappings/feeds`); empty until the server (or CLI) loads them.
     pub feeds: Arc<crate::ingest::feed::FeedService>,
+    /// The locks of the records ingests are changing, shared by every ingest path.
+    pub record_locks: Arc<crate::ingest::locks::RecordLocks>,
     /// R4 rest-hook subscriptions; inert until the server starts its worker.
     pub subscriptions: Arc<crate::subscription::Subscriptions>,
     /// The authenticated sender of the ingest this state serves (see `security::ownership`);
@@ -109,6 +111,7 @@ impl AppState {
             hl7v2,
             hl7v3,
             feeds: Arc::new(crate::ingest::feed::FeedService::empty()),
+            record_locks: Arc::default(),
             subscriptions: Arc::new(crate::subscription::Subscriptions::inert()),
             registry,
             validator,

@@ -113,9 +113,31 @@ fn push_words(out: &mut String, s: &str) {
 /// The searchable text of several strings, cut at [`MAX_TEXT_BYTES`] at a word boundary; `None`
 /// when they hold no word.
 pub fn searchable<'a>(parts: impl IntoIterator<Item = &'a str>) -> Option<String> {
-    let mut out = String::new();
+    let mut text = Searchable::default();
     for p in parts {
-        push_words(&mut out, p);
+        if !text.push(p) {
+            break;
+        }
+    }
+    text.finish()
+}
+
+/// Searchable text being built, part by part.
+#[derive(Default)]
+struct Searchable {
+    out: String,
+}
+
+impl Searchable {
+    /// Appends the words of `s`; false once the text is longer than [`MAX_TEXT_BYTES`] (what
+    /// follows would be cut anyway).
+    fn push(&mut self, s: &str) -> bool {
+        push_words(&mut self.out, s);
+        self.out.len() <= MAX_TEXT_BYTES
+    }
+
+    fn finish(mut self) -> Option<String> {
+        let out = &mut self.out;
         if out.len() > MAX_TEXT_BYTES {
             let mut cut = MAX_TEXT_BYTES;
             while !out.is_char_boundary(cut) {
@@ -126,10 +148,9 @@ pub fn searchable<'a>(parts: impl IntoIterator<Item = &'a str>) -> Option<String
                 cut = out[..cut].rfind(' ').unwrap_or(0);
             }
             out.truncate(cut);
-            break;
         }
+        (!out.is_empty()).then_some(self.out)
     }
-    (!out.is_empty()).then_some(out)
 }
 
 /// The narrative's searchable text (`text.div` without markup).
@@ -142,9 +163,9 @@ pub fn narrative_text(resource: &Value) -> Option<String> {
 /// narrative's text and that of contained resources included, in document order.
 pub fn content_text(resource: &Value) -> Option<String> {
     let ty = resource.get("resourceType")?.as_str()?;
-    let mut parts: Vec<String> = Vec::new();
-    collect(Definitions::core(), ty, resource, &mut parts, 0);
-    searchable(parts.iter().map(String::as_str))
+    let mut text = Searchable::default();
+    collect(Definitions::core(), ty, resource, &mut text, 0);
+    text.finish()
 }
 
 /// Resources nest (contained, Bundle entries); deeper than this is not walked.
@@ -152,16 +173,22 @@ const MAX_NESTING: usize = 16;
 
 /// Collects the text values of an object whose elements are defined under `path`, by their
 /// types in the definitions (a `uri`, `id` or date is not text, even though JSON spells it as a
-/// string).
-fn collect(defs: &Definitions, path: &str, json: &Value, out: &mut Vec<String>, depth: usize) {
+/// string). False once the text is full.
+fn collect(
+    defs: &Definitions,
+    path: &str,
+    json: &Value,
+    out: &mut Searchable,
+    depth: usize,
+) -> bool {
     if depth > MAX_NESTING {
-        return;
+        return true;
     }
     let Some(obj) = json.as_object() else {
-        return;
+        return true;
     };
     let Some(index) = defs.child_index(path) else {
-        return;
+        return true;
     };
     for (key, value) in obj {
         let Some(step) = index.step(key) else {
@@ -171,34 +198,27 @@ fn collect(defs: &Definitions, path: &str, json: &Value, out: &mut Vec<String>, 
         if step.matched.element.path == "Reference.reference" {
             continue;
         }
-        let items: Vec<&Value> = match value {
-            Value::Array(a) => a.iter().collect(),
-            v => vec![v],
+        let items = match value {
+            Value::Array(a) => a.as_slice(),
+            v => std::slice::from_ref(v),
         };
         for item in items {
-            match step.matched.type_code {
-                "string" | "markdown" | "code" => {
-                    if let Some(s) = item.as_str() {
-                        out.push(s.to_string());
-                    }
-                }
-                "xhtml" => {
-                    if let Some(s) = item.as_str() {
-                        out.push(strip_html(s));
-                    }
-                }
-                "Resource" => {
-                    if let Some(t) = item.get("resourceType").and_then(Value::as_str)
-                        && defs.is_resource_type(t)
-                    {
-                        collect(defs, t, item, out, depth + 1);
-                    }
-                }
+            let room = match step.matched.type_code {
+                "string" | "markdown" | "code" => item.as_str().is_none_or(|s| out.push(s)),
+                "xhtml" => item.as_str().is_none_or(|s| out.push(&strip_html(s))),
+                "Resource" => match item.get("resourceType").and_then(Value::as_str) {
+                    Some(t) if defs.is_resource_type(t) => collect(defs, t, item, out, depth + 1),
+                    _ => true,
+                },
                 _ if item.is_object() => collect(defs, step.children_path, item, out, depth + 1),
-                _ => {}
+                _ => true,
+            };
+            if !room {
+                return false;
             }
         }
     }
+    true
 }
 
 /// What the searchable text must contain for one term of a search value (already split at

@@ -223,18 +223,20 @@ pub async fn commit_stated(
     }
     stored::rename(&mut provenance, &renames);
     let written: Vec<String> = kept.iter().map(|(r, _)| type_and_id(r)).collect();
+    // Documents changing one patient merge one after the other (see `stored::Merges`).
+    let mut merges = stored::Merges::lock(st, kept.iter().map(|(r, s)| (r, s))).await?;
     let mut attempt = 0;
     loop {
         attempt += 1;
         let mut resources = Vec::with_capacity(kept.len() + containers.len());
         let mut preconditions = HashMap::new();
         let mut conflicts = Vec::new();
-        for (r, s) in &kept {
+        for (i, (r, s)) in kept.iter().enumerate() {
             if s.standing == Standing::Owned {
                 resources.push(r.clone());
                 continue;
             }
-            let onto = stored::onto_stored(st, r, s).await?;
+            let onto = merges.onto(st, i, r, s).await?;
             conflicts.extend(onto.conflicts);
             if !onto.foreign {
                 preconditions.insert(type_and_id(r), (onto.if_match, onto.read));

@@ -18,6 +18,7 @@ pub mod map;
 pub mod patch;
 mod refuse;
 
+use crate::ingest::locks::{Access, Guard, content_hash};
 use crate::mapping::LoadError;
 use crate::mapping::ids::resource_id;
 use crate::model::{FhirError, Severity};
@@ -116,10 +117,6 @@ pub struct FeedService {
     feeds: RwLock<Arc<BTreeMap<String, Arc<Feed>>>>,
     dir: PathBuf,
     counters: Mutex<Counters>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>,
-    /// By `Type/id`: a hash of the content the last record to claim that resource maps it to
-    /// (see [`FeedService::claim`]).
-    foreseen: Mutex<HashMap<String, u64>>,
     options: MapOptions,
     /// Records in flight at once in partial mode (their commits share group commits).
     pub concurrency: usize,
@@ -132,29 +129,6 @@ pub struct Prepared {
     mapped: Mapped,
     guards: Vec<Guard>,
 }
-
-/// A record's hold on one resource, released when dropped.
-enum Guard {
-    Shared {
-        _held: tokio::sync::OwnedRwLockReadGuard<()>,
-    },
-    Exclusive {
-        _held: tokio::sync::OwnedRwLockWriteGuard<()>,
-    },
-}
-
-/// How a record holds a resource while it commits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Access {
-    /// It may change the resource: records that name it wait for each other, in input order.
-    Exclusive,
-    /// It maps the resource exactly as the record before it did, so it will most likely find it
-    /// unchanged and write nothing: such records go on together.
-    Shared,
-}
-
-/// Entries kept in [`FeedService::foreseen`] before it is started afresh (it is only a hint).
-const FORESEEN_LIMIT: usize = 65_536;
 
 /// Times a record is tried again when a resource it read changed before its commit.
 const CONFLICT_ATTEMPTS: usize = 3;
@@ -171,8 +145,6 @@ impl FeedService {
             feeds: RwLock::new(Arc::new(feeds)),
             dir,
             counters: Mutex::new(Counters::default()),
-            locks: Mutex::new(HashMap::new()),
-            foreseen: Mutex::new(HashMap::new()),
             options: MapOptions {
                 default_offset: settings.hl7v2_timezone.clone(),
             },
@@ -187,8 +159,6 @@ impl FeedService {
             feeds: RwLock::new(Arc::new(BTreeMap::new())),
             dir: PathBuf::new(),
             counters: Mutex::new(Counters::default()),
-            locks: Mutex::new(HashMap::new()),
-            foreseen: Mutex::new(HashMap::new()),
             options: MapOptions::default(),
             concurrency: 32,
         }
@@ -230,7 +200,7 @@ impl FeedService {
         record: Result<Value, RecordError>,
     ) -> Result<Prepared, RecordOutcome> {
         let p = self.map_only(st, feed, row, record)?;
-        Ok(self.claim(p).await)
+        Ok(self.claim(st, p).await)
     }
 
     /// Takes the locks of the resources a mapped record writes, waiting for earlier records that
@@ -240,28 +210,18 @@ impl FeedService {
     /// that many records share (the payer, the clinic), which they map exactly as the record before
     /// did and find unchanged (see [`FeedService::entries`]). Those are held shared, so that the
     /// records naming the same payer are not committed one at a time.
-    async fn claim(&self, mut p: Prepared) -> Prepared {
+    async fn claim(&self, st: &AppState, mut p: Prepared) -> Prepared {
+        let locks = &st.record_locks;
         let mut keys = Vec::new();
-        {
-            let mut foreseen = self.foreseen.lock().unwrap_or_else(|e| e.into_inner());
-            if foreseen.len() > FORESEEN_LIMIT {
-                foreseen.clear();
-            }
-            for r in &p.mapped.resources {
-                let key = format!("{}/{}", r.resource_type, r.id);
-                let access = if r.mode == WriteMode::Put && r.select.is_none() {
-                    let h = content_hash(&r.body);
-                    if foreseen.insert(key.clone(), h) == Some(h) {
-                        Access::Shared
-                    } else {
-                        Access::Exclusive
-                    }
-                } else {
-                    foreseen.remove(&key);
-                    Access::Exclusive
-                };
-                keys.push((key, access));
-            }
+        for r in &p.mapped.resources {
+            let key = format!("{}/{}", r.resource_type, r.id);
+            let access = if r.mode == WriteMode::Put && r.select.is_none() {
+                locks.foresee(&key, content_hash(&r.body, &()))
+            } else {
+                locks.forget(&key);
+                Access::Exclusive
+            };
+            keys.push((key, access));
         }
         keys.push((provenance_id(&p.feed, &p.mapped.key), Access::Exclusive));
         keys.extend(
@@ -270,7 +230,7 @@ impl FeedService {
                 .iter()
                 .map(|k| (k.clone(), Access::Exclusive)),
         );
-        p.guards = self.lock(keys).await;
+        p.guards = locks.lock(keys).await;
         p
     }
 
@@ -301,33 +261,6 @@ impl FeedService {
             mapped,
             guards: Vec::new(),
         })
-    }
-
-    /// Locks the keys (sorted, so two batches never wait on each other in a cycle; a key named
-    /// twice is held exclusively if either asks so).
-    async fn lock(&self, mut keys: Vec<(String, Access)>) -> Vec<Guard> {
-        keys.sort();
-        keys.dedup_by(|later, kept| later.0 == kept.0);
-        let mut guards = Vec::new();
-        for (k, access) in keys {
-            let lock = {
-                let mut m = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-                // Forget locks nobody holds, so the map stays the size of what is in flight.
-                if m.len() > 4096 {
-                    m.retain(|_, l| Arc::strong_count(l) > 1);
-                }
-                m.entry(k).or_default().clone()
-            };
-            guards.push(match access {
-                Access::Shared => Guard::Shared {
-                    _held: lock.read_owned().await,
-                },
-                Access::Exclusive => Guard::Exclusive {
-                    _held: lock.write_owned().await,
-                },
-            });
-        }
-        guards
     }
 
     /// Validates and commits a prepared record (one transaction with its Provenance).
@@ -417,7 +350,7 @@ impl FeedService {
             .flat_map(|p| p.lock_keys(feed))
             .map(|k| (k, Access::Exclusive))
             .collect();
-        let _guards = self.lock(keys).await;
+        let _guards = st.record_locks.lock(keys).await;
         for p in mapped {
             // Every resource is written: which record's version of a shared one is kept is decided
             // over the whole batch below, not by what is stored.
@@ -907,13 +840,6 @@ fn written(effects: &[Effect], refs: &[(String, String)]) -> Vec<Written> {
 }
 
 /// A hash of a mapped resource's content, stable within one run.
-fn content_hash(body: &Map<String, Value>) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    serde_json::to_string(body).unwrap_or_default().hash(&mut h);
-    h.finish()
-}
-
 fn describe(e: &FhirError) -> String {
     e.issues
         .iter()
@@ -1286,7 +1212,7 @@ pub async fn run_partial(
         };
         let h = match h.await {
             Ok(Ok(p)) => {
-                let p = service.claim(p).await;
+                let p = service.claim(st, p).await;
                 let (st, service) = (st.clone(), service.clone());
                 tokio::spawn(async move { service.commit(&st, p).await })
             }

@@ -12,6 +12,7 @@ use super::charset::sniff_msh_field;
 use super::deadletter::DeadLetters;
 use super::er7::{Delimiters, Hl7v2Message, ParseError};
 use super::{Charset, parse};
+use crate::ingest::locks::Access;
 use crate::ingest::merge::Standing;
 use crate::ingest::stored;
 use crate::mapping::{self, Conversion, Mappings, Options, ids::resource_id};
@@ -25,8 +26,9 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex, RwLock};
 
 /// Commits of one message tried before a version conflict on a re-pointed or merged resource is
-/// its AE. Each conflict means another message committed, so this bounds the wait of a message
-/// among that many concurrent ones naming the same record (a ward's Location, one patient).
+/// its AE. The records a message states are locked (`ingest::locks`), so a conflict is a write
+/// the locks do not order: a REST update, a resource an A40 re-points, two messages that held a
+/// record shared and both changed it.
 const CONFLICT_ATTEMPTS: usize = 12;
 
 /// The HL7 v2 side of a running gateway.
@@ -34,7 +36,6 @@ pub struct Hl7v2Service {
     mappings: RwLock<Arc<Mappings>>,
     /// Failed messages.
     pub dead_letters: DeadLetters,
-    inflight: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     counters: Mutex<Counters>,
     options: Options,
     default_charset: Charset,
@@ -46,6 +47,8 @@ struct Counters {
     /// (ack code) -> messages.
     messages: BTreeMap<&'static str, u64>,
     duplicates: u64,
+    /// Commits tried again after a version conflict (see [`CONFLICT_ATTEMPTS`]).
+    conflict_retries: u64,
     /// (segment-field, e.g. PID-10) -> values no mapping consumed.
     unmapped: BTreeMap<String, u64>,
 }
@@ -87,7 +90,8 @@ pub struct Ingested {
     pub charset: Charset,
     /// False when MSH-15 asks for no accept acknowledgement of this outcome.
     pub send_ack: bool,
-    /// The transaction Bundle that was committed.
+    /// The transaction Bundle that was committed, when asked for
+    /// ([`Hl7v2Service::ingest_returning_bundle`]).
     pub bundle: Option<Value>,
     /// True when this was a re-send of a committed message.
     pub duplicate: bool,
@@ -162,7 +166,6 @@ impl Hl7v2Service {
         Ok(Hl7v2Service {
             mappings: RwLock::new(Arc::new(mappings)),
             dead_letters,
-            inflight: Mutex::new(HashMap::new()),
             counters: Mutex::new(Counters::default()),
             options: Options {
                 default_offset: settings.hl7v2_timezone.clone(),
@@ -252,6 +255,16 @@ impl Hl7v2Service {
 
     /// Processes one message end to end.
     pub async fn ingest(&self, st: &AppState, raw: &[u8]) -> Ingested {
+        self.ingest_as(st, raw, false).await
+    }
+
+    /// [`Self::ingest`], also returning the committed transaction as [`Ingested::bundle`]
+    /// (`POST /hl7v2` with `Accept: application/fhir+json`; the ACK alone does not need it).
+    pub async fn ingest_returning_bundle(&self, st: &AppState, raw: &[u8]) -> Ingested {
+        self.ingest_as(st, raw, true).await
+    }
+
+    async fn ingest_as(&self, st: &AppState, raw: &[u8], with_bundle: bool) -> Ingested {
         let charset = self.charset_for(raw);
         let msg = match parse(raw, charset) {
             Ok(m) => m,
@@ -267,15 +280,28 @@ impl Hl7v2Service {
             .unwrap_or_default();
         let provenance_id = resource_id("Provenance", &facility, &format!("message|{control}"));
         // One message per (facility, control id) at a time: a concurrent re-send waits and then
-        // finds the first one committed.
-        let key = format!("{facility}|{control}");
-        let lock = self.lock_for(&key);
-        let guard = lock.lock().await;
-        let out = self
-            .process(st, raw, &msg, &header, &facility, &control, &provenance_id)
+        // finds the first one committed. (Its record, the Provenance, is locked only here, before
+        // any other: the records' locks taken later cannot close a cycle.)
+        let held = st
+            .record_locks
+            .lock(vec![(
+                format!("Provenance/{provenance_id}"),
+                Access::Exclusive,
+            )])
             .await;
-        drop(guard);
-        self.release(&key, lock);
+        let out = self
+            .process(
+                st,
+                raw,
+                &msg,
+                &header,
+                &facility,
+                &control,
+                &provenance_id,
+                with_bundle,
+            )
+            .await;
+        drop(held);
         self.count(&out);
         out
     }
@@ -301,19 +327,6 @@ impl Hl7v2Service {
         Ok(out)
     }
 
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(key.to_string()).or_default().clone()
-    }
-
-    fn release(&self, key: &str, lock: Arc<tokio::sync::Mutex<()>>) {
-        let mut map = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-        drop(lock);
-        if map.get(key).is_some_and(|l| Arc::strong_count(l) == 1) {
-            map.remove(key);
-        }
-    }
-
     fn count(&self, out: &Ingested) {
         let mut c = self.counters.lock().unwrap_or_else(|e| e.into_inner());
         let k = match out.code {
@@ -337,6 +350,7 @@ impl Hl7v2Service {
         facility: &str,
         control: &str,
         provenance_id: &str,
+        with_bundle: bool,
     ) -> Ingested {
         let d = *msg.delimiters();
         let charset = msg.charset();
@@ -405,6 +419,20 @@ impl Hl7v2Service {
             .await
             .err()
             .map(|e| format!("not stored: {}", describe(&e)));
+        // The records the message changes are locked until the commit, so messages about one
+        // patient merge one after the other, in arrival order, rather than onto one version and
+        // all but one again.
+        let (mut merges, unmerged) =
+            match stored::Merges::lock(st, conversion.resources.iter().zip(&conversion.statements))
+                .await
+            {
+                Ok(m) => (m, None),
+                Err(e) => (
+                    stored::Merges::default(),
+                    Some(format!("not stored: {}", describe(&e))),
+                ),
+            };
+        let unresolved = unresolved.or(unmerged);
         let mut attempt = 0;
         let (stored, bundle, dtm, conflicts) = loop {
             attempt += 1;
@@ -446,7 +474,7 @@ impl Hl7v2Service {
                     written.push(Outgoing::stated(r.clone()));
                     continue;
                 }
-                match stored::onto_stored(st, r, &statement).await {
+                match merges.onto(st, i, r, &statement).await {
                     Ok(onto) => {
                         conflicts.extend(onto.conflicts);
                         if !onto.foreign {
@@ -514,7 +542,7 @@ impl Hl7v2Service {
             // A message that re-sends what is stored (an A08 of an unchanged patient, a retry) writes
             // only its Provenance.
             transaction::skip_unchanged(st.store.as_ref(), &mut entries).await;
-            let bundle = transaction_bundle(&written);
+            let bundle = with_bundle.then(|| transaction_bundle(&written));
             // A message is applied whole or not at all: one invalid resource refuses it before the store.
             let outcome = match refused {
                 Some(message) => Err(message),
@@ -530,7 +558,13 @@ impl Hl7v2Service {
                     // A version conflict is a concurrent write to a re-pointed or merged resource:
                     // read again and re-point or merge on top of it, rather than refuse a valid
                     // message for another one's timing.
-                    Err(e) if e.status == 412 && attempt < CONFLICT_ATTEMPTS => continue,
+                    Err(e) if e.status == 412 && attempt < CONFLICT_ATTEMPTS => {
+                        self.counters
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .conflict_retries += 1;
+                        continue;
+                    }
                     r => r
                         .map(|_| ())
                         .map_err(|e| format!("not stored: {}", describe(&e))),
@@ -582,7 +616,7 @@ impl Hl7v2Service {
             charset,
             ack_text: text,
             send_ack: header.wants_ack(AckCode::Accept),
-            bundle: Some(bundle),
+            bundle,
             duplicate: false,
             reason: None,
         }
@@ -674,6 +708,13 @@ impl Hl7v2Service {
         out.push_str("# HELP huitong_hl7v2_duplicates_total Re-sent messages answered with their original ACK.\n");
         out.push_str("# TYPE huitong_hl7v2_duplicates_total counter\n");
         let _ = writeln!(out, "huitong_hl7v2_duplicates_total {}", c.duplicates);
+        out.push_str("# HELP huitong_hl7v2_conflict_retries_total Commits tried again because a record the message merged onto changed first.\n");
+        out.push_str("# TYPE huitong_hl7v2_conflict_retries_total counter\n");
+        let _ = writeln!(
+            out,
+            "huitong_hl7v2_conflict_retries_total {}",
+            c.conflict_retries
+        );
         out.push_str("# HELP huitong_hl7v2_unmapped_values_total Values of committed messages that no mapping consumed, by field.\n");
         out.push_str("# TYPE huitong_hl7v2_unmapped_values_total counter\n");
         for (k, n) in &c.unmapped {
