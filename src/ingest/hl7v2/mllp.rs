@@ -63,9 +63,9 @@ impl FrameDecoder {
         let mut garbage = 0usize;
         let mut i = 0;
         while i < data.len() {
-            let b = data[i];
-            i += 1;
             if !self.in_frame {
+                let b = data[i];
+                i += 1;
                 if b == VT {
                     if garbage > 0 {
                         out.push(Frame::Garbage(std::mem::take(&mut garbage)));
@@ -79,30 +79,38 @@ impl FrameDecoder {
                 }
                 continue;
             }
-            match b {
-                VT => {
-                    out.push(Frame::Unterminated(self.buf.len()));
-                    self.buf.clear();
+            // Inside a frame: the bytes up to the next block character are content, taken at
+            // once (a message is kilobytes; byte-by-byte pushing cost more than the parse).
+            let rest = &data[i..];
+            let run = rest
+                .iter()
+                .position(|&c| c == FS || c == VT)
+                .unwrap_or(rest.len());
+            if !self.oversized {
+                if self.buf.len() + run > self.max {
+                    self.oversized = true;
+                    self.buf = Vec::new();
+                    out.push(Frame::TooLarge);
+                } else {
+                    self.buf.extend_from_slice(&rest[..run]);
+                }
+            }
+            i += run;
+            let Some(&block) = rest.get(run) else {
+                break;
+            };
+            i += 1;
+            if block == VT {
+                out.push(Frame::Unterminated(self.buf.len()));
+                self.buf.clear();
+                self.oversized = false;
+            } else {
+                // FS ends the frame; the CR after it is skipped as inter-frame noise above.
+                self.in_frame = false;
+                if self.oversized {
                     self.oversized = false;
-                }
-                FS => {
-                    // FS ends the frame; the CR after it is skipped as inter-frame noise above.
-                    self.in_frame = false;
-                    if self.oversized {
-                        self.oversized = false;
-                    } else {
-                        out.push(Frame::Message(std::mem::take(&mut self.buf)));
-                    }
-                }
-                _ if self.oversized => {}
-                _ => {
-                    if self.buf.len() >= self.max {
-                        self.oversized = true;
-                        self.buf = Vec::new();
-                        out.push(Frame::TooLarge);
-                    } else {
-                        self.buf.push(b);
-                    }
+                } else {
+                    out.push(Frame::Message(std::mem::take(&mut self.buf)));
                 }
             }
         }
@@ -258,5 +266,40 @@ mod tests {
         );
         d.push(b"\x0bpartial");
         assert!(d.in_frame());
+    }
+
+    #[test]
+    fn a_frame_of_exactly_the_limit_is_accepted_and_one_byte_more_refused() {
+        let mut d = FrameDecoder::new(4);
+        assert_eq!(
+            d.push(b"\x0b1234\x1c\r\x0b12345\x1c\r"),
+            vec![Frame::Message(b"1234".to_vec()), Frame::TooLarge]
+        );
+        // Over the limit only once its pieces add up.
+        assert_eq!(d.push(b"\x0b12"), vec![]);
+        assert_eq!(d.push(b"34"), vec![]);
+        assert_eq!(d.push(b"5\x1c\r"), vec![Frame::TooLarge]);
+    }
+
+    #[test]
+    fn any_split_of_the_stream_gives_the_same_frames() {
+        let stream = b"\x0bMSH|a\rPID|1\x1c\r\x0bcut\x0bMSH|b\x1c\r\n\x0b0123456789abcdefXYZ\x1c\r\x0bMSH|c\x1c\r";
+        let whole = FrameDecoder::new(16).push(stream);
+        assert_eq!(
+            whole,
+            vec![
+                Frame::Message(b"MSH|a\rPID|1".to_vec()),
+                Frame::Unterminated(3),
+                Frame::Message(b"MSH|b".to_vec()),
+                Frame::TooLarge,
+                Frame::Message(b"MSH|c".to_vec()),
+            ]
+        );
+        for at in 0..=stream.len() {
+            let mut d = FrameDecoder::new(16);
+            let mut out = d.push(&stream[..at]);
+            out.extend(d.push(&stream[at..]));
+            assert_eq!(out, whole, "split at {at}");
+        }
     }
 }
