@@ -30,6 +30,9 @@ async fn fixture(s: &TestServer) {
         ("hg121", ucum(121.0, "mm[Hg]")),
         ("kpa16", ucum(16.0, "kPa")),
         ("iu3", ucum(3.0, "[iU]/L")),
+        ("cel37", ucum(37.0, "Cel")),
+        ("degf986", ucum(98.6, "[degF]")),
+        ("degf104", ucum(104.0, "[degF]")),
         // The same unit name in another system is not UCUM: never converted.
         (
             "local5500",
@@ -138,6 +141,27 @@ async fn millimetres_of_mercury_stay_exact_and_compare_with_pascals() {
         encode(&format!("ge15.9|{UCUM}|kPa"))
     );
     assert_eq!(found(&s, &code_kpa).await, set(&["bp"]));
+}
+
+/// Celsius and Fahrenheit have offsets, not only factors: both compare in kelvin, 37 Cel being
+/// 98.6 [degF] and 104 [degF] being 40 Cel.
+#[tokio::test]
+async fn temperatures_compare_across_celsius_and_fahrenheit() {
+    let s = TestServer::start().await;
+    fixture(&s).await;
+    check(
+        &s,
+        &[
+            (q("37", "Cel"), &["cel37", "degf986"]),
+            (q("98.6", "[degF]"), &["cel37", "degf986"]),
+            (q("40", "Cel"), &["degf104"]),
+            (q("gt38", "Cel"), &["degf104"]),
+            (q("le99", "[degF]"), &["cel37", "degf986"]),
+            (q("310.15", "K"), &["cel37", "degf986"]),
+            (q("ap38", "Cel"), &["cel37", "degf986", "degf104"]),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]

@@ -287,12 +287,15 @@ fn dims_unit(dims: &BTreeMap<String, i32>) -> String {
     unit
 }
 
+/// `None` for a unit that is not a temperature, or a value out of the decimal range.
 fn temperature_to_kelvin(value: Decimal, unit: &str) -> Option<Decimal> {
     match unit {
-        "Cel" => Some(value + dec("273.15")),
-        "[degF]" => {
-            Some((value - Decimal::from(32)) * Decimal::from(5) / Decimal::from(9) + dec("273.15"))
-        }
+        "Cel" => value.checked_add(dec("273.15")),
+        "[degF]" => value
+            .checked_sub(Decimal::from(32))?
+            .checked_mul(Decimal::from(5))?
+            .checked_div(Decimal::from(9))?
+            .checked_add(dec("273.15")),
         "K" => Some(value),
         _ => None,
     }
@@ -309,10 +312,12 @@ impl Quantity {
             temperature_to_kelvin(Decimal::ZERO, unit),
         ) {
             let v = match unit {
-                "Cel" => k - dec("273.15"),
-                "[degF]" => {
-                    (k - dec("273.15")) * Decimal::from(9) / Decimal::from(5) + Decimal::from(32)
-                }
+                "Cel" => k.checked_sub(dec("273.15"))?,
+                "[degF]" => k
+                    .checked_sub(dec("273.15"))?
+                    .checked_mul(Decimal::from(9))?
+                    .checked_div(Decimal::from(5))?
+                    .checked_add(Decimal::from(32))?,
                 _ => k,
             };
             return Some(Quantity {
@@ -432,12 +437,19 @@ impl Quantity {
 
     /// This quantity in UCUM base units, the one form all quantities of a dimension share
     /// (`5400 mg` is `5.4 g`, `120 mm[Hg]` is `15998640 g.m-1.s-2`, `50 %` is `0.5 1`): what a
-    /// search compares when it names a UCUM unit. `None` when the unit has no such form: an atom
-    /// this engine does not know (it would only be its own dimension), a scale with an offset
-    /// (`Cel`, `[degF]`), a calendar keyword (not UCUM).
+    /// search compares when it names a UCUM unit. A temperature on a scale with an offset is in
+    /// kelvin (`37 Cel` and `98.6 [degF]` are `310.15 K`). `None` when the unit has no such form:
+    /// an atom this engine does not know (it would only be its own dimension), a calendar keyword
+    /// (not UCUM).
     pub fn canonical(&self) -> Option<Quantity> {
         if is_calendar_unit(&self.unit) {
             return None;
+        }
+        if let Some(k) = temperature_to_kelvin(self.value, &self.unit) {
+            return Some(Quantity {
+                value: k.normalize(),
+                unit: "K".to_string(),
+            });
         }
         let r = reduce(&self.unit)?;
         if !r.dims.keys().all(|d| BASE_ATOMS.contains(&d.as_str())) {
@@ -525,7 +537,9 @@ mod tests {
         );
         assert_eq!(c("1", "mg/dL"), Some((dec("10"), "g.m-3".to_string())));
         assert_eq!(c("50", "%"), Some((dec("0.5"), "1".to_string())));
-        assert_eq!(c("36.6", "Cel"), None);
+        assert_eq!(c("36.6", "Cel"), Some((dec("309.75"), "K".to_string())));
+        assert_eq!(c("98.6", "[degF]"), c("37", "Cel"));
+        assert_eq!(c("79228162514264337593543950335", "Cel"), None);
         assert_eq!(c("3", "[iU]/L"), None);
         assert_eq!(c("1", "year"), None);
     }
@@ -536,5 +550,9 @@ mod tests {
         assert_eq!(q("98.6", "Yd").compare(&q("4", "d")), None);
         assert_eq!(q("1", "m2147483647").compare(&q("1", "m")), None);
         assert_eq!(q("1", "m8.m8").compare(&q("1", "m16")), None);
+        assert_eq!(
+            q("79228162514264337593543950335", "Cel").convert_to("[degF]"),
+            None
+        );
     }
 }

@@ -82,12 +82,14 @@ pub fn of_search(
     let Some(c) = decimal(number).and_then(|d| convert(d, code)) else {
         return Some(own);
     };
-    // The factor of the unit, for the bounds the value's precision implies.
-    let factor = convert(Decimal::ONE, code).map_or(1.0, |one| one.value);
+    // The bounds the value's precision (or `ap`) implies, converted as the value is: by the
+    // unit's factor, and its offset for a temperature (`Cel` to `K` adds 273.15).
+    let offset = convert(Decimal::ZERO, code).map_or(0.0, |zero| zero.value);
+    let factor = convert(Decimal::ONE, code).map_or(1.0, |one| one.value - offset);
     Some(CanonicalQuantity {
         value: c.value,
-        low: low * factor,
-        high: high * factor,
+        low: low * factor + offset,
+        high: high * factor + offset,
         code: c.code,
     })
 }
@@ -133,5 +135,23 @@ mod tests {
         assert_eq!((c.value, c.code.as_str()), (5.4, "g"));
         assert!((c.low - 5.3995).abs() < 1e-12 && (c.high - 5.4005).abs() < 1e-12);
         assert_eq!(of_search("1", (1.0, 0.5, 1.5), None, Some("mg")), None);
+    }
+
+    #[test]
+    fn temperatures_compare_in_kelvin_with_their_bounds_shifted_and_scaled() {
+        let u = Some(ucum::SYSTEM);
+        let stored = of_stored("98.6", 98.6, u, Some("[degF]"), None);
+        assert_eq!(stored.code, "K");
+        assert!((stored.value - 310.15).abs() < 1e-9, "{stored:?}");
+        let c = of_search("37", (37.0, 36.5, 37.5), u, Some("Cel")).unwrap();
+        assert_eq!(c.code, "K");
+        assert!((c.value - 310.15).abs() < 1e-9);
+        assert!(
+            (c.low - 309.65).abs() < 1e-9 && (c.high - 310.65).abs() < 1e-9,
+            "{c:?}"
+        );
+        // A Fahrenheit degree is 5/9 of a kelvin: 98.6 ± 0.05 °F is 310.15 ± 0.0278 K.
+        let f = of_search("98.6", (98.6, 98.55, 98.65), u, Some("[degF]")).unwrap();
+        assert!((f.high - f.low - 0.1 * 5.0 / 9.0).abs() < 1e-9, "{f:?}");
     }
 }
