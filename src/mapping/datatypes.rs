@@ -8,6 +8,7 @@
 use super::ids::resource_id;
 use super::load::Concept;
 use crate::ingest::hl7v2::Piece;
+use crate::ingest::hl7v2::er7::Parts;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 
@@ -167,7 +168,7 @@ impl Context<'_> {
             Converter::Address => address(p),
             Converter::ContactPoint => contact_point(p),
             Converter::CodeableConcept => self.codeable_concept(p, vocabulary),
-            Converter::Coding => Ok(self.codings(p, vocabulary)?.into_iter().next()),
+            Converter::Coding => Ok(self.codings(&p.split(), vocabulary)?.into_iter().next()),
             Converter::Code => self.code(p, vocabulary),
             Converter::Date => date_time(&text(p.part(1))?, Precision::Date, self.default_offset),
             Converter::DateTime => {
@@ -239,16 +240,17 @@ impl Context<'_> {
     }
 
     fn identifier(&mut self, p: Piece<'_>) -> Converted {
+        let cs = p.split();
         let mut id = Map::new();
-        put(&mut id, "value", text(p.part(1))?);
+        put(&mut id, "value", text(cs.part(1))?);
         if !id.contains_key("value") {
             return Err("CX.1 (the identifier) is empty".into());
         }
         // CX.4 is an HD whose parts are sub-components.
-        let hd = p.part(4);
+        let hd = cs.part(4);
         let hd_parts = [hd.part(1), hd.part(2), hd.part(3)];
         let authority = SubHd(hd_parts);
-        let ty = text(p.part(5))?;
+        let ty = text(cs.part(5))?;
         if let Some(s) = self.authority_system_sub(&authority, &ty)? {
             id.insert("system".into(), Value::String(s));
         }
@@ -258,8 +260,8 @@ impl Context<'_> {
                 json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": ty}]}),
             );
         }
-        let start = text(p.part(7))?;
-        let end = text(p.part(8))?;
+        let start = text(cs.part(7))?;
+        let end = text(cs.part(8))?;
         let mut period = Map::new();
         if let Some(Value::String(s)) = date_time(&start, Precision::DateTime, self.default_offset)
             .ok()
@@ -322,12 +324,13 @@ impl Context<'_> {
     }
 
     fn entity_identifier(&mut self, p: Piece<'_>) -> Converted {
+        let cs = p.split();
         let mut id = Map::new();
-        put(&mut id, "value", text(p.part(1))?);
+        put(&mut id, "value", text(cs.part(1))?);
         if !id.contains_key("value") {
             return Err("EI.1 (the identifier) is empty".into());
         }
-        let hd = SubHd([p.part(2), p.part(3), p.part(4)]);
+        let hd = SubHd([cs.part(2), cs.part(3), cs.part(4)]);
         // EI.2-4 are components, not sub-components: read them as the HD they spell.
         if let Some(s) = self.authority_system_sub(&hd, "")? {
             id.insert("system".into(), Value::String(s));
@@ -335,15 +338,15 @@ impl Context<'_> {
         Ok(Some(Value::Object(id)))
     }
 
-    fn codings(&self, p: Piece<'_>, vocabulary: Option<&str>) -> Result<Vec<Value>, String> {
+    fn codings(&self, cs: &Parts<'_>, vocabulary: Option<&str>) -> Result<Vec<Value>, String> {
         let mut out = Vec::new();
         for (code_at, display_at, system_at) in [(1, 2, 3), (4, 5, 6)] {
-            let code = text(p.part(code_at))?;
+            let code = text(cs.part(code_at))?;
             if code.is_empty() {
                 continue;
             }
-            let display = text(p.part(display_at))?;
-            let system_name = text(p.part(system_at))?;
+            let display = text(cs.part(display_at))?;
+            let system_name = text(cs.part(system_at))?;
             if code_at == 1
                 && let Some(vocab) = vocabulary
             {
@@ -380,13 +383,14 @@ impl Context<'_> {
     }
 
     fn codeable_concept(&self, p: Piece<'_>, vocabulary: Option<&str>) -> Converted {
-        let codings = self.codings(p, vocabulary)?;
+        let cs = p.split();
+        let codings = self.codings(&cs, vocabulary)?;
         let mut cc = Map::new();
         if !codings.is_empty() {
             cc.insert("coding".into(), Value::Array(codings));
         }
-        let original = text(p.part(9))?;
-        let display = text(p.part(2))?;
+        let original = text(cs.part(9))?;
+        let display = text(cs.part(2))?;
         if !original.is_empty() {
             put(&mut cc, "text", original);
         } else if !cc.contains_key("coding") {
@@ -408,9 +412,10 @@ impl Context<'_> {
 
     /// Sets `unit` (and `system`/`code`) of a Quantity from a CWE of units.
     pub fn units(&self, q: &mut Map<String, Value>, units: Piece<'_>) -> Result<(), String> {
-        let code = text(units.part(1))?;
-        let display = text(units.part(2))?;
-        let system = text(units.part(3))?;
+        let cs = units.split();
+        let code = text(cs.part(1))?;
+        let display = text(cs.part(2))?;
+        let system = text(cs.part(3))?;
         put(
             q,
             "unit",
@@ -464,10 +469,11 @@ impl Context<'_> {
             ),
             "TM" => with("Time", time(&text(p.part(1))?)?),
             "SN" => {
-                let comparator = text(p.part(1))?;
-                let n1 = text(p.part(2))?;
-                let sep = text(p.part(3))?;
-                let n2 = text(p.part(4))?;
+                let cs = p.split();
+                let comparator = text(cs.part(1))?;
+                let n1 = text(cs.part(2))?;
+                let sep = text(cs.part(3))?;
+                let n2 = text(cs.part(4))?;
                 let unit = |ctx: &Self, v: Value| -> Result<Value, String> {
                     let mut q = Map::new();
                     q.insert("value".into(), v);
@@ -511,32 +517,33 @@ impl Context<'_> {
     }
 
     fn practitioner(&mut self, p: Piece<'_>) -> Converted {
-        let id_value = text(p.part(1))?;
-        let family = text(p.part(2).part(1))?;
+        let cs = p.split();
+        let id_value = text(cs.part(1))?;
+        let family = text(cs.part(2).part(1))?;
         let mut name = Map::new();
         put(&mut name, "family", family.clone());
         let mut given = Vec::new();
-        push(&mut given, text(p.part(3))?);
-        push(&mut given, text(p.part(4))?);
+        push(&mut given, text(cs.part(3))?);
+        push(&mut given, text(cs.part(4))?);
         if !given.is_empty() {
             name.insert("given".into(), Value::Array(given.clone()));
         }
         let mut suffix = Vec::new();
-        push(&mut suffix, text(p.part(5))?);
-        push(&mut suffix, text(p.part(7))?);
+        push(&mut suffix, text(cs.part(5))?);
+        push(&mut suffix, text(cs.part(7))?);
         if !suffix.is_empty() {
             name.insert("suffix".into(), Value::Array(suffix));
         }
         let mut prefix = Vec::new();
-        push(&mut prefix, text(p.part(6))?);
+        push(&mut prefix, text(cs.part(6))?);
         if !prefix.is_empty() {
             name.insert("prefix".into(), Value::Array(prefix));
         }
         let mut r = Map::new();
         r.insert("resourceType".into(), json!("Practitioner"));
-        let authority = SubHd([p.part(9).part(1), p.part(9).part(2), p.part(9).part(3)]);
+        let authority = SubHd([cs.part(9).part(1), cs.part(9).part(2), cs.part(9).part(3)]);
         // XCN.13: the identifier type (a 医师执业证号 under its own system, for one).
-        let system = self.authority_system_sub(&authority, &text(p.part(13))?)?;
+        let system = self.authority_system_sub(&authority, &text(cs.part(13))?)?;
         if !id_value.is_empty() {
             let mut ident = Map::new();
             if let Some(s) = &system {
@@ -570,15 +577,20 @@ impl Context<'_> {
     }
 
     fn location(&mut self, p: Piece<'_>) -> Converted {
+        let cs = p.split();
         let mut parts = Vec::new();
         for i in [4, 7, 8, 1, 2, 3] {
-            let piece = if i == 4 { p.part(4).part(1) } else { p.part(i) };
+            let piece = if i == 4 {
+                cs.part(4).part(1)
+            } else {
+                cs.part(i)
+            };
             let t = text(piece)?;
             if !t.is_empty() {
                 parts.push(t);
             }
         }
-        let description = text(p.part(9))?;
+        let description = text(cs.part(9))?;
         let name = if description.is_empty() {
             parts.join(" ")
         } else {
@@ -593,18 +605,19 @@ impl Context<'_> {
     }
 
     fn organization(&mut self, p: Piece<'_>) -> Converted {
-        let name = text(p.part(1))?;
+        let cs = p.split();
+        let name = text(cs.part(1))?;
         let mut r = Map::new();
         r.insert("resourceType".into(), json!("Organization"));
         put(&mut r, "name", name.clone());
-        let oid = text(p.part(2))?;
-        if text(p.part(3))? == "ISO" && !oid.is_empty() {
+        let oid = text(cs.part(2))?;
+        if text(cs.part(3))? == "ISO" && !oid.is_empty() {
             r.insert(
                 "identifier".into(),
                 json!([{"system": "urn:ietf:rfc:3986", "value": format!("urn:oid:{oid}")}]),
             );
         }
-        let org_id = text(p.part(10))?;
+        let org_id = text(cs.part(10))?;
         if !org_id.is_empty() {
             r.insert(
                 "identifier".into(),
@@ -633,9 +646,10 @@ struct SubHd<'m>([Piece<'m>; 3]);
 
 /// An MO: amount, then an ISO 4217 currency (absent: the amount alone).
 fn money(mo: Piece<'_>) -> Converted {
+    let cs = mo.split();
     let mut m = Map::new();
-    m.insert("value".into(), decimal(&text(mo.part(1))?)?);
-    let currency = text(mo.part(2))?;
+    m.insert("value".into(), decimal(&text(cs.part(1))?)?);
+    let currency = text(cs.part(2))?;
     if !currency.is_empty() {
         if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
             return Err(format!("'{currency}' is not an ISO 4217 currency code"));
@@ -646,26 +660,27 @@ fn money(mo: Piece<'_>) -> Converted {
 }
 
 fn human_name(p: Piece<'_>) -> Converted {
+    let cs = p.split();
     let mut n = Map::new();
-    put(&mut n, "family", text(p.part(1).part(1))?);
+    put(&mut n, "family", text(cs.part(1).part(1))?);
     let mut given = Vec::new();
-    push(&mut given, text(p.part(2))?);
-    push(&mut given, text(p.part(3))?);
+    push(&mut given, text(cs.part(2))?);
+    push(&mut given, text(cs.part(3))?);
     if !given.is_empty() {
         n.insert("given".into(), Value::Array(given));
     }
     let mut suffix = Vec::new();
-    push(&mut suffix, text(p.part(4))?);
-    push(&mut suffix, text(p.part(6))?);
+    push(&mut suffix, text(cs.part(4))?);
+    push(&mut suffix, text(cs.part(6))?);
     if !suffix.is_empty() {
         n.insert("suffix".into(), Value::Array(suffix));
     }
     let mut prefix = Vec::new();
-    push(&mut prefix, text(p.part(5))?);
+    push(&mut prefix, text(cs.part(5))?);
     if !prefix.is_empty() {
         n.insert("prefix".into(), Value::Array(prefix));
     }
-    let use_ = match text(p.part(7))?.as_str() {
+    let use_ = match text(cs.part(7))?.as_str() {
         "L" => "official",
         "D" => "usual",
         "M" | "B" => "maiden",
@@ -679,18 +694,19 @@ fn human_name(p: Piece<'_>) -> Converted {
 }
 
 fn address(p: Piece<'_>) -> Converted {
+    let cs = p.split();
     let mut a = Map::new();
     let mut line = Vec::new();
-    push(&mut line, text(p.part(1).part(1))?);
-    push(&mut line, text(p.part(2))?);
+    push(&mut line, text(cs.part(1).part(1))?);
+    push(&mut line, text(cs.part(2))?);
     if !line.is_empty() {
         a.insert("line".into(), Value::Array(line));
     }
-    put(&mut a, "city", text(p.part(3))?);
-    put(&mut a, "state", text(p.part(4))?);
-    put(&mut a, "postalCode", text(p.part(5))?);
-    put(&mut a, "country", text(p.part(6))?);
-    match text(p.part(7))?.as_str() {
+    put(&mut a, "city", text(cs.part(3))?);
+    put(&mut a, "state", text(cs.part(4))?);
+    put(&mut a, "postalCode", text(cs.part(5))?);
+    put(&mut a, "country", text(cs.part(6))?);
+    match text(cs.part(7))?.as_str() {
         "H" => put(&mut a, "use", "home".into()),
         "B" | "O" => put(&mut a, "use", "work".into()),
         "C" => put(&mut a, "use", "temp".into()),
@@ -699,13 +715,14 @@ fn address(p: Piece<'_>) -> Converted {
         "SH" => put(&mut a, "type", "physical".into()),
         _ => {}
     }
-    put(&mut a, "district", text(p.part(9))?);
+    put(&mut a, "district", text(cs.part(9))?);
     Ok(done(a))
 }
 
 fn contact_point(p: Piece<'_>) -> Converted {
+    let cs = p.split();
     let mut c = Map::new();
-    let equipment = text(p.part(3))?;
+    let equipment = text(cs.part(3))?;
     let system = match equipment.as_str() {
         "PH" | "CP" | "SAT" => "phone",
         "FX" => "fax",
@@ -715,17 +732,17 @@ fn contact_point(p: Piece<'_>) -> Converted {
         _ => "other",
     };
     let value = if system == "email" {
-        text(p.part(4))?
+        text(cs.part(4))?
     } else {
-        let unformatted = text(p.part(12))?;
-        let local = text(p.part(7))?;
-        let legacy = text(p.part(1))?;
+        let unformatted = text(cs.part(12))?;
+        let local = text(cs.part(7))?;
+        let legacy = text(cs.part(1))?;
         if !unformatted.is_empty() {
             unformatted
         } else if !local.is_empty() {
             let mut v = String::new();
-            let cc = text(p.part(5))?;
-            let area = text(p.part(6))?;
+            let cc = text(cs.part(5))?;
+            let area = text(cs.part(6))?;
             if !cc.is_empty() {
                 v.push_str(&format!("+{cc} "));
             }
@@ -733,7 +750,7 @@ fn contact_point(p: Piece<'_>) -> Converted {
                 v.push_str(&format!("({area}) "));
             }
             v.push_str(&local);
-            let ext = text(p.part(8))?;
+            let ext = text(cs.part(8))?;
             if !ext.is_empty() {
                 v.push_str(&format!(" ext. {ext}"));
             }
@@ -747,7 +764,7 @@ fn contact_point(p: Piece<'_>) -> Converted {
     }
     c.insert("system".into(), Value::String(system.into()));
     c.insert("value".into(), Value::String(value));
-    let use_ = match (text(p.part(2))?.as_str(), equipment.as_str()) {
+    let use_ = match (text(cs.part(2))?.as_str(), equipment.as_str()) {
         (_, "CP") => "mobile",
         ("PRN" | "ORN" | "VHN", _) => "home",
         ("WPN", _) => "work",

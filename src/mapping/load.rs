@@ -59,12 +59,33 @@ impl V2Path {
         })
     }
 
-    /// The component path below the field (`[4, 2]` for `PID-3.4.2`).
-    pub fn below_field(&self) -> Vec<usize> {
-        self.component
-            .into_iter()
-            .chain(self.subcomponent)
-            .collect()
+    /// The component path below the field (`[4, 2]` for `PID-3.4.2`), without an allocation:
+    /// every rule asks for it on every segment it reads.
+    pub fn below_field(&self) -> BelowField {
+        let mut b = BelowField {
+            steps: [0; 2],
+            len: 0,
+        };
+        for n in self.component.into_iter().chain(self.subcomponent) {
+            b.steps[b.len] = n;
+            b.len += 1;
+        }
+        b
+    }
+}
+
+/// A component path of at most two steps (component, sub-component), read as a slice.
+#[derive(Debug, Clone, Copy)]
+pub struct BelowField {
+    steps: [usize; 2],
+    len: usize,
+}
+
+impl std::ops::Deref for BelowField {
+    type Target = [usize];
+
+    fn deref(&self) -> &[usize] {
+        &self.steps[..self.len]
     }
 }
 

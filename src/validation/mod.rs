@@ -15,6 +15,7 @@ mod plan;
 mod questionnaire;
 mod rules;
 pub mod snapshot;
+mod verdicts;
 mod walk;
 
 pub use audit::{audit, load_profiles};
@@ -42,6 +43,8 @@ pub struct Validator {
     /// Profiles are keyed by canonical and registry generation, so a re-posted profile recompiles.
     profiles: moka::sync::Cache<(String, u64), Arc<Compiled>>,
     invariants: Mutex<InvariantCache>,
+    /// Binding verdicts, per registry generation.
+    verdicts: verdicts::Verdicts,
     /// How an extension whose definition is not loaded is reported (a modifier extension is
     /// always an error).
     extension_rules: Severity,
@@ -109,6 +112,7 @@ impl Validator {
             core: RwLock::new(HashMap::new()),
             profiles: moka::sync::Cache::new(1_000),
             invariants: Mutex::new(InvariantCache::default()),
+            verdicts: verdicts::Verdicts::default(),
             extension_rules: Severity::Warning,
         }
     }

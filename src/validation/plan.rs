@@ -82,6 +82,55 @@ pub struct Invariant {
     pub source: String,
     /// The parsed expression, or why it could not be parsed (reported, never fatal).
     pub expression: Result<Expression, String>,
+    /// The same test in code, for an invariant every element of its type carries.
+    pub native: Option<Native>,
+}
+
+/// Invariants checked without the FHIRPath engine: they run on every element of a common type,
+/// and each answers exactly as its expression does on a structurally valid instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Native {
+    /// ext-1 `extension.exists() != value.exists()`: an extension has a value or parts, not both.
+    ValueOrParts,
+}
+
+impl Native {
+    fn of(key: &str, expr: &str) -> Option<Native> {
+        (key == "ext-1" && expr == "extension.exists() != value.exists()")
+            .then_some(Native::ValueOrParts)
+    }
+
+    /// The verdict on `node`, or `None` when only the expression can say (a node that is not an
+    /// Extension object).
+    pub fn holds(self, node: &fhirpath::Value<'_>) -> Option<bool> {
+        let fhirpath::Value::Node(fhirpath::Node {
+            json: Some(Value::Object(o)),
+            path: Some("Extension"),
+            ..
+        }) = node
+        else {
+            return None;
+        };
+        match self {
+            Native::ValueOrParts => {
+                let present = |v: Option<&Value>| match v {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Array(a)) => a.iter().any(|x| !x.is_null()),
+                    Some(_) => true,
+                };
+                let parts = present(o.get("extension")) || present(o.get("_extension"));
+                // `value` selects `valueString`, or `_valueString` alone (a value with only
+                // extensions); the structural parse admits no other `value...` key.
+                let value = o.iter().any(|(k, v)| {
+                    let bare = k.strip_prefix('_').unwrap_or(k);
+                    bare.strip_prefix("value")
+                        .is_some_and(|s| s.starts_with(|c: char| c.is_ascii_uppercase()))
+                        && present(Some(v))
+                });
+                Some(parts != value)
+            }
+        }
+    }
 }
 
 /// The rules of one element.
@@ -214,6 +263,7 @@ impl InvariantCache {
                     severity: severity(sev),
                     source: expr.to_string(),
                     expression: fhirpath::parse_cached(expr).map_err(|e| e.to_string()),
+                    native: Native::of(key, expr),
                 })
             })
             .clone()

@@ -1096,7 +1096,12 @@ impl<'x, 'v> Walk<'x, 'v> {
                 // Reported once per plan, where it was compiled.
                 Err(_) => continue,
             };
-            match expr.evaluate_boolean(env) {
+            let native = inv.native.and_then(|n| n.holds(&env.context[0]));
+            let verdict = match native {
+                Some(holds) => Ok(Some(holds)),
+                None => expr.evaluate_boolean(env),
+            };
+            match verdict {
                 Ok(Some(true)) | Ok(None) => {}
                 Ok(Some(false)) => {
                     let msg = super::invariant_failure(&inv.key, &r.id, &inv.source);
@@ -1115,13 +1120,14 @@ impl<'x, 'v> Walk<'x, 'v> {
 
     fn binding(&mut self, r: &Rule, code_type: &str, j: &Value, strength: Strength, vs: &str) {
         let term = self.val.terminology();
-        let verdicts: Vec<(String, CodeCheck)> = match code_type {
+        let check = |s, c, d| self.val.verdicts.validate_code(term, vs, s, c, d);
+        let verdicts: Vec<(&str, CodeCheck)> = match code_type {
             "code" | "string" | "uri" | "canonical" | "url" => match j.as_str() {
-                Some(c) => vec![(c.to_string(), term.validate_code(vs, None, c, None))],
+                Some(c) => vec![(c, check(None, c, None))],
                 None => return,
             },
             "Coding" => match coding(j) {
-                Some((s, c, d)) => vec![(c.to_string(), term.validate_code(vs, s, c, d))],
+                Some((s, c, d)) => vec![(c, check(s, c, d))],
                 None => return,
             },
             "CodeableConcept" => j
@@ -1130,7 +1136,7 @@ impl<'x, 'v> Walk<'x, 'v> {
                 .into_iter()
                 .flatten()
                 .filter_map(coding)
-                .map(|(s, c, d)| (c.to_string(), term.validate_code(vs, s, c, d)))
+                .map(|(s, c, d)| (c, check(s, c, d)))
                 .collect(),
             _ => return,
         };
@@ -1464,6 +1470,35 @@ fn matches_pattern(v: &Value, p: &Value) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn native_ext_1_answers_as_its_expression() {
+        use super::super::plan::Native;
+        let defs = crate::definitions::Definitions::core();
+        let expr = fhirpath::parse("extension.exists() != value.exists()").unwrap();
+        let part = serde_json::json!([{"url": "a", "valueCode": "b"}]);
+        let cases = [
+            serde_json::json!({"url": "http://x", "valueString": "a"}),
+            serde_json::json!({"url": "http://x", "extension": part}),
+            serde_json::json!({"url": "http://x"}),
+            serde_json::json!({"url": "http://x", "valueString": "a", "extension": part}),
+            serde_json::json!({"url": "http://x", "_valueString": {"extension": part}}),
+            serde_json::json!({"url": "http://x", "valueString": "a", "_valueString": {"id": "1"}}),
+            serde_json::json!({"url": "http://x", "valueQuantity": {"value": 1}, "extension": part}),
+        ];
+        for ext in &cases {
+            let node = fhirpath::Value::Node(Node {
+                json: Some(ext),
+                ext: None,
+                ty: Some("Extension"),
+                path: Some("Extension"),
+            });
+            let mut env = Environment::with_definitions(ext, Some(defs));
+            env.context = vec![node.clone()];
+            let engine = expr.evaluate_boolean(&env).unwrap();
+            assert_eq!(Native::ValueOrParts.holds(&node), engine, "{ext}");
+        }
+    }
 
     #[test]
     fn civil_dates_round_trip_and_durations_move_today() {

@@ -558,11 +558,7 @@ impl<'m> Piece<'m> {
                     ""
                 }
             }
-            Some(sep) => self
-                .raw
-                .split(sep as char)
-                .nth(n.wrapping_sub(1))
-                .unwrap_or(""),
+            Some(sep) => nth_part(self.raw, sep, n),
         };
         Piece {
             raw,
@@ -570,6 +566,30 @@ impl<'m> Piece<'m> {
             charset: self.charset,
             level,
         }
+    }
+
+    /// The parts one level down, split once: a converter that reads many components of one
+    /// repetition asks [`Parts::part`] instead of re-scanning the text from its start each time.
+    pub fn split(&self) -> Parts<'m> {
+        let mut parts = Parts {
+            whole: *self,
+            raw: [""; PARTS_KEPT],
+            count: 0,
+            level: self.level.below(),
+        };
+        match self.delimiters.separator(self.level) {
+            None => {
+                parts.raw[0] = self.raw;
+                parts.count = 1;
+            }
+            Some(sep) => {
+                for r in self.raw.split(sep as char).take(PARTS_KEPT) {
+                    parts.raw[parts.count] = r;
+                    parts.count += 1;
+                }
+            }
+        }
+        parts
     }
 
     /// All parts one level down (a field's repetitions, a repetition's components...).
@@ -619,6 +639,63 @@ impl<'m> Piece<'m> {
             .truncation
             .is_some_and(|t| self.raw.as_bytes().last() == Some(&t))
     }
+}
+
+/// How many parts [`Piece::split`] keeps; the widest v2 data types (XCN, XAD) have fewer than 24
+/// components, and a part beyond the last kept one is found by scanning.
+const PARTS_KEPT: usize = 24;
+
+/// The parts of one piece, split once (see [`Piece::split`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Parts<'m> {
+    whole: Piece<'m>,
+    raw: [&'m str; PARTS_KEPT],
+    count: usize,
+    level: Level,
+}
+
+impl<'m> Parts<'m> {
+    /// The `n`th (1-based) part, exactly as [`Piece::part`] of the whole would give it.
+    pub fn part(&self, n: usize) -> Piece<'m> {
+        if n == 0 {
+            return self.whole.part(0);
+        }
+        if n > PARTS_KEPT {
+            return self.whole.part(n);
+        }
+        Piece {
+            raw: if n <= self.count { self.raw[n - 1] } else { "" },
+            delimiters: self.whole.delimiters,
+            charset: self.whole.charset,
+            level: self.level,
+        }
+    }
+
+    /// The piece these parts were split from.
+    pub fn whole(&self) -> Piece<'m> {
+        self.whole
+    }
+}
+
+/// The `n`th (1-based) part of `raw` split on `sep`, or `""`. Delimiters are ASCII
+/// (`read_delimiters` refuses others), so a byte scan cuts only at character boundaries.
+fn nth_part(raw: &str, sep: u8, n: usize) -> &str {
+    if n == 0 {
+        return "";
+    }
+    let bytes = raw.as_bytes();
+    let mut start = 0;
+    let mut seen = 1;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == sep {
+            if seen == n {
+                return &raw[start..i];
+            }
+            seen += 1;
+            start = i + 1;
+        }
+    }
+    if seen == n { &raw[start..] } else { "" }
 }
 
 /// Splits a file or stream of messages on each `MSH` at the start of a segment (batch headers
@@ -673,6 +750,31 @@ mod tests {
         assert!(pid.field(30).is_empty());
         assert_eq!(pid.field(3).parts().count(), 2);
         assert!(m.segment(3).unwrap().is_z());
+    }
+
+    #[test]
+    fn parts_split_once_read_as_part_does() {
+        let m = parse(ADT, Charset::Ascii).unwrap();
+        let pid = m.segment(2).unwrap();
+        // A repetition, a component with sub-components, a lone sub-component, a field.
+        let wide = "a^b".repeat(20);
+        let seg = format!("MSH|^~\\&|X|||||||||2.5\rPID|1||{wide}\r");
+        let w = parse(seg.as_bytes(), Charset::Ascii).unwrap();
+        let pieces = [
+            pid.field(3).part(1),
+            pid.field(5).part(1).part(2),
+            pid.field(5).part(1).part(2).part(1),
+            pid.field(3),
+            w.segment(1).unwrap().field(3).part(1),
+        ];
+        for p in pieces {
+            let parts = p.split();
+            for n in 0..45 {
+                let (a, b) = (parts.part(n), p.part(n));
+                assert_eq!(a.raw(), b.raw(), "{} part {n}", p.raw());
+                assert_eq!(a.split().part(1).raw(), b.part(1).raw());
+            }
+        }
     }
 
     #[test]
