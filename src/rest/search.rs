@@ -388,10 +388,132 @@ pub async fn compartment_search(
 }
 
 /// Resources re-indexed per unit of work (bounds how long one `$reindex` step holds the writer).
-const REINDEX_BATCH: usize = 200;
+const REINDEX_BATCH: usize = 500;
+
+/// The index rows of a stored body under `params`.
+fn index_rows(params: &search::params::TypeParams, body: &[u8]) -> IndexRows {
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => search::extract::extract(params, &v),
+        // A body the server wrote itself is JSON; if not, it keeps no rows.
+        Err(_) => IndexRows::default(),
+    }
+}
+
+/// One resource's rows, extracted from the version it had when read.
+struct Reindexed {
+    id: String,
+    version: u64,
+    rows: IndexRows,
+}
+
+/// One page of `$reindex` of a type, read and extracted off the writer: how many live ids the
+/// page had, the last of them, and the rows of those still live when read.
+struct ReindexPage {
+    ids: usize,
+    last: Option<String>,
+    items: Vec<Reindexed>,
+}
+
+/// Reads the live resources of `ty` after `after` on the readers and extracts their rows on the
+/// blocking pool, one chunk per core. The writer only writes them ([`write_reindexed`]).
+async fn read_reindex_page(
+    st: &AppState,
+    ty: &str,
+    params: &Arc<search::params::TypeParams>,
+    after: Option<&str>,
+) -> Result<ReindexPage, FhirError> {
+    let keys = st
+        .store
+        .query_keys(search::sql::live_keys(
+            st.store.dialect(),
+            ty,
+            after,
+            REINDEX_BATCH,
+        ))
+        .await
+        .map_err(store_error)?;
+    let reads = futures_util::future::join_all(keys.iter().map(|(t, id)| st.store.read(t, id)));
+    let mut versions = Vec::with_capacity(keys.len());
+    for v in reads.await {
+        match v.map_err(store_error)? {
+            Some(v) if !v.is_deleted() && v.body.is_some() => versions.push(v),
+            // Deleted since the page was read: it has no rows to rebuild.
+            _ => {}
+        }
+    }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = versions.len().div_ceil(cores).max(1);
+    let mut tasks = Vec::new();
+    for part in versions.chunks(chunk) {
+        let (part, params) = (part.to_vec(), params.clone());
+        tasks.push(tokio::task::spawn_blocking(move || {
+            part.iter()
+                .map(|v| Reindexed {
+                    id: v.id.clone(),
+                    version: v.version,
+                    rows: index_rows(&params, v.body.as_deref().unwrap_or_default()),
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut items = Vec::with_capacity(versions.len());
+    for t in tasks {
+        items.extend(
+            t.await
+                .map_err(|e| FhirError::new(500, "exception", format!("reindex failed: {e}")))?,
+        );
+    }
+    Ok(ReindexPage {
+        ids: keys.len(),
+        last: keys.last().map(|(_, id)| id.clone()),
+        items,
+    })
+}
+
+/// Writes the rows of one page in one unit of work. A resource written since it was read gets
+/// the rows of its current version, extracted here (rare: only under concurrent writes); one
+/// deleted since keeps none. Returns how many live resources were re-indexed.
+async fn write_reindexed(
+    st: &AppState,
+    ty: &str,
+    params: &Arc<search::params::TypeParams>,
+    items: Vec<Reindexed>,
+) -> Result<u64, FhirError> {
+    if items.is_empty() {
+        return Ok(0);
+    }
+    let (ty, params) = (ty.to_string(), params.clone());
+    let work = Box::new(move |tx: &mut dyn TxContext| {
+        let mut done = 0u64;
+        for it in &items {
+            match tx.head(&ty, &it.id)? {
+                Some(h) if !h.deleted && h.version == it.version => {
+                    tx.replace_index(&ty, &it.id, &it.rows)?;
+                }
+                Some(h) if !h.deleted => {
+                    let Some(body) = tx.current_body(&ty, &it.id)? else {
+                        continue;
+                    };
+                    tx.replace_index(&ty, &it.id, &index_rows(&params, &body))?;
+                }
+                _ => continue,
+            }
+            done += 1;
+        }
+        Ok(Box::new(done) as Box<dyn std::any::Any + Send>)
+    });
+    let out = st.store.transact(work).await.map_err(|e| match e {
+        TxAbort::Store(s) => store_error(s),
+        TxAbort::Caller(_) => FhirError::new(500, "exception", "reindex failed"),
+    })?;
+    Ok(out.value.downcast::<u64>().map(|b| *b).unwrap_or_default())
+}
 
 /// `POST [base]/$reindex` and `POST [base]/{type}/$reindex`: activates the custom
 /// SearchParameters in the registry for the type(s) and rebuilds their index rows.
+///
+/// Pipelined: while the writer writes one page's rows, the next page is read and extracted on
+/// the other cores, so the writer does nothing but write.
 pub async fn reindex(st: &AppState, inv: Invocation) -> ApiResult {
     let types: Vec<String> = match &inv.level {
         Level::System => Definitions::core()
@@ -424,38 +546,18 @@ pub async fn reindex(st: &AppState, inv: Invocation) -> ApiResult {
             activated.push(format!("{ty}.{code}"));
         }
         let params = st.search.for_type(&ty);
-        let mut after: Option<String> = None;
+        let mut page = read_reindex_page(st, &ty, &params, None).await?;
         loop {
-            let (ty2, params2, after2) = (ty.clone(), params.clone(), after.clone());
-            let work = Box::new(move |tx: &mut dyn TxContext| {
-                let ids = tx.live_ids(&ty2, after2.as_deref(), REINDEX_BATCH)?;
-                for id in &ids {
-                    let Some(body) = tx.current_body(&ty2, id)? else {
-                        continue;
-                    };
-                    let rows = match serde_json::from_slice::<Value>(&body) {
-                        Ok(v) => search::extract::extract(&params2, &v),
-                        // A body the server wrote itself is JSON; if not, it keeps no rows.
-                        Err(_) => IndexRows::default(),
-                    };
-                    tx.replace_index(&ty2, id, &rows)?;
-                }
-                Ok(Box::new(ids) as Box<dyn std::any::Any + Send>)
-            });
-            let out = st.store.transact(work).await.map_err(|e| match e {
-                TxAbort::Store(s) => store_error(s),
-                TxAbort::Caller(_) => FhirError::new(500, "exception", "reindex failed"),
-            })?;
-            let ids = out
-                .value
-                .downcast::<Vec<String>>()
-                .map(|b| *b)
-                .unwrap_or_default();
-            total += ids.len() as u64;
-            if ids.len() < REINDEX_BATCH {
+            let more = page.ids == REINDEX_BATCH;
+            let write = write_reindexed(st, &ty, &params, std::mem::take(&mut page.items));
+            if !more {
+                total += write.await?;
                 break;
             }
-            after = ids.last().cloned();
+            let next = read_reindex_page(st, &ty, &params, page.last.as_deref());
+            let (written, next) = tokio::join!(write, next);
+            total += written?;
+            page = next?;
         }
     }
     let out = json!({

@@ -170,6 +170,7 @@ fn add_composite<'a>(
             expression: None,
             targets: vec![],
             components: vec![],
+            one_row: false,
         };
         if let Ok(found) = c.expression.evaluate(part_env) {
             for v in &found {

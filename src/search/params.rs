@@ -73,6 +73,9 @@ pub struct ParamSpec {
     /// The components of a composite parameter, evaluated on each item of `expression`; empty
     /// for other types and for composites search cannot index (see [`composite_indexable`]).
     pub components: Vec<Component>,
+    /// A date parameter of which a resource has at most one index row (see
+    /// [`one_date_row`]): ANDed comparisons of it may then be matched on that one row.
+    pub one_row: bool,
 }
 
 /// One component of a composite parameter.
@@ -153,6 +156,52 @@ pub fn restrict_to_type(expr: &str, ty: &str, defs: &Definitions) -> Option<Stri
     (!kept.is_empty()).then(|| kept.join(" | "))
 }
 
+/// Whether every resource of `ty` has at most one index row of the date parameter with the
+/// (type-restricted) expression `expr`: each branch of the union is `Type.element` (optionally
+/// cast, `Type.element.as(Period)` or `(Type.element as dateTime)`), all branches name the same
+/// element, and that element repeats at most once. A date value of any type (date, dateTime,
+/// instant, Period, Timing) becomes at most one row, so one value is one row. Anything else
+/// (a deeper path, a `where`, an unknown element) counts as possibly several.
+pub fn one_date_row(expr: &str, ty: &str, defs: &Definitions) -> bool {
+    let mut element: Option<&str> = None;
+    for branch in union_branches(expr) {
+        let mut b = branch.trim();
+        // `(Type.element as dateTime)`
+        if let Some(inner) = b.strip_prefix('(').and_then(|x| x.strip_suffix(')')) {
+            match inner.split_once(" as ") {
+                Some((path, cast)) if is_name(cast.trim()) => b = path.trim(),
+                _ => return false,
+            }
+        }
+        // `Type.element.as(Period)`
+        if let Some(open) = b.find(".as(") {
+            let cast = &b[open + 4..];
+            if !cast.strip_suffix(')').is_some_and(is_name) {
+                return false;
+            }
+            b = &b[..open];
+        }
+        let Some(name) = b.strip_prefix(ty).and_then(|r| r.strip_prefix('.')) else {
+            return false;
+        };
+        if !is_name(name) || element.is_some_and(|e| e != name) {
+            return false;
+        }
+        element = Some(name);
+    }
+    let Some(name) = element else {
+        return false;
+    };
+    let def = defs
+        .element(&format!("{ty}.{name}"))
+        .or_else(|| defs.element(&format!("{ty}.{name}[x]")));
+    def.is_some_and(|d| d.max == "1" || d.max == "0")
+}
+
+fn is_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// The kind of the SearchParameter `url` among `known` (the definitions of the type).
 fn kind_of_url(url: &str, known: &[&SearchParamDef]) -> Option<ParamKind> {
     known
@@ -200,6 +249,10 @@ fn spec_of(
                 None
             }
         });
+    let one_row = kind == ParamKind::Date
+        && expression_text
+            .as_deref()
+            .is_some_and(|e| one_date_row(e, ty, defs));
     Some(ParamSpec {
         code: def.code.clone(),
         kind,
@@ -212,6 +265,7 @@ fn spec_of(
         } else {
             vec![]
         },
+        one_row,
     })
 }
 
@@ -356,5 +410,46 @@ mod tests {
         let p = c.for_type("Patient");
         assert_eq!(p.get("name").map(|s| s.kind), Some(ParamKind::String));
         assert!(p.get("_tag").is_some());
+    }
+
+    /// Which date parameters allow matching ANDed comparisons on one row: those whose element
+    /// cannot repeat.
+    #[test]
+    fn date_parameters_of_one_element_that_cannot_repeat_have_one_row() {
+        let c = Catalogue::new();
+        let one = |ty: &str, code: &str| c.for_type(ty).get(code).expect(code).one_row;
+        assert!(one("Observation", "date"), "Observation.effective is 0..1");
+        assert!(one("Patient", "birthdate"));
+        assert!(one("Encounter", "date"), "Encounter.period");
+        let defs = Definitions::core();
+        assert!(one_date_row(
+            "Condition.onset.as(dateTime) | Condition.onset.as(Period)",
+            "Condition",
+            defs
+        ));
+        assert!(one_date_row(
+            "(Condition.onset as dateTime)",
+            "Condition",
+            defs
+        ));
+        // Repeating elements, two elements, deeper paths: possibly several rows.
+        assert!(!one_date_row("Patient.name.period", "Patient", defs));
+        assert!(!one_date_row(
+            "Condition.onset.as(dateTime) | Condition.abatement.as(dateTime)",
+            "Condition",
+            defs
+        ));
+        assert!(!one_date_row(
+            "Immunization.reaction.date",
+            "Immunization",
+            defs
+        ));
+        assert!(!one_date_row(
+            "Observation.effective.where(true)",
+            "Observation",
+            defs
+        ));
+        // A token parameter is never marked, whatever its element.
+        assert!(!one("Patient", "gender"));
     }
 }

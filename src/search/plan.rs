@@ -139,6 +139,14 @@ pub enum Predicate {
         high: i64,
         margin: i64,
     },
+    /// Several date comparisons (the ANDed values of one parameter) that one index row must
+    /// satisfy together. Only for a parameter of which a resource has at most one row
+    /// (`ParamSpec::one_row`): there it means the same as the AND of each comparison on its own,
+    /// and is one range scan of the index instead of several sets intersected.
+    DateAll {
+        param: String,
+        bounds: Vec<DateBound>,
+    },
     /// Number comparison against `value`, with `[low, high)` the range its precision implies.
     Number {
         param: String,
@@ -185,6 +193,15 @@ pub enum Predicate {
     },
     /// Negation (`:not`).
     Not(Box<Predicate>),
+}
+
+/// One comparison of a [`Predicate::DateAll`]: what a [`Predicate::Date`] compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateBound {
+    pub prefix: Prefix,
+    pub low: i64,
+    pub high: i64,
+    pub margin: i64,
 }
 
 /// One `_sort` key.

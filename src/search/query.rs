@@ -186,6 +186,7 @@ pub fn parse(
             Err(e) => return Err(e.at(&format!("http.{name}"))),
         }
     }
+    plan.filters = date_rows(std::mem::take(&mut plan.filters), types, catalogue);
     check_contained(&plan)?;
     let codes: usize = plan.filters.iter().map(|ors| set_codes(ors)).sum();
     if codes > MAX_SET_CODES {
@@ -501,6 +502,80 @@ fn common_param(
     found.ok_or_else(|| bad(format!("unknown search parameter '{code}'")))
 }
 
+/// The AND terms with the single-valued comparisons of each one-row date parameter (see
+/// `ParamSpec::one_row`, in every searched type) folded into one [`Predicate::DateAll`] at the
+/// place of the first: `date=ge2015-01&date=lt2015-02` becomes one condition on the row, one
+/// range of the index, instead of two sets of everything after and everything before,
+/// intersected. A resource has at most one row of such a parameter, so a row satisfying every
+/// comparison is the same as the resource satisfying each one (FHIR's AND, which for a parameter
+/// of several values lets each comparison be met by a different value, keeps its own sets).
+/// Terms with several values (OR) are left alone.
+fn date_rows(
+    filters: Vec<Vec<Predicate>>,
+    types: &[String],
+    catalogue: &Catalogue,
+) -> Vec<Vec<Predicate>> {
+    let one_row = |param: &str| {
+        types
+            .iter()
+            .all(|t| catalogue.for_type(t).get(param).is_some_and(|s| s.one_row))
+    };
+    let mut out: Vec<Vec<Predicate>> = Vec::with_capacity(filters.len());
+    // Per parameter, where its DateAll is in `out`.
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for ors in filters {
+        let [
+            Predicate::Date {
+                param,
+                prefix,
+                low,
+                high,
+                margin,
+            },
+        ] = ors.as_slice()
+        else {
+            out.push(ors);
+            continue;
+        };
+        if !one_row(param) {
+            out.push(ors);
+            continue;
+        }
+        let bound = DateBound {
+            prefix: *prefix,
+            low: *low,
+            high: *high,
+            margin: *margin,
+        };
+        if let Some(&i) = at.get(param)
+            && let [Predicate::DateAll { bounds, .. }] = out[i].as_mut_slice()
+        {
+            bounds.push(bound);
+            continue;
+        }
+        at.insert(param.clone(), out.len());
+        out.push(vec![Predicate::DateAll {
+            param: param.clone(),
+            bounds: vec![bound],
+        }]);
+    }
+    // A parameter compared once stays what it was.
+    for ors in &mut out {
+        if let [Predicate::DateAll { param, bounds }] = ors.as_slice()
+            && let [b] = bounds.as_slice()
+        {
+            *ors = vec![Predicate::Date {
+                param: param.clone(),
+                prefix: b.prefix,
+                low: b.low,
+                high: b.high,
+                margin: b.margin,
+            }];
+        }
+    }
+    out
+}
+
 /// One filter parameter (`name[:modifier][.chain]` or `_has:...`) into its OR list.
 fn filter(
     types: &[String],
@@ -702,6 +777,7 @@ fn composite_value(
         expression: None,
         targets: vec![],
         components: vec![],
+        one_row: false,
     };
     one_value(&part, None, &tail, opts, types, catalogue).map_err(|e| {
         bad(format!(
@@ -1238,6 +1314,51 @@ mod tests {
             &Catalogue::new(),
             &ParseOptions::default(),
         )
+    }
+
+    /// ANDed single values of a one-row date parameter fold into one `DateAll`; a repeating
+    /// one, a term with several values and a parameter compared once keep their shape.
+    #[test]
+    fn date_bounds_of_one_row_fold_into_one_term() {
+        let on = |ty: &str, q: &str| {
+            let params: Vec<(String, String)> =
+                form_urlencoded::parse(q.as_bytes()).into_owned().collect();
+            parse(
+                &[ty.to_string()],
+                &params,
+                &Catalogue::new(),
+                &ParseOptions::default(),
+            )
+            .expect(q)
+            .filters
+        };
+        let f = on(
+            "Observation",
+            "date=ge2015-01-01&code=x&date=lt2015-02-01&date=ne2015-01-10",
+        );
+        assert_eq!(f.len(), 2, "{f:?}");
+        let Predicate::DateAll { param, bounds } = &f[0][0] else {
+            panic!("{f:?}")
+        };
+        assert_eq!(param, "date");
+        assert_eq!(
+            bounds.iter().map(|b| b.prefix).collect::<Vec<_>>(),
+            [Prefix::Ge, Prefix::Lt, Prefix::Ne]
+        );
+        assert!(matches!(f[1][0], Predicate::Token { .. }));
+        for (ty, q) in [
+            ("Encounter", "location-period=ge2020&location-period=lt2021"),
+            ("Observation", "date=ge2015,lt2010&date=lt2015-02-01"),
+            ("Observation", "date=ge2015"),
+        ] {
+            let f = on(ty, q);
+            assert!(
+                f.iter()
+                    .flatten()
+                    .all(|p| matches!(p, Predicate::Date { .. })),
+                "{q}: {f:?}"
+            );
+        }
     }
 
     #[test]

@@ -158,14 +158,173 @@ fn number_condition(
     }
 }
 
-/// A `SELECT resource_type, id` of the resources of `types` matching `p`, and whether the
-/// predicate is the complement of that set.
-fn key_set(q: &mut Sql, types: &[String], p: &Predicate) -> (String, bool) {
-    let scope = |q: &mut Sql, table: &str, param: &str| {
+/// Where a predicate looks for its rows.
+#[derive(Clone, Copy)]
+enum Scope<'a> {
+    /// The keys of every resource of these types that matches: `SELECT resource_type, id`, for
+    /// `(type, id) IN (...)`.
+    Set(&'a [String]),
+    /// The rows of the one resource of this head alias: `SELECT 1`, for `EXISTS (...)`, a probe
+    /// of the index table's primary key `(resource_type, id, param, ...)`.
+    Probe(&'a str),
+}
+
+/// Whether [`key_set`] can probe `p` for one resource ([`Scope::Probe`]); the others are read
+/// from the heads or the rows of other resources, and stay sets.
+fn probes(p: &Predicate) -> bool {
+    match p {
+        Predicate::Id(_) | Predicate::LastUpdated { .. } | Predicate::List(_) => false,
+        Predicate::Not(inner) => probes(inner),
+        _ => true,
+    }
+}
+
+/// How few resources `p` is likely to match, as a rank (lower is fewer), for choosing the AND
+/// term that drives a search; `None` for a complement, which cannot drive. Without statistics
+/// this goes by the kind of condition: one id, a reference to one resource, an exact code or
+/// string, a closed range, then open ranges and substrings.
+fn selectivity(p: &Predicate) -> Option<u8> {
+    Some(match p {
+        Predicate::Id(_) => 0,
+        Predicate::List(_) => 1,
+        Predicate::Reference { id, url, .. } if id.is_some() || url.is_some() => 1,
+        Predicate::Token { code: Some(_), .. }
+        | Predicate::String {
+            how: StringMatch::Exact,
+            ..
+        }
+        | Predicate::Uri {
+            how: UriMatch::Exact,
+            ..
+        } => 2,
+        Predicate::TokenIn { .. }
+        | Predicate::String {
+            how: StringMatch::Prefix,
+            ..
+        }
+        | Predicate::Date {
+            prefix: Prefix::Eq, ..
+        }
+        | Predicate::Number {
+            prefix: Prefix::Eq, ..
+        }
+        | Predicate::Quantity {
+            prefix: Prefix::Eq, ..
+        } => 3,
+        Predicate::DateAll { bounds, .. }
+            if bounds.iter().any(|b| below(b.prefix)) && bounds.iter().any(|b| above(b.prefix)) =>
+        {
+            3
+        }
+        // A chain or `_has` matches about as few as its inner condition, through one more
+        // reference.
+        Predicate::Chain { inner, .. } | Predicate::Has { inner, .. } => inner
+            .iter()
+            .map(selectivity)
+            .try_fold(0u8, |worst, r| r.map(|r| worst.max(r)))?
+            .saturating_add(1),
+        Predicate::TokenText { .. }
+        | Predicate::Text { .. }
+        | Predicate::String {
+            how: StringMatch::Contains,
+            ..
+        }
+        | Predicate::Missing { missing: false, .. } => 6,
+        Predicate::Missing { missing: true, .. } | Predicate::Not(_) => return None,
+        _ => 5,
+    })
+}
+
+/// Whether a date comparison bounds the matches from above / from below (`lt`, `le`, `eb`, `eq`,
+/// `ap` / `gt`, `ge`, `sa`, `eq`, `ap`).
+fn below(p: Prefix) -> bool {
+    matches!(
+        p,
+        Prefix::Lt | Prefix::Le | Prefix::Eb | Prefix::Eq | Prefix::Ap
+    )
+}
+
+fn above(p: Prefix) -> bool {
+    matches!(
+        p,
+        Prefix::Gt | Prefix::Ge | Prefix::Sa | Prefix::Eq | Prefix::Ap
+    )
+}
+
+/// A stored span (`high - low`) at least this long counts as unbounded: subtracting it from a
+/// searched instant could overflow, and it bounds nothing anyway.
+const UNBOUNDED_SPAN: i64 = 1 << 62;
+
+/// The condition "a row of `param` satisfies every one of `bounds`", bounded on `low` at both
+/// ends where the comparisons allow it so that the `(resource_type, param, low, high)` index is
+/// read over one range. `gt`, `ge` and `ap` bound a row's high end; its low end is at most the
+/// longest span stored for the parameter below that (`idx_date_span`, kept by the writer,
+/// never shrinking), so `low >= bound - span` is implied and bounds the scan. `eb` and `le` imply
+/// `low < ...` the same way (a row's low is at most its high).
+fn date_all_condition(q: &mut Sql, scope: Scope, param: &str, bounds: &[DateBound]) -> String {
+    let mut parts = Vec::new();
+    for b in bounds {
+        parts.push(range_condition(
+            q, "low", "high", b.prefix, b.low, b.high, b.margin,
+        ));
+    }
+    let Scope::Set(types) = scope else {
+        // One resource's rows are one primary-key prefix: nothing to bound.
+        return parts.join(" AND ");
+    };
+    for b in bounds {
+        let from = match b.prefix {
+            Prefix::Gt => b.high,
+            Prefix::Ge => b.low,
+            Prefix::Ap => b.low.saturating_sub(b.margin),
+            Prefix::Eb => {
+                parts.push(format!("low < {}", q.int(b.low)));
+                continue;
+            }
+            Prefix::Le => {
+                parts.push(format!("low <= {}", q.int(b.high)));
+                continue;
+            }
+            _ => continue,
+        };
+        let cap = q.int(UNBOUNDED_SPAN);
+        let x = q.int(from);
+        let min = q.int(i64::MIN);
         let t = q.list(types);
         let p = q.text(param);
-        format!("SELECT resource_type, id FROM {table} WHERE resource_type IN {t} AND param = {p}")
-    };
+        parts.push(format!(
+            "low >= (SELECT CASE WHEN MAX(span) < {cap} THEN {x} - MAX(span) ELSE {min} END \
+             FROM idx_date_span WHERE resource_type IN {t} AND param = {p})"
+        ));
+    }
+    parts.join(" AND ")
+}
+
+/// The rows of `table` for `param` in `scope`, as the start of a SELECT to add conditions to.
+fn rows(q: &mut Sql, scope: Scope, table: &str, param: &str) -> String {
+    match scope {
+        Scope::Set(types) => {
+            let t = q.list(types);
+            let p = q.text(param);
+            format!(
+                "SELECT resource_type, id FROM {table} WHERE resource_type IN {t} AND param = {p}"
+            )
+        }
+        Scope::Probe(a) => {
+            let p = q.text(param);
+            format!(
+                "SELECT 1 FROM {table} WHERE resource_type = {a}.resource_type AND id = {a}.id AND param = {p}"
+            )
+        }
+    }
+}
+
+/// A SELECT of the resources matching `p` in `scope` (a set of keys of `types`, or the rows of
+/// one resource), and whether the predicate is the complement of it.
+///
+/// `_id`, `_lastUpdated` and `_list` ([`probes`] false) are always sets of `types`.
+fn key_set(q: &mut Sql, within: Scope, types: &[String], p: &Predicate) -> (String, bool) {
+    let scope = |q: &mut Sql, table: &str, param: &str| rows(q, within, table, param);
     match p {
         Predicate::Id(id) => {
             let t = q.list(types);
@@ -293,6 +452,11 @@ fn key_set(q: &mut Sql, types: &[String], p: &Predicate) -> (String, bool) {
             let c = range_condition(q, "low", "high", *prefix, *low, *high, *margin);
             (format!("{base} AND {c}"), false)
         }
+        Predicate::DateAll { param, bounds } => {
+            let base = scope(q, "idx_date", param);
+            let c = date_all_condition(q, within, param, bounds);
+            (format!("{base} AND {c}"), false)
+        }
         Predicate::Number {
             param,
             prefix,
@@ -388,40 +552,84 @@ fn key_set(q: &mut Sql, types: &[String], p: &Predicate) -> (String, bool) {
             param,
             inner,
         } => {
-            let src = q.text(source);
-            let pm = q.text(param);
-            let t = q.list(types);
+            let head = match within {
+                Scope::Set(_) => {
+                    let src = q.text(source);
+                    let pm = q.text(param);
+                    let t = q.list(types);
+                    format!(
+                        "SELECT target_type, target_id FROM idx_reference WHERE resource_type = {src} AND param = {pm} \
+                         AND target_type IN {t}"
+                    )
+                }
+                // Through the target index `(target_id, target_type)`.
+                Scope::Probe(a) => {
+                    let src = q.text(source);
+                    let pm = q.text(param);
+                    format!(
+                        "SELECT 1 FROM idx_reference WHERE target_id = {a}.id AND target_type = {a}.resource_type \
+                         AND resource_type = {src} AND param = {pm}"
+                    )
+                }
+            };
             let sub = heads_matching(q, std::slice::from_ref(source), std::slice::from_ref(inner));
-            (
-                format!(
-                    "SELECT target_type, target_id FROM idx_reference WHERE resource_type = {src} AND param = {pm} \
-                 AND target_type IN {t} AND (resource_type, id) IN ({sub})"
-                ),
-                false,
-            )
+            (format!("{head} AND (resource_type, id) IN ({sub})"), false)
         }
         Predicate::Not(inner) => {
-            let (s, negated) = key_set(q, types, inner);
+            let (s, negated) = key_set(q, within, types, inner);
             (s, !negated)
         }
     }
 }
 
+/// The AND term that drives a search: the one likely to match fewest ([`selectivity`] of its
+/// worst OR alternative; the first of equals), if any term can drive at all.
+fn driver(filters: &[Vec<Predicate>]) -> Option<usize> {
+    filters
+        .iter()
+        .enumerate()
+        .filter(|(_, ors)| !ors.is_empty())
+        .filter_map(|(i, ors)| {
+            ors.iter()
+                .map(selectivity)
+                .try_fold(0u8, |worst, r| r.map(|r| worst.max(r)))
+                .map(|rank| (rank, i))
+        })
+        .min()
+        .map(|(_, i)| i)
+}
+
 /// The condition "this head matches every filter" for a head alias.
+///
+/// The driving term ([`driver`]) is a set, `(type, id) IN (...)`, that SQLite reads first; every
+/// other term is checked per candidate with `EXISTS` on its index table's primary key, so a
+/// broad term (a common code, a year of dates) is never built in full only to be intersected
+/// with a few rows. A search without a term that can drive (only complements) keeps sets.
 fn filter_condition(
     q: &mut Sql,
     alias: &str,
     types: &[String],
     filters: &[Vec<Predicate>],
 ) -> String {
+    let lead = driver(filters);
     let mut parts = Vec::new();
-    for ors in filters {
+    for (i, ors) in filters.iter().enumerate() {
+        let probe = lead.is_some_and(|l| l != i) && ors.iter().all(probes);
         let alts: Vec<String> = ors
             .iter()
             .map(|p| {
-                let (set, negated) = key_set(q, types, p);
+                let within = if probe {
+                    Scope::Probe(alias)
+                } else {
+                    Scope::Set(types)
+                };
+                let (set, negated) = key_set(q, within, types, p);
                 let not = if negated { "NOT " } else { "" };
-                format!("({alias}.resource_type, {alias}.id) {not}IN ({set})")
+                if probe {
+                    format!("{not}EXISTS ({set})")
+                } else {
+                    format!("({alias}.resource_type, {alias}.id) {not}IN ({set})")
+                }
             })
             .collect();
         if alts.is_empty() {
@@ -583,7 +791,27 @@ pub fn page(plan: &SearchPlan, dialect: &dyn Dialect, limit: usize) -> SqlQuery 
     q.finish()
 }
 
+/// Whether the keys of `p`'s set are rows of the matching resources themselves (not of the
+/// heads, not the targets of other resources' references, not a complement): then, as index
+/// rows exist only for live current versions, the set counts its resources without the heads.
+fn owned_rows(p: &Predicate) -> bool {
+    !matches!(
+        p,
+        Predicate::Id(_)
+            | Predicate::LastUpdated { .. }
+            | Predicate::List(_)
+            | Predicate::Has { .. }
+            | Predicate::Not(_)
+            | Predicate::Missing { missing: true, .. }
+    )
+}
+
 /// `SELECT COUNT(*)` of every match.
+///
+/// A search of one AND term over its own rows (a code, a reference, a date range, or an OR of
+/// them) is counted from the index alone: its distinct keys, less contained resources' keys
+/// (the only ones with a `#`; a top-level search never sees them), with no probe of the heads
+/// per match.
 pub fn count(plan: &SearchPlan, dialect: &dyn Dialect) -> SqlQuery {
     let mut q = Sql {
         dialect,
@@ -591,6 +819,24 @@ pub fn count(plan: &SearchPlan, dialect: &dyn Dialect) -> SqlQuery {
         args: vec![],
         alias: 0,
     };
+    if let [ors] = plan.filters.as_slice()
+        && plan.contained == Contained::No
+        && !ors.is_empty()
+        && ors.iter().all(owned_rows)
+    {
+        let sets: Vec<String> = ors
+            .iter()
+            .map(|p| key_set(&mut q, Scope::Set(&plan.types), &plan.types, p).0)
+            .collect();
+        // UNION removes duplicates; a single set needs DISTINCT (a resource may have several
+        // rows of one parameter).
+        let keys = match sets.as_slice() {
+            [one] => format!("SELECT DISTINCT resource_type, id FROM ({one})"),
+            _ => sets.join(" UNION "),
+        };
+        q.text = format!("SELECT COUNT(*) FROM ({keys}) k WHERE instr(k.id, '#') = 0");
+        return q.finish();
+    }
     let from = where_clause(&mut q, plan);
     q.text = format!("SELECT COUNT(*) {from}");
     q.finish()
@@ -637,6 +883,30 @@ pub fn include_targets(
     }
     sql.push_str(" ORDER BY target_type, target_id");
     q.text = sql;
+    q.finish()
+}
+
+/// The next `limit` live resources of `resource_type` after id `after`, in id order (`$reindex`
+/// walks a type with it).
+pub fn live_keys(
+    dialect: &dyn Dialect,
+    resource_type: &str,
+    after: Option<&str>,
+    limit: usize,
+) -> SqlQuery {
+    let mut q = Sql {
+        dialect,
+        text: String::new(),
+        args: vec![],
+        alias: 0,
+    };
+    let t = q.text(resource_type);
+    let a = q.text(after.unwrap_or(""));
+    let n = q.int(i64::try_from(limit).unwrap_or(i64::MAX));
+    q.text = format!(
+        "SELECT resource_type, id FROM resource_head WHERE resource_type = {t} AND deleted = 0 \
+         AND id > {a} ORDER BY id LIMIT {n}"
+    );
     q.finish()
 }
 

@@ -310,13 +310,6 @@ pub trait TxContext {
     fn dialect(&self) -> &'static dyn crate::search::sql::Dialect;
     /// Runs a search statement (from `search::sql`, in this store's dialect) inside the transaction.
     fn query_keys(&mut self, query: &SqlQuery) -> Result<Vec<ResourceKey>, StoreError>;
-    /// Ids of live resources of a type after `after` (in id order), at most `limit`: for `$reindex`.
-    fn live_ids(
-        &mut self,
-        resource_type: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError>;
     /// Replaces the index rows of a live resource (for `$reindex`; no new version).
     fn replace_index(
         &mut self,

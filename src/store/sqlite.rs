@@ -165,6 +165,16 @@ const MIGRATIONS: &[&str] = &[
     // v4: `gt`/`ge`/`eb` compare a row's high end only; without an index that leads with it,
     // they read every row of the parameter (`ge` becomes a union of this and the low index).
     "CREATE INDEX idx_date_high ON idx_date (resource_type, param, high);",
+    // v5: the longest span (`high - low`) stored per date parameter, kept by the writer as rows
+    // are inserted (never shrinking, so always an upper bound). It bounds the `low` end of
+    // `gt`/`ge`/`ap` comparisons, which otherwise only bound `high` (see `search::sql`). An
+    // overflowing difference (an open period) becomes a REAL, which counts as unbounded.
+    "CREATE TABLE idx_date_span (
+        resource_type TEXT NOT NULL, param TEXT NOT NULL, span INTEGER NOT NULL,
+        PRIMARY KEY (resource_type, param)
+    ) WITHOUT ROWID;
+    INSERT INTO idx_date_span (resource_type, param, span)
+        SELECT resource_type, param, MAX(high - low) FROM idx_date GROUP BY resource_type, param;",
 ];
 
 /// A message to the writer thread.
@@ -1070,28 +1080,6 @@ impl TxContext for WriterTx<'_> {
 
     fn query_keys(&mut self, query: &SqlQuery) -> Result<Vec<ResourceKey>, StoreError> {
         run_query_keys(self.conn, query)
-    }
-
-    fn live_ids(
-        &mut self,
-        resource_type: &str,
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<String>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "SELECT id FROM resource_head WHERE resource_type = ? AND deleted = 0 AND id > ?
-                 ORDER BY id LIMIT ?",
-            )
-            .map_err(db_err)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = st
-            .query_map(params![resource_type, after.unwrap_or(""), limit], |r| {
-                r.get::<_, String>(0)
-            })
-            .map_err(db_err)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(db_err)
     }
 
     fn replace_index(
@@ -2165,6 +2153,115 @@ mod tests {
         }
         let r = SqliteStore::open(dir.path(), SqliteOptions::default());
         assert!(matches!(r, Err(StoreError::Backend(ref m)) if m.contains("newer")));
+    }
+
+    /// The steps of SQLite's plan for one page of `plan`.
+    fn page_plan(c: &Connection, plan: &crate::search::plan::SearchPlan) -> Vec<String> {
+        let q = crate::search::sql::page(plan, &crate::search::sql::Sqlite, 11);
+        let mut st = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", q.sql))
+            .expect("explain");
+        st.query_map(rusqlite::params_from_iter(sql_args(&q.args)), |r| r.get(3))
+            .expect("plan")
+            .collect::<Result<_, _>>()
+            .expect("rows")
+    }
+
+    /// A month of a one-valued date (`date=ge2015-01-01&date=lt2015-02-01`, folded into one
+    /// `DateAll`) reads one range of the low index, bounded at both ends (the low end by the
+    /// longest span stored), instead of everything after and everything before.
+    #[tokio::test]
+    async fn a_date_range_of_one_row_reads_one_range_of_the_low_index() {
+        use crate::search::plan::{DateBound, Predicate, Prefix, SearchPlan};
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(dir.path()));
+        let c = Connection::open(dir.path().join(DB_FILE)).expect("open");
+        let mut plan = SearchPlan::over(vec!["Observation".into()], 10);
+        let bound = |prefix, low, high| DateBound {
+            prefix,
+            low,
+            high,
+            margin: 0,
+        };
+        plan.filters = vec![vec![Predicate::DateAll {
+            param: "date".into(),
+            bounds: vec![
+                bound(Prefix::Ge, 1_000, 1_999),
+                bound(Prefix::Lt, 5_000, 5_999),
+            ],
+        }]];
+        let steps = page_plan(&c, &plan);
+        let on_dates: Vec<&String> = steps
+            .iter()
+            .filter(|s| {
+                s.contains("idx_date ")
+                    || s.contains("idx_date_lookup")
+                    || s.contains("idx_date_high")
+            })
+            .collect();
+        assert!(!on_dates.is_empty(), "{steps:#?}");
+        for step in on_dates {
+            assert!(
+                step.contains("idx_date_lookup") && step.contains("low>") && step.contains("low<"),
+                "not one range of the low index: {steps:#?}"
+            );
+        }
+    }
+
+    /// In an AND search the most selective term drives (the subject's reference rows) and the
+    /// others are probed per candidate on their table's primary key, never read as a set.
+    #[tokio::test]
+    async fn and_terms_are_probed_from_the_most_selective() {
+        use crate::search::plan::{DateBound, Predicate, Prefix, SearchPlan};
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(open(dir.path()));
+        let c = Connection::open(dir.path().join(DB_FILE)).expect("open");
+        let subject = Predicate::Reference {
+            param: "subject".into(),
+            target_type: Some("Patient".into()),
+            id: Some("p1".into()),
+            url: None,
+        };
+        let code = Predicate::Token {
+            param: "code".into(),
+            system: Some("http://loinc.org".into()),
+            code: Some("8310-5".into()),
+        };
+        let month = Predicate::DateAll {
+            param: "date".into(),
+            bounds: [(Prefix::Ge, 1_000), (Prefix::Lt, 5_000)]
+                .map(|(prefix, low)| DateBound {
+                    prefix,
+                    low,
+                    high: low + 999,
+                    margin: 0,
+                })
+                .to_vec(),
+        };
+        for other in [code, month] {
+            let mut plan = SearchPlan::over(vec!["Observation".into()], 10);
+            // The broad term first: the order of the terms does not decide.
+            plan.filters = vec![vec![other], vec![subject.clone()]];
+            let steps = page_plan(&c, &plan);
+            let driving = steps
+                .iter()
+                .position(|s| s.contains("idx_reference_lookup"))
+                .unwrap_or_else(|| panic!("the subject does not drive: {steps:#?}"));
+            let probed: Vec<&String> = steps
+                .iter()
+                .filter(|s| s.contains("idx_token") || s.contains("idx_date"))
+                .collect();
+            assert!(!probed.is_empty(), "{steps:#?}");
+            for step in probed {
+                // SQLite may probe by the primary key or by the lookup index with the id: either
+                // way one resource's rows, per candidate.
+                assert!(
+                    step.contains("id=?") && !step.contains("LIST SUBQUERY"),
+                    "not a probe of one resource's rows: {steps:#?}"
+                );
+            }
+            assert!(driving < steps.len());
+        }
     }
 
     /// Every date prefix except `ne` and `ap` (whose matches are not one range of either end)

@@ -273,7 +273,7 @@ fn write_rows(
     had_rows: bool,
 ) -> Result<(), StoreError> {
     let (rt, id) = owner;
-    for (sql, mut new) in SQL.iter().zip(tables) {
+    for (table, (sql, mut new)) in SQL.iter().zip(tables).enumerate() {
         if had_rows {
             if new.is_empty() {
                 conn.prepare_cached(&sql.delete_all)
@@ -299,7 +299,38 @@ fn write_rows(
                 st.execute(params_from_iter(owned(&owner, row)))
                     .map_err(db_err)?;
             }
+            if TABLES[table].0 == "idx_date" {
+                widen_spans(conn, rt, &new)?;
+            }
         }
+    }
+    Ok(())
+}
+
+/// Keeps `idx_date_span` at least the longest `high - low` of each parameter of type `rt`, for
+/// the date rows just inserted (`param`, `low`, `high`).
+fn widen_spans(conn: &Connection, rt: &str, inserted: &[Row]) -> Result<(), StoreError> {
+    let mut longest: Vec<(&str, i64)> = Vec::new();
+    for row in inserted {
+        let [Cell::Text(param), Cell::Int(low), Cell::Int(high)] = row.as_slice() else {
+            continue;
+        };
+        let span = high.saturating_sub(*low);
+        match longest.iter_mut().find(|(p, _)| p == param) {
+            Some((_, s)) => *s = (*s).max(span),
+            None => longest.push((param, span)),
+        }
+    }
+    let mut st = conn
+        .prepare_cached(
+            "INSERT INTO idx_date_span (resource_type, param, span) VALUES (?, ?, ?)
+             ON CONFLICT (resource_type, param) DO UPDATE SET span = excluded.span
+             WHERE excluded.span > idx_date_span.span",
+        )
+        .map_err(db_err)?;
+    for (param, span) in longest {
+        st.execute(rusqlite::params![rt, param, span])
+            .map_err(db_err)?;
     }
     Ok(())
 }
