@@ -49,13 +49,16 @@ def with_control_id(segments, control_id):
 
 
 def distinct(segments, i):
-    """PID-3 and PV1-19 (first component of each repetition) made unique to message i."""
+    """Every patient identifier (PID-2, -3, -4, -19, -20; MRG-1), the account number (PID-18) and the visit number (PV1-19),
+    first component of each repetition, made unique to message i: a patient that kept any one
+    identifier of the corpus would be the same person as every other copy (records resolve by
+    any of their identifiers), and would gather all their identifiers."""
     sep = segments[0][3]
     comp = segments[0][4] if len(segments[0]) > 4 else "^"
     rep = segments[0][5] if len(segments[0]) > 5 else "~"
     out = []
     for seg in segments:
-        for name, n in (("PID", 3), ("PV1", 19)):
+        for name, n in (("PID", 2), ("PID", 3), ("PID", 4), ("PID", 18), ("PID", 19), ("PID", 20), ("MRG", 1), ("PV1", 19)):
             if seg.startswith(name + sep):
                 f = seg.split(sep)
                 if len(f) > n and f[n]:
