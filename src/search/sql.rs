@@ -46,7 +46,17 @@ struct Sql<'d> {
     alias: usize,
 }
 
-impl Sql<'_> {
+impl<'d> Sql<'d> {
+    /// An empty statement in `dialect`.
+    fn new(dialect: &'d dyn Dialect) -> Sql<'d> {
+        Sql {
+            dialect,
+            text: String::new(),
+            args: vec![],
+            alias: 0,
+        }
+    }
+
     fn arg(&mut self, a: SqlArg) -> String {
         self.args.push(a);
         self.dialect.placeholder(self.args.len())
@@ -741,12 +751,7 @@ fn sort_expr(q: &mut Sql, key: &SortKey) -> String {
 
 /// The page of matches: `limit` keys from the plan's cursor on.
 pub fn page(plan: &SearchPlan, dialect: &dyn Dialect, limit: usize) -> SqlQuery {
-    let mut q = Sql {
-        dialect,
-        text: String::new(),
-        args: vec![],
-        alias: 0,
-    };
+    let mut q = Sql::new(dialect);
     let from = where_clause(&mut q, plan);
     let mut sql = format!("SELECT h.resource_type, h.id {from}");
     let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -813,12 +818,7 @@ fn owned_rows(p: &Predicate) -> bool {
 /// (the only ones with a `#`; a top-level search never sees them), with no probe of the heads
 /// per match.
 pub fn count(plan: &SearchPlan, dialect: &dyn Dialect) -> SqlQuery {
-    let mut q = Sql {
-        dialect,
-        text: String::new(),
-        args: vec![],
-        alias: 0,
-    };
+    let mut q = Sql::new(dialect);
     if let [ors] = plan.filters.as_slice()
         && plan.contained == Contained::No
         && !ors.is_empty()
@@ -844,12 +844,7 @@ pub fn count(plan: &SearchPlan, dialect: &dyn Dialect) -> SqlQuery {
 
 /// Every match, unpaged (conditional operations).
 pub fn all(plan: &SearchPlan, dialect: &dyn Dialect) -> SqlQuery {
-    let mut q = Sql {
-        dialect,
-        text: String::new(),
-        args: vec![],
-        alias: 0,
-    };
+    let mut q = Sql::new(dialect);
     let from = where_clause(&mut q, plan);
     q.text = format!("SELECT h.resource_type, h.id {from} ORDER BY h.resource_type, h.id");
     q.finish()
@@ -864,12 +859,7 @@ pub fn include_targets(
     param: Option<&str>,
     target: Option<&str>,
 ) -> SqlQuery {
-    let mut q = Sql {
-        dialect,
-        text: String::new(),
-        args: vec![],
-        alias: 0,
-    };
+    let mut q = Sql::new(dialect);
     let s = q.text(source);
     let list = q.list(ids);
     let mut sql = format!(
@@ -894,12 +884,7 @@ pub fn live_keys(
     after: Option<&str>,
     limit: usize,
 ) -> SqlQuery {
-    let mut q = Sql {
-        dialect,
-        text: String::new(),
-        args: vec![],
-        alias: 0,
-    };
+    let mut q = Sql::new(dialect);
     let t = q.text(resource_type);
     let a = q.text(after.unwrap_or(""));
     let n = q.int(i64::try_from(limit).unwrap_or(i64::MAX));
@@ -912,12 +897,7 @@ pub fn live_keys(
 
 /// Every resource (type, id) whose indexed references point at `target_type/target_id`.
 pub fn referrers(dialect: &dyn Dialect, target_type: &str, target_id: &str) -> SqlQuery {
-    let mut q = Sql {
-        dialect,
-        text: String::new(),
-        args: vec![],
-        alias: 0,
-    };
+    let mut q = Sql::new(dialect);
     let (t, i) = (q.text(target_type), q.text(target_id));
     q.text = format!(
         "SELECT DISTINCT resource_type, id FROM idx_reference \
@@ -933,12 +913,7 @@ pub fn revinclude_sources(
     param: Option<&str>,
     targets: &[(String, String)],
 ) -> SqlQuery {
-    let mut q = Sql {
-        dialect,
-        text: String::new(),
-        args: vec![],
-        alias: 0,
-    };
+    let mut q = Sql::new(dialect);
     let s = q.text(source);
     let pairs: Vec<String> = targets
         .iter()
